@@ -1,0 +1,189 @@
+/*
+ * CShims — Legato's thin C layer. Swift reaches it from exactly one file
+ * (Sources/LegatoSystem/Syscalls.swift).
+ *
+ * Conventions: every function is prefixed `lg_`; a function that can fail
+ * returns a negative errno (-EINVAL) and never touches `errno` for the caller.
+ * Kernel ABI missing from Debian's 6.1 headers is in lg_compat.h.
+ *
+ * Never define _GNU_SOURCE here: Swift imports this header (see SWIFT-NOTES).
+ */
+#ifndef LG_CSHIMS_H
+#define LG_CSHIMS_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/user.h>
+#include <signal.h>
+
+#include "lg_compat.h"
+
+/* ------------------------------------------------------------------ */
+/* ioctl numbers Swift cannot import (function-like macros)            */
+/* ------------------------------------------------------------------ */
+static const unsigned long LG_UFFDIO_API = UFFDIO_API;
+static const unsigned long LG_UFFDIO_REGISTER = UFFDIO_REGISTER;
+static const unsigned long LG_UFFDIO_UNREGISTER = UFFDIO_UNREGISTER;
+static const unsigned long LG_UFFDIO_WAKE = UFFDIO_WAKE;
+static const unsigned long LG_UFFDIO_COPY = UFFDIO_COPY;
+static const unsigned long LG_UFFDIO_ZEROPAGE = UFFDIO_ZEROPAGE;
+static const unsigned long LG_UFFDIO_WRITEPROTECT = UFFDIO_WRITEPROTECT;
+static const unsigned long LG_PAGEMAP_SCAN = PAGEMAP_SCAN;
+
+/* ------------------------------------------------------------------ */
+/* ptrace                                                              */
+/* ------------------------------------------------------------------ */
+long lg_ptrace(int request, pid_t pid, uint64_t addr, uint64_t data);
+int lg_ptrace_getregs(pid_t tid, struct user_regs_struct *regs);
+int lg_ptrace_setregs(pid_t tid, const struct user_regs_struct *regs);
+/* The signal number and si_code of the signal that caused a stop; -EINVAL in a group-stop. */
+int lg_ptrace_getsiginfo(pid_t tid, int *signo, int *code, int *sender_pid);
+int lg_ptrace_geteventmsg(pid_t tid, uint64_t *msg);
+
+/* waitpid(2) that returns -errno; `status` is the raw wait status. */
+pid_t lg_waitpid(pid_t pid, int *status, int options);
+static const int LG_WALL = 0x40000000;  /* __WALL */
+static const int LG_WNOHANG = 1;
+
+/* ------------------------------------------------------------------ */
+/* syscall injection into a ptrace-stopped thread (prepare/syscall/cure) */
+/* ------------------------------------------------------------------ */
+/* Called while an injected syscall is in flight, so the caller can keep serving
+ * the target's userfaults (an injected madvise waits for its REMOVE event to be read). */
+typedef void (*lg_wait_hook)(void *ctx);
+
+struct lg_inject {
+    pid_t tid;
+    struct user_regs_struct saved;   /* the thread's registers at prepare() */
+    uint64_t stub;                   /* address of `syscall; int3` in the target */
+    uint64_t poked_word;             /* original word at `stub` if we wrote it */
+    int poked;                       /* 1 when cure() must restore poked_word */
+    int deferred_signals[8];         /* signals that arrived while injecting */
+    int deferred_count;
+    lg_wait_hook hook;
+    void *hook_ctx;
+    int exited;                      /* the thread died during injection */
+    int exit_status;
+};
+
+/* Save the registers of stopped thread `tid`. If `stub` is 0, write a
+ * `syscall; int3` stub at the thread's RIP (the word is restored by cure). */
+int lg_inject_prepare(struct lg_inject *s, pid_t tid, uint64_t stub);
+/* Run one syscall in the thread; *ret gets the raw return value (negative errno on failure). */
+int lg_inject_syscall(struct lg_inject *s, long nr, const uint64_t args[6], int64_t *ret);
+/* Restore the thread's registers (and the stub word if it was poked). */
+int lg_inject_cure(struct lg_inject *s);
+/* Bytes of the stub written into a scratch page: `syscall; int3; int3...` */
+static const uint64_t LG_INJECT_STUB_WORD = 0xcccccccccccc050fULL;
+
+/* ------------------------------------------------------------------ */
+/* userfaultfd                                                         */
+/* ------------------------------------------------------------------ */
+int lg_uffd_api(int fd, uint64_t features, uint64_t *out_features, uint64_t *out_ioctls);
+int lg_uffd_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint64_t *out_ioctls);
+int lg_uffd_unregister(int fd, uint64_t start, uint64_t len);
+/* Copies `len` bytes; returns 0, or -errno with *copied the bytes done before the failure. */
+int lg_uffd_copy(int fd, uint64_t dst, const void *src, uint64_t len, uint64_t mode, int64_t *copied);
+int lg_uffd_zeropage(int fd, uint64_t start, uint64_t len, uint64_t mode, int64_t *zeroed);
+int lg_uffd_wake(int fd, uint64_t start, uint64_t len);
+int lg_uffd_writeprotect(int fd, uint64_t start, uint64_t len, uint64_t mode);
+
+enum lg_uffd_event_kind {
+    LG_UFFD_PAGEFAULT = 1,
+    LG_UFFD_FORK = 2,
+    LG_UFFD_REMAP = 3,
+    LG_UFFD_REMOVE = 4,
+    LG_UFFD_UNMAP = 5,
+    LG_UFFD_OTHER = 99,
+};
+
+/* A decoded uffd_msg. pagefault: addr, flags, tid. remap: addr=from, a2=to, a3=len.
+ * remove/unmap: addr=start, a2=end. fork: a2=new uffd. */
+struct lg_uffd_event {
+    uint32_t kind;
+    uint32_t flags;
+    uint64_t addr;
+    uint64_t a2;
+    uint64_t a3;
+    uint32_t tid;
+    uint32_t pad;
+};
+/* Reads up to `max` messages from a non-blocking uffd; returns the count (0 when none) or -errno. */
+int lg_uffd_read_events(int fd, struct lg_uffd_event *out, int max);
+
+/* PAGEMAP_SCAN on an open /proc/PID/pagemap. Returns the number of regions written to `vec`,
+ * or -errno; *walk_end gets the address where the walk stopped. */
+int lg_pagemap_scan(int pagemap_fd, uint64_t start, uint64_t end, uint64_t flags,
+                    uint64_t category_mask, uint64_t category_inverted, uint64_t category_anyof,
+                    uint64_t return_mask, struct page_region *vec, uint64_t vec_len,
+                    uint64_t max_pages, uint64_t *walk_end);
+
+/* ------------------------------------------------------------------ */
+/* process memory and pidfds                                           */
+/* ------------------------------------------------------------------ */
+/* Reads `count` ranges of the target into one contiguous local buffer. Returns bytes or -errno. */
+int64_t lg_process_vm_read(pid_t pid, void *local, uint64_t local_len,
+                           const uint64_t *remote_addrs, const uint64_t *remote_lens, int count);
+int64_t lg_process_vm_write(pid_t pid, const void *local, uint64_t len, uint64_t remote_addr);
+int lg_pidfd_open(pid_t pid);
+int lg_pidfd_getfd(int pidfd, int targetfd);
+int lg_pidfd_send_signal(int pidfd, int sig);
+
+/* A signalfd for SIGCHLD (blocks SIGCHLD in the calling thread's mask). */
+int lg_sigchld_fd(void);
+/* Drain a signalfd; returns the number of siginfos read. */
+int lg_signalfd_drain(int fd);
+/* A non-blocking signalfd for `sigs` (the caller blocks them). */
+int lg_signal_fd(const int *sigs, int count);
+/* Reads one siginfo; returns 1 if one was read, 0 if none was pending. */
+int lg_signal_fd_read(int fd, int *signo, int *code, int *sender);
+int lg_tgkill(pid_t tgid, pid_t tid, int sig);
+int lg_eventfd(void);
+/* Block `sig` in the calling thread. */
+int lg_block_signal(int sig);
+int lg_thread_id(void);
+
+/* ------------------------------------------------------------------ */
+/* seccomp                                                             */
+/* ------------------------------------------------------------------ */
+/* Builds a BPF filter (via libseccomp) that returns SECCOMP_RET_TRACE for each syscall
+ * in `nrs` and allows everything else. *prog receives malloc'd sock_filter[]; free with free(). */
+int lg_seccomp_build_trace_filter(const int *nrs, int count, void **prog, uint32_t *len);
+
+/* ------------------------------------------------------------------ */
+/* launching the traced program                                        */
+/* ------------------------------------------------------------------ */
+struct lg_spawn_args {
+    const char *path;          /* absolute path of the program */
+    char *const *argv;
+    char *const *envp;
+    const void *filter;        /* BPF program from lg_seccomp_build_trace_filter, or NULL */
+    uint32_t filter_len;
+    int new_pidns;             /* 1: PROG is PID 2 of a fresh PID namespace, under a reaper at PID 1 */
+    const sigset_t *sigmask;   /* signal mask PROG starts with */
+    const sigset_t *ignored;   /* signals PROG starts with set to SIG_IGN (the rest SIG_DFL) */
+};
+struct lg_spawn_result {
+    pid_t prog_pid;            /* PROG's pid as the agent sees it */
+    pid_t reaper_pid;          /* the namespace's PID 1, or 0 */
+    int release_fd;            /* write a byte to let PROG install its filter and exec */
+    int error_fd;              /* read: EOF once exec succeeded, else "stage errno" as two int32 */
+};
+int lg_spawn(const struct lg_spawn_args *a, struct lg_spawn_result *r);
+
+/* ------------------------------------------------------------------ */
+/* misc glibc calls hidden behind _GNU_SOURCE                          */
+/* ------------------------------------------------------------------ */
+void lg_set_thread_name(const char *name);
+int lg_accept(int fd, void *addr, uint32_t *len);
+int lg_signal_is_ignored(int sig);
+
+/* ------------------------------------------------------------------ */
+/* checksums and MACs                                                  */
+/* ------------------------------------------------------------------ */
+int lg_hmac_sha256(const void *key, size_t key_len, const void *data, size_t data_len, uint8_t out[32]);
+int lg_random_bytes(void *buf, size_t len);
+uint32_t lg_crc32c(uint32_t crc, const void *data, size_t len);
+
+#endif

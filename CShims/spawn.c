@@ -1,0 +1,198 @@
+/*
+ * Launching the program the agent will trace.
+ *
+ * new_pidns: the agent clone()s a reaper R with CLONE_NEWPID (R is PID 1 of the new
+ * namespace); R forks PROG (PID 2) and reaps until PROG exits, then exits with PROG's
+ * status. PROG does not run as PID 1: PID 1 ignores signals it has no handler for, so
+ * PROG would survive a SIGTERM that kills it in a plain run.
+ *
+ * PROG waits on `release_fd` until the agent has PTRACE_SEIZEd it, then installs the
+ * seccomp filter (built by the parent: the child may not allocate) and execs. Everything
+ * between fork and exec is async-signal-safe.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "CShims.h"
+
+enum { STAGE_RELEASE = 1, STAGE_SECCOMP = 2, STAGE_EXEC = 3, STAGE_FORK = 4 };
+
+static void report(int fd, int stage, int err) {
+    int32_t msg[2] = {stage, err};
+    ssize_t r = write(fd, msg, sizeof msg);
+    (void)r;
+}
+
+static void reset_signals(const struct lg_spawn_args *a) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    for (int sig = 1; sig < _NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        sa.sa_handler = (a->ignored && sigismember(a->ignored, sig) == 1) ? SIG_IGN : SIG_DFL;
+        sigaction(sig, &sa, NULL);
+    }
+    sigset_t empty;
+    sigemptyset(&empty);
+    sigprocmask(SIG_SETMASK, a->sigmask ? a->sigmask : &empty, NULL);
+}
+
+static _Noreturn void run_prog(const struct lg_spawn_args *a, int release_rd, int err_wr) {
+    reset_signals(a);
+    prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    char b;
+    ssize_t n;
+    do {
+        n = read(release_rd, &b, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) {
+        report(err_wr, STAGE_RELEASE, n == 0 ? EPIPE : errno);
+        _exit(127);
+    }
+    close(release_rd);
+    if (a->filter) {
+        struct sock_fprog prog = {.len = (unsigned short)a->filter_len, .filter = (struct sock_filter *)a->filter};
+        if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {
+            if (errno == EACCES) {
+                prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {
+                    report(err_wr, STAGE_SECCOMP, errno);
+                    _exit(127);
+                }
+            } else {
+                report(err_wr, STAGE_SECCOMP, errno);
+                _exit(127);
+            }
+        }
+    }
+    execve(a->path, a->argv, a->envp);
+    report(err_wr, STAGE_EXEC, errno);
+    _exit(127);
+}
+
+static _Noreturn void run_reaper(const struct lg_spawn_args *a, int release_rd, int err_wr, int ready_wr) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    pid_t prog = (pid_t)syscall(SYS_fork);
+    if (prog < 0) {
+        report(err_wr, STAGE_FORK, errno);
+        _exit(127);
+    }
+    if (prog == 0) {
+        close(ready_wr);
+        run_prog(a, release_rd, err_wr);
+    }
+    close(release_rd);
+    close(err_wr);
+    char one = 1;
+    ssize_t w = write(ready_wr, &one, 1);
+    (void)w;
+    close(ready_wr);
+    /* PID 1 of the namespace: reap everyone, leave with PROG's status. */
+    for (;;) {
+        int st = 0;
+        pid_t r = waitpid(-1, &st, __WALL);
+        if (r == prog) {
+            if (WIFEXITED(st)) _exit(WEXITSTATUS(st));
+            if (WIFSIGNALED(st)) _exit(128 + WTERMSIG(st));
+        } else if (r < 0 && errno == ECHILD) {
+            _exit(0);
+        }
+    }
+}
+
+/* The only child of `pid` (reading /proc/PID/task/PID/children). */
+static pid_t only_child_of(pid_t pid) {
+    char path[64];
+    int len = 0;
+    const char *prefix = "/proc/";
+    for (const char *p = prefix; *p; p++) path[len++] = *p;
+    char num[16];
+    int nl = 0;
+    for (pid_t v = pid; v > 0; v /= 10) num[nl++] = (char)('0' + v % 10);
+    for (int rep = 0; rep < 2; rep++) {
+        for (int i = nl - 1; i >= 0; i--) path[len++] = num[i];
+        const char *mid = rep == 0 ? "/task/" : "/children";
+        for (const char *p = mid; *p; p++) path[len++] = *p;
+    }
+    path[len] = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    char buf[64];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -ESRCH;
+    buf[n] = 0;
+    pid_t child = 0;
+    for (char *p = buf; *p >= '0' && *p <= '9'; p++) child = child * 10 + (*p - '0');
+    return child > 0 ? child : -ESRCH;
+}
+
+int lg_spawn(const struct lg_spawn_args *a, struct lg_spawn_result *r) {
+    int release[2], err[2], ready[2] = {-1, -1};
+    if (pipe2(release, O_CLOEXEC) != 0) return -errno;
+    if (pipe2(err, O_CLOEXEC) != 0) {
+        int e = errno;
+        close(release[0]);
+        close(release[1]);
+        return -e;
+    }
+    if (a->new_pidns && pipe2(ready, O_CLOEXEC) != 0) {
+        int e = errno;
+        close(release[0]); close(release[1]); close(err[0]); close(err[1]);
+        return -e;
+    }
+    long flags = SIGCHLD | (a->new_pidns ? CLONE_NEWPID : 0);
+    pid_t pid = (pid_t)syscall(SYS_clone, flags, 0, 0, 0, 0);
+    if (pid < 0) {
+        int e = errno;
+        close(release[0]); close(release[1]); close(err[0]); close(err[1]);
+        if (ready[0] >= 0) { close(ready[0]); close(ready[1]); }
+        return -e;
+    }
+    if (pid == 0) {
+        close(release[1]);
+        close(err[0]);
+        if (a->new_pidns) {
+            close(ready[0]);
+            run_reaper(a, release[0], err[1], ready[1]);
+        }
+        run_prog(a, release[0], err[1]);
+    }
+    close(release[0]);
+    close(err[1]);
+    r->release_fd = release[1];
+    r->error_fd = err[0];
+    if (!a->new_pidns) {
+        r->prog_pid = pid;
+        r->reaper_pid = 0;
+        return 0;
+    }
+    close(ready[1]);
+    char b;
+    ssize_t n;
+    do {
+        n = read(ready[0], &b, 1);
+    } while (n < 0 && errno == EINTR);
+    close(ready[0]);
+    r->reaper_pid = pid;
+    pid_t prog = n == 1 ? only_child_of(pid) : -ECHILD;
+    if (prog < 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        close(r->release_fd);
+        close(r->error_fd);
+        return prog;
+    }
+    r->prog_pid = prog;
+    return 0;
+}

@@ -1,0 +1,280 @@
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// Eviction: keep PROG's resident managed memory within the budget.
+///
+///     freeze threads -> PAGEMAP_SCAN (which victims were written; re-protect) -> read dirty victims
+///     (process_vm_readv) -> injected process_madvise(MADV_DONTNEED) -> thaw -> store dirty pages
+///
+/// The threads stay frozen from the scan to the discard: with WP_ASYNC the kernel resolves write
+/// faults itself, so a running thread could write a victim after we read it and the write would be lost.
+extension Agent {
+    static let maxInflightBytes = 64 << 20
+
+    func maybeEvict() throws {
+        guard phase == .running, needsEviction else { return }
+        let before = stats.residentPages
+        try evict(stats.residentPages + prefetchWindow - budgetPages + evictionBatch)
+        evictionFloor = stats.residentPages < before ? 0 : stats.residentPages + evictionBatch
+        if !retryFaults.isEmpty { try handleUffd() }
+    }
+
+    func evict(_ wanted: Int) throws {
+        while inflightBytes > Agent.maxInflightBytes && fatalError == nil { try waitForCompletions() }
+        if fatalError != nil { return }
+        var candidates = pickVictims(wanted)
+        if candidates.isEmpty { return }
+
+        let frozenAt = monotonicNanos()
+        try freeze()
+        defer {
+            thaw()
+            stats.freezeNanos += monotonicNanos() - frozenAt
+        }
+        if programStatus != nil || fatalError != nil || uffd < 0 { return }
+        guard let injector = tracees.values.first(where: { $0.sharesMemory && Agent.isInjectable($0.parked) }) else {
+            // Every thread is inside a syscall stop; put the victims back and try after they move on.
+            stats.evictionsDeferred += 1
+            for a in candidates { if let r = regions.find(a) { pushVictim(r, r.index(of: a)) } }
+            return
+        }
+
+        // Victims still resident after whatever the freeze let through, grouped by region.
+        candidates.sort()
+        var perRegion: [(Region, [Int])] = []
+        for a in candidates {
+            guard let r = regions.find(a) else { continue }
+            let i = r.index(of: a)
+            guard r.state(i).contains(.resident) else { continue }
+            if let last = perRegion.last, last.0 === r { perRegion[perRegion.count - 1].1.append(i) } else { perRegion.append((r, [i])) }
+        }
+
+        // Which victims were written since installed (the scan re-protects every written page of
+        // the span; written non-victims keep that fact in their dirty bit) and which are present.
+        var dirtyVictims: [(Region, Int)] = []
+        var cleanVictims: [(Region, Int)] = []
+        var vanished: [(Region, Int)] = []
+        for (r, idx) in perRegion {
+            let lo = r.address(at: idx.first!), hi = r.address(at: idx.last! + 1)
+            var written = Set<Int>()
+            try scan(start: lo, end: hi, required: .written, writeProtect: true) { s, e, _ in
+                var a = s
+                while a < e {
+                    let i = r.index(of: a)
+                    written.insert(i)
+                    r.insert(i, .dirty)
+                    a += Page.size.u64
+                }
+            }
+            var present = Set<Int>()
+            try scan(start: lo, end: hi, required: .present, writeProtect: false) { s, e, _ in
+                var a = s
+                while a < e { present.insert(r.index(of: a)); a += Page.size.u64 }
+            }
+            for i in idx {
+                if !present.contains(i) { vanished.append((r, i)); continue }
+                if r.state(i).contains(.dirty) || written.contains(i) { dirtyVictims.append((r, i)) } else { cleanVictims.append((r, i)) }
+            }
+        }
+
+        // Route dirty pages to memory nodes; a page with nowhere to go stays.
+        var byNode: [Int: [(Region, Int)]] = [:]
+        var kept = 0
+        for (r, i) in dirtyVictims {
+            if let node = pool.route(r.key(at: i)) { byNode[node, default: []].append((r, i)) } else {
+                kept += 1
+                r.remove(i, .queued)
+            }
+        }
+        if kept > 0 && !warnedFull {
+            warnedFull = true
+            writeStderr("legato: warning: every memory node is full; keeping pages local, over the --local-mem budget\n")
+        }
+
+        var newBatches: [WriteBackBatch] = []
+        for (node, pages) in byNode.sorted(by: { $0.key < $1.key }) {
+            let b = WriteBackBatch(id: nextBatchID, node: node, keys: pages.map { $0.0.key(at: $0.1) })
+            nextBatchID += 1
+            try readPages(pages.map { $0.0.address(at: $0.1) }, into: b.buffer)
+            newBatches.append(b)
+        }
+
+        let discard = (cleanVictims + byNode.values.flatMap { $0 }).map { $0.0.address(at: $0.1) }.sorted()
+        try discardInProgram(discard, using: injector)
+
+        for b in newBatches {
+            for (k, key) in b.keys.enumerated() {
+                inflight[key] = (b.id, Int32(k))
+            }
+            batches[b.id] = b
+            inflightBytes += b.bytes
+        }
+        var evicted = 0
+        for (_, pages) in byNode {
+            for (r, i) in pages {
+                var s = r.state(i)
+                s.remove([.resident, .dirty, .queued])
+                s.insert([.remote, .inFlight])
+                r.setState(i, s)
+                evicted += 1
+            }
+        }
+        for (r, i) in cleanVictims {
+            r.remove(i, [.resident, .queued])
+            evicted += 1
+        }
+        for (r, i) in vanished {
+            r.setState(i, r.state(i).intersection(.remote))
+        }
+        stats.noteResident(-(evicted + vanished.count))
+        stats.evictedPages += evicted
+        stats.cleanEvictions += cleanVictims.count
+        stats.evictions += 1
+        for b in newBatches { writeBack.submit(.store(b)) }
+    }
+
+    /// Up to `wanted` resident pages, oldest first.
+    private func pickVictims(_ wanted: Int) -> [UInt64] {
+        var out: [UInt64] = []
+        out.reserveCapacity(wanted)
+        var rebuilt = false
+        while out.count < wanted {
+            guard let a = victims.pop() else {
+                if rebuilt { break }
+                rebuilt = true
+                rebuildVictimQueue()
+                continue
+            }
+            guard let r = regions.find(a) else { continue }
+            let i = r.index(of: a)
+            r.remove(i, .queued)
+            if r.state(i).contains(.resident) { out.append(a) }
+        }
+        return out
+    }
+
+    private func rebuildVictimQueue() {
+        victims.removeAll()
+        for r in regions.regions {
+            for i in 0..<r.pageCount {
+                r.remove(i, .queued)
+                if r.state(i).contains(.resident) { pushVictim(r, i) }
+            }
+        }
+    }
+
+    /// A stop in which a syscall can be injected: an interrupt/group stop or a signal-delivery stop,
+    /// not a syscall or ptrace-event stop inside a system call.
+    static func isInjectable(_ st: Sys.WaitStatus?) -> Bool {
+        guard let st else { return false }
+        if st.event == Sys.PtraceEvent.stop.rawValue { return true }
+        return st.event == 0 && st.stopSignal != (SIGTRAP | 0x80)
+    }
+
+    // MARK: freeze and thaw
+
+    /// Interrupts every thread in PROG's address space and serves events until all are stopped.
+    func freeze() throws {
+        phase = .freezing
+        for t in tracees.values where t.sharesMemory && t.parked == nil && !t.interruptSent {
+            t.interruptSent = true
+            tolerateGone { try Sys.ptraceInterrupt(t.tid) }
+        }
+        try loop(until: { [self] in
+            programStatus != nil || fatalError != nil ||
+                tracees.values.allSatisfy { !$0.sharesMemory || $0.parked != nil }
+        })
+    }
+
+    /// Lets every parked thread go on (acting on the stop it reported while frozen).
+    func thaw() {
+        phase = .running
+        for tid in tracees.keys.sorted() {
+            guard let t = tracees[tid], t.classified, let st = t.parked else { continue }
+            t.parked = nil
+            do { try handleStop(t, st) } catch { log.warning("resuming tid \(tid): \(error)") }
+        }
+        if !deferredFaults.isEmpty {
+            retryFaults.append(contentsOf: deferredFaults)
+            deferredFaults.removeAll()
+        }
+    }
+
+    // MARK: reading and discarding
+
+    /// Reads pages of PROG (all present; threads frozen) into `buffer`, page k at buffer + k*4096.
+    private func readPages(_ addresses: [UInt64], into buffer: UnsafeMutableRawPointer) throws {
+        var lengths = [UInt64](repeating: UInt64(Page.size), count: addresses.count)
+        var start = 0
+        while start < addresses.count {
+            let n = min(1024, addresses.count - start)
+            let got = try addresses.withUnsafeBufferPointer { a in
+                try lengths.withUnsafeMutableBufferPointer { l in
+                    try Sys.processRead(pid: mainPID, into: buffer + start * Page.size, capacity: n * Page.size,
+                                        addresses: a.baseAddress! + start, lengths: l.baseAddress! + start, count: n)
+                }
+            }
+            if got < n * Page.size {
+                // A page we may not read through process_vm_readv (PROT_NONE now): /proc/PID/mem can.
+                let firstBad = got / Page.size
+                try readViaProcMem(addresses[start + firstBad], into: buffer + (start + firstBad) * Page.size)
+                start += firstBad + 1
+                continue
+            }
+            start += n
+        }
+        _ = lengths
+    }
+
+    private func readViaProcMem(_ address: UInt64, into dst: UnsafeMutableRawPointer) throws {
+        let fd = open("/proc/\(mainPID)/mem", O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw SystemError.fromErrno("open /proc/\(mainPID)/mem") }
+        defer { close(fd) }
+        let n = pread(fd, dst, Page.size, off_t(Int64(bitPattern: address)))
+        if n != Page.size { throw SystemError.fromErrno("read page 0x\(String(address, radix: 16)) of pid \(mainPID)") }
+    }
+
+    /// process_madvise(MADV_DONTNEED) on `addresses` (sorted), injected into a frozen thread of PROG.
+    private func discardInProgram(_ addresses: [UInt64], using t: Tracee) throws {
+        guard !addresses.isEmpty else { return }
+        var runs: [(UInt64, UInt64)] = []
+        for a in addresses {
+            if let last = runs.last, last.0 + last.1 == a { runs[runs.count - 1].1 += Page.size.u64 } else { runs.append((a, Page.size.u64)) }
+        }
+        phase = .discarding
+        defer { phase = .freezing }
+        let inj = try Sys.Injection(tid: t.tid, stub: scratch, whileWaiting: { [self] in waitForInjection() })
+        defer {
+            tolerateGone { try inj.cure() }
+            t.pendingSignals.append(contentsOf: inj.deferredSignals)
+        }
+        var k = 0
+        while k < runs.count {
+            let n = min(1024, runs.count - k)
+            var iov = [UInt64]()
+            iov.reserveCapacity(n * 2)
+            for r in runs[k..<k + n] { iov.append(r.0); iov.append(r.1) }
+            let iovAddr = scratch + Page.size.u64
+            try iov.withUnsafeBytes { try Sys.processWrite(pid: mainPID, from: $0.baseAddress!, length: $0.count, to: iovAddr) }
+            let want = runs[k..<k + n].reduce(0) { $0 + Int($1.1) }
+            let r = try inj.syscall(Syscall.processMadvise, UInt64(bitPattern: processMadvisePidfd), iovAddr, UInt64(n), 4, 0)
+            if r < 0 {
+                throw SystemError("process_madvise(MADV_DONTNEED) of \(n) ranges injected into tid \(t.tid)", code: Int32(-r))
+            }
+            if Int(r) != want {
+                throw LegatoError("process_madvise(MADV_DONTNEED) in tid \(t.tid) advised \(r) of \(want) bytes")
+            }
+            k += n
+        }
+    }
+
+    /// While an injected call runs: serve uffd events (its REMOVE events among them).
+    private func waitForInjection() {
+        var fds = [pollfd(fd: uffd, events: Int16(POLLIN), revents: 0), pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
+        _ = poll(&fds, 2, 5)
+        if fds[0].revents != 0 {
+            do { try handleUffd() } catch { fail("reading userfaultfd during eviction: \(error)") }
+        }
+    }
+}

@@ -1,0 +1,268 @@
+import Foundation
+import Glibc
+import LegatoCore
+import LegatoSystem
+import LegatoWire
+
+/// The processor-side agent: launches PROG under ptrace + seccomp, takes its userfaultfd, serves
+/// its page faults from memory nodes, and evicts to keep the resident set within the local budget.
+///
+/// Threads: everything that touches PROG (ptrace, uffd, injection, the page table) runs on the
+/// thread that calls `run()` — ptrace binds a tracee to one tracer thread. Dirty pages go to memory
+/// nodes on the write-back thread.
+public final class Agent {
+    public struct Config {
+        public var program: String
+        public var arguments: [String]
+        public var environment: [String]
+        public var memoryNodes: [Endpoint]
+        public var localBudgetBytes: UInt64
+        public var secret: ClusterSecret
+        public var statsJSONPath: String?
+        public var newPIDNamespace = true
+        public var prefetchMaxPages = 64
+        public var evictionBatchPages: Int?
+
+        public init(program: String, arguments: [String], environment: [String], memoryNodes: [Endpoint],
+                    localBudgetBytes: UInt64, secret: ClusterSecret, statsJSONPath: String?) {
+            self.program = program
+            self.arguments = arguments
+            self.environment = environment
+            self.memoryNodes = memoryNodes
+            self.localBudgetBytes = localBudgetBytes
+            self.secret = secret
+            self.statsJSONPath = statsJSONPath
+        }
+    }
+
+    let config: Config
+    let log: Logger
+
+    // The program
+    var mainPID: pid_t = 0
+    var reaperPID: pid_t = 0
+    var tracees: [pid_t: Tracee] = [:]
+    var programStatus: Sys.WaitStatus?
+
+    // Its managed memory
+    var uffd: Int32 = -1
+    var pagemapFD: Int32 = -1
+    var scratch: UInt64 = 0
+    var processMadvisePidfd: Int64 = -1
+    var regions = RegionTable()
+    var victims = VictimQueue()
+    var currentBrk: UInt64 = 0
+    let budgetPages: Int
+    let evictionBatch: Int
+    /// Most pages one fault installs (prefetch or zero-fill ahead), kept below a quarter of the budget.
+    let prefetchWindow: Int
+    var evictionFloor = 0
+
+    // Remote memory and write-back
+    let space: UInt64
+    let token: [UInt8]
+    var pool: RemotePool!
+    var writeBack: WriteBack!
+    var batches: [UInt64: WriteBackBatch] = [:]
+    var inflight: [UInt64: (batch: UInt64, index: Int32)] = [:]
+    var inflightBytes = 0
+    var nextBatchID: UInt64 = 1
+    var stuckBatches: [UInt64] = []
+    var warnedFull = false
+
+    // Event loop
+    var signalFD: Int32 = -1
+    var eventBuffer: UnsafeMutablePointer<Sys.UffdEvent>
+    var deferredFaults: [Sys.UffdEvent] = []
+    var retryFaults: [Sys.UffdEvent] = []
+    var phase: Phase = .running
+    var fatalError: String?
+    var pendingTermination: [Int32] = []
+
+    // Fault path scratch (no allocation on the fault path)
+    let zeroPages: UnsafeMutableRawPointer
+    let fetchBuffer: UnsafeMutableRawPointer
+    let fetchPresent: UnsafeMutablePointer<UInt8>
+    var fetchKeys: [UInt64]
+    var lastFaultPage: UInt64 = 0
+    var sequentialRun = 0
+
+    var stats = AgentStats()
+
+    enum Phase {
+        case running
+        case freezing      // interrupting threads for an eviction; stops are parked
+        case discarding    // our injected madvise is running; REMOVE events are ours, faults wait
+    }
+
+    public init(config: Config) throws {
+        self.config = config
+        log = LegatoLog.logger("legato.run")
+        budgetPages = max(16, Int(config.localBudgetBytes / UInt64(Page.size)))
+        evictionBatch = config.evictionBatchPages ?? min(1024, max(16, budgetPages / 16))
+        prefetchWindow = max(1, min(config.prefetchMaxPages, budgetPages / 4))
+        space = Sys.randomBytes(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } | 1
+        token = Sys.randomBytes(Handshake.tokenSize)
+        let maxPrefetch = max(1, config.prefetchMaxPages)
+        zeroPages = UnsafeMutableRawPointer.allocate(byteCount: (maxPrefetch + 1) * Page.size, alignment: Page.size)
+        memset(zeroPages, 0, (maxPrefetch + 1) * Page.size)
+        fetchBuffer = UnsafeMutableRawPointer.allocate(byteCount: (maxPrefetch + 1) * Page.size, alignment: Page.size)
+        fetchPresent = UnsafeMutablePointer<UInt8>.allocate(capacity: maxPrefetch + 1)
+        fetchKeys = [UInt64](repeating: 0, count: maxPrefetch + 1)
+        eventBuffer = UnsafeMutablePointer<Sys.UffdEvent>.allocate(capacity: 64)
+        stats.budgetPages = budgetPages
+    }
+
+    deinit {
+        zeroPages.deallocate()
+        fetchBuffer.deallocate()
+        fetchPresent.deallocate()
+        eventBuffer.deallocate()
+    }
+
+    /// The signals the agent handles itself; block them in every thread before starting any.
+    public static func blockAgentSignals() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in [SIGCHLD, SIGTERM, SIGHUP, SIGINT, SIGQUIT] { sigaddset(&set, s) }
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+        signal(SIGPIPE, SIG_IGN)
+    }
+
+    /// Runs PROG to completion. Returns the exit code `legato run` should exit with
+    /// (PROG's status, 128+N if a signal killed it).
+    public func run(inheritedSignals: InheritedSignalState) throws -> Int32 {
+        signalFD = try makeSignalFD()
+        pool = try RemotePool(endpoints: config.memoryNodes, secret: config.secret, token: token, space: space)
+        writeBack = try WriteBack(endpoints: config.memoryNodes, secret: config.secret, token: token, space: space)
+
+        let path: String
+        let spawned: Sys.Spawned
+        do {
+            path = try Launcher.resolve(config.program)
+            spawned = try Launcher.launch(path: path, arguments: [config.program] + config.arguments,
+                                          environment: config.environment, signals: inheritedSignals.state,
+                                          newPIDNamespace: config.newPIDNamespace)
+        } catch let e as Launcher.LaunchError {
+            writeStderr("legato: \(e.description)\n")
+            shutdownRemote()
+            return e.exitCode
+        }
+        mainPID = spawned.pid
+        reaperPID = spawned.reaperPID
+        tracees[mainPID] = Tracee(tid: mainPID, tgid: mainPID, sharesMemory: true, classified: true)
+        log.debug("started \(path) as pid \(mainPID) (reaper \(reaperPID)), budget \(formatSize(UInt64(budgetPages * Page.size)))")
+
+        do {
+            try loop(until: { self.programStatus != nil || self.fatalError != nil })
+        } catch {
+            fatalError = fatalError ?? "\(error)"
+        }
+        if let why = fatalError {
+            kill(mainPID, SIGKILL)
+            if reaperPID > 0 { kill(reaperPID, SIGKILL) }
+            writeStderr("legato: stopped \(config.program) (pid \(mainPID)): \(why)\n")
+            drainChildren()
+            finish(exitStatus: nil)
+            return 125
+        }
+        let status = programStatus!
+        finish(exitStatus: status.raw)
+        drainChildren()
+        if status.exited { return status.exitCode }
+        return 128 + status.terminationSignal
+    }
+
+    /// A snapshot of the signal state PROG inherits, taken before the agent changes its own.
+    public struct InheritedSignalState {
+        let state: Launcher.InheritedSignals
+        public static func capture() -> InheritedSignalState { InheritedSignalState(state: .capture()) }
+    }
+
+    // MARK: the event loop
+
+    /// Serves uffd events, ptrace stops and write-back completions until `done()` holds.
+    func loop(until done: () -> Bool) throws {
+        var fds = [pollfd](repeating: pollfd(), count: 3)
+        while !done() {
+            fds[0] = pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)
+            fds[1] = pollfd(fd: writeBack.wakeFD, events: Int16(POLLIN), revents: 0)
+            fds[2] = pollfd(fd: uffd, events: Int16(POLLIN), revents: 0)
+            let n = poll(&fds, uffd >= 0 ? 3 : 2, retryFaults.isEmpty ? 1000 : 1)
+            if n < 0 && errno != EINTR { throw SystemError.fromErrno("poll") }
+            if uffd >= 0 && (fds[2].revents != 0 || !retryFaults.isEmpty) { try handleUffd() }
+            if fds[1].revents != 0 { try processCompletions() }
+            if fds[0].revents != 0 || n == 0 {
+                readSignals()
+                try reapStops()
+            }
+            if fatalError != nil { return }
+            if phase == .running { try maybeEvict() }
+        }
+    }
+
+    func makeSignalFD() throws -> Int32 {
+        try Sys.signalFD([SIGCHLD, SIGTERM, SIGHUP, SIGINT, SIGQUIT])
+    }
+
+    /// Reads pending signals: SIGCHLD only wakes us; termination signals go on to PROG.
+    func readSignals() {
+        while let (sig, code, _) = Sys.readSignalFD(signalFD) {
+            if sig == SIGCHLD { continue }
+            // SIGINT/SIGQUIT from the terminal reach PROG's process group directly; forward only what was sent to us.
+            let fromTerminal = (sig == SIGINT || sig == SIGQUIT) && code == SI_KERNEL
+            if !fromTerminal && mainPID > 0 {
+                log.debug("forwarding signal \(sig) to pid \(mainPID)")
+                kill(mainPID, sig)
+            }
+        }
+    }
+
+    /// Collects every pending ptrace stop and exit.
+    func reapStops() throws {
+        while let (pid, status) = try Sys.wait(-1, nohang: true) {
+            try handleWait(pid, status)
+            if fatalError != nil { return }
+        }
+    }
+
+    // MARK: finishing
+
+    func finish(exitStatus: Int32?) {
+        writeBack?.stop()
+        let extra: [String: Any] = ["memory_nodes": config.memoryNodes.map { $0.description }]
+        if let path = config.statsJSONPath {
+            let json = stats.json(exitStatus: exitStatus, extra: extra)
+            if !FileManager.default.createFile(atPath: path, contents: Data(json.utf8)) {
+                writeStderr("legato: cannot write stats to \(path)\n")
+            }
+        }
+        shutdownRemote()
+        if uffd >= 0 { close(uffd); uffd = -1 }
+        if pagemapFD >= 0 { close(pagemapFD); pagemapFD = -1 }
+    }
+
+    func shutdownRemote() {
+        writeBack?.stop()
+        pool?.dropEverywhere()
+    }
+
+    /// Reaps what is left of PROG's namespace (children PROG left behind die with the namespace).
+    func drainChildren() {
+        for (tid, _) in tracees where tid != mainPID { kill(tid, SIGKILL) }
+        for (tid, _) in tracees { _ = try? Sys.wait(tid, nohang: false) }
+        tracees.removeAll()
+        if reaperPID > 0 {
+            kill(reaperPID, SIGKILL)
+            _ = try? Sys.wait(reaperPID, nohang: false)
+        }
+    }
+
+    func fail(_ message: String) {
+        if fatalError == nil { fatalError = message }
+    }
+}
+
+func writeStderr(_ s: String) {
+    _ = s.withCString { write(2, $0, strlen($0)) }
+}

@@ -1,0 +1,54 @@
+import Foundation
+
+/// The agent's counters, written as JSON by `--stats-json` at exit.
+struct AgentStats {
+    var faults = 0             // page-fault messages served
+    var zeroFills = 0          // pages installed as zeros without a round trip
+    var fetchedPages = 0       // pages brought from memory nodes (faulted or prefetched)
+    var prefetchedPages = 0    // of those, pages fetched ahead of a fault
+    var bufferHits = 0         // faults served from the write-back buffer
+    var storedPages = 0        // pages acknowledged by memory nodes
+    var evictedPages = 0       // pages dropped from the program (clean or dirty)
+    var evictions = 0          // eviction rounds (freeze, scan, read, discard, thaw)
+    var cleanEvictions = 0     // evicted pages that needed no transfer
+    var residentPages = 0
+    var peakResidentPages = 0
+    var budgetPages = 0
+    var staleFaults = 0        // faults on pages already present (EEXIST)
+    var materializedPages = 0  // remote pages brought back before a fork
+    var remoteLatency = LatencyHistogram()
+    var freezeNanos: UInt64 = 0
+    var evictionsDeferred = 0  // eviction rounds given up: no thread in a stop fit for injection
+
+    mutating func noteResident(_ delta: Int) {
+        residentPages += delta
+        if residentPages > peakResidentPages { peakResidentPages = residentPages }
+    }
+
+    func json(exitStatus: Int32?, extra: [String: Any] = [:]) -> String {
+        var d: [String: Any] = [
+            "faults": faults,
+            "zero_fills": zeroFills,
+            "fetched_pages": fetchedPages,
+            "stored_pages": storedPages,
+            "evicted_pages": evictedPages,
+            "prefetched_pages": prefetchedPages,
+            "peak_resident_bytes": peakResidentPages * 4096,
+            "local_budget_bytes": budgetPages * 4096,
+            "fault_latency_us": ["p50": remoteLatency.quantile(0.5), "p99": remoteLatency.quantile(0.99),
+                                 "count": remoteLatency.count],
+            "buffer_hits": bufferHits,
+            "evictions": evictions,
+            "clean_evictions": cleanEvictions,
+            "resident_bytes_at_exit": residentPages * 4096,
+            "stale_faults": staleFaults,
+            "materialized_pages": materializedPages,
+            "freeze_ms_total": Double(freezeNanos) / 1e6,
+            "evictions_deferred": evictionsDeferred,
+        ]
+        if let s = exitStatus { d["exit_status"] = s }
+        for (k, v) in extra { d[k] = v }
+        let data = (try? JSONSerialization.data(withJSONObject: d, options: [.sortedKeys, .prettyPrinted])) ?? Data()
+        return String(decoding: data, as: UTF8.self) + "\n"
+    }
+}

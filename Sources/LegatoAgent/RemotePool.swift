@@ -1,0 +1,137 @@
+import Foundation
+import LegatoCore
+import LegatoSystem
+import LegatoWire
+
+/// The memory nodes holding one address space's pages, and where each page lives.
+///
+/// Keys are grouped into slabs (`slabPages` consecutive keys); a slab is placed on a node the
+/// first time a page of it is stored, by randomization plus refinement (two random candidates,
+/// the one with more free room wins — RAMCloud's placement). A page stored elsewhere because its
+/// slab's node was full is recorded in `overrides`. Used from the event-loop thread only.
+final class RemotePool {
+    final class Node {
+        let index: Int
+        let endpoint: Endpoint
+        let fetcher: MemoryClient
+        var freePagesAtStart: Int
+        var full = false
+        var dead = false
+        var pagesHeld = 0
+        var slabsAssigned = 0
+        init(index: Int, endpoint: Endpoint, fetcher: MemoryClient, freePages: Int) {
+            self.index = index
+            self.endpoint = endpoint
+            self.fetcher = fetcher
+            self.freePagesAtStart = freePages
+        }
+        var estimatedFree: Int { freePagesAtStart - pagesHeld }
+    }
+
+    static let slabShift: UInt64 = 12  // 4096 pages = 16 MiB of keys per slab
+
+    let space: UInt64
+    let token: [UInt8]
+    let secret: ClusterSecret
+    private(set) var nodes: [Node] = []
+    private var slabOwner: [UInt64: Int] = [:]
+    private var overrides: [UInt64: Int] = [:]
+    private var rng = SystemRandomNumberGenerator()
+
+    init(endpoints: [Endpoint], secret: ClusterSecret, token: [UInt8], space: UInt64) throws {
+        self.space = space
+        self.token = token
+        self.secret = secret
+        for (i, ep) in endpoints.enumerated() {
+            let client: MemoryClient
+            do { client = try MemoryClient(endpoint: ep, secret: secret, token: token) } catch {
+                throw LegatoError("cannot reach memory node \(ep): \(error)")
+            }
+            try client.createSpace(space)
+            let free = Self.freePages(statsJSON: (try? client.rpc.stats()) ?? "")
+            nodes.append(Node(index: i, endpoint: ep, fetcher: client, freePages: free))
+        }
+    }
+
+    static func freePages(statsJSON: String) -> Int {
+        guard let d = try? JSONSerialization.jsonObject(with: Data(statsJSON.utf8)) as? [String: Any],
+              let limit = d["live_page_limit"] as? Int, let live = d["live_pages"] as? Int else { return 1 << 30 }
+        return max(0, limit - live)
+    }
+
+    /// The node that holds (or will hold) `key`, placing its slab if needed; nil if every node is full.
+    func route(_ key: UInt64) -> Int? {
+        if let o = overrides[key] { return o }
+        let slab = key >> Self.slabShift
+        if let n = slabOwner[slab] { return nodes[n].full ? place() : n }
+        guard let n = place() else { return nil }
+        slabOwner[slab] = n
+        nodes[n].slabsAssigned += 1
+        return n
+    }
+
+    /// Where `key` currently lives, without placing anything.
+    func location(_ key: UInt64) -> Int? {
+        overrides[key] ?? slabOwner[key >> Self.slabShift]
+    }
+
+    private func place() -> Int? {
+        let candidates = nodes.filter { !$0.full && !$0.dead }
+        guard !candidates.isEmpty else { return nil }
+        if candidates.count == 1 { return candidates[0].index }
+        let a = candidates.randomElement(using: &rng)!
+        var b = candidates.randomElement(using: &rng)!
+        if b === a { b = candidates[(candidates.firstIndex { $0 === a }! + 1) % candidates.count] }
+        return a.estimatedFree >= b.estimatedFree ? a.index : b.index
+    }
+
+    /// Another node for pages refused by `full`, or nil when every node is full.
+    func alternative(to full: Int) -> Int? {
+        nodes[full].full = true
+        return place()
+    }
+
+    func recordStored(keys: [UInt64], on node: Int) {
+        for k in keys {
+            if slabOwner[k >> Self.slabShift] != node { overrides[k] = node } else { overrides[k] = nil }
+        }
+        nodes[node].pagesHeld += keys.count
+    }
+
+    func recordDiscarded(key: UInt64) {
+        if let n = location(key) { nodes[n].pagesHeld -= 1 }
+        overrides[key] = nil
+    }
+
+    /// Fetches the pages of `keys` (all on node `node`) into `out`; throws if any is missing.
+    func fetch(node: Int, keys: UnsafeBufferPointer<UInt64>, present: UnsafeMutablePointer<UInt8>, out: UnsafeMutableRawPointer) throws {
+        let n = nodes[node]
+        let found: Int
+        do { found = try n.fetcher.fetch(space: space, vpns: keys, present: present, out: out) } catch {
+            throw NodeFailure(node: n.endpoint, pagesHeld: n.pagesHeld, underlying: "\(error)")
+        }
+        if found != keys.count {
+            let missing = (0..<keys.count).first { present[$0] == 0 }.map { keys[$0] } ?? 0
+            throw NodeFailure(node: n.endpoint, pagesHeld: n.pagesHeld,
+                              underlying: "it no longer holds \(keys.count - found) of the pages asked for (first key 0x\(String(missing, radix: 16)))")
+        }
+    }
+
+    /// Drops the address space on every node (best effort, at exit).
+    func dropEverywhere() {
+        for n in nodes where !n.dead {
+            try? n.fetcher.dropSpace(space)
+            n.fetcher.close()
+        }
+    }
+}
+
+/// A memory node that failed while holding pages of the program.
+struct NodeFailure: Error, CustomStringConvertible {
+    let node: Endpoint
+    let pagesHeld: Int
+    let underlying: String
+    var description: String {
+        "memory node \(node) failed while holding \(pagesHeld) pages (\(formatSize(UInt64(pagesHeld) * 4096))) of the program: \(underlying)"
+    }
+}

@@ -1,0 +1,134 @@
+import Glibc
+import LegatoCore
+import LegatoSystem
+import LegatoWire
+
+/// Pages evicted dirty, waiting to be acknowledged by their memory node. The buffer is the
+/// newest copy of each page until then: faults on these pages are served from it.
+final class WriteBackBatch {
+    let id: UInt64
+    var node: Int
+    let keys: [UInt64]
+    let buffer: UnsafeMutableRawPointer
+
+    init(id: UInt64, node: Int, keys: [UInt64]) {
+        self.id = id
+        self.node = node
+        self.keys = keys
+        buffer = UnsafeMutableRawPointer.allocate(byteCount: max(1, keys.count) * Page.size, alignment: Page.size)
+    }
+
+    deinit { buffer.deallocate() }
+
+    @inline(__always) func page(_ i: Int) -> UnsafeMutableRawPointer { buffer + i * Page.size }
+    var bytes: Int { keys.count * Page.size }
+}
+
+/// The write-back thread: stores batches and forwards discards to memory nodes, in submission
+/// order per node (so a discard never overtakes the store it cancels), on its own connections.
+/// Completions are queued and signalled on `wakeFD` for the event loop.
+final class WriteBack {
+    enum Work {
+        case store(WriteBackBatch)
+        case discard(node: Int, ranges: [(vpn: UInt64, count: UInt64)])
+    }
+
+    enum Outcome {
+        case stored(WriteBackBatch)
+        case refused(WriteBackBatch, String)
+        case failed(node: Int, String)
+    }
+
+    let wakeFD: Int32
+    private let lock = Lock()
+    private var queue: [Work] = []
+    private var done: [Outcome] = []
+    private var stopping = false
+    private var clients: [Int: MemoryClient] = [:]
+    private let endpoints: [Endpoint]
+    private let secret: ClusterSecret
+    private let token: [UInt8]
+    private let space: UInt64
+
+    init(endpoints: [Endpoint], secret: ClusterSecret, token: [UInt8], space: UInt64) throws {
+        self.endpoints = endpoints
+        self.secret = secret
+        self.token = token
+        self.space = space
+        wakeFD = try Sys.eventFD()
+        startThread(name: "writeback") { [self] in run() }
+    }
+
+    func submit(_ w: Work) {
+        lock.withLock {
+            queue.append(w)
+            lock.broadcast()
+        }
+    }
+
+    /// Completed work since the last call.
+    func takeCompletions() -> [Outcome] {
+        var v: UInt64 = 0
+        _ = read(wakeFD, &v, 8)
+        return lock.withLock {
+            let d = done
+            done.removeAll(keepingCapacity: true)
+            return d
+        }
+    }
+
+    var pendingCount: Int { lock.withLock { queue.count } }
+
+    func stop() {
+        lock.withLock {
+            stopping = true
+            lock.broadcast()
+        }
+    }
+
+    private func client(_ node: Int) throws -> MemoryClient {
+        if let c = clients[node] { return c }
+        let c = try MemoryClient(endpoint: endpoints[node], secret: secret, token: token)
+        clients[node] = c
+        return c
+    }
+
+    private func run() {
+        Sys.blockSignalInThisThread(SIGCHLD)
+        while true {
+            let work: Work? = lock.withLock {
+                while queue.isEmpty && !stopping { lock.wait() }
+                return queue.isEmpty ? nil : queue.removeFirst()
+            }
+            guard let work else { break }
+            let outcome: Outcome?
+            switch work {
+            case .store(let b):
+                do {
+                    let c = try client(b.node)
+                    try b.keys.withUnsafeBufferPointer { try c.store(space: space, epoch: 0, vpns: $0, pages: b.buffer) }
+                    outcome = .stored(b)
+                } catch let e as RemoteError where e.status == .capacityExceeded {
+                    outcome = .refused(b, e.message)
+                } catch {
+                    clients[b.node]?.close()
+                    clients[b.node] = nil
+                    outcome = .failed(node: b.node, "\(error)")
+                }
+            case .discard(let node, let ranges):
+                do {
+                    _ = try client(node).discard(space: space, ranges: ranges)
+                    outcome = nil
+                } catch {
+                    outcome = .failed(node: node, "\(error)")
+                }
+            }
+            if let outcome {
+                lock.withLock { done.append(outcome) }
+                var one: UInt64 = 1
+                _ = write(wakeFD, &one, 8)
+            }
+        }
+        for (_, c) in clients { c.close() }
+    }
+}

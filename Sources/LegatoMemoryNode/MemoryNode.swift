@@ -1,0 +1,45 @@
+import LegatoCore
+import LegatoSystem
+import LegatoWire
+
+/// A running memory node: the page store behind an authenticated RPC server.
+public final class MemoryNode {
+    public struct Config {
+        public var listen: Endpoint
+        public var capacityBytes: UInt64
+        public var segmentBytes: Int
+        public var secret: ClusterSecret
+        public var name: String
+        public init(listen: Endpoint, capacityBytes: UInt64, segmentBytes: Int = 8 << 20, secret: ClusterSecret, name: String = "memd") {
+            self.listen = listen
+            self.capacityBytes = capacityBytes
+            self.segmentBytes = segmentBytes
+            self.secret = secret
+            self.name = name
+        }
+    }
+
+    public let service: MemoryService
+    public let server: RPCServer
+    public let endpoint: Endpoint
+    private let log: Logger
+
+    public init(config: Config) throws {
+        log = LegatoLog.logger("legato.memd")
+        let store = PageStore(limits: .init(capacityBytes: config.capacityBytes, segmentBytes: config.segmentBytes))
+        service = MemoryService(store: store, log: log)
+        server = try RPCServer(endpoint: config.listen, service: service, secret: config.secret,
+                               role: .memoryNode, name: config.name, log: log)
+        endpoint = Endpoint(host: config.listen.host, port: server.port)
+    }
+
+    public func start() {
+        server.start()
+        log.info("memory node listening on \(endpoint), capacity \(formatSize(service.store.limits.capacityBytes)), \(service.store.maxSegments) segments of \(formatSize(UInt64(service.store.limits.segmentBytes)))")
+    }
+
+    public func stop() {
+        server.stop()
+        log.info("memory node on \(endpoint) stopped")
+    }
+}

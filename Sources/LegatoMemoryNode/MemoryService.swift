@@ -1,0 +1,121 @@
+import LegatoCore
+import LegatoSystem
+import LegatoWire
+
+/// Requests a memory node answers (payload layouts; all integers little-endian):
+///
+///     CREATE_SPACE   u64 space
+///     STORE_PAGES    u64 space, u32 epoch, u32 n, n × u64 vpn, n × 4096 page bytes
+///     FETCH_PAGES    u64 space, u32 n, n × u64 vpn
+///                    -> n × u8 present, then 4096 bytes for each present page, in order
+///     DISCARD_PAGES  u64 space, u32 n, n × (u64 vpn, u64 pages)  -> u64 discarded
+///     DROP_SPACE     u64 space
+///
+/// Every page request names its address space, and only the client token that created a
+/// space may touch it.
+public final class MemoryService: RPCService {
+    public let store: PageStore
+    private let log: Logger
+
+    public init(store: PageStore, log: Logger) {
+        self.store = store
+        self.log = log
+    }
+
+    public func handle(opcode: Opcode, payload: [UInt8], session: Session) throws -> Reply {
+        var r = WireReader(payload)
+        do {
+            switch opcode {
+            case .createSpace:
+                let space = try r.u64("space")
+                try r.expectEnd("CREATE_SPACE")
+                try store.createSpace(space, owner: session.token)
+                return .empty
+
+            case .storePages:
+                let space = try r.u64("space")
+                let epoch = try r.u32("epoch")
+                let n = try r.count(itemSize: 8 + Page.size, limit: WireLimits.maxPagesPerRequest, "page count")
+                let vpnOffset = try r.skip(n * 8, "vpns")
+                let pageOffset = try r.skip(n * Page.size, "pages")
+                try r.expectEnd("STORE_PAGES")
+                try payload.withUnsafeBytes { raw in
+                    let vpns = readVPNs(raw, at: vpnOffset, count: n)
+                    try vpns.withUnsafeBufferPointer { v in
+                        try store.store(space: space, owner: session.token, epoch: epoch, vpns: v, pages: raw.baseAddress! + pageOffset)
+                    }
+                }
+                return .empty
+
+            case .fetchPages:
+                let space = try r.u64("space")
+                let n = try r.count(itemSize: 8, limit: WireLimits.maxPagesPerRequest, "page count")
+                let vpnOffset = try r.skip(n * 8, "vpns")
+                try r.expectEnd("FETCH_PAGES")
+                let vpns = payload.withUnsafeBytes { readVPNs($0, at: vpnOffset, count: n) }
+                var present = [UInt8](repeating: 0, count: n)
+                var data = [UInt8](repeating: 0, count: n * Page.size)
+                let found = try vpns.withUnsafeBufferPointer { v in
+                    try present.withUnsafeMutableBufferPointer { p in
+                        try data.withUnsafeMutableBytes { d in
+                            try store.fetch(space: space, owner: session.token, vpns: v, present: p.baseAddress!, out: d.baseAddress!)
+                        }
+                    }
+                }
+                data.removeLast((n - found) * Page.size)
+                return Reply([present, data])
+
+            case .discardPages:
+                let space = try r.u64("space")
+                let n = try r.count(itemSize: 16, limit: WireLimits.maxRangesPerRequest, "range count")
+                var ranges: [(vpn: UInt64, count: UInt64)] = []
+                ranges.reserveCapacity(n)
+                for _ in 0..<n {
+                    let vpn = try r.u64("range vpn"), count = try r.u64("range length")
+                    guard count <= 1 << 36 else { throw WireError.malformed("discard range of \(count) pages") }
+                    ranges.append((vpn, count))
+                }
+                try r.expectEnd("DISCARD_PAGES")
+                let discarded = try store.discard(space: space, owner: session.token, ranges: ranges)
+                var w = WireWriter()
+                w.u64(UInt64(discarded))
+                return Reply([w.bytes])
+
+            case .dropSpace:
+                let space = try r.u64("space")
+                try r.expectEnd("DROP_SPACE")
+                try store.drop(space: space, owner: session.token)
+                return .empty
+
+            default:
+                throw WireError.unknownOpcode(opcode.rawValue)
+            }
+        } catch let e as PageStore.StoreError {
+            switch e {
+            case .noSuchSpace: throw ServiceError(.noSuchSpace, e.description)
+            case .notOwner:
+                log.warning("refused \(opcode) from \(session.peer): \(e)")
+                throw ServiceError(.notOwner, e.description)
+            case .capacityExceeded: throw ServiceError(.capacityExceeded, e.description)
+            case .outOfMemory: throw ServiceError(.internalError, e.description)
+            }
+        }
+    }
+
+    public func sessionClosed(_ session: Session) {}
+
+    public func stats() -> String {
+        let s = store.stats
+        return """
+        {"role":"memory","spaces":\(s.spaces),"live_pages":\(s.livePages),"live_page_limit":\(s.livePageLimit),\
+        "capacity_bytes":\(store.limits.capacityBytes),"used_bytes":\(s.usedBytes),"segments":\(s.segments),\
+        "max_segments":\(s.maxSegments),"segment_bytes":\(s.segmentBytes),"stored_pages":\(s.storedPages),\
+        "fetched_pages":\(s.fetchedPages),"missed_pages":\(s.missedPages),"discarded_pages":\(s.discardedPages),\
+        "cleaner_runs":\(s.cleanerRuns),"cleaned_pages":\(s.cleanedPages),"refused_stores":\(s.refusedStores)}
+        """
+    }
+
+    private func readVPNs(_ raw: UnsafeRawBufferPointer, at offset: Int, count: Int) -> [UInt64] {
+        (0..<count).map { UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: offset + $0 * 8, as: UInt64.self)) }
+    }
+}

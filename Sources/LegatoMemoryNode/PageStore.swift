@@ -1,0 +1,256 @@
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// The memory node's log-structured page store: segments appended to, a hash index from
+/// (address space, vpn) to the newest entry, and a cleaner that compacts the least-live
+/// segment when a new one is needed and none may be allocated.
+///
+/// Capacity: at most `capacity / segmentSize` segments exist. One is kept back for the
+/// cleaner, and live pages are held to 90% of the rest so a clean always frees space.
+/// A store that would pass that is refused whole (`capacityExceeded`); nothing is dropped.
+/// Thread-safe (one lock).
+public final class PageStore {
+    public struct Limits {
+        public var capacityBytes: UInt64
+        public var segmentBytes: Int
+        public init(capacityBytes: UInt64, segmentBytes: Int = 8 << 20) {
+            self.capacityBytes = capacityBytes
+            self.segmentBytes = segmentBytes
+        }
+    }
+
+    public enum StoreError: Error, Equatable, CustomStringConvertible {
+        case noSuchSpace(AddressSpaceID)
+        case notOwner(AddressSpaceID)
+        case capacityExceeded(requested: Int, livePages: Int, limitPages: Int)
+        case outOfMemory
+
+        public var description: String {
+            switch self {
+            case .noSuchSpace(let s): return "address space \(s) does not exist here"
+            case .notOwner(let s): return "address space \(s) belongs to another client"
+            case .capacityExceeded(let n, let live, let limit):
+                return "storing \(n) pages would exceed capacity (\(live) of \(limit) pages live)"
+            case .outOfMemory: return "mmap of a new segment failed"
+            }
+        }
+    }
+
+    private final class Space {
+        let owner: [UInt8]
+        var index: [UInt64: UInt64] = [:]  // vpn -> (slot << 32 | offset)
+        init(owner: [UInt8]) { self.owner = owner }
+    }
+
+    public let limits: Limits
+    private let lock = Lock()
+    private var spaces: [UInt64: Space] = [:]
+    private var segments: [Segment?] = []
+    private var freeSlots: [Int] = []
+    private var head: Segment?
+    private var allocated = 0
+    private var livePages = 0
+    private var nextVersion: UInt64 = 1
+    public let maxSegments: Int
+    public let livePageLimit: Int
+
+    // counters
+    private var storedPages = 0
+    private var fetchedPages = 0
+    private var missedPages = 0
+    private var discardedPages = 0
+    private var cleanerRuns = 0
+    private var cleanedPages = 0
+    private var refusedStores = 0
+
+    public init(limits: Limits) {
+        self.limits = limits
+        let perSegment = limits.segmentBytes / Segment.entrySize
+        maxSegments = max(2, Int(limits.capacityBytes / UInt64(limits.segmentBytes)))
+        livePageLimit = (maxSegments - 1) * perSegment * 9 / 10
+    }
+
+    private func space(_ id: UInt64, _ owner: [UInt8]) throws -> Space {
+        guard let s = spaces[id] else { throw StoreError.noSuchSpace(AddressSpaceID(id)) }
+        guard s.owner == owner else { throw StoreError.notOwner(AddressSpaceID(id)) }
+        return s
+    }
+
+    /// Creates an address space owned by `owner`; creating it again with the same owner is a no-op.
+    public func createSpace(_ id: UInt64, owner: [UInt8]) throws {
+        try lock.withLock {
+            if let s = spaces[id] {
+                guard s.owner == owner else { throw StoreError.notOwner(AddressSpaceID(id)) }
+                return
+            }
+            spaces[id] = Space(owner: owner)
+        }
+    }
+
+    /// Stores `count` pages (vpns[i] -> pages + i*4096) atomically with respect to capacity.
+    public func store(space id: UInt64, owner: [UInt8], epoch: UInt32, vpns: UnsafeBufferPointer<UInt64>,
+                      pages: UnsafeRawPointer) throws {
+        try lock.withLock {
+            let s = try space(id, owner)
+            var fresh = 0
+            for v in vpns where s.index[v] == nil { fresh += 1 }
+            if livePages + fresh > livePageLimit {
+                refusedStores += 1
+                throw StoreError.capacityExceeded(requested: vpns.count, livePages: livePages, limitPages: livePageLimit)
+            }
+            for (i, vpn) in vpns.enumerated() {
+                let seg = try headWithRoom()
+                if let old = s.index[vpn] { kill(old) } else { livePages += 1 }
+                let off = seg.append(space: id, vpn: vpn, version: nextVersion, epoch: epoch, page: pages + i * Page.size)
+                nextVersion &+= 1
+                seg.liveEntries += 1
+                s.index[vpn] = UInt64(seg.slot) << 32 | UInt64(off)
+            }
+            storedPages += vpns.count
+        }
+    }
+
+    /// Copies the pages asked for into `out` (page i at out + i*4096); present[i] says which exist.
+    public func fetch(space id: UInt64, owner: [UInt8], vpns: UnsafeBufferPointer<UInt64>,
+                      present: UnsafeMutablePointer<UInt8>, out: UnsafeMutableRawPointer) throws -> Int {
+        try lock.withLock {
+            let s = try space(id, owner)
+            var found = 0
+            for (i, vpn) in vpns.enumerated() {
+                if let loc = s.index[vpn], let seg = segments[Int(loc >> 32)] {
+                    memcpy(out + found * Page.size, seg.page(at: Int(loc & 0xffff_ffff)), Page.size)
+                    present[i] = 1
+                    found += 1
+                } else {
+                    present[i] = 0
+                }
+            }
+            fetchedPages += found
+            missedPages += vpns.count - found
+            return found
+        }
+    }
+
+    /// Forgets pages [vpn, vpn+count) of each range; returns how many existed.
+    public func discard(space id: UInt64, owner: [UInt8], ranges: [(vpn: UInt64, count: UInt64)]) throws -> Int {
+        try lock.withLock {
+            let s = try space(id, owner)
+            var n = 0
+            for r in ranges {
+                if r.count > UInt64(s.index.count) {
+                    let end = r.vpn &+ r.count
+                    for (vpn, loc) in s.index where vpn >= r.vpn && vpn < end {
+                        s.index[vpn] = nil
+                        kill(loc)
+                        n += 1
+                    }
+                } else {
+                    var v = r.vpn
+                    for _ in 0..<r.count {
+                        if let loc = s.index.removeValue(forKey: v) {
+                            kill(loc)
+                            n += 1
+                        }
+                        v &+= 1
+                    }
+                }
+            }
+            livePages -= n
+            discardedPages += n
+            return n
+        }
+    }
+
+    /// Drops an address space and all its pages.
+    public func drop(space id: UInt64, owner: [UInt8]) throws {
+        try lock.withLock {
+            let s = try space(id, owner)
+            for (_, loc) in s.index { kill(loc) }
+            livePages -= s.index.count
+            discardedPages += s.index.count
+            spaces[id] = nil
+        }
+    }
+
+    public struct Stats {
+        public var spaces: Int, livePages: Int, livePageLimit: Int
+        public var segments: Int, maxSegments: Int, segmentBytes: Int
+        public var storedPages: Int, fetchedPages: Int, missedPages: Int, discardedPages: Int
+        public var cleanerRuns: Int, cleanedPages: Int, refusedStores: Int
+        public var usedBytes: UInt64 { UInt64(segments * segmentBytes) }
+    }
+
+    public var stats: Stats {
+        lock.withLock {
+            Stats(spaces: spaces.count, livePages: livePages, livePageLimit: livePageLimit,
+                  segments: allocated, maxSegments: maxSegments, segmentBytes: limits.segmentBytes,
+                  storedPages: storedPages, fetchedPages: fetchedPages, missedPages: missedPages,
+                  discardedPages: discardedPages, cleanerRuns: cleanerRuns, cleanedPages: cleanedPages,
+                  refusedStores: refusedStores)
+        }
+    }
+
+    // MARK: segments and cleaning (lock held)
+
+    /// Marks the entry at `loc` dead and frees its segment once nothing in it is live.
+    private func kill(_ loc: UInt64) {
+        guard let seg = segments[Int(loc >> 32)] else { return }
+        seg.liveEntries -= 1
+        if seg.liveEntries == 0 && seg !== head { release(seg) }
+    }
+
+    private func release(_ seg: Segment) {
+        segments[seg.slot] = nil
+        freeSlots.append(seg.slot)
+        allocated -= 1
+    }
+
+    private func allocate() throws -> Segment {
+        let slot = freeSlots.popLast() ?? segments.count
+        guard let seg = Segment(slot: slot, size: limits.segmentBytes) else {
+            if slot == segments.count { } else { freeSlots.append(slot) }
+            throw StoreError.outOfMemory
+        }
+        if slot == segments.count { segments.append(seg) } else { segments[slot] = seg }
+        allocated += 1
+        return seg
+    }
+
+    /// The head segment with room for one more entry, allocating or cleaning as needed.
+    private func headWithRoom() throws -> Segment {
+        if let h = head, !h.isFull { return h }
+        if let h = head, h.liveEntries == 0 { release(h) }
+        head = nil
+        if allocated < maxSegments - 1 {
+            head = try allocate()
+            return head!
+        }
+        try clean()
+        guard let h = head, !h.isFull else { throw StoreError.capacityExceeded(requested: 1, livePages: livePages, limitPages: livePageLimit) }
+        return h
+    }
+
+    /// Copies the live entries of the least-live segment into the reserve segment, frees the victim,
+    /// and makes the reserve the head.
+    private func clean() throws {
+        guard let victim = segments.compactMap({ $0 }).min(by: { $0.liveEntries < $1.liveEntries }) else { return }
+        let target = try allocate()
+        cleanerRuns += 1
+        var offset = 0
+        while offset < victim.used {
+            let h = victim.header(at: offset)
+            let loc = UInt64(victim.slot) << 32 | UInt64(offset)
+            if let s = spaces[h.space], s.index[h.vpn] == loc {
+                let newOff = target.append(space: h.space, vpn: h.vpn, version: h.version, epoch: h.epoch, page: victim.page(at: offset))
+                target.liveEntries += 1
+                s.index[h.vpn] = UInt64(target.slot) << 32 | UInt64(newOff)
+                cleanedPages += 1
+            }
+            offset += Segment.entrySize
+        }
+        victim.liveEntries = 0
+        release(victim)
+        head = target
+    }
+}

@@ -1,0 +1,77 @@
+import Glibc
+import LegatoSystem
+
+/// One framed, blocking TCP connection. Not thread-safe: one reader and one writer at a time
+/// (a reader thread and a writer thread may work at once).
+public final class Connection {
+    public let fd: Int32
+    public let peer: String
+    public let maxPayload: UInt32
+    private var closed = false
+    private let closeLock = Lock()
+
+    public init(fd: Int32, peer: String, maxPayload: UInt32 = 64 << 20) {
+        self.fd = fd
+        self.peer = peer
+        self.maxPayload = maxPayload
+    }
+
+    deinit { close() }
+
+    public static func connect(_ endpoint: String, host: String, port: UInt16, maxPayload: UInt32 = 64 << 20,
+                               timeoutSeconds: Double = 5) throws -> Connection {
+        let fd = try Socket.connect(host: host, port: port, timeoutSeconds: timeoutSeconds)
+        return Connection(fd: fd, peer: endpoint, maxPayload: maxPayload)
+    }
+
+    /// Sends one frame whose payload is the concatenation of `parts`.
+    public func send(opcode: UInt8, status: UInt16 = 0, requestID: UInt32, parts: [UnsafeRawBufferPointer]) throws {
+        let length = parts.reduce(0) { $0 + $1.count }
+        guard length <= Int(maxPayload) else { throw WireError.frameTooLarge(UInt32(clamping: length), limit: maxPayload) }
+        let header = FrameHeader(opcode: opcode, status: status, requestID: requestID, length: UInt32(length)).encoded()
+        try header.withUnsafeBytes { h in try Socket.writeFully(fd, [h] + parts) }
+    }
+
+    public func send(opcode: UInt8, status: UInt16 = 0, requestID: UInt32, payload: [UInt8]) throws {
+        try payload.withUnsafeBytes { try send(opcode: opcode, status: status, requestID: requestID, parts: [$0]) }
+    }
+
+    /// Receives one frame; nil on a clean close between frames. Malformed headers throw WireError.
+    public func receive() throws -> Frame? {
+        guard let header = try receiveHeader() else { return nil }
+        var payload = [UInt8](repeating: 0, count: Int(header.length))
+        if header.length > 0 {
+            let ok = try payload.withUnsafeMutableBytes { try Socket.readFully(fd, $0.baseAddress!, Int(header.length)) }
+            if !ok { throw WireError.truncated("payload of \(header.length) bytes") }
+        }
+        return Frame(header: header, payload: payload)
+    }
+
+    /// Receives a header only; the caller then reads exactly `length` payload bytes with `receivePayload`.
+    public func receiveHeader() throws -> FrameHeader? {
+        var raw = [UInt8](repeating: 0, count: FrameHeader.size)
+        let got = try raw.withUnsafeMutableBytes { try Socket.readFully(fd, $0.baseAddress!, FrameHeader.size) }
+        if !got { return nil }
+        return try FrameHeader.decode(raw, maxLength: maxPayload)
+    }
+
+    public func receivePayload(into buffer: UnsafeMutableRawPointer, count: Int) throws {
+        if count == 0 { return }
+        if !(try Socket.readFully(fd, buffer, count)) { throw WireError.truncated("payload of \(count) bytes") }
+    }
+
+    /// Shuts the socket down (wakes a blocked reader) and closes it once.
+    public func close() {
+        closeLock.withLock {
+            guard !closed else { return }
+            closed = true
+            shutdown(fd, Int32(SHUT_RDWR))
+            Glibc.close(fd)
+        }
+    }
+
+    /// Wakes any blocked reader without closing the descriptor.
+    public func shutdownBoth() {
+        closeLock.withLock { if !closed { shutdown(fd, Int32(SHUT_RDWR)) } }
+    }
+}

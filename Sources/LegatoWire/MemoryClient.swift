@@ -1,0 +1,89 @@
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// The caller's side of a memory node (see MemoryService for layouts). One per thread.
+public final class MemoryClient {
+    public let rpc: RPCClient
+    public var endpoint: Endpoint { rpc.endpoint }
+
+    public init(endpoint: Endpoint, secret: ClusterSecret, token: [UInt8]) throws {
+        rpc = try RPCClient(endpoint: endpoint, secret: secret, token: token)
+    }
+
+    public func close() { rpc.close() }
+
+    public func createSpace(_ space: UInt64) throws {
+        var w = WireWriter()
+        w.u64(space)
+        _ = try rpc.call(.createSpace, w.bytes)
+    }
+
+    public func dropSpace(_ space: UInt64) throws {
+        var w = WireWriter()
+        w.u64(space)
+        _ = try rpc.call(.dropSpace, w.bytes)
+    }
+
+    /// Sends a STORE_PAGES request without waiting for its answer (see `finishStore`).
+    public func startStore(space: UInt64, epoch: UInt32, vpns: UnsafeBufferPointer<UInt64>, pages: UnsafeRawPointer) throws -> UInt32 {
+        var w = WireWriter(capacity: 16)
+        w.u64(space)
+        w.u32(epoch)
+        w.u32(UInt32(vpns.count))
+        return try w.bytes.withUnsafeBytes { head in
+            try rpc.send(.storePages, parts: [head, UnsafeRawBufferPointer(vpns), UnsafeRawBufferPointer(start: pages, count: vpns.count * Page.size)])
+        }
+    }
+
+    public func finishStore(_ id: UInt32) throws { _ = try rpc.receive(.storePages, id: id) }
+
+    public func store(space: UInt64, epoch: UInt32, vpns: UnsafeBufferPointer<UInt64>, pages: UnsafeRawPointer) throws {
+        try finishStore(try startStore(space: space, epoch: epoch, vpns: vpns, pages: pages))
+    }
+
+    /// Fetches pages into `out` (page i at out + i*4096, present pages only are written there);
+    /// `present[i]` tells which exist. Returns the number found. `scratch` must hold vpns.count bytes.
+    public func fetch(space: UInt64, vpns: UnsafeBufferPointer<UInt64>, present: UnsafeMutablePointer<UInt8>,
+                      out: UnsafeMutableRawPointer) throws -> Int {
+        var w = WireWriter(capacity: 12)
+        w.u64(space)
+        w.u32(UInt32(vpns.count))
+        let id = try w.bytes.withUnsafeBytes { head in
+            try rpc.send(.fetchPages, parts: [head, UnsafeRawBufferPointer(vpns)])
+        }
+        let header = try rpc.receiveHeader(.fetchPages, id: id)
+        let n = vpns.count
+        guard Int(header.length) >= n, (Int(header.length) - n) % Page.size == 0 else {
+            throw WireError.malformed("FETCH_PAGES reply of \(header.length) bytes for \(n) pages")
+        }
+        try rpc.connection.receivePayload(into: present, count: n)
+        var found = 0
+        for i in 0..<n { if present[i] > 1 { throw WireError.malformed("presence byte \(present[i])") } else { found += Int(present[i]) } }
+        guard found * Page.size == Int(header.length) - n else {
+            throw WireError.malformed("FETCH_PAGES reply holds \((Int(header.length) - n) / Page.size) pages, presence says \(found)")
+        }
+        try rpc.connection.receivePayload(into: out, count: found * Page.size)
+        // Spread present pages to their slots (page i at out + i*4096), back to front.
+        if found < n {
+            var src = found - 1
+            for i in stride(from: n - 1, through: 0, by: -1) where present[i] == 1 {
+                if src != i { memmove(out + i * Page.size, out + src * Page.size, Page.size) }
+                src -= 1
+            }
+        }
+        return found
+    }
+
+    public func discard(space: UInt64, ranges: [(vpn: UInt64, count: UInt64)]) throws -> UInt64 {
+        var w = WireWriter(capacity: 12 + ranges.count * 16)
+        w.u64(space)
+        w.u32(UInt32(ranges.count))
+        for r in ranges {
+            w.u64(r.vpn)
+            w.u64(r.count)
+        }
+        var r = WireReader(try rpc.call(.discardPages, w.bytes))
+        return try r.u64("discarded")
+    }
+}

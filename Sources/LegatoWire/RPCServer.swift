@@ -1,0 +1,182 @@
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// A request handler's verdict on a bad request: answered with `status`, the connection stays open.
+public struct ServiceError: Error, CustomStringConvertible {
+    public let status: WireStatus
+    public let message: String
+    public init(_ status: WireStatus, _ message: String) {
+        self.status = status
+        self.message = message
+    }
+    public var description: String { "\(status): \(message)" }
+}
+
+/// What a service answers with: payload parts sent back to back (no copy into one buffer).
+public struct Reply {
+    public var parts: [[UInt8]]
+    public init(_ parts: [[UInt8]] = []) { self.parts = parts }
+    public static let empty = Reply()
+}
+
+/// Per-connection state a service keeps (the peer's credential, its own bookkeeping).
+public final class Session {
+    public let peer: String
+    public let token: [UInt8]
+    public var attachment: AnyObject?
+    init(peer: String, token: [UInt8]) {
+        self.peer = peer
+        self.token = token
+    }
+}
+
+/// A service behind an RPCServer. `handle` may throw ServiceError (answered, connection kept)
+/// or WireError (answered as bad request, connection closed).
+public protocol RPCService: AnyObject {
+    func handle(opcode: Opcode, payload: [UInt8], session: Session) throws -> Reply
+    func stats() -> String
+    func sessionClosed(_ session: Session)
+}
+
+/// Accepts authenticated connections and serves each on its own thread, in request order.
+/// A malformed or hostile message closes only that connection, with a log line.
+public final class RPCServer {
+    public let listenFD: Int32
+    public let port: UInt16
+    private let service: RPCService
+    private let secret: ClusterSecret
+    private let role: Handshake.Role
+    private let name: String
+    private let log: Logger
+    private let lock = Lock()
+    private var connections: [Int32: Connection] = [:]
+    private var stopping = false
+    public private(set) var connectionsAccepted = 0
+    public private(set) var connectionsRejected = 0
+
+    public init(endpoint: Endpoint, service: RPCService, secret: ClusterSecret, role: Handshake.Role, name: String, log: Logger) throws {
+        (listenFD, port) = try Socket.listen(host: endpoint.host, port: endpoint.port)
+        self.service = service
+        self.secret = secret
+        self.role = role
+        self.name = name
+        self.log = log
+    }
+
+    public func start() {
+        startThread(name: "accept") { [self] in acceptLoop() }
+    }
+
+    /// Stops accepting and closes every connection.
+    public func stop() {
+        let conns: [Connection] = lock.withLock {
+            stopping = true
+            return Array(connections.values)
+        }
+        shutdown(listenFD, Int32(SHUT_RDWR))
+        close(listenFD)
+        for c in conns { c.shutdownBoth() }
+    }
+
+    public var openConnections: Int { lock.withLock { connections.count } }
+
+    private func acceptLoop() {
+        while true {
+            let accepted: (fd: Int32, peer: String)?
+            do { accepted = try Socket.accept(listenFD) } catch {
+                if lock.withLock({ stopping }) { return }
+                log.error("accept failed: \(error)")
+                usleep(100_000)
+                continue
+            }
+            guard let (fd, peer) = accepted else { return }
+            let conn = Connection(fd: fd, peer: peer, maxPayload: WireLimits.maxFramePayload)
+            let admitted: Bool = lock.withLock {
+                if stopping { return false }
+                connections[fd] = conn
+                connectionsAccepted += 1
+                return true
+            }
+            if !admitted { conn.close(); return }
+            startThread(name: "conn") { [self] in serve(conn) }
+        }
+    }
+
+    private func serve(_ conn: Connection) {
+        defer {
+            lock.withLock { _ = connections.removeValue(forKey: conn.fd) }
+            conn.close()
+        }
+        Socket.setTimeout(conn.fd, seconds: 10)
+        let token: [UInt8]
+        do {
+            token = try Handshake.accept(conn, secret: secret, role: role, name: name)
+        } catch {
+            lock.withLock { connectionsRejected += 1 }
+            log.warning("rejected connection from \(conn.peer): \(error)")
+            return
+        }
+        Socket.setTimeout(conn.fd, seconds: 0)
+        let session = Session(peer: conn.peer, token: token)
+        defer { service.sessionClosed(session) }
+        while true {
+            let frame: Frame
+            do {
+                guard let f = try conn.receive() else { return }
+                frame = f
+            } catch {
+                if !lock.withLock({ stopping }) { log.warning("closing connection from \(conn.peer): \(error)") }
+                return
+            }
+            let id = frame.header.requestID
+            let responseOp = frame.opcode | FrameHeader.responseBit
+            do {
+                guard let op = Opcode(rawValue: frame.opcode), frame.opcode != Opcode.hello.rawValue,
+                      frame.opcode != Opcode.auth.rawValue else {
+                    throw WireError.unknownOpcode(frame.opcode)
+                }
+                let reply: Reply
+                switch op {
+                case .ping: reply = .empty
+                case .stats: reply = Reply([Array(service.stats().utf8)])
+                default: reply = try service.handle(opcode: op, payload: frame.payload, session: session)
+                }
+                let total = reply.parts.reduce(0) { $0 + $1.count }
+                if total > Int(WireLimits.maxFramePayload) { throw ServiceError(.tooLarge, "reply of \(total) bytes") }
+                try sendParts(conn, responseOp, .ok, id, reply.parts)
+            } catch let e as ServiceError {
+                if !answer(conn, responseOp, e.status, id, e.message) { return }
+            } catch let e as WireError {
+                log.warning("closing connection from \(conn.peer): \(e)")
+                _ = answer(conn, responseOp, .badRequest, id, e.description)
+                return
+            } catch {
+                if !lock.withLock({ stopping }) { log.warning("closing connection from \(conn.peer): \(error)") }
+                return
+            }
+        }
+    }
+
+    private func sendParts(_ conn: Connection, _ op: UInt8, _ status: WireStatus, _ id: UInt32, _ parts: [[UInt8]]) throws {
+        func go(_ i: Int, _ acc: [UnsafeRawBufferPointer]) throws {
+            if i == parts.count {
+                try conn.send(opcode: op, status: status.rawValue, requestID: id, parts: acc)
+                return
+            }
+            try parts[i].withUnsafeBytes { try go(i + 1, acc + [$0]) }
+        }
+        try go(0, [])
+    }
+
+    private func answer(_ conn: Connection, _ op: UInt8, _ status: WireStatus, _ id: UInt32, _ message: String) -> Bool {
+        var w = WireWriter()
+        w.string(message)
+        do {
+            try conn.send(opcode: op, status: status.rawValue, requestID: id, payload: w.bytes)
+            return true
+        } catch {
+            return false
+        }
+    }
+}

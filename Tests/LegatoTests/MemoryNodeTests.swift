@@ -1,0 +1,152 @@
+import Foundation
+import Glibc
+import Testing
+import LegatoCore
+import LegatoSystem
+@testable import LegatoMemoryNode
+@testable import LegatoWire
+
+/// A memory node on loopback in this process, against real TCP clients.
+@Suite(.serialized) struct MemoryNodeTests {
+    let secret = ClusterSecret(bytes: Array("test-secret-0123456789".utf8))
+    let tokenA = [UInt8](repeating: 0xa, count: 32)
+    let tokenB = [UInt8](repeating: 0xb, count: 32)
+
+    func startNode(capacity: UInt64 = 64 << 20) throws -> MemoryNode {
+        let node = try MemoryNode(config: .init(listen: Endpoint(host: "127.0.0.1", port: 0), capacityBytes: capacity,
+                                                segmentBytes: 1 << 20, secret: secret))
+        node.start()
+        return node
+    }
+
+    func pages(_ n: Int, seed: UInt8) -> [UInt8] { (0..<n * Page.size).map { UInt8(truncatingIfNeeded: $0 / 7) &+ seed } }
+
+    @Test func storesAndFetchesOverTCP() throws {
+        let node = try startNode()
+        defer { node.stop() }
+        let c = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenA)
+        try c.createSpace(42)
+        let keys: [UInt64] = [5, 6, 100]
+        let data = pages(3, seed: 1)
+        try keys.withUnsafeBufferPointer { k in try data.withUnsafeBytes { try c.store(space: 42, epoch: 0, vpns: k, pages: $0.baseAddress!) } }
+        let want: [UInt64] = [100, 7, 5]
+        var present = [UInt8](repeating: 0, count: 3)
+        var out = [UInt8](repeating: 0, count: 3 * Page.size)
+        let found = try want.withUnsafeBufferPointer { k in try out.withUnsafeMutableBytes { try c.fetch(space: 42, vpns: k, present: &present, out: $0.baseAddress!) } }
+        #expect(found == 2)
+        #expect(present == [1, 0, 1])
+        #expect(Array(out[0..<Page.size]) == Array(data[2 * Page.size..<3 * Page.size]))
+        #expect(Array(out[2 * Page.size..<3 * Page.size]) == Array(data[0..<Page.size]))
+        #expect(try c.discard(space: 42, ranges: [(5, 2)]) == 2)
+        let stats = try c.rpc.stats()
+        #expect(stats.contains("\"live_pages\":1"))
+        try c.dropSpace(42)
+    }
+
+    @Test func refusesAWrongSecret() throws {
+        let node = try startNode()
+        defer { node.stop() }
+        let wrong = ClusterSecret(bytes: Array("another-secret-xyz".utf8))
+        #expect(throws: WireError.self) { _ = try MemoryClient(endpoint: node.endpoint, secret: wrong, token: tokenA) }
+        // and the node goes on serving the right one
+        let c = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenA)
+        try c.rpc.ping()
+        #expect(node.server.connectionsRejected >= 1)
+    }
+
+    @Test func keepsClientsOutOfEachOthersSpaces() throws {
+        let node = try startNode()
+        defer { node.stop() }
+        let a = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenA)
+        let b = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenB)
+        try a.createSpace(1)
+        #expect(throws: RemoteError.self) { try b.createSpace(1) }
+        let k: [UInt64] = [1]
+        var present: [UInt8] = [0]
+        var out = [UInt8](repeating: 0, count: Page.size)
+        do {
+            _ = try k.withUnsafeBufferPointer { kk in try out.withUnsafeMutableBytes { try b.fetch(space: 1, vpns: kk, present: &present, out: $0.baseAddress!) } }
+            Issue.record("fetch of another client's space succeeded")
+        } catch let e as RemoteError {
+            #expect(e.status == .notOwner)
+        }
+        #expect(throws: RemoteError.self) { try b.dropSpace(1) }
+        try a.rpc.ping()
+    }
+
+    @Test func refusesStoresOverCapacity() throws {
+        let node = try startNode(capacity: 4 << 20)
+        defer { node.stop() }
+        let c = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenA)
+        try c.createSpace(3)
+        let n = 1200
+        let keys = (0..<UInt64(n)).map { $0 }
+        let data = pages(n, seed: 3)
+        do {
+            try keys.withUnsafeBufferPointer { k in try data.withUnsafeBytes { try c.store(space: 3, epoch: 0, vpns: k, pages: $0.baseAddress!) } }
+            Issue.record("a store over capacity succeeded")
+        } catch let e as RemoteError {
+            #expect(e.status == .capacityExceeded)
+            #expect(e.message.contains("capacity"))
+        }
+        try c.rpc.ping()
+    }
+
+    /// Sends raw bytes after a proper handshake; returns what the server answered (nil if it closed).
+    func hostile(_ node: MemoryNode, authenticate: Bool = true, _ bytes: [UInt8]) throws -> Frame? {
+        let conn = try Connection.connect("node", host: "127.0.0.1", port: node.endpoint.port)
+        defer { conn.close() }
+        Socket.setTimeout(conn.fd, seconds: 5)
+        if authenticate { try Handshake.connect(conn, secret: secret, token: tokenA) }
+        try bytes.withUnsafeBytes { try Socket.writeFully(conn.fd, [$0]) }
+        shutdown(conn.fd, Int32(SHUT_WR))
+        var last: Frame?
+        while let f = try? conn.receive() { last = f }
+        return last
+    }
+
+    func frame(_ op: UInt8, _ payload: [UInt8], length: UInt32? = nil) -> [UInt8] {
+        FrameHeader(opcode: op, requestID: 9, length: length ?? UInt32(payload.count)).encoded() + payload
+    }
+
+    @Test func survivesMalformedTruncatedAndHostileMessages() throws {
+        let node = try startNode()
+        defer { node.stop() }
+        // garbage instead of AUTH
+        _ = try hostile(node, authenticate: false, Array("GET / HTTP/1.1\r\n\r\n".utf8))
+        // a frame that announces a gigabyte
+        _ = try hostile(node, frame(Opcode.storePages.rawValue, [], length: 1 << 30))
+        // bad magic
+        _ = try hostile(node, [UInt8](repeating: 0x41, count: 64))
+        // unknown opcode: answered as a bad request
+        let unknown = try hostile(node, frame(0x7e, []))
+        #expect(unknown?.status == .badRequest)
+        // STORE whose count claims more pages than the payload holds
+        var w = WireWriter()
+        w.u64(1); w.u32(0); w.u32(1000); w.u64(5)
+        let store = try hostile(node, frame(Opcode.storePages.rawValue, w.bytes))
+        #expect(store?.status == .badRequest)
+        // FETCH with a huge count
+        var f = WireWriter()
+        f.u64(1); f.u32(0xffff_ffff)
+        #expect(try hostile(node, frame(Opcode.fetchPages.rawValue, f.bytes))?.status == .badRequest)
+        // DISCARD with a range of 2^60 pages
+        var d = WireWriter()
+        d.u64(1); d.u32(1); d.u64(0); d.u64(1 << 60)
+        #expect(try hostile(node, frame(Opcode.discardPages.rawValue, d.bytes))?.status == .badRequest)
+        // a frame cut short
+        _ = try hostile(node, Array(frame(Opcode.createSpace.rawValue, [1, 2, 3, 4, 5, 6, 7, 8]).prefix(20)))
+        // random bytes after a valid header
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<20 {
+            let n = Int.random(in: 0..<200, using: &rng)
+            let junk = (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            let op = [Opcode.createSpace, .storePages, .fetchPages, .discardPages, .dropSpace].randomElement(using: &rng)!
+            _ = try hostile(node, frame(op.rawValue, junk))
+        }
+        // the node is still there for an honest client
+        let c = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenA)
+        try c.rpc.ping()
+        try c.createSpace(77)
+    }
+}

@@ -1,0 +1,92 @@
+import Testing
+import LegatoCore
+@testable import LegatoMemoryNode
+
+@Suite struct PageStoreTests {
+    let owner = [UInt8](repeating: 1, count: 32)
+    let other = [UInt8](repeating: 2, count: 32)
+
+    func page(_ seed: UInt64) -> [UInt8] {
+        (0..<Page.size).map { UInt8(truncatingIfNeeded: seed &* 31 &+ UInt64($0)) }
+    }
+
+    func store(_ s: PageStore, _ space: UInt64, _ vpns: [UInt64], seed: UInt64 = 0, owner o: [UInt8]? = nil) throws {
+        let data = vpns.flatMap { page($0 &+ seed) }
+        try vpns.withUnsafeBufferPointer { v in
+            try data.withUnsafeBytes { try s.store(space: space, owner: o ?? owner, epoch: 0, vpns: v, pages: $0.baseAddress!) }
+        }
+    }
+
+    func fetch(_ s: PageStore, _ space: UInt64, _ vpns: [UInt64], owner o: [UInt8]? = nil) throws -> [[UInt8]?] {
+        var present = [UInt8](repeating: 9, count: vpns.count)
+        var out = [UInt8](repeating: 0, count: vpns.count * Page.size)
+        let found = try vpns.withUnsafeBufferPointer { v in
+            try out.withUnsafeMutableBytes { try s.fetch(space: space, owner: o ?? owner, vpns: v, present: &present, out: $0.baseAddress!) }
+        }
+        var k = 0
+        return vpns.indices.map { i in
+            guard present[i] == 1 else { return nil }
+            defer { k += 1 }
+            return Array(out[k * Page.size..<(k + 1) * Page.size])
+        }.also { #expect($0.compactMap { $0 }.count == found) }
+    }
+
+    @Test func storesFetchesOverwritesAndDiscards() throws {
+        let s = PageStore(limits: .init(capacityBytes: 64 << 20, segmentBytes: 1 << 20))
+        try s.createSpace(7, owner: owner)
+        try store(s, 7, [1, 2, 3])
+        var got = try fetch(s, 7, [3, 1, 9])
+        #expect(got[0] == page(3) && got[1] == page(1) && got[2] == nil)
+        try store(s, 7, [1], seed: 100)
+        #expect(try fetch(s, 7, [1])[0] == page(101))
+        #expect(s.stats.livePages == 3)
+        #expect(try s.discard(space: 7, owner: owner, ranges: [(2, 5)]) == 2)
+        got = try fetch(s, 7, [1, 2, 3])
+        #expect(got[0] == page(101) && got[1] == nil && got[2] == nil)
+        try s.drop(space: 7, owner: owner)
+        #expect(s.stats.livePages == 0)
+        #expect(throws: PageStore.StoreError.noSuchSpace(AddressSpaceID(7))) { _ = try fetch(s, 7, [1]) }
+    }
+
+    @Test func keepsAddressSpacesApart() throws {
+        let s = PageStore(limits: .init(capacityBytes: 16 << 20, segmentBytes: 1 << 20))
+        try s.createSpace(1, owner: owner)
+        try store(s, 1, [10])
+        #expect(throws: PageStore.StoreError.notOwner(AddressSpaceID(1))) { _ = try fetch(s, 1, [10], owner: other) }
+        #expect(throws: PageStore.StoreError.notOwner(AddressSpaceID(1))) { try store(s, 1, [10], owner: other) }
+        #expect(throws: PageStore.StoreError.notOwner(AddressSpaceID(1))) { try s.drop(space: 1, owner: other) }
+        #expect(throws: PageStore.StoreError.notOwner(AddressSpaceID(1))) { try s.createSpace(1, owner: other) }
+        #expect(try fetch(s, 1, [10])[0] == page(10))
+    }
+
+    @Test func refusesWholeStoresOverCapacityAndLosesNothing() throws {
+        // 4 segments of 256K: 3 usable for data, 90% of them live at most.
+        let s = PageStore(limits: .init(capacityBytes: 1 << 20, segmentBytes: 256 << 10))
+        try s.createSpace(1, owner: owner)
+        let limit = s.livePageLimit
+        try store(s, 1, Array(0..<UInt64(limit)))
+        #expect(throws: PageStore.StoreError.self) { try store(s, 1, [UInt64(limit), UInt64(limit) + 1]) }
+        // Overwrites of live pages still fit (the cleaner reclaims the dead versions).
+        for round in 0..<5 { try store(s, 1, Array(0..<UInt64(limit)), seed: UInt64(round) * 1000) }
+        #expect(s.stats.cleanerRuns > 0)
+        let all = try fetch(s, 1, Array(0..<UInt64(limit)))
+        for (i, p) in all.enumerated() { #expect(p == page(UInt64(i) + 4000)) }
+        #expect(s.stats.segments <= s.maxSegments)
+    }
+
+    @Test func releasesSegmentsOnceEmpty() throws {
+        let s = PageStore(limits: .init(capacityBytes: 8 << 20, segmentBytes: 256 << 10))
+        try s.createSpace(1, owner: owner)
+        try store(s, 1, Array(0..<300))
+        #expect(s.stats.segments >= 5)
+        try s.drop(space: 1, owner: owner)
+        #expect(s.stats.segments <= 1)
+    }
+}
+
+extension Array {
+    func also(_ body: (Self) -> Void) -> Self {
+        body(self)
+        return self
+    }
+}

@@ -1,0 +1,57 @@
+import Testing
+import LegatoSystem
+@testable import LegatoWire
+
+@Suite struct FrameTests {
+    @Test func headerRoundTrips() throws {
+        let h = FrameHeader(opcode: 0x11, status: 5, requestID: 77, length: 4096)
+        #expect(try FrameHeader.decode(h.encoded(), maxLength: 1 << 20) == h)
+    }
+
+    @Test func rejectsBadHeaders() {
+        var bytes = FrameHeader(opcode: 1, requestID: 1, length: 10).encoded()
+        bytes[0] ^= 0xff
+        #expect(throws: WireError.self) { try FrameHeader.decode(bytes, maxLength: 100) }
+        var v = FrameHeader(opcode: 1, requestID: 1, length: 10).encoded()
+        v[4] = 99
+        #expect(throws: WireError.unsupportedVersion(99)) { try FrameHeader.decode(v, maxLength: 100) }
+        let big = FrameHeader(opcode: 1, requestID: 1, length: 1000).encoded()
+        #expect(throws: WireError.frameTooLarge(1000, limit: 100)) { try FrameHeader.decode(big, maxLength: 100) }
+        #expect(throws: WireError.self) { try FrameHeader.decode(Array(big.prefix(9)), maxLength: 100) }
+    }
+
+    @Test func readerNeverReadsPastTheEnd() throws {
+        var w = WireWriter()
+        w.u64(1)
+        w.u32(3)
+        var r = WireReader(w.bytes)
+        #expect(try r.u64() == 1)
+        #expect(throws: WireError.self) { try r.u64() }
+        var r2 = WireReader(w.bytes)
+        _ = try r2.u64()
+        // a count that claims more items than the bytes left
+        #expect(throws: WireError.self) { try r2.count(itemSize: 8, limit: 10, "items") }
+        var r3 = WireReader([0xff, 0xff, 0xff, 0x7f])
+        #expect(throws: WireError.self) { try r3.count(itemSize: 4096, limit: Int.max, "pages") }
+        var r4 = WireReader([5, 0, 0xc3, 0x28, 0x41, 0x41, 0x41])
+        #expect(throws: WireError.self) { try r4.string() }  // invalid UTF-8
+    }
+
+    @Test func hmacMatchesRFC4231() {
+        // RFC 4231 test case 2
+        let mac = Sys.hmacSHA256(key: Array("Jefe".utf8), data: Array("what do ya want for nothing?".utf8))
+        let hex = mac.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+        #expect(hex == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+    }
+
+    @Test func crc32cMatchesTheCheckValue() {
+        let v = Array("123456789".utf8).withUnsafeBytes { Sys.crc32c(0, $0) }
+        #expect(v == 0xE306_9283)
+        // split computation equals one pass
+        let data = (0..<1000).map { UInt8(truncatingIfNeeded: $0 * 7) }
+        let whole = data.withUnsafeBytes { Sys.crc32c(0, $0) }
+        let a = data[0..<333].withUnsafeBytes { Sys.crc32c(0, $0) }
+        let ab = data[333...].withUnsafeBytes { Sys.crc32c(a, $0) }
+        #expect(whole == ab)
+    }
+}
