@@ -17,6 +17,10 @@ extension Agent {
         let before = stats.residentPages
         try evict(stats.residentPages + prefetchWindow - budgetPages + evictionBatch)
         evictionFloor = stats.residentPages < before ? 0 : stats.residentPages + evictionBatch
+        if getenv("LEGATO_DEBUG_RESIDENT") != nil {
+            let counted = regions.regions.reduce(0) { acc, r in acc + (0..<r.pageCount).filter { r.state($0).contains(.resident) }.count }
+            writeStderr("evict: before \(before) after \(stats.residentPages) counted \(counted) floor \(evictionFloor) victims-queued \(victims.count)\n")
+        }
         if !retryFaults.isEmpty { try handleUffd() }
     }
 
@@ -24,6 +28,7 @@ extension Agent {
         while inflightBytes > Agent.maxInflightBytes && fatalError == nil { try waitForCompletions() }
         if fatalError != nil { return }
         var candidates = pickVictims(wanted)
+        if getenv("LEGATO_DEBUG_RESIDENT") != nil { writeStderr("evict: wanted \(wanted) picked \(candidates.count) resident \(stats.residentPages)\n") }
         if candidates.isEmpty { return }
 
         let frozenAt = monotonicNanos()

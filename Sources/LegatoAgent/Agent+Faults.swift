@@ -18,10 +18,9 @@ extension Agent {
                 let e = eventBuffer[k]
                 switch Sys.UffdEventKind(rawValue: e.kind) ?? .other {
                 case .pageFault: faults.append(e)
-                case .remove: if phase != .discarding { dropRange(e.addr, e.a2, unmapped: false) }
-                case .unmap: dropRange(e.addr, e.a2, unmapped: true)
+                case .unmap: dropRange(e.addr, e.a2)
                 case .remap: regions.move(from: e.addr, to: e.a2, length: e.a3)
-                case .fork, .other: log.warning("unexpected userfaultfd event \(e.kind)/\(e.flags)")
+                case .remove, .fork, .other: log.warning("unexpected userfaultfd event \(e.kind)/\(e.flags)")
                 }
             }
             if n < 64 { break }
@@ -156,6 +155,7 @@ extension Agent {
 
     @inline(__always)
     private func markInstalled(_ r: Region, _ i: Int, _ n: Int, dirty: Bool = false) {
+        var added = 0
         for k in i..<i + n {
             var s = r.state(k)
             if s.contains(.resident) { continue }
@@ -163,8 +163,10 @@ extension Agent {
             if dirty { s.insert(.dirty) } else { s.remove(.dirty) }
             r.setState(k, s)
             pushVictim(r, k)
+            added += 1
         }
-        stats.noteResident(n)
+        if added != n, getenv("LEGATO_DEBUG_RESIDENT") != nil { writeStderr("install: \(n - added) of \(n) pages at 0x\(String(r.address(at: i), radix: 16)) were resident already\n") }
+        stats.noteResident(added)
     }
 
     /// A fault in a registered range the table does not know: a stack that grew down, or a VMA
@@ -186,32 +188,18 @@ extension Agent {
 
     // MARK: pages leaving
 
-    /// PROG discarded [start, end) (MADV_DONTNEED, munmap, mremap shrink): its pages read as zeros
-    /// (or are gone); their remote copies are discarded.
-    func dropRange(_ start: UInt64, _ end: UInt64, unmapped: Bool) {
-        let parts = unmapped ? regions.remove(start: start, end: end) : overlapping(start, end)
-        forget(parts, clampTo: unmapped ? nil : (start, end))
+    /// PROG unmapped [start, end) (munmap, an mmap over it, an mremap that shrank it): its pages are
+    /// gone and their remote copies are discarded.
+    func dropRange(_ start: UInt64, _ end: UInt64) {
+        forget(regions.remove(start: start, end: end))
     }
 
-    private func overlapping(_ start: UInt64, _ end: UInt64) -> [Region] {
-        var out: [Region] = []
-        var k = regions.firstIndex(atOrAbove: start)
-        while k < regions.regions.count && regions.regions[k].start < end {
-            out.append(regions.regions[k])
-            k += 1
-        }
-        return out
-    }
-
-    /// Resets the pages of `parts` (within `clampTo`, if given) to untouched and discards their remote copies.
-    func forget(_ parts: [Region], clampTo: (UInt64, UInt64)? = nil) {
+    /// Resets the pages of `parts` to untouched and discards their remote copies.
+    func forget(_ parts: [Region]) {
         var discards: [Int: [(vpn: UInt64, count: UInt64)]] = [:]
         var gone = 0
         for r in parts {
-            let from = clampTo.map { r.index(of: max(r.start, Page.alignDown($0.0))) } ?? 0
-            let to = clampTo.map { r.index(of: min(r.end, Page.alignUp($0.1))) } ?? r.pageCount
-            guard from < to else { continue }
-            for i in from..<to {
+            for i in 0..<r.pageCount {
                 let s = r.state(i)
                 if s.contains(.resident) { gone += 1 }
                 if s.contains(.remote) {

@@ -5,7 +5,9 @@ import LegatoSystem
 /// Taking over PROG's address space after exec, and registering memory as it appears.
 extension Agent {
     static let scratchBytes: UInt64 = 64 * 1024
-    static let uffdFeatures: Sys.UffdFeatures = [.eventRemap, .eventRemove, .eventUnmap, .threadID, .wpAsync]
+    /// No EVENT_REMOVE: PROG's discards are caught by seccomp (see Agent+Discard), so the agent's own
+    /// process_madvise does not wait for one event per range.
+    static let uffdFeatures: Sys.UffdFeatures = [.eventRemap, .eventUnmap, .threadID, .wpAsync]
     static let pidfdSelfThreadGroup: Int64 = -20000
 
     /// At the syscall-exit stop of execve: map a scratch page, create PROG's userfaultfd and take a
@@ -99,6 +101,7 @@ extension Agent {
         }
         if found > 0 {
             stats.noteResident(found)
+            if getenv("LEGATO_DEBUG_RESIDENT") != nil { writeStderr("adopt: \(found) pages in \(describeRange(start, end - start))\n") }
             try Sys.uffdWriteProtect(uffd, start: start, length: end - start, protect: true, pid: mainPID)
         }
     }

@@ -20,14 +20,19 @@ extension Agent {
             return
         }
         guard status.stopped else { return }
-        if status.event == Sys.PtraceEvent.stop.rawValue { t.interruptSent = false }
-        // While freezing, only stops fit for injection are held; a syscall or event stop is handled
-        // and the thread resumed, and the pending PTRACE_INTERRUPT stops it again right after.
+        // Any ptrace stop consumes a pending PTRACE_INTERRUPT (the kernel clears the STOP trap).
+        t.interruptSent = false
+        // While freezing, only stops fit for injection are held; a syscall or event stop is handled,
+        // and the thread resumed and interrupted again.
         if !t.classified || (phase != .running && Agent.isInjectable(status)) {
             t.parked = status
             return
         }
         try handleStop(t, status)
+        if phase == .freezing && t.sharesMemory && t.parked == nil && tracees[tid] != nil {
+            t.interruptSent = true
+            tolerateGone { try Sys.ptraceInterrupt(tid) }
+        }
     }
 
     /// Acts on one stop and resumes the tracee (or leaves it in group-stop).
@@ -86,13 +91,9 @@ extension Agent {
         case Syscall.mmap, Syscall.mremap, Syscall.brk:
             if t.sharesMemory { t.awaitingExit = nr }
         case Syscall.madvise:
-            // MADV_FREE may leave pages present after telling us they are gone; make it MADV_DONTNEED,
-            // which Linux is always allowed to do in its place.
-            if t.sharesMemory && regs.rdx == 8 {
-                var r = regs
-                r.rdx = 4
-                try Sys.setRegisters(t.tid, r)
-            }
+            try madviseEntry(t, regs)
+        case Syscall.processMadvise:
+            try processMadviseEntry(t, regs)
         case Syscall.clone:
             t.cloneFlags = regs.rdi
         case Syscall.clone3:
@@ -119,6 +120,8 @@ extension Agent {
         let ret = Int64(bitPattern: regs.rax)
         let failed = ret < 0 && ret > -4096
         switch nr {
+        case Syscall.madvise, Syscall.processMadvise:
+            discardExit(t, result: ret)
         case Syscall.execve:
             if !failed { try setUpAddressSpace(t) }
         case Syscall.mmap where !failed && t.sharesMemory:

@@ -250,7 +250,19 @@ public final class Agent {
     /// Reaps what is left of PROG's namespace (children PROG left behind die with the namespace).
     func drainChildren() {
         for (tid, _) in tracees where tid != mainPID { kill(tid, SIGKILL) }
-        for (tid, _) in tracees { _ = try? Sys.wait(tid, nohang: false) }
+        // Reap every traced thread, in whatever order they die (a leader is reported only after its
+        // other threads are reaped); the namespace's PID 1 cannot finish exiting while one of them
+        // is an unreaped zombie.
+        var pending = Set(tracees.keys)
+        let deadline = monotonicNanos() + 10_000_000_000
+        while !pending.isEmpty && monotonicNanos() < deadline {
+            if let (pid, st) = try? Sys.wait(-1, nohang: true) {
+                if st.exited || st.signaled { pending.remove(pid) }
+                continue
+            }
+            pending = pending.filter { access("/proc/\($0)", F_OK) == 0 }
+            usleep(1000)
+        }
         tracees.removeAll()
         if reaperPID > 0 {
             kill(reaperPID, SIGKILL)

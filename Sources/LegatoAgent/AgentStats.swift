@@ -22,6 +22,9 @@ struct AgentStats {
 
     mutating func noteResident(_ delta: Int) {
         residentPages += delta
+        if residentPages > 2 * budgetPages && getenv("LEGATO_DEBUG_RESIDENT") != nil && delta > 0 {
+            FileHandle.standardError.write("resident \(residentPages) after +\(delta)\n".data(using: .utf8)!)
+        }
         if residentPages > peakResidentPages { peakResidentPages = residentPages }
     }
 

@@ -35,13 +35,18 @@ public final class ChildDaemon {
         posix_spawnattr_setsigdefault(&attr, &defaults)
         posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var cArgs = argv.map { strdup($0) } + [nil]
+        // An embedded daemon speaks up only for warnings, unless the user asked for more.
+        var env = ProcessInfo.processInfo.environment
+        if env["LEGATO_LOG"] == nil { env["LEGATO_LOG"] = "warning" }
+        var cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
             cArgs.forEach { free($0) }
+            cEnv.forEach { free($0) }
             posix_spawn_file_actions_destroy(&actions)
             posix_spawnattr_destroy(&attr)
         }
         var child: pid_t = 0
-        let rc = posix_spawn(&child, exe, &actions, &attr, &cArgs, environ)
+        let rc = posix_spawn(&child, exe, &actions, &attr, &cArgs, &cEnv)
         close(ready[1])
         close(secretPipe[0])
         guard rc == 0 else {

@@ -19,6 +19,8 @@ final class Tracee {
     var groupStopped = false
     /// We sent PTRACE_INTERRUPT and have not seen the resulting stop yet.
     var interruptSent = false
+    /// A discard (madvise) marked at entry, committed or undone at its exit stop.
+    var pendingDiscard: Agent.PendingDiscard?
     /// Signals to deliver when it is next resumed (arrived while we injected).
     var pendingSignals: [Int32] = []
 
@@ -49,7 +51,7 @@ enum Syscall {
 
     /// The calls the seccomp filter sends to the agent.
     static let traced: [Int32] = [Int32(mmap), Int32(brk), Int32(mremap), Int32(madvise), Int32(clone), Int32(fork),
-                                  Int32(vfork), Int32(clone3)]
+                                  Int32(vfork), Int32(clone3), Int32(processMadvise)]
 }
 
 enum CloneFlag {

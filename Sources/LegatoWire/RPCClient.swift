@@ -10,13 +10,16 @@ public final class RPCClient {
     private var nextID: UInt32 = 2
 
     /// Connects and authenticates; `token` is this client's credential (see Handshake).
-    public init(endpoint: Endpoint, secret: ClusterSecret, token: [UInt8], timeoutSeconds: Double = 5) throws {
+    /// `ioTimeoutSeconds` bounds every later read and write (0: none): a peer that stops answering
+    /// becomes an error rather than a hang.
+    public init(endpoint: Endpoint, secret: ClusterSecret, token: [UInt8], timeoutSeconds: Double = 5,
+                ioTimeoutSeconds: Double = 60) throws {
         self.endpoint = endpoint
         connection = try Connection.connect(endpoint.description, host: endpoint.host, port: endpoint.port,
                                             maxPayload: WireLimits.maxFramePayload, timeoutSeconds: timeoutSeconds)
         Socket.setTimeout(connection.fd, seconds: timeoutSeconds)
         serverName = try Handshake.connect(connection, secret: secret, token: token).name
-        Socket.setTimeout(connection.fd, seconds: 0)
+        Socket.setTimeout(connection.fd, seconds: ioTimeoutSeconds)
     }
 
     public func close() { connection.close() }

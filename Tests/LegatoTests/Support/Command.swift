@@ -98,6 +98,17 @@ final class SpawnedCommand {
 
     /// Output so far (for tests that watch a running command).
     var stderrSoFar: String { lock.withLock { String(decoding: err, as: UTF8.self) } }
+    var stdoutSoFar: String { lock.withLock { String(decoding: out, as: UTF8.self) } }
+
+    /// Waits until `predicate` holds for the output so far; false after `timeoutSeconds`.
+    func waitForOutput(timeoutSeconds: Double = 20, _ predicate: (String, String) -> Bool) -> Bool {
+        let deadline = monotonicNanos() + UInt64(timeoutSeconds * 1e9)
+        while monotonicNanos() < deadline {
+            if predicate(stdoutSoFar, stderrSoFar) { return true }
+            usleep(10_000)
+        }
+        return false
+    }
 
     func signal(_ sig: Int32) { kill(pid, sig) }
 

@@ -1,0 +1,149 @@
+import Foundation
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// PROG discarding its own memory: madvise(MADV_DONTNEED / FREE / REMOVE / DONTNEED_LOCKED) and
+/// process_madvise on itself.
+///
+/// The agent does not take uffd REMOVE events: its own eviction discards with process_madvise, and
+/// each REMOVE event would block that call until read — one round trip per discarded range. Instead
+/// the seccomp filter stops PROG's discards at entry, where the range is marked untouched *before*
+/// the kernel zaps it (a fault in the range from then on gets zeros, as after the zap). Remote copies
+/// are discarded once the call has succeeded; if it fails on a locked mapping, the pages from that
+/// mapping on are restored.
+extension Agent {
+    struct PendingDiscard {
+        struct Saved {
+            let address: UInt64
+            let key: UInt64
+            let state: UInt8
+        }
+        var ranges: [(UInt64, UInt64)]
+        var saved: [Saved]
+    }
+
+    static let discardAdvice: Set<UInt64> = [4, 8, 9, 24]  // DONTNEED, FREE, REMOVE, DONTNEED_LOCKED
+
+    /// madvise entry: rewrite MADV_FREE to MADV_DONTNEED (Linux may always free at once) and mark the range.
+    func madviseEntry(_ t: Tracee, _ regs: Registers) throws {
+        guard t.sharesMemory, Agent.discardAdvice.contains(regs.rdx) else { return }
+        if regs.rdx == 8 {
+            var r = regs
+            r.rdx = 4
+            try Sys.setRegisters(t.tid, r)
+        }
+        let start = regs.rdi, length = Page.alignUp(regs.rsi)
+        guard start & Page.mask == 0, length > 0, start &+ length > start else { return }  // the kernel refuses these
+        t.pendingDiscard = markDiscarded([(start, start + length)])
+        t.awaitingExit = Syscall.madvise
+    }
+
+    /// process_madvise entry: only calls aimed at PROG itself discard PROG's memory.
+    func processMadviseEntry(_ t: Tracee, _ regs: Registers) throws {
+        guard t.sharesMemory, Agent.discardAdvice.contains(regs.r10), regs.rdx > 0, regs.rdx <= 1024 else { return }
+        let pidfd = Int64(bitPattern: regs.rdi)
+        let target: pid_t? = pidfd == Agent.pidfdSelfThreadGroup || pidfd == -10000 ? t.tgid : pidOfPidfd(t.tid, Int32(truncatingIfNeeded: pidfd))
+        guard target == mainPID else { return }
+        var ranges: [(UInt64, UInt64)] = []
+        for k in 0..<regs.rdx {
+            let base = try readProgramWord(at: regs.rsi + k * 16, tid: t.tid)
+            let len = try readProgramWord(at: regs.rsi + k * 16 + 8, tid: t.tid)
+            let start = Page.alignDown(base), end = Page.alignUp(base &+ len)
+            if end > start { ranges.append((start, end)) }
+        }
+        t.pendingDiscard = markDiscarded(ranges)
+        t.awaitingExit = Syscall.processMadvise
+    }
+
+    /// At the exit stop: commit (discard the remote copies) or restore what the kernel did not zap.
+    func discardExit(_ t: Tracee, result: Int64) {
+        guard let pending = t.pendingDiscard else { return }
+        t.pendingDiscard = nil
+        if result >= 0 || result == -Int64(ENOMEM) {
+            commitDiscard(pending.saved)
+            return
+        }
+        // Failed: madvise stops at the first mapping it may not discard (mlock'd ...). Pages before it are gone.
+        let firstRefused = firstLockedMapping(in: pending.ranges) ?? 0
+        var gone: [PendingDiscard.Saved] = []
+        var restored = 0
+        for s in pending.saved {
+            guard s.address >= firstRefused, let r = regions.find(s.address), r.key(at: r.index(of: s.address)) == s.key else {
+                gone.append(s)
+                continue
+            }
+            let i = r.index(of: s.address)
+            r.setState(i, PageState(rawValue: s.state).union(r.state(i).intersection(.queued)))
+            if PageState(rawValue: s.state).contains(.resident) { restored += 1 }
+        }
+        stats.noteResident(restored)
+        commitDiscard(gone)
+    }
+
+    /// Marks every page of `ranges` untouched (keeping what is needed to undo it).
+    private func markDiscarded(_ ranges: [(UInt64, UInt64)]) -> PendingDiscard {
+        var saved: [PendingDiscard.Saved] = []
+        var wasResident = 0
+        let keep = PageState.queued.rawValue
+        for (start, end) in ranges {
+            var k = regions.firstIndex(atOrAbove: start)
+            while k < regions.regions.count && regions.regions[k].start < end {
+                let r = regions.regions[k]
+                let from = r.index(of: max(r.start, start)), to = r.index(of: min(r.end, end))
+                for i in from..<to where r.states[i] & ~keep != 0 {
+                    saved.append(.init(address: r.address(at: i), key: r.key(at: i), state: r.states[i] & ~keep))
+                    if r.state(i).contains(.resident) { wasResident += 1 }
+                    r.setState(i, PageState(rawValue: r.states[i] & keep))
+                }
+                k += 1
+            }
+        }
+        stats.noteResident(-wasResident)
+        return PendingDiscard(ranges: ranges, saved: saved)
+    }
+
+    /// Discards the remote copies of pages PROG threw away.
+    private func commitDiscard(_ saved: [PendingDiscard.Saved]) {
+        var byNode: [Int: [(vpn: UInt64, count: UInt64)]] = [:]
+        for s in saved {
+            let st = PageState(rawValue: s.state)
+            guard st.contains(.remote) || st.contains(.inFlight), let node = pool.location(s.key) else { continue }
+            if var last = byNode[node]?.last, last.vpn + last.count == s.key {
+                last.count += 1
+                byNode[node]![byNode[node]!.count - 1] = last
+            } else {
+                byNode[node, default: []].append((s.key, 1))
+            }
+            pool.recordDiscarded(key: s.key)
+        }
+        for (node, ranges) in byNode { writeBack.submit(.discard(node: node, ranges: ranges)) }
+    }
+
+    /// The start of the first locked mapping overlapping `ranges` (from /proc/PID/smaps), if any.
+    private func firstLockedMapping(in ranges: [(UInt64, UInt64)]) -> UInt64? {
+        guard let text = try? String(contentsOfFile: "/proc/\(mainPID)/smaps", encoding: .utf8) else { return nil }
+        var current: UInt64?
+        var best: UInt64?
+        for line in text.split(separator: "\n") {
+            if let dash = line.firstIndex(of: "-"), line.first?.isHexDigit == true, let s = UInt64(line[..<dash], radix: 16) {
+                let rest = line[line.index(after: dash)...]
+                let e = UInt64(rest.prefix { $0.isHexDigit }, radix: 16) ?? s
+                current = ranges.contains { $0.0 < e && s < $0.1 } ? s : nil
+            } else if line.hasPrefix("VmFlags:"), let s = current {
+                let flags = line.split(separator: " ")
+                if flags.contains("lo") || flags.contains("pf") || flags.contains("ht") { best = min(best ?? s, s) }
+            }
+        }
+        return best
+    }
+
+    /// The pid a pidfd of thread `tid` refers to (fdinfo's Pid line).
+    private func pidOfPidfd(_ tid: pid_t, _ fd: Int32) -> pid_t? {
+        guard let text = try? String(contentsOfFile: "/proc/\(tid)/fdinfo/\(fd)", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("Pid:") {
+            return pid_t(line.dropFirst(4).trimmingCharacters(in: .whitespaces))
+        }
+        return nil
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+import Glibc
+import Testing
+import LegatoCore
+import LegatoSystem
+import LegatoWire
+
+/// Real programs under `legato run` at an eighth of their footprint: identical output to a plain
+/// run, and the stats show pages went to memory nodes and came back within the budget.
+@Suite(.serialized) struct RemoteMemoryTests {
+    init() throws { try requireAgentCapabilities() }
+
+    @Test func multiThreadedRandomReadWrite() throws {
+        let stats = try Legato.compareWithPlainRun([try Workloads.path("randrw"), "64", "4", "20000", "7"], footprintBytes: 64 << 20)
+        #expect(stats.faults > 10_000)
+    }
+
+    @Test func mmapMunmapMremapChurn() throws {
+        try Legato.compareWithPlainRun([try Workloads.path("mapchurn"), "64", "150", "3"], footprintBytes: 64 << 20)
+    }
+
+    @Test func discardedMemoryReadsAsZeros() throws {
+        try Legato.compareWithPlainRun([try Workloads.path("dontneed"), "64"], footprintBytes: 64 << 20)
+    }
+
+    @Test func forkAndSystemKeepWorking() throws {
+        // A fork brings every remote page back for the (unmanaged) child: the budget is passed until
+        // eviction catches up, so the peak is not checked here; the end state is.
+        let stats = try Legato.compareWithPlainRun([try Workloads.path("forksys"), "64"], footprintBytes: 64 << 20, checkPeak: false)
+        #expect(stats.int("materialized_pages") > 0, "the fork should have brought remote pages back for the child")
+        #expect(stats.int("resident_bytes_at_exit") <= 8 << 20)
+    }
+
+    @Test func sequentialScanPrefetches() throws {
+        let stats = try Legato.compareWithPlainRun([try Workloads.path("seqscan"), "64", "2"], footprintBytes: 64 << 20)
+        #expect(stats.prefetchedPages > stats.fetchedPages / 2, "a sequential scan should be served mostly by prefetch")
+    }
+
+    @Test func pythonBuildingObjects() throws {
+        try Legato.compareWithPlainRun(["python3", Workloads.script("pyobjects.py"), "300", "build"], footprintBytes: 300 << 20)
+    }
+
+    @Test func spreadsPagesOverSeveralMemoryNodes() throws {
+        let secret = TestEnvironment.temporaryDirectory("secret") + "/secret"
+        try "several-nodes-secret-123\n".write(toFile: secret, atomically: true, encoding: .utf8)
+        let nodes = try (0..<3).map { _ in try Legato.MemoryNodeProcess(secretFile: secret) }
+        defer { nodes.forEach { $0.stop() } }
+        try Legato.compareWithPlainRun([try Workloads.path("randrw"), "64", "2", "20000", "3"], footprintBytes: 64 << 20,
+                                       extra: ["--memory", nodes.map { $0.endpoint.description }.joined(separator: ","), "--secret-file", secret])
+        let clusterSecret = try ClusterSecret.load(path: secret)
+        var used = 0
+        for n in nodes {
+            let c = try MemoryClient(endpoint: n.endpoint, secret: clusterSecret, token: [UInt8](repeating: 1, count: 32))
+            let stats = try JSONSerialization.jsonObject(with: Data(try c.rpc.stats().utf8)) as! [String: Any]
+            if (stats["stored_pages"] as? Int ?? 0) > 0 { used += 1 }
+            #expect(stats["spaces"] as? Int == 0, "legato run should drop its address space at exit")
+        }
+        #expect(used >= 2, "pages should be spread over several memory nodes")
+    }
+
+    @Test func keepsPagesLocalWhenEveryNodeIsFull() throws {
+        let node = try Legato.MemoryNodeProcess(capacity: "8M")
+        defer { node.stop() }
+        let argv = [try Workloads.path("seqscan"), "48", "2"]
+        let plain = try runCommand(argv)
+        let (r, stats) = try Legato.run(argv, localMem: 8 << 20, extra: ["--memory", node.endpoint.description, "--secret-file", node.secretFile])
+        #expect(r.status == 0, "stderr: \(r.stderr)")
+        #expect(r.stdout == plain.stdout)
+        #expect(r.stderr.contains("every memory node is full"))
+        #expect(stats.storedPages > 0)
+        #expect(stats.peakResidentBytes > 8 << 20, "with nowhere to put them, pages stay local")
+    }
+
+    @Test func stopsTheProgramWhenAMemoryNodeDies() throws {
+        let node = try Legato.MemoryNodeProcess()
+        let dir = TestEnvironment.temporaryDirectory("death")
+        let run = try SpawnedCommand([TestEnvironment.legato, "run", "--local-mem", "4M", "--stats-json", dir + "/s.json",
+                                      "--memory", node.endpoint.description, "--secret-file", node.secretFile, "--",
+                                      try Workloads.path("randrw"), "64", "1", "100000000", "1"])
+        // Let pages go remote, then kill the node that holds them.
+        usleep(1_500_000)
+        node.kill9()
+        let r = try run.wait(timeoutSeconds: 60)
+        #expect(r.status == 125, "stderr: \(r.stderr)")
+        #expect(r.stderr.contains("memory node \(node.endpoint)"), "stderr: \(r.stderr)")
+        #expect(r.stderr.contains("pages"))
+        #expect(!r.stdout.contains("PASS"))
+    }
+
+    @Test func refusesAWrongClusterSecret() throws {
+        let node = try Legato.MemoryNodeProcess()
+        defer { node.stop() }
+        let wrong = TestEnvironment.temporaryDirectory("wrong") + "/secret"
+        try "not-the-right-secret\n".write(toFile: wrong, atomically: true, encoding: .utf8)
+        let r = try runCommand([TestEnvironment.legato, "run", "--memory", node.endpoint.description, "--secret-file", wrong, "--", "true"])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("secret"), "stderr: \(r.stderr)")
+    }
+}
