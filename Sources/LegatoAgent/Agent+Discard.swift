@@ -74,7 +74,8 @@ extension Agent {
                 continue
             }
             let i = r.index(of: s.address)
-            r.setState(i, PageState(rawValue: s.state).union(r.state(i).intersection(.queued)))
+            // A fetch that was on its way has been answered and dropped meanwhile: the page is remote again.
+            r.setState(i, PageState(rawValue: s.state).subtracting(.fetching).union(r.state(i).intersection(.queued)))
             if PageState(rawValue: s.state).contains(.resident) { restored += 1 }
         }
         stats.noteResident(restored)

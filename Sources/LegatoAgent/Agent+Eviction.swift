@@ -13,14 +13,10 @@ extension Agent {
     static let maxInflightBytes = 64 << 20
 
     func maybeEvict() throws {
-        guard phase == .running, needsEviction else { return }
+        guard phase == .running, needsEviction(extra: inboundPages) else { return }
         let before = stats.residentPages
-        try evict(stats.residentPages + prefetchWindow - budgetPages + evictionBatch)
+        try evict(stats.residentPages + inboundPages + prefetchWindow + Agent.freezeSlack - budgetPages + evictionBatch)
         evictionFloor = stats.residentPages < before ? 0 : stats.residentPages + evictionBatch
-        if getenv("LEGATO_DEBUG_RESIDENT") != nil {
-            let counted = regions.regions.reduce(0) { acc, r in acc + (0..<r.pageCount).filter { r.state($0).contains(.resident) }.count }
-            writeStderr("evict: before \(before) after \(stats.residentPages) counted \(counted) floor \(evictionFloor) victims-queued \(victims.count)\n")
-        }
         if !retryFaults.isEmpty { try handleUffd() }
     }
 
@@ -28,11 +24,12 @@ extension Agent {
         while inflightBytes > Agent.maxInflightBytes && fatalError == nil { try waitForCompletions() }
         if fatalError != nil { return }
         var candidates = pickVictims(wanted)
-        if getenv("LEGATO_DEBUG_RESIDENT") != nil { writeStderr("evict: wanted \(wanted) picked \(candidates.count) resident \(stats.residentPages)\n") }
         if candidates.isEmpty { return }
 
         let frozenAt = monotonicNanos()
         try freeze()
+        let frozen = monotonicNanos()
+        stats.evictionPhaseNanos[0] += frozen - frozenAt
         defer {
             thaw()
             stats.freezeNanos += monotonicNanos() - frozenAt
@@ -55,34 +52,28 @@ extension Agent {
             if let last = perRegion.last, last.0 === r { perRegion[perRegion.count - 1].1.append(i) } else { perRegion.append((r, [i])) }
         }
 
-        // Which victims were written since installed (the scan re-protects every written page of
-        // the span; written non-victims keep that fact in their dirty bit) and which are present.
+        // Which victims are present and which were written since installed: one PAGEMAP_SCAN over
+        // each region's victim span, without write-protecting anything (the victims' protection does
+        // not matter once they are discarded, and other pages keep their written bit for later).
         var dirtyVictims: [(Region, Int)] = []
         var cleanVictims: [(Region, Int)] = []
         var vanished: [(Region, Int)] = []
         for (r, idx) in perRegion {
-            let lo = r.address(at: idx.first!), hi = r.address(at: idx.last! + 1)
-            var written = Set<Int>()
-            try scan(start: lo, end: hi, required: .written, writeProtect: true) { s, e, _ in
-                var a = s
-                while a < e {
-                    let i = r.index(of: a)
-                    written.insert(i)
-                    r.insert(i, .dirty)
-                    a += Page.size.u64
-                }
-            }
-            var present = Set<Int>()
-            try scan(start: lo, end: hi, required: .present, writeProtect: false) { s, e, _ in
-                var a = s
-                while a < e { present.insert(r.index(of: a)); a += Page.size.u64 }
+            let first = idx.first!, last = idx.last!
+            var seen = [UInt8](repeating: 0, count: last - first + 1)  // bit 0 present, bit 1 written
+            try scan(start: r.address(at: first), end: r.address(at: last + 1), required: .present, writeProtect: false) { s, e, cat in
+                let mark: UInt8 = cat.contains(.written) ? 3 : 1
+                for k in r.index(of: s)..<r.index(of: e) { seen[k - first] = mark }
             }
             for i in idx {
-                if !present.contains(i) { vanished.append((r, i)); continue }
-                if r.state(i).contains(.dirty) || written.contains(i) { dirtyVictims.append((r, i)) } else { cleanVictims.append((r, i)) }
+                let m = seen[i - first]
+                if m & 1 == 0 { vanished.append((r, i)); continue }
+                if m & 2 != 0 || r.state(i).contains(.dirty) { dirtyVictims.append((r, i)) } else { cleanVictims.append((r, i)) }
             }
         }
 
+        let scanned = monotonicNanos()
+        stats.evictionPhaseNanos[1] += scanned - frozen
         // Route dirty pages to memory nodes; a page with nowhere to go stays.
         var byNode: [Int: [(Region, Int)]] = [:]
         var kept = 0
@@ -105,9 +96,11 @@ extension Agent {
             newBatches.append(b)
         }
 
-        let discard = (cleanVictims + byNode.values.flatMap { $0 }).map { $0.0.address(at: $0.1) }.sorted()
-        try discardInProgram(discard, using: injector)
-
+        let read = monotonicNanos()
+        stats.evictionPhaseNanos[2] += read - scanned
+        // The victims' new state goes in before the discard: the injected thread may fault on its way
+        // back to user space (rseq, its stack), and such a fault must find the page's content where
+        // the table says it is (the batch buffer, a memory node, or zero) — never the zapped page.
         for b in newBatches {
             for (k, key) in b.keys.enumerated() {
                 inflight[key] = (b.id, Int32(k))
@@ -136,6 +129,10 @@ extension Agent {
         stats.evictedPages += evicted
         stats.cleanEvictions += cleanVictims.count
         stats.evictions += 1
+
+        let discard = (cleanVictims + byNode.values.flatMap { $0 }).map { $0.0.address(at: $0.1) }.sorted()
+        try discardInProgram(discard, using: injector)
+        stats.evictionPhaseNanos[3] += monotonicNanos() - read
         for b in newBatches { writeBack.submit(.store(b)) }
     }
 
@@ -200,10 +197,6 @@ extension Agent {
             t.parked = nil
             do { try handleStop(t, st) } catch { log.warning("resuming tid \(tid): \(error)") }
         }
-        if !deferredFaults.isEmpty {
-            retryFaults.append(contentsOf: deferredFaults)
-            deferredFaults.removeAll()
-        }
     }
 
     // MARK: reading and discarding
@@ -247,8 +240,6 @@ extension Agent {
         for a in addresses {
             if let last = runs.last, last.0 + last.1 == a { runs[runs.count - 1].1 += Page.size.u64 } else { runs.append((a, Page.size.u64)) }
         }
-        phase = .discarding
-        defer { phase = .freezing }
         let inj = try Sys.Injection(tid: t.tid, stub: scratch, whileWaiting: { [self] in waitForInjection() })
         defer {
             tolerateGone { try inj.cure() }
@@ -274,12 +265,9 @@ extension Agent {
         }
     }
 
-    /// While an injected call runs: serve uffd events (its REMOVE events among them).
+    /// While an injected call runs: serve faults and fetch answers (the injected thread itself may
+    /// fault on its way back to user space), leaving its ptrace stops to the injector.
     private func waitForInjection() {
-        var fds = [pollfd(fd: uffd, events: Int16(POLLIN), revents: 0), pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)]
-        _ = poll(&fds, 2, 5)
-        if fds[0].revents != 0 {
-            do { try handleUffd() } catch { fail("reading userfaultfd during eviction: \(error)") }
-        }
+        do { try pollOnce(reapStops: false, sleepMillis: 5) } catch { fail("serving faults during eviction: \(error)") }
     }
 }

@@ -9,15 +9,22 @@ import LegatoSystem
 /// behind an unmap must not be served from the pre-unmap state.
 extension Agent {
     func handleUffd() throws {
-        var faults = retryFaults
+        try readEvents()
+        let faults = retryFaults
         retryFaults.removeAll()
+        try serveFaults(faults)
+    }
+
+    /// Reads the pending uffd messages: unmap and remap are applied at once, faults are queued
+    /// (in `retryFaults`) to be served after them.
+    func readEvents() throws {
         while true {
             let n = try Sys.uffdReadEvents(uffd, into: eventBuffer, max: 64)
             if n == 0 { break }
             for k in 0..<n {
                 let e = eventBuffer[k]
                 switch Sys.UffdEventKind(rawValue: e.kind) ?? .other {
-                case .pageFault: faults.append(e)
+                case .pageFault: retryFaults.append(e)
                 case .unmap: dropRange(e.addr, e.a2)
                 case .remap: regions.move(from: e.addr, to: e.a2, length: e.a3)
                 case .remove, .fork, .other: log.warning("unexpected userfaultfd event \(e.kind)/\(e.flags)")
@@ -25,27 +32,34 @@ extension Agent {
             }
             if n < 64 { break }
         }
-        if phase == .discarding {
-            deferredFaults.append(contentsOf: faults)
-            return
-        }
+    }
+
+    /// Installing `extra` more pages plus one more fault's worth could pass the budget.
+    /// After an eviction that freed nothing (every node full, no thread to inject into), the next
+    /// attempt waits until another batch has come in.
+    func needsEviction(extra: Int = 0) -> Bool {
+        uffd >= 0 && stats.residentPages + extra + prefetchWindow + Agent.freezeSlack > budgetPages
+            && stats.residentPages > evictionFloor
+    }
+
+    /// Pages kept free for the single-page faults served while threads are being frozen.
+    static let freezeSlack = 16
+
+    /// Serves a batch of faults: local ones at once; remote ones become fetches answered
+    /// asynchronously (see Agent+Fetch), so the faults of several threads share a round trip.
+    func serveFaults(_ faults: [Sys.UffdEvent]) throws {
         for (k, f) in faults.enumerated() {
-            if phase == .running && needsEviction {
+            if phase == .running && needsEviction(extra: inboundPages) {
                 // Evict before installing more; the rest are served right after.
                 retryFaults.append(contentsOf: faults[k...])
                 return
             }
             try serveFault(f)
+            if fatalError != nil { return }
         }
     }
 
-    /// Installing one more fault's worth of pages could pass the budget.
-    /// After an eviction that freed nothing (every node full, no thread to inject into), the next
-    /// attempt waits until another batch has come in.
-    var needsEviction: Bool {
-        uffd >= 0 && stats.residentPages + prefetchWindow > budgetPages && stats.residentPages > evictionFloor
-    }
-
+    /// Serves one fault locally, or sends the fetch of its page.
     func serveFault(_ f: Sys.UffdEvent) throws {
         let page = Page.alignDown(f.addr)
         stats.faults += 1
@@ -56,100 +70,82 @@ extension Agent {
         }
         let i = r.index(of: page)
         let st = r.state(i)
-        let sequential = page == lastFaultPage &+ Page.size.u64
-        sequentialRun = sequential ? sequentialRun + 1 : 0
-        lastFaultPage = page
-        if st.contains(.resident) {
+        // While freezing, serve single pages only: just enough for threads to reach their stop.
+        let run = phase == .running ? sequentialRun(thread: f.tid, page: page) : 0
+        if st.contains(.fetching) {
+            // On its way (prefetched or asked for by another thread): the install wakes this thread.
+            stats.inboundHits += 1
+            if run > 0 { try readAhead(thread: f.tid, r, i, run: run) }
+        } else if st.contains(.resident) {
             // Stale (already present: EEXIST wakes it) or dropped behind our back: Linux gives zeros then.
-            _ = install(f, r, i, count: 1, from: zeroPages, zero: true)
+            install(f, r, i, count: 1, from: zeroPages)
         } else if st.contains(.inFlight), let loc = inflight[r.key(at: i)], let b = batches[loc.batch] {
             stats.bufferHits += 1
-            _ = install(f, r, i, count: 1, from: UnsafeRawPointer(b.page(Int(loc.index))), zero: false)
+            install(f, r, i, count: 1, from: UnsafeRawPointer(b.page(Int(loc.index))))
         } else if st.contains(.remote) {
-            try fetchAndInstall(f, r, i)
+            try fetch(f, r, i, run: run)
         } else {
-            let n = zeroRun(r, i)
-            if install(f, r, i, count: n, from: zeroPages, zero: true) { stats.zeroFills += n }
+            let n = zeroRun(r, i, run: run)
+            if install(f, r, i, count: n, from: zeroPages) == .done { stats.zeroFills += n }
+            advanceFrontier(f.tid, r.address(at: i + n - 1))
         }
+    }
+
+    /// How long a run of consecutive pages thread `tid` has been faulting on, counting this fault.
+    /// A stream continues at the page after the last one installed or fetched for it.
+    private func sequentialRun(thread tid: UInt32, page: UInt64) -> Int {
+        let s = streams[tid]
+        let continues = s.map { page > $0.last && page <= $0.frontier &+ Page.size.u64 } ?? false
+        let run = continues ? s!.run + 1 : 0
+        if streams.count > 256 && s == nil { streams.removeAll(keepingCapacity: true) }
+        streams[tid] = Stream(last: page, frontier: continues ? max(s!.frontier, page) : page, run: run)
+        return run
     }
 
     /// How many pages from i on to zero-fill: 1, or more ahead of a sequential stream of untouched pages.
-    private func zeroRun(_ r: Region, _ i: Int) -> Int {
-        guard sequentialRun >= 2 else { return 1 }
-        let want = min(prefetchWindow, 1 << min(sequentialRun, 6))
+    private func zeroRun(_ r: Region, _ i: Int, run: Int) -> Int {
+        guard run >= 2 else { return 1 }
+        let want = min(prefetchWindow, 1 << min(run, 8))
         var n = 1
-        while n < want && i + n < r.pageCount && r.states[i + n] & (PageState.resident.rawValue | PageState.remote.rawValue | PageState.inFlight.rawValue) == 0 {
-            n += 1
-        }
+        let busy = PageState.resident.rawValue | PageState.remote.rawValue | PageState.inFlight.rawValue | PageState.fetching.rawValue
+        while n < want && i + n < r.pageCount && r.states[i + n] & busy == 0 { n += 1 }
         return n
     }
 
-    /// Fetches the page (and, on a sequential stream, the remote pages after it) and installs them.
-    private func fetchAndInstall(_ f: Sys.UffdEvent, _ r: Region, _ i: Int) throws {
-        let started = monotonicNanos()
-        let key = r.key(at: i)
-        guard let node = pool.location(key) else {
-            fail("page 0x\(String(r.address(at: i), radix: 16)) is marked remote but no memory node holds it")
-            return
-        }
-        var n = 1
-        if sequentialRun >= 1 {
-            let want = min(prefetchWindow, 1 << min(sequentialRun + 1, 6))
-            while n < want && i + n < r.pageCount {
-                let s = r.state(i + n)
-                guard s.contains(.remote), !s.contains(.resident), !s.contains(.inFlight),
-                      pool.location(r.key(at: i + n)) == node else { break }
-                n += 1
-            }
-        }
-        for k in 0..<n { fetchKeys[k] = r.key(at: i + k) }
-        do {
-            try fetchKeys.withUnsafeBufferPointer {
-                try pool.fetch(node: node, keys: UnsafeBufferPointer(rebasing: $0[0..<n]), present: fetchPresent, out: fetchBuffer)
-            }
-        } catch let e as NodeFailure {
-            fail(e.description)
-            return
-        }
-        if install(f, r, i, count: n, from: fetchBuffer, zero: false) {
-            stats.fetchedPages += n
-            stats.prefetchedPages += n - 1
-            stats.remoteLatency.record(nanos: monotonicNanos() - started)
-        }
-    }
+    enum InstallResult { case done, again, gone }
 
     /// UFFDIO_COPY of `count` pages at r[i...] (write-protected, so writes are tracked), then the
     /// bookkeeping. EEXIST means already present (wake the waiter); EAGAIN means the address
     /// space is changing: the fault is retried after the pending events are read.
     @discardableResult
-    func install(_ f: Sys.UffdEvent?, _ r: Region, _ i: Int, count: Int, from src: UnsafeRawPointer, zero: Bool) -> Bool {
+    func install(_ f: Sys.UffdEvent?, _ r: Region, _ i: Int, count: Int, from src: UnsafeRawPointer) -> InstallResult {
         let dst = r.address(at: i)
         let (err, copied) = Sys.uffdCopy(uffd, to: dst, from: src, length: UInt64(count * Page.size), writeProtect: true)
         let done = Int(copied) / Page.size
         if done > 0 { markInstalled(r, i, done) }
+
         switch err {
         case 0:
-            return true
+            return .done
         case EEXIST:
             if done == 0 {
                 // The page is there already: a stale fault, or populated without us. Make sure it counts.
                 if !r.state(i).contains(.resident) { markInstalled(r, i, 1, dirty: true) }
                 stats.staleFaults += 1
                 _ = Sys.uffdWake(uffd, start: dst, length: Page.size.u64)
-            } else if let f, Page.alignDown(f.addr) >= dst + UInt64(done * Page.size) {
-                // The faulting page was behind the one that already existed: try it alone.
-                let fi = r.index(of: Page.alignDown(f.addr))
-                return install(f, r, fi, count: 1, from: src + (fi - i) * Page.size, zero: zero)
+                return count == 1 ? .done : install(f, r, i + 1, count: count - 1, from: src + Page.size)
             }
-            return done > 0
+            // Pages [i, i+done) went in; page i+done exists; go on after it.
+            return install(f, r, i + done, count: count - done, from: src + done * Page.size)
         case EAGAIN:
+            if done > 0 { return install(f, r, i + done, count: count - done, from: src + done * Page.size) }
             if let f { retryFaults.append(f) }
-            return false
+            return .again
         case ENOENT, EFAULT, ESRCH:
-            return false
+            return .gone
         default:
             log.warning("UFFDIO_COPY \(describeRange(dst, UInt64(count * Page.size))) in pid \(mainPID): \(Errno.name(err))")
-            return false
+            return .gone
         }
     }
 
@@ -159,13 +155,13 @@ extension Agent {
         for k in i..<i + n {
             var s = r.state(k)
             if s.contains(.resident) { continue }
+            s.remove(.fetching)
             s.insert(.resident)
             if dirty { s.insert(.dirty) } else { s.remove(.dirty) }
             r.setState(k, s)
             pushVictim(r, k)
             added += 1
         }
-        if added != n, getenv("LEGATO_DEBUG_RESIDENT") != nil { writeStderr("install: \(n - added) of \(n) pages at 0x\(String(r.address(at: i), radix: 16)) were resident already\n") }
         stats.noteResident(added)
     }
 
@@ -234,28 +230,34 @@ extension Agent {
     }
 
     private func bringIn(_ r: Region, _ i: Int) throws {
+        if r.state(i).contains(.fetching), let node = pool.location(r.key(at: i)) {
+            try drainInbound(node: node)
+            if r.state(i).contains(.resident) || fatalError != nil { return }
+        }
         let st = r.state(i)
         if st.contains(.inFlight), let loc = inflight[r.key(at: i)], let b = batches[loc.batch] {
-            install(nil, r, i, count: 1, from: UnsafeRawPointer(b.page(Int(loc.index))), zero: false)
+            install(nil, r, i, count: 1, from: UnsafeRawPointer(b.page(Int(loc.index))))
         } else if st.contains(.remote) {
             let key = r.key(at: i)
             guard let node = pool.location(key) else { return }
-            let k = [key]
             do {
-                try k.withUnsafeBufferPointer { try pool.fetch(node: node, keys: $0, present: fetchPresent, out: fetchBuffer) }
+                try drainInbound(node: node)
+                syncKey[0] = key
+                try pool.fetch(node: node, keys: UnsafeBufferPointer(start: syncKey, count: 1), present: syncPresent, out: syncPage)
             } catch let e as NodeFailure {
                 fail(e.description)
                 return
             }
-            if install(nil, r, i, count: 1, from: fetchBuffer, zero: false) { stats.fetchedPages += 1 }
+            if install(nil, r, i, count: 1, from: syncPage) == .done { stats.fetchedPages += 1 }
         } else {
-            install(nil, r, i, count: 1, from: zeroPages, zero: true)
+            install(nil, r, i, count: 1, from: zeroPages)
         }
     }
 
     /// Brings every remote or buffered page back into PROG (before a fork: the child is unmanaged
     /// and must find its copy of every page present). The budget is exceeded until eviction catches up.
     func materializeAll() throws {
+        try drainAllInbound()
         var n = 0
         for r in regions.regions {
             for i in 0..<r.pageCount {

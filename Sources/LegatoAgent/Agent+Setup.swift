@@ -101,7 +101,6 @@ extension Agent {
         }
         if found > 0 {
             stats.noteResident(found)
-            if getenv("LEGATO_DEBUG_RESIDENT") != nil { writeStderr("adopt: \(found) pages in \(describeRange(start, end - start))\n") }
             try Sys.uffdWriteProtect(uffd, start: start, length: end - start, protect: true, pid: mainPID)
         }
     }
@@ -134,6 +133,7 @@ extension Agent {
 
     /// PROG exec'd: its old address space is gone. Forget every page and the old uffd.
     func resetAddressSpace() {
+        try? drainAllInbound()
         if uffd >= 0 {
             forget(regions.regions)
             regions.removeAll()

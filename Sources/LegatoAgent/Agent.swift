@@ -20,7 +20,7 @@ public final class Agent {
         public var secret: ClusterSecret
         public var statsJSONPath: String?
         public var newPIDNamespace = true
-        public var prefetchMaxPages = 64
+        public var prefetchMaxPages = 128
         public var evictionBatchPages: Int?
 
         public init(program: String, arguments: [String], environment: [String], memoryNodes: [Endpoint],
@@ -73,26 +73,34 @@ public final class Agent {
     // Event loop
     var signalFD: Int32 = -1
     var eventBuffer: UnsafeMutablePointer<Sys.UffdEvent>
-    var deferredFaults: [Sys.UffdEvent] = []
     var retryFaults: [Sys.UffdEvent] = []
     var phase: Phase = .running
+    var pollFDs: [pollfd] = []
+    var stopsPending = false  // SIGCHLD seen; waitpid not yet drained
+    let uffdSpinNanos = Agent.spinNanos("LEGATO_UFFD_SPIN_US", 50)
     var fatalError: String?
     var pendingTermination: [Int32] = []
 
     // Fault path scratch (no allocation on the fault path)
     let zeroPages: UnsafeMutableRawPointer
+    static let fetchSlots = 16          // fetches on their way at once
+    let fetchSlotPages: Int             // pages one fetch may carry: the fault plus its prefetch
     let fetchBuffer: UnsafeMutableRawPointer
     let fetchPresent: UnsafeMutablePointer<UInt8>
-    var fetchKeys: [UInt64]
-    var lastFaultPage: UInt64 = 0
-    var sequentialRun = 0
+    let fetchKeys: UnsafeMutablePointer<UInt64>
+    var freeSlots: [Int] = Array(0..<Agent.fetchSlots)
+    var inbound: [Int: [Inbound]] = [:]  // per node, in request order
+    var inboundPages = 0
+    var streams: [UInt32: Stream] = [:]  // per-thread sequential fault streams
+    let syncPage = UnsafeMutableRawPointer.allocate(byteCount: Page.size, alignment: Page.size)
+    let syncPresent = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
+    let syncKey = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
 
     var stats = AgentStats()
 
     enum Phase {
         case running
-        case freezing      // interrupting threads for an eviction; stops are parked
-        case discarding    // our injected madvise is running; REMOVE events are ours, faults wait
+        case freezing      // threads are (being) stopped for an eviction; injectable stops are parked
     }
 
     public init(config: Config) throws {
@@ -103,12 +111,12 @@ public final class Agent {
         prefetchWindow = max(1, min(config.prefetchMaxPages, budgetPages / 4))
         space = Sys.randomBytes(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } | 1
         token = Sys.randomBytes(Handshake.tokenSize)
-        let maxPrefetch = max(1, config.prefetchMaxPages)
-        zeroPages = UnsafeMutableRawPointer.allocate(byteCount: (maxPrefetch + 1) * Page.size, alignment: Page.size)
-        memset(zeroPages, 0, (maxPrefetch + 1) * Page.size)
-        fetchBuffer = UnsafeMutableRawPointer.allocate(byteCount: (maxPrefetch + 1) * Page.size, alignment: Page.size)
-        fetchPresent = UnsafeMutablePointer<UInt8>.allocate(capacity: maxPrefetch + 1)
-        fetchKeys = [UInt64](repeating: 0, count: maxPrefetch + 1)
+        fetchSlotPages = max(1, config.prefetchMaxPages) + 1
+        zeroPages = UnsafeMutableRawPointer.allocate(byteCount: fetchSlotPages * Page.size, alignment: Page.size)
+        memset(zeroPages, 0, fetchSlotPages * Page.size)
+        fetchBuffer = UnsafeMutableRawPointer.allocate(byteCount: Agent.fetchSlots * fetchSlotPages * Page.size, alignment: Page.size)
+        fetchPresent = UnsafeMutablePointer<UInt8>.allocate(capacity: Agent.fetchSlots * fetchSlotPages)
+        fetchKeys = UnsafeMutablePointer<UInt64>.allocate(capacity: Agent.fetchSlots * fetchSlotPages)
         eventBuffer = UnsafeMutablePointer<Sys.UffdEvent>.allocate(capacity: 64)
         stats.budgetPages = budgetPages
     }
@@ -117,7 +125,15 @@ public final class Agent {
         zeroPages.deallocate()
         fetchBuffer.deallocate()
         fetchPresent.deallocate()
+        fetchKeys.deallocate()
         eventBuffer.deallocate()
+        syncPage.deallocate()
+        syncPresent.deallocate()
+        syncKey.deallocate()
+    }
+
+    static func spinNanos(_ env: String, _ defaultMicros: UInt64) -> UInt64 {
+        (getenv(env).flatMap { UInt64(String(cString: $0)) } ?? defaultMicros) * 1000
     }
 
     /// The signals the agent handles itself; block them in every thread before starting any.
@@ -183,21 +199,51 @@ public final class Agent {
 
     /// Serves uffd events, ptrace stops and write-back completions until `done()` holds.
     func loop(until done: () -> Bool) throws {
-        var fds = [pollfd](repeating: pollfd(), count: 3)
         while !done() {
-            fds[0] = pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)
-            fds[1] = pollfd(fd: writeBack.wakeFD, events: Int16(POLLIN), revents: 0)
-            fds[2] = pollfd(fd: uffd, events: Int16(POLLIN), revents: 0)
-            let n = poll(&fds, uffd >= 0 ? 3 : 2, retryFaults.isEmpty ? 1000 : 1)
-            if n < 0 && errno != EINTR { throw SystemError.fromErrno("poll") }
-            if uffd >= 0 && (fds[2].revents != 0 || !retryFaults.isEmpty) { try handleUffd() }
-            if fds[1].revents != 0 { try processCompletions() }
-            if fds[0].revents != 0 || n == 0 {
-                readSignals()
-                try reapStops()
-            }
+            try pollOnce(reapStops: true)
             if fatalError != nil { return }
             if phase == .running { try maybeEvict() }
+        }
+    }
+
+    /// One round of the event loop: waits for something to do (polling briefly before it sleeps),
+    /// then serves fetch answers, uffd events, write-back completions and, if `reapStops`, ptrace stops.
+    /// Without `reapStops` (while a syscall is injected) ptrace stops are left to the injector.
+    func pollOnce(reapStops reap: Bool, sleepMillis: Int32 = 1000) throws {
+        let nodes = inboundDescriptors
+        pollFDs.removeAll(keepingCapacity: true)
+        pollFDs.append(pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0))
+        pollFDs.append(pollfd(fd: writeBack.wakeFD, events: Int16(POLLIN), revents: 0))
+        pollFDs.append(pollfd(fd: uffd, events: Int16(POLLIN), revents: 0))
+        for n in nodes { pollFDs.append(pollfd(fd: n.fd, events: Int16(POLLIN), revents: 0)) }
+        let busy = !retryFaults.isEmpty
+        // Poll without sleeping for a little first: on a VM, waking a halted vCPU costs more than
+        // the wait for a fault or an answer that is due within microseconds.
+        var n = pollFDs.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), 0) }
+        if n == 0 && !busy && uffdSpinNanos > 0 && uffd >= 0 {
+            let until = monotonicNanos() + uffdSpinNanos
+            repeat {
+                n = pollFDs.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), 0) }
+            } while n == 0 && monotonicNanos() < until
+        }
+        if n == 0 && !busy {
+            n = pollFDs.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), sleepMillis) }
+        }
+        if n < 0 && errno != EINTR { throw SystemError.fromErrno("poll") }
+        let revents = pollFDs.map { $0.revents }
+        for (k, node) in nodes.enumerated() where revents[3 + k] != 0 {
+            try receiveInbound(node: node.node)
+            if fatalError != nil { return }
+        }
+        if uffd >= 0 && (revents[2] != 0 || !retryFaults.isEmpty) { try handleUffd() }
+        if revents[1] != 0 { try processCompletions() }
+        if revents[0] != 0 || n == 0 {
+            readSignals()
+            stopsPending = true
+        }
+        if reap && stopsPending {
+            stopsPending = false
+            try reapStops()
         }
     }
 

@@ -7,6 +7,7 @@ struct AgentStats {
     var fetchedPages = 0       // pages brought from memory nodes (faulted or prefetched)
     var prefetchedPages = 0    // of those, pages fetched ahead of a fault
     var bufferHits = 0         // faults served from the write-back buffer
+    var inboundHits = 0        // faults on pages already on their way (prefetched or asked for)
     var storedPages = 0        // pages acknowledged by memory nodes
     var evictedPages = 0       // pages dropped from the program (clean or dirty)
     var evictions = 0          // eviction rounds (freeze, scan, read, discard, thaw)
@@ -18,13 +19,11 @@ struct AgentStats {
     var materializedPages = 0  // remote pages brought back before a fork
     var remoteLatency = LatencyHistogram()
     var freezeNanos: UInt64 = 0
+    var evictionPhaseNanos: [UInt64] = [0, 0, 0, 0]  // freeze, scan, read, discard
     var evictionsDeferred = 0  // eviction rounds given up: no thread in a stop fit for injection
 
     mutating func noteResident(_ delta: Int) {
         residentPages += delta
-        if residentPages > 2 * budgetPages && getenv("LEGATO_DEBUG_RESIDENT") != nil && delta > 0 {
-            FileHandle.standardError.write("resident \(residentPages) after +\(delta)\n".data(using: .utf8)!)
-        }
         if residentPages > peakResidentPages { peakResidentPages = residentPages }
     }
 
@@ -41,12 +40,15 @@ struct AgentStats {
             "fault_latency_us": ["p50": remoteLatency.quantile(0.5), "p99": remoteLatency.quantile(0.99),
                                  "count": remoteLatency.count],
             "buffer_hits": bufferHits,
+            "inbound_hits": inboundHits,
             "evictions": evictions,
             "clean_evictions": cleanEvictions,
             "resident_bytes_at_exit": residentPages * 4096,
             "stale_faults": staleFaults,
             "materialized_pages": materializedPages,
             "freeze_ms_total": Double(freezeNanos) / 1e6,
+            "eviction_ms": ["freeze": Double(evictionPhaseNanos[0]) / 1e6, "scan": Double(evictionPhaseNanos[1]) / 1e6,
+                            "read": Double(evictionPhaseNanos[2]) / 1e6, "discard": Double(evictionPhaseNanos[3]) / 1e6],
             "evictions_deferred": evictionsDeferred,
         ]
         if let s = exitStatus { d["exit_status"] = s }

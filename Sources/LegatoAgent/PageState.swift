@@ -6,6 +6,7 @@
 ///    page was present before we registered it). The kernel's own written bit (WP_ASYNC) covers the rest.
 ///  - `inFlight`: evicted, its newest content is in a write-back batch not yet acknowledged.
 ///  - `queued`: the page has an entry in the victim FIFO.
+///  - `fetching`: a fetch of the page is on its way from a memory node.
 struct PageState: OptionSet {
     let rawValue: UInt8
     static let resident = PageState(rawValue: 1 << 0)
@@ -13,4 +14,5 @@ struct PageState: OptionSet {
     static let dirty = PageState(rawValue: 1 << 2)
     static let inFlight = PageState(rawValue: 1 << 3)
     static let queued = PageState(rawValue: 1 << 4)
+    static let fetching = PageState(rawValue: 1 << 5)
 }

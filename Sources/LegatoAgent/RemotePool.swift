@@ -48,6 +48,7 @@ final class RemotePool {
                 throw LegatoError("cannot reach memory node \(ep): \(error)")
             }
             try client.createSpace(space)
+            client.rpc.connection.spinNanos = Agent.spinNanos("LEGATO_FETCH_SPIN_US", 50)
             let free = Self.freePages(statsJSON: (try? client.rpc.stats()) ?? "")
             nodes.append(Node(index: i, endpoint: ep, fetcher: client, freePages: free))
         }
@@ -105,9 +106,22 @@ final class RemotePool {
 
     /// Fetches the pages of `keys` (all on node `node`) into `out`; throws if any is missing.
     func fetch(node: Int, keys: UnsafeBufferPointer<UInt64>, present: UnsafeMutablePointer<UInt8>, out: UnsafeMutableRawPointer) throws {
+        try finishFetch(node: node, id: try startFetch(node: node, keys: keys), keys: keys, present: present, out: out)
+    }
+
+    /// Sends a fetch; answers come back in order per node (see `finishFetch`).
+    func startFetch(node: Int, keys: UnsafeBufferPointer<UInt64>) throws -> UInt32 {
+        let n = nodes[node]
+        do { return try n.fetcher.startFetch(space: space, vpns: keys) } catch {
+            throw NodeFailure(node: n.endpoint, pagesHeld: n.pagesHeld, underlying: "\(error)")
+        }
+    }
+
+    func finishFetch(node: Int, id: UInt32, keys: UnsafeBufferPointer<UInt64>, present: UnsafeMutablePointer<UInt8>,
+                     out: UnsafeMutableRawPointer) throws {
         let n = nodes[node]
         let found: Int
-        do { found = try n.fetcher.fetch(space: space, vpns: keys, present: present, out: out) } catch {
+        do { found = try n.fetcher.finishFetch(id, count: keys.count, present: present, out: out) } catch {
             throw NodeFailure(node: n.endpoint, pagesHeld: n.pagesHeld, underlying: "\(error)")
         }
         if found != keys.count {

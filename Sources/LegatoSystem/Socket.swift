@@ -103,8 +103,18 @@ public enum Socket {
     }
 
     /// Reads exactly `count` bytes; false on a clean EOF before the first byte, throws on errors and on EOF mid-way.
-    public static func readFully(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) throws -> Bool {
+    /// With `spinNanos` > 0 it polls without sleeping for that long first: on a VM, waking a halted
+    /// vCPU costs more than a short spin when the answer is due within microseconds.
+    public static func readFully(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, spinNanos: UInt64 = 0) throws -> Bool {
         var done = 0
+        if spinNanos > 0 {
+            let until = monotonicNanos() + spinNanos
+            while done < count {
+                let r = recv(fd, buffer + done, count - done, Int32(MSG_DONTWAIT))
+                if r > 0 { done += r; continue }
+                if r == 0 || (errno != EAGAIN && errno != EINTR) || monotonicNanos() > until { break }
+            }
+        }
         while done < count {
             let r = recv(fd, buffer + done, count - done, 0)
             if r > 0 { done += r; continue }

@@ -7,6 +7,8 @@ public final class Connection {
     public let fd: Int32
     public let peer: String
     public let maxPayload: UInt32
+    /// How long a read polls before it sleeps (see Socket.readFully); 0 never polls.
+    public var spinNanos: UInt64 = 0
     private var closed = false
     private let closeLock = Lock()
 
@@ -50,7 +52,7 @@ public final class Connection {
     /// Receives a header only; the caller then reads exactly `length` payload bytes with `receivePayload`.
     public func receiveHeader() throws -> FrameHeader? {
         var raw = [UInt8](repeating: 0, count: FrameHeader.size)
-        let got = try raw.withUnsafeMutableBytes { try Socket.readFully(fd, $0.baseAddress!, FrameHeader.size) }
+        let got = try raw.withUnsafeMutableBytes { try Socket.readFully(fd, $0.baseAddress!, FrameHeader.size, spinNanos: spinNanos) }
         if !got { return nil }
         return try FrameHeader.decode(raw, maxLength: maxPayload)
     }

@@ -43,17 +43,26 @@ public final class MemoryClient {
     }
 
     /// Fetches pages into `out` (page i at out + i*4096, present pages only are written there);
-    /// `present[i]` tells which exist. Returns the number found. `scratch` must hold vpns.count bytes.
+    /// `present[i]` tells which exist. Returns the number found.
     public func fetch(space: UInt64, vpns: UnsafeBufferPointer<UInt64>, present: UnsafeMutablePointer<UInt8>,
                       out: UnsafeMutableRawPointer) throws -> Int {
+        let id = try startFetch(space: space, vpns: vpns)
+        return try finishFetch(id, count: vpns.count, present: present, out: out)
+    }
+
+    /// Sends a FETCH_PAGES request without waiting; requests on one client are answered in order.
+    public func startFetch(space: UInt64, vpns: UnsafeBufferPointer<UInt64>) throws -> UInt32 {
         var w = WireWriter(capacity: 12)
         w.u64(space)
         w.u32(UInt32(vpns.count))
-        let id = try w.bytes.withUnsafeBytes { head in
+        return try w.bytes.withUnsafeBytes { head in
             try rpc.send(.fetchPages, parts: [head, UnsafeRawBufferPointer(vpns)])
         }
+    }
+
+    /// Receives the answer to `startFetch` for `count` pages (see `fetch`).
+    public func finishFetch(_ id: UInt32, count n: Int, present: UnsafeMutablePointer<UInt8>, out: UnsafeMutableRawPointer) throws -> Int {
         let header = try rpc.receiveHeader(.fetchPages, id: id)
-        let n = vpns.count
         guard Int(header.length) >= n, (Int(header.length) - n) % Page.size == 0 else {
             throw WireError.malformed("FETCH_PAGES reply of \(header.length) bytes for \(n) pages")
         }

@@ -26,7 +26,7 @@ struct RunCommand: ParsableCommand {
     var statsJSON: String?
 
     @Option(help: "Most pages fetched ahead on a sequential fault stream.")
-    var prefetch: Int = 64
+    var prefetch: Int = 128
 
     @Option(name: .customLong("embedded-capacity"), help: "Capacity of the embedded memory node. Default: half of physical memory.")
     var embeddedCapacity: ByteSize?

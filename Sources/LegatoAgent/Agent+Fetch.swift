@@ -1,0 +1,185 @@
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// Fetching pages from memory nodes, asynchronously.
+///
+/// A fetch is sent and its pages marked `fetching`; the event loop polls each node's connection
+/// and installs an answer when it arrives (answers come back in request order per node). Faults
+/// on a page already on its way just wait for that install. A sequential stream of faults also
+/// reads ahead: up to two windows beyond the fault are kept on their way, so a scan overlaps its
+/// transfers with its own work.
+extension Agent {
+    /// A FETCH_PAGES request on its way.
+    struct Inbound {
+        let region: Region
+        let index: Int
+        let count: Int
+        let id: UInt32
+        let slot: Int
+        let started: UInt64
+        let forFault: Bool
+    }
+
+    /// A thread's run of faults on consecutive pages: `last` faulted page, `frontier` the last page
+    /// installed or asked for on its behalf.
+    struct Stream {
+        var last: UInt64
+        var frontier: UInt64
+        var run: Int
+    }
+
+    static let readAheadWindows = 2
+
+    /// Fetches the faulting page r[i] (and, on a stream, the remote pages after it).
+    func fetch(_ f: Sys.UffdEvent, _ r: Region, _ i: Int, run: Int) throws {
+        let want = run >= 1 ? min(prefetchWindow, 1 << min(run + 1, 8)) : 1
+        guard let sent = try sendFetch(r, i, maxPages: want, forFault: true) else { return }
+        advanceFrontier(f.tid, r.address(at: i + sent - 1))
+        if run >= 2 { try readAhead(thread: f.tid, r, i, run: run) }
+    }
+
+    /// Keeps up to `readAheadWindows` windows of a stream on their way beyond the faulting page r[i].
+    func readAhead(thread tid: UInt32, _ r: Region, _ i: Int, run: Int) throws {
+        guard let s = streams[tid], r.contains(s.frontier) else { return }
+        let window = min(prefetchWindow, 1 << min(run + 1, 8))
+        var next = r.index(of: s.frontier) + 1
+        // Read-ahead never takes the room of the budget: what is on its way counts as resident.
+        while next < r.pageCount && next - i <= Agent.readAheadWindows * window && !freeSlots.isEmpty
+                && stats.residentPages + inboundPages + 2 * window <= budgetPages {
+            let st = r.state(next)
+            guard st.contains(.remote), !st.contains(.resident), !st.contains(.fetching), !st.contains(.inFlight),
+                  let sent = try sendFetch(r, next, maxPages: window, forFault: false) else { break }
+            next += sent
+            advanceFrontier(tid, r.address(at: next - 1))
+        }
+    }
+
+    func advanceFrontier(_ tid: UInt32, _ page: UInt64) {
+        if var s = streams[tid], page > s.frontier {
+            s.frontier = page
+            streams[tid] = s
+        }
+    }
+
+    /// Sends one fetch for up to `maxPages` consecutive remote pages from r[i] on one node.
+    /// Returns how many pages it asked for (nil when the node failed).
+    private func sendFetch(_ r: Region, _ i: Int, maxPages: Int, forFault: Bool) throws -> Int? {
+        guard let node = pool.location(r.key(at: i)) else {
+            fail("page 0x\(String(r.address(at: i), radix: 16)) is marked remote but no memory node holds it")
+            return nil
+        }
+        var n = 1
+        while n < maxPages && i + n < r.pageCount {
+            let s = r.state(i + n)
+            guard s.contains(.remote), !s.contains(.resident), !s.contains(.inFlight), !s.contains(.fetching),
+                  pool.location(r.key(at: i + n)) == node else { break }
+            n += 1
+        }
+        if freeSlots.isEmpty { try receiveOldestInbound() }
+        if fatalError != nil { return nil }
+        let slot = freeSlots.removeLast()
+        let keys = fetchKeys + slot * fetchSlotPages
+        for k in 0..<n { keys[k] = r.key(at: i + k) }
+        let id: UInt32
+        do { id = try pool.startFetch(node: node, keys: UnsafeBufferPointer(start: keys, count: n)) } catch let e as NodeFailure {
+            freeSlots.append(slot)
+            fail(e.description)
+            return nil
+        }
+        for k in i..<i + n { r.insert(k, .fetching) }
+        inbound[node, default: []].append(Inbound(region: r, index: i, count: n, id: id, slot: slot,
+                                                  started: monotonicNanos(), forFault: forFault))
+        inboundPages += n
+        return n
+    }
+
+    /// The nodes with answers to wait for, and their connections.
+    var inboundDescriptors: [(node: Int, fd: Int32)] {
+        inbound.compactMap { $0.value.isEmpty ? nil : ($0.key, pool.nodes[$0.key].fetcher.rpc.connection.fd) }
+    }
+
+    /// Receives and installs the next answer from `node`.
+    func receiveInbound(node: Int) throws {
+        guard var queue = inbound[node], !queue.isEmpty else { return }
+        let p = queue.removeFirst()
+        inbound[node] = queue
+        inboundPages -= p.count
+        defer { freeSlots.append(p.slot) }
+        let buffer = fetchBuffer + p.slot * fetchSlotPages * Page.size
+        let keys = fetchKeys + p.slot * fetchSlotPages
+        do {
+            try pool.finishFetch(node: node, id: p.id, keys: UnsafeBufferPointer(start: keys, count: p.count),
+                                 present: fetchPresent + p.slot * fetchSlotPages, out: buffer)
+        } catch let e as NodeFailure {
+            fail(e.description)
+            return
+        }
+        // Install what is still expected: the range may have been unmapped, discarded or moved
+        // (keys follow moved pages) meanwhile.
+        if regions.find(p.region.address(at: p.index)) === p.region && p.region.contains(p.region.address(at: p.index + p.count - 1)) {
+            try installExpected(p.region, p.index, count: p.count, keys: keys, from: buffer)
+        } else {
+            for k in 0..<p.count {
+                if let (r, i) = regionForKey(keys[k]) {
+                    try installExpected(r, i, count: 1, keys: keys + k, from: buffer + k * Page.size)
+                }
+            }
+            // A thread may wait on the old address of a page that moved or vanished: let it retry.
+            _ = Sys.uffdWake(uffd, start: p.region.address(at: p.index), length: UInt64(p.count * Page.size))
+        }
+        stats.fetchedPages += p.count
+        if p.forFault {
+            stats.prefetchedPages += p.count - 1
+            stats.remoteLatency.record(nanos: monotonicNanos() - p.started)
+        } else {
+            stats.prefetchedPages += p.count
+        }
+    }
+
+    /// Installs the pages of r[i..<i+count] still waiting for these keys (those still `fetching`).
+    private func installExpected(_ r: Region, _ i: Int, count: Int, keys: UnsafePointer<UInt64>, from buffer: UnsafeRawPointer) throws {
+        var k = 0
+        while k < count {
+            guard r.state(i + k).contains(.fetching), r.key(at: i + k) == keys[k] else {
+                k += 1
+                continue
+            }
+            var n = 1
+            while k + n < count && r.state(i + k + n).contains(.fetching) && r.key(at: i + k + n) == keys[k + n] { n += 1 }
+            try installRetrying(r, i + k, count: n, from: buffer + k * Page.size)
+            k += n
+        }
+    }
+
+    /// Installs fetched pages; while the address space is changing (EAGAIN), reads the pending
+    /// events first (they are what holds the change) and tries again.
+    private func installRetrying(_ r: Region, _ i: Int, count: Int, from src: UnsafeRawPointer) throws {
+        for _ in 0..<10_000 {
+            switch install(nil, r, i, count: count, from: src) {
+            case .done: return
+            case .gone:
+                for k in i..<i + count { r.remove(k, .fetching) }
+                return
+            case .again:
+                try readEvents()
+                guard regions.find(r.address(at: i)) === r else { return }
+            }
+        }
+        log.warning("gave up installing \(describeRange(r.address(at: i), UInt64(count * Page.size))): the address space kept changing")
+    }
+
+    private func receiveOldestInbound() throws {
+        guard let node = inbound.first(where: { !$0.value.isEmpty })?.key else { return }
+        try receiveInbound(node: node)
+    }
+
+    /// Receives every answer still due from `node` (before a synchronous request on its connection).
+    func drainInbound(node: Int) throws {
+        while let q = inbound[node], !q.isEmpty, fatalError == nil { try receiveInbound(node: node) }
+    }
+
+    func drainAllInbound() throws {
+        for node in inbound.keys { try drainInbound(node: node) }
+    }
+}
