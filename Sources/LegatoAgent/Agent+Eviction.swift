@@ -140,6 +140,13 @@ extension Agent {
     private func pickVictims(_ wanted: Int) -> [UInt64] {
         var out: [UInt64] = []
         out.reserveCapacity(wanted)
+        // First what sequential streams have passed, most recently passed first ...
+        var fromStreams = Set<UInt64>()
+        while out.count < wanted, let a = consumed.popPage() {
+            guard let r = regions.find(a), r.state(r.index(of: a)).contains(.resident), fromStreams.insert(a).inserted else { continue }
+            out.append(a)
+        }
+        // ... then the oldest installed.
         var rebuilt = false
         while out.count < wanted {
             guard let a = victims.pop() else {
@@ -151,7 +158,7 @@ extension Agent {
             guard let r = regions.find(a) else { continue }
             let i = r.index(of: a)
             r.remove(i, .queued)
-            if r.state(i).contains(.resident) { out.append(a) }
+            if r.state(i).contains(.resident) && !fromStreams.contains(a) { out.append(a) }
         }
         return out
     }
@@ -203,26 +210,35 @@ extension Agent {
 
     /// Reads pages of PROG (all present; threads frozen) into `buffer`, page k at buffer + k*4096.
     private func readPages(_ addresses: [UInt64], into buffer: UnsafeMutableRawPointer) throws {
-        var lengths = [UInt64](repeating: UInt64(Page.size), count: addresses.count)
-        var start = 0
-        while start < addresses.count {
-            let n = min(1024, addresses.count - start)
-            let got = try addresses.withUnsafeBufferPointer { a in
-                try lengths.withUnsafeMutableBufferPointer { l in
-                    try Sys.processRead(pid: mainPID, into: buffer + start * Page.size, capacity: n * Page.size,
-                                        addresses: a.baseAddress! + start, lengths: l.baseAddress! + start, count: n)
-                }
+        // Contiguous victims are read as one range (a scan evicts megabytes of consecutive pages).
+        var runStarts: [UInt64] = [], runLengths: [UInt64] = []
+        for a in addresses {
+            if let last = runStarts.last, last + runLengths[runLengths.count - 1] == a {
+                runLengths[runLengths.count - 1] += Page.size.u64
+            } else {
+                runStarts.append(a)
+                runLengths.append(Page.size.u64)
             }
-            if got < n * Page.size {
-                // A page we may not read through process_vm_readv (PROT_NONE now): /proc/PID/mem can.
-                let firstBad = got / Page.size
-                try readViaProcMem(addresses[start + firstBad], into: buffer + (start + firstBad) * Page.size)
-                start += firstBad + 1
-                continue
-            }
-            start += n
         }
-        _ = lengths
+        let total = addresses.count * Page.size
+        let got = try runStarts.withUnsafeBufferPointer { a in
+            try runLengths.withUnsafeBufferPointer { l in
+                try Sys.processRead(pid: mainPID, into: buffer, capacity: total, addresses: a.baseAddress!, lengths: l.baseAddress!, count: a.count)
+            }
+        }
+        if got < total {
+            // A page process_vm_readv may not read (PROT_NONE now): read the rest one page at a time,
+            // through /proc/PID/mem where needed.
+            var k = got / Page.size
+            while k < addresses.count {
+                let dst = buffer + k * Page.size
+                var a = addresses[k]
+                var len = Page.size.u64
+                let n = (try? Sys.processRead(pid: mainPID, into: dst, capacity: Page.size, addresses: &a, lengths: &len, count: 1)) ?? 0
+                if n < Page.size { try readViaProcMem(addresses[k], into: dst) }
+                k += 1
+            }
+        }
     }
 
     private func readViaProcMem(_ address: UInt64, into dst: UnsafeMutableRawPointer) throws {

@@ -97,6 +97,9 @@ extension Agent {
         let s = streams[tid]
         let continues = s.map { page > $0.last && page <= $0.frontier &+ Page.size.u64 } ?? false
         let run = continues ? s!.run + 1 : 0
+        // The pages a stream has moved past are the first to go (drop-behind): a scan does not come
+        // back to them before it has seen everything else, which FIFO would evict first.
+        if continues && run >= 2 && page > s!.last + Page.size.u64 { consumed.push(s!.last, page) }
         if streams.count > 256 && s == nil { streams.removeAll(keepingCapacity: true) }
         streams[tid] = Stream(last: page, frontier: continues ? max(s!.frontier, page) : page, run: run)
         return run

@@ -138,6 +138,7 @@ extension Agent {
             forget(regions.regions)
             regions.removeAll()
             victims.removeAll()
+            consumed.removeAll()
             stats.residentPages = 0
             close(uffd)
             uffd = -1

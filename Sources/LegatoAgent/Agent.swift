@@ -51,6 +51,7 @@ public final class Agent {
     var processMadvisePidfd: Int64 = -1
     var regions = RegionTable()
     var victims = VictimQueue()
+    var consumed = ConsumedRanges()
     var currentBrk: UInt64 = 0
     let budgetPages: Int
     let evictionBatch: Int

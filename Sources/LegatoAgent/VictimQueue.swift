@@ -31,3 +31,30 @@ struct VictimQueue {
         head = 0
     }
 }
+
+/// Ranges of pages sequential streams have moved past, most recent last (drop-behind victims).
+struct ConsumedRanges {
+    private var ranges: [(start: UInt64, end: UInt64)] = []
+    static let limit = 4096
+
+    mutating func push(_ start: UInt64, _ end: UInt64) {
+        if ranges.count == ConsumedRanges.limit { ranges.removeFirst(ConsumedRanges.limit / 2) }
+        ranges.append((start, end))
+    }
+
+    /// The most recently passed page not yet handed out.
+    mutating func popPage() -> UInt64? {
+        while let last = ranges.last {
+            if last.end <= last.start {
+                ranges.removeLast()
+                continue
+            }
+            let page = last.end - 4096
+            ranges[ranges.count - 1].end = page
+            return page
+        }
+        return nil
+    }
+
+    mutating func removeAll() { ranges.removeAll() }
+}

@@ -54,15 +54,16 @@ public final class MemoryService: RPCService {
                 try r.expectEnd("FETCH_PAGES")
                 let vpns = payload.withUnsafeBytes { readVPNs($0, at: vpnOffset, count: n) }
                 var present = [UInt8](repeating: 0, count: n)
-                var data = [UInt8](repeating: 0, count: n * Page.size)
-                let found = try vpns.withUnsafeBufferPointer { v in
-                    try present.withUnsafeMutableBufferPointer { p in
-                        try data.withUnsafeMutableBytes { d in
-                            try store.fetch(space: space, owner: session.token, vpns: v, present: p.baseAddress!, out: d.baseAddress!)
+                var found = 0
+                // Filled by the store's memcpy: no need to zero it first.
+                let data = try [UInt8](unsafeUninitializedCapacity: n * Page.size) { buf, count in
+                    found = try vpns.withUnsafeBufferPointer { v in
+                        try present.withUnsafeMutableBufferPointer { p in
+                            try store.fetch(space: space, owner: session.token, vpns: v, present: p.baseAddress!, out: buf.baseAddress!)
                         }
                     }
+                    count = found * Page.size
                 }
-                data.removeLast((n - found) * Page.size)
                 return Reply([present, data])
 
             case .discardPages:
