@@ -86,7 +86,8 @@ extension Agent {
             try fetch(f, r, i, run: run)
         } else {
             let n = zeroRun(r, i, run: run)
-            if install(f, r, i, count: n, from: zeroPages) == .done { stats.zeroFills += n }
+            let writing = f.flags & Sys.uffdPageFaultFlagWrite != 0
+            if install(f, r, i, count: n, from: zeroPages, writable: writing) == .done { stats.zeroFills += n }
             advanceFrontier(f.tid, r.address(at: i + n - 1))
         }
     }
@@ -121,9 +122,11 @@ extension Agent {
     /// bookkeeping. EEXIST means already present (wake the waiter); EAGAIN means the address
     /// space is changing: the fault is retried after the pending events are read.
     @discardableResult
-    func install(_ f: Sys.UffdEvent?, _ r: Region, _ i: Int, count: Int, from src: UnsafeRawPointer) -> InstallResult {
+    /// `writable` installs without write protection: for pages about to be written (a write fault
+    /// on untouched memory), which saves the kernel's write-protect fault; they count as written.
+    func install(_ f: Sys.UffdEvent?, _ r: Region, _ i: Int, count: Int, from src: UnsafeRawPointer, writable: Bool = false) -> InstallResult {
         let dst = r.address(at: i)
-        let (err, copied) = Sys.uffdCopy(uffd, to: dst, from: src, length: UInt64(count * Page.size), writeProtect: true)
+        let (err, copied) = Sys.uffdCopy(uffd, to: dst, from: src, length: UInt64(count * Page.size), writeProtect: !writable)
         let done = Int(copied) / Page.size
         if done > 0 { markInstalled(r, i, done) }
 
@@ -136,12 +139,12 @@ extension Agent {
                 if !r.state(i).contains(.resident) { markInstalled(r, i, 1, dirty: true) }
                 stats.staleFaults += 1
                 _ = Sys.uffdWake(uffd, start: dst, length: Page.size.u64)
-                return count == 1 ? .done : install(f, r, i + 1, count: count - 1, from: src + Page.size)
+                return count == 1 ? .done : install(f, r, i + 1, count: count - 1, from: src + Page.size, writable: writable)
             }
             // Pages [i, i+done) went in; page i+done exists; go on after it.
-            return install(f, r, i + done, count: count - done, from: src + done * Page.size)
+            return install(f, r, i + done, count: count - done, from: src + done * Page.size, writable: writable)
         case EAGAIN:
-            if done > 0 { return install(f, r, i + done, count: count - done, from: src + done * Page.size) }
+            if done > 0 { return install(f, r, i + done, count: count - done, from: src + done * Page.size, writable: writable) }
             if let f { retryFaults.append(f) }
             return .again
         case ENOENT, EFAULT, ESRCH:
