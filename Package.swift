@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Dependencies run one way:
-//   legato (CLI) -> LegatoAgent / LegatoMemoryNode -> LegatoWire -> LegatoCore -> LegatoSystem -> CShims
+//   legato (CLI) -> LegatoAgent -> LegatoMemoryNode / LegatoLog -> LegatoCoordinator -> LegatoWire
+//   -> LegatoCore -> LegatoSystem -> CShims
 let package = Package(
     name: "Legato",
     platforms: [.macOS(.v13)],
@@ -18,7 +19,7 @@ let package = Package(
             name: "CShims",
             path: "CShims",
             cSettings: [.unsafeFlags(["-O2"])],
-            linkerSettings: [.linkedLibrary("seccomp"), .linkedLibrary("crypto")]
+            linkerSettings: [.linkedLibrary("seccomp"), .linkedLibrary("crypto"), .linkedLibrary("sqlite3")]
         ),
         .target(name: "LegatoSystem", dependencies: ["CShims"]),
         .target(name: "LegatoCore", dependencies: [
@@ -26,14 +27,16 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "LegatoWire", dependencies: ["LegatoCore", "LegatoSystem"]),
-        .target(name: "LegatoMemoryNode", dependencies: ["LegatoWire", "LegatoCore", "LegatoSystem"]),
-        .target(name: "LegatoAgent", dependencies: ["LegatoWire", "LegatoCore", "LegatoSystem", "LegatoMemoryNode"]),
+        .target(name: "LegatoCoordinator", dependencies: ["LegatoWire", "LegatoCore", "LegatoSystem"]),
+        .target(name: "LegatoMemoryNode", dependencies: ["LegatoWire", "LegatoCore", "LegatoSystem", "LegatoCoordinator"]),
+        .target(name: "LegatoLog", dependencies: ["LegatoWire", "LegatoCore", "LegatoSystem", "LegatoCoordinator"]),
+        .target(name: "LegatoAgent", dependencies: ["LegatoWire", "LegatoCore", "LegatoSystem", "LegatoMemoryNode", "LegatoCoordinator", "LegatoLog"]),
         .executableTarget(name: "legato", dependencies: [
-            "LegatoAgent", "LegatoMemoryNode", "LegatoWire", "LegatoCore", "LegatoSystem",
+            "LegatoAgent", "LegatoMemoryNode", "LegatoLog", "LegatoCoordinator", "LegatoWire", "LegatoCore", "LegatoSystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "LegatoTests", dependencies: [
-            "LegatoAgent", "LegatoMemoryNode", "LegatoWire", "LegatoCore", "LegatoSystem", "legato",
+            "LegatoAgent", "LegatoMemoryNode", "LegatoLog", "LegatoCoordinator", "LegatoWire", "LegatoCore", "LegatoSystem", "legato",
         ]),
     ],
     swiftLanguageModes: [.v5]

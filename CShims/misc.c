@@ -19,3 +19,11 @@ int lg_signal_is_ignored(int sig) {
     if (sigaction(sig, NULL, &sa) != 0) return 0;
     return sa.sa_handler == SIG_IGN;
 }
+
+#include <sqlite3.h>
+int lg_sqlite_bind_blob(sqlite3_stmt *st, int idx, const void *p, int n) {
+    return sqlite3_bind_blob(st, idx, p, n, SQLITE_TRANSIENT);
+}
+int lg_sqlite_bind_text(sqlite3_stmt *st, int idx, const char *s) {
+    return sqlite3_bind_text(st, idx, s, -1, SQLITE_TRANSIENT);
+}

@@ -17,6 +17,8 @@
 #include <sys/user.h>
 #include <signal.h>
 
+#include <sqlite3.h>
+
 #include "lg_compat.h"
 
 /* ------------------------------------------------------------------ */
@@ -178,6 +180,8 @@ int lg_spawn(const struct lg_spawn_args *a, struct lg_spawn_result *r);
 void lg_set_thread_name(const char *name);
 int lg_accept(int fd, void *addr, uint32_t *len);
 int lg_signal_is_ignored(int sig);
+int lg_sqlite_bind_blob(sqlite3_stmt *st, int idx, const void *p, int n);
+int lg_sqlite_bind_text(sqlite3_stmt *st, int idx, const char *s);
 
 /* ------------------------------------------------------------------ */
 /* checksums and MACs                                                  */

@@ -1,3 +1,4 @@
+import LegatoCoordinator
 import LegatoCore
 import LegatoSystem
 import LegatoWire
@@ -10,6 +11,8 @@ public final class MemoryNode {
         public var segmentBytes: Int
         public var secret: ClusterSecret
         public var name: String
+        public var coordinator: Endpoint?
+        public var directory: String?
         public init(listen: Endpoint, capacityBytes: UInt64, segmentBytes: Int = 8 << 20, secret: ClusterSecret, name: String = "memd") {
             self.listen = listen
             self.capacityBytes = capacityBytes
@@ -22,9 +25,12 @@ public final class MemoryNode {
     public let service: MemoryService
     public let server: RPCServer
     public let endpoint: Endpoint
+    public private(set) var member: ClusterMember?
+    private let config: Config
     private let log: Logger
 
     public init(config: Config) throws {
+        self.config = config
         log = LegatoLog.logger("legato.memd")
         let store = PageStore(limits: .init(capacityBytes: config.capacityBytes, segmentBytes: config.segmentBytes))
         service = MemoryService(store: store, log: log)
@@ -33,12 +39,22 @@ public final class MemoryNode {
         endpoint = Endpoint(host: config.listen.host, port: server.port)
     }
 
-    public func start() {
+    public func start() throws {
         server.start()
         log.info("memory node listening on \(endpoint), capacity \(formatSize(service.store.limits.capacityBytes)), \(service.store.maxSegments) segments of \(formatSize(UInt64(service.store.limits.segmentBytes)))")
+        if let c = config.coordinator {
+            let dir = config.directory ?? defaultStateDirectory() + "/memd-\(endpoint.port)"
+            let store = service.store
+            let m = ClusterMember(coordinator: c, role: .memory, address: endpoint.description, uuid: try nodeUUID(directory: dir),
+                                  secret: config.secret, capacity: { store.limits.capacityBytes },
+                                  used: { UInt64(store.stats.livePages) * 4096 }, log: log)
+            try m.start()
+            member = m
+        }
     }
 
     public func stop() {
+        member?.stop()
         server.stop()
         log.info("memory node on \(endpoint) stopped")
     }

@@ -13,6 +13,29 @@ public enum Opcode: UInt8, CaseIterable {
     case fetchPages = 0x12
     case discardPages = 0x13
     case dropSpace = 0x14
+
+    // log node
+    case openReplica = 0x30
+    case appendEntries = 0x31
+    case syncReplica = 0x32
+    case closeReplica = 0x33
+    case freeReplica = 0x34
+    case listReplicas = 0x35
+    case readReplica = 0x36
+
+    // coordinator
+    case registerNode = 0x50
+    case heartbeat = 0x51
+    case listNodes = 0x52
+    case waitMembership = 0x53
+    case assignSlab = 0x54
+    case listSlabs = 0x55
+    case beginCheckpoint = 0x56
+    case commitCheckpoint = 0x57
+    case abortCheckpoint = 0x58
+    case listCheckpoints = 0x59
+    case dropSlabs = 0x5A
+    case deleteCheckpoint = 0x5B
 }
 
 /// Limits every service enforces on what a peer sends.
@@ -20,4 +43,6 @@ public enum WireLimits {
     public static let maxPagesPerRequest = 4096
     public static let maxRangesPerRequest = 65536
     public static let maxFramePayload: UInt32 = 64 << 20
+    public static let maxEntriesPerRequest = 65536
+    public static let maxNameLength = 256
 }

@@ -19,6 +19,12 @@ struct MemdCommand: ParsableCommand {
     @Option(name: .customLong("segment-size"), help: "Size of a log segment.")
     var segmentSize: ByteSize = ByteSize(bytes: 8 << 20)
 
+    @Option(help: "The coordinator to join, HOST:PORT (default: none, a standalone node).")
+    var coordinator: Endpoint?
+
+    @Option(help: "Directory for the node's identity (default: <state dir>/memd-PORT).")
+    var dir: String?
+
     @OptionGroup var secret: SecretOptions
 
     @Option(help: .hidden)
@@ -39,9 +45,12 @@ struct MemdCommand: ParsableCommand {
         let stopSignals = DaemonSignals.blockTermination()
         embedding.watchParent()
         let capacityBytes = capacity?.bytes ?? UInt64(sysconf(Int32(_SC_PHYS_PAGES))) * UInt64(Page.size) / 4
-        let node = try MemoryNode(config: .init(listen: listen, capacityBytes: capacityBytes,
-                                               segmentBytes: Int(segmentSize.bytes), secret: try embedding.secret(or: secret), name: name))
-        node.start()
+        var config = MemoryNode.Config(listen: listen, capacityBytes: capacityBytes,
+                                       segmentBytes: Int(segmentSize.bytes), secret: try embedding.secret(or: secret), name: name)
+        config.coordinator = coordinator
+        config.directory = dir
+        let node = try MemoryNode(config: config)
+        try node.start()
         embedding.announceReady(port: node.endpoint.port)
         DaemonSignals.wait(stopSignals)
         node.stop()

@@ -61,7 +61,7 @@ struct RunCommand: ParsableCommand {
             let capacity = embeddedCapacity?.bytes ?? physical / 2
             do {
                 embedded = try ChildDaemon(name: "memory node", arguments: ["memd", "--capacity", String(capacity), "--name", "embedded-memd"],
-                                           secret: clusterSecret)
+                                           secret: .pipe(clusterSecret))
             } catch {
                 writeError("legato: cannot start the embedded memory node: \(error)")
                 throw ExitCode(125)

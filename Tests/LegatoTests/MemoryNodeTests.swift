@@ -15,7 +15,7 @@ import LegatoSystem
     func startNode(capacity: UInt64 = 64 << 20) throws -> MemoryNode {
         let node = try MemoryNode(config: .init(listen: Endpoint(host: "127.0.0.1", port: 0), capacityBytes: capacity,
                                                 segmentBytes: 1 << 20, secret: secret))
-        node.start()
+        try node.start()
         return node
     }
 

@@ -1,0 +1,100 @@
+import Foundation
+import LegatoCore
+import LegatoSystem
+import LegatoWire
+
+/// Where the coordinator keeps its state: a key-value store it does not implement itself.
+/// SQLite (one file) by default; etcd (its v3 API) for real clusters. Keys are paths
+/// (`nodes/0000000000000001`), values JSON documents.
+public protocol CoordinatorStore: AnyObject {
+    var description: String { get }
+    func get(_ key: String) throws -> [UInt8]?
+    func put(_ key: String, _ value: [UInt8]) throws
+    func delete(_ key: String) throws
+    func list(prefix: String) throws -> [(key: String, value: [UInt8])]
+}
+
+/// Parses `--store sqlite:PATH` or `--store etcd:http://HOST:PORT`.
+public func openCoordinatorStore(_ spec: String) throws -> CoordinatorStore {
+    if spec.hasPrefix("sqlite:") { return try SQLiteStore(path: String(spec.dropFirst("sqlite:".count))) }
+    if spec.hasPrefix("etcd:") {
+        var url = String(spec.dropFirst("etcd:".count))
+        if url.hasPrefix("http://") { url.removeFirst("http://".count) }
+        guard let ep = Endpoint(parsing: url.hasSuffix("/") ? String(url.dropLast()) : url) else {
+            throw LegatoError("--store etcd:http://HOST:PORT expected, got '\(spec)'")
+        }
+        return try EtcdStore(endpoint: ep)
+    }
+    throw LegatoError("--store must be sqlite:PATH or etcd:http://HOST:PORT, got '\(spec)'")
+}
+
+public final class SQLiteStore: CoordinatorStore {
+    private let kv: Sys.SQLiteKV
+    public var description: String { "sqlite:\(kv.path)" }
+
+    public init(path: String) throws {
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        kv = try Sys.SQLiteKV(path: path)
+    }
+
+    public func get(_ key: String) throws -> [UInt8]? { try kv.get(key) }
+    public func put(_ key: String, _ value: [UInt8]) throws { try kv.put(key, value) }
+    public func delete(_ key: String) throws { try kv.delete(key) }
+    public func list(prefix: String) throws -> [(key: String, value: [UInt8])] { try kv.list(prefix: prefix).map { ($0.0, $0.1) } }
+}
+
+/// etcd through its v3 JSON gateway (`/v3/kv/...`, base64 keys and values). Every call goes to
+/// etcd, which replicates it; the coordinator keeps nothing of its own on disk.
+public final class EtcdStore: CoordinatorStore {
+    public let endpoint: Endpoint
+    private let prefix = "/legato/"
+    public var description: String { "etcd:http://\(endpoint)" }
+
+    public init(endpoint: Endpoint) throws {
+        self.endpoint = endpoint
+        _ = try call("/v3/kv/range", ["key": b64(prefix + "probe")])
+    }
+
+    private func b64(_ s: String) -> String { Data(s.utf8).base64EncodedString() }
+
+    private func call(_ path: String, _ body: [String: Any]) throws -> [String: Any] {
+        let r: HTTPClient.Response
+        do { r = try HTTPClient.post(host: endpoint.host, port: endpoint.port, path: path, json: body) } catch {
+            throw LegatoError("etcd at \(endpoint) unreachable: \(error)")
+        }
+        guard let obj = try? JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any] else {
+            throw LegatoError("etcd at \(endpoint) answered \(path) with HTTP \(r.status) and no JSON")
+        }
+        guard r.status == 200 else { throw LegatoError("etcd at \(endpoint) refused \(path): HTTP \(r.status) \(obj["error"] ?? obj["message"] ?? "")") }
+        return obj
+    }
+
+    public func get(_ key: String) throws -> [UInt8]? {
+        let r = try call("/v3/kv/range", ["key": b64(prefix + key)])
+        guard let kvs = r["kvs"] as? [[String: Any]], let v = kvs.first?["value"] as? String else { return nil }
+        return Data(base64Encoded: v).map { [UInt8]($0) } ?? []
+    }
+
+    public func put(_ key: String, _ value: [UInt8]) throws {
+        _ = try call("/v3/kv/put", ["key": b64(prefix + key), "value": Data(value).base64EncodedString()])
+    }
+
+    public func delete(_ key: String) throws {
+        _ = try call("/v3/kv/deleterange", ["key": b64(prefix + key)])
+    }
+
+    public func list(prefix p: String) throws -> [(key: String, value: [UInt8])] {
+        let start = prefix + p
+        var end = Array(start.utf8)
+        end[end.count - 1] += 1  // the range end of a prefix: its last byte plus one
+        let r = try call("/v3/kv/range", ["key": b64(start), "range_end": Data(end).base64EncodedString(), "sort_order": "ASCEND", "sort_target": "KEY"])
+        let kvs = r["kvs"] as? [[String: Any]] ?? []
+        return kvs.compactMap { kv in
+            guard let k = (kv["key"] as? String).flatMap({ Data(base64Encoded: $0) }),
+                  let key = String(data: k, encoding: .utf8), key.hasPrefix(prefix) else { return nil }
+            let v = (kv["value"] as? String).flatMap { Data(base64Encoded: $0) }.map { [UInt8]($0) } ?? []
+            return (String(key.dropFirst(prefix.count)), v)
+        }
+    }
+}

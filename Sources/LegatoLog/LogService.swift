@@ -1,0 +1,127 @@
+import LegatoCore
+import LegatoSystem
+import LegatoWire
+
+/// Requests a log node answers (integers little-endian; a replica is named by (u64 writer, u64 segment)):
+///
+///     OPEN_REPLICA   u64 writer, u64 segment
+///     APPEND_ENTRIES u64 writer, u64 segment, u32 first index, u32 n,
+///                    n × (u8 type, u32 epoch, u64 slab, u32 length, payload)  -> u32 entries, u64 file bytes
+///     SYNC_REPLICA   u64 writer, u64 segment
+///     CLOSE_REPLICA  u64 writer, u64 segment
+///     FREE_REPLICA   u64 writer, u64 segment
+///     LIST_REPLICAS  u64 writer -> u32 n, n × (u64 segment, u32 entries, u64 payload bytes, u8 closed, u32 corrupt)
+///     READ_REPLICA   u64 writer, u64 segment, u32 first, u32 max entries, u32 max bytes, u32 k, k × u64 slab
+///                    -> u32 n, n × (u32 index, u8 type, u32 epoch, u64 slab, u32 length, payload),
+///                       u32 next, u8 end, u8 closed, u32 corrupt entries skipped
+///
+/// Mutations need the token that opened the replica; reads are open to every authenticated peer
+/// (recovery reads a dead writer's log).
+public final class LogService: RPCService {
+    public let store: ReplicaStore
+    private let log: Logger
+
+    public init(store: ReplicaStore, log: Logger) {
+        self.store = store
+        self.log = log
+    }
+
+    public func handle(opcode: Opcode, payload: [UInt8], session: Session) throws -> Reply {
+        var r = WireReader(payload)
+        func key() throws -> ReplicaStore.Key { ReplicaStore.Key(writer: try r.u64("writer"), segment: try r.u64("segment")) }
+        do {
+            switch opcode {
+            case .openReplica:
+                let k = try key()
+                try r.expectEnd("OPEN_REPLICA")
+                try store.open(k, token: session.token)
+                return .empty
+            case .appendEntries:
+                let k = try key()
+                let first = try r.u32("first index")
+                let n = try r.count(itemSize: 17, limit: WireLimits.maxEntriesPerRequest, "entry count")
+                var entries: [ReplicaStore.Entry] = []
+                entries.reserveCapacity(n)
+                for _ in 0..<n {
+                    let type = try r.u8("type"), epoch = try r.u32("epoch"), slab = try r.u64("slab")
+                    guard type == SegmentFormat.EntryType.data.rawValue else { throw WireError.malformed("entry type \(type) cannot be appended") }
+                    entries.append(.init(type: type, epoch: epoch, slab: slab, payload: try r.blob(limit: SegmentFormat.maxPayload, "payload")))
+                }
+                try r.expectEnd("APPEND_ENTRIES")
+                let (count, bytes) = try store.append(k, token: session.token, first: first, entries: entries)
+                var w = WireWriter()
+                w.u32(count)
+                w.u64(bytes)
+                return Reply([w.bytes])
+            case .syncReplica, .closeReplica, .freeReplica:
+                let k = try key()
+                try r.expectEnd("\(opcode)")
+                switch opcode {
+                case .syncReplica: try store.sync(k, token: session.token)
+                case .closeReplica: try store.close(k, token: session.token)
+                default: try store.free(k, token: session.token)
+                }
+                return .empty
+            case .listReplicas:
+                let writer = try r.u64("writer")
+                try r.expectEnd("LIST_REPLICAS")
+                let list = store.list(writer: writer)
+                var w = WireWriter()
+                w.u32(UInt32(list.count))
+                for i in list {
+                    w.u64(i.segment)
+                    w.u32(i.entries)
+                    w.u64(i.bytes)
+                    w.u8(i.closed ? 1 : 0)
+                    w.u32(i.corrupt)
+                }
+                return Reply([w.bytes])
+            case .readReplica:
+                let k = try key()
+                let first = try r.u32("first"), maxEntries = try r.u32("max entries"), maxBytes = try r.u32("max bytes")
+                let ns = try r.count(itemSize: 8, limit: 1 << 20, "slab count")
+                let slabs: Set<UInt64>? = ns == 0 ? nil : Set(try (0..<ns).map { _ in try r.u64("slab") })
+                try r.expectEnd("READ_REPLICA")
+                let res = try store.read(k, first: first, maxEntries: Int(min(maxEntries, 1 << 16)),
+                                         maxBytes: Int(min(maxBytes, WireLimits.maxFramePayload / 2)), slabs: slabs)
+                var w = WireWriter(capacity: 64 + res.entries.reduce(0) { $0 + 24 + $1.entry.payload.count })
+                w.u32(UInt32(res.entries.count))
+                for (index, e) in res.entries {
+                    w.u32(index)
+                    w.u8(e.type)
+                    w.u32(e.epoch)
+                    w.u64(e.slab)
+                    w.blob(e.payload)
+                }
+                w.u32(res.next)
+                w.u8(res.end ? 1 : 0)
+                w.u8(res.closed ? 1 : 0)
+                w.u32(res.corruptSkipped)
+                return Reply([w.bytes])
+            default:
+                throw WireError.unknownOpcode(opcode.rawValue)
+            }
+        } catch let e as ReplicaStore.StoreError {
+            switch e {
+            case .noSuchReplica: throw ServiceError(.notFound, e.description)
+            case .alreadyExists: throw ServiceError(.alreadyExists, e.description)
+            case .notOwner: throw ServiceError(.notOwner, e.description)
+            case .closed, .outOfOrder: throw ServiceError(.badRequest, e.description)
+            case .diskFull, .bufferFull: throw ServiceError(.capacityExceeded, e.description)
+            case .ioError: throw ServiceError(.internalError, e.description)
+            }
+        }
+    }
+
+    public func sessionClosed(_ session: Session) {}
+
+    public func stats() -> String {
+        let s = store.stats
+        return """
+        {"role":"log","replicas":\(s.replicas),"open_replicas":\(s.openReplicas),"buffered_bytes":\(s.bufferedBytes),\
+        "disk_bytes":\(s.diskBytes),"free_disk_bytes":\(store.freeDiskBytes),"torn_tails":\(s.tornTails),\
+        "corrupt_entries":\(s.corruptEntries),"quarantined_files":\(s.quarantined),"flushes":\(s.flushes),\
+        "bytes_written":\(s.bytesWritten),"io_errors":\(s.ioErrors)}
+        """
+    }
+}

@@ -1,0 +1,490 @@
+import Foundation
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// The log node's segment replicas: buffered in memory, written to disk in large batches (when the
+/// buffer budget is passed, when a writer asks for sync, when the segment closes), rebuilt from disk
+/// at start. Thread-safe (one lock).
+///
+/// Contract: `append` returns once the entries are in this node's buffer (or on disk): "stored", not
+/// durable. `sync` returns once everything appended is on disk and fsync'd. Nothing is acknowledged
+/// that is not stored; on a full disk or an I/O error the writer gets the error and reads go on.
+public final class ReplicaStore {
+    public struct Key: Hashable, CustomStringConvertible {
+        public let writer: UInt64
+        public let segment: UInt64
+        public init(writer: UInt64, segment: UInt64) {
+            self.writer = writer
+            self.segment = segment
+        }
+        public var description: String { "writer \(String(writer, radix: 16)) segment \(segment)" }
+    }
+
+    /// One entry handed to or returned by the store.
+    public struct Entry: Equatable {
+        public var type: UInt8
+        public var epoch: UInt32
+        public var slab: UInt64
+        public var payload: [UInt8]
+        public init(type: UInt8 = SegmentFormat.EntryType.data.rawValue, epoch: UInt32, slab: UInt64, payload: [UInt8]) {
+            self.type = type
+            self.epoch = epoch
+            self.slab = slab
+            self.payload = payload
+        }
+    }
+
+    public struct ReplicaInfo: Equatable {
+        public var segment: UInt64
+        public var entries: UInt32
+        public var bytes: UInt64
+        public var closed: Bool
+        public var corrupt: UInt32
+    }
+
+    public enum StoreError: Error, CustomStringConvertible, Equatable {
+        case noSuchReplica(Key)
+        case alreadyExists(Key)
+        case notOwner(Key)
+        case closed(Key)
+        case outOfOrder(Key, expected: UInt32, got: UInt32)
+        case diskFull(Key, String)
+        case ioError(Key, String)
+        case bufferFull(Key)
+
+        public var description: String {
+            switch self {
+            case .noSuchReplica(let k): return "no replica of \(k) here"
+            case .alreadyExists(let k): return "a replica of \(k) exists already"
+            case .notOwner(let k): return "the replica of \(k) belongs to another writer"
+            case .closed(let k): return "the replica of \(k) is closed"
+            case .outOfOrder(let k, let e, let g): return "append to \(k) starts at entry \(g), expected \(e)"
+            case .diskFull(let k, let why): return "disk full storing \(k): \(why)"
+            case .ioError(let k, let why): return "I/O error storing \(k): \(why)"
+            case .bufferFull(let k): return "buffer full and the disk refuses writes: cannot take more of \(k)"
+            }
+        }
+    }
+
+    struct EntryRef {
+        var offset: UInt64   // file offset of the entry header (>= fileLength: still in the buffer)
+        var header: SegmentFormat.EntryHeader
+    }
+
+    final class Replica {
+        let key: Key
+        let path: String
+        var owner: [UInt8]
+        var fd: Int32 = -1
+        var entries: [EntryRef] = []
+        var fileLength: UInt64 = 0
+        var syncedLength: UInt64 = 0
+        var buffer: [UInt8] = []
+        var closed = false
+        var digest: UInt32 = 0
+        var dataBytes: UInt64 = 0
+        var corrupt = 0
+        var ioError: String?
+        init(key: Key, path: String, owner: [UInt8]) {
+            self.key = key
+            self.path = path
+            self.owner = owner
+        }
+        var totalLength: UInt64 { fileLength + UInt64(buffer.count) }
+    }
+
+    public let directory: String
+    public let bufferLimit: Int
+    private let log: Logger
+    private let lock = Lock()
+    private var replicas: [Key: Replica] = [:]
+    private var buffered = 0
+
+    // counters
+    public private(set) var tornTails = 0
+    public private(set) var corruptEntries = 0
+    public private(set) var quarantinedFiles = 0
+    public private(set) var flushes = 0
+    public private(set) var bytesWritten: UInt64 = 0
+    public private(set) var ioErrors = 0
+
+    public init(directory: String, bufferLimit: Int, log: Logger) throws {
+        self.directory = directory
+        self.bufferLimit = bufferLimit
+        self.log = log
+        try FileManager.default.createDirectory(atPath: directory + "/replicas", withIntermediateDirectories: true)
+        try recover()
+    }
+
+    static func ownerTag(_ token: [UInt8]) -> [UInt8] {
+        Array(Sys.hmacSHA256(key: Array("legato-replica-owner".utf8), data: token).prefix(16))
+    }
+
+    private func path(_ k: Key) -> String {
+        directory + "/replicas/" + hex16(k.writer) + "/" + hex16(k.segment) + ".seg"
+    }
+
+    // MARK: writer operations
+
+    public func open(_ k: Key, token: [UInt8]) throws {
+        try lock.withLock {
+            let tag = Self.ownerTag(token)
+            if let r = replicas[k] {
+                // Opening again (a retried request) by the same writer is fine while it is empty.
+                guard r.owner == tag, r.entries.isEmpty, !r.closed else { throw StoreError.alreadyExists(k) }
+                return
+            }
+            let p = path(k)
+            try FileManager.default.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            let fd = Glibc.open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            if fd < 0 {
+                if errno == ENOSPC || errno == EDQUOT { throw StoreError.diskFull(k, "creating \(p): \(Errno.name(errno))") }
+                throw StoreError.ioError(k, "creating \(p): \(Errno.name(errno))")
+            }
+            let r = Replica(key: k, path: p, owner: tag)
+            r.fd = fd
+            var header = SegmentFormat.encodeHeader(writer: k.writer, segment: k.segment, created: UInt64(Date().timeIntervalSince1970 * 1e9))
+            for i in 0..<16 { header[32 + i] = tag[i] }
+            // Re-checksum with the owner tag in the reserved bytes.
+            let crc = header.withUnsafeBytes { Sys.crc32c(0, UnsafeRawBufferPointer(rebasing: $0[0..<60])) }
+            SegmentFormat.put32(&header, 60, crc)
+            r.buffer = header
+            buffered += header.count
+            replicas[k] = r
+        }
+    }
+
+    /// Appends entries starting at index `first` (the replica's entry count: appends are in order;
+    /// a retried append of entries already here is accepted). Returns (entries, bytes) after it.
+    public func append(_ k: Key, token: [UInt8], first: UInt32, entries: [Entry]) throws -> (UInt32, UInt64) {
+        try lock.withLock {
+            let r = try writable(k, token)
+            let have = UInt32(r.entries.count)
+            if first < have {
+                guard first + UInt32(entries.count) <= have else { throw StoreError.outOfOrder(k, expected: have, got: first) }
+                return (have, r.totalLength)
+            }
+            guard first == have else { throw StoreError.outOfOrder(k, expected: have, got: first) }
+            if r.ioError != nil && buffered > bufferLimit { throw StoreError.bufferFull(k) }
+            for e in entries {
+                let index = UInt32(r.entries.count)
+                let offset = r.totalLength
+                let crc = e.payload.withUnsafeBytes {
+                    SegmentFormat.appendEntry(to: &r.buffer, type: e.type, flags: 0, epoch: e.epoch, slab: e.slab, index: index, payload: $0)
+                }
+                r.entries.append(EntryRef(offset: offset, header: .init(length: UInt32(e.payload.count), type: e.type, flags: 0,
+                                                                         epoch: e.epoch, slab: e.slab, index: index, crc: crc)))
+                r.digest = Sys.crc32c(r.digest, withUnsafeBytes(of: crc.littleEndian) { $0 })
+                r.dataBytes += UInt64(e.payload.count)
+                buffered += SegmentFormat.entryHeaderSize + e.payload.count
+            }
+            if buffered > bufferLimit { flushLargest() }
+            return (UInt32(r.entries.count), r.totalLength)
+        }
+    }
+
+    /// Writes the replica's buffer to disk and fsyncs it.
+    public func sync(_ k: Key, token: [UInt8]) throws {
+        try lock.withLock {
+            let r = try writable(k, token, allowClosed: true)
+            try flush(r, fsync: true)
+        }
+    }
+
+    /// Writes the footer, flushes and fsyncs; the replica takes no more appends.
+    public func close(_ k: Key, token: [UInt8]) throws {
+        try lock.withLock {
+            let r = try writable(k, token, allowClosed: true)
+            if r.closed { return }
+            let footer = SegmentFormat.footerPayload(entries: UInt32(r.entries.count), bytes: r.dataBytes, digest: r.digest)
+            let before = r.buffer.count
+            footer.withUnsafeBytes {
+                _ = SegmentFormat.appendEntry(to: &r.buffer, type: SegmentFormat.EntryType.footer.rawValue, flags: 0, epoch: 0,
+                                              slab: 0, index: UInt32(r.entries.count), payload: $0)
+            }
+            buffered += r.buffer.count - before
+            r.closed = true
+            do { try flush(r, fsync: true) } catch {
+                // Not closed after all: the footer stays buffered and the writer hears why.
+                throw error
+            }
+            Glibc.close(r.fd)
+            r.fd = -1
+        }
+    }
+
+    public func free(_ k: Key, token: [UInt8]) throws {
+        try lock.withLock {
+            guard let r = replicas[k] else { throw StoreError.noSuchReplica(k) }
+            guard r.owner == Self.ownerTag(token) else { throw StoreError.notOwner(k) }
+            if r.fd >= 0 { Glibc.close(r.fd) }
+            buffered -= r.buffer.count
+            unlink(r.path)
+            replicas[k] = nil
+        }
+    }
+
+    private func writable(_ k: Key, _ token: [UInt8], allowClosed: Bool = false) throws -> Replica {
+        guard let r = replicas[k] else { throw StoreError.noSuchReplica(k) }
+        guard r.owner == Self.ownerTag(token) else { throw StoreError.notOwner(k) }
+        if r.closed && !allowClosed { throw StoreError.closed(k) }
+        return r
+    }
+
+    // MARK: reads (any authenticated peer: recovery reads another writer's log)
+
+    public func list(writer: UInt64) -> [ReplicaInfo] {
+        lock.withLock {
+            replicas.values.filter { $0.key.writer == writer }.sorted { $0.key.segment < $1.key.segment }.map {
+                ReplicaInfo(segment: $0.key.segment, entries: UInt32($0.entries.count), bytes: $0.dataBytes,
+                            closed: $0.closed, corrupt: UInt32($0.corrupt))
+            }
+        }
+    }
+
+    public struct ReadResult {
+        public var entries: [(index: UInt32, entry: Entry)]
+        public var next: UInt32
+        public var end: Bool        // no entries after `next` (now)
+        public var closed: Bool
+        public var corruptSkipped: UInt32
+    }
+
+    /// Entries from index `first` on (only those of `slabs`, if given), at most `maxEntries` and
+    /// about `maxBytes` of payload. Entries whose checksum fails are skipped and counted, never returned.
+    public func read(_ k: Key, first: UInt32, maxEntries: Int, maxBytes: Int, slabs: Set<UInt64>?) throws -> ReadResult {
+        try lock.withLock {
+            guard let r = replicas[k] else { throw StoreError.noSuchReplica(k) }
+            var out: [(UInt32, Entry)] = []
+            var bytes = 0
+            var i = Int(first)
+            var skipped: UInt32 = 0
+            let fd = r.fd >= 0 ? r.fd : Glibc.open(r.path, O_RDONLY | O_CLOEXEC)
+            defer { if r.fd < 0 && fd >= 0 { Glibc.close(fd) } }
+            while i < r.entries.count && out.count < maxEntries && bytes < maxBytes {
+                let ref = r.entries[i]
+                i += 1
+                if let s = slabs, !s.contains(ref.header.slab) { continue }
+                guard let payload = payload(of: ref, in: r, fd: fd) else {
+                    skipped += 1
+                    continue
+                }
+                out.append((ref.header.index, Entry(type: ref.header.type, epoch: ref.header.epoch, slab: ref.header.slab, payload: payload)))
+                bytes += payload.count
+            }
+            return ReadResult(entries: out, next: UInt32(i), end: i >= r.entries.count, closed: r.closed, corruptSkipped: skipped)
+        }
+    }
+
+    /// The payload of an entry, checked against its CRC (nil, logged and counted, if it fails).
+    private func payload(of ref: EntryRef, in r: Replica, fd: Int32) -> [UInt8]? {
+        let total = SegmentFormat.entryHeaderSize + Int(ref.header.length)
+        var raw = [UInt8](repeating: 0, count: total)
+        if ref.offset >= r.fileLength {
+            let o = Int(ref.offset - r.fileLength)
+            raw.withUnsafeMutableBytes { dst in r.buffer.withUnsafeBytes { dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[o..<o + total])) } }
+        } else {
+            let n = raw.withUnsafeMutableBytes { pread(fd, $0.baseAddress, total, off_t(ref.offset)) }
+            guard n == total else {
+                log.error("reading entry \(ref.header.index) of \(r.key) at \(ref.offset): \(n < 0 ? Errno.name(errno) : "short read")")
+                return nil
+            }
+        }
+        let ok = raw.withUnsafeBytes { b in
+            SegmentFormat.verify(header: UnsafeRawBufferPointer(rebasing: b[0..<SegmentFormat.entryHeaderSize]),
+                                 payload: UnsafeRawBufferPointer(rebasing: b[SegmentFormat.entryHeaderSize...]), claimed: ref.header.crc)
+        }
+        guard ok else {
+            corruptEntries += 1
+            log.error("entry \(ref.header.index) of \(r.key) fails its checksum; not returned")
+            return nil
+        }
+        return Array(raw[SegmentFormat.entryHeaderSize...])
+    }
+
+    // MARK: writing buffers out (lock held)
+
+    private func flushLargest() {
+        let target = bufferLimit / 2
+        for r in replicas.values.sorted(by: { $0.buffer.count > $1.buffer.count }) where buffered > target {
+            if r.buffer.isEmpty || r.ioError != nil { continue }
+            do { try flush(r, fsync: false) } catch { log.error("writing the buffer of \(r.key): \(error)") }
+        }
+    }
+
+    /// Writes r's buffer at the end of its file (cutting a partial write back to an entry boundary).
+    private func flush(_ r: Replica, fsync wantSync: Bool) throws {
+        if !r.buffer.isEmpty {
+            if r.fd < 0 { r.fd = Glibc.open(r.path, O_RDWR | O_CLOEXEC) }
+            var done = 0
+            var failure: Int32 = 0
+            while done < r.buffer.count {
+                let n = r.buffer.withUnsafeBytes { pwrite(r.fd, $0.baseAddress! + done, $0.count - done, off_t(r.fileLength) + off_t(done)) }
+                if n > 0 { done += n; continue }
+                if n < 0 && errno == EINTR { continue }
+                failure = n < 0 ? errno : ENOSPC
+                break
+            }
+            if failure != 0 {
+                // Keep only whole entries on disk; the rest stays buffered (and acknowledged only as such).
+                let boundary = lastBoundary(r, upTo: r.fileLength + UInt64(done))
+                let kept = Int(boundary - r.fileLength)
+                _ = ftruncate(r.fd, off_t(boundary))
+                r.buffer.removeFirst(kept)
+                r.fileLength = boundary
+                buffered -= kept
+                ioErrors += 1
+                let why = "\(Errno.name(failure)) writing \(r.path) at \(boundary)"
+                r.ioError = why
+                log.error("\(why)")
+                throw failure == ENOSPC || failure == EDQUOT ? StoreError.diskFull(r.key, why) : StoreError.ioError(r.key, why)
+            }
+            r.fileLength += UInt64(done)
+            bytesWritten += UInt64(done)
+            buffered -= r.buffer.count
+            r.buffer.removeAll(keepingCapacity: false)
+            r.ioError = nil
+            flushes += 1
+        }
+        if wantSync && r.syncedLength < r.fileLength {
+            if fdatasync(r.fd) != 0 {
+                let why = "\(Errno.name(errno)) syncing \(r.path)"
+                ioErrors += 1
+                r.ioError = why
+                throw errno == ENOSPC ? StoreError.diskFull(r.key, why) : StoreError.ioError(r.key, why)
+            }
+            r.syncedLength = r.fileLength
+        }
+    }
+
+    /// The largest entry boundary (or the header end) at or below `offset`.
+    private func lastBoundary(_ r: Replica, upTo offset: UInt64) -> UInt64 {
+        var b = r.fileLength
+        if b == 0 { b = offset >= UInt64(SegmentFormat.headerSize) ? UInt64(SegmentFormat.headerSize) : 0 }
+        for e in r.entries where e.offset >= r.fileLength {
+            let end = e.offset + UInt64(SegmentFormat.entryHeaderSize) + UInt64(e.header.length)
+            if end <= offset { b = end } else { break }
+        }
+        return b
+    }
+
+    // MARK: recovery
+
+    /// Rebuilds the catalogue from the directory: torn tails are cut off, corrupt entries skipped;
+    /// files whose header is unreadable are set aside as `.bad`.
+    private func recover() throws {
+        let root = directory + "/replicas"
+        for writerDir in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] {
+            guard let writer = UInt64(writerDir, radix: 16) else { continue }
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: root + "/" + writerDir)) ?? [] where name.hasSuffix(".seg") {
+                guard let segment = UInt64(name.dropLast(4), radix: 16) else { continue }
+                let p = root + "/" + writerDir + "/" + name
+                do {
+                    let r = try load(path: p, key: Key(writer: writer, segment: segment))
+                    replicas[r.key] = r
+                } catch {
+                    quarantinedFiles += 1
+                    log.error("setting aside \(p): \(error)")
+                    rename(p, p + ".bad")
+                }
+            }
+        }
+        if !replicas.isEmpty {
+            log.info("recovered \(replicas.count) replicas (\(tornTails) torn tails cut, \(corruptEntries) corrupt entries skipped)")
+        }
+    }
+
+    private func load(path p: String, key: Key) throws -> Replica {
+        let fd = Glibc.open(p, O_RDWR | O_CLOEXEC)
+        if fd < 0 { throw SystemError.fromErrno("open \(p)") }
+        defer { Glibc.close(fd) }
+        var st = stat()
+        fstat(fd, &st)
+        let size = Int(st.st_size)
+        var data = [UInt8](repeating: 0, count: size)
+        let n = data.withUnsafeMutableBytes { pread(fd, $0.baseAddress, size, 0) }
+        guard n == size else { throw SystemError.fromErrno("read \(p)") }
+        let hdr = try SegmentFormat.decodeHeader(data)
+        guard hdr.writer == key.writer, hdr.segment == key.segment else {
+            throw SegmentFormat.FormatError.identityMismatch(writer: hdr.writer, segment: hdr.segment)
+        }
+        let r = Replica(key: key, path: p, owner: Array(data[32..<48]))
+        var pos = SegmentFormat.headerSize
+        var validEnd = pos
+        data.withUnsafeBytes { raw in
+            while pos + SegmentFormat.entryHeaderSize <= size {
+                if let (h, next) = validEntry(raw, at: pos, size: size) {
+                    if h.type == SegmentFormat.EntryType.footer.rawValue {
+                        r.closed = true
+                    } else {
+                        r.entries.append(EntryRef(offset: UInt64(pos), header: h))
+                        r.digest = Sys.crc32c(r.digest, withUnsafeBytes(of: h.crc.littleEndian) { $0 })
+                        r.dataBytes += UInt64(h.length)
+                    }
+                    pos = next
+                    validEnd = next
+                    continue
+                }
+                // Not a valid entry here: a corrupt entry if a valid one follows, else a torn tail.
+                var q = pos + 1
+                var found = false
+                while q + SegmentFormat.entryHeaderSize <= size {
+                    if validEntry(raw, at: q, size: size) != nil { found = true; break }
+                    q += 1
+                }
+                if !found { break }
+                r.corrupt += 1
+                corruptEntries += 1
+                log.error("\(p): corrupt entry at offset \(pos), skipped up to \(q)")
+                pos = q
+            }
+        }
+        if validEnd < size {
+            tornTails += 1
+            log.warning("\(p): torn tail of \(size - validEnd) bytes at \(validEnd) cut off")
+            _ = ftruncate(fd, off_t(validEnd))
+            fdatasync(fd)
+        }
+        r.fileLength = UInt64(validEnd)
+        r.syncedLength = r.fileLength
+        if !r.closed { r.fd = Glibc.dup(fd) }
+        return r
+    }
+
+    private func validEntry(_ raw: UnsafeRawBufferPointer, at pos: Int, size: Int) -> (SegmentFormat.EntryHeader, Int)? {
+        guard let h = SegmentFormat.parseEntryHeader(UnsafeRawBufferPointer(rebasing: raw[pos..<pos + SegmentFormat.entryHeaderSize])) else { return nil }
+        let end = pos + SegmentFormat.entryHeaderSize + Int(h.length)
+        guard end <= size else { return nil }
+        let ok = SegmentFormat.verify(header: UnsafeRawBufferPointer(rebasing: raw[pos..<pos + SegmentFormat.entryHeaderSize]),
+                                      payload: UnsafeRawBufferPointer(rebasing: raw[pos + SegmentFormat.entryHeaderSize..<end]), claimed: h.crc)
+        return ok ? (h, end) : nil
+    }
+
+    // MARK: stats
+
+    public struct Stats {
+        public var replicas: Int, openReplicas: Int, bufferedBytes: Int, diskBytes: UInt64
+        public var tornTails: Int, corruptEntries: Int, quarantined: Int, flushes: Int, bytesWritten: UInt64, ioErrors: Int
+    }
+
+    public var stats: Stats {
+        lock.withLock {
+            Stats(replicas: replicas.count, openReplicas: replicas.values.filter { !$0.closed }.count, bufferedBytes: buffered,
+                  diskBytes: replicas.values.reduce(0) { $0 + $1.fileLength }, tornTails: tornTails, corruptEntries: corruptEntries,
+                  quarantined: quarantinedFiles, flushes: flushes, bytesWritten: bytesWritten, ioErrors: ioErrors)
+        }
+    }
+
+    /// Free bytes on the file system holding the replicas.
+    public var freeDiskBytes: UInt64 {
+        var s = statvfs()
+        guard statvfs(directory, &s) == 0 else { return 0 }
+        return UInt64(s.f_bavail) * UInt64(s.f_frsize)
+    }
+}
+
+func hex16(_ v: UInt64) -> String {
+    let s = String(v, radix: 16)
+    return String(repeating: "0", count: max(0, 16 - s.count)) + s
+}

@@ -1,0 +1,67 @@
+import Foundation
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// A small HTTP/1.1 client for JSON APIs on trusted hosts (the coordinator's etcd store).
+/// One connection per request; Content-Length and chunked bodies.
+public enum HTTPClient {
+    public struct Response {
+        public let status: Int
+        public let body: [UInt8]
+    }
+
+    public static func post(host: String, port: UInt16, path: String, json: [String: Any], timeoutSeconds: Double = 10) throws -> Response {
+        let body = try JSONSerialization.data(withJSONObject: json)
+        let head = "POST \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+        let fd = try Socket.connect(host: host, port: port, timeoutSeconds: timeoutSeconds)
+        defer { close(fd) }
+        Socket.setTimeout(fd, seconds: timeoutSeconds)
+        let request = Array(head.utf8) + [UInt8](body)
+        try request.withUnsafeBytes { try Socket.writeFully(fd, [$0]) }
+        var raw: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = recv(fd, &buf, buf.count, 0)
+            if n > 0 { raw += buf[0..<n]; continue }
+            if n == 0 { break }
+            if errno == EINTR { continue }
+            throw SystemError.fromErrno("reading the HTTP response from \(host):\(port)")
+        }
+        return try parse(raw, from: "\(host):\(port)")
+    }
+
+    static func parse(_ raw: [UInt8], from peer: String) throws -> Response {
+        guard let split = raw.firstRange(of: Array("\r\n\r\n".utf8)) else {
+            throw LegatoError("malformed HTTP response from \(peer)")
+        }
+        let head = String(decoding: raw[..<split.lowerBound], as: UTF8.self)
+        var body = Array(raw[split.upperBound...])
+        let lines = head.split(separator: "\r\n")
+        guard let statusLine = lines.first, statusLine.hasPrefix("HTTP/1."),
+              let status = Int(statusLine.split(separator: " ").dropFirst().first ?? "") else {
+            throw LegatoError("malformed HTTP status line from \(peer)")
+        }
+        let chunked = lines.contains { $0.lowercased().hasPrefix("transfer-encoding:") && $0.lowercased().contains("chunked") }
+        if chunked { body = try dechunk(body, from: peer) }
+        return Response(status: status, body: body)
+    }
+
+    static func dechunk(_ b: [UInt8], from peer: String) throws -> [UInt8] {
+        var out: [UInt8] = []
+        var i = 0
+        while i < b.count {
+            guard let eol = b[i...].firstRange(of: Array("\r\n".utf8)) else { break }
+            let sizeText = String(decoding: b[i..<eol.lowerBound], as: UTF8.self).split(separator: ";").first ?? ""
+            guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16) else {
+                throw LegatoError("malformed chunked HTTP body from \(peer)")
+            }
+            if size == 0 { break }
+            let start = eol.upperBound
+            guard start + size <= b.count else { throw LegatoError("truncated chunked HTTP body from \(peer)") }
+            out += b[start..<start + size]
+            i = start + size + 2
+        }
+        return out
+    }
+}

@@ -1,0 +1,40 @@
+import ArgumentParser
+import LegatoCore
+import LegatoLog
+
+struct LogdCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "logd",
+        abstract: "Run a log node: segment replicas buffered in memory, written to disk in batches."
+    )
+
+    @Option(help: "Address to listen on.")
+    var listen: Endpoint = Endpoint(host: "127.0.0.1", port: 7302)
+
+    @Option(help: "Directory for the replicas (created if missing).")
+    var dir: String
+
+    @Option(help: "The coordinator, HOST:PORT.")
+    var coordinator: Endpoint?
+
+    @Option(help: "Memory for buffered appends before they are written to disk.")
+    var buffer: ByteSize = ByteSize(bytes: 256 << 20)
+
+    @OptionGroup var secret: SecretOptions
+    @OptionGroup var embedding: EmbeddingOptions
+
+    func validate() throws {
+        guard buffer.bytes >= 1 << 20 else { throw ValidationError("--buffer must be at least 1M") }
+    }
+
+    func run() throws {
+        let stopSignals = DaemonSignals.blockTermination()
+        embedding.watchParent()
+        let node = try LogNode(config: .init(listen: listen, directory: dir, coordinator: coordinator,
+                                             bufferBytes: Int(buffer.bytes), secret: try embedding.secret(or: secret)))
+        try node.start()
+        embedding.announceReady(port: node.endpoint.port)
+        DaemonSignals.wait(stopSignals)
+        node.stop()
+    }
+}

@@ -1,0 +1,123 @@
+import Foundation
+import Glibc
+import Testing
+import LegatoCore
+@testable import LegatoLog
+
+/// The log node's store on a real directory: formats, buffering, recovery from torn and corrupt files.
+@Suite struct ReplicaStoreTests {
+    let token = [UInt8](repeating: 7, count: 32)
+    let key = ReplicaStore.Key(writer: 0xabc, segment: 3)
+
+    func entries(_ n: Int, from: Int = 0, size: Int = 1000) -> [ReplicaStore.Entry] {
+        (from..<from + n).map { (i: Int) -> ReplicaStore.Entry in
+            let payload: [UInt8] = (0..<size).map { (k: Int) -> UInt8 in UInt8(truncatingIfNeeded: k &* 31 &+ i) }
+            return ReplicaStore.Entry(epoch: UInt32(i % 5), slab: UInt64(i % 3), payload: payload)
+        }
+    }
+
+    func store(_ dir: String, buffer: Int = 1 << 20) throws -> ReplicaStore {
+        try ReplicaStore(directory: dir, bufferLimit: buffer, log: LegatoLog.logger("test.logd"))
+    }
+
+    func readAll(_ s: ReplicaStore, _ k: ReplicaStore.Key, slabs: Set<UInt64>? = nil) throws -> ReplicaStore.ReadResult {
+        try s.read(k, first: 0, maxEntries: 1 << 20, maxBytes: 1 << 30, slabs: slabs)
+    }
+
+    @Test func segmentHeaderRoundTripsAndRejectsDamage() throws {
+        let h = SegmentFormat.encodeHeader(writer: 9, segment: 10, created: 11)
+        #expect(try SegmentFormat.decodeHeader(h) == (9, 10, 11))
+        var bad = h
+        bad[20] ^= 1
+        #expect(throws: SegmentFormat.FormatError.headerChecksum) { _ = try SegmentFormat.decodeHeader(bad) }
+        var magic = h
+        magic[0] = 0
+        #expect(throws: SegmentFormat.FormatError.self) { _ = try SegmentFormat.decodeHeader(magic) }
+        #expect(throws: SegmentFormat.FormatError.shortHeader) { _ = try SegmentFormat.decodeHeader(Array(h.prefix(10))) }
+    }
+
+    @Test func appendsReadsAndSurvivesARestart() throws {
+        let dir = TestEnvironment.temporaryDirectory("replicas")
+        var s = try store(dir)
+        try s.open(key, token: token)
+        let es = entries(50)
+        #expect(try s.append(key, token: token, first: 0, entries: Array(es[0..<20])).0 == 20)
+        #expect(try s.append(key, token: token, first: 20, entries: Array(es[20...])).0 == 50)
+        // a retried append is accepted, an out-of-order one is not
+        #expect(try s.append(key, token: token, first: 20, entries: Array(es[20..<30])).0 == 50)
+        #expect(throws: ReplicaStore.StoreError.self) { _ = try s.append(key, token: token, first: 60, entries: es) }
+        #expect(try readAll(s, key).entries.map { $0.entry } == es)
+        #expect(try readAll(s, key, slabs: [1]).entries.map { $0.entry } == es.filter { $0.slab == 1 })
+        try s.sync(key, token: token)
+        try s.close(key, token: token)
+        #expect(throws: ReplicaStore.StoreError.self) { _ = try s.append(key, token: token, first: 50, entries: es) }
+        s = try store(dir)
+        let r = try readAll(s, key)
+        #expect(r.entries.map { $0.entry } == es)
+        #expect(r.closed)
+        #expect(s.list(writer: key.writer).first?.entries == 50)
+    }
+
+    @Test func onlyTheOpeningWriterMayWrite() throws {
+        let s = try store(TestEnvironment.temporaryDirectory("owner"))
+        try s.open(key, token: token)
+        let other = [UInt8](repeating: 8, count: 32)
+        #expect(throws: ReplicaStore.StoreError.notOwner(key)) { _ = try s.append(key, token: other, first: 0, entries: entries(1)) }
+        #expect(throws: ReplicaStore.StoreError.notOwner(key)) { try s.free(key, token: other) }
+        #expect(throws: ReplicaStore.StoreError.alreadyExists(key)) {
+            _ = try s.append(key, token: token, first: 0, entries: entries(1))
+            try s.open(key, token: token)
+        }
+    }
+
+    @Test func cutsATornTailAtRestart() throws {
+        let dir = TestEnvironment.temporaryDirectory("torn")
+        let s = try store(dir)
+        try s.open(key, token: token)
+        _ = try s.append(key, token: token, first: 0, entries: entries(10))
+        try s.sync(key, token: token)
+        let path = dir + "/replicas/" + hex16(key.writer) + "/" + hex16(key.segment) + ".seg"
+        let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int
+        // Cut the last entry in half, as a crash mid-write would.
+        #expect(truncate(path, off_t(size - 500)) == 0)
+        let again = try store(dir)
+        let r = try readAll(again, key)
+        #expect(r.entries.map { $0.entry } == Array(entries(10).prefix(9)))
+        #expect(again.tornTails == 1)
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int == size - 1032)
+    }
+
+    @Test func neverReturnsACorruptEntry() throws {
+        let dir = TestEnvironment.temporaryDirectory("flip")
+        let s = try store(dir)
+        try s.open(key, token: token)
+        _ = try s.append(key, token: token, first: 0, entries: entries(10))
+        try s.close(key, token: token)
+        let path = dir + "/replicas/" + hex16(key.writer) + "/" + hex16(key.segment) + ".seg"
+        // Flip one byte inside the payload of entry 4.
+        let fd = open(path, O_RDWR)
+        let offset = off_t(SegmentFormat.headerSize + 4 * (SegmentFormat.entryHeaderSize + 1000) + SegmentFormat.entryHeaderSize + 10)
+        var b: UInt8 = 0
+        pread(fd, &b, 1, offset)
+        b ^= 0x40
+        pwrite(fd, &b, 1, offset)
+        close(fd)
+        let again = try store(dir)
+        let r = try readAll(again, key)
+        var expected = entries(10)
+        expected.remove(at: 4)
+        #expect(r.entries.map { $0.entry } == expected)
+        #expect(again.corruptEntries == 1)
+        #expect(again.list(writer: key.writer).first?.corrupt == 1)
+    }
+
+    @Test func writesBuffersOutWhenTheBudgetIsPassed() throws {
+        let dir = TestEnvironment.temporaryDirectory("budget")
+        let s = try store(dir, buffer: 64 << 10)
+        try s.open(key, token: token)
+        _ = try s.append(key, token: token, first: 0, entries: entries(200))
+        #expect(s.stats.flushes > 0)
+        #expect(s.stats.bufferedBytes <= 64 << 10)
+        #expect(try readAll(s, key).entries.count == 200)
+    }
+}
