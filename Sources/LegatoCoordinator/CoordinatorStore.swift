@@ -20,12 +20,18 @@ public func openCoordinatorStore(_ spec: String) throws -> CoordinatorStore {
     if spec.hasPrefix("etcd:") {
         var url = String(spec.dropFirst("etcd:".count))
         if url.hasPrefix("http://") { url.removeFirst("http://".count) }
-        guard let ep = Endpoint(parsing: url.hasSuffix("/") ? String(url.dropLast()) : url) else {
-            throw LegatoError("--store etcd:http://HOST:PORT expected, got '\(spec)'")
+        var prefix = "/legato/"
+        if let slash = url.firstIndex(of: "/") {
+            let p = String(url[slash...])
+            if p.count > 1 { prefix = p.hasSuffix("/") ? p : p + "/" }
+            url = String(url[..<slash])
         }
-        return try EtcdStore(endpoint: ep)
+        guard let ep = Endpoint(parsing: url) else {
+            throw LegatoError("--store etcd:http://HOST:PORT[/PREFIX] expected, got '\(spec)'")
+        }
+        return try EtcdStore(endpoint: ep, prefix: prefix)
     }
-    throw LegatoError("--store must be sqlite:PATH or etcd:http://HOST:PORT, got '\(spec)'")
+    throw LegatoError("--store must be sqlite:PATH or etcd:http://HOST:PORT[/PREFIX], got '\(spec)'")
 }
 
 public final class SQLiteStore: CoordinatorStore {
@@ -48,11 +54,13 @@ public final class SQLiteStore: CoordinatorStore {
 /// etcd, which replicates it; the coordinator keeps nothing of its own on disk.
 public final class EtcdStore: CoordinatorStore {
     public let endpoint: Endpoint
-    private let prefix = "/legato/"
-    public var description: String { "etcd:http://\(endpoint)" }
+    private let prefix: String
+    public var description: String { "etcd:http://\(endpoint)\(prefix)" }
 
-    public init(endpoint: Endpoint) throws {
+    /// Every key lives under `prefix` (several clusters can share one etcd).
+    public init(endpoint: Endpoint, prefix: String = "/legato/") throws {
         self.endpoint = endpoint
+        self.prefix = prefix
         _ = try call("/v3/kv/range", ["key": b64(prefix + "probe")])
     }
 

@@ -12,7 +12,7 @@ struct CoordCommand: ParsableCommand {
     @Option(help: "Address to listen on.")
     var listen: Endpoint = Endpoint(host: "127.0.0.1", port: 7300)
 
-    @Option(help: "Where the state lives: sqlite:PATH (default <state dir>/coordinator.db) or etcd:http://HOST:PORT.")
+    @Option(help: "Where the state lives: sqlite:PATH (default <state dir>/coordinator.db) or etcd:http://HOST:PORT[/PREFIX].")
     var store: String?
 
     @Option(name: .customLong("heartbeat-ms"), help: "How often nodes heartbeat.")

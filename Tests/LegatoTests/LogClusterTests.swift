@@ -1,0 +1,194 @@
+import Foundation
+import Glibc
+import Testing
+import LegatoCore
+import LegatoLog
+import LegatoSystem
+import LegatoWire
+
+/// Log nodes as real daemons on loopback: replication through failures, restarts over damaged
+/// files, a full disk, hostile peers.
+@Suite(.serialized) struct LogClusterTests {
+    func entries(_ n: Int, size: Int = 1024, seed: Int = 0) -> [ReplicaStore.Entry] {
+        (0..<n).map { (i: Int) -> ReplicaStore.Entry in
+            let payload: [UInt8] = (0..<size).map { (k: Int) -> UInt8 in UInt8(truncatingIfNeeded: k &* 7 &+ i &* 13 &+ seed) }
+            return ReplicaStore.Entry(epoch: UInt32(i / 100), slab: UInt64(i % 4), payload: payload)
+        }
+    }
+
+    /// Which alive log nodes hold each segment of `writer`, asked of the nodes themselves.
+    func holders(_ cluster: TestCluster, writer: UInt64) throws -> [UInt64: [String]] {
+        var out: [UInt64: [String]] = [:]
+        for n in try cluster.status() where n["role"] as? String == "log" && n["state"] as? String == "alive" {
+            let addr = n["address"] as! String
+            let c = try LogNodeClient(endpoint: Endpoint(parsing: addr)!, secret: cluster.secret, token: [UInt8](repeating: 3, count: 32))
+            for r in try c.list(writer: writer) { out[r.segment, default: []].append(addr) }
+            c.close()
+        }
+        return out
+    }
+
+    @Test func appendsSurviveTheDeathOfALogNode() throws {
+        let cluster = try TestCluster(memory: 0, log: 4)
+        defer { cluster.down() }
+        let writer: UInt64 = 0x5eed
+        let log = try LogWriter(config: .init(writer: writer, replicas: 3, segmentBytes: 64 << 10, secret: cluster.secret,
+                                              token: Sys.randomBytes(32), coordinator: cluster.coordinator))
+        defer { log.close() }
+        log.startMonitoring()
+        let first = entries(150)
+        try log.append(first)
+        try log.sync()
+        // Kill a node that holds replicas, while the log is open.
+        let victim = log.placement.first!.nodes.first!.description
+        cluster.kill9(address: victim)
+        // Appends go on while the coordinator has not noticed yet (the failed replica is replaced).
+        let second = entries(150, seed: 1)
+        try log.append(second)
+        try log.closeOpenSegment()
+        try cluster.waitUntil("the coordinator declares \(victim) dead") {
+            try cluster.status().contains { $0["address"] as? String == victim && $0["state"] as? String == "dead" }
+        }
+        try cluster.waitUntil("three live replicas of every segment") {
+            _ = try log.ensureReplication()
+            let h = try holders(cluster, writer: writer)
+            return log.segmentIDs.allSatisfy { h[$0]?.count == 3 } && h.values.allSatisfy { !$0.contains(victim) }
+        }
+        #expect(log.segmentIDs.count >= 5)
+        var got: [ReplicaStore.Entry] = []
+        for s in log.segmentIDs { got += try log.read(segment: s) }
+        #expect(got == first + second, "every acknowledged entry is readable after the failure")
+        // A new writer for the same log finds every segment again.
+        let again = try LogWriter(config: .init(writer: writer, secret: cluster.secret, token: Sys.randomBytes(32), coordinator: cluster.coordinator))
+        #expect(again.segmentIDs == log.segmentIDs)
+        again.close()
+    }
+
+    /// A standalone log node process with its own directory.
+    final class LogNodeProcess {
+        let dir: String
+        let port: UInt16
+        let secretFile: String
+        var command: SpawnedCommand?
+        var endpoint: Endpoint { Endpoint(host: "127.0.0.1", port: port) }
+
+        init(dir: String? = nil, buffer: String = "64M") throws {
+            self.dir = dir ?? TestEnvironment.temporaryDirectory("logd")
+            secretFile = TestEnvironment.temporaryDirectory("secret") + "/s"
+            try "log-node-test-secret\n".write(toFile: secretFile, atomically: true, encoding: .utf8)
+            port = try freePort()
+            try start(buffer: buffer)
+        }
+
+        func start(buffer: String = "64M") throws {
+            command = try SpawnedCommand([TestEnvironment.legato, "logd", "--listen", endpoint.description, "--dir", dir,
+                                          "--buffer", buffer, "--secret-file", secretFile])
+            guard command!.waitForOutput(timeoutSeconds: 10, { _, e in e.contains("listening on") }) else {
+                throw TestFailure("logd did not start: \(command!.stderrSoFar)")
+            }
+        }
+
+        func stop() {
+            command?.signal(SIGTERM)
+            _ = try? command?.wait(timeoutSeconds: 10)
+        }
+
+        var secret: ClusterSecret { try! ClusterSecret.load(path: secretFile) }
+    }
+
+    @Test func restartsOverATornTailAndAFlippedByte() throws {
+        let node = try LogNodeProcess()
+        let token = Sys.randomBytes(32)
+        let c = try LogNodeClient(endpoint: node.endpoint, secret: node.secret, token: token)
+        let es = entries(40, size: 2000)
+        try c.open(writer: 1, segment: 1)
+        _ = try c.append(writer: 1, segment: 1, first: 0, entries: es[0..<40])
+        try c.close(writer: 1, segment: 1)
+        try c.open(writer: 1, segment: 2)
+        _ = try c.append(writer: 1, segment: 2, first: 0, entries: es[0..<20])
+        try c.sync(writer: 1, segment: 2)
+        c.close()
+        node.stop()
+
+        let base = node.dir + "/replicas/" + String(repeating: "0", count: 15) + "1/"
+        // Segment 1: flip one byte in entry 7's payload.
+        let seg1 = base + String(repeating: "0", count: 15) + "1.seg"
+        let fd = open(seg1, O_RDWR)
+        let off = off_t(SegmentFormat.headerSize + 7 * (SegmentFormat.entryHeaderSize + 2000) + SegmentFormat.entryHeaderSize + 99)
+        var b: UInt8 = 0
+        pread(fd, &b, 1, off)
+        b ^= 1
+        pwrite(fd, &b, 1, off)
+        close(fd)
+        // Segment 2: cut its last entry short.
+        let seg2 = base + String(repeating: "0", count: 15) + "2.seg"
+        let size = (try FileManager.default.attributesOfItem(atPath: seg2)[.size] as! NSNumber).intValue
+        truncate(seg2, off_t(size - 700))
+
+        try node.start()
+        defer { node.stop() }
+        #expect(node.command!.waitForOutput { _, e in e.contains("torn tail") && e.contains("corrupt entry") })
+        let r = try LogNodeClient(endpoint: node.endpoint, secret: node.secret, token: Sys.randomBytes(32))
+        let one = try r.readAll(writer: 1, segment: 1)
+        var expected = Array(es[0..<40])
+        expected.remove(at: 7)
+        #expect(one.entries.map { $0.1 } == expected, "the corrupt entry is skipped, never returned")
+        #expect(one.closed)
+        let two = try r.readAll(writer: 1, segment: 2)
+        #expect(two.entries.map { $0.1 } == Array(es[0..<19]), "the torn entry is cut off")
+        let stats = try JSONSerialization.jsonObject(with: Data(try r.rpc.stats().utf8)) as! [String: Any]
+        #expect(stats["torn_tails"] as? Int == 1)
+        #expect(stats["corrupt_entries"] as? Int == 1)
+        // The writer can go on appending after the cut.
+        let w = try LogNodeClient(endpoint: node.endpoint, secret: node.secret, token: token)
+        #expect(try w.append(writer: 1, segment: 2, first: 19, entries: es[19..<20]) == 20)
+    }
+
+    @Test func refusesWhatTheDiskCannotHoldAndKeepsServingReads() throws {
+        try requireAgentCapabilities()  // root, to mount a small tmpfs
+        let dir = TestEnvironment.temporaryDirectory("full")
+        guard runCommandStatus(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir]) == 0 else {
+            throw TestFailure("cannot mount a tmpfs on \(dir)")
+        }
+        defer { _ = runCommandStatus(["umount", "-l", dir]) }
+        let node = try LogNodeProcess(dir: dir, buffer: "1M")
+        defer { node.stop() }
+        let c = try LogNodeClient(endpoint: node.endpoint, secret: node.secret, token: Sys.randomBytes(32))
+        try c.open(writer: 2, segment: 1)
+        let es = entries(2000, size: 4000)
+        var durable = 0
+        var refusal: RemoteError?
+        for i in 0..<es.count {
+            do {
+                _ = try c.append(writer: 2, segment: 1, first: UInt32(i), entries: es[i..<i + 1])
+                try c.sync(writer: 2, segment: 1)
+                durable = i + 1
+            } catch let e as RemoteError {
+                refusal = e
+                break
+            }
+        }
+        #expect(refusal?.status == .capacityExceeded, "a full disk is refused with a clear error")
+        #expect(refusal?.message.contains("ENOSPC") == true || refusal?.message.contains("disk full") == true, "\(String(describing: refusal))")
+        #expect(durable > 50)
+        // Everything acknowledged as durable is there, and reads go on.
+        let r = try c.readAll(writer: 2, segment: 1)
+        #expect(Array(r.entries.map { $0.1 }.prefix(durable)) == Array(es.prefix(durable)))
+        try c.rpc.ping()
+    }
+
+    @Test func survivesHostileMessages() throws {
+        let node = try LogNodeProcess()
+        defer { node.stop() }
+        try barrageOfHostileMessages(node.endpoint, secret: node.secret,
+                                     opcodes: [.openReplica, .appendEntries, .syncReplica, .closeReplica, .freeReplica, .listReplicas, .readReplica])
+        // APPEND whose entry claims a payload longer than the frame
+        var w = WireWriter()
+        w.u64(1); w.u64(1); w.u32(0); w.u32(1); w.u8(1); w.u32(0); w.u64(0); w.u32(1 << 24)
+        #expect(try sendHostile(to: node.endpoint, secret: node.secret, frame(Opcode.appendEntries.rawValue, w.bytes))?.status == .badRequest)
+    }
+}
+
+func runCommandStatus(_ argv: [String]) -> Int32 {
+    (try? runCommand(argv, timeoutSeconds: 30))?.status ?? -1
+}

@@ -1,0 +1,148 @@
+import Foundation
+import Glibc
+import LegatoCore
+import LegatoSystem
+import LegatoWire
+import Testing
+
+/// A cluster started with `legato cluster up` in its own directory.
+final class TestCluster {
+    let dir: String
+    let coordinator: Endpoint
+    let secretFile: String
+    let secret: ClusterSecret
+    private(set) var daemons: [(name: String, pid: pid_t, address: String)]
+
+    init(memory: Int, log: Int, deadAfterMillis: Int = 1000, store: String? = nil) throws {
+        dir = TestEnvironment.temporaryDirectory("cluster")
+        secretFile = dir + "/secret"
+        try "cluster-test-secret-\(UInt64.random(in: 0...UInt64.max))\n".write(toFile: secretFile, atomically: true, encoding: .utf8)
+        secret = try ClusterSecret.load(path: secretFile)
+        var args = [TestEnvironment.legato, "cluster", "up", "--memory", String(memory), "--log", String(log), "--dir", dir,
+                    "--secret-file", secretFile, "--dead-after-ms", String(deadAfterMillis), "--memory-capacity", "256M"]
+        if let store { args += ["--store", store] }
+        let r = try runCommand(args, timeoutSeconds: 60)
+        guard r.status == 0, let ep = Endpoint(parsing: r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw TestFailure("cluster up failed (\(r.status)): \(r.stdout) \(r.stderr)")
+        }
+        coordinator = ep
+        daemons = []
+        try reloadDaemons()
+    }
+
+    func reloadDaemons() throws {
+        let d = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/cluster.json"))) as! [String: Any]
+        daemons = (d["daemons"] as! [[String: Any]]).map { ($0["name"] as! String, ($0["pid"] as! NSNumber).int32Value, $0["address"] as! String) }
+    }
+
+    func pid(of address: String) -> pid_t? { daemons.first { $0.address == address }?.pid }
+    func pid(named name: String) -> pid_t? { daemons.first { $0.name == name }?.pid }
+
+    func kill9(address: String) {
+        if let p = pid(of: address) { kill(p, SIGKILL) }
+    }
+
+    /// `legato status --json`, parsed.
+    func status() throws -> [[String: Any]] {
+        let r = try runCommand([TestEnvironment.legato, "status", "--json", "--coordinator", coordinator.description, "--secret-file", secretFile])
+        guard r.status == 0, let d = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any],
+              let nodes = d["nodes"] as? [[String: Any]] else {
+            throw TestFailure("status failed: \(r.stdout) \(r.stderr)")
+        }
+        return nodes
+    }
+
+    func waitUntil(timeoutSeconds: Double = 20, _ what: String, _ condition: () throws -> Bool) throws {
+        let deadline = monotonicNanos() + UInt64(timeoutSeconds * 1e9)
+        while monotonicNanos() < deadline {
+            if (try? condition()) == true { return }
+            usleep(50_000)
+        }
+        throw TestFailure("timed out waiting for: \(what)")
+    }
+
+    func down() {
+        _ = try? runCommand([TestEnvironment.legato, "cluster", "down", "--dir", dir], timeoutSeconds: 60)
+    }
+}
+
+/// An etcd server on loopback for the coordinator's etcd store: the one `.ci/run` started
+/// (LEGATO_TEST_ETCD=http://HOST:PORT), or one of our own.
+final class EtcdServer {
+    let endpoint: Endpoint
+    private var process: SpawnedCommand?
+
+    init() throws {
+        if let url = ProcessInfo.processInfo.environment["LEGATO_TEST_ETCD"], let ep = Endpoint(parsing: url.replacingOccurrences(of: "http://", with: "")) {
+            endpoint = ep
+            return
+        }
+        guard access("/usr/bin/etcd", X_OK) == 0 else {
+            throw TestFailure("etcd is not installed (Debian's etcd-server); .ci/run installs it")
+        }
+        let dir = TestEnvironment.temporaryDirectory("etcd")
+        let client = try freePort(), peer = try freePort()
+        endpoint = Endpoint(host: "127.0.0.1", port: client)
+        process = try SpawnedCommand(["/usr/bin/etcd", "--name", "t", "--data-dir", dir,
+                                      "--listen-client-urls", "http://127.0.0.1:\(client)", "--advertise-client-urls", "http://127.0.0.1:\(client)",
+                                      "--listen-peer-urls", "http://127.0.0.1:\(peer)", "--initial-advertise-peer-urls", "http://127.0.0.1:\(peer)",
+                                      "--initial-cluster", "t=http://127.0.0.1:\(peer)"])
+        let deadline = monotonicNanos() + 20_000_000_000
+        while monotonicNanos() < deadline {
+            if (try? HTTPClient.post(host: "127.0.0.1", port: client, path: "/v3/kv/range", json: ["key": "eA=="]))?.status == 200 { return }
+            usleep(100_000)
+        }
+        throw TestFailure("etcd did not start: \(process!.stderrSoFar.suffix(2000))")
+    }
+
+    /// A store spec with a prefix of its own, so tests sharing one etcd do not see each other.
+    var storeSpec: String { "etcd:http://\(endpoint)/legato-test-\(String(UInt64.random(in: 0...UInt64.max), radix: 16))/" }
+
+    func stop() {
+        process?.signal(SIGTERM)
+        _ = try? process?.wait(timeoutSeconds: 20)
+    }
+}
+
+/// Sends raw bytes to a daemon (after a proper handshake unless `authenticate` is false) and returns
+/// the last frame it answered (nil if it just closed).
+func sendHostile(to endpoint: Endpoint, secret: ClusterSecret, authenticate: Bool = true, _ bytes: [UInt8]) throws -> Frame? {
+    let conn = try Connection.connect("peer", host: endpoint.host, port: endpoint.port)
+    defer { conn.close() }
+    Socket.setTimeout(conn.fd, seconds: 5)
+    if authenticate { try Handshake.connect(conn, secret: secret, token: [UInt8](repeating: 0xa, count: 32)) }
+    try bytes.withUnsafeBytes { try Socket.writeFully(conn.fd, [$0]) }
+    shutdown(conn.fd, Int32(SHUT_WR))
+    var last: Frame?
+    while let f = try? conn.receive() { last = f }
+    return last
+}
+
+func frame(_ op: UInt8, _ payload: [UInt8], length: UInt32? = nil) -> [UInt8] {
+    FrameHeader(opcode: op, requestID: 9, length: length ?? UInt32(payload.count)).encoded() + payload
+}
+
+/// Throws garbage of every kind at a daemon's opcodes; it must answer or close, and stay up.
+func barrageOfHostileMessages(_ endpoint: Endpoint, secret: ClusterSecret, opcodes: [Opcode]) throws {
+    _ = try sendHostile(to: endpoint, secret: secret, authenticate: false, Array("GET / HTTP/1.1\r\n\r\n".utf8))
+    _ = try sendHostile(to: endpoint, secret: ClusterSecret(bytes: Array("wrong-secret-0000".utf8)), authenticate: false,
+                        [UInt8](repeating: 0, count: 200))
+    _ = try sendHostile(to: endpoint, secret: secret, frame(opcodes[0].rawValue, [], length: 1 << 30))
+    _ = try sendHostile(to: endpoint, secret: secret, [UInt8](repeating: 0x41, count: 64))
+    #expect(try sendHostile(to: endpoint, secret: secret, frame(0x7e, []))?.status == .badRequest)
+    var rng = SystemRandomNumberGenerator()
+    for op in opcodes {
+        // empty, truncated, oversized counts, random junk
+        _ = try sendHostile(to: endpoint, secret: secret, frame(op.rawValue, []))
+        _ = try sendHostile(to: endpoint, secret: secret, frame(op.rawValue, [UInt8](repeating: 0xff, count: 40)))
+        _ = try sendHostile(to: endpoint, secret: secret, Array(frame(op.rawValue, [UInt8](repeating: 1, count: 64)).prefix(30)))
+        for _ in 0..<8 {
+            let junk = (0..<Int.random(in: 0..<300, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            _ = try sendHostile(to: endpoint, secret: secret, frame(op.rawValue, junk))
+        }
+    }
+    // still serving honest clients
+    let c = try RPCClient(endpoint: endpoint, secret: secret, token: [UInt8](repeating: 1, count: 32))
+    try c.ping()
+    c.close()
+}
