@@ -16,6 +16,7 @@ public final class Agent {
         public var arguments: [String]
         public var environment: [String]
         public var memoryNodes: [Endpoint]
+        public var coordinator: Endpoint?
         public var localBudgetBytes: UInt64
         public var secret: ClusterSecret
         public var statsJSONPath: String?
@@ -150,8 +151,9 @@ public final class Agent {
     /// (PROG's status, 128+N if a signal killed it).
     public func run(inheritedSignals: InheritedSignalState) throws -> Int32 {
         signalFD = try makeSignalFD()
-        pool = try RemotePool(endpoints: config.memoryNodes, secret: config.secret, token: token, space: space)
-        writeBack = try WriteBack(endpoints: config.memoryNodes, secret: config.secret, token: token, space: space)
+        pool = try RemotePool(endpoints: config.memoryNodes, coordinator: config.coordinator, secret: config.secret, token: token, space: space)
+        writeBack = try WriteBack(endpoints: pool.endpoints, secret: config.secret, token: token, space: space)
+        pool.onNewNode = { [writeBack] ep in writeBack?.addEndpoint(ep) }
 
         let path: String
         let spawned: Sys.Spawned
@@ -277,7 +279,7 @@ public final class Agent {
 
     func finish(exitStatus: Int32?) {
         writeBack?.stop()
-        let extra: [String: Any] = ["memory_nodes": config.memoryNodes.map { $0.description }]
+        let extra: [String: Any] = ["memory_nodes": pool?.endpoints.map { $0.description } ?? []]
         if let path = config.statsJSONPath {
             let json = stats.json(exitStatus: exitStatus, extra: extra)
             if !FileManager.default.createFile(atPath: path, contents: Data(json.utf8)) {

@@ -1,4 +1,5 @@
 import Foundation
+import LegatoCoordinator
 import LegatoCore
 import LegatoSystem
 import LegatoWire
@@ -8,7 +9,9 @@ import LegatoWire
 /// Keys are grouped into slabs (`slabPages` consecutive keys); a slab is placed on a node the
 /// first time a page of it is stored, by randomization plus refinement (two random candidates,
 /// the one with more free room wins — RAMCloud's placement). A page stored elsewhere because its
-/// slab's node was full is recorded in `overrides`. Used from the event-loop thread only.
+/// slab's node was full is recorded in `overrides`. With a coordinator, the nodes are the cluster's
+/// live memory nodes and the coordinator places slabs (and remembers where). Used from the
+/// event-loop thread only.
 final class RemotePool {
     final class Node {
         let index: Int
@@ -37,20 +40,60 @@ final class RemotePool {
     private var slabOwner: [UInt64: Int] = [:]
     private var overrides: [UInt64: Int] = [:]
     private var rng = SystemRandomNumberGenerator()
+    private let coordinator: CoordinatorClient?
+    private var nodeIDs: [UInt64: Int] = [:]   // coordinator node id -> index in `nodes`
+    /// Told of every node added after the start (the write-back thread connects to it too).
+    var onNewNode: ((Endpoint) -> Void)?
 
-    init(endpoints: [Endpoint], secret: ClusterSecret, token: [UInt8], space: UInt64) throws {
+    init(endpoints: [Endpoint], coordinator: Endpoint?, secret: ClusterSecret, token: [UInt8], space: UInt64) throws {
         self.space = space
         self.token = token
         self.secret = secret
-        for (i, ep) in endpoints.enumerated() {
-            let client: MemoryClient
-            do { client = try MemoryClient(endpoint: ep, secret: secret, token: token) } catch {
-                throw LegatoError("cannot reach memory node \(ep): \(error)")
+        var eps = endpoints
+        if let c = coordinator {
+            let client = try CoordinatorClient(endpoint: c, secret: secret, token: token)
+            self.coordinator = client
+            for n in try client.nodes().nodes where n.role == .memory && n.alive {
+                guard let ep = Endpoint(parsing: n.address) else { continue }
+                nodeIDs[n.id] = eps.count
+                eps.append(ep)
             }
-            try client.createSpace(space)
-            client.rpc.connection.spinNanos = Agent.spinNanos("LEGATO_FETCH_SPIN_US", 50)
-            let free = Self.freePages(statsJSON: (try? client.rpc.stats()) ?? "")
-            nodes.append(Node(index: i, endpoint: ep, fetcher: client, freePages: free))
+            if eps.isEmpty { throw LegatoError("the coordinator at \(c) knows no live memory node") }
+        } else {
+            self.coordinator = nil
+        }
+        for ep in eps { try connect(ep) }
+    }
+
+    /// The endpoints of the nodes in index order (the write-back thread's view).
+    var endpoints: [Endpoint] { nodes.map { $0.endpoint } }
+
+    @discardableResult
+    private func connect(_ ep: Endpoint) throws -> Int {
+        let client: MemoryClient
+        do { client = try MemoryClient(endpoint: ep, secret: secret, token: token) } catch {
+            throw LegatoError("cannot reach memory node \(ep): \(error)")
+        }
+        try client.createSpace(space)
+        client.rpc.connection.spinNanos = Agent.spinNanos("LEGATO_FETCH_SPIN_US", 50)
+        let free = Self.freePages(statsJSON: (try? client.rpc.stats()) ?? "")
+        nodes.append(Node(index: nodes.count, endpoint: ep, fetcher: client, freePages: free))
+        return nodes.count - 1
+    }
+
+    /// The coordinator's placement of a slab, as an index into `nodes` (connecting to a new node).
+    private func placeWithCoordinator(_ slab: UInt64) -> Int? {
+        guard let c = coordinator else { return nil }
+        do {
+            let (id, address) = try c.assignSlab(space: space, slab: slab, slabBytes: UInt64(1) << (Self.slabShift + 12))
+            if let i = nodeIDs[id] { return nodes[i].full || nodes[i].dead ? place() : i }
+            guard let ep = Endpoint(parsing: address) else { return place() }
+            let i = try connect(ep)
+            nodeIDs[id] = i
+            onNewNode?(ep)
+            return i
+        } catch {
+            return place()
         }
     }
 
@@ -65,7 +108,7 @@ final class RemotePool {
         if let o = overrides[key] { return o }
         let slab = key >> Self.slabShift
         if let n = slabOwner[slab] { return nodes[n].full ? place() : n }
-        guard let n = place() else { return nil }
+        guard let n = coordinator != nil ? placeWithCoordinator(slab) : place() else { return nil }
         slabOwner[slab] = n
         nodes[n].slabsAssigned += 1
         return n
@@ -137,6 +180,8 @@ final class RemotePool {
             try? n.fetcher.dropSpace(space)
             n.fetcher.close()
         }
+        try? coordinator?.dropSlabs(space: space)
+        coordinator?.close()
     }
 }
 

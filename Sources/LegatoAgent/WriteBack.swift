@@ -45,7 +45,7 @@ final class WriteBack {
     private var done: [Outcome] = []
     private var stopping = false
     private var clients: [Int: MemoryClient] = [:]
-    private let endpoints: [Endpoint]
+    private var endpoints: [Endpoint]
     private let secret: ClusterSecret
     private let token: [UInt8]
     private let space: UInt64
@@ -86,9 +86,12 @@ final class WriteBack {
         }
     }
 
+    /// A node the pool connected to after the start (its index is the next one).
+    func addEndpoint(_ ep: Endpoint) { lock.withLock { endpoints.append(ep) } }
+
     private func client(_ node: Int) throws -> MemoryClient {
         if let c = clients[node] { return c }
-        let c = try MemoryClient(endpoint: endpoints[node], secret: secret, token: token)
+        let c = try MemoryClient(endpoint: lock.withLock { endpoints[node] }, secret: secret, token: token)
         clients[node] = c
         return c
     }

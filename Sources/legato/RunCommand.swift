@@ -17,6 +17,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Memory nodes, HOST:PORT[,HOST:PORT...]. Default: an embedded node on loopback.")
     var memory: String?
 
+    @Option(help: "Join a cluster: its coordinator, HOST:PORT (instead of --memory).")
+    var coordinator: Endpoint?
+
     @Option(name: .customLong("local-mem"), help: "Most of PROG's managed memory kept resident locally (e.g. 64M). Default: half of physical memory.")
     var localMem: ByteSize?
 
@@ -40,6 +43,7 @@ struct RunCommand: ParsableCommand {
     func validate() throws {
         if command.first == "--" && command.count == 1 || command.isEmpty { throw ValidationError("no program given: legato run [options] -- PROG [ARGS...]") }
         if let m = memory, Endpoint.list(m) == nil { throw ValidationError("--memory wants HOST:PORT[,HOST:PORT...], got '\(m)'") }
+        if memory != nil && coordinator != nil { throw ValidationError("give --memory or --coordinator, not both") }
         if let l = localMem, l.bytes < 64 * 1024 { throw ValidationError("--local-mem \(l) is below the 64K minimum") }
         if prefetch < 1 || prefetch > 256 { throw ValidationError("--prefetch must be between 1 and 256") }
     }
@@ -55,6 +59,9 @@ struct RunCommand: ParsableCommand {
         let clusterSecret: ClusterSecret
         if let m = memory {
             nodes = Endpoint.list(m)!
+            clusterSecret = try secret.load()
+        } else if coordinator != nil {
+            nodes = []
             clusterSecret = try secret.load()
         } else {
             clusterSecret = ClusterSecret.random()
@@ -73,6 +80,7 @@ struct RunCommand: ParsableCommand {
                                   memoryNodes: nodes, localBudgetBytes: localMem?.bytes ?? physical / 2,
                                   secret: clusterSecret, statsJSONPath: statsJSON)
         config.prefetchMaxPages = prefetch
+        config.coordinator = coordinator
         config.newPIDNamespace = !noPIDNamespace
         let code: Int32
         do {

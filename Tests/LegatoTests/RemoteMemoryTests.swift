@@ -58,6 +58,20 @@ import LegatoWire
         #expect(used >= 2, "pages should be spread over several memory nodes")
     }
 
+    @Test func joinsAClusterThroughItsCoordinator() throws {
+        let cluster = try TestCluster(memory: 2, log: 0)
+        defer { cluster.down() }
+        try Legato.compareWithPlainRun([try Workloads.path("randrw"), "64", "2", "20000", "5"], footprintBytes: 64 << 20,
+                                       extra: ["--coordinator", cluster.coordinator.description, "--secret-file", cluster.secretFile])
+        var used = 0
+        for n in try cluster.status() {
+            let c = try MemoryClient(endpoint: Endpoint(parsing: n["address"] as! String)!, secret: cluster.secret, token: [UInt8](repeating: 1, count: 32))
+            let stats = try JSONSerialization.jsonObject(with: Data(try c.rpc.stats().utf8)) as! [String: Any]
+            if (stats["stored_pages"] as? Int ?? 0) > 0 { used += 1 }
+        }
+        #expect(used == 2, "the coordinator should have placed slabs on both memory nodes")
+    }
+
     @Test func keepsPagesLocalWhenEveryNodeIsFull() throws {
         let node = try Legato.MemoryNodeProcess(capacity: "8M")
         defer { node.stop() }
