@@ -56,6 +56,7 @@ public final class LogNode {
     public func stop() {
         member?.stop()
         server.stop()
+        store.shutdown()
         log.info("log node on \(endpoint) stopped")
     }
 }

@@ -24,7 +24,7 @@ public final class LogNodeClient {
         _ = try rpc.call(.openReplica, w.bytes)
     }
 
-    static func encodeAppend(writer: UInt64, segment: UInt64, first: UInt32, entries: ArraySlice<ReplicaStore.Entry>) -> [UInt8] {
+    public static func encodeAppend(writer: UInt64, segment: UInt64, first: UInt32, entries: ArraySlice<ReplicaStore.Entry>) -> [UInt8] {
         var w = WireWriter(capacity: 28 + entries.reduce(0) { $0 + 21 + $1.payload.count })
         w.u64(writer)
         w.u64(segment)
@@ -43,6 +43,9 @@ public final class LogNodeClient {
     public func startAppend(writer: UInt64, segment: UInt64, first: UInt32, entries: ArraySlice<ReplicaStore.Entry>) throws -> UInt32 {
         try rpc.send(.appendEntries, Self.encodeAppend(writer: writer, segment: segment, first: first, entries: entries))
     }
+
+    /// Sends an append already encoded with `encodeAppend` (one encoding for every replica).
+    public func startAppend(encoded: [UInt8]) throws -> UInt32 { try rpc.send(.appendEntries, encoded) }
 
     /// The replica's entry count after the append.
     public func finishAppend(_ id: UInt32) throws -> UInt32 {

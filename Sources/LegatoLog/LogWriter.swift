@@ -235,8 +235,9 @@ public final class LogWriter {
     private func appendToReplicas(_ s: Segment, _ chunk: ArraySlice<ReplicaStore.Entry>) throws {
         var pending: [(UInt64, UInt32)] = []
         var failed: [UInt64] = []
+        let encoded = LogNodeClient.encodeAppend(writer: config.writer, segment: s.id, first: s.count, entries: chunk)
         for id in s.replicas {
-            do { pending.append((id, try client(id).startAppend(writer: config.writer, segment: s.id, first: s.count, entries: chunk))) } catch {
+            do { pending.append((id, try client(id).startAppend(encoded: encoded))) } catch {
                 failed.append(id)
                 dropNode(id, "\(error)")
             }
@@ -320,15 +321,14 @@ public final class LogWriter {
         }
         s.replicas.removeAll { failed.contains($0) }
         if !failed.isEmpty { try topUp(s) }
-        s.closed = true
-        s.unsynced = false
+        s.closed = true  // still `unsynced`: log nodes write a closed replica out right away, `sync` waits for it
         s.entries.removeAll()
     }
 
     /// Makes everything appended durable on every replica.
     public func sync() throws {
         try lock.withLock {
-            for s in segments where s.unsynced && !s.closed {
+            for s in segments where s.unsynced {
                 var pending: [(UInt64, UInt32)] = []
                 var failed: [UInt64] = []
                 for id in s.replicas {
@@ -352,7 +352,7 @@ public final class LogWriter {
         }
     }
 
-    /// Closes the open segment (footer, flush, fsync on every replica).
+    /// Closes the open segment (its replicas write it out; `sync` waits until they have).
     public func closeOpenSegment() throws {
         try lock.withLock {
             if let s = segments.last, !s.closed { try closeSegment(s) }

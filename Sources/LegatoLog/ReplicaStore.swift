@@ -73,6 +73,7 @@ public final class ReplicaStore {
     }
 
     final class Replica {
+        let lock = Lock()
         let key: Key
         let path: String
         var owner: [UInt8]
@@ -100,6 +101,8 @@ public final class ReplicaStore {
     private let lock = Lock()
     private var replicas: [Key: Replica] = [:]
     private var buffered = 0
+    private var closedQueue: [Replica] = []
+    private var stopping = false
 
     // counters
     public private(set) var tornTails = 0
@@ -115,6 +118,7 @@ public final class ReplicaStore {
         self.log = log
         try FileManager.default.createDirectory(atPath: directory + "/replicas", withIntermediateDirectories: true)
         try recover()
+        startThread(name: "flusher") { [self] in flusherLoop() }
     }
 
     static func ownerTag(_ token: [UInt8]) -> [UInt8] {
@@ -126,13 +130,30 @@ public final class ReplicaStore {
     }
 
     // MARK: writer operations
+    //
+    // Locking: `lock` guards the catalogue and the buffered-bytes total; each replica's own lock
+    // guards its buffer and file. A replica's lock is never taken with `lock` held the other way round,
+    // and disk writes happen under the replica's lock only, so other writers go on meanwhile.
+
+    private func lookup(_ k: Key) throws -> Replica {
+        guard let r = lock.withLock({ replicas[k] }) else { throw StoreError.noSuchReplica(k) }
+        return r
+    }
+
+    private func adjustBuffered(_ delta: Int) {
+        lock.withLock {
+            buffered += delta
+            if buffered > bufferLimit { lock.broadcast() }
+        }
+    }
 
     public func open(_ k: Key, token: [UInt8]) throws {
         try lock.withLock {
             let tag = Self.ownerTag(token)
             if let r = replicas[k] {
                 // Opening again (a retried request) by the same writer is fine while it is empty.
-                guard r.owner == tag, r.entries.isEmpty, !r.closed else { throw StoreError.alreadyExists(k) }
+                let ok = r.lock.withLock { r.owner == tag && r.entries.isEmpty && !r.closed }
+                guard ok else { throw StoreError.alreadyExists(k) }
                 return
             }
             let p = path(k)
@@ -149,6 +170,7 @@ public final class ReplicaStore {
             // Re-checksum with the owner tag in the reserved bytes.
             let crc = header.withUnsafeBytes { Sys.crc32c(0, UnsafeRawBufferPointer(rebasing: $0[0..<60])) }
             SegmentFormat.put32(&header, 60, crc)
+            r.buffer.reserveCapacity(1 << 20)
             r.buffer = header
             buffered += header.count
             replicas[k] = r
@@ -158,15 +180,18 @@ public final class ReplicaStore {
     /// Appends entries starting at index `first` (the replica's entry count: appends are in order;
     /// a retried append of entries already here is accepted). Returns (entries, bytes) after it.
     public func append(_ k: Key, token: [UInt8], first: UInt32, entries: [Entry]) throws -> (UInt32, UInt64) {
-        try lock.withLock {
-            let r = try writable(k, token)
+        let r = try lookup(k)
+        let overLimit = lock.withLock { buffered > bufferLimit }
+        let (result, delta): ((UInt32, UInt64), Int) = try r.lock.withLock {
+            try check(r, token)
             let have = UInt32(r.entries.count)
             if first < have {
                 guard first + UInt32(entries.count) <= have else { throw StoreError.outOfOrder(k, expected: have, got: first) }
-                return (have, r.totalLength)
+                return ((have, r.totalLength), 0)
             }
             guard first == have else { throw StoreError.outOfOrder(k, expected: have, got: first) }
-            if r.ioError != nil && buffered > bufferLimit { throw StoreError.bufferFull(k) }
+            if r.ioError != nil && overLimit { throw StoreError.bufferFull(k) }
+            let before = r.buffer.count
             for e in entries {
                 let index = UInt32(r.entries.count)
                 let offset = r.totalLength
@@ -177,68 +202,141 @@ public final class ReplicaStore {
                                                                          epoch: e.epoch, slab: e.slab, index: index, crc: crc)))
                 r.digest = Sys.crc32c(r.digest, withUnsafeBytes(of: crc.littleEndian) { $0 })
                 r.dataBytes += UInt64(e.payload.count)
-                buffered += SegmentFormat.entryHeaderSize + e.payload.count
             }
-            if buffered > bufferLimit { flushLargest() }
-            return (UInt32(r.entries.count), r.totalLength)
+            return ((UInt32(r.entries.count), r.totalLength), r.buffer.count - before)
         }
+        adjustBuffered(delta)
+        return result
     }
 
     /// Writes the replica's buffer to disk and fsyncs it.
     public func sync(_ k: Key, token: [UInt8]) throws {
-        try lock.withLock {
-            let r = try writable(k, token, allowClosed: true)
-            try flush(r, fsync: true)
+        let r = try lookup(k)
+        var written = 0
+        defer { adjustBuffered(-written) }
+        try r.lock.withLock {
+            try check(r, token, allowClosed: true)
+            written = try flushLocked(r, fsync: true)
         }
     }
 
-    /// Writes the footer, flushes and fsyncs; the replica takes no more appends.
+    /// Ends the replica with its footer; it takes no more appends. The footer is "stored" (buffered)
+    /// on return; the flusher writes the replica out and fsyncs it right after (`sync` waits for that).
     public func close(_ k: Key, token: [UInt8]) throws {
-        try lock.withLock {
-            let r = try writable(k, token, allowClosed: true)
-            if r.closed { return }
+        let r = try lookup(k)
+        let delta: Int = try r.lock.withLock {
+            try check(r, token, allowClosed: true)
+            if r.closed { return 0 }
             let footer = SegmentFormat.footerPayload(entries: UInt32(r.entries.count), bytes: r.dataBytes, digest: r.digest)
             let before = r.buffer.count
             footer.withUnsafeBytes {
                 _ = SegmentFormat.appendEntry(to: &r.buffer, type: SegmentFormat.EntryType.footer.rawValue, flags: 0, epoch: 0,
                                               slab: 0, index: UInt32(r.entries.count), payload: $0)
             }
-            buffered += r.buffer.count - before
             r.closed = true
-            do { try flush(r, fsync: true) } catch {
-                // Not closed after all: the footer stays buffered and the writer hears why.
-                throw error
-            }
-            Glibc.close(r.fd)
-            r.fd = -1
+            return r.buffer.count - before
+        }
+        lock.withLock {
+            buffered += delta
+            closedQueue.append(r)
+            lock.broadcast()
         }
     }
 
     public func free(_ k: Key, token: [UInt8]) throws {
-        try lock.withLock {
-            guard let r = replicas[k] else { throw StoreError.noSuchReplica(k) }
+        let r = try lookup(k)
+        let dropped: Int = try r.lock.withLock {
             guard r.owner == Self.ownerTag(token) else { throw StoreError.notOwner(k) }
             if r.fd >= 0 { Glibc.close(r.fd) }
-            buffered -= r.buffer.count
+            r.fd = -1
             unlink(r.path)
+            defer { r.buffer.removeAll() }
+            return r.buffer.count
+        }
+        lock.withLock {
+            buffered -= dropped
             replicas[k] = nil
+            closedQueue.removeAll { $0 === r }
         }
     }
 
-    private func writable(_ k: Key, _ token: [UInt8], allowClosed: Bool = false) throws -> Replica {
-        guard let r = replicas[k] else { throw StoreError.noSuchReplica(k) }
-        guard r.owner == Self.ownerTag(token) else { throw StoreError.notOwner(k) }
-        if r.closed && !allowClosed { throw StoreError.closed(k) }
-        return r
+    /// Owner and state checks (replica lock held).
+    private func check(_ r: Replica, _ token: [UInt8], allowClosed: Bool = false) throws {
+        guard r.owner == Self.ownerTag(token) else { throw StoreError.notOwner(r.key) }
+        if r.closed && !allowClosed { throw StoreError.closed(r.key) }
+    }
+
+    // MARK: the flusher
+
+    /// Writes closed replicas out (and fsyncs them), and the largest buffers when the budget is passed.
+    private func flusherLoop() {
+        while true {
+            let (closed, over): ([Replica], Bool) = lock.withLock {
+                while closedQueue.isEmpty && buffered <= bufferLimit && !stopping { lock.wait(seconds: 1) }
+                if stopping { return ([], false) }
+                let c = closedQueue
+                closedQueue.removeAll()
+                return (c, buffered > bufferLimit)
+            }
+            if lock.withLock({ stopping }) { return }
+            for r in closed {
+                var written = 0
+                r.lock.withLock {
+                    do {
+                        written = try flushLocked(r, fsync: true)
+                        if r.closed && r.buffer.isEmpty && r.fd >= 0 {
+                            Glibc.close(r.fd)
+                            r.fd = -1
+                        }
+                    } catch {
+                        log.error("writing closed \(r.key): \(error)")
+                    }
+                }
+                adjustBuffered(-written)
+            }
+            if over { flushLargest() }
+            // A disk that refuses writes: do not spin on it.
+            if lock.withLock({ buffered > bufferLimit }) { usleep(50_000) }
+        }
+    }
+
+    private func flushLargest() {
+        let target = bufferLimit / 2
+        let candidates = lock.withLock { Array(replicas.values) }
+            .map { r in (r, r.lock.withLock { r.ioError == nil ? r.buffer.count : 0 }) }
+            .filter { $0.1 > 0 }
+            .sorted { $0.1 > $1.1 }
+        for (r, _) in candidates {
+            if lock.withLock({ buffered <= target }) { break }
+            var written = 0
+            r.lock.withLock {
+                do { written = try flushLocked(r, fsync: false) } catch { log.error("writing the buffer of \(r.key): \(error)") }
+            }
+            adjustBuffered(-written)
+        }
+    }
+
+    /// Stops the flusher and writes every buffer out, fsync'd (a clean shutdown loses nothing).
+    public func shutdown() {
+        lock.withLock {
+            stopping = true
+            lock.broadcast()
+        }
+        for r in lock.withLock({ Array(replicas.values) }) {
+            var written = 0
+            r.lock.withLock {
+                do { written = try flushLocked(r, fsync: true) } catch { log.error("writing \(r.key) at shutdown: \(error)") }
+            }
+            adjustBuffered(-written)
+        }
     }
 
     // MARK: reads (any authenticated peer: recovery reads another writer's log)
 
     public func list(writer: UInt64) -> [ReplicaInfo] {
-        lock.withLock {
-            replicas.values.filter { $0.key.writer == writer }.sorted { $0.key.segment < $1.key.segment }.map {
-                ReplicaInfo(segment: $0.key.segment, entries: UInt32($0.entries.count), bytes: $0.dataBytes,
-                            closed: $0.closed, corrupt: UInt32($0.corrupt))
+        lock.withLock { replicas.values.filter { $0.key.writer == writer } }.sorted { $0.key.segment < $1.key.segment }.map { r in
+            r.lock.withLock {
+                ReplicaInfo(segment: r.key.segment, entries: UInt32(r.entries.count), bytes: r.dataBytes, closed: r.closed, corrupt: UInt32(r.corrupt))
             }
         }
     }
@@ -254,19 +352,44 @@ public final class ReplicaStore {
     /// Entries from index `first` on (only those of `slabs`, if given), at most `maxEntries` and
     /// about `maxBytes` of payload. Entries whose checksum fails are skipped and counted, never returned.
     public func read(_ k: Key, first: UInt32, maxEntries: Int, maxBytes: Int, slabs: Set<UInt64>?) throws -> ReadResult {
-        try lock.withLock {
-            guard let r = replicas[k] else { throw StoreError.noSuchReplica(k) }
+        let r = try lookup(k)
+        return r.lock.withLock {
             var out: [(UInt32, Entry)] = []
             var bytes = 0
             var i = Int(first)
             var skipped: UInt32 = 0
             let fd = r.fd >= 0 ? r.fd : Glibc.open(r.path, O_RDONLY | O_CLOEXEC)
             defer { if r.fd < 0 && fd >= 0 { Glibc.close(fd) } }
+            // The entries of this page that are on disk are read with one pread (they are contiguous).
+            var end = i
+            var span = 0
+            while end < r.entries.count && end - i < maxEntries && span < maxBytes && r.entries[end].offset < r.fileLength {
+                span += SegmentFormat.entryHeaderSize + Int(r.entries[end].header.length)
+                end += 1
+            }
+            var disk: [UInt8] = []
+            var diskBase: UInt64 = 0
+            if end > i {
+                diskBase = r.entries[i].offset
+                let last = r.entries[end - 1]
+                let length = Int(last.offset - diskBase) + SegmentFormat.entryHeaderSize + Int(last.header.length)
+                disk = [UInt8](unsafeUninitializedCapacity: length) { buf, n in
+                    let got = pread(fd, buf.baseAddress, length, off_t(diskBase))
+                    n = got == length ? length : 0
+                }
+                if disk.isEmpty { log.error("reading \(length) bytes of \(r.key) at \(diskBase): \(Errno.name(errno))") }
+            }
             while i < r.entries.count && out.count < maxEntries && bytes < maxBytes {
                 let ref = r.entries[i]
                 i += 1
                 if let s = slabs, !s.contains(ref.header.slab) { continue }
-                guard let payload = payload(of: ref, in: r, fd: fd) else {
+                let payload: [UInt8]?
+                if !disk.isEmpty && ref.offset >= diskBase && ref.offset < diskBase + UInt64(disk.count) {
+                    payload = checkedPayload(ref, in: r, from: disk, at: Int(ref.offset - diskBase))
+                } else {
+                    payload = self.payload(of: ref, in: r, fd: fd)
+                }
+                guard let payload else {
                     skipped += 1
                     continue
                 }
@@ -275,6 +398,21 @@ public final class ReplicaStore {
             }
             return ReadResult(entries: out, next: UInt32(i), end: i >= r.entries.count, closed: r.closed, corruptSkipped: skipped)
         }
+    }
+
+    /// An entry's payload out of `raw` (which holds the entry at `at`), checked against its CRC.
+    private func checkedPayload(_ ref: EntryRef, in r: Replica, from raw: [UInt8], at o: Int) -> [UInt8]? {
+        let total = SegmentFormat.entryHeaderSize + Int(ref.header.length)
+        let ok = raw.withUnsafeBytes { b in
+            SegmentFormat.verify(header: UnsafeRawBufferPointer(rebasing: b[o..<o + SegmentFormat.entryHeaderSize]),
+                                 payload: UnsafeRawBufferPointer(rebasing: b[o + SegmentFormat.entryHeaderSize..<o + total]), claimed: ref.header.crc)
+        }
+        guard ok else {
+            lock.withLock { corruptEntries += 1 }
+            log.error("entry \(ref.header.index) of \(r.key) fails its checksum; not returned")
+            return nil
+        }
+        return Array(raw[o + SegmentFormat.entryHeaderSize..<o + total])
     }
 
     /// The payload of an entry, checked against its CRC (nil, logged and counted, if it fails).
@@ -296,25 +434,19 @@ public final class ReplicaStore {
                                  payload: UnsafeRawBufferPointer(rebasing: b[SegmentFormat.entryHeaderSize...]), claimed: ref.header.crc)
         }
         guard ok else {
-            corruptEntries += 1
+            lock.withLock { corruptEntries += 1 }
             log.error("entry \(ref.header.index) of \(r.key) fails its checksum; not returned")
             return nil
         }
         return Array(raw[SegmentFormat.entryHeaderSize...])
     }
 
-    // MARK: writing buffers out (lock held)
+    // MARK: writing buffers out
 
-    private func flushLargest() {
-        let target = bufferLimit / 2
-        for r in replicas.values.sorted(by: { $0.buffer.count > $1.buffer.count }) where buffered > target {
-            if r.buffer.isEmpty || r.ioError != nil { continue }
-            do { try flush(r, fsync: false) } catch { log.error("writing the buffer of \(r.key): \(error)") }
-        }
-    }
-
-    /// Writes r's buffer at the end of its file (cutting a partial write back to an entry boundary).
-    private func flush(_ r: Replica, fsync wantSync: Bool) throws {
+    /// Writes r's buffer at the end of its file (cutting a partial write back to an entry boundary);
+    /// returns how many buffered bytes went to the file. Replica lock held.
+    private func flushLocked(_ r: Replica, fsync wantSync: Bool) throws -> Int {
+        var moved = 0
         if !r.buffer.isEmpty {
             if r.fd < 0 { r.fd = Glibc.open(r.path, O_RDWR | O_CLOEXEC) }
             var done = 0
@@ -333,29 +465,35 @@ public final class ReplicaStore {
                 _ = ftruncate(r.fd, off_t(boundary))
                 r.buffer.removeFirst(kept)
                 r.fileLength = boundary
-                buffered -= kept
-                ioErrors += 1
                 let why = "\(Errno.name(failure)) writing \(r.path) at \(boundary)"
                 r.ioError = why
+                lock.withLock {
+                    buffered -= kept
+                    ioErrors += 1
+                }
                 log.error("\(why)")
                 throw failure == ENOSPC || failure == EDQUOT ? StoreError.diskFull(r.key, why) : StoreError.ioError(r.key, why)
             }
             r.fileLength += UInt64(done)
-            bytesWritten += UInt64(done)
-            buffered -= r.buffer.count
-            r.buffer.removeAll(keepingCapacity: false)
+            moved = done
+            r.buffer.removeAll(keepingCapacity: !r.closed)
             r.ioError = nil
-            flushes += 1
+            lock.withLock {
+                bytesWritten += UInt64(done)
+                flushes += 1
+            }
         }
         if wantSync && r.syncedLength < r.fileLength {
             if fdatasync(r.fd) != 0 {
-                let why = "\(Errno.name(errno)) syncing \(r.path)"
-                ioErrors += 1
+                let e = errno
+                let why = "\(Errno.name(e)) syncing \(r.path)"
                 r.ioError = why
-                throw errno == ENOSPC ? StoreError.diskFull(r.key, why) : StoreError.ioError(r.key, why)
+                lock.withLock { ioErrors += 1 }
+                throw e == ENOSPC ? StoreError.diskFull(r.key, why) : StoreError.ioError(r.key, why)
             }
             r.syncedLength = r.fileLength
         }
+        return moved
     }
 
     /// The largest entry boundary (or the header end) at or below `offset`.
@@ -469,10 +607,11 @@ public final class ReplicaStore {
     }
 
     public var stats: Stats {
-        lock.withLock {
-            Stats(replicas: replicas.count, openReplicas: replicas.values.filter { !$0.closed }.count, bufferedBytes: buffered,
-                  diskBytes: replicas.values.reduce(0) { $0 + $1.fileLength }, tornTails: tornTails, corruptEntries: corruptEntries,
-                  quarantined: quarantinedFiles, flushes: flushes, bytesWritten: bytesWritten, ioErrors: ioErrors)
+        let all = lock.withLock { Array(replicas.values) }
+        let (open, disk) = all.reduce((0, UInt64(0))) { acc, r in r.lock.withLock { (acc.0 + (r.closed ? 0 : 1), acc.1 + r.fileLength) } }
+        return lock.withLock {
+            Stats(replicas: replicas.count, openReplicas: open, bufferedBytes: buffered, diskBytes: disk, tornTails: tornTails,
+                  corruptEntries: corruptEntries, quarantined: quarantinedFiles, flushes: flushes, bytesWritten: bytesWritten, ioErrors: ioErrors)
         }
     }
 

@@ -93,6 +93,7 @@ import LegatoCore
         try s.open(key, token: token)
         _ = try s.append(key, token: token, first: 0, entries: entries(10))
         try s.close(key, token: token)
+        try s.sync(key, token: token)
         let path = dir + "/replicas/" + hex16(key.writer) + "/" + hex16(key.segment) + ".seg"
         // Flip one byte inside the payload of entry 4.
         let fd = open(path, O_RDWR)
@@ -116,6 +117,9 @@ import LegatoCore
         let s = try store(dir, buffer: 64 << 10)
         try s.open(key, token: token)
         _ = try s.append(key, token: token, first: 0, entries: entries(200))
+        // The flusher writes in the background.
+        let deadline = Date().addingTimeInterval(5)
+        while s.stats.bufferedBytes > 64 << 10 && Date() < deadline { usleep(10_000) }
         #expect(s.stats.flushes > 0)
         #expect(s.stats.bufferedBytes <= 64 << 10)
         #expect(try readAll(s, key).entries.count == 200)
