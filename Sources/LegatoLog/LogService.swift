@@ -40,15 +40,22 @@ public final class LogService: RPCService {
                 let k = try key()
                 let first = try r.u32("first index")
                 let n = try r.count(itemSize: 17, limit: WireLimits.maxEntriesPerRequest, "entry count")
-                var entries: [ReplicaStore.Entry] = []
-                entries.reserveCapacity(n)
+                var spans: [(type: UInt8, epoch: UInt32, slab: UInt64, offset: Int, length: Int)] = []
+                spans.reserveCapacity(n)
                 for _ in 0..<n {
                     let type = try r.u8("type"), epoch = try r.u32("epoch"), slab = try r.u64("slab")
                     guard type == SegmentFormat.EntryType.data.rawValue else { throw WireError.malformed("entry type \(type) cannot be appended") }
-                    entries.append(.init(type: type, epoch: epoch, slab: slab, payload: try r.blob(limit: SegmentFormat.maxPayload, "payload")))
+                    let length = Int(try r.u32("payload length"))
+                    guard length <= SegmentFormat.maxPayload else { throw WireError.malformed("payload of \(length) bytes") }
+                    spans.append((type, epoch, slab, try r.skip(length, "payload"), length))
                 }
                 try r.expectEnd("APPEND_ENTRIES")
-                let (count, bytes) = try store.append(k, token: session.token, first: first, entries: entries)
+                // The payloads are taken straight from the request (one copy, into the replica's buffer).
+                let (count, bytes) = try payload.withUnsafeBytes { raw in
+                    try store.append(k, token: session.token, first: first, views: spans.map {
+                        .init(type: $0.type, epoch: $0.epoch, slab: $0.slab, payload: UnsafeRawBufferPointer(rebasing: raw[$0.offset..<$0.offset + $0.length]))
+                    })
+                }
                 var w = WireWriter()
                 w.u32(count)
                 w.u64(bytes)

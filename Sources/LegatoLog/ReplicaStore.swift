@@ -35,6 +35,20 @@ public final class ReplicaStore {
         }
     }
 
+    /// An entry whose payload lives in someone else's buffer (an append request), not copied.
+    public struct EntryView {
+        public var type: UInt8
+        public var epoch: UInt32
+        public var slab: UInt64
+        public var payload: UnsafeRawBufferPointer
+        public init(type: UInt8, epoch: UInt32, slab: UInt64, payload: UnsafeRawBufferPointer) {
+            self.type = type
+            self.epoch = epoch
+            self.slab = slab
+            self.payload = payload
+        }
+    }
+
     public struct ReplicaInfo: Equatable {
         public var segment: UInt64
         public var entries: UInt32
@@ -180,6 +194,18 @@ public final class ReplicaStore {
     /// Appends entries starting at index `first` (the replica's entry count: appends are in order;
     /// a retried append of entries already here is accepted). Returns (entries, bytes) after it.
     public func append(_ k: Key, token: [UInt8], first: UInt32, entries: [Entry]) throws -> (UInt32, UInt64) {
+        try withViews(entries) { try append(k, token: token, first: first, views: $0) }
+    }
+
+    private func withViews<T>(_ entries: [Entry], _ i: Int = 0, _ acc: [EntryView] = [], _ body: ([EntryView]) throws -> T) rethrows -> T {
+        if i == entries.count { return try body(acc) }
+        return try entries[i].payload.withUnsafeBytes { p in
+            try withViews(entries, i + 1, acc + [EntryView(type: entries[i].type, epoch: entries[i].epoch, slab: entries[i].slab, payload: p)], body)
+        }
+    }
+
+    /// `append` for entries whose payloads stay where they are (copied once, into the buffer).
+    public func append(_ k: Key, token: [UInt8], first: UInt32, views entries: [EntryView]) throws -> (UInt32, UInt64) {
         let r = try lookup(k)
         let overLimit = lock.withLock { buffered > bufferLimit }
         let (result, delta): ((UInt32, UInt64), Int) = try r.lock.withLock {
@@ -195,9 +221,7 @@ public final class ReplicaStore {
             for e in entries {
                 let index = UInt32(r.entries.count)
                 let offset = r.totalLength
-                let crc = e.payload.withUnsafeBytes {
-                    SegmentFormat.appendEntry(to: &r.buffer, type: e.type, flags: 0, epoch: e.epoch, slab: e.slab, index: index, payload: $0)
-                }
+                let crc = SegmentFormat.appendEntry(to: &r.buffer, type: e.type, flags: 0, epoch: e.epoch, slab: e.slab, index: index, payload: e.payload)
                 r.entries.append(EntryRef(offset: offset, header: .init(length: UInt32(e.payload.count), type: e.type, flags: 0,
                                                                          epoch: e.epoch, slab: e.slab, index: index, crc: crc)))
                 r.digest = Sys.crc32c(r.digest, withUnsafeBytes(of: crc.littleEndian) { $0 })

@@ -41,11 +41,18 @@ public final class Connection {
     /// Receives one frame; nil on a clean close between frames. Malformed headers throw WireError.
     public func receive() throws -> Frame? {
         guard let header = try receiveHeader() else { return nil }
-        var payload = [UInt8](repeating: 0, count: Int(header.length))
-        if header.length > 0 {
-            let ok = try payload.withUnsafeMutableBytes { try Socket.readFully(fd, $0.baseAddress!, Int(header.length)) }
-            if !ok { throw WireError.truncated("payload of \(header.length) bytes") }
+        let n = Int(header.length)
+        var failure: Error?
+        let payload = [UInt8](unsafeUninitializedCapacity: n) { buf, count in
+            count = 0
+            guard n > 0 else { return }
+            do {
+                if try Socket.readFully(fd, buf.baseAddress!, n) { count = n } else { failure = WireError.truncated("payload of \(n) bytes") }
+            } catch {
+                failure = error
+            }
         }
+        if let failure { throw failure }
         return Frame(header: header, payload: payload)
     }
 

@@ -51,6 +51,7 @@ import LegatoCore
         try s.sync(key, token: token)
         try s.close(key, token: token)
         #expect(throws: ReplicaStore.StoreError.self) { _ = try s.append(key, token: token, first: 50, entries: es) }
+        s.shutdown()  // a clean stop writes the closed replica out
         s = try store(dir)
         let r = try readAll(s, key)
         #expect(r.entries.map { $0.entry } == es)

@@ -4,8 +4,9 @@
  *   floor uffd  [N]   a page fault served from a local buffer by another process (userfaultfd,
  *                     UFFDIO_COPY), as seen by the faulting thread
  *   floor tcp   [N]   a loopback TCP round trip: 16-byte request, 4096-byte response
+ *   floor tcpbw [MiB] loopback TCP bandwidth, 1 MiB writes one way
  *
- * Prints one line: `floor_<what>_us p50=X p99=Y n=N`.
+ * Prints one line: `floor_<what>_us p50=X p99=Y n=N` (tcpbw: `floor_tcpbw_mbps=X`).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -131,14 +132,47 @@ static int tcp_floor(int n) {
     return 0;
 }
 
+static int tcpbw_floor(int mib) {
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    if (bind(ls, (struct sockaddr *)&a, sizeof a) || listen(ls, 1) || getsockname(ls, (struct sockaddr *)&a, &al)) die("listen");
+    pid_t child = fork();
+    if (child == 0) {
+        int c = accept(ls, NULL, NULL);
+        static char buf[1 << 20];
+        while (read(c, buf, sizeof buf) > 0) {}
+        _exit(0);
+    }
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(s, (struct sockaddr *)&a, sizeof a)) die("connect");
+    static char buf[1 << 20];
+    memset(buf, 3, sizeof buf);
+    double t0 = now_us();
+    for (int i = 0; i < mib; i++) {
+        size_t done = 0;
+        while (done < sizeof buf) {
+            ssize_t w = write(s, buf + done, sizeof buf - done);
+            if (w <= 0) die("write");
+            done += (size_t)w;
+        }
+    }
+    close(s);
+    waitpid(child, NULL, 0);
+    double secs = (now_us() - t0) / 1e6;
+    printf("floor_tcpbw_mbps=%.1f\n", mib * 1048576.0 / secs / 1e6);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: floor uffd|tcp [N]\n");
+        fprintf(stderr, "usage: floor uffd|tcp|tcpbw [N]\n");
         return 2;
     }
     int n = argc > 2 ? atoi(argv[2]) : 20000;
     if (!strcmp(argv[1], "uffd")) return uffd_floor(n);
     if (!strcmp(argv[1], "tcp")) return tcp_floor(n);
+    if (!strcmp(argv[1], "tcpbw")) return tcpbw_floor(argc > 2 ? atoi(argv[2]) : 2048);
     fprintf(stderr, "unknown floor %s\n", argv[1]);
     return 2;
 }

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Replicated-log benchmarks (issue 3). Not part of the tests: run by hand, as root, on an idle machine.
+#
+#   Tools/bench/log.sh [--quick]
+#
+# Starts a loopback cluster of 3 log nodes and prints, beside the floors measured in the same run:
+#   - append throughput with R=1 and R=3 (buffered: an append is acknowledged once every replica holds
+#     it in memory) against the loopback TCP floor (and that floor / R);
+#   - recovery reads (every segment of a writer's log read from its replicas in parallel, page cache
+#     dropped first) against the disk's read floor; the disk write floor for reference.
+# Results go in Docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+TOTAL=1G
+[ "${1:-}" = "--quick" ] && TOTAL=256M
+LEGATO=$PWD/.build/release/legato
+[ -x "$LEGATO" ] || swift build -c release --product legato >/dev/null
+WORK=$(mktemp -d /tmp/legato-logbench.XXXXXX)
+trap '"$LEGATO" cluster down --dir "$WORK/cluster" >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
+cc -O2 -o "$WORK/floor" Tools/bench/floor.c
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+TCP=$("$WORK/floor" tcpbw 2048 | field floor_tcpbw_mbps)
+MIB=$(( $(numfmt --from=iec "$TOTAL") / 1048576 ))
+DW=$(dd if=/dev/zero of="$WORK/dd" bs=8M count=$((MIB / 8)) conv=fdatasync 2>&1 | tail -1 | sed -n 's/.*copied, \([0-9.]*\) s.*/\1/p')
+DWMB=$(python3 -c "print(f'{$MIB*1048576/$DW/1e6:.1f}')")
+drop_caches
+DR=$(dd if="$WORK/dd" of=/dev/null bs=8M 2>&1 | tail -1 | sed -n 's/.*copied, \([0-9.]*\) s.*/\1/p')
+DRMB=$(python3 -c "print(f'{$MIB*1048576/$DR/1e6:.1f}')")
+rm -f "$WORK/dd"
+
+C=$("$LEGATO" cluster up --memory 0 --log 3 --dir "$WORK/cluster")
+R1=$("$LEGATO" bench log-append --coordinator "$C" --replicas 1 --total "$TOTAL" --writer 1001 | field log_append_mbps)
+R3=$("$LEGATO" bench log-append --coordinator "$C" --replicas 3 --total "$TOTAL" --writer 1003 | field log_append_mbps)
+R3S=$("$LEGATO" bench log-append --coordinator "$C" --replicas 3 --total "$TOTAL" --writer 1004 --sync | field log_append_mbps)
+sleep 1
+drop_caches
+RD=$("$LEGATO" bench log-read --coordinator "$C" --writer 1003 --threads 4 | field log_read_mbps)
+
+echo "# Legato replicated-log benchmark — $(date -u +%Y-%m-%d) — $(nproc) cores, $TOTAL per run"
+echo
+echo "| what | MB/s | floor (same run) | share of the floor |"
+echo "|---|---|---|---|"
+python3 - <<PY
+tcp, dw, dr = $TCP, $DWMB, $DRMB
+rows = [
+  ("append, R=1 (buffered)", $R1, tcp, "loopback TCP"),
+  ("append, R=3 (buffered)", $R3, tcp / 3, "loopback TCP / 3"),
+  ("append, R=3, then sync", $R3S, dw / 3, "disk write+fsync / 3"),
+  ("recovery read (4 readers, cold cache)", $RD, dr, "disk read"),
+]
+for name, v, floor, what in rows:
+    print(f"| {name} | {v:.0f} | {floor:.0f} ({what}) | {100*v/floor:.0f}% |")
+print()
+print(f"Floors: loopback TCP {tcp:.0f} MB/s, disk write+fsync {dw:.0f} MB/s, disk read {dr:.0f} MB/s.")
+PY
