@@ -80,6 +80,7 @@ extension Agent {
         for (r, i) in dirtyVictims {
             if let node = pool.route(r.key(at: i)) { byNode[node, default: []].append((r, i)) } else {
                 kept += 1
+                stats.keptLocalPages += 1
                 r.remove(i, .queued)
             }
         }

@@ -23,6 +23,7 @@ extension Agent {
                         writeStderr("legato: warning: every memory node is full; keeping pages local, over the --local-mem budget\n")
                     }
                     stuckBatches.append(b.id)
+                    stats.keptLocalPages += b.keys.count
                 }
             case .failed(let node, let why):
                 let n = pool.nodes[node]

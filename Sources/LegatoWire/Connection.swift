@@ -56,6 +56,22 @@ public final class Connection {
         return Frame(header: header, payload: payload)
     }
 
+    /// Receives one frame into `payload`, reusing its storage (no allocation once it is big enough).
+    public func receive(reusing payload: inout [UInt8]) throws -> FrameHeader? {
+        guard let header = try receiveHeader() else { return nil }
+        let n = Int(header.length)
+        if payload.count < n {
+            payload.append(contentsOf: repeatElement(0, count: n - payload.count))
+        } else if payload.count > n {
+            payload.removeLast(payload.count - n)
+        }
+        if n > 0 {
+            let ok = try payload.withUnsafeMutableBytes { try Socket.readFully(fd, $0.baseAddress!, n) }
+            if !ok { throw WireError.truncated("payload of \(n) bytes") }
+        }
+        return header
+    }
+
     /// Receives a header only; the caller then reads exactly `length` payload bytes with `receivePayload`.
     public func receiveHeader() throws -> FrameHeader? {
         var raw = [UInt8](repeating: 0, count: FrameHeader.size)

@@ -121,11 +121,12 @@ public final class RPCServer {
         let session = Session(peer: conn.peer, token: token)
         conn.spinNanos = (getenv("LEGATO_SERVER_SPIN_US").flatMap { UInt64(String(cString: $0)) } ?? 0) * 1000
         defer { service.sessionClosed(session) }
+        var payload: [UInt8] = []  // reused from request to request
         while true {
             let frame: Frame
             do {
-                guard let f = try conn.receive() else { return }
-                frame = f
+                guard let h = try conn.receive(reusing: &payload) else { return }
+                frame = Frame(header: h, payload: payload)
             } catch {
                 if !lock.withLock({ stopping }) { log.warning("closing connection from \(conn.peer): \(error)") }
                 return
