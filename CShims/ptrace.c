@@ -160,3 +160,58 @@ int lg_eventfd(void) {
     int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     return fd < 0 ? -errno : fd;
 }
+
+#include <sys/uio.h>
+/* PTRACE_GETREGSET into buf; returns the bytes filled or -errno. */
+int64_t lg_ptrace_getregset(pid_t tid, int type, void *buf, uint64_t len) {
+    struct iovec iov = {buf, len};
+    if (ptrace(PTRACE_GETREGSET, tid, (void *)(long)type, &iov) == -1) return -errno;
+    return (int64_t)iov.iov_len;
+}
+
+int lg_ptrace_setregset(pid_t tid, int type, const void *buf, uint64_t len) {
+    struct iovec iov = {(void *)buf, len};
+    return ptrace(PTRACE_SETREGSET, tid, (void *)(long)type, &iov) == -1 ? -errno : 0;
+}
+
+int lg_ptrace_getsigmask(pid_t tid, uint64_t *mask) {
+    return ptrace(PTRACE_GETSIGMASK, tid, (void *)8, mask) == -1 ? -errno : 0;
+}
+
+int lg_ptrace_setsigmask(pid_t tid, uint64_t mask) {
+    return ptrace(PTRACE_SETSIGMASK, tid, (void *)8, &mask) == -1 ? -errno : 0;
+}
+
+int lg_ptrace_get_rseq(pid_t tid, uint64_t *addr, uint32_t *size, uint32_t *sig) {
+    struct { uint64_t ptr; uint32_t size; uint32_t sig; uint32_t flags; uint32_t pad; } c;
+    memset(&c, 0, sizeof c);
+    if (ptrace(0x420f, tid, (void *)sizeof c, &c) == -1) return -errno;
+    *addr = c.ptr;
+    *size = c.size;
+    *sig = c.sig;
+    return 0;
+}
+
+int lg_get_robust_list(pid_t tid, uint64_t *head, uint64_t *len) {
+    void *h = NULL;
+    size_t l = 0;
+    if (syscall(SYS_get_robust_list, tid, &h, &l) != 0) return -errno;
+    *head = (uint64_t)h;
+    *len = l;
+    return 0;
+}
+
+#include <sys/resource.h>
+int lg_prlimit(pid_t pid, int resource, const uint64_t *set_cur, const uint64_t *set_max, uint64_t *cur, uint64_t *max) {
+    struct rlimit nl, ol;
+    struct rlimit *np = NULL;
+    if (set_cur && set_max) {
+        nl.rlim_cur = *set_cur;
+        nl.rlim_max = *set_max;
+        np = &nl;
+    }
+    if (syscall(SYS_prlimit64, pid, resource, np, &ol) != 0) return -errno;
+    if (cur) *cur = ol.rlim_cur;
+    if (max) *max = ol.rlim_max;
+    return 0;
+}

@@ -42,6 +42,15 @@ int lg_ptrace_setregs(pid_t tid, const struct user_regs_struct *regs);
 /* The signal number and si_code of the signal that caused a stop; -EINVAL in a group-stop. */
 int lg_ptrace_getsiginfo(pid_t tid, int *signo, int *code, int *sender_pid);
 int lg_ptrace_geteventmsg(pid_t tid, uint64_t *msg);
+int64_t lg_ptrace_getregset(pid_t tid, int type, void *buf, uint64_t len);
+int lg_ptrace_setregset(pid_t tid, int type, const void *buf, uint64_t len);
+int lg_ptrace_getsigmask(pid_t tid, uint64_t *mask);
+int lg_ptrace_setsigmask(pid_t tid, uint64_t mask);
+/* The thread's registered rseq area (PTRACE_GET_RSEQ_CONFIGURATION); addr 0 when none. */
+int lg_ptrace_get_rseq(pid_t tid, uint64_t *addr, uint32_t *size, uint32_t *sig);
+int lg_get_robust_list(pid_t tid, uint64_t *head, uint64_t *len);
+/* prlimit64 on another process: reads the limit into cur/max, sets it first if set_* are given. */
+int lg_prlimit(pid_t pid, int resource, const uint64_t *set_cur, const uint64_t *set_max, uint64_t *cur, uint64_t *max);
 
 /* waitpid(2) that returns -errno; `status` is the raw wait status. */
 pid_t lg_waitpid(pid_t pid, int *status, int options);

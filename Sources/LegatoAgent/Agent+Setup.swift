@@ -13,26 +13,36 @@ extension Agent {
     /// At the syscall-exit stop of execve: map a scratch page, create PROG's userfaultfd and take a
     /// copy of it, then register every private anonymous mapping that exists already.
     func setUpAddressSpace(_ t: Tracee) throws {
-        let pid = t.tid
         let started = monotonicNanos()
-        // 1. A scratch mapping for the injection stub and iovec arrays (never managed).
+        try makeScratch(t.tid, at: nil)
+        try takeUserfaultfd(t.tid)
+        try manageExistingMappings(t.tid)
+        log.debug("took over pid \(t.tid): uffd \(uffd), scratch 0x\(String(scratch, radix: 16)), \(regions.regions.count) regions, \(stats.residentPages) pages resident, in \((monotonicNanos() - started) / 1000) µs")
+    }
+
+    /// A scratch mapping for the injection stub and small arguments (never managed), at `at` if given.
+    /// The first injection runs a stub poked over the word at the thread's RIP.
+    func makeScratch(_ pid: pid_t, at hint: UInt64?) throws {
         let first = try Sys.Injection(tid: pid, stub: 0, whileWaiting: nil)
-        let prot: UInt64 = 0x7, flags: UInt64 = 0x22  // RWX, MAP_PRIVATE|MAP_ANONYMOUS
-        let addr = try first.syscall(Syscall.mmap, 0, Agent.scratchBytes, prot, flags, UInt64(bitPattern: -1), 0)
+        let prot: UInt64 = 0x7  // RWX
+        let flags: UInt64 = 0x22 | (hint != nil ? 0x100000 : 0)  // MAP_PRIVATE|MAP_ANONYMOUS [|MAP_FIXED_NOREPLACE]
+        let addr = try first.syscall(Syscall.mmap, hint ?? 0, Agent.scratchBytes, prot, flags, UInt64(bitPattern: -1), 0)
         try first.cure()
         guard addr > 0 else { throw SystemError("mmap of the scratch area in pid \(pid)", code: Int32(-addr)) }
         scratch = UInt64(addr)
         try Sys.pokeData(pid, address: scratch, word: Sys.injectionStubWord)
+    }
 
-        // 2. userfaultfd() inside PROG, copied out with pidfd_getfd, closed inside again.
+    /// userfaultfd() inside PROG, copied out with pidfd_getfd, closed inside again; UFFDIO_API.
+    func takeUserfaultfd(_ pid: pid_t) throws {
         let inj = try Sys.Injection(tid: pid, stub: scratch, whileWaiting: nil)
+        defer { try? inj.cure() }
         let oCloexec: UInt64 = 0o2000000, oNonblock: UInt64 = 0o4000
         let fdInTarget = try inj.syscall(Syscall.userfaultfd, oCloexec | oNonblock)
         let brk0 = try inj.syscall(Syscall.brk, 0)
         // process_madvise needs a pidfd of PROG inside PROG: PIDFD_SELF where the kernel has it.
         let probe = try inj.syscall(Syscall.processMadvise, UInt64(bitPattern: Agent.pidfdSelfThreadGroup), 0, 0, 4, 0)
         if probe >= 0 { processMadvisePidfd = Agent.pidfdSelfThreadGroup }
-        defer { try? inj.cure() }
         guard fdInTarget >= 0 else {
             throw SystemError("userfaultfd() injected into pid \(pid)", code: Int32(-fdInTarget))
         }
@@ -44,7 +54,11 @@ extension Agent {
             let selfPid = try inj.syscall(Syscall.getpid)
             let fd = try inj.syscall(Syscall.pidfdOpen, UInt64(selfPid), 0)
             guard fd >= 0 else { throw SystemError("pidfd_open injected into pid \(pid)", code: Int32(-fd)) }
-            processMadvisePidfd = fd
+            // Out of the way of PROG's own descriptors (which keep the numbers a plain run gives them).
+            let high = try inj.syscall(72, UInt64(fd), 1030, 1000)  // fcntl(fd, F_DUPFD_CLOEXEC, 1000)
+            _ = try inj.syscall(Syscall.close, UInt64(fd))
+            guard high >= 0 else { throw SystemError("moving the injected pidfd in pid \(pid)", code: Int32(-high)) }
+            processMadvisePidfd = high
         }
         try inj.cure()
         currentBrk = UInt64(bitPattern: brk0)
@@ -55,12 +69,13 @@ extension Agent {
         }
         pagemapFD = open("/proc/\(pid)/pagemap", O_RDONLY | O_CLOEXEC)
         if pagemapFD < 0 { throw SystemError.fromErrno("open /proc/\(pid)/pagemap") }
+    }
 
-        // 3. What exists already: the stack, .bss, the heap if any.
+    /// Registers what exists already: the stack, .bss, the heap if any.
+    func manageExistingMappings(_ pid: pid_t) throws {
         for m in try ProcMaps.read(pid: pid) where m.isManageableAnonymous && m.start != scratch {
             try manage(start: m.start, end: m.end, growsDown: m.path == "[stack]")
         }
-        log.debug("took over pid \(pid): uffd \(uffd), scratch 0x\(String(scratch, radix: 16)), \(regions.regions.count) regions, \(stats.residentPages) pages resident, in \((monotonicNanos() - started) / 1000) µs")
     }
 
     /// Registers [start, end) with the uffd (missing + write-protect) and adds it to the table.

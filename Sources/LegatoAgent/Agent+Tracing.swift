@@ -123,7 +123,14 @@ extension Agent {
         case Syscall.madvise, Syscall.processMadvise:
             discardExit(t, result: ret)
         case Syscall.execve:
-            if !failed { try setUpAddressSpace(t) }
+            if !failed {
+                if let source = pendingRestore {
+                    pendingRestore = nil
+                    try restoreAddressSpace(t, from: source)
+                } else {
+                    try setUpAddressSpace(t)
+                }
+            }
         case Syscall.mmap where !failed && t.sharesMemory:
             let flags = regs.r10
             let mapPrivate: UInt64 = 0x02, mapAnonymous: UInt64 = 0x20, mapGrowsDown: UInt64 = 0x100, mapHugeTLB: UInt64 = 0x40000

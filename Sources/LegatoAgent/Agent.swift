@@ -17,6 +17,11 @@ public final class Agent {
         public var environment: [String]
         public var memoryNodes: [Endpoint]
         public var coordinator: Endpoint?
+        /// A name makes the run checkpointable (`legato checkpoint NAME`); its state lives under `stateDirectory`.
+        public var name: String?
+        public var stateDirectory = defaultStateDirectory()
+        /// Restore this checkpoint instead of starting PROG afresh.
+        public var restore: RestoreSource?
         public var localBudgetBytes: UInt64
         public var secret: ClusterSecret
         public var statsJSONPath: String?
@@ -44,6 +49,7 @@ public final class Agent {
     var reaperPID: pid_t = 0
     var tracees: [pid_t: Tracee] = [:]
     var programStatus: Sys.WaitStatus?
+    var pendingRestore: RestoreSource?
 
     // Its managed memory
     var uffd: Int32 = -1
@@ -78,6 +84,8 @@ public final class Agent {
     var retryFaults: [Sys.UffdEvent] = []
     var phase: Phase = .running
     var pollFDs: [pollfd] = []
+    var controlFD: Int32 = -1
+    var checkpointing = false
     var stopsPending = false  // SIGCHLD seen; waitpid not yet drained
     let uffdSpinNanos = Agent.spinNanos("LEGATO_UFFD_SPIN_US", 50)
     var fatalError: String?
@@ -169,6 +177,8 @@ public final class Agent {
         }
         mainPID = spawned.pid
         reaperPID = spawned.reaperPID
+        pendingRestore = config.restore
+        try openControlSocket()
         tracees[mainPID] = Tracee(tid: mainPID, tgid: mainPID, sharesMemory: true, classified: true)
         log.debug("started \(path) as pid \(mainPID) (reaper \(reaperPID)), budget \(formatSize(UInt64(budgetPages * Page.size)))")
 
@@ -178,6 +188,7 @@ public final class Agent {
             fatalError = fatalError ?? "\(error)"
         }
         if let why = fatalError {
+            closeControlSocket(exitStatus: nil)
             kill(mainPID, SIGKILL)
             if reaperPID > 0 { kill(reaperPID, SIGKILL) }
             writeStderr("legato: stopped \(config.program) (pid \(mainPID)): \(why)\n")
@@ -186,6 +197,7 @@ public final class Agent {
             return 125
         }
         let status = programStatus!
+        closeControlSocket(exitStatus: status.exited ? status.exitCode : 128 + status.terminationSignal)
         finish(exitStatus: status.raw)
         drainChildren()
         if status.exited { return status.exitCode }
@@ -219,6 +231,8 @@ public final class Agent {
         pollFDs.append(pollfd(fd: writeBack.wakeFD, events: Int16(POLLIN), revents: 0))
         pollFDs.append(pollfd(fd: uffd, events: Int16(POLLIN), revents: 0))
         for n in nodes { pollFDs.append(pollfd(fd: n.fd, events: Int16(POLLIN), revents: 0)) }
+        let control = reap && !checkpointing && phase == .running && controlFD >= 0
+        pollFDs.append(pollfd(fd: control ? controlFD : -1, events: Int16(POLLIN), revents: 0))
         let busy = !retryFaults.isEmpty
         // Poll without sleeping for a little first: on a VM, waking a halted vCPU costs more than
         // the wait for a fault or an answer that is due within microseconds.
@@ -248,6 +262,7 @@ public final class Agent {
             stopsPending = false
             try reapStops()
         }
+        if control && revents[revents.count - 1] != 0 { handleControl() }
     }
 
     func makeSignalFD() throws -> Int32 {

@@ -18,6 +18,7 @@ struct AgentStats {
     var staleFaults = 0        // faults on pages already present (EEXIST)
     var materializedPages = 0  // remote pages brought back before a fork
     var keptLocalPages = 0     // pages kept local because every memory node was full
+    var checkpoints = 0
     var remoteLatency = LatencyHistogram()
     var freezeNanos: UInt64 = 0
     var evictionPhaseNanos: [UInt64] = [0, 0, 0, 0]  // freeze, scan, read, discard
@@ -48,6 +49,7 @@ struct AgentStats {
             "stale_faults": staleFaults,
             "materialized_pages": materializedPages,
             "kept_local_pages": keptLocalPages,
+            "checkpoints": checkpoints,
             "freeze_ms_total": Double(freezeNanos) / 1e6,
             "eviction_ms": ["freeze": Double(evictionPhaseNanos[0]) / 1e6, "scan": Double(evictionPhaseNanos[1]) / 1e6,
                             "read": Double(evictionPhaseNanos[2]) / 1e6, "discard": Double(evictionPhaseNanos[3]) / 1e6],

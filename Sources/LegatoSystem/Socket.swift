@@ -84,6 +84,43 @@ public enum Socket {
         throw lastError
     }
 
+    /// A listening Unix stream socket at `path` (an old socket file there is replaced).
+    public static func listenUnix(path: String) throws -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        if fd < 0 { throw SystemError.fromErrno("socket(AF_UNIX)") }
+        unlink(path)
+        var addr = try unixAddress(path)
+        let r = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        if r != 0 || Glibc.listen(fd, 16) != 0 {
+            let e = SystemError.fromErrno("listen on \(path)")
+            close(fd)
+            throw e
+        }
+        return fd
+    }
+
+    public static func connectUnix(path: String) throws -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        if fd < 0 { throw SystemError.fromErrno("socket(AF_UNIX)") }
+        var addr = try unixAddress(path)
+        let r = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        if r != 0 {
+            let e = SystemError.fromErrno("connect to \(path)")
+            close(fd)
+            throw e
+        }
+        return fd
+    }
+
+    private static func unixAddress(_ path: String) throws -> sockaddr_un {
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw SystemError("socket path \(path) is too long", code: ENAMETOOLONG) }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
+        return addr
+    }
+
     public static func setNoDelay(_ fd: Int32) {
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))

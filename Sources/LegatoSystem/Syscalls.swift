@@ -105,6 +105,57 @@ public enum Sys {
         return msg
     }
 
+    public static let ntX86XState: Int32 = 0x202
+
+    /// A register set (PTRACE_GETREGSET), e.g. the XSAVE area (NT_X86_XSTATE).
+    public static func getRegisterSet(_ tid: pid_t, type: Int32, maxBytes: Int = 16384) throws -> [UInt8] {
+        var buf = [UInt8](repeating: 0, count: maxBytes)
+        let r = buf.withUnsafeMutableBytes { lg_ptrace_getregset(tid, type, $0.baseAddress, UInt64(maxBytes)) }
+        if r < 0 { throw SystemError("PTRACE_GETREGSET 0x\(String(type, radix: 16)) of tid \(tid)", code: Int32(-r)) }
+        return Array(buf.prefix(Int(r)))
+    }
+
+    public static func setRegisterSet(_ tid: pid_t, type: Int32, _ data: [UInt8]) throws {
+        let r = data.withUnsafeBytes { lg_ptrace_setregset(tid, type, $0.baseAddress, UInt64($0.count)) }
+        if r < 0 { throw SystemError("PTRACE_SETREGSET 0x\(String(type, radix: 16)) of tid \(tid)", code: -r) }
+    }
+
+    public static func signalMask(_ tid: pid_t) throws -> UInt64 {
+        var m: UInt64 = 0
+        let r = lg_ptrace_getsigmask(tid, &m)
+        if r < 0 { throw SystemError("PTRACE_GETSIGMASK of tid \(tid)", code: -r) }
+        return m
+    }
+
+    public static func setSignalMask(_ tid: pid_t, _ mask: UInt64) throws {
+        let r = lg_ptrace_setsigmask(tid, mask)
+        if r < 0 { throw SystemError("PTRACE_SETSIGMASK of tid \(tid)", code: -r) }
+    }
+
+    /// The thread's rseq registration (address, size, signature), nil when it has none.
+    public static func rseqConfiguration(_ tid: pid_t) throws -> (address: UInt64, size: UInt32, signature: UInt32)? {
+        var a: UInt64 = 0, n: UInt32 = 0, sig: UInt32 = 0
+        let r = lg_ptrace_get_rseq(tid, &a, &n, &sig)
+        if r < 0 { throw SystemError("PTRACE_GET_RSEQ_CONFIGURATION of tid \(tid)", code: -r) }
+        return a == 0 ? nil : (a, n, sig)
+    }
+
+    public static func robustList(_ tid: pid_t) -> (head: UInt64, length: UInt64) {
+        var h: UInt64 = 0, l: UInt64 = 0
+        return lg_get_robust_list(tid, &h, &l) == 0 ? (h, l) : (0, 0)
+    }
+
+    public static func resourceLimit(_ pid: pid_t, _ resource: Int32) -> (soft: UInt64, hard: UInt64)? {
+        var c: UInt64 = 0, m: UInt64 = 0
+        return lg_prlimit(pid, resource, nil, nil, &c, &m) == 0 ? (c, m) : nil
+    }
+
+    public static func setResourceLimit(_ pid: pid_t, _ resource: Int32, soft: UInt64, hard: UInt64) throws {
+        var c = soft, m = hard, oc: UInt64 = 0, om: UInt64 = 0
+        let r = lg_prlimit(pid, resource, &c, &m, &oc, &om)
+        if r < 0 { throw SystemError("prlimit \(resource) of pid \(pid)", code: -r) }
+    }
+
     public static func pokeData(_ tid: pid_t, address: UInt64, word: UInt64) throws {
         _ = try ptrace("PTRACE_POKEDATA 0x\(String(address, radix: 16))", PTRACE_POKEDATA, tid, address, word)
     }

@@ -3,17 +3,10 @@ import Foundation
 import Glibc
 import LegatoAgent
 import LegatoCore
+import LegatoSystem
 
-struct RunCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "run",
-        abstract: "Run a program with its memory on memory nodes, within a local memory budget.",
-        discussion: """
-        With no --memory, an embedded memory node is started on loopback for the run.
-        Example: legato run --local-mem 64M -- python3 -c 'print(sum(range(10**7)))'
-        """
-    )
-
+/// Options `legato run` and `legato restore` share: where memory lives and how much stays local.
+struct MemoryOptions: ParsableArguments {
     @Option(help: "Memory nodes, HOST:PORT[,HOST:PORT...]. Default: an embedded node on loopback.")
     var memory: String?
 
@@ -34,26 +27,24 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("embedded-capacity"), help: "Capacity of the embedded memory node. Default: half of physical memory.")
     var embeddedCapacity: ByteSize?
 
-    @Flag(name: .customLong("no-pid-namespace"), help: .hidden)
-    var noPIDNamespace = false
-
-    @Argument(parsing: .captureForPassthrough, help: "The program and its arguments (after --).")
-    var command: [String] = []
+    @Option(name: .customLong("state-dir"), help: "Where named runs keep their checkpoints (default $XDG_STATE_HOME/legato, else ~/.local/state/legato).")
+    var stateDir: String?
 
     func validate() throws {
-        if command.first == "--" && command.count == 1 || command.isEmpty { throw ValidationError("no program given: legato run [options] -- PROG [ARGS...]") }
         if let m = memory, Endpoint.list(m) == nil { throw ValidationError("--memory wants HOST:PORT[,HOST:PORT...], got '\(m)'") }
         if memory != nil && coordinator != nil { throw ValidationError("give --memory or --coordinator, not both") }
         if let l = localMem, l.bytes < 64 * 1024 { throw ValidationError("--local-mem \(l) is below the 64K minimum") }
         if prefetch < 1 || prefetch > 256 { throw ValidationError("--prefetch must be between 1 and 256") }
     }
 
-    func run() throws {
+    var stateDirectory: String { stateDir ?? defaultStateDirectory() }
+
+    /// Runs an agent with `configure` applied; starts and stops the embedded memory node if needed.
+    /// Returns the exit code for `legato` (PROG's status, 125 for the agent's own failures).
+    func runAgent(program: String, arguments: [String], noPIDNamespace: Bool, configure: (inout Agent.Config) -> Void) throws -> Int32 {
         let inherited = Agent.InheritedSignalState.capture()
         Agent.blockAgentSignals()
-        let argv = command.first == "--" ? Array(command.dropFirst()) : command
         let physical = UInt64(sysconf(Int32(_SC_PHYS_PAGES))) * UInt64(sysconf(Int32(_SC_PAGESIZE)))
-
         var embedded: ChildDaemon?
         let nodes: [Endpoint]
         let clusterSecret: ClusterSecret
@@ -71,29 +62,78 @@ struct RunCommand: ParsableCommand {
                                            secret: .pipe(clusterSecret))
             } catch {
                 writeError("legato: cannot start the embedded memory node: \(error)")
-                throw ExitCode(125)
+                return 125
             }
             nodes = [embedded!.endpoint]
         }
-        var config = Agent.Config(program: argv[0], arguments: Array(argv.dropFirst()),
-                                  environment: currentEnvironment(),
+        defer { embedded?.stop() }
+        var config = Agent.Config(program: program, arguments: arguments, environment: currentEnvironment(),
                                   memoryNodes: nodes, localBudgetBytes: localMem?.bytes ?? physical / 2,
                                   secret: clusterSecret, statsJSONPath: statsJSON)
         config.prefetchMaxPages = prefetch
         config.coordinator = coordinator
         config.newPIDNamespace = !noPIDNamespace
-        let code: Int32
+        config.stateDirectory = stateDirectory
+        configure(&config)
         do {
-            let agent = try Agent(config: config)
-            code = try agent.run(inheritedSignals: inherited)
+            return try Agent(config: config).run(inheritedSignals: inherited)
         } catch {
             writeError("legato: \(error)")
-            embedded?.stop()
-            throw ExitCode(125)
+            return 125
         }
-        embedded?.stop()
+    }
+}
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a program with its memory on memory nodes, within a local memory budget.",
+        discussion: """
+        With no --memory, an embedded memory node is started on loopback for the run.
+        With --name, the run can be checkpointed (legato checkpoint NAME) and restored (legato restore NAME).
+        Example: legato run --local-mem 64M -- python3 -c 'print(sum(range(10**7)))'
+        """
+    )
+
+    @OptionGroup var options: MemoryOptions
+
+    @Option(help: "Name the run, so that it can be checkpointed and restored.")
+    var name: String?
+
+    @Flag(name: .customLong("no-pid-namespace"), help: .hidden)
+    var noPIDNamespace = false
+
+    @Argument(parsing: .captureForPassthrough, help: "The program and its arguments (after --).")
+    var command: [String] = []
+
+    func validate() throws {
+        if command.first == "--" && command.count == 1 || command.isEmpty { throw ValidationError("no program given: legato run [options] -- PROG [ARGS...]") }
+        if let n = name, !validProcessName(n) { throw ValidationError("--name must be 1-64 of A-Z a-z 0-9 . _ -") }
+    }
+
+    func run() throws {
+        let argv = command.first == "--" ? Array(command.dropFirst()) : command
+        if let n = name, let busy = runningAgent(stateDirectory: options.stateDirectory, name: n) {
+            throw ValidationError("a run named \(n) is going on already (legato run pid \(busy))")
+        }
+        let code = try options.runAgent(program: argv[0], arguments: Array(argv.dropFirst()), noPIDNamespace: noPIDNamespace) { c in
+            c.name = name
+        }
         throw ExitCode(code)
     }
+}
+
+func validProcessName(_ n: String) -> Bool {
+    !n.isEmpty && n.count <= 64 && n.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "_" || $0 == "-") }
+}
+
+/// The pid of the `legato run` serving NAME's control socket, if one answers.
+func runningAgent(stateDirectory: String, name: String) -> Int32? {
+    let dir = stateDirectory + "/processes/" + name
+    guard let fd = try? Socket.connectUnix(path: dir + "/control.sock") else { return nil }
+    close(fd)
+    let record = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/process.json")))) as? [String: Any]
+    return (record?["agent_pid"] as? NSNumber)?.int32Value ?? 0
 }
 
 func writeError(_ s: String) {

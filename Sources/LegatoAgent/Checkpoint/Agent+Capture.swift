@@ -1,0 +1,276 @@
+import Foundation
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// Taking a checkpoint: freeze, capture the context (registers, signal state, maps, mm fields, fds),
+/// copy every page the process has (resident, buffered or remote), thaw.
+extension Agent {
+    /// A checkpoint refused because PROG holds something that cannot be checkpointed yet.
+    public struct CheckpointRefused: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public struct CheckpointResult {
+        public let epoch: UInt64
+        public let pauseNanos: UInt64
+        public let pages: Int
+        public let bytes: Int
+    }
+
+    /// Captures PROG into `sink` as checkpoint `epoch`. PROG runs on whatever happens.
+    func capture(name: String, epoch: UInt64, into sink: ImageSink) throws -> CheckpointResult {
+        guard uffd >= 0, programStatus == nil else { throw CheckpointRefused(description: "the program is not running") }
+        try drainAllInbound()
+        let started = monotonicNanos()
+        try freeze()
+        defer { thaw() }
+        if programStatus != nil || fatalError != nil { throw CheckpointRefused(description: "the program ended during the checkpoint") }
+        let pid = mainPID
+        guard let injector = tracees.values.first(where: { $0.sharesMemory && Agent.isInjectable($0.parked) }) else {
+            throw CheckpointRefused(description: "no thread of the program is in a stop fit for injection; try again")
+        }
+        let fds = try captureFileDescriptors(pid)
+
+        var threads: [ProcessImage.ThreadState] = []
+        for t in tracees.values.sorted(by: { $0.tid < $1.tid }) where t.sharesMemory && t.tgid == pid {
+            threads.append(try captureThread(t))
+        }
+        let (sigactions, brk) = try captureSignalHandlers(using: injector)
+        var mm = try readMMFields(pid)
+        mm.brk = brk
+        let vmas = try ProcMaps.read(pid: pid).compactMap { describeVMA($0) }
+
+        // Pages: every managed page with content, and the written (anonymous) pages of file mappings.
+        var pages = 0
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 256 * Page.size, alignment: Page.size)
+        defer { buffer.deallocate() }
+        for r in regions.regions {
+            var i = 0
+            while i < r.pageCount {
+                let s = r.state(i)
+                guard s.contains(.resident) || s.contains(.remote) || s.contains(.inFlight) else { i += 1; continue }
+                var n = 1
+                while n < 256 && i + n < r.pageCount {
+                    let t = r.state(i + n)
+                    guard t.contains(.resident) || t.contains(.remote) || t.contains(.inFlight) else { break }
+                    n += 1
+                }
+                for k in 0..<n { try readPageForCheckpoint(r, i + k, into: buffer + k * Page.size) }
+                try sink.pages(at: r.address(at: i), count: n, UnsafeRawBufferPointer(start: buffer, count: n * Page.size))
+                pages += n
+                i += n
+            }
+        }
+        for v in vmas where v.kind == .file {
+            try scan(start: v.start, end: v.end, required: .present, writeProtect: false) { s, e, cat in
+                guard !cat.contains(.file) else { return }
+                var a = s
+                while a < e {
+                    let n = Int(min(256, (e - a) >> Page.shift))
+                    try readProcMem(pid, a, n * Page.size, into: buffer)
+                    try sink.pages(at: a, count: n, UnsafeRawBufferPointer(start: buffer, count: n * Page.size))
+                    pages += n
+                    a += UInt64(n * Page.size)
+                }
+            }
+        }
+
+        let image = ProcessImage(name: name, epoch: epoch, createdAt: Date().timeIntervalSince1970,
+                                 exe: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? config.program,
+                                 cwd: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")) ?? "/",
+                                 umask: readUmask(pid), mm: mm, auxv: readAuxv(pid), vmas: vmas, threads: threads,
+                                 sigactions: sigactions, fds: fds, rlimits: readRLimits(pid))
+        try sink.finish(image)
+        let pause = monotonicNanos() - started
+        return CheckpointResult(epoch: epoch, pauseNanos: pause, pages: pages, bytes: pages * Page.size)
+    }
+
+    /// The current content of managed page r[i], wherever it lives.
+    private func readPageForCheckpoint(_ r: Region, _ i: Int, into dst: UnsafeMutableRawPointer) throws {
+        let s = r.state(i)
+        if s.contains(.resident) {
+            try readProcMem(mainPID, r.address(at: i), Page.size, into: dst)
+        } else if s.contains(.inFlight), let loc = inflight[r.key(at: i)], let b = batches[loc.batch] {
+            memcpy(dst, b.page(Int(loc.index)), Page.size)
+        } else {
+            guard let node = pool.location(r.key(at: i)) else { throw LegatoError("page 0x\(String(r.address(at: i), radix: 16)) has no memory node") }
+            syncKey[0] = r.key(at: i)
+            try pool.fetch(node: node, keys: UnsafeBufferPointer(start: syncKey, count: 1), present: syncPresent, out: dst)
+        }
+    }
+
+    func readProcMem(_ pid: pid_t, _ address: UInt64, _ length: Int, into dst: UnsafeMutableRawPointer) throws {
+        let fd = open("/proc/\(pid)/mem", O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw SystemError.fromErrno("open /proc/\(pid)/mem") }
+        defer { close(fd) }
+        let n = pread(fd, dst, length, off_t(Int64(bitPattern: address)))
+        if n != length { throw SystemError("read \(describeRange(address, UInt64(length))) of pid \(pid)", code: n < 0 ? errno : EIO) }
+    }
+
+    private func captureThread(_ t: Tracee) throws -> ProcessImage.ThreadState {
+        var regs = try Sys.getRegisters(t.tid)
+        // A thread stopped inside a restartable syscall: make the restore re-enter it (as the
+        // kernel's restart logic would), since the restart is not carried over.
+        let ret = Int64(bitPattern: regs.rax)
+        if Int64(bitPattern: regs.orig_rax) >= 0 {
+            switch ret {
+            case -512, -513, -514:  // ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND
+                regs.rax = regs.orig_rax
+                regs.rip -= 2
+            case -516:  // ERESTART_RESTARTBLOCK
+                regs.rax = 219  // restart_syscall
+                regs.rip -= 2
+            default: break
+            }
+        }
+        let xstate = try Sys.getRegisterSet(t.tid, type: Sys.ntX86XState)
+        let rseq = try? Sys.rseqConfiguration(t.tid)
+        let inj = try Sys.Injection(tid: t.tid, stub: scratch, whileWaiting: { [self] in try? pollOnce(reapStops: false, sleepMillis: 5) })
+        defer { tolerateGone { try inj.cure() } }
+        let tidAddressSlot = scratch + 2048
+        _ = try inj.syscall(157, 40, tidAddressSlot)  // prctl(PR_GET_TID_ADDRESS, &slot)
+        _ = try inj.syscall(131, 0, scratch + 2064)   // sigaltstack(NULL, &old)
+        var words = [UInt64](repeating: 0, count: 6)
+        try words.withUnsafeMutableBytes { try readProcMem(mainPID, tidAddressSlot, 48, into: $0.baseAddress!) }
+        let (head, len) = Sys.robustList(t.tid)
+        return ProcessImage.ThreadState(tid: t.tid, registers: regs.words, xstate: Data(xstate), sigmask: try Sys.signalMask(t.tid),
+                                        rseq: rseq.map { .init(address: $0.address, size: $0.size, signature: $0.signature) },
+                                        tidAddress: words[0], robustList: head, robustListLength: len,
+                                        sigaltstack: [words[2], words[3], words[4]])
+    }
+
+    /// Every signal's disposition (rt_sigaction(sig, NULL, &old) injected), and brk.
+    private func captureSignalHandlers(using t: Tracee) throws -> ([ProcessImage.SigAction], UInt64) {
+        let inj = try Sys.Injection(tid: t.tid, stub: scratch, whileWaiting: { [self] in try? pollOnce(reapStops: false, sleepMillis: 5) })
+        defer {
+            tolerateGone { try inj.cure() }
+            t.pendingSignals.append(contentsOf: inj.deferredSignals)
+        }
+        var out: [ProcessImage.SigAction] = []
+        let slot = scratch + 3072
+        for sig in 1..<65 where sig != SIGKILL && sig != SIGSTOP {
+            let r = try inj.syscall(13, UInt64(sig), 0, slot, 8)  // rt_sigaction(sig, NULL, &old, 8)
+            guard r == 0 else { continue }
+            var a = [UInt64](repeating: 0, count: 4)
+            try a.withUnsafeMutableBytes { try readProcMem(mainPID, slot, 32, into: $0.baseAddress!) }
+            if a[0] != 0 || a[1] != 0 || a[3] != 0 {
+                out.append(.init(signal: Int32(sig), handler: a[0], flags: a[1], restorer: a[2], mask: a[3]))
+            }
+        }
+        let brk = try inj.syscall(12, 0)
+        return (out, UInt64(bitPattern: brk))
+    }
+
+    private func readMMFields(_ pid: pid_t) throws -> ProcessImage.MMFields {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
+            throw LegatoError("cannot read /proc/\(pid)/stat")
+        }
+        // Fields after "(comm)": state is field 3; we index from field 3 = f[0].
+        let f = stat[stat.index(after: close)...].split(separator: " ").map { UInt64($0) ?? 0 }
+        func field(_ n: Int) -> UInt64 { n - 3 < f.count ? f[n - 3] : 0 }
+        return .init(startCode: field(26), endCode: field(27), startData: field(45), endData: field(46), startBrk: field(47), brk: 0,
+                     startStack: field(28), argStart: field(48), argEnd: field(49), envStart: field(50), envEnd: field(51))
+    }
+
+    private func readAuxv(_ pid: pid_t) -> [UInt64] {
+        guard let d = FileManager.default.contents(atPath: "/proc/\(pid)/auxv") else { return [] }
+        return d.withUnsafeBytes { Array($0.bindMemory(to: UInt64.self)) }
+    }
+
+    private func readUmask(_ pid: pid_t) -> UInt32 {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        for line in status.split(separator: "\n") where line.hasPrefix("Umask:") {
+            return UInt32(line.dropFirst(6).trimmingCharacters(in: .whitespaces), radix: 8) ?? 0o22
+        }
+        return 0o22
+    }
+
+    private func readRLimits(_ pid: pid_t) -> [ProcessImage.RLimit] {
+        (0..<16).compactMap { res in
+            Sys.resourceLimit(pid, Int32(res)).map { .init(resource: Int32(res), soft: $0.soft, hard: $0.hard) }
+        }
+    }
+
+    private func describeVMA(_ m: MapsEntry) -> ProcessImage.VMA? {
+        if m.start == scratch { return nil }
+        var prot: UInt32 = 0
+        let p = Array(m.perms)
+        if p[0] == "r" { prot |= 1 }
+        if p[1] == "w" { prot |= 2 }
+        if p[2] == "x" { prot |= 4 }
+        let kind: ProcessImage.VMA.Kind
+        switch m.path {
+        case "[heap]": kind = .heap
+        case "[stack]": kind = .stack
+        case "[vdso]": kind = .vdso
+        case "[vvar]", "[vvar_vclock]": kind = .vvar
+        case "[vsyscall]": kind = .vsyscall
+        default:
+            if !m.isPrivate { kind = .shared } else { kind = m.inode == 0 ? .anonymous : .file }
+        }
+        var v = ProcessImage.VMA(start: m.start, end: m.end, prot: prot, kind: kind, path: m.path.isEmpty ? nil : m.path, offset: m.offset)
+        if kind == .file, let path = v.path {
+            var st = stat()
+            if stat(path, &st) == 0 {
+                v.inode = UInt64(st.st_ino)
+                v.device = String(st.st_dev, radix: 16)
+                v.size = UInt64(st.st_size)
+                v.mtime = Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9
+            }
+        }
+        return v
+    }
+
+    /// The fd table; anything but regular files, pipes, terminals and a few devices refuses the checkpoint.
+    private func captureFileDescriptors(_ pid: pid_t) throws -> [ProcessImage.FileDescriptor] {
+        let dir = "/proc/\(pid)/fd"
+        var out: [ProcessImage.FileDescriptor] = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+            guard let fd = Int32(name), Int64(fd) != processMadvisePidfd else { continue }  // the agent's own
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + name) else { continue }
+            var flags: UInt32 = 0
+            var pos: Int64 = 0
+            if let info = try? String(contentsOfFile: "/proc/\(pid)/fdinfo/\(fd)", encoding: .utf8) {
+                for line in info.split(separator: "\n") {
+                    if line.hasPrefix("flags:") { flags = UInt32(line.dropFirst(6).trimmingCharacters(in: .whitespaces), radix: 8) ?? 0 }
+                    if line.hasPrefix("pos:") { pos = Int64(line.dropFirst(4).trimmingCharacters(in: .whitespaces)) ?? 0 }
+                }
+            }
+            let kind: ProcessImage.FileDescriptor.Kind
+            if target == "/dev/null" { kind = .devnull } else if target == "/dev/zero" { kind = .devzero } else if target == "/dev/urandom" || target == "/dev/random" {
+                kind = .devurandom
+            } else if target.hasPrefix("/dev/pts/") || target.hasPrefix("/dev/tty") || target == "/dev/console" {
+                kind = .tty
+            } else if target.hasPrefix("pipe:") {
+                kind = .pipe
+            } else if target.hasPrefix("/") && !target.hasPrefix("/dev/") {
+                var st = stat()
+                if stat(target, &st) == 0 && st.st_mode & S_IFMT == S_IFREG { kind = .regular } else {
+                    throw CheckpointRefused(description: "fd \(fd) is \(target), which is not a regular file; cannot checkpoint it")
+                }
+            } else {
+                throw CheckpointRefused(description: "fd \(fd) is \(target) (\(describeKind(target))); cannot checkpoint it")
+            }
+            if kind == .pipe && fd > 2 {
+                throw CheckpointRefused(description: "fd \(fd) is \(target): pipes other than stdin/stdout/stderr cannot be checkpointed yet")
+            }
+            out.append(.init(fd: fd, kind: kind, path: target, flags: flags, offset: pos))
+        }
+        return out.sorted { $0.fd < $1.fd }
+    }
+
+    private func describeKind(_ target: String) -> String {
+        if target.hasPrefix("socket:") { return "a socket" }
+        if target.hasPrefix("anon_inode:[eventpoll]") { return "an epoll set" }
+        if target.hasPrefix("anon_inode:") { return "an anonymous inode" }
+        if target.hasPrefix("/dev/") { return "a device" }
+        return "unsupported"
+    }
+}
+
+/// Where a checkpoint's pages and context go.
+protocol ImageSink {
+    func pages(at address: UInt64, count: Int, _ data: UnsafeRawBufferPointer) throws
+    func finish(_ image: ProcessImage) throws
+}

@@ -1,0 +1,82 @@
+import Foundation
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// The control socket of a named run (`<state dir>/processes/<name>/control.sock`), through which
+/// `legato checkpoint NAME` asks for a checkpoint. One request per connection, one JSON line each way.
+extension Agent {
+    var processDirectory: String? { config.name.map { config.stateDirectory + "/processes/" + $0 } }
+
+    func openControlSocket() throws {
+        guard let dir = processDirectory else { return }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        controlFD = try Socket.listenUnix(path: dir + "/control.sock")
+        try writeProcessRecord(state: "running", status: nil)
+    }
+
+    func closeControlSocket(exitStatus: Int32?) {
+        guard let dir = processDirectory, controlFD >= 0 else { return }
+        close(controlFD)
+        controlFD = -1
+        unlink(dir + "/control.sock")
+        try? writeProcessRecord(state: "exited", status: exitStatus)
+    }
+
+    func writeProcessRecord(state: String, status: Int32?) throws {
+        guard let dir = processDirectory else { return }
+        var d: [String: Any] = ["name": config.name!, "program": config.program, "arguments": config.arguments,
+                                "agent_pid": getpid(), "state": state, "updated_at": Date().timeIntervalSince1970]
+        if let status { d["exit_status"] = status }
+        try JSONSerialization.data(withJSONObject: d, options: [.sortedKeys]).write(to: URL(fileURLWithPath: dir + "/process.json"))
+    }
+
+    /// Serves one control connection (the event loop saw the listening socket readable).
+    func handleControl() {
+        var st = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let fd = Sys.accept(controlFD, &st, &len)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        Socket.setTimeout(fd, seconds: 5)
+        var request = [UInt8]()
+        var byte: UInt8 = 0
+        while request.count < 4096, recv(fd, &byte, 1, 0) == 1, byte != 10 { request.append(byte) }
+        let op = (try? JSONSerialization.jsonObject(with: Data(request)) as? [String: Any])?["op"] as? String
+        var reply: [String: Any]
+        switch op {
+        case "checkpoint": reply = checkpointNow()
+        case "ping": reply = ["ok": true, "pid": mainPID]
+        default: reply = ["ok": false, "error": "unknown request"]
+        }
+        var out = (try? JSONSerialization.data(withJSONObject: reply, options: [.sortedKeys])) ?? Data("{}".utf8)
+        out.append(10)
+        _ = out.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    /// Takes and commits a checkpoint of the named run; PROG runs on whatever happens.
+    func checkpointNow() -> [String: Any] {
+        guard let name = config.name else { return ["ok": false, "error": "this run has no name"] }
+        let store = LocalImageStore(stateDirectory: config.stateDirectory, name: name)
+        let epoch = (store.epochs.max() ?? 0) + 1
+        checkpointing = true
+        defer { checkpointing = false }
+        do {
+            let sink = try store.begin(epoch: epoch)
+            do {
+                let r = try capture(name: name, epoch: epoch, into: sink)
+                let pause = Double(r.pauseNanos) / 1e6
+                try sink.commit(pauseMillis: pause)
+                stats.checkpoints += 1
+                log.info("checkpoint \(name) epoch \(epoch) committed: \(r.pages) pages, paused \(String(format: "%.1f", pause)) ms")
+                return ["ok": true, "epoch": epoch, "pause_ms": pause, "pages": r.pages, "bytes": r.bytes]
+            } catch {
+                sink.abandon()
+                throw error
+            }
+        } catch {
+            log.warning("checkpoint \(name) epoch \(epoch) refused: \(error)")
+            return ["ok": false, "error": "\(error)"]
+        }
+    }
+}

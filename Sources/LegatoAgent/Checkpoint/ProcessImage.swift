@@ -1,0 +1,102 @@
+import Foundation
+import LegatoSystem
+
+/// Everything about a process a checkpoint holds besides its page contents (the context record).
+/// Stored as JSON beside the pages; see Docs/checkpoint-format.md.
+public struct ProcessImage: Codable, Equatable {
+    public static let version = 1
+
+    public var version = ProcessImage.version
+    public var name: String
+    public var epoch: UInt64
+    public var createdAt: Double
+    public var exe: String
+    public var cwd: String
+    public var umask: UInt32
+    public var mm: MMFields
+    public var auxv: [UInt64]
+    public var vmas: [VMA]
+    public var threads: [ThreadState]
+    public var sigactions: [SigAction]
+    public var fds: [FileDescriptor]
+    public var rlimits: [RLimit]
+
+    /// The mm fields prctl(PR_SET_MM_MAP) restores.
+    public struct MMFields: Codable, Equatable {
+        public var startCode: UInt64, endCode: UInt64, startData: UInt64, endData: UInt64
+        public var startBrk: UInt64, brk: UInt64, startStack: UInt64
+        public var argStart: UInt64, argEnd: UInt64, envStart: UInt64, envEnd: UInt64
+    }
+
+    public struct VMA: Codable, Equatable {
+        public enum Kind: String, Codable { case anonymous, file, heap, stack, vdso, vvar, vsyscall, shared }
+        public var start: UInt64
+        public var end: UInt64
+        public var prot: UInt32       // PROT_READ 1 | PROT_WRITE 2 | PROT_EXEC 4
+        public var kind: Kind
+        public var path: String?
+        public var offset: UInt64
+        /// For file mappings: the file's identity when the checkpoint was taken (checked at restore).
+        public var inode: UInt64?
+        public var device: String?
+        public var size: UInt64?
+        public var mtime: Double?
+    }
+
+    public struct ThreadState: Codable, Equatable {
+        public var tid: Int32
+        public var registers: [UInt64]   // user_regs_struct, field by field
+        public var xstate: Data          // the XSAVE area (NT_X86_XSTATE)
+        public var sigmask: UInt64
+        public var rseq: RSeq?
+        public var tidAddress: UInt64
+        public var robustList: UInt64
+        public var robustListLength: UInt64
+        public var sigaltstack: [UInt64]? // ss_sp, ss_flags, ss_size
+    }
+
+    public struct RSeq: Codable, Equatable {
+        public var address: UInt64
+        public var size: UInt32
+        public var signature: UInt32
+    }
+
+    public struct SigAction: Codable, Equatable {
+        public var signal: Int32
+        public var handler: UInt64
+        public var flags: UInt64
+        public var restorer: UInt64
+        public var mask: UInt64
+    }
+
+    public struct FileDescriptor: Codable, Equatable {
+        public enum Kind: String, Codable { case regular, tty, pipe, devnull, devzero, devurandom, other }
+        public var fd: Int32
+        public var kind: Kind
+        public var path: String
+        public var flags: UInt32
+        public var offset: Int64
+    }
+
+    public struct RLimit: Codable, Equatable {
+        public var resource: Int32
+        public var soft: UInt64
+        public var hard: UInt64
+    }
+}
+
+extension Registers {
+    /// The registers as 27 words, in user_regs_struct order.
+    var words: [UInt64] {
+        var copy = self
+        return withUnsafeBytes(of: &copy) { Array($0.bindMemory(to: UInt64.self)) }
+    }
+
+    init(words: [UInt64]) {
+        self.init()
+        withUnsafeMutableBytes(of: &self) { raw in
+            let w = raw.bindMemory(to: UInt64.self)
+            for i in 0..<min(w.count, words.count) { w[i] = words[i] }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import LegatoAgent
+import LegatoCore
+import LegatoSystem
+
+struct CheckpointCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "checkpoint",
+        abstract: "Checkpoint a named run now; exits 0 once the checkpoint is committed."
+    )
+
+    @Argument(help: "The run's name (legato run --name NAME).")
+    var name: String
+
+    @Option(name: .customLong("state-dir"), help: "The state directory of the run.")
+    var stateDir: String?
+
+    @Option(help: "The cluster's coordinator (not used by local runs).")
+    var coordinator: Endpoint?
+
+    func run() throws {
+        guard validProcessName(name) else { throw ValidationError("invalid name '\(name)'") }
+        let dir = (stateDir ?? defaultStateDirectory()) + "/processes/" + name
+        let fd: Int32
+        do { fd = try Socket.connectUnix(path: dir + "/control.sock") } catch {
+            writeError("legato: no run named \(name) is going on (\(dir)/control.sock: \(error))")
+            throw ExitCode(1)
+        }
+        defer { close(fd) }
+        Socket.setTimeout(fd, seconds: 600)
+        let request = Array("{\"op\":\"checkpoint\"}\n".utf8)
+        try request.withUnsafeBytes { try Socket.writeFully(fd, [$0]) }
+        var reply = [UInt8]()
+        var byte: UInt8 = 0
+        while recv(fd, &byte, 1, 0) == 1, byte != 10 { reply.append(byte) }
+        guard let d = try? JSONSerialization.jsonObject(with: Data(reply)) as? [String: Any] else {
+            writeError("legato: the run \(name) did not answer the checkpoint request")
+            throw ExitCode(1)
+        }
+        guard d["ok"] as? Bool == true else {
+            writeError("legato: checkpoint of \(name) refused: \(d["error"] as? String ?? "unknown reason")")
+            throw ExitCode(1)
+        }
+        let pause = (d["pause_ms"] as? NSNumber)?.doubleValue ?? 0
+        let pages = (d["pages"] as? NSNumber)?.intValue ?? 0
+        print("checkpoint \(name) epoch \(d["epoch"] ?? "?") committed: paused \(String(format: "%.1f", pause)) ms, \(pages) pages (\(formatSize(UInt64(pages) * 4096)))")
+    }
+}
+
+struct RestoreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore",
+        abstract: "Bring a named run back from its newest committed checkpoint (or --epoch N) and run it in the foreground."
+    )
+
+    @Argument(help: "The run's name.")
+    var name: String
+
+    @Option(help: "The checkpoint to restore (default: the newest committed one).")
+    var epoch: UInt64?
+
+    @OptionGroup var options: MemoryOptions
+
+    func run() throws {
+        guard validProcessName(name) else { throw ValidationError("invalid name '\(name)'") }
+        if let busy = runningAgent(stateDirectory: options.stateDirectory, name: name) {
+            throw ValidationError("the run \(name) is going on (legato run pid \(busy)); stop it before restoring")
+        }
+        let store = LocalImageStore(stateDirectory: options.stateDirectory, name: name)
+        guard let e = epoch ?? store.epochs.max() else {
+            writeError("legato: no committed checkpoint of \(name) in \(store.root)")
+            throw ExitCode(1)
+        }
+        let (image, runs, pagesFile) = try store.load(epoch: e)
+        let code = try options.runAgent(program: image.exe, arguments: [], noPIDNamespace: false) { c in
+            c.name = name
+            c.restore = RestoreSource(image: image, pageRuns: runs, pagesFile: pagesFile)
+        }
+        throw ExitCode(code)
+    }
+}
+
+struct LsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List named runs and their checkpoints.")
+
+    @Flag(help: "Print JSON: {\"processes\":[{\"name\",\"state\",\"checkpoints\":[{\"epoch\",\"committed_at\",\"pause_ms\",\"pages\",\"bytes\"}]}]}.")
+    var json = false
+
+    @Option(name: .customLong("state-dir"), help: "The state directory.")
+    var stateDir: String?
+
+    @Option(help: "The cluster's coordinator (not used by local runs).")
+    var coordinator: Endpoint?
+
+    func run() throws {
+        let state = stateDir ?? defaultStateDirectory()
+        var list: [[String: Any]] = []
+        for name in LocalImageStore.names(stateDirectory: state) where validProcessName(name) {
+            let store = LocalImageStore(stateDirectory: state, name: name)
+            let running = runningAgent(stateDirectory: state, name: name) != nil
+            let record = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: store.root + "/process.json")))) as? [String: Any]
+            let stateText = running ? "running" : (record?["state"] as? String == "exited" ? "exited" : "stopped")
+            let ckpts: [[String: Any]] = store.epochs.map { e in
+                let s = store.summary(epoch: e)
+                return ["epoch": e, "committed_at": s.committedAt, "pause_ms": s.pauseMillis, "pages": s.pages, "bytes": s.pages * 4096]
+            }
+            list.append(["name": name, "state": stateText, "checkpoints": ckpts])
+        }
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: ["processes": list], options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        if list.isEmpty { print("no named runs in \(state)"); return }
+        for p in list {
+            let ck = p["checkpoints"] as! [[String: Any]]
+            print("\(p["name"]!)  \(p["state"]!)  \(ck.count) checkpoint(s)")
+            for c in ck {
+                let when = Date(timeIntervalSince1970: c["committed_at"] as! Double)
+                print("  epoch \(c["epoch"]!)  \(when)  paused \(String(format: "%.1f", c["pause_ms"] as! Double)) ms  \(formatSize(UInt64(c["bytes"] as! Int)))")
+            }
+        }
+    }
+}
