@@ -27,3 +27,9 @@ int lg_sqlite_bind_blob(sqlite3_stmt *st, int idx, const void *p, int n) {
 int lg_sqlite_bind_text(sqlite3_stmt *st, int idx, const char *s) {
     return sqlite3_bind_text(st, idx, s, -1, SQLITE_TRANSIENT);
 }
+
+#include <spawn.h>
+/* posix_spawn_file_actions_addclosefrom_np is a GNU extension, hidden from Swift. */
+int lg_spawn_close_from(void *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, from);
+}

@@ -123,7 +123,7 @@ extension Agent {
 
     /// The start of the first locked mapping overlapping `ranges` (from /proc/PID/smaps), if any.
     private func firstLockedMapping(in ranges: [(UInt64, UInt64)]) -> UInt64? {
-        guard let text = try? String(contentsOfFile: "/proc/\(mainPID)/smaps", encoding: .utf8) else { return nil }
+        guard let text = ProcFile.text("/proc/\(mainPID)/smaps") else { return nil }
         var current: UInt64?
         var best: UInt64?
         for line in text.split(separator: "\n") {
@@ -141,7 +141,7 @@ extension Agent {
 
     /// The pid a pidfd of thread `tid` refers to (fdinfo's Pid line).
     private func pidOfPidfd(_ tid: pid_t, _ fd: Int32) -> pid_t? {
-        guard let text = try? String(contentsOfFile: "/proc/\(tid)/fdinfo/\(fd)", encoding: .utf8) else { return nil }
+        guard let text = ProcFile.text("/proc/\(tid)/fdinfo/\(fd)") else { return nil }
         for line in text.split(separator: "\n") where line.hasPrefix("Pid:") {
             return pid_t(line.dropFirst(4).trimmingCharacters(in: .whitespaces))
         }

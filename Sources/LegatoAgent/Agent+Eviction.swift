@@ -91,10 +91,16 @@ extension Agent {
 
         var newBatches: [WriteBackBatch] = []
         for (node, pages) in byNode.sorted(by: { $0.key < $1.key }) {
-            let b = WriteBackBatch(id: nextBatchID, node: node, keys: pages.map { $0.0.key(at: $0.1) })
-            nextBatchID += 1
-            try readPages(pages.map { $0.0.address(at: $0.1) }, into: b.buffer)
-            newBatches.append(b)
+            // A batch is one STORE_PAGES request: at most 1024 pages (the protocol allows 4096).
+            var start = 0
+            while start < pages.count {
+                let chunk = pages[start..<min(pages.count, start + 1024)]
+                let b = WriteBackBatch(id: nextBatchID, node: node, keys: chunk.map { $0.0.key(at: $0.1) })
+                nextBatchID += 1
+                try readPages(chunk.map { $0.0.address(at: $0.1) }, into: b.buffer)
+                newBatches.append(b)
+                start += chunk.count
+            }
         }
 
         let read = monotonicNanos()

@@ -25,8 +25,12 @@ extension Agent {
                 let e = eventBuffer[k]
                 switch Sys.UffdEventKind(rawValue: e.kind) ?? .other {
                 case .pageFault: retryFaults.append(e)
-                case .unmap: dropRange(e.addr, e.a2)
-                case .remap: regions.move(from: e.addr, to: e.a2, length: e.a3)
+                case .unmap:
+                    log.trace("UNMAP \(describeRange(e.addr, e.a2 - e.addr))")
+                    dropRange(e.addr, e.a2)
+                case .remap:
+                    log.trace("REMAP \(describeRange(e.addr, e.a3)) -> 0x\(String(e.a2, radix: 16))")
+                    regions.move(from: e.addr, to: e.a2, length: e.a3)
                 case .remove, .fork, .other: log.warning("unexpected userfaultfd event \(e.kind)/\(e.flags)")
                 }
             }

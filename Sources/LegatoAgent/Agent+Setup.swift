@@ -93,6 +93,7 @@ extension Agent {
             log.debug("not managing \(describeRange(start, end - start)): \(e)")
             return
         }
+        log.trace("manage \(describeRange(start, end - start))")
         let (region, removed) = regions.add(start: start, end: end, growsDown: growsDown)
         forget(removed)
         try adoptPresentPages(region, from: 0, to: region.pageCount)

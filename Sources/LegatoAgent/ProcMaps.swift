@@ -1,5 +1,6 @@
 import Foundation
 import LegatoCore
+import LegatoSystem
 
 /// One line of /proc/PID/maps.
 struct MapsEntry {
@@ -19,7 +20,7 @@ struct MapsEntry {
 
 enum ProcMaps {
     static func read(pid: pid_t) throws -> [MapsEntry] {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8) else {
+        guard let text = ProcFile.text("/proc/\(pid)/maps") else {
             throw LegatoError("cannot read /proc/\(pid)/maps")
         }
         return parse(text)

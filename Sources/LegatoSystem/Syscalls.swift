@@ -493,6 +493,9 @@ public enum Sys {
 
     // MARK: misc
 
+    /// Makes a posix_spawn close every descriptor from `fd` on in the child.
+    public static func spawnClosesFrom(_ actions: UnsafeMutableRawPointer, _ fd: Int32) { _ = lg_spawn_close_from(actions, fd) }
+
     public static func signalIsIgnored(_ sig: Int32) -> Bool { lg_signal_is_ignored(sig) != 0 }
 
     public static func setThreadName(_ name: String) { name.withCString { lg_set_thread_name($0) } }

@@ -52,8 +52,10 @@ public final class RPCServer {
     private let lock = Lock()
     private var connections: [Int32: Connection] = [:]
     private var stopping = false
-    public private(set) var connectionsAccepted = 0
-    public private(set) var connectionsRejected = 0
+    private var accepted = 0
+    private var rejected = 0
+    public var connectionsAccepted: Int { lock.withLock { accepted } }
+    public var connectionsRejected: Int { lock.withLock { rejected } }
 
     public init(endpoint: Endpoint, service: RPCService, secret: ClusterSecret, role: Handshake.Role, name: String, log: Logger) throws {
         (listenFD, port) = try Socket.listen(host: endpoint.host, port: endpoint.port)
@@ -95,7 +97,7 @@ public final class RPCServer {
             let admitted: Bool = lock.withLock {
                 if stopping { return false }
                 connections[fd] = conn
-                connectionsAccepted += 1
+                self.accepted += 1
                 return true
             }
             if !admitted { conn.close(); return }
@@ -113,7 +115,7 @@ public final class RPCServer {
         do {
             token = try Handshake.accept(conn, secret: secret, role: role, name: name)
         } catch {
-            lock.withLock { connectionsRejected += 1 }
+            lock.withLock { rejected += 1 }
             log.warning("rejected connection from \(conn.peer): \(error)")
             return
         }

@@ -51,6 +51,9 @@ import LegatoSystem
         // and the node goes on serving the right one
         let c = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenA)
         try c.rpc.ping()
+        // The server counts the refusal on its own thread, just after telling the client.
+        let deadline = Date().addingTimeInterval(5)
+        while node.server.connectionsRejected < 1 && Date() < deadline { usleep(10_000) }
         #expect(node.server.connectionsRejected >= 1)
     }
 

@@ -40,6 +40,13 @@ extension Agent {
         var mm = try readMMFields(pid)
         mm.brk = brk
         let vmas = try ProcMaps.read(pid: pid).compactMap { describeVMA($0) }
+        if let shm = vmas.first(where: { $0.kind == .shared && !($0.path?.hasPrefix("/") ?? false) }) {
+            throw CheckpointRefused(description: "shared anonymous memory at \(describeRange(shm.start, shm.end - shm.start)) (\(shm.path ?? "anonymous")) cannot be checkpointed yet")
+        }
+        for r in regions.regions where !vmas.contains(where: { $0.start <= r.start && r.end <= $0.end }) {
+            let overlapping = vmas.filter { $0.start < r.end && r.start < $0.end }.map { "\(describeRange($0.start, $0.end - $0.start)) \($0.kind)" }
+            log.warning("region \(describeRange(r.start, r.length)) is not one mapping: \(overlapping)")
+        }
 
         // Pages: every managed page with content, and the written (anonymous) pages of file mappings.
         var pages = 0
@@ -163,7 +170,7 @@ extension Agent {
     }
 
     private func readMMFields(_ pid: pid_t) throws -> ProcessImage.MMFields {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
+        guard let stat = ProcFile.text("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else {
             throw LegatoError("cannot read /proc/\(pid)/stat")
         }
         // Fields after "(comm)": state is field 3; we index from field 3 = f[0].
@@ -174,12 +181,12 @@ extension Agent {
     }
 
     private func readAuxv(_ pid: pid_t) -> [UInt64] {
-        guard let d = FileManager.default.contents(atPath: "/proc/\(pid)/auxv") else { return [] }
-        return d.withUnsafeBytes { Array($0.bindMemory(to: UInt64.self)) }
+        guard let d = ProcFile.bytes("/proc/\(pid)/auxv") else { return [] }
+        return d.withUnsafeBytes { raw in (0..<raw.count / 8).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) } }
     }
 
     private func readUmask(_ pid: pid_t) -> UInt32 {
-        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let status = ProcFile.text("/proc/\(pid)/status") ?? ""
         for line in status.split(separator: "\n") where line.hasPrefix("Umask:") {
             return UInt32(line.dropFirst(6).trimmingCharacters(in: .whitespaces), radix: 8) ?? 0o22
         }
@@ -231,7 +238,7 @@ extension Agent {
             guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + name) else { continue }
             var flags: UInt32 = 0
             var pos: Int64 = 0
-            if let info = try? String(contentsOfFile: "/proc/\(pid)/fdinfo/\(fd)", encoding: .utf8) {
+            if let info = ProcFile.text("/proc/\(pid)/fdinfo/\(fd)") {
                 for line in info.split(separator: "\n") {
                     if line.hasPrefix("flags:") { flags = UInt32(line.dropFirst(6).trimmingCharacters(in: .whitespaces), radix: 8) ?? 0 }
                     if line.hasPrefix("pos:") { pos = Int64(line.dropFirst(4).trimmingCharacters(in: .whitespaces)) ?? 0 }

@@ -67,7 +67,15 @@ extension Agent {
                 let flags: UInt64 = 0x32 | (v.kind == .stack ? 0x100 : 0)  // MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS [|MAP_GROWSDOWN]
                 _ = try call("mmap anonymous \(describeRange(v.start, len))", Syscall.mmap, v.start, len, UInt64(v.prot), flags, UInt64(bitPattern: -1), 0)
             case .shared:
-                throw LegatoError("checkpoint \(image.epoch) of \(image.name) has a shared mapping at \(describeRange(v.start, len)); not supported")
+                // A shared file mapping: the file holds its pages; map it again.
+                guard let p = v.path, p.hasPrefix("/") else {
+                    throw LegatoError("checkpoint \(image.epoch) of \(image.name) has a shared anonymous mapping at \(describeRange(v.start, len)); not supported")
+                }
+                let path = try args.string(p)
+                let fd = try call("open \(p)", 2, path, v.prot & 2 != 0 ? 2 : 0, 0)  // O_RDWR or O_RDONLY
+                _ = try call("mmap shared \(p) at \(describeRange(v.start, len))", Syscall.mmap, v.start, len, UInt64(v.prot), 0x11, UInt64(fd), v.offset)  // MAP_SHARED|MAP_FIXED
+                _ = try call("close", Syscall.close, UInt64(fd))
+                args.reset()
             }
         }
         // 3. The pages, through /proc/PID/mem (which writes read-only mappings too).

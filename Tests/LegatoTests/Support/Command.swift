@@ -37,6 +37,8 @@ final class SpawnedCommand {
         posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        // Nothing of the test process leaks into the command (as from a shell).
+        withUnsafeMutablePointer(to: &actions) { Sys.spawnClosesFrom(UnsafeMutableRawPointer($0), 3) }
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         var empty = sigset_t()

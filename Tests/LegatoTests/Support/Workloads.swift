@@ -13,7 +13,7 @@ enum Workloads {
             if let p = built[name] { return p }
             let source = TestEnvironment.repositoryRoot + "/Tools/workloads/\(name).c"
             let output = outputDirectory + "/" + name
-            let r = try runCommand(["cc", "-O2", "-pthread", "-Wall", "-o", output, source])
+            let r = try runCommand(["cc", "-O2", "-pthread", "-Wall", "-o", output, source, "-lm"])
             guard r.status == 0 else { throw TestFailure("cc \(source) failed:\n\(r.stderr)") }
             built[name] = output
             return output

@@ -1,0 +1,23 @@
+import Glibc
+
+/// Reads a /proc file whole. (/proc files report size 0, and a large one — the maps of a process
+/// with hundreds of mappings — must be read until EOF, not in one buffer sized from its length.)
+public enum ProcFile {
+    public static func bytes(_ path: String) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { return nil }
+        defer { close(fd) }
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(fd, &buf, buf.count)
+            if n > 0 { out += buf[0..<n]; continue }
+            if n < 0 && errno == EINTR { continue }
+            return n < 0 ? nil : out
+        }
+    }
+
+    public static func text(_ path: String) -> String? {
+        bytes(path).map { String(decoding: $0, as: UTF8.self) }
+    }
+}

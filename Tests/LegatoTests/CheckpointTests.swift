@@ -1,0 +1,131 @@
+import Foundation
+import Glibc
+import Testing
+import LegatoSystem
+
+/// Checkpoint a named run mid-way, kill -9 it (PROG and `legato run`), restore it, and compare
+/// with an uninterrupted plain run. PROG's stdout is a regular file, which the restore reopens at
+/// the saved offset: the file must end up exactly as a plain run leaves it.
+@Suite(.serialized) struct CheckpointTests {
+    init() throws { try requireAgentCapabilities() }
+
+    /// A named run in the background, its stdout going to `output`.
+    final class NamedRun {
+        let name: String
+        let stateDir: String
+        let output: String
+        let command: SpawnedCommand
+
+        init(name: String, stateDir: String, output: String, localMem: String, argv: [String]) throws {
+            self.name = name
+            self.stateDir = stateDir
+            self.output = output
+            let quoted = argv.map { "'\($0)'" }.joined(separator: " ")
+            command = try SpawnedCommand(["sh", "-c", "exec '\(TestEnvironment.legato)' run --name \(name) --state-dir '\(stateDir)' --local-mem \(localMem) -- \(quoted) > '\(output)'"])
+        }
+
+        /// Waits until PROG has printed at least `lines` lines.
+        func waitForLines(_ lines: Int, timeoutSeconds: Double = 60) throws {
+            let deadline = monotonicNanos() + UInt64(timeoutSeconds * 1e9)
+            while monotonicNanos() < deadline {
+                let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+                if text.split(separator: "\n").count >= lines { return }
+                usleep(20_000)
+            }
+            throw TestFailure("\(name) did not print \(lines) lines: \(command.stderrSoFar)")
+        }
+
+        func checkpoint() throws -> CommandResult {
+            try runCommand([TestEnvironment.legato, "checkpoint", name, "--state-dir", stateDir], timeoutSeconds: 120)
+        }
+
+        func killHard() {
+            command.signal(SIGKILL)
+            _ = try? command.wait(timeoutSeconds: 20)
+            // Its namespace goes with it; wait until nothing of it answers any more.
+            let deadline = monotonicNanos() + 10_000_000_000
+            while monotonicNanos() < deadline && access(stateDir + "/processes/\(name)/control.sock", F_OK) == 0,
+                  (try? Socket.connectUnix(path: stateDir + "/processes/\(name)/control.sock")).map({ close($0); return true }) == true {
+                usleep(20_000)
+            }
+        }
+
+        func restore(extra: [String] = []) throws -> CommandResult {
+            try runCommand(["sh", "-c", "exec '\(TestEnvironment.legato)' restore \(name) --state-dir '\(stateDir)' --local-mem 16M \(extra.joined(separator: " "))"],
+                           timeoutSeconds: 300)
+        }
+    }
+
+    func checkpointKillRestore(_ argv: [String], name: String, localMem: String, afterLines: Int) throws {
+        let dir = TestEnvironment.temporaryDirectory("ckpt-\(name)")
+        let plain = try runCommand(argv, timeoutSeconds: 300)
+        #expect(plain.status == 0, "plain run failed: \(plain.stderr)")
+        let run = try NamedRun(name: name, stateDir: dir + "/state", output: dir + "/out", localMem: localMem, argv: argv)
+        try run.waitForLines(afterLines)
+        let ck = try run.checkpoint()
+        #expect(ck.status == 0, "checkpoint failed: \(ck.stderr) \(ck.stdout)")
+        #expect(ck.stdout.contains("epoch 1 committed"), "\(ck.stdout)")
+        usleep(300_000)  // PROG goes on past the checkpoint, writing more
+        run.killHard()
+        let partial = try String(contentsOfFile: run.output, encoding: .utf8)
+        #expect(partial != plain.stdout, "the run should have been interrupted")
+
+        let r = try run.restore()
+        #expect(r.status == 0, "restore failed (\(r.status)): \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
+        // The same checkpoint restores again to the same end.
+        let again = try run.restore(extra: ["--epoch", "1"])
+        #expect(again.status == 0, "second restore failed: \(again.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "a second restore of the same checkpoint differs")
+    }
+
+    @Test func cProgramWithFPUStateAndMoreMemoryThanItsBudget() throws {
+        try checkpointKillRestore([try Workloads.path("progress"), "30", "48", "100"], name: "progress", localMem: "8M", afterLines: 5)
+    }
+
+    @Test func pythonMidComputation() throws {
+        try checkpointKillRestore(["python3", Workloads.script("pyprogress.py"), "30"], name: "python", localMem: "32M", afterLines: 4)
+    }
+
+    @Test func refusesAnUnsupportedDescriptorAndRunsOn() throws {
+        let dir = TestEnvironment.temporaryDirectory("ckpt-socket")
+        let argv = ["python3", Workloads.script("pyprogress.py"), "12", "socket"]
+        let plain = try runCommand(argv)
+        let run = try NamedRun(name: "sock", stateDir: dir + "/state", output: dir + "/out", localMem: "32M", argv: argv)
+        try run.waitForLines(2)
+        let ck = try run.checkpoint()
+        #expect(ck.status != 0)
+        #expect(ck.stderr.contains("socket"), "the refusal names the descriptor's kind: \(ck.stderr)")
+        #expect(ck.stderr.contains("fd "), "the refusal names the fd: \(ck.stderr)")
+        let r = try run.command.wait(timeoutSeconds: 120)
+        #expect(r.status == 0, "the program runs on after a refused checkpoint: \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout)
+        let ls = try runCommand([TestEnvironment.legato, "ls", "--json", "--state-dir", dir + "/state"])
+        let d = try JSONSerialization.jsonObject(with: Data(ls.stdout.utf8)) as! [String: Any]
+        let procs = d["processes"] as! [[String: Any]]
+        #expect(procs.count == 1)
+        #expect((procs.first?["checkpoints"] as? [Any])?.isEmpty == true, "a refused checkpoint is not recorded")
+        #expect(procs.first?["state"] as? String == "exited")
+    }
+
+    @Test func listsRunsAndCheckpointsAsJSON() throws {
+        let dir = TestEnvironment.temporaryDirectory("ckpt-ls")
+        let run = try NamedRun(name: "lister", stateDir: dir + "/state", output: dir + "/out", localMem: "16M",
+                               argv: [try Workloads.path("progress"), "40", "8", "50"])
+        try run.waitForLines(2)
+        #expect(try run.checkpoint().status == 0)
+        #expect(try run.checkpoint().status == 0)
+        let ls = try runCommand([TestEnvironment.legato, "ls", "--json", "--state-dir", dir + "/state"])
+        let d = try JSONSerialization.jsonObject(with: Data(ls.stdout.utf8)) as! [String: Any]
+        let p = (d["processes"] as! [[String: Any]]).first!
+        #expect(p["name"] as? String == "lister")
+        #expect(p["state"] as? String == "running")
+        let cks = p["checkpoints"] as! [[String: Any]]
+        #expect(cks.map { ($0["epoch"] as? NSNumber)?.intValue } == [1, 2])
+        for c in cks {
+            for key in ["epoch", "committed_at", "pause_ms", "pages", "bytes"] { #expect(c[key] != nil, "missing \(key)") }
+            #expect(((c["pages"] as? NSNumber)?.intValue ?? 0) > 0)
+        }
+        _ = try run.command.wait(timeoutSeconds: 120)
+    }
+}
