@@ -33,3 +33,30 @@ int lg_sqlite_bind_text(sqlite3_stmt *st, int idx, const char *s) {
 int lg_spawn_close_from(void *actions, int from) {
     return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, from);
 }
+
+#include <fcntl.h>
+#include <unistd.h>
+/* Copies what a pipe holds into buf without consuming it: tee() into a private pipe of the same
+ * capacity, then read that. `fd` is an fd on the pipe (e.g. /proc/PID/fd/N opened O_RDONLY|O_NONBLOCK).
+ * Returns the bytes copied, -E2BIG if the pipe holds more than cap, or -errno. */
+int64_t lg_pipe_peek(int fd, void *buf, uint64_t cap) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return -errno;
+    int64_t rc = 0;
+    int size = fcntl(fd, F_GETPIPE_SZ);
+    if (size > 0 && fcntl(p[1], F_SETPIPE_SZ, size) < 0) { rc = -errno; goto out; }
+    ssize_t n = tee(fd, p[1], (size_t)(size > 0 ? size : 1 << 20), SPLICE_F_NONBLOCK);
+    if (n < 0) { rc = errno == EAGAIN ? 0 : -errno; goto out; }
+    if ((uint64_t)n > cap) { rc = -E2BIG; goto out; }
+    uint64_t done = 0;
+    while (done < (uint64_t)n) {
+        ssize_t r = read(p[0], (char *)buf + done, (size_t)n - done);
+        if (r <= 0) { rc = r < 0 ? -errno : -EIO; goto out; }
+        done += (uint64_t)r;
+    }
+    rc = (int64_t)done;
+out:
+    close(p[0]);
+    close(p[1]);
+    return rc;
+}

@@ -428,6 +428,14 @@ public enum Sys {
         return r
     }
 
+    /// What the pipe behind `fd` holds, copied without consuming it (at most `capacity` bytes).
+    public static func peekPipe(_ fd: Int32, capacity: Int = 1 << 20, what: String) throws -> [UInt8] {
+        var buf = [UInt8](repeating: 0, count: capacity)
+        let n = buf.withUnsafeMutableBytes { lg_pipe_peek(fd, $0.baseAddress, UInt64(capacity)) }
+        if n < 0 { throw SystemError("copy the contents of \(what)", code: Int32(-n)) }
+        return Array(buf[0..<Int(n)])
+    }
+
     public static func tgkill(_ tgid: pid_t, _ tid: pid_t, _ sig: Int32) { _ = lg_tgkill(tgid, tid, sig) }
 
     public static func drainSignalFD(_ fd: Int32) { _ = lg_signalfd_drain(fd) }

@@ -56,8 +56,10 @@ import LegatoSystem
         }
     }
 
-    func checkpointKillRestore(_ argv: [String], name: String, localMem: String, afterLines: Int) throws {
-        let dir = TestEnvironment.temporaryDirectory("ckpt-\(name)")
+    @discardableResult
+    func checkpointKillRestore(_ argv: [String], name: String, localMem: String, afterLines: Int,
+                               dir: String? = nil) throws -> [String: Any] {
+        let dir = dir ?? TestEnvironment.temporaryDirectory("ckpt-\(name)")
         let plain = try runCommand(argv, timeoutSeconds: 300)
         #expect(plain.status == 0, "plain run failed: \(plain.stderr)")
         let run = try NamedRun(name: name, stateDir: dir + "/state", output: dir + "/out", localMem: localMem, argv: argv)
@@ -77,6 +79,23 @@ import LegatoSystem
         let again = try run.restore(extra: ["--epoch", "1"])
         #expect(again.status == 0, "second restore failed: \(again.stderr)")
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "a second restore of the same checkpoint differs")
+        let context = try Data(contentsOf: URL(fileURLWithPath: dir + "/state/processes/\(name)/epoch-1/context.json"))
+        return try JSONSerialization.jsonObject(with: context) as! [String: Any]
+    }
+
+    @Test func threadsWithMutexesConditionVariablesFilesAndPipes() throws {
+        let dir = TestEnvironment.temporaryDirectory("ckpt-teamwork")
+        let argv = [try Workloads.path("teamwork"), "30", "4", "32", dir + "/data"]
+        let image = try checkpointKillRestore(argv, name: "teamwork", localMem: "8M", afterLines: 5, dir: dir)
+        let threads = image["threads"] as! [[String: Any]]
+        #expect(threads.count == 6, "main, 4 workers and the pipe reader: \(threads.count)")
+        #expect(Set(threads.map { ($0["tid"] as! NSNumber).intValue }).count == 6)
+        let fds = image["fds"] as! [[String: Any]]
+        let pipeFDs = fds.filter { $0["kind"] as? String == "pipe" && ($0["fd"] as! NSNumber).intValue > 2 }
+        #expect(pipeFDs.count == 2, "both ends of the workload's pipe: \(fds)")
+        #expect(Set(pipeFDs.map { $0["pipeInode"] as? NSNumber }).count == 1)
+        #expect(pipeFDs.contains { !($0["pipeData"] as? String ?? "").isEmpty }, "the pipe held data at the checkpoint")
+        #expect(fds.contains { $0["path"] as? String == dir + "/data" && $0["kind"] as? String == "regular" })
     }
 
     @Test func cProgramWithFPUStateAndMoreMemoryThanItsBudget() throws {

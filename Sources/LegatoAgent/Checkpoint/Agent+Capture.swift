@@ -36,7 +36,7 @@ extension Agent {
         for t in tracees.values.sorted(by: { $0.tid < $1.tid }) where t.sharesMemory && t.tgid == pid {
             threads.append(try captureThread(t))
         }
-        let (sigactions, brk) = try captureSignalHandlers(using: injector)
+        let (sigactions, brk, itimers) = try captureProcessWide(using: injector)
         var mm = try readMMFields(pid)
         mm.brk = brk
         let vmas = try ProcMaps.read(pid: pid).compactMap { describeVMA($0) }
@@ -83,11 +83,11 @@ extension Agent {
             }
         }
 
-        let image = ProcessImage(name: name, epoch: epoch, createdAt: Date().timeIntervalSince1970,
+        let image = ProcessImage(name: name, epoch: epoch, pid: namespaceTID(pid), createdAt: Date().timeIntervalSince1970,
                                  exe: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? config.program,
                                  cwd: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")) ?? "/",
                                  umask: readUmask(pid), mm: mm, auxv: readAuxv(pid), vmas: vmas, threads: threads,
-                                 sigactions: sigactions, fds: fds, rlimits: readRLimits(pid))
+                                 sigactions: sigactions, fds: fds, rlimits: readRLimits(pid), itimers: itimers)
         try sink.finish(image)
         let pause = monotonicNanos() - started
         return CheckpointResult(epoch: epoch, pauseNanos: pause, pages: pages, bytes: pages * Page.size)
@@ -141,14 +141,23 @@ extension Agent {
         var words = [UInt64](repeating: 0, count: 6)
         try words.withUnsafeMutableBytes { try readProcMem(mainPID, tidAddressSlot, 48, into: $0.baseAddress!) }
         let (head, len) = Sys.robustList(t.tid)
-        return ProcessImage.ThreadState(tid: t.tid, registers: regs.words, xstate: Data(xstate), sigmask: try Sys.signalMask(t.tid),
+        return ProcessImage.ThreadState(tid: namespaceTID(t.tid), registers: regs.words, xstate: Data(xstate), sigmask: try Sys.signalMask(t.tid),
                                         rseq: rseq.map { .init(address: $0.address, size: $0.size, signature: $0.signature) },
                                         tidAddress: words[0], robustList: head, robustListLength: len,
                                         sigaltstack: [words[2], words[3], words[4]])
     }
 
-    /// Every signal's disposition (rt_sigaction(sig, NULL, &old) injected), and brk.
-    private func captureSignalHandlers(using t: Tracee) throws -> ([ProcessImage.SigAction], UInt64) {
+    /// A thread's id in PROG's own PID namespace (the last NSpid of its status).
+    func namespaceTID(_ tid: pid_t) -> Int32 {
+        let status = ProcFile.text("/proc/\(tid)/status") ?? ""
+        for line in status.split(separator: "\n") where line.hasPrefix("NSpid:") {
+            if let last = line.split(whereSeparator: { $0 == "\t" || $0 == " " }).last, let n = Int32(last) { return n }
+        }
+        return tid
+    }
+
+    /// Every signal's disposition (rt_sigaction(sig, NULL, &old) injected), brk, and the interval timers.
+    private func captureProcessWide(using t: Tracee) throws -> ([ProcessImage.SigAction], UInt64, [[UInt64]]) {
         let inj = try Sys.Injection(tid: t.tid, stub: scratch, whileWaiting: { [self] in try? pollOnce(reapStops: false, sleepMillis: 5) })
         defer {
             tolerateGone { try inj.cure() }
@@ -166,7 +175,14 @@ extension Agent {
             }
         }
         let brk = try inj.syscall(12, 0)
-        return (out, UInt64(bitPattern: brk))
+        var timers: [[UInt64]] = []
+        for which in 0..<3 {
+            guard try inj.syscall(36, UInt64(which), slot) == 0 else { timers.append([0, 0, 0, 0]); continue }  // getitimer
+            var v = [UInt64](repeating: 0, count: 4)
+            try v.withUnsafeMutableBytes { try readProcMem(mainPID, slot, 32, into: $0.baseAddress!) }
+            timers.append(v)
+        }
+        return (out, UInt64(bitPattern: brk), timers)
     }
 
     private func readMMFields(_ pid: pid_t) throws -> ProcessImage.MMFields {
@@ -259,12 +275,32 @@ extension Agent {
             } else {
                 throw CheckpointRefused(description: "fd \(fd) is \(target) (\(describeKind(target))); cannot checkpoint it")
             }
-            if kind == .pipe && fd > 2 {
-                throw CheckpointRefused(description: "fd \(fd) is \(target): pipes other than stdin/stdout/stderr cannot be checkpointed yet")
-            }
-            out.append(.init(fd: fd, kind: kind, path: target, flags: flags, offset: pos))
+            var entry = ProcessImage.FileDescriptor(fd: fd, kind: kind, path: target, flags: flags, offset: pos)
+            if kind == .pipe { entry.pipeInode = UInt64(target.dropFirst(6).dropLast()) }
+            out.append(entry)
         }
+        try capturePipes(pid, &out)
         return out.sorted { $0.fd < $1.fd }
+    }
+
+    /// Pipes with both ends in PROG are restored with what they hold; a pipe on fds 0-2 whose other end
+    /// is outside becomes `legato restore`'s own; any other pipe leads outside PROG and is refused.
+    private func capturePipes(_ pid: pid_t, _ fds: inout [ProcessImage.FileDescriptor]) throws {
+        let pipes = Dictionary(grouping: fds.indices.filter { fds[$0].kind == .pipe }, by: { fds[$0].pipeInode ?? 0 })
+        for (inode, members) in pipes {
+            let readers = members.filter { fds[$0].flags & 3 == 0 }, writers = members.filter { fds[$0].flags & 3 == 1 }
+            if readers.isEmpty || writers.isEmpty {
+                if let outside = members.first(where: { fds[$0].fd > 2 }) {
+                    throw CheckpointRefused(description: "fd \(fds[outside].fd) is pipe:[\(inode)], whose other end is outside the program; cannot checkpoint it")
+                }
+                continue
+            }
+            let r = fds[readers[0]].fd
+            let peek = open("/proc/\(pid)/fd/\(r)", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+            if peek < 0 { throw SystemError.fromErrno("open the read end of pipe:[\(inode)] (fd \(r) of pid \(pid))") }
+            defer { close(peek) }
+            fds[readers[0]].pipeData = Data(try Sys.peekPipe(peek, what: "pipe:[\(inode)] (fd \(r) of pid \(pid))"))
+        }
     }
 
     private func describeKind(_ target: String) -> String {

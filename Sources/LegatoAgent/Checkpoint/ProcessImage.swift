@@ -4,11 +4,13 @@ import LegatoSystem
 /// Everything about a process a checkpoint holds besides its page contents (the context record).
 /// Stored as JSON beside the pages; see Docs/checkpoint-format.md.
 public struct ProcessImage: Codable, Equatable {
-    public static let version = 1
+    public static let version = 2
 
     public var version = ProcessImage.version
     public var name: String
     public var epoch: UInt64
+    /// PROG's PID in its own PID namespace (2: the reaper is 1); thread ids are in that namespace too.
+    public var pid: Int32
     public var createdAt: Double
     public var exe: String
     public var cwd: String
@@ -20,6 +22,8 @@ public struct ProcessImage: Codable, Equatable {
     public var sigactions: [SigAction]
     public var fds: [FileDescriptor]
     public var rlimits: [RLimit]
+    /// getitimer(ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF): interval and value, seconds and microseconds.
+    public var itimers: [[UInt64]]
 
     /// The mm fields prctl(PR_SET_MM_MAP) restores.
     public struct MMFields: Codable, Equatable {
@@ -44,6 +48,7 @@ public struct ProcessImage: Codable, Equatable {
     }
 
     public struct ThreadState: Codable, Equatable {
+        /// The thread id in PROG's PID namespace (what the program itself knows).
         public var tid: Int32
         public var registers: [UInt64]   // user_regs_struct, field by field
         public var xstate: Data          // the XSAVE area (NT_X86_XSTATE)
@@ -74,8 +79,11 @@ public struct ProcessImage: Codable, Equatable {
         public var fd: Int32
         public var kind: Kind
         public var path: String
-        public var flags: UInt32
+        public var flags: UInt32          // as /proc/PID/fdinfo shows them: O_CLOEXEC stands for FD_CLOEXEC
         public var offset: Int64
+        /// Pipes: the pipe's inode (fds on one pipe share it) and, on one fd of each pipe, what it held.
+        public var pipeInode: UInt64?
+        public var pipeData: Data?
     }
 
     public struct RLimit: Codable, Equatable {
