@@ -68,6 +68,7 @@ extension Agent {
             for i in idx {
                 let m = seen[i - first]
                 if m & 1 == 0 { vanished.append((r, i)); continue }
+                if m & 2 != 0 { r.remove(i, .saved) }  // written since installed or since the last checkpoint
                 if m & 2 != 0 || r.state(i).contains(.dirty) { dirtyVictims.append((r, i)) } else { cleanVictims.append((r, i)) }
             }
         }

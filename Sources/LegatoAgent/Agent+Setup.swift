@@ -122,7 +122,7 @@ extension Agent {
     }
 
     /// PAGEMAP_SCAN over [start, end) calling `body` for each matching range (and its categories).
-    func scan(start: UInt64, end: UInt64, required: Sys.PageCategory, writeProtect: Bool,
+    func scan(start: UInt64, end: UInt64, required: Sys.PageCategory, absent: Sys.PageCategory = [], writeProtect: Bool,
               _ body: (UInt64, UInt64, Sys.PageCategory) throws -> Void) throws {
         let cap = 512
         let vec = UnsafeMutablePointer<Sys.PageRegion>.allocate(capacity: cap)
@@ -131,7 +131,7 @@ extension Agent {
         while from < end {
             let flags: Sys.ScanFlags = writeProtect ? [.writeProtectMatching, .checkWPAsync] : []
             let (n, walkEnd) = try Sys.pagemapScan(fd: pagemapFD, pid: mainPID, start: from, end: end, flags: flags,
-                                                    required: required, returned: [.present, .written],
+                                                    required: required, absent: absent, returned: [.present, .written],
                                                     into: vec, capacity: cap)
             for k in 0..<n { try body(vec[k].start, vec[k].end, Sys.PageCategory(rawValue: vec[k].categories)) }
             if n < cap || walkEnd >= end || walkEnd <= from { break }

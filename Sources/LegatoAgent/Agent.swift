@@ -86,6 +86,9 @@ public final class Agent {
     var pollFDs: [pollfd] = []
     var controlFD: Int32 = -1
     var checkpointing = false
+    /// The epoch this session's last committed checkpoint has: the next one holds only what changed
+    /// since (pages without `saved`). nil: the next checkpoint is full.
+    var checkpointBase: UInt64?
     var stopsPending = false  // SIGCHLD seen; waitpid not yet drained
     let uffdSpinNanos = Agent.spinNanos("LEGATO_UFFD_SPIN_US", 50)
     var fatalError: String?

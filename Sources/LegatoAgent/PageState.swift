@@ -7,6 +7,10 @@
 ///  - `inFlight`: evicted, its newest content is in a write-back batch not yet acknowledged.
 ///  - `queued`: the page has an entry in the victim FIFO.
 ///  - `fetching`: a fetch of the page is on its way from a memory node.
+///  - `saved`: the content is what the last committed checkpoint (with its parents) holds at this
+///    address. Any change clears it — a write (the kernel's written bit, read at the checkpoint), an
+///    eviction of a written page, a discard, a move — and a new region starts without it, so a page
+///    without `saved` goes into the next incremental checkpoint (as data, or as a zero run).
 struct PageState: OptionSet {
     let rawValue: UInt8
     static let resident = PageState(rawValue: 1 << 0)
@@ -15,4 +19,5 @@ struct PageState: OptionSet {
     static let inFlight = PageState(rawValue: 1 << 3)
     static let queued = PageState(rawValue: 1 << 4)
     static let fetching = PageState(rawValue: 1 << 5)
+    static let saved = PageState(rawValue: 1 << 6)
 }

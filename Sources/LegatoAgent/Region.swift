@@ -36,6 +36,18 @@ final class Region {
     @inline(__always) func insert(_ i: Int, _ s: PageState) { states[i] |= s.rawValue }
     @inline(__always) func remove(_ i: Int, _ s: PageState) { states[i] &= ~s.rawValue }
 
+    /// Marks every page as changed since the last checkpoint (clears `saved`).
+    func forgetSaved() {
+        let mask = ~PageState.saved.rawValue
+        for i in states.indices { states[i] &= mask }
+    }
+
+    /// Marks every page as held by the checkpoint just taken.
+    func markAllSaved() {
+        let bit = PageState.saved.rawValue
+        for i in states.indices { states[i] |= bit }
+    }
+
     /// The part [from, to) as a new region (keys follow the pages).
     func slice(_ from: UInt64, _ to: UInt64) -> Region {
         let a = index(of: from), b = index(of: to)

@@ -84,6 +84,7 @@ final class RegionTable {
         remove(start: to, end: to + length)
         for p in parts {
             p.relocate(to: to + (p.start - from))
+            p.forgetSaved()  // checkpoints hold pages by address: at the new one they are new
             insert(p)
         }
     }

@@ -358,13 +358,14 @@ public enum Sys {
         public static let checkWPAsync = ScanFlags(rawValue: UInt64(PM_SCAN_CHECK_WPASYNC))
     }
 
-    /// One PAGEMAP_SCAN call; returns the regions found and where the walk ended.
+    /// One PAGEMAP_SCAN call: pages with every `required` category and none of `absent`; returns
+    /// the regions found and where the walk ended.
     public static func pagemapScan(fd: Int32, pid: pid_t, start: UInt64, end: UInt64, flags: ScanFlags,
-                                   required: PageCategory, anyOf: PageCategory = [], returned: PageCategory,
+                                   required: PageCategory, absent: PageCategory = [], anyOf: PageCategory = [], returned: PageCategory,
                                    into vec: UnsafeMutablePointer<PageRegion>, capacity: Int,
                                    maxPages: UInt64 = 0) throws -> (count: Int, walkEnd: UInt64) {
         var walkEnd: UInt64 = 0
-        let r = lg_pagemap_scan(fd, start, end, flags.rawValue, required.rawValue, 0, anyOf.rawValue,
+        let r = lg_pagemap_scan(fd, start, end, flags.rawValue, required.rawValue | absent.rawValue, absent.rawValue, anyOf.rawValue,
                                 returned.rawValue, vec, UInt64(capacity), maxPages, &walkEnd)
         if r < 0 {
             throw SystemError("PAGEMAP_SCAN [0x\(String(start, radix: 16))-0x\(String(end, radix: 16))) in pid \(pid)", code: -r)

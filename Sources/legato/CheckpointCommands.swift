@@ -73,10 +73,10 @@ struct RestoreCommand: ParsableCommand {
             writeError("legato: no committed checkpoint of \(name) in \(store.root)")
             throw ExitCode(1)
         }
-        let (image, runs, pagesFile) = try store.load(epoch: e)
-        let code = try options.runAgent(program: image.exe, arguments: [], noPIDNamespace: false) { c in
+        let source = try store.load(epoch: e)
+        let code = try options.runAgent(program: source.image.exe, arguments: [], noPIDNamespace: false) { c in
             c.name = name
-            c.restore = RestoreSource(image: image, pageRuns: runs, pagesFile: pagesFile)
+            c.restore = source
         }
         throw ExitCode(code)
     }

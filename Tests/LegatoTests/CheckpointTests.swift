@@ -102,6 +102,40 @@ import LegatoSystem
         try checkpointKillRestore([try Workloads.path("progress"), "30", "48", "100"], name: "progress", localMem: "8M", afterLines: 5)
     }
 
+    @Test func incrementalCheckpointsHoldOnlyChangedPages() throws {
+        let dir = TestEnvironment.temporaryDirectory("ckpt-incremental")
+        let perStep = 200
+        let plain = try runCommand([try Workloads.path("dirtier"), "32", String(perStep), "7", "0"])
+        // Each step dirties `perStep` pages, prints a line, then sleeps a second: a checkpoint taken
+        // just after a line sees exactly the steps printed since the previous one.
+        let run = try NamedRun(name: "dirtier", stateDir: dir + "/state", output: dir + "/out", localMem: "8M",
+                               argv: [try Workloads.path("dirtier"), "32", String(perStep), "7", "1000"])
+        func lines() -> Int { ((try? String(contentsOfFile: run.output, encoding: .utf8)) ?? "").split(separator: "\n").count }
+        func pages(_ r: CommandResult) -> Int {
+            guard let m = r.stdout.range(of: #"\d+ pages"#, options: .regularExpression) else { return -1 }
+            return Int(r.stdout[m].split(separator: " ")[0]) ?? -1
+        }
+        try run.waitForLines(2)
+        let full = try run.checkpoint()
+        let before = lines()
+        #expect(full.status == 0, "\(full.stderr)")
+        #expect(pages(full) >= 32 * 256, "the first checkpoint is full: \(full.stdout)")
+        try run.waitForLines(before + 2)
+        let increment = try run.checkpoint()
+        let steps = lines() - before
+        #expect(increment.status == 0, "\(increment.stderr)")
+        // The dirtied pages, plus a few of libc's data, the stack and stdio's buffer.
+        #expect(pages(increment) >= steps * perStep && pages(increment) <= steps * perStep + 64,
+                "\(steps) steps of \(perStep) pages between the checkpoints: \(increment.stdout)")
+        let context = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/state/processes/dirtier/epoch-2/context.json"))) as! [String: Any]
+        #expect((context["parentEpoch"] as? NSNumber)?.intValue == 1)
+        run.killHard()
+        // Epoch 2 restores from epoch 1's pages with epoch 2's on top.
+        let r = try run.restore()
+        #expect(r.status == 0, "restore failed (\(r.status)): \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
+    }
+
     @Test func pythonMidComputation() throws {
         try checkpointKillRestore(["python3", Workloads.script("pyprogress.py"), "30"], name: "python", localMem: "32M", afterLines: 4)
     }

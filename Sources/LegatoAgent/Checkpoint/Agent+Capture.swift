@@ -13,12 +13,14 @@ extension Agent {
 
     public struct CheckpointResult {
         public let epoch: UInt64
+        public let parent: UInt64?
         public let pauseNanos: UInt64
         public let pages: Int
         public let bytes: Int
     }
 
-    /// Captures PROG into `sink` as checkpoint `epoch`. PROG runs on whatever happens.
+    /// Captures PROG into `sink` as checkpoint `epoch`, an increment of `checkpointBase` if there is
+    /// one. PROG runs on whatever happens. If the checkpoint then does not commit, call forgetAllSaved().
     func capture(name: String, epoch: UInt64, into sink: ImageSink) throws -> CheckpointResult {
         guard uffd >= 0, programStatus == nil else { throw CheckpointRefused(description: "the program is not running") }
         try drainAllInbound()
@@ -48,7 +50,19 @@ extension Agent {
             log.warning("region \(describeRange(r.start, r.length)) is not one mapping: \(overlapping)")
         }
 
-        // Pages: every managed page with content, and the written (anonymous) pages of file mappings.
+        // Pages written since the last checkpoint: get-and-clear the kernel's written bits (the pages
+        // stay dirty for eviction: their memory-node copy, if any, is older).
+        for r in regions.regions {
+            try scan(start: r.start, end: r.end, required: .written, writeProtect: true) { s, e, _ in
+                for k in r.index(of: s)..<r.index(of: e) {
+                    r.remove(k, .saved)
+                    r.insert(k, .dirty)
+                }
+            }
+        }
+        // Managed pages: all with content (full), or those changed since the base (incremental, where
+        // a changed page without content is a zero run). Then the written pages of file mappings.
+        let parent = checkpointBase
         var pages = 0
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: 256 * Page.size, alignment: Page.size)
         defer { buffer.deallocate() }
@@ -56,22 +70,29 @@ extension Agent {
             var i = 0
             while i < r.pageCount {
                 let s = r.state(i)
-                guard s.contains(.resident) || s.contains(.remote) || s.contains(.inFlight) else { i += 1; continue }
+                let hasContent = !s.isDisjoint(with: [.resident, .remote, .inFlight])
+                let wanted = parent == nil ? hasContent : !s.contains(.saved)
+                guard wanted else { i += 1; continue }
                 var n = 1
                 while n < 256 && i + n < r.pageCount {
                     let t = r.state(i + n)
-                    guard t.contains(.resident) || t.contains(.remote) || t.contains(.inFlight) else { break }
+                    let tContent = !t.isDisjoint(with: [.resident, .remote, .inFlight])
+                    guard tContent == hasContent, parent == nil ? tContent : !t.contains(.saved) else { break }
                     n += 1
                 }
-                for k in 0..<n { try readPageForCheckpoint(r, i + k, into: buffer + k * Page.size) }
-                try sink.pages(at: r.address(at: i), count: n, UnsafeRawBufferPointer(start: buffer, count: n * Page.size))
-                pages += n
+                if hasContent {
+                    for k in 0..<n { try readPageForCheckpoint(r, i + k, into: buffer + k * Page.size) }
+                    try sink.pages(at: r.address(at: i), count: n, UnsafeRawBufferPointer(start: buffer, count: n * Page.size))
+                    pages += n
+                } else {
+                    try sink.zeros(at: r.address(at: i), count: n)
+                }
                 i += n
             }
         }
+        for r in regions.regions { r.markAllSaved() }  // undone by forgetAllSaved() if it does not commit
         for v in vmas where v.kind == .file {
-            try scan(start: v.start, end: v.end, required: .present, writeProtect: false) { s, e, cat in
-                guard !cat.contains(.file) else { return }
+            try scan(start: v.start, end: v.end, required: .present, absent: .file, writeProtect: false) { s, e, _ in
                 var a = s
                 while a < e {
                     let n = Int(min(256, (e - a) >> Page.shift))
@@ -83,14 +104,20 @@ extension Agent {
             }
         }
 
-        let image = ProcessImage(name: name, epoch: epoch, pid: namespaceTID(pid), createdAt: Date().timeIntervalSince1970,
+        let image = ProcessImage(name: name, epoch: epoch, pid: namespaceTID(pid), parentEpoch: parent, createdAt: Date().timeIntervalSince1970,
                                  exe: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? config.program,
                                  cwd: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")) ?? "/",
                                  umask: readUmask(pid), mm: mm, auxv: readAuxv(pid), vmas: vmas, threads: threads,
                                  sigactions: sigactions, fds: fds, rlimits: readRLimits(pid), itimers: itimers)
         try sink.finish(image)
         let pause = monotonicNanos() - started
-        return CheckpointResult(epoch: epoch, pauseNanos: pause, pages: pages, bytes: pages * Page.size)
+        return CheckpointResult(epoch: epoch, parent: parent, pauseNanos: pause, pages: pages, bytes: pages * Page.size)
+    }
+
+    /// A checkpoint that did not commit: every page counts as changed, the next checkpoint is full.
+    func forgetAllSaved() {
+        for r in regions.regions { r.forgetSaved() }
+        checkpointBase = nil
     }
 
     /// The current content of managed page r[i], wherever it lives.
@@ -315,5 +342,7 @@ extension Agent {
 /// Where a checkpoint's pages and context go.
 protocol ImageSink {
     func pages(at address: UInt64, count: Int, _ data: UnsafeRawBufferPointer) throws
+    /// `count` pages at `address` are zero now (discarded, or new and never written).
+    func zeros(at address: UInt64, count: Int) throws
     func finish(_ image: ProcessImage) throws
 }

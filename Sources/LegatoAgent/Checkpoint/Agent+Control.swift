@@ -66,12 +66,19 @@ extension Agent {
             do {
                 let r = try capture(name: name, epoch: epoch, into: sink)
                 let pause = Double(r.pauseNanos) / 1e6
-                try sink.commit(pauseMillis: pause)
+                do { try sink.commit(pauseMillis: pause) } catch {
+                    forgetAllSaved()
+                    throw error
+                }
+                checkpointBase = epoch
                 stats.checkpoints += 1
-                log.info("checkpoint \(name) epoch \(epoch) committed: \(r.pages) pages, paused \(String(format: "%.1f", pause)) ms")
-                return ["ok": true, "epoch": epoch, "pause_ms": pause, "pages": r.pages, "bytes": r.bytes]
+                log.info("checkpoint \(name) epoch \(epoch) committed (\(r.parent.map { "increment of \($0)" } ?? "full")): \(r.pages) pages, paused \(String(format: "%.1f", pause)) ms")
+                var reply: [String: Any] = ["ok": true, "epoch": epoch, "pause_ms": pause, "pages": r.pages, "bytes": r.bytes]
+                if let p = r.parent { reply["parent"] = p }
+                return reply
             } catch {
                 sink.abandon()
+                forgetAllSaved()
                 throw error
             }
         } catch {

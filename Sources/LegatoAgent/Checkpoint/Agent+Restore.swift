@@ -3,17 +3,32 @@ import Glibc
 import LegatoCore
 import LegatoSystem
 
-/// A checkpoint to restore: its context and where its pages are.
+/// A checkpoint to restore: its context, and its pages as layers — the full checkpoint it builds on
+/// first, each increment after it; a later layer's page replaces an earlier one's.
 public struct RestoreSource {
-    public let image: ProcessImage
-    public let pageRuns: [(UInt64, Int)]
-    public let pagesFile: String
+    public struct Layer {
+        public let epoch: UInt64
+        public let pageRuns: [(UInt64, Int)]   // [address, pages] in pagesFile order
+        public let zeroRuns: [(UInt64, Int)]
+        public let pagesFile: String
 
-    public init(image: ProcessImage, pageRuns: [(UInt64, Int)], pagesFile: String) {
-        self.image = image
-        self.pageRuns = pageRuns
-        self.pagesFile = pagesFile
+        public init(epoch: UInt64, pageRuns: [(UInt64, Int)], zeroRuns: [(UInt64, Int)], pagesFile: String) {
+            self.epoch = epoch
+            self.pageRuns = pageRuns
+            self.zeroRuns = zeroRuns
+            self.pagesFile = pagesFile
+        }
     }
+
+    public let image: ProcessImage
+    public let layers: [Layer]
+
+    public init(image: ProcessImage, layers: [Layer]) {
+        self.image = image
+        self.layers = layers
+    }
+
+    public var pageCount: Int { layers.reduce(0) { $0 + $1.pageRuns.reduce(0) { $0 + $1.1 } } }
 }
 
 /// Restoring: the checkpoint's executable is started (traced, in a fresh PID namespace, so PROG is
@@ -82,7 +97,7 @@ extension Agent {
         try takeUserfaultfd(pid)
         try manageExistingMappings(pid)
         for o in others { resume(o) }
-        log.info("restored \(image.name) epoch \(image.epoch) into pid \(pid): \(image.threads.count) thread(s), \(image.vmas.count) mappings, \(source.pageRuns.reduce(0) { $0 + $1.1 }) pages")
+        log.info("restored \(image.name) epoch \(image.epoch) into pid \(pid): \(image.threads.count) thread(s), \(image.vmas.count) mappings, \(source.pageCount) pages in \(source.layers.count) layer(s)")
     }
 
     private func restoreMapping(_ v: ProcessImage.VMA, _ image: ProcessImage, _ calls: RestoreCalls) throws {
@@ -127,28 +142,62 @@ extension Agent {
         }
     }
 
+    /// Writes the layers' pages, oldest first, through /proc/PID/mem. Only pages inside the
+    /// checkpoint's own mappings count; inside its file mappings only its own layer does (each
+    /// checkpoint holds all written pages of file mappings).
     private func writePages(_ pid: pid_t, _ source: RestoreSource) throws {
-        let src = open(source.pagesFile, O_RDONLY | O_CLOEXEC)
-        if src < 0 { throw SystemError.fromErrno("open \(source.pagesFile)") }
-        defer { close(src) }
         let mem = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
         if mem < 0 { throw SystemError.fromErrno("open /proc/\(pid)/mem") }
         defer { close(mem) }
+        let vmas = source.image.vmas.filter { [.anonymous, .heap, .stack, .file].contains($0.kind) }.sorted { $0.start < $1.start }
+        /// The parts of [a, a+len) to write, as (address, length).
+        func clip(_ a: UInt64, _ len: UInt64, newest: Bool) -> [(UInt64, UInt64)] {
+            var out: [(UInt64, UInt64)] = []
+            for v in vmas where v.start < a + len && a < v.end && (newest || v.kind != .file) {
+                let s = max(v.start, a), e = min(v.end, a + len)
+                out.append((s, e - s))
+            }
+            return out
+        }
         let chunk = 1 << 20
         let buf = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: Page.size)
         defer { buf.deallocate() }
-        var fileOffset: off_t = 0
-        for (address, count) in source.pageRuns {
-            var done = 0
-            let total = count * Page.size
-            while done < total {
-                let n = min(chunk, total - done)
-                guard pread(src, buf, n, fileOffset) == n else { throw SystemError("read \(source.pagesFile)", code: EIO) }
-                guard pwrite(mem, buf, n, off_t(Int64(bitPattern: address)) + off_t(done)) == n else {
-                    throw SystemError.fromErrno("write \(describeRange(address + UInt64(done), UInt64(n))) of pid \(pid)")
+        let zeros = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: Page.size)
+        defer { zeros.deallocate() }
+        memset(zeros, 0, chunk)
+        for (n, layer) in source.layers.enumerated() {
+            let newest = n == source.layers.count - 1
+            let src = open(layer.pagesFile, O_RDONLY | O_CLOEXEC)
+            if src < 0 { throw SystemError.fromErrno("open \(layer.pagesFile)") }
+            defer { close(src) }
+            var fileOffset: off_t = 0
+            for (address, count) in layer.pageRuns {
+                let total = UInt64(count * Page.size)
+                for (s, len) in clip(address, total, newest: newest) {
+                    var done: UInt64 = 0
+                    while done < len {
+                        let k = Int(min(UInt64(chunk), len - done))
+                        let from = fileOffset + off_t(s - address + done)
+                        guard pread(src, buf, k, from) == k else { throw SystemError("read \(layer.pagesFile) at \(from)", code: EIO) }
+                        guard pwrite(mem, buf, k, off_t(Int64(bitPattern: s + done))) == k else {
+                            throw SystemError.fromErrno("write \(describeRange(s + done, UInt64(k))) of pid \(pid)")
+                        }
+                        done += UInt64(k)
+                    }
                 }
-                done += n
-                fileOffset += off_t(n)
+                fileOffset += off_t(total)
+            }
+            for (address, count) in layer.zeroRuns {
+                for (s, len) in clip(address, UInt64(count * Page.size), newest: newest) {
+                    var done: UInt64 = 0
+                    while done < len {
+                        let k = Int(min(UInt64(chunk), len - done))
+                        guard pwrite(mem, zeros, k, off_t(Int64(bitPattern: s + done))) == k else {
+                            throw SystemError.fromErrno("zero \(describeRange(s + done, UInt64(k))) of pid \(pid)")
+                        }
+                        done += UInt64(k)
+                    }
+                }
             }
         }
     }

@@ -5,9 +5,11 @@ import LegatoSystem
 
 /// Checkpoints of a named process in the local state directory:
 ///
-///     <state dir>/processes/<name>/epoch-<N>/context.json   the ProcessImage
+///     <state dir>/processes/<name>/epoch-<N>/context.json   the ProcessImage (parentEpoch: an increment of)
 ///                                           pages.bin      page contents, back to back
-///                                           pages.json     [[address, pages], ...] in pages.bin order
+///                                           pages.json     {"data": [[address, pages], ...] in pages.bin order,
+///                                                           "zeros": [[address, pages], ...] pages now zero}
+///                                           meta.json      {"committed_at", "pause_ms"}
 ///
 /// A checkpoint is written into `epoch-<N>.tmp`, fsync'd, and renamed into place: it exists
 /// (committed) or it does not. (The replicated log and the coordinator's two-phase commit take
@@ -38,15 +40,31 @@ public final class LocalImageStore {
         return try LocalImageSink(directory: tmp, final: directory(epoch))
     }
 
-    public func load(epoch: UInt64) throws -> (ProcessImage, [(UInt64, Int)], String) {
+    /// One checkpoint's own part: its context, its pages and zero runs.
+    public func layer(epoch: UInt64) throws -> (ProcessImage, RestoreSource.Layer) {
         let dir = directory(epoch)
         guard let ctx = FileManager.default.contents(atPath: dir + "/context.json") else {
             throw LegatoError("no checkpoint \(epoch) in \(root)")
         }
         let image = try JSONDecoder().decode(ProcessImage.self, from: ctx)
         guard image.version == ProcessImage.version else { throw LegatoError("checkpoint \(epoch) has format version \(image.version)") }
-        let idx = try JSONDecoder().decode([[UInt64]].self, from: FileManager.default.contents(atPath: dir + "/pages.json") ?? Data("[]".utf8))
-        return (image, idx.map { ($0[0], Int($0[1])) }, dir + "/pages.bin")
+        let index = try JSONDecoder().decode(PageIndex.self, from: FileManager.default.contents(atPath: dir + "/pages.json") ?? Data())
+        return (image, .init(epoch: epoch, pageRuns: index.data.map { ($0[0], Int($0[1])) }, zeroRuns: index.zeros.map { ($0[0], Int($0[1])) },
+                             pagesFile: dir + "/pages.bin"))
+    }
+
+    /// Checkpoint `epoch` ready to restore: its context and its layers, from the full one it builds on.
+    public func load(epoch: UInt64) throws -> RestoreSource {
+        let (image, top) = try layer(epoch: epoch)
+        var layers = [top]
+        var parent = image.parentEpoch
+        while let p = parent {
+            guard layers.count < 100_000 else { throw LegatoError("checkpoint \(epoch) of \(image.name): its parent chain loops") }
+            let (older, l) = try layer(epoch: p)
+            layers.insert(l, at: 0)
+            parent = older.parentEpoch
+        }
+        return RestoreSource(image: image, layers: layers)
     }
 
     /// Size and time of a committed checkpoint.
@@ -62,7 +80,7 @@ final class LocalImageSink: ImageSink {
     let directory: String
     let final: String
     private let pagesFD: Int32
-    private var index: [[UInt64]] = []
+    private var index = PageIndex()
     var pauseMillis: Double = 0
 
     init(directory: String, final: String) throws {
@@ -82,12 +100,10 @@ final class LocalImageSink: ImageSink {
             if n <= 0 { throw SystemError("write \(directory)/pages.bin", code: n < 0 ? errno : ENOSPC) }
             done += n
         }
-        if let last = index.last, last[0] + last[1] * UInt64(Page.size) == address {
-            index[index.count - 1][1] += UInt64(count)
-        } else {
-            index.append([address, UInt64(count)])
-        }
+        index.data.appendRun(address, count)
     }
+
+    func zeros(at address: UInt64, count: Int) throws { index.zeros.appendRun(address, count) }
 
     func finish(_ image: ProcessImage) throws {
         let enc = JSONEncoder()
@@ -111,4 +127,21 @@ final class LocalImageSink: ImageSink {
     }
 
     func abandon() { try? FileManager.default.removeItem(atPath: directory) }
+}
+
+/// The page runs of one checkpoint (pages.json).
+struct PageIndex: Codable {
+    var data: [[UInt64]] = []
+    var zeros: [[UInt64]] = []
+}
+
+extension Array where Element == [UInt64] {
+    /// Appends [address, count], merged into the last run when contiguous.
+    mutating func appendRun(_ address: UInt64, _ count: Int) {
+        if let last = self.last, last[0] + last[1] * UInt64(Page.size) == address {
+            self[self.count - 1][1] += UInt64(count)
+        } else {
+            append([address, UInt64(count)])
+        }
+    }
 }

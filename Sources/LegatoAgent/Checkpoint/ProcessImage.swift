@@ -11,6 +11,8 @@ public struct ProcessImage: Codable, Equatable {
     public var epoch: UInt64
     /// PROG's PID in its own PID namespace (2: the reaper is 1); thread ids are in that namespace too.
     public var pid: Int32
+    /// The checkpoint this one is an increment of (its pages are the ones changed since); nil: full.
+    public var parentEpoch: UInt64?
     public var createdAt: Double
     public var exe: String
     public var cwd: String
