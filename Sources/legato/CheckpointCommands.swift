@@ -20,6 +20,9 @@ struct CheckpointCommand: ParsableCommand {
     @Option(help: "The cluster's coordinator (not used by local runs).")
     var coordinator: Endpoint?
 
+    @Option(name: .customLong("crash-at"), help: .hidden)
+    var crashAt: String?
+
     func run() throws {
         guard validProcessName(name) else { throw ValidationError("invalid name '\(name)'") }
         let dir = (stateDir ?? defaultStateDirectory()) + "/processes/" + name
@@ -30,7 +33,9 @@ struct CheckpointCommand: ParsableCommand {
         }
         defer { close(fd) }
         Socket.setTimeout(fd, seconds: 600)
-        let request = Array("{\"op\":\"checkpoint\"}\n".utf8)
+        var op: [String: Any] = ["op": "checkpoint"]
+        if let crashAt { op["crash_at"] = crashAt }  // testing: the agent dies there
+        let request = Array(try JSONSerialization.data(withJSONObject: op)) + [10]
         try request.withUnsafeBytes { try Socket.writeFully(fd, [$0]) }
         var reply = [UInt8]()
         var byte: UInt8 = 0

@@ -136,6 +136,32 @@ import LegatoSystem
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
     }
 
+    /// The agent killed at each step of a checkpoint: before it is durable, once prepared, once
+    /// committed but unacknowledged. The newest committed checkpoint restores to a plain run's end.
+    @Test(arguments: ["captured", "prepared", "committed"])
+    func crashDuringACheckpointLeavesTheLastCommittedOne(_ point: String) throws {
+        let dir = TestEnvironment.temporaryDirectory("ckpt-crash-\(point)")
+        let argv = [try Workloads.path("dirtier"), "16", "100", "12"]
+        let plain = try runCommand(argv + ["0"])
+        let run = try NamedRun(name: "crash", stateDir: dir + "/state", output: dir + "/out", localMem: "8M", argv: argv + ["200"])
+        try run.waitForLines(2)
+        #expect(try run.checkpoint().status == 0)
+        try run.waitForLines(4)
+        let crashed = try runCommand([TestEnvironment.legato, "checkpoint", "crash", "--state-dir", run.stateDir, "--crash-at", point], timeoutSeconds: 120)
+        #expect(crashed.status != 0, "the agent died before answering: \(crashed.stdout)")
+        let ended = try run.command.wait(timeoutSeconds: 30)
+        #expect(ended.status == 128 + SIGKILL, "legato run was killed: \(ended.status)")
+        let ls = try runCommand([TestEnvironment.legato, "ls", "--json", "--state-dir", run.stateDir])
+        let d = try JSONSerialization.jsonObject(with: Data(ls.stdout.utf8)) as! [String: Any]
+        let epochs = ((d["processes"] as! [[String: Any]]).first?["checkpoints"] as? [[String: Any]] ?? []).map { ($0["epoch"] as! NSNumber).intValue }
+        #expect(epochs == (point == "committed" ? [1, 2] : [1]), "committed checkpoints after a crash at \(point): \(epochs)")
+        let r = try run.restore()
+        #expect(r.status == 0, "restore after a crash at \(point) failed: \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: run.stateDir + "/processes/crash").filter { $0.hasSuffix(".tmp") }
+        #expect(leftovers.isEmpty, "a half-written checkpoint is cleaned up: \(leftovers)")
+    }
+
     @Test func pythonMidComputation() throws {
         try checkpointKillRestore(["python3", Workloads.script("pyprogress.py"), "30"], name: "python", localMem: "32M", afterLines: 4)
     }

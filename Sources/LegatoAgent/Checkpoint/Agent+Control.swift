@@ -11,6 +11,10 @@ extension Agent {
     func openControlSocket() throws {
         guard let dir = processDirectory else { return }
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        // Checkpoints a crash left half-written never committed: they go.
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where entry.hasPrefix("epoch-") && entry.hasSuffix(".tmp") {
+            try? FileManager.default.removeItem(atPath: dir + "/" + entry)
+        }
         controlFD = try Socket.listenUnix(path: dir + "/control.sock")
         try writeProcessRecord(state: "running", status: nil)
     }
@@ -45,7 +49,9 @@ extension Agent {
         let op = (try? JSONSerialization.jsonObject(with: Data(request)) as? [String: Any])?["op"] as? String
         var reply: [String: Any]
         switch op {
-        case "checkpoint": reply = checkpointNow()
+        case "checkpoint":
+            let crash = (try? JSONSerialization.jsonObject(with: Data(request)) as? [String: Any])?["crash_at"] as? String
+            reply = checkpointNow(crashAt: crash.flatMap { CrashPoint(rawValue: $0) })
         case "ping": reply = ["ok": true, "pid": mainPID]
         default: reply = ["ok": false, "error": "unknown request"]
         }
@@ -54,8 +60,22 @@ extension Agent {
         _ = out.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
 
+    /// Where a test can make the agent die (SIGKILL, as `kill -9` would) in the middle of a checkpoint.
+    enum CrashPoint: String {
+        case captured   // pages and context written, nothing durable yet
+        case prepared   // phase one done: all durable under the temporary name
+        case committed  // committed, the requester not told yet
+    }
+
+    private func crash(at point: CrashPoint, if wanted: CrashPoint?) {
+        guard point == wanted else { return }
+        log.warning("crash injected at \(point.rawValue)")
+        kill(getpid(), SIGKILL)
+        pause()
+    }
+
     /// Takes and commits a checkpoint of the named run; PROG runs on whatever happens.
-    func checkpointNow() -> [String: Any] {
+    func checkpointNow(crashAt: CrashPoint? = nil) -> [String: Any] {
         guard let name = config.name else { return ["ok": false, "error": "this run has no name"] }
         let store = LocalImageStore(stateDirectory: config.stateDirectory, name: name)
         let epoch = (store.epochs.max() ?? 0) + 1
@@ -66,10 +86,16 @@ extension Agent {
             do {
                 let r = try capture(name: name, epoch: epoch, into: sink)
                 let pause = Double(r.pauseNanos) / 1e6
-                do { try sink.commit(pauseMillis: pause) } catch {
+                crash(at: .captured, if: crashAt)
+                do {
+                    try sink.prepare(pauseMillis: pause)
+                    crash(at: .prepared, if: crashAt)
+                    try sink.commit()
+                } catch {
                     forgetAllSaved()
                     throw error
                 }
+                crash(at: .committed, if: crashAt)
                 checkpointBase = epoch
                 stats.checkpoints += 1
                 log.info("checkpoint \(name) epoch \(epoch) committed (\(r.parent.map { "increment of \($0)" } ?? "full")): \(r.pages) pages, paused \(String(format: "%.1f", pause)) ms")

@@ -113,14 +113,23 @@ final class LocalImageSink: ImageSink {
         if fsync(pagesFD) != 0 { throw SystemError.fromErrno("fsync \(directory)/pages.bin") }
     }
 
-    /// The commit point: the directory gets its final name.
-    func commit(pauseMillis: Double) throws {
+    /// Phase one: everything durable under the temporary name.
+    func prepare(pauseMillis: Double) throws {
         let meta: [String: Any] = ["committed_at": Date().timeIntervalSince1970, "pause_ms": pauseMillis]
         try JSONSerialization.data(withJSONObject: meta).write(to: URL(fileURLWithPath: directory + "/meta.json"))
         for f in ["context.json", "pages.json", "meta.json"] {
             let fd = open(directory + "/" + f, O_RDONLY | O_CLOEXEC)
-            if fd >= 0 { fsync(fd); close(fd) }
+            if fd < 0 || fsync(fd) != 0 {
+                let e = SystemError.fromErrno("fsync \(directory)/\(f)")
+                if fd >= 0 { close(fd) }
+                throw e
+            }
+            close(fd)
         }
+    }
+
+    /// Phase two, the commit point: the directory gets its final name.
+    func commit() throws {
         guard rename(directory, final) == 0 else { throw SystemError.fromErrno("rename \(directory) to \(final)") }
         let parent = open((final as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if parent >= 0 { fsync(parent); close(parent) }
