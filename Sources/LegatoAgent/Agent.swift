@@ -89,6 +89,10 @@ public final class Agent {
     /// The epoch this session's last committed checkpoint has: the next one holds only what changed
     /// since (pages without `saved`). nil: the next checkpoint is full.
     var checkpointBase: UInt64?
+    /// When the agent was created (restore timing).
+    let createdAt = monotonicNanos()
+    /// Pages copied out during a checkpoint's pause, persisted after it.
+    let staging = CheckpointStaging()
     var stopsPending = false  // SIGCHLD seen; waitpid not yet drained
     let uffdSpinNanos = Agent.spinNanos("LEGATO_UFFD_SPIN_US", 50)
     var fatalError: String?

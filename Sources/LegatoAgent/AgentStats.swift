@@ -19,6 +19,7 @@ struct AgentStats {
     var materializedPages = 0  // remote pages brought back before a fork
     var keptLocalPages = 0     // pages kept local because every memory node was full
     var checkpoints = 0
+    var restoreResumeNanos: UInt64 = 0  // agent start to the restored PROG resuming
     var remoteLatency = LatencyHistogram()
     var freezeNanos: UInt64 = 0
     var evictionPhaseNanos: [UInt64] = [0, 0, 0, 0]  // freeze, scan, read, discard
@@ -32,6 +33,7 @@ struct AgentStats {
     func json(exitStatus: Int32?, extra: [String: Any] = [:]) -> String {
         var d: [String: Any] = [
             "faults": faults,
+            "restore_resume_ms": Double(restoreResumeNanos) / 1e6,
             "zero_fills": zeroFills,
             "fetched_pages": fetchedPages,
             "stored_pages": storedPages,

@@ -7,6 +7,7 @@
  *   floor tcpbw [MiB] loopback TCP bandwidth, 1 MiB writes one way
  *
  * Prints one line: `floor_<what>_us p50=X p99=Y n=N` (tcpbw: `floor_tcpbw_mbps=X`).
+ *   floor copy  [MIB] copying MIB MiB out of another process (process_vm_readv), per GiB
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,6 +24,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -164,14 +166,43 @@ static int tcpbw_floor(int mib) {
     return 0;
 }
 
+/* Copying MIB MiB from one process to another (process_vm_readv into a buffer already faulted in):
+ * the least a pause that copies dirty pages out can cost. */
+static int copy_floor(int mib) {
+    size_t bytes = (size_t)mib << 20;
+    char *src = malloc(bytes), *dst = malloc(bytes);
+    if (!src || !dst) die("malloc");
+    memset(src, 5, bytes);
+    memset(dst, 0, bytes);
+    int go[2];
+    if (pipe(go) != 0) die("pipe");
+    pid_t child = fork();
+    if (child == 0) { char c; close(go[1]); if (read(go[0], &c, 1) < 0) _exit(1); _exit(0); }
+    double best = 1e18;
+    for (int round = 0; round < 3; round++) {
+        double t0 = now_us();
+        for (size_t off = 0; off < bytes; off += 1 << 20) {
+            struct iovec local = { dst + off, 1 << 20 }, remote = { src + off, 1 << 20 };
+            if (process_vm_readv(child, &local, 1, &remote, 1, 0) != 1 << 20) die("process_vm_readv");
+        }
+        double t = now_us() - t0;
+        if (t < best) best = t;
+    }
+    close(go[1]);
+    waitpid(child, NULL, 0);
+    printf("floor_copy_ms_per_gib=%.1f\n", best / 1000.0 * 1024.0 / mib);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: floor uffd|tcp|tcpbw [N]\n");
+        fprintf(stderr, "usage: floor uffd|tcp|tcpbw|copy [N]\n");
         return 2;
     }
     int n = argc > 2 ? atoi(argv[2]) : 20000;
     if (!strcmp(argv[1], "uffd")) return uffd_floor(n);
     if (!strcmp(argv[1], "tcp")) return tcp_floor(n);
+    if (!strcmp(argv[1], "copy")) return copy_floor(argc > 2 ? atoi(argv[2]) : 1024);
     if (!strcmp(argv[1], "tcpbw")) return tcpbw_floor(argc > 2 ? atoi(argv[2]) : 2048);
     fprintf(stderr, "unknown floor %s\n", argv[1]);
     return 2;

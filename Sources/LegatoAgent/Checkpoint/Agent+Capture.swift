@@ -17,15 +17,19 @@ extension Agent {
         public let pauseNanos: UInt64
         public let pages: Int
         public let bytes: Int
+        /// The context record, for the sink once PROG runs again (with the pages in `staging`).
+        public let image: ProcessImage
     }
 
-    /// Captures PROG into `sink` as checkpoint `epoch`, an increment of `checkpointBase` if there is
-    /// one. PROG runs on whatever happens. If the checkpoint then does not commit, call forgetAllSaved().
+    /// Captures PROG as checkpoint `epoch`, an increment of `checkpointBase` if there is one: zero
+    /// runs go to `sink`, pages to `staging` (drained into the sink by `persistStaged` after the
+    /// thaw). PROG runs on whatever happens. If the checkpoint then does not commit, call forgetAllSaved().
     func capture(name: String, epoch: UInt64, into sink: ImageSink) throws -> CheckpointResult {
         guard uffd >= 0, programStatus == nil else { throw CheckpointRefused(description: "the program is not running") }
         try drainAllInbound()
         let started = monotonicNanos()
         try freeze()
+        var phases: [(String, UInt64)] = [("freeze", monotonicNanos())]
         defer { thaw() }
         if programStatus != nil || fatalError != nil { throw CheckpointRefused(description: "the program ended during the checkpoint") }
         let pid = mainPID
@@ -50,6 +54,7 @@ extension Agent {
             log.warning("region \(describeRange(r.start, r.length)) is not one mapping: \(overlapping)")
         }
 
+        phases.append(("context", monotonicNanos()))
         // Pages written since the last checkpoint: get-and-clear the kernel's written bits (the pages
         // stay dirty for eviction: their memory-node copy, if any, is older).
         for r in regions.regions {
@@ -62,10 +67,10 @@ extension Agent {
         }
         // Managed pages: all with content (full), or those changed since the base (incremental, where
         // a changed page without content is a zero run). Then the written pages of file mappings.
+        phases.append(("scan", monotonicNanos()))
         let parent = checkpointBase
         var pages = 0
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 256 * Page.size, alignment: Page.size)
-        defer { buffer.deallocate() }
+        staging.reset()
         for r in regions.regions {
             var i = 0
             while i < r.pageCount {
@@ -74,15 +79,14 @@ extension Agent {
                 let wanted = parent == nil ? hasContent : !s.contains(.saved)
                 guard wanted else { i += 1; continue }
                 var n = 1
-                while n < 256 && i + n < r.pageCount {
+                while n < CheckpointStaging.runPages && i + n < r.pageCount {
                     let t = r.state(i + n)
                     let tContent = !t.isDisjoint(with: [.resident, .remote, .inFlight])
                     guard tContent == hasContent, parent == nil ? tContent : !t.contains(.saved) else { break }
                     n += 1
                 }
                 if hasContent {
-                    for k in 0..<n { try readPageForCheckpoint(r, i + k, into: buffer + k * Page.size) }
-                    try sink.pages(at: r.address(at: i), count: n, UnsafeRawBufferPointer(start: buffer, count: n * Page.size))
+                    try readPagesForCheckpoint(r, i, n, into: try staging.reserve(r.address(at: i), n))
                     pages += n
                 } else {
                     try sink.zeros(at: r.address(at: i), count: n)
@@ -91,13 +95,13 @@ extension Agent {
             }
         }
         for r in regions.regions { r.markAllSaved() }  // undone by forgetAllSaved() if it does not commit
+        phases.append(("pages", monotonicNanos()))
         for v in vmas where v.kind == .file {
             try scan(start: v.start, end: v.end, required: .present, absent: .file, writeProtect: false) { s, e, _ in
                 var a = s
                 while a < e {
-                    let n = Int(min(256, (e - a) >> Page.shift))
-                    try readProcMem(pid, a, n * Page.size, into: buffer)
-                    try sink.pages(at: a, count: n, UnsafeRawBufferPointer(start: buffer, count: n * Page.size))
+                    let n = Int(min(UInt64(CheckpointStaging.runPages), (e - a) >> Page.shift))
+                    try readProcMem(pid, a, n * Page.size, into: try staging.reserve(a, n))
                     pages += n
                     a += UInt64(n * Page.size)
                 }
@@ -109,9 +113,23 @@ extension Agent {
                                  cwd: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")) ?? "/",
                                  umask: readUmask(pid), mm: mm, auxv: readAuxv(pid), vmas: vmas, threads: threads,
                                  sigactions: sigactions, fds: fds, rlimits: readRLimits(pid), itimers: itimers)
-        try sink.finish(image)
+        phases.append(("files", monotonicNanos()))
         let pause = monotonicNanos() - started
-        return CheckpointResult(epoch: epoch, parent: parent, pauseNanos: pause, pages: pages, bytes: pages * Page.size)
+        var last = started
+        let breakdown = phases.map { name, t in
+            defer { last = t }
+            return "\(name) \(String(format: "%.1f", Double(t - last) / 1e6))"
+        }.joined(separator: ", ")
+        log.info("checkpoint \(name) epoch \(epoch) pause: \(breakdown) ms")
+        return CheckpointResult(epoch: epoch, parent: parent, pauseNanos: pause, pages: pages, bytes: pages * Page.size, image: image)
+    }
+
+    /// Writes the staged pages to the sink (PROG running again).
+    func persistStaged(into sink: ImageSink) throws {
+        defer { staging.reset() }
+        for run in staging.runs {
+            try sink.pages(at: run.address, count: run.count, UnsafeRawBufferPointer(start: run.data, count: run.count * Page.size))
+        }
     }
 
     /// A checkpoint that did not commit: every page counts as changed, the next checkpoint is full.
@@ -120,21 +138,45 @@ extension Agent {
         checkpointBase = nil
     }
 
-    /// The current content of managed page r[i], wherever it lives.
-    private func readPageForCheckpoint(_ r: Region, _ i: Int, into dst: UnsafeMutableRawPointer) throws {
-        let s = r.state(i)
-        if s.contains(.resident) {
-            try readProcMem(mainPID, r.address(at: i), Page.size, into: dst)
-        } else if s.contains(.inFlight), let loc = inflight[r.key(at: i)], let b = batches[loc.batch] {
-            memcpy(dst, b.page(Int(loc.index)), Page.size)
-        } else {
-            guard let node = pool.location(r.key(at: i)) else { throw LegatoError("page 0x\(String(r.address(at: i), radix: 16)) has no memory node") }
-            syncKey[0] = r.key(at: i)
-            try pool.fetch(node: node, keys: UnsafeBufferPointer(start: syncKey, count: 1), present: syncPresent, out: dst)
+    /// The current content of managed pages r[i..<i+n] (all with content), wherever each lives:
+    /// resident runs in one read each, buffered pages copied, remote ones in one fetch per node.
+    private func readPagesForCheckpoint(_ r: Region, _ i: Int, _ n: Int, into dst: UnsafeMutableRawPointer) throws {
+        var remote: [Int: [Int]] = [:]  // node -> offsets in the run
+        var k = 0
+        while k < n {
+            let s = r.state(i + k)
+            if s.contains(.resident) {
+                var m = 1
+                while k + m < n && r.state(i + k + m).contains(.resident) { m += 1 }
+                try readProcMem(mainPID, r.address(at: i + k), m * Page.size, into: dst + k * Page.size)
+                k += m
+                continue
+            }
+            let key = r.key(at: i + k)
+            if s.contains(.inFlight), let loc = inflight[key], let b = batches[loc.batch] {
+                memcpy(dst + k * Page.size, b.page(Int(loc.index)), Page.size)
+            } else {
+                guard let node = pool.location(key) else { throw LegatoError("page 0x\(String(r.address(at: i + k), radix: 16)) has no memory node") }
+                remote[node, default: []].append(k)
+            }
+            k += 1
+        }
+        for (node, offsets) in remote {
+            let keys = offsets.map { r.key(at: i + $0) }
+            let tmp = UnsafeMutableRawPointer.allocate(byteCount: offsets.count * Page.size, alignment: Page.size)
+            defer { tmp.deallocate() }
+            let present = UnsafeMutablePointer<UInt8>.allocate(capacity: offsets.count)
+            defer { present.deallocate() }
+            try keys.withUnsafeBufferPointer { try pool.fetch(node: node, keys: $0, present: present, out: tmp) }
+            for (j, off) in offsets.enumerated() { memcpy(dst + off * Page.size, tmp + j * Page.size, Page.size) }
         }
     }
 
+    /// Reads PROG's memory (present pages: a missing managed page would fault into our own uffd).
     func readProcMem(_ pid: pid_t, _ address: UInt64, _ length: Int, into dst: UnsafeMutableRawPointer) throws {
+        var addr = address, len = UInt64(length)
+        if let n = try? Sys.processRead(pid: pid, into: dst, capacity: length, addresses: &addr, lengths: &len, count: 1), n == length { return }
+        // process_vm_readv honours protections; /proc/PID/mem reads PROT_NONE pages too.
         let fd = open("/proc/\(pid)/mem", O_RDONLY | O_CLOEXEC)
         if fd < 0 { throw SystemError.fromErrno("open /proc/\(pid)/mem") }
         defer { close(fd) }

@@ -88,6 +88,8 @@ extension Agent {
                 let pause = Double(r.pauseNanos) / 1e6
                 crash(at: .captured, if: crashAt)
                 do {
+                    try persistStaged(into: sink)
+                    try sink.finish(r.image)
                     try sink.prepare(pauseMillis: pause)
                     crash(at: .prepared, if: crashAt)
                     try sink.commit()

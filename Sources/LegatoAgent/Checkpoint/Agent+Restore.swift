@@ -97,6 +97,7 @@ extension Agent {
         try takeUserfaultfd(pid)
         try manageExistingMappings(pid)
         for o in others { resume(o) }
+        stats.restoreResumeNanos = monotonicNanos() - createdAt
         log.info("restored \(image.name) epoch \(image.epoch) into pid \(pid): \(image.threads.count) thread(s), \(image.vmas.count) mappings, \(source.pageCount) pages in \(source.layers.count) layer(s)")
     }
 

@@ -1,0 +1,54 @@
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// Where the pause copies pages to: memory the agent keeps between checkpoints, so the pause is one
+/// copy per page and the sink's I/O happens once PROG runs again.
+///
+/// Pages are reserved in runs of at most `runPages`, each contiguous inside one chunk. After the
+/// sink has them, `reset` keeps up to `retainedBytes` of chunks (already faulted in) for the next
+/// checkpoint and returns the rest.
+final class CheckpointStaging {
+    static let chunkBytes = 8 << 20
+    static let runPages = 256
+    static let retainedBytes = 256 << 20
+
+    private var chunks: [UnsafeMutableRawPointer] = []
+    private var chunk = 0          // the chunk being filled
+    private var used = 0           // bytes used in it
+    private(set) var runs: [(address: UInt64, count: Int, data: UnsafeMutableRawPointer)] = []
+
+    deinit { for c in chunks { munmap(c, CheckpointStaging.chunkBytes) } }
+
+    /// Room for `count` (≤ runPages) pages destined for `address`.
+    func reserve(_ address: UInt64, _ count: Int) throws -> UnsafeMutableRawPointer {
+        precondition(count <= CheckpointStaging.runPages)
+        let bytes = count * Page.size
+        if chunk < chunks.count && used + bytes > CheckpointStaging.chunkBytes {
+            chunk += 1
+            used = 0
+        }
+        if chunk == chunks.count {
+            guard let p = mmap(nil, CheckpointStaging.chunkBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0),
+                  p != MAP_FAILED else {
+                throw SystemError.fromErrno("allocate \(CheckpointStaging.chunkBytes >> 20) MiB for checkpoint staging")
+            }
+            chunks.append(p)
+        }
+        let p = chunks[chunk] + used
+        used += bytes
+        runs.append((address, count, p))
+        return p
+    }
+
+    var pageCount: Int { runs.reduce(0) { $0 + $1.count } }
+
+    /// Empties the staging area, keeping some chunks for the next checkpoint.
+    func reset() {
+        runs.removeAll(keepingCapacity: true)
+        chunk = 0
+        used = 0
+        let keep = CheckpointStaging.retainedBytes / CheckpointStaging.chunkBytes
+        while chunks.count > keep { munmap(chunks.removeLast(), CheckpointStaging.chunkBytes) }
+    }
+}

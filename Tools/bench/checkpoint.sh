@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Checkpoint/restore benchmarks (issue 4). Not part of the tests: run by hand, as root, on an idle machine.
+#
+#   Tools/bench/checkpoint.sh [--quick]
+#
+# A process of 1 GiB (256 MiB with --quick: Tools/workloads/dirtier) runs under `legato run` with
+# all of it resident. Prints, beside the floors measured in the same run:
+#   - the pause of its first (full) checkpoint and of increments with 1%, 10% and 100% of it dirty,
+#     against the target (20 ms + 1 ms per 10 MiB dirty) and the copy floor (process_vm_readv of
+#     the dirty bytes into memory already faulted in);
+#   - restore of the 10% increment (both layers) with the page cache dropped: time from
+#     `legato restore` to PROG running again and until all pages are back, against the disk's
+#     read floor (O_DIRECT read of the full checkpoint's pages).
+# Results go in Docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# Descriptors inherited from whatever started us would be PROG's too (and refuse its checkpoints).
+for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null || true; done
+MIB=1024
+[ "${1:-}" = "--quick" ] && MIB=256
+LEGATO=$PWD/.build/release/legato
+[ -x "$LEGATO" ] || swift build -c release --product legato >/dev/null
+WORK=$(mktemp -d /tmp/legato-ckptbench.XXXXXX)
+trap 'pkill -9 -f "legato run --name bench-" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+cc -O2 -o "$WORK/dirtier" Tools/workloads/dirtier.c
+cc -O2 -o "$WORK/floor" Tools/bench/floor.c
+STATE=$WORK/state
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+wait_for() { while ! grep -q "$2" "$1" 2>/dev/null; do sleep 0.02; done; }
+pause_of() { sed -n 's/.*paused \([0-9.]*\) ms, \([0-9]*\) pages.*/\1 \2/p'; }
+
+COPY=$("$WORK/floor" copy "$MIB" | sed -n 's/.*=\([0-9.]*\)/\1/p')   # ms per GiB
+ROWS=""
+for pct in 1 10 100; do
+    name=bench-$pct
+    pages=$(( MIB * 256 * pct / 100 ))
+    out=$WORK/$name.out
+    "$LEGATO" run --name "$name" --state-dir "$STATE" --local-mem $((MIB * 2))M -- \
+        "$WORK/dirtier" "$MIB" "$pages" 2 3000 > "$out" 2> "$WORK/$name.err" &
+    wait_for "$out" ready
+    full=$("$LEGATO" checkpoint "$name" --state-dir "$STATE" | pause_of)
+    wait_for "$out" "step 0"
+    inc=$("$LEGATO" checkpoint "$name" --state-dir "$STATE" | pause_of)
+    [ "$pct" = 1 ] && ROWS="$ROWS full:$full"
+    ROWS="$ROWS inc$pct:$inc"
+    if [ "$pct" = 10 ]; then
+        pkill -9 -f "legato run --name $name" || true
+        sleep 1
+        drop_caches
+        DISK=$(dd if="$STATE/processes/$name/epoch-1/pages.bin" of=/dev/null bs=8M iflag=direct 2>&1 | tail -1 | sed -n 's/.*copied, \([0-9.]*\) s.*/\1/p')
+        BYTES=$(( $(stat -c %s "$STATE/processes/$name/epoch-1/pages.bin") + $(stat -c %s "$STATE/processes/$name/epoch-2/pages.bin") ))
+        drop_caches
+        "$LEGATO" restore "$name" --state-dir "$STATE" --local-mem $((MIB * 2))M --stats-json "$WORK/restore.json" > "$WORK/restore.out" 2>&1
+        RESUME=$(python3 -c "import json; print(json.load(open('$WORK/restore.json'))['restore_resume_ms'])")
+    else
+        wait
+    fi
+done
+wait || true
+
+echo "# Legato checkpoint benchmark — $(date -u +%Y-%m-%d) — $(nproc) cores, a $MIB MiB process, all resident"
+echo
+python3 - <<PY
+mib, copy = $MIB, $COPY
+raw = "$ROWS".split()
+vals = {}
+i = 0
+while i < len(raw):
+    k = raw[i].split(":")[0]; ms = float(raw[i].split(":")[1]); pages = int(raw[i + 1]); vals[k] = (ms, pages); i += 2
+print("| checkpoint | dirty pages | dirty MiB | pause ms | target ms | copy floor ms |")
+print("|---|---|---|---|---|---|")
+for key, label in [("full", "first (full)"), ("inc1", "increment, 1% dirty"), ("inc10", "increment, 10% dirty"), ("inc100", "increment, 100% dirty")]:
+    ms, pages = vals[key]
+    dirty = pages * 4096 / 1048576
+    print(f"| {label} | {pages} | {dirty:.0f} | {ms:.1f} | {20 + dirty / 10:.0f} | {copy * dirty / 1024:.0f} |")
+print()
+disk_s, nbytes, resume = $DISK, $BYTES, $RESUME
+print(f"Restore of the 10% increment ({nbytes / 1048576:.0f} MiB in 2 layers, cold page cache): PROG running again after "
+      f"{resume:.0f} ms (target 50 ms); all pages back at the same moment (the restore is eager), "
+      f"{nbytes / (resume / 1e3) / 1e6:.0f} MB/s against a disk read floor of {mib * 1048576 / disk_s / 1e6:.0f} MB/s "
+      f"({100 * (nbytes / (resume / 1e3)) / (mib * 1048576 / disk_s):.0f}%).")
+print(f"Copy floor: {copy:.0f} ms per GiB (process_vm_readv into memory already faulted in).")
+PY
