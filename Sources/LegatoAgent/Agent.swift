@@ -20,6 +20,8 @@ public final class Agent {
         /// A name makes the run checkpointable (`legato checkpoint NAME`); its state lives under `stateDirectory`.
         public var name: String?
         public var stateDirectory = defaultStateDirectory()
+        /// With a name: take a checkpoint this often.
+        public var checkpointEverySeconds: Double?
         /// Restore this checkpoint instead of starting PROG afresh.
         public var restore: RestoreSource?
         public var localBudgetBytes: UInt64
@@ -89,6 +91,8 @@ public final class Agent {
     /// The epoch this session's last committed checkpoint has: the next one holds only what changed
     /// since (pages without `saved`). nil: the next checkpoint is full.
     var checkpointBase: UInt64?
+    /// Monotonic milliseconds of the last periodic checkpoint (0: none yet).
+    var lastPeriodicCheckpoint: UInt64 = 0
     /// When the agent was created (restore timing).
     let createdAt = monotonicNanos()
     /// Pages copied out during a checkpoint's pause, persisted after it.
@@ -222,9 +226,10 @@ public final class Agent {
     /// Serves uffd events, ptrace stops and write-back completions until `done()` holds.
     func loop(until done: () -> Bool) throws {
         while !done() {
-            try pollOnce(reapStops: true)
+            try pollOnce(reapStops: true, sleepMillis: periodicCheckpointDue.map { Int32(clamping: max(1, min(1000, Int64($0) - Int64(monotonicNanos() / 1_000_000)))) } ?? 1000)
             if fatalError != nil { return }
             if phase == .running { try maybeEvict() }
+            if phase == .running { takePeriodicCheckpoint() }
         }
     }
 

@@ -30,6 +30,9 @@ struct MemoryOptions: ParsableArguments {
     @Option(name: .customLong("state-dir"), help: "Where named runs keep their checkpoints (default $XDG_STATE_HOME/legato, else ~/.local/state/legato).")
     var stateDir: String?
 
+    @Option(name: .customLong("checkpoint-every"), help: "With a name: checkpoint every DURATION (e.g. 30s, 5m, 500ms, 1h).")
+    var checkpointEvery: Duration?
+
     func validate() throws {
         if let m = memory, Endpoint.list(m) == nil { throw ValidationError("--memory wants HOST:PORT[,HOST:PORT...], got '\(m)'") }
         if memory != nil && coordinator != nil { throw ValidationError("give --memory or --coordinator, not both") }
@@ -74,7 +77,12 @@ struct MemoryOptions: ParsableArguments {
         config.coordinator = coordinator
         config.newPIDNamespace = !noPIDNamespace
         config.stateDirectory = stateDirectory
+        config.checkpointEverySeconds = checkpointEvery?.seconds
         configure(&config)
+        if config.checkpointEverySeconds != nil && config.name == nil {
+            writeError("legato: --checkpoint-every needs --name")
+            return 125
+        }
         do {
             return try Agent(config: config).run(inheritedSignals: inherited)
         } catch {
@@ -149,4 +157,21 @@ func currentEnvironment() -> [String] {
         p += 1
     }
     return out
+}
+
+/// A duration on the command line: a number with ms, s, m or h (seconds without a unit).
+struct Duration: ExpressibleByArgument {
+    let seconds: Double
+
+    init?(argument: String) {
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        var text = argument, scale = 1.0
+        for (suffix, factor) in units where argument.hasSuffix(suffix) {
+            text = String(argument.dropLast(suffix.count))
+            scale = factor
+            break
+        }
+        guard let v = Double(text), v > 0, v.isFinite else { return nil }
+        seconds = v * scale
+    }
 }

@@ -16,12 +16,12 @@ import LegatoSystem
         let output: String
         let command: SpawnedCommand
 
-        init(name: String, stateDir: String, output: String, localMem: String, argv: [String]) throws {
+        init(name: String, stateDir: String, output: String, localMem: String, argv: [String], options: [String] = []) throws {
             self.name = name
             self.stateDir = stateDir
             self.output = output
             let quoted = argv.map { "'\($0)'" }.joined(separator: " ")
-            command = try SpawnedCommand(["sh", "-c", "exec '\(TestEnvironment.legato)' run --name \(name) --state-dir '\(stateDir)' --local-mem \(localMem) -- \(quoted) > '\(output)'"])
+            command = try SpawnedCommand(["sh", "-c", "exec '\(TestEnvironment.legato)' run --name \(name) --state-dir '\(stateDir)' --local-mem \(localMem) \(options.joined(separator: " ")) -- \(quoted) > '\(output)'"])
         }
 
         /// Waits until PROG has printed at least `lines` lines.
@@ -160,6 +160,26 @@ import LegatoSystem
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: run.stateDir + "/processes/crash").filter { $0.hasSuffix(".tmp") }
         #expect(leftovers.isEmpty, "a half-written checkpoint is cleaned up: \(leftovers)")
+    }
+
+    @Test func checkpointsPeriodically() throws {
+        let dir = TestEnvironment.temporaryDirectory("ckpt-periodic")
+        let argv = [try Workloads.path("dirtier"), "16", "50", "20"]
+        let plain = try runCommand(argv + ["0"])
+        let run = try NamedRun(name: "periodic", stateDir: dir + "/state", output: dir + "/out", localMem: "8M",
+                               argv: argv + ["150"], options: ["--checkpoint-every", "400ms"])
+        try run.waitForLines(14)
+        run.killHard()
+        let ls = try runCommand([TestEnvironment.legato, "ls", "--json", "--state-dir", run.stateDir])
+        let d = try JSONSerialization.jsonObject(with: Data(ls.stdout.utf8)) as! [String: Any]
+        let cks = (d["processes"] as! [[String: Any]]).first?["checkpoints"] as? [[String: Any]] ?? []
+        #expect(cks.count >= 3, "a checkpoint every 400 ms over about 2 s: \(cks.count)")
+        #expect(cks.map { ($0["epoch"] as! NSNumber).intValue } == Array(1...max(1, cks.count)))
+        // After the first, each holds only what changed: far less than the 4096 pages of the area.
+        for c in cks.dropFirst() { #expect(((c["pages"] as? NSNumber)?.intValue ?? 0) < 2048, "\(c)") }
+        let r = try run.restore()
+        #expect(r.status == 0, "restore failed: \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
     }
 
     @Test func pythonMidComputation() throws {

@@ -60,6 +60,20 @@ extension Agent {
         _ = out.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
 
+    /// When the next periodic checkpoint is due (monotonic milliseconds), with --checkpoint-every.
+    var periodicCheckpointDue: UInt64? {
+        guard let every = config.checkpointEverySeconds, config.name != nil, controlFD >= 0 else { return nil }
+        if lastPeriodicCheckpoint == 0 { lastPeriodicCheckpoint = monotonicNanos() / 1_000_000 }
+        return lastPeriodicCheckpoint + UInt64(every * 1000)
+    }
+
+    /// Takes the periodic checkpoint if it is due; a refused one is logged and tried again next period.
+    func takePeriodicCheckpoint() {
+        guard !checkpointing, programStatus == nil, uffd >= 0, let due = periodicCheckpointDue, monotonicNanos() / 1_000_000 >= due else { return }
+        lastPeriodicCheckpoint = monotonicNanos() / 1_000_000
+        _ = checkpointNow()
+    }
+
     /// Where a test can make the agent die (SIGKILL, as `kill -9` would) in the middle of a checkpoint.
     enum CrashPoint: String {
         case captured   // pages and context written, nothing durable yet
