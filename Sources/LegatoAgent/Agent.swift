@@ -95,6 +95,11 @@ public final class Agent {
     var lastPeriodicCheckpoint: UInt64 = 0
     /// When the agent was created (restore timing).
     let createdAt = monotonicNanos()
+    /// Where checkpoints go (made at the first one).
+    var store: CheckpointStore?
+    /// The checkpoint whose two-phase commit is running, and the eventfd its thread signals.
+    var pendingCheckpoint: CheckpointInFlight?
+    let checkpointDoneFD: Int32 = (try? Sys.eventFD()) ?? -1
     /// Pages copied out during a checkpoint's pause, persisted after it.
     let staging = CheckpointStaging()
     var stopsPending = false  // SIGCHLD seen; waitpid not yet drained
@@ -199,6 +204,7 @@ public final class Agent {
             fatalError = fatalError ?? "\(error)"
         }
         if let why = fatalError {
+            waitForCheckpoint()
             closeControlSocket(exitStatus: nil)
             kill(mainPID, SIGKILL)
             if reaperPID > 0 { kill(reaperPID, SIGKILL) }
@@ -208,6 +214,7 @@ public final class Agent {
             return 125
         }
         let status = programStatus!
+        waitForCheckpoint()
         closeControlSocket(exitStatus: status.exited ? status.exitCode : 128 + status.terminationSignal)
         finish(exitStatus: status.raw)
         drainChildren()
@@ -244,6 +251,7 @@ public final class Agent {
         pollFDs.append(pollfd(fd: uffd, events: Int16(POLLIN), revents: 0))
         for n in nodes { pollFDs.append(pollfd(fd: n.fd, events: Int16(POLLIN), revents: 0)) }
         let control = reap && !checkpointing && phase == .running && controlFD >= 0
+        pollFDs.append(pollfd(fd: pendingCheckpoint != nil && reap ? checkpointDoneFD : -1, events: Int16(POLLIN), revents: 0))
         pollFDs.append(pollfd(fd: control ? controlFD : -1, events: Int16(POLLIN), revents: 0))
         let busy = !retryFaults.isEmpty
         // Poll without sleeping for a little first: on a VM, waking a halted vCPU costs more than
@@ -274,6 +282,7 @@ public final class Agent {
             stopsPending = false
             try reapStops()
         }
+        if reap && revents[revents.count - 2] != 0 { finishCheckpoint() }
         if control && revents[revents.count - 1] != 0 { handleControl() }
     }
 

@@ -17,7 +17,7 @@ struct CheckpointCommand: ParsableCommand {
     @Option(name: .customLong("state-dir"), help: "The state directory of the run.")
     var stateDir: String?
 
-    @Option(help: "The cluster's coordinator (not used by local runs).")
+    @Option(help: "The cluster's coordinator (the run itself must be on this machine: its control socket is in the state directory).")
     var coordinator: Endpoint?
 
     @Option(name: .customLong("crash-at"), help: .hidden)
@@ -73,12 +73,24 @@ struct RestoreCommand: ParsableCommand {
         if let busy = runningAgent(stateDirectory: options.stateDirectory, name: name) {
             throw ValidationError("the run \(name) is going on (legato run pid \(busy)); stop it before restoring")
         }
-        let store = LocalImageStore(stateDirectory: options.stateDirectory, name: name)
-        guard let e = epoch ?? store.epochs.max() else {
-            writeError("legato: no committed checkpoint of \(name) in \(store.root)")
+        let store: CheckpointStore
+        let where_: String
+        if let c = options.coordinator {
+            store = try ClusterCheckpointStore(name: name, coordinator: c, secret: try options.secret.load())
+            where_ = "on the coordinator at \(c)"
+        } else {
+            store = LocalImageStore(stateDirectory: options.stateDirectory, name: name)
+            where_ = "in \(options.stateDirectory)"
+        }
+        guard let e = try epoch ?? store.newestEpoch() else {
+            writeError("legato: no committed checkpoint of \(name) \(where_)")
             throw ExitCode(1)
         }
-        let source = try store.load(epoch: e)
+        let source: RestoreSource
+        do { source = try store.load(epoch: e) } catch {
+            writeError("legato: cannot restore \(name) epoch \(e): \(error)")
+            throw ExitCode(1)
+        }
         let code = try options.runAgent(program: source.image.exe, arguments: [], noPIDNamespace: false) { c in
             c.name = name
             c.restore = source
@@ -96,20 +108,26 @@ struct LsCommand: ParsableCommand {
     @Option(name: .customLong("state-dir"), help: "The state directory.")
     var stateDir: String?
 
-    @Option(help: "The cluster's coordinator (not used by local runs).")
+    @Option(help: "The cluster's coordinator: list the checkpoints it has committed.")
     var coordinator: Endpoint?
+
+    @OptionGroup var secret: SecretOptions
 
     func run() throws {
         let state = stateDir ?? defaultStateDirectory()
         var list: [[String: Any]] = []
-        for name in LocalImageStore.names(stateDirectory: state) where validProcessName(name) {
-            let store = LocalImageStore(stateDirectory: state, name: name)
+        let names = try coordinator.map { try ClusterCheckpointStore.names(coordinator: $0, secret: try secret.load()) }
+            ?? LocalImageStore.names(stateDirectory: state)
+        for name in names where validProcessName(name) {
+            let store: CheckpointStore = try coordinator.map { try ClusterCheckpointStore(name: name, coordinator: $0, secret: try secret.load()) }
+                ?? LocalImageStore(stateDirectory: state, name: name)
             let running = runningAgent(stateDirectory: state, name: name) != nil
-            let record = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: store.root + "/process.json")))) as? [String: Any]
+            let record = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: state + "/processes/\(name)/process.json")))) as? [String: Any]
             let stateText = running ? "running" : (record?["state"] as? String == "exited" ? "exited" : "stopped")
-            let ckpts: [[String: Any]] = store.epochs.map { e in
-                let s = store.summary(epoch: e)
-                return ["epoch": e, "committed_at": s.committedAt, "pause_ms": s.pauseMillis, "pages": s.pages, "bytes": s.pages * 4096]
+            let ckpts: [[String: Any]] = try store.committed().map { s in
+                var d: [String: Any] = ["epoch": s.epoch, "committed_at": s.committedAt, "pause_ms": s.pauseMillis, "pages": s.pages, "bytes": s.pages * 4096]
+                if let p = s.parent { d["parent"] = p }
+                return d
             }
             list.append(["name": name, "state": stateText, "checkpoints": ckpts])
         }

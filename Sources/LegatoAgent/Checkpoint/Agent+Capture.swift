@@ -21,10 +21,10 @@ extension Agent {
         public let image: ProcessImage
     }
 
-    /// Captures PROG as checkpoint `epoch`, an increment of `checkpointBase` if there is one: zero
-    /// runs go to `sink`, pages to `staging` (drained into the sink by `persistStaged` after the
-    /// thaw). PROG runs on whatever happens. If the checkpoint then does not commit, call forgetAllSaved().
-    func capture(name: String, epoch: UInt64, into sink: ImageSink) throws -> CheckpointResult {
+    /// Captures PROG as checkpoint `epoch`, an increment of `checkpointBase` if there is one: pages
+    /// and zero runs into `staging`, for the store once PROG runs again. PROG runs on whatever
+    /// happens. If the checkpoint then does not commit, call forgetAllSaved().
+    func capture(name: String, epoch: UInt64) throws -> CheckpointResult {
         guard uffd >= 0, programStatus == nil else { throw CheckpointRefused(description: "the program is not running") }
         try drainAllInbound()
         let started = monotonicNanos()
@@ -89,7 +89,7 @@ extension Agent {
                     try readPagesForCheckpoint(r, i, n, into: try staging.reserve(r.address(at: i), n))
                     pages += n
                 } else {
-                    try sink.zeros(at: r.address(at: i), count: n)
+                    staging.addZeros(r.address(at: i), n)
                 }
                 i += n
             }
@@ -122,14 +122,6 @@ extension Agent {
         }.joined(separator: ", ")
         log.info("checkpoint \(name) epoch \(epoch) pause: \(breakdown) ms")
         return CheckpointResult(epoch: epoch, parent: parent, pauseNanos: pause, pages: pages, bytes: pages * Page.size, image: image)
-    }
-
-    /// Writes the staged pages to the sink (PROG running again).
-    func persistStaged(into sink: ImageSink) throws {
-        defer { staging.reset() }
-        for run in staging.runs {
-            try sink.pages(at: run.address, count: run.count, UnsafeRawBufferPointer(start: run.data, count: run.count * Page.size))
-        }
     }
 
     /// A checkpoint that did not commit: every page counts as changed, the next checkpoint is full.
@@ -381,10 +373,3 @@ extension Agent {
     }
 }
 
-/// Where a checkpoint's pages and context go.
-protocol ImageSink {
-    func pages(at address: UInt64, count: Int, _ data: UnsafeRawBufferPointer) throws
-    /// `count` pages at `address` are zero now (discarded, or new and never written).
-    func zeros(at address: UInt64, count: Int) throws
-    func finish(_ image: ProcessImage) throws
-}

@@ -41,23 +41,27 @@ extension Agent {
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let fd = Sys.accept(controlFD, &st, &len)
         guard fd >= 0 else { return }
-        defer { close(fd) }
         Socket.setTimeout(fd, seconds: 5)
         var request = [UInt8]()
         var byte: UInt8 = 0
         while request.count < 4096, recv(fd, &byte, 1, 0) == 1, byte != 10 { request.append(byte) }
         let op = (try? JSONSerialization.jsonObject(with: Data(request)) as? [String: Any])?["op"] as? String
-        var reply: [String: Any]
         switch op {
         case "checkpoint":
             let crash = (try? JSONSerialization.jsonObject(with: Data(request)) as? [String: Any])?["crash_at"] as? String
-            reply = checkpointNow(crashAt: crash.flatMap { CrashPoint(rawValue: $0) })
-        case "ping": reply = ["ok": true, "pid": mainPID]
-        default: reply = ["ok": false, "error": "unknown request"]
+            startCheckpoint(replyTo: fd, crashAt: crash.flatMap { CrashPoint(rawValue: $0) })
+        case "ping": reply(to: fd, ["ok": true, "pid": mainPID])
+        default: reply(to: fd, ["ok": false, "error": "unknown request"])
         }
-        var out = (try? JSONSerialization.data(withJSONObject: reply, options: [.sortedKeys])) ?? Data("{}".utf8)
+    }
+
+    /// Sends one JSON line and closes the control connection.
+    func reply(to fd: Int32?, _ d: [String: Any]) {
+        guard let fd else { return }
+        var out = (try? JSONSerialization.data(withJSONObject: d, options: [.sortedKeys])) ?? Data("{}".utf8)
         out.append(10)
         _ = out.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        close(fd)
     }
 
     /// When the next periodic checkpoint is due (monotonic milliseconds), with --checkpoint-every.
@@ -71,13 +75,13 @@ extension Agent {
     func takePeriodicCheckpoint() {
         guard !checkpointing, programStatus == nil, uffd >= 0, let due = periodicCheckpointDue, monotonicNanos() / 1_000_000 >= due else { return }
         lastPeriodicCheckpoint = monotonicNanos() / 1_000_000
-        _ = checkpointNow()
+        startCheckpoint(replyTo: nil, crashAt: nil)
     }
 
     /// Where a test can make the agent die (SIGKILL, as `kill -9` would) in the middle of a checkpoint.
     enum CrashPoint: String {
-        case captured   // pages and context written, nothing durable yet
-        case prepared   // phase one done: all durable under the temporary name
+        case captured   // paused and thawed, nothing durable yet
+        case prepared   // phase one done: all durable, no decision
         case committed  // committed, the requester not told yet
     }
 
@@ -88,44 +92,104 @@ extension Agent {
         pause()
     }
 
-    /// Takes and commits a checkpoint of the named run; PROG runs on whatever happens.
-    func checkpointNow(crashAt: CrashPoint? = nil) -> [String: Any] {
-        guard let name = config.name else { return ["ok": false, "error": "this run has no name"] }
-        let store = LocalImageStore(stateDirectory: config.stateDirectory, name: name)
-        let epoch = (store.epochs.max() ?? 0) + 1
+    /// The store this run's checkpoints go to: the cluster's log and coordinator, or the state directory.
+    func checkpointStore(name: String) throws -> CheckpointStore {
+        if let s = store { return s }
+        let s: CheckpointStore
+        if let c = config.coordinator {
+            s = try ClusterCheckpointStore(name: name, coordinator: c, secret: config.secret)
+        } else {
+            s = LocalImageStore(stateDirectory: config.stateDirectory, name: name)
+        }
+        store = s
+        return s
+    }
+
+    /// Takes a checkpoint of the named run: the pause happens here, the two-phase commit on a thread
+    /// of its own while PROG runs; `finishCheckpoint` replies once it is decided. PROG runs on whatever happens.
+    func startCheckpoint(replyTo fd: Int32?, crashAt: CrashPoint?) {
+        guard let name = config.name else { return reply(to: fd, ["ok": false, "error": "this run has no name"]) }
+        guard !checkpointing else { return reply(to: fd, ["ok": false, "error": "a checkpoint is in progress"]) }
         checkpointing = true
-        defer { checkpointing = false }
+        let tx: CheckpointTransaction
+        let r: CheckpointResult
         do {
-            let sink = try store.begin(epoch: epoch)
-            do {
-                let r = try capture(name: name, epoch: epoch, into: sink)
-                let pause = Double(r.pauseNanos) / 1e6
-                crash(at: .captured, if: crashAt)
-                do {
-                    try persistStaged(into: sink)
-                    try sink.finish(r.image)
-                    try sink.prepare(pauseMillis: pause)
-                    crash(at: .prepared, if: crashAt)
-                    try sink.commit()
-                } catch {
-                    forgetAllSaved()
-                    throw error
-                }
-                crash(at: .committed, if: crashAt)
-                checkpointBase = epoch
-                stats.checkpoints += 1
-                log.info("checkpoint \(name) epoch \(epoch) committed (\(r.parent.map { "increment of \($0)" } ?? "full")): \(r.pages) pages, paused \(String(format: "%.1f", pause)) ms")
-                var reply: [String: Any] = ["ok": true, "epoch": epoch, "pause_ms": pause, "pages": r.pages, "bytes": r.bytes]
-                if let p = r.parent { reply["parent"] = p }
-                return reply
-            } catch {
-                sink.abandon()
-                forgetAllSaved()
+            tx = try checkpointStore(name: name).begin()
+            do { r = try capture(name: name, epoch: tx.epoch) } catch {
+                tx.abort(reason: "\(error)")
                 throw error
             }
         } catch {
-            log.warning("checkpoint \(name) epoch \(epoch) refused: \(error)")
-            return ["ok": false, "error": "\(error)"]
+            forgetAllSaved()
+            checkpointing = false
+            log.warning("checkpoint \(name) refused: \(error)")
+            return reply(to: fd, ["ok": false, "error": "\(error)"])
         }
+        let pause = Double(r.pauseNanos) / 1e6
+        crash(at: .captured, if: crashAt)
+        let inFlight = CheckpointInFlight(result: r, pauseMillis: pause, replyFD: fd)
+        pendingCheckpoint = inFlight
+        let staging = self.staging, doneFD = checkpointDoneFD, log = self.log
+        let thread = Thread { [self] in
+            do {
+                try tx.prepare(staging: staging, image: r.image, pauseMillis: pause)
+                crash(at: .prepared, if: crashAt)
+                try tx.commit()
+                crash(at: .committed, if: crashAt)
+            } catch {
+                tx.abort(reason: "\(error)")
+                log.warning("checkpoint \(name) epoch \(tx.epoch) aborted: \(error)")
+                inFlight.failure = "\(error)"
+            }
+            var one: UInt64 = 1
+            _ = write(doneFD, &one, 8)
+        }
+        thread.name = "legato-checkpoint"
+        thread.start()
+    }
+
+    /// The event loop's side of a finished two-phase commit.
+    func finishCheckpoint() {
+        var n: UInt64 = 0
+        _ = read(checkpointDoneFD, &n, 8)
+        guard let c = pendingCheckpoint else { return }
+        pendingCheckpoint = nil
+        checkpointing = false
+        staging.reset()
+        let r = c.result
+        if let failure = c.failure {
+            forgetAllSaved()
+            return reply(to: c.replyFD, ["ok": false, "error": "aborted: \(failure)"])
+        }
+        checkpointBase = r.epoch
+        stats.checkpoints += 1
+        log.info("checkpoint \(r.image.name) epoch \(r.epoch) committed (\(r.parent.map { "increment of \($0)" } ?? "full")): \(r.pages) pages, paused \(String(format: "%.1f", c.pauseMillis)) ms")
+        var d: [String: Any] = ["ok": true, "epoch": r.epoch, "pause_ms": c.pauseMillis, "pages": r.pages, "bytes": r.bytes]
+        if let p = r.parent { d["parent"] = p }
+        reply(to: c.replyFD, d)
+    }
+
+    /// Waits for a checkpoint in flight to be decided (before the agent exits).
+    func waitForCheckpoint() {
+        while pendingCheckpoint != nil {
+            var p = pollfd(fd: checkpointDoneFD, events: Int16(POLLIN), revents: 0)
+            _ = poll(&p, 1, 1000)
+            if p.revents != 0 { finishCheckpoint() }
+        }
+    }
+}
+
+/// A checkpoint whose two-phase commit runs on its own thread.
+final class CheckpointInFlight {
+    let result: Agent.CheckpointResult
+    let pauseMillis: Double
+    let replyFD: Int32?
+    /// Set by the commit thread before it signals completion.
+    var failure: String?
+
+    init(result: Agent.CheckpointResult, pauseMillis: Double, replyFD: Int32?) {
+        self.result = result
+        self.pauseMillis = pauseMillis
+        self.replyFD = replyFD
     }
 }

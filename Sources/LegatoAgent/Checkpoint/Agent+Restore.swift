@@ -10,14 +10,20 @@ public struct RestoreSource {
         public let epoch: UInt64
         public let pageRuns: [(UInt64, Int)]   // [address, pages] in pagesFile order
         public let zeroRuns: [(UInt64, Int)]
-        public let pagesFile: String
+        public let pages: PageBytes
 
-        public init(epoch: UInt64, pageRuns: [(UInt64, Int)], zeroRuns: [(UInt64, Int)], pagesFile: String) {
+        public init(epoch: UInt64, pageRuns: [(UInt64, Int)], zeroRuns: [(UInt64, Int)], pages: PageBytes) {
             self.epoch = epoch
             self.pageRuns = pageRuns
             self.zeroRuns = zeroRuns
-            self.pagesFile = pagesFile
+            self.pages = pages
         }
+    }
+
+    /// Where a layer's page contents are, back to back in pageRuns order.
+    public enum PageBytes {
+        case file(String)
+        case memory(Data)
     }
 
     public let image: ProcessImage
@@ -168,9 +174,18 @@ extension Agent {
         memset(zeros, 0, chunk)
         for (n, layer) in source.layers.enumerated() {
             let newest = n == source.layers.count - 1
-            let src = open(layer.pagesFile, O_RDONLY | O_CLOEXEC)
-            if src < 0 { throw SystemError.fromErrno("open \(layer.pagesFile)") }
-            defer { close(src) }
+            var src: Int32 = -1
+            var what = "the log"
+            var memory = Data()
+            switch layer.pages {
+            case .file(let path):
+                src = open(path, O_RDONLY | O_CLOEXEC)
+                if src < 0 { throw SystemError.fromErrno("open \(path)") }
+                what = path
+            case .memory(let d):
+                memory = d
+            }
+            defer { if src >= 0 { close(src) } }
             var fileOffset: off_t = 0
             for (address, count) in layer.pageRuns {
                 let total = UInt64(count * Page.size)
@@ -179,7 +194,12 @@ extension Agent {
                     while done < len {
                         let k = Int(min(UInt64(chunk), len - done))
                         let from = fileOffset + off_t(s - address + done)
-                        guard pread(src, buf, k, from) == k else { throw SystemError("read \(layer.pagesFile) at \(from)", code: EIO) }
+                        if src >= 0 {
+                            guard pread(src, buf, k, from) == k else { throw SystemError("read \(what) at \(from)", code: EIO) }
+                        } else {
+                            guard Int(from) + k <= memory.count else { throw LegatoError("layer \(layer.epoch) is shorter than its page runs") }
+                            memory.withUnsafeBytes { _ = memcpy(buf, $0.baseAddress! + Int(from), k) }
+                        }
                         guard pwrite(mem, buf, k, off_t(Int64(bitPattern: s + done))) == k else {
                             throw SystemError.fromErrno("write \(describeRange(s + done, UInt64(k))) of pid \(pid)")
                         }

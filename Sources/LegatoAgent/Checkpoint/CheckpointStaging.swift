@@ -8,7 +8,7 @@ import LegatoSystem
 /// Pages are reserved in runs of at most `runPages`, each contiguous inside one chunk. After the
 /// sink has them, `reset` keeps up to `retainedBytes` of chunks (already faulted in) for the next
 /// checkpoint and returns the rest.
-final class CheckpointStaging {
+public final class CheckpointStaging {
     static let chunkBytes = 8 << 20
     static let runPages = 256
     static let retainedBytes = 256 << 20
@@ -17,6 +17,10 @@ final class CheckpointStaging {
     private var chunk = 0          // the chunk being filled
     private var used = 0           // bytes used in it
     private(set) var runs: [(address: UInt64, count: Int, data: UnsafeMutableRawPointer)] = []
+    /// Pages that are zero now (discarded, or new and never written), as [address, pages] runs.
+    private(set) var zeroRuns: [[UInt64]] = []
+
+    func addZeros(_ address: UInt64, _ count: Int) { zeroRuns.appendRun(address, count) }
 
     deinit { for c in chunks { munmap(c, CheckpointStaging.chunkBytes) } }
 
@@ -46,6 +50,7 @@ final class CheckpointStaging {
     /// Empties the staging area, keeping some chunks for the next checkpoint.
     func reset() {
         runs.removeAll(keepingCapacity: true)
+        zeroRuns.removeAll()
         chunk = 0
         used = 0
         let keep = CheckpointStaging.retainedBytes / CheckpointStaging.chunkBytes

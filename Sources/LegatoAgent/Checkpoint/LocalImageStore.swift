@@ -14,7 +14,7 @@ import LegatoSystem
 /// A checkpoint is written into `epoch-<N>.tmp`, fsync'd, and renamed into place: it exists
 /// (committed) or it does not. (The replicated log and the coordinator's two-phase commit take
 /// this role on a cluster.)
-public final class LocalImageStore {
+public final class LocalImageStore: CheckpointStore {
     public let root: String
 
     public init(stateDirectory: String, name: String) {
@@ -33,11 +33,19 @@ public final class LocalImageStore {
 
     public func directory(_ epoch: UInt64) -> String { root + "/epoch-\(epoch)" }
 
-    func begin(epoch: UInt64) throws -> LocalImageSink {
+    public func begin() throws -> CheckpointTransaction {
+        let epoch = (epochs.max() ?? 0) + 1
         let tmp = directory(epoch) + ".tmp"
         try? FileManager.default.removeItem(atPath: tmp)
         try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
-        return try LocalImageSink(directory: tmp, final: directory(epoch))
+        return try LocalTransaction(epoch: epoch, directory: tmp, final: directory(epoch))
+    }
+
+    public func committed() throws -> [CheckpointSummary] {
+        epochs.map { e in
+            let s = summary(epoch: e)
+            return CheckpointSummary(epoch: e, committedAt: s.committedAt, pauseMillis: s.pauseMillis, pages: s.pages, parent: s.parent)
+        }
     }
 
     /// One checkpoint's own part: its context, its pages and zero runs.
@@ -50,7 +58,7 @@ public final class LocalImageStore {
         guard image.version == ProcessImage.version else { throw LegatoError("checkpoint \(epoch) has format version \(image.version)") }
         let index = try JSONDecoder().decode(PageIndex.self, from: FileManager.default.contents(atPath: dir + "/pages.json") ?? Data())
         return (image, .init(epoch: epoch, pageRuns: index.data.map { ($0[0], Int($0[1])) }, zeroRuns: index.zeros.map { ($0[0], Int($0[1])) },
-                             pagesFile: dir + "/pages.bin"))
+                             pages: .file(dir + "/pages.bin")))
     }
 
     /// Checkpoint `epoch` ready to restore: its context and its layers, from the full one it builds on.
@@ -68,54 +76,52 @@ public final class LocalImageStore {
     }
 
     /// Size and time of a committed checkpoint.
-    public func summary(epoch: UInt64) -> (pages: Int, committedAt: Double, pauseMillis: Double) {
+    func summary(epoch: UInt64) -> (pages: Int, committedAt: Double, pauseMillis: Double, parent: UInt64?) {
         let dir = directory(epoch)
         let size = (try? FileManager.default.attributesOfItem(atPath: dir + "/pages.bin")[.size] as? NSNumber)?.intValue ?? 0
         let meta = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/meta.json")))) as? [String: Any]
-        return (size / Page.size, meta?["committed_at"] as? Double ?? 0, meta?["pause_ms"] as? Double ?? 0)
+        return (size / Page.size, meta?["committed_at"] as? Double ?? 0, meta?["pause_ms"] as? Double ?? 0,
+                (meta?["parent"] as? NSNumber).map { $0.uint64Value })
     }
 }
 
-final class LocalImageSink: ImageSink {
+/// One checkpoint being written into `epoch-N.tmp`.
+final class LocalTransaction: CheckpointTransaction {
+    let epoch: UInt64
     let directory: String
     let final: String
-    private let pagesFD: Int32
-    private var index = PageIndex()
-    var pauseMillis: Double = 0
 
-    init(directory: String, final: String) throws {
+    init(epoch: UInt64, directory: String, final: String) throws {
+        self.epoch = epoch
         self.directory = directory
         self.final = final
-        pagesFD = open(directory + "/pages.bin", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    }
+
+    /// Phase one: pages, index, context and meta written and fsync'd under the temporary name.
+    func prepare(staging: CheckpointStaging, image: ProcessImage, pauseMillis: Double) throws {
+        let pagesFD = open(directory + "/pages.bin", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         if pagesFD < 0 { throw SystemError.fromErrno("create \(directory)/pages.bin") }
-    }
-
-    deinit { close(pagesFD) }
-
-    func pages(at address: UInt64, count: Int, _ data: UnsafeRawBufferPointer) throws {
-        var done = 0
-        while done < data.count {
-            let n = write(pagesFD, data.baseAddress! + done, data.count - done)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { throw SystemError("write \(directory)/pages.bin", code: n < 0 ? errno : ENOSPC) }
-            done += n
+        defer { close(pagesFD) }
+        var index = PageIndex()
+        for run in staging.runs {
+            let bytes = run.count * Page.size
+            var done = 0
+            while done < bytes {
+                let n = write(pagesFD, run.data + done, bytes - done)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { throw SystemError("write \(directory)/pages.bin", code: n < 0 ? errno : ENOSPC) }
+                done += n
+            }
+            index.data.appendRun(run.address, run.count)
         }
-        index.data.appendRun(address, count)
-    }
-
-    func zeros(at address: UInt64, count: Int) throws { index.zeros.appendRun(address, count) }
-
-    func finish(_ image: ProcessImage) throws {
+        index.zeros = staging.zeroRuns
+        if fsync(pagesFD) != 0 { throw SystemError.fromErrno("fsync \(directory)/pages.bin") }
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
         try enc.encode(image).write(to: URL(fileURLWithPath: directory + "/context.json"))
         try enc.encode(index).write(to: URL(fileURLWithPath: directory + "/pages.json"))
-        if fsync(pagesFD) != 0 { throw SystemError.fromErrno("fsync \(directory)/pages.bin") }
-    }
-
-    /// Phase one: everything durable under the temporary name.
-    func prepare(pauseMillis: Double) throws {
-        let meta: [String: Any] = ["committed_at": Date().timeIntervalSince1970, "pause_ms": pauseMillis]
+        var meta: [String: Any] = ["committed_at": Date().timeIntervalSince1970, "pause_ms": pauseMillis]
+        if let p = image.parentEpoch { meta["parent"] = p }
         try JSONSerialization.data(withJSONObject: meta).write(to: URL(fileURLWithPath: directory + "/meta.json"))
         for f in ["context.json", "pages.json", "meta.json"] {
             let fd = open(directory + "/" + f, O_RDONLY | O_CLOEXEC)
@@ -135,7 +141,7 @@ final class LocalImageSink: ImageSink {
         if parent >= 0 { fsync(parent); close(parent) }
     }
 
-    func abandon() { try? FileManager.default.removeItem(atPath: directory) }
+    func abort(reason: String) { try? FileManager.default.removeItem(atPath: directory) }
 }
 
 /// The page runs of one checkpoint (pages.json).
