@@ -382,7 +382,11 @@ public final class LogWriter {
     /// Watches the coordinator and re-replicates when a log node dies.
     public func startMonitoring() {
         guard let c = config.coordinator else { return }
-        lock.withLock { monitoring = true }
+        let already = lock.withLock { () -> Bool in
+            defer { monitoring = true }
+            return monitoring
+        }
+        if already { return }
         startThread(name: "log-monitor") { [weak self] in
             var known: UInt64 = 0
             var client: CoordinatorClient?

@@ -44,7 +44,8 @@ public final class Lock: @unchecked Sendable {
     public func broadcast() { pthread_cond_broadcast(&cond) }
 }
 
-/// Starts a named detached OS thread (the agent needs real threads: ptrace binds to one).
+/// Starts a named detached OS thread (the agent needs real threads: ptrace binds to one), 8 MiB
+/// stack, with the process's asynchronous signals blocked.
 public func startThread(name: String, _ body: @escaping () -> Void) {
     final class Box { let body: () -> Void; let name: String; init(_ b: @escaping () -> Void, _ n: String) { body = b; name = n } }
     let box = Unmanaged.passRetained(Box(body, name)).toOpaque()
@@ -56,6 +57,12 @@ public func startThread(name: String, _ body: @escaping () -> Void) {
     let rc = pthread_create(&tid, &attr, { raw in
         let b = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
         Sys.setThreadName(b.name)
+        // A helper thread never takes the process's signals: an agent's SIGCHLD must reach its
+        // signalfd, a daemon's SIGTERM its handler thread, whoever started this thread first.
+        var set = sigset_t()
+        sigemptyset(&set)
+        for sig in [SIGCHLD, SIGTERM, SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM] { sigaddset(&set, sig) }
+        pthread_sigmask(SIG_BLOCK, &set, nil)
         b.body()
         return nil
     }, box)

@@ -60,10 +60,11 @@ public final class Connection {
     public func receive(reusing payload: inout [UInt8]) throws -> FrameHeader? {
         guard let header = try receiveHeader() else { return nil }
         let n = Int(header.length)
+        // Whole-array operations (a debug build iterates a repeatElement byte by byte).
         if payload.count < n {
-            payload.append(contentsOf: repeatElement(0, count: n - payload.count))
+            payload.append(contentsOf: [UInt8](repeating: 0, count: n - payload.count))
         } else if payload.count > n {
-            payload.removeLast(payload.count - n)
+            payload.removeSubrange(n...)
         }
         if n > 0 {
             let ok = try payload.withUnsafeMutableBytes { try Socket.readFully(fd, $0.baseAddress!, n) }

@@ -49,10 +49,6 @@ extension Agent {
         if let shm = vmas.first(where: { $0.kind == .shared && !($0.path?.hasPrefix("/") ?? false) }) {
             throw CheckpointRefused(description: "shared anonymous memory at \(describeRange(shm.start, shm.end - shm.start)) (\(shm.path ?? "anonymous")) cannot be checkpointed yet")
         }
-        for r in regions.regions where !vmas.contains(where: { $0.start <= r.start && r.end <= $0.end }) {
-            let overlapping = vmas.filter { $0.start < r.end && r.start < $0.end }.map { "\(describeRange($0.start, $0.end - $0.start)) \($0.kind)" }
-            log.warning("region \(describeRange(r.start, r.length)) is not one mapping: \(overlapping)")
-        }
 
         phases.append(("context", monotonicNanos()))
         // Pages written since the last checkpoint: get-and-clear the kernel's written bits (the pages

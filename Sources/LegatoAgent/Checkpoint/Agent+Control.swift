@@ -130,7 +130,7 @@ extension Agent {
         let inFlight = CheckpointInFlight(result: r, pauseMillis: pause, replyFD: fd)
         pendingCheckpoint = inFlight
         let staging = self.staging, doneFD = checkpointDoneFD, log = self.log
-        let thread = Thread { [self] in
+        startThread(name: "checkpoint") { [self] in
             do {
                 try tx.prepare(staging: staging, image: r.image, pauseMillis: pause)
                 crash(at: .prepared, if: crashAt)
@@ -144,8 +144,6 @@ extension Agent {
             var one: UInt64 = 1
             _ = write(doneFD, &one, 8)
         }
-        thread.name = "legato-checkpoint"
-        thread.start()
     }
 
     /// The event loop's side of a finished two-phase commit.

@@ -52,7 +52,6 @@ public final class ClusterCheckpointStore: CheckpointStore {
         if let w = writer { return w }
         let token = Sys.hmacSHA256(key: secret.bytes, data: Array("legato checkpoint log \(writerID)".utf8))
         let w = try LogWriter(config: .init(writer: writerID, secret: secret, token: token, coordinator: coordinatorEndpoint))
-        w.startMonitoring()
         writer = w
         return w
     }
@@ -167,6 +166,7 @@ final class ClusterTransaction: CheckpointTransaction {
     /// Phase one: every entry of the epoch appended to R log nodes and synced.
     func prepare(staging: CheckpointStaging, image: ProcessImage, pauseMillis: Double) throws {
         let w = try store.log()
+        w.startMonitoring()  // re-replicates what a log node's death takes (idempotent)
         let e = UInt32(truncatingIfNeeded: epoch)
         var batch: [ReplicaStore.Entry] = []
         var batchBytes = 0

@@ -1,0 +1,63 @@
+import Foundation
+import Glibc
+import Testing
+import LegatoSystem
+
+/// Checkpoints through a cluster: pages and context into the run's replicated log on log nodes,
+/// the decision in the coordinator's store. Restores after kill -9 of the run and of a log node.
+@Suite(.serialized) struct ClusterCheckpointTests {
+    init() throws { try requireAgentCapabilities() }
+
+    func clusterOptions(_ c: TestCluster) -> [String] { ["--coordinator", c.coordinator.description, "--secret-file", c.secretFile] }
+
+    func committedEpochs(_ c: TestCluster, stateDir: String) throws -> [Int] {
+        let ls = try runCommand([TestEnvironment.legato, "ls", "--json", "--state-dir", stateDir] + clusterOptions(c))
+        let d = try JSONSerialization.jsonObject(with: Data(ls.stdout.utf8)) as! [String: Any]
+        let procs = d["processes"] as! [[String: Any]]
+        return (procs.first?["checkpoints"] as? [[String: Any]] ?? []).map { ($0["epoch"] as! NSNumber).intValue }
+    }
+
+    @Test func restoresFromTheLogAfterALogNodeDies() throws {
+        let cluster = try TestCluster(memory: 2, log: 3)
+        defer { cluster.down() }
+        let dir = TestEnvironment.temporaryDirectory("cluster-ckpt")
+        let argv = [try Workloads.path("teamwork"), "30", "4", "32", dir + "/data"]
+        let plain = try runCommand(argv)
+        let run = try CheckpointTests.NamedRun(name: "teamwork", stateDir: dir + "/state", output: dir + "/out", localMem: "8M",
+                                               argv: argv, options: clusterOptions(cluster))
+        try run.waitForLines(4)
+        let first = try run.checkpoint()
+        #expect(first.status == 0, "\(first.stderr)")
+        try run.waitForLines(7)
+        let second = try run.checkpoint()
+        #expect(second.status == 0 && second.stdout.contains("epoch 2 committed"), "\(second.stdout) \(second.stderr)")
+        run.killHard()
+        #expect(try committedEpochs(cluster, stateDir: run.stateDir) == [1, 2])
+        // One of the three log nodes goes; every segment still has a replica elsewhere.
+        cluster.kill9(address: cluster.daemons.first { $0.name.hasPrefix("logd") }!.address)
+        let r = try run.restore(extra: clusterOptions(cluster))
+        #expect(r.status == 0, "restore failed (\(r.status)): \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
+    }
+
+    @Test func aCrashBeforeTheDecisionLeavesThePreviousCheckpoint() throws {
+        let cluster = try TestCluster(memory: 1, log: 2)
+        defer { cluster.down() }
+        let dir = TestEnvironment.temporaryDirectory("cluster-crash")
+        let argv = [try Workloads.path("dirtier"), "16", "100", "12"]
+        let plain = try runCommand(argv + ["0"])
+        let run = try CheckpointTests.NamedRun(name: "crash", stateDir: dir + "/state", output: dir + "/out", localMem: "8M",
+                                               argv: argv + ["200"], options: clusterOptions(cluster))
+        try run.waitForLines(2)
+        #expect(try run.checkpoint().status == 0)
+        try run.waitForLines(4)
+        // Prepared (all in the log, synced), then killed before COMMIT reaches the coordinator.
+        let crashed = try runCommand([TestEnvironment.legato, "checkpoint", "crash", "--state-dir", run.stateDir, "--crash-at", "prepared"])
+        #expect(crashed.status != 0)
+        _ = try run.command.wait(timeoutSeconds: 30)
+        #expect(try committedEpochs(cluster, stateDir: run.stateDir) == [1], "the prepared epoch is not committed")
+        let r = try run.restore(extra: clusterOptions(cluster))
+        #expect(r.status == 0, "restore failed (\(r.status)): \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
+    }
+}
