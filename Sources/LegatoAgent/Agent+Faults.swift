@@ -88,6 +88,8 @@ extension Agent {
             install(f, r, i, count: 1, from: UnsafeRawPointer(b.page(Int(loc.index))))
         } else if st.contains(.remote) {
             try fetch(f, r, i, run: run)
+        } else if st.contains(.restoring) {
+            try serveRestoring(f, r, i, run: run)
         } else {
             let n = zeroRun(r, i, run: run)
             let writing = f.flags & Sys.uffdPageFaultFlagWrite != 0
@@ -116,6 +118,7 @@ extension Agent {
         let want = min(prefetchWindow, 1 << min(run, 8))
         var n = 1
         let busy = PageState.resident.rawValue | PageState.remote.rawValue | PageState.inFlight.rawValue | PageState.fetching.rawValue
+            | PageState.restoring.rawValue
         while n < want && i + n < r.pageCount && r.states[i + n] & busy == 0 { n += 1 }
         return n
     }
@@ -259,6 +262,8 @@ extension Agent {
                 return
             }
             if install(nil, r, i, count: 1, from: syncPage) == .done { stats.fetchedPages += 1 }
+        } else if st.contains(.restoring) {
+            try serveRestoring(nil, r, i, run: 0)
         } else {
             install(nil, r, i, count: 1, from: zeroPages)
         }
@@ -272,7 +277,7 @@ extension Agent {
         for r in regions.regions {
             for i in 0..<r.pageCount {
                 let s = r.state(i)
-                if !s.contains(.resident) && (s.contains(.remote) || s.contains(.inFlight)) {
+                if !s.contains(.resident) && !s.isDisjoint(with: [.remote, .inFlight, .restoring]) {
                     try bringIn(r, i)
                     n += 1
                     if fatalError != nil { return }

@@ -20,6 +20,9 @@ struct AgentStats {
     var keptLocalPages = 0     // pages kept local because every memory node was full
     var checkpoints = 0
     var restoreResumeNanos: UInt64 = 0  // agent start to the restored PROG resuming
+    var restoreCompleteNanos: UInt64 = 0  // agent start to every restored page back (in PROG or on memory nodes)
+    var restoredByFault = 0             // restored pages brought back by PROG's faults
+    var restoredByFill = 0              // ... by the background fill
     var remoteLatency = LatencyHistogram()
     var freezeNanos: UInt64 = 0
     var evictionPhaseNanos: [UInt64] = [0, 0, 0, 0]  // freeze, scan, read, discard
@@ -34,6 +37,9 @@ struct AgentStats {
         var d: [String: Any] = [
             "faults": faults,
             "restore_resume_ms": Double(restoreResumeNanos) / 1e6,
+            "restore_complete_ms": Double(restoreCompleteNanos) / 1e6,
+            "restored_by_fault": restoredByFault,
+            "restored_by_fill": restoredByFill,
             "zero_fills": zeroFills,
             "fetched_pages": fetchedPages,
             "stored_pages": storedPages,

@@ -11,6 +11,7 @@
 ///    address. Any change clears it — a write (the kernel's written bit, read at the checkpoint), an
 ///    eviction of a written page, a discard, a move — and a new region starts without it, so a page
 ///    without `saved` goes into the next incremental checkpoint (as data, or as a zero run).
+///  - `restoring`: a restored checkpoint holds its content and it is not back yet (RestoreBacking).
 struct PageState: OptionSet {
     let rawValue: UInt8
     static let resident = PageState(rawValue: 1 << 0)
@@ -20,4 +21,5 @@ struct PageState: OptionSet {
     static let queued = PageState(rawValue: 1 << 4)
     static let fetching = PageState(rawValue: 1 << 5)
     static let saved = PageState(rawValue: 1 << 6)
+    static let restoring = PageState(rawValue: 1 << 7)
 }

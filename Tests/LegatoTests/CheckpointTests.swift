@@ -130,10 +130,18 @@ import LegatoSystem
         let context = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/state/processes/dirtier/epoch-2/context.json"))) as! [String: Any]
         #expect((context["parentEpoch"] as? NSNumber)?.intValue == 1)
         run.killHard()
-        // Epoch 2 restores from epoch 1's pages with epoch 2's on top.
-        let r = try run.restore()
+        // Epoch 2 restores from epoch 1's pages with epoch 2's on top, lazily: PROG resumes first,
+        // its faults and a background fill bring the pages back (past the budget, to the memory node).
+        let r = try run.restore(extra: ["--stats-json", dir + "/restore.json"])
         #expect(r.status == 0, "restore failed (\(r.status)): \(r.stderr)")
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
+        let stats = try RunStats(path: dir + "/restore.json")
+        #expect(stats.int("restored_by_fault") > 0, "\(stats.raw)")
+        #expect(stats.int("restored_by_fault") + stats.int("restored_by_fill") >= 32 * 256, "every page of the area came back: \(stats.raw)")
+        #expect(stats.int("stored_pages") > 0, "pages past the 16M budget went to the memory node: \(stats.raw)")
+        let resumed = (stats.raw["restore_resume_ms"] as? NSNumber)?.doubleValue ?? 0
+        let complete = (stats.raw["restore_complete_ms"] as? NSNumber)?.doubleValue ?? 0
+        #expect(resumed > 0 && complete > resumed, "PROG resumed before all its memory was back: \(stats.raw)")
     }
 
     /// The agent killed at each step of a checkpoint: before it is durable, once prepared, once

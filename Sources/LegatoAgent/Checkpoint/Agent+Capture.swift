@@ -71,13 +71,13 @@ extension Agent {
             var i = 0
             while i < r.pageCount {
                 let s = r.state(i)
-                let hasContent = !s.isDisjoint(with: [.resident, .remote, .inFlight])
+                let hasContent = !s.isDisjoint(with: [.resident, .remote, .inFlight, .restoring])
                 let wanted = parent == nil ? hasContent : !s.contains(.saved)
                 guard wanted else { i += 1; continue }
                 var n = 1
                 while n < CheckpointStaging.runPages && i + n < r.pageCount {
                     let t = r.state(i + n)
-                    let tContent = !t.isDisjoint(with: [.resident, .remote, .inFlight])
+                    let tContent = !t.isDisjoint(with: [.resident, .remote, .inFlight, .restoring])
                     guard tContent == hasContent, parent == nil ? tContent : !t.contains(.saved) else { break }
                     n += 1
                 }
@@ -143,6 +143,8 @@ extension Agent {
             let key = r.key(at: i + k)
             if s.contains(.inFlight), let loc = inflight[key], let b = batches[loc.batch] {
                 memcpy(dst + k * Page.size, b.page(Int(loc.index)), Page.size)
+            } else if s.contains(.restoring), let backing = restoreBacking, let loc = backing.location(key: key) {
+                try backing.read(loc, into: dst + k * Page.size)
             } else {
                 guard let node = pool.location(key) else { throw LegatoError("page 0x\(String(r.address(at: i + k), radix: 16)) has no memory node") }
                 remote[node, default: []].append(k)

@@ -40,9 +40,10 @@ public struct RestoreSource {
 /// Restoring: the checkpoint's executable is started (traced, in a fresh PID namespace, so PROG is
 /// PID 2 again) and stopped right after its exec. Through injected syscalls its address space is
 /// replaced by the checkpoint's — every mapping at its original address, the vDSO moved to where it
-/// was, the pages written back, the mm fields, signal handlers, files, cwd, umask, limits, the
+/// was, the file mappings' written pages, the mm fields, signal handlers, files, cwd, umask, limits, the
 /// thread's rseq/robust-list/tid-address — and the registers are set. Then the agent takes its
-/// userfaultfd as after any exec, and PROG goes on from the checkpoint.
+/// userfaultfd as after any exec, and PROG goes on from the checkpoint while its anonymous memory
+/// comes back lazily (RestoreBacking: faults first, a background fill for the rest).
 extension Agent {
     func restoreAddressSpace(_ t: Tracee, from source: RestoreSource) throws {
         let pid = t.tid
@@ -66,8 +67,8 @@ extension Agent {
         }
         // 2. The checkpoint's mappings, each at its address.
         for v in image.vmas { try restoreMapping(v, image, calls) }
-        // 3. The pages, through /proc/PID/mem (which writes read-only mappings too).
-        try writePages(pid, source)
+        // 3. Pages of file mappings now; the others wait in `backing` for the regions.
+        let backing = try placePages(pid, source)
         // 4. mm fields (brk, arg/env areas, auxv). The exe link is already right: we exec'd the same file.
         let m = image.mm
         var mmap: [UInt64] = [m.startCode, m.endCode, m.startData, m.endData, m.startBrk, m.brk, m.startStack, m.argStart, m.argEnd,
@@ -102,9 +103,11 @@ extension Agent {
         // 9. From here PROG is a managed process like any other.
         try takeUserfaultfd(pid)
         try manageExistingMappings(pid)
+        try writeUnmanagedPages(pid, backing.bindKeys(regions), backing)
+        restoreBacking = backing.remaining > 0 ? backing : nil
         for o in others { resume(o) }
         stats.restoreResumeNanos = monotonicNanos() - createdAt
-        log.info("restored \(image.name) epoch \(image.epoch) into pid \(pid): \(image.threads.count) thread(s), \(image.vmas.count) mappings, \(source.pageCount) pages in \(source.layers.count) layer(s)")
+        log.info("restored \(image.name) epoch \(image.epoch) into pid \(pid): \(image.threads.count) thread(s), \(image.vmas.count) mappings, \(source.pageCount) pages in \(source.layers.count) layer(s), \(backing.remaining) to come lazily")
     }
 
     private func restoreMapping(_ v: ProcessImage.VMA, _ image: ProcessImage, _ calls: RestoreCalls) throws {
@@ -149,78 +152,91 @@ extension Agent {
         }
     }
 
-    /// Writes the layers' pages, oldest first, through /proc/PID/mem. Only pages inside the
-    /// checkpoint's own mappings count; inside its file mappings only its own layer does (each
-    /// checkpoint holds all written pages of file mappings).
-    private func writePages(_ pid: pid_t, _ source: RestoreSource) throws {
+    /// Sorts the layers' pages, oldest first, into what each page of the checkpoint's mappings holds:
+    /// pages of file mappings (only the newest layer's: each checkpoint holds all of them) are
+    /// written now through /proc/PID/mem; pages of anonymous mappings are left to `backing`, which
+    /// serves them lazily once the regions exist (a later layer's page or zero run replaces an
+    /// earlier one's).
+    private func placePages(_ pid: pid_t, _ source: RestoreSource) throws -> RestoreBacking {
+        let backing = try RestoreBacking(layers: source.layers)
+        let vmas = source.image.vmas.filter { [.anonymous, .heap, .stack, .file].contains($0.kind) }.sorted { $0.start < $1.start }
         let mem = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
         if mem < 0 { throw SystemError.fromErrno("open /proc/\(pid)/mem") }
         defer { close(mem) }
-        let vmas = source.image.vmas.filter { [.anonymous, .heap, .stack, .file].contains($0.kind) }.sorted { $0.start < $1.start }
-        /// The parts of [a, a+len) to write, as (address, length).
-        func clip(_ a: UInt64, _ len: UInt64, newest: Bool) -> [(UInt64, UInt64)] {
-            var out: [(UInt64, UInt64)] = []
-            for v in vmas where v.start < a + len && a < v.end && (newest || v.kind != .file) {
-                let s = max(v.start, a), e = min(v.end, a + len)
-                out.append((s, e - s))
+        let page = UnsafeMutableRawPointer.allocate(byteCount: Page.size, alignment: Page.size)
+        defer { page.deallocate() }
+        var v = 0
+        /// The mapping holding `a`, for page addresses visited in increasing order within a run.
+        func vma(_ a: UInt64) -> ProcessImage.VMA? {
+            if v < vmas.count, vmas[v].start <= a, a < vmas[v].end { return vmas[v] }
+            var lo = 0, hi = vmas.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if vmas[mid].end <= a { lo = mid + 1 } else { hi = mid }
             }
-            return out
+            v = lo
+            return lo < vmas.count && vmas[lo].start <= a ? vmas[lo] : nil
         }
-        let chunk = 1 << 20
-        let buf = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: Page.size)
-        defer { buf.deallocate() }
-        let zeros = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: Page.size)
-        defer { zeros.deallocate() }
-        memset(zeros, 0, chunk)
         for (n, layer) in source.layers.enumerated() {
             let newest = n == source.layers.count - 1
-            var src: Int32 = -1
-            var what = "the log"
-            var memory = Data()
-            switch layer.pages {
-            case .file(let path):
-                src = open(path, O_RDONLY | O_CLOEXEC)
-                if src < 0 { throw SystemError.fromErrno("open \(path)") }
-                what = path
-            case .memory(let d):
-                memory = d
-            }
-            defer { if src >= 0 { close(src) } }
-            var fileOffset: off_t = 0
+            var offset: Int64 = 0
             for (address, count) in layer.pageRuns {
-                let total = UInt64(count * Page.size)
-                for (s, len) in clip(address, total, newest: newest) {
-                    var done: UInt64 = 0
-                    while done < len {
-                        let k = Int(min(UInt64(chunk), len - done))
-                        let from = fileOffset + off_t(s - address + done)
-                        if src >= 0 {
-                            guard pread(src, buf, k, from) == k else { throw SystemError("read \(what) at \(from)", code: EIO) }
-                        } else {
-                            guard Int(from) + k <= memory.count else { throw LegatoError("layer \(layer.epoch) is shorter than its page runs") }
-                            memory.withUnsafeBytes { _ = memcpy(buf, $0.baseAddress! + Int(from), k) }
+                for k in 0..<count {
+                    let a = address + UInt64(k * Page.size)
+                    let loc = RestoreBacking.Location(layer: Int32(n), offset: offset + Int64(k * Page.size))
+                    guard let m = vma(a) else { continue }
+                    if m.kind == .file {
+                        guard newest else { continue }
+                        try backing.read(loc, into: page)
+                        guard pwrite(mem, page, Page.size, off_t(Int64(bitPattern: a))) == Page.size else {
+                            throw SystemError.fromErrno("write \(describeRange(a, Page.size.u64)) of pid \(pid)")
                         }
-                        guard pwrite(mem, buf, k, off_t(Int64(bitPattern: s + done))) == k else {
-                            throw SystemError.fromErrno("write \(describeRange(s + done, UInt64(k))) of pid \(pid)")
-                        }
-                        done += UInt64(k)
+                    } else {
+                        backing.note(address: a, loc)
                     }
                 }
-                fileOffset += off_t(total)
+                offset += Int64(count * Page.size)
             }
             for (address, count) in layer.zeroRuns {
-                for (s, len) in clip(address, UInt64(count * Page.size), newest: newest) {
-                    var done: UInt64 = 0
-                    while done < len {
-                        let k = Int(min(UInt64(chunk), len - done))
-                        guard pwrite(mem, zeros, k, off_t(Int64(bitPattern: s + done))) == k else {
-                            throw SystemError.fromErrno("zero \(describeRange(s + done, UInt64(k))) of pid \(pid)")
-                        }
-                        done += UInt64(k)
-                    }
+                for k in 0..<count {
+                    let a = address + UInt64(k * Page.size)
+                    if let m = vma(a), m.kind != .file { backing.note(address: a, nil) }
                 }
             }
         }
+        // The kernel writes a thread's rseq area when it is registered, before the regions are
+        // managed: a missing page would become a zero page there. Those pages go in now.
+        var eager = Set<UInt64>()
+        for t in source.image.threads {
+            guard let r = t.rseq, r.address != 0 else { continue }
+            var a = Page.alignDown(r.address)
+            while a < r.address + UInt64(max(r.size, 32)) { eager.insert(a); a += Page.size.u64 }
+        }
+        for a in eager.sorted() {
+            guard let loc = backing.take(address: a) else { continue }
+            try backing.read(loc, into: page)
+            guard pwrite(mem, page, Page.size, off_t(Int64(bitPattern: a))) == Page.size else {
+                throw SystemError.fromErrno("write \(describeRange(a, Page.size.u64)) of pid \(pid)")
+            }
+        }
+        return backing
+    }
+
+    /// The backing's pages that no managed region holds (a mapping the uffd refused): written now.
+    private func writeUnmanagedPages(_ pid: pid_t, _ pages: [(UInt64, RestoreBacking.Location)], _ backing: RestoreBacking) throws {
+        guard !pages.isEmpty else { return }
+        let mem = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
+        if mem < 0 { throw SystemError.fromErrno("open /proc/\(pid)/mem") }
+        defer { close(mem) }
+        let page = UnsafeMutableRawPointer.allocate(byteCount: Page.size, alignment: Page.size)
+        defer { page.deallocate() }
+        for (a, loc) in pages {
+            try backing.read(loc, into: page)
+            guard pwrite(mem, page, Page.size, off_t(Int64(bitPattern: a))) == Page.size else {
+                throw SystemError.fromErrno("write \(describeRange(a, Page.size.u64)) of pid \(pid)")
+            }
+        }
+        log.info("restore: \(pages.count) pages outside managed memory written at once")
     }
 
     /// An address range of `size` bytes clear of every range given (in the usual user-space area).

@@ -1,0 +1,119 @@
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// Lazy restore: pages in state `restoring` come from the RestoreBacking — on PROG's faults first,
+/// and by a background fill, in address order, while the event loop has nothing else to do: into
+/// PROG while the local budget has room, then straight onto memory nodes (as write-back batches).
+/// When the fill has passed every page, the restore is complete and the backing goes.
+extension Agent {
+    /// Serves a fault on a `restoring` page, with the restoring pages right after it (read-around).
+    func serveRestoring(_ f: Sys.UffdEvent?, _ r: Region, _ i: Int, run: Int) throws {
+        guard let b = restoreBacking else {
+            // No backing (cannot happen): the content is lost; never invent any.
+            r.remove(i, .restoring)
+            fail("restored page 0x\(String(r.address(at: i), radix: 16)) has no source")
+            return
+        }
+        let want = min(RestoreBacking.runPages, run >= 2 ? max(16, min(prefetchWindow, 1 << min(run, 8))) : 16)
+        var n = 0
+        while n < want && i + n < r.pageCount {
+            let s = r.state(i + n)
+            guard s.contains(.restoring), !s.contains(.resident), let loc = b.location(key: r.key(at: i + n)) else { break }
+            try b.read(loc, into: b.buffer + n * Page.size)
+            n += 1
+        }
+        guard n > 0 else { r.remove(i, .restoring); return }
+        let result = install(f, r, i, count: n, from: b.buffer, writable: true)
+        guard result != .again else { return }
+        for k in 0..<n where r.state(i + k).contains(.resident) || result == .gone { r.remove(i + k, .restoring) }
+        stats.restoredByFault += n
+    }
+
+    /// One step of the background fill (a few hundred pages at most).
+    func fillFromRestore() throws {
+        guard let b = restoreBacking else { return }
+        var storeKeys: [UInt64] = []
+        var steps = 0
+        while steps < 1024 && b.fillCursor < b.fillOrder.count {
+            let key = b.fillOrder[b.fillCursor]
+            steps += 1
+            guard let (r, i) = regionForKey(key), r.state(i).contains(.restoring), let loc = b.location(key: key) else {
+                b.fillCursor += 1
+                continue
+            }
+            if r.state(i).contains(.resident) {
+                r.remove(i, .restoring)
+                b.fillCursor += 1
+                continue
+            }
+            if needsEviction(extra: RestoreBacking.runPages) {
+                // No room in PROG: this page goes to a memory node.
+                guard inflightBytes + (storeKeys.count + 1) * Page.size <= Agent.maxInflightBytes else { break }
+                storeKeys.append(key)
+                b.fillCursor += 1
+                continue
+            }
+            // A run of consecutive restoring pages of this region, installed in one UFFDIO_COPY.
+            var n = 0
+            while n < RestoreBacking.runPages && b.fillCursor + n < b.fillOrder.count && i + n < r.pageCount,
+                  b.fillOrder[b.fillCursor + n] == key + UInt64(n) {
+                let s = r.state(i + n)
+                guard s.contains(.restoring), !s.contains(.resident), let l = b.location(key: key + UInt64(n)) else { break }
+                try b.read(l, into: b.buffer + n * Page.size)
+                n += 1
+            }
+            if n == 0 {
+                try b.read(loc, into: b.buffer)
+                n = 1
+            }
+            let result = install(nil, r, i, count: n, from: b.buffer, writable: true)
+            if result == .again { break }  // the address space is changing: after the events
+            for k in 0..<n { r.remove(i + k, .restoring) }
+            stats.restoredByFill += n
+            b.fillCursor += n
+        }
+        if !storeKeys.isEmpty { try storeRestored(storeKeys, from: b) }
+        if b.fillCursor >= b.fillOrder.count {
+            stats.restoreCompleteNanos = monotonicNanos() - createdAt
+            log.info("restore complete: \(stats.restoredByFault) pages brought back by faults, \(stats.restoredByFill) by the fill, after \(String(format: "%.0f", Double(stats.restoreCompleteNanos) / 1e6)) ms")
+            restoreBacking = nil
+        }
+    }
+
+    /// Sends restored pages that do not fit the local budget to memory nodes (write-back batches:
+    /// their faults are served from the batch until the node has them).
+    private func storeRestored(_ keys: [UInt64], from b: RestoreBacking) throws {
+        var byNode: [Int: [UInt64]] = [:]
+        for key in keys {
+            guard let node = pool.route(key) else {
+                // Every node is full: the page stays in the backing; the fill tries it again later.
+                b.fillCursor = min(b.fillCursor, b.fillOrder.firstIndex(of: key) ?? b.fillCursor)
+                continue
+            }
+            byNode[node, default: []].append(key)
+        }
+        for (node, nodeKeys) in byNode {
+            var start = 0
+            while start < nodeKeys.count {
+                let chunk = Array(nodeKeys[start..<min(nodeKeys.count, start + 1024)])
+                let wb = WriteBackBatch(id: nextBatchID, node: node, keys: chunk)
+                nextBatchID += 1
+                for (k, key) in chunk.enumerated() {
+                    guard let (r, i) = regionForKey(key), let loc = b.location(key: key) else { continue }
+                    try b.read(loc, into: wb.page(k))
+                    inflight[key] = (wb.id, Int32(k))
+                    var s = r.state(i)
+                    s.remove(.restoring)
+                    s.insert([.remote, .inFlight])
+                    r.setState(i, s)
+                }
+                batches[wb.id] = wb
+                inflightBytes += wb.bytes
+                writeBack.submit(.store(wb))
+                stats.restoredByFill += chunk.count
+                start += chunk.count
+            }
+        }
+    }
+}
