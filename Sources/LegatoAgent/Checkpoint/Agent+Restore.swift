@@ -61,14 +61,17 @@ extension Agent {
         try makeScratch(pid, at: hole)
         let calls = try RestoreCalls(tid: pid, scratch: scratch, context: "restoring \(image.name)")
 
+        var marks: [(String, UInt64)] = [("exec", monotonicNanos())]
         // 1. Everything of the fresh exec goes, but the scratch area (and the vsyscall page).
         for m in current where m.start != scratch && m.path != "[vsyscall]" {
             _ = try calls.call("munmap \(describeRange(m.start, m.end - m.start))", Syscall.munmap, m.start, m.end - m.start)
         }
         // 2. The checkpoint's mappings, each at its address.
         for v in image.vmas { try restoreMapping(v, image, calls) }
+        marks.append(("mappings", monotonicNanos()))
         // 3. Pages of file mappings now; the others wait in `backing` for the regions.
         let backing = try placePages(pid, source)
+        marks.append(("pages", monotonicNanos()))
         // 4. mm fields (brk, arg/env areas, auxv). The exe link is already right: we exec'd the same file.
         let m = image.mm
         var mmap: [UInt64] = [m.startCode, m.endCode, m.startData, m.endData, m.startBrk, m.brk, m.startStack, m.argStart, m.argEnd,
@@ -100,14 +103,23 @@ extension Agent {
         try calls.inj.cure()
         try setThreadRegisters(leader, of: t)
 
+        marks.append(("state", monotonicNanos()))
         // 9. From here PROG is a managed process like any other.
         try takeUserfaultfd(pid)
         try manageExistingMappings(pid)
+        marks.append(("uffd", monotonicNanos()))
         try writeUnmanagedPages(pid, backing.bindKeys(regions), backing)
-        restoreBacking = backing.remaining > 0 ? backing : nil
+        marks.append(("bind", monotonicNanos()))
+        restoreBacking = backing.bound > 0 ? backing : nil
         for o in others { resume(o) }
         stats.restoreResumeNanos = monotonicNanos() - createdAt
-        log.info("restored \(image.name) epoch \(image.epoch) into pid \(pid): \(image.threads.count) thread(s), \(image.vmas.count) mappings, \(source.pageCount) pages in \(source.layers.count) layer(s), \(backing.remaining) to come lazily")
+        var last = createdAt
+        let timing = marks.map { name, t in
+            defer { last = t }
+            return "\(name) \(String(format: "%.1f", Double(t - last) / 1e6))"
+        }.joined(separator: ", ")
+        log.info("restore timing: \(timing) ms")
+        log.info("restored \(image.name) epoch \(image.epoch) into pid \(pid): \(image.threads.count) thread(s), \(image.vmas.count) mappings, \(source.pageCount) pages in \(source.layers.count) layer(s), \(backing.bound) to come lazily")
     }
 
     private func restoreMapping(_ v: ProcessImage.VMA, _ image: ProcessImage, _ calls: RestoreCalls) throws {
@@ -158,65 +170,73 @@ extension Agent {
     /// serves them lazily once the regions exist (a later layer's page or zero run replaces an
     /// earlier one's).
     private func placePages(_ pid: pid_t, _ source: RestoreSource) throws -> RestoreBacking {
-        let backing = try RestoreBacking(layers: source.layers)
-        let vmas = source.image.vmas.filter { [.anonymous, .heap, .stack, .file].contains($0.kind) }.sorted { $0.start < $1.start }
+        let image = source.image
+        let backing = try RestoreBacking(layers: source.layers,
+                                         areas: image.vmas.filter { [.anonymous, .heap, .stack].contains($0.kind) }.map { ($0.start, $0.end) })
+        let files = image.vmas.filter { $0.kind == .file }.sorted { $0.start < $1.start }
+        func fileMapping(_ a: UInt64) -> Bool {
+            var lo = 0, hi = files.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if files[mid].end <= a { lo = mid + 1 } else { hi = mid }
+            }
+            return lo < files.count && files[lo].start <= a
+        }
         let mem = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
         if mem < 0 { throw SystemError.fromErrno("open /proc/\(pid)/mem") }
         defer { close(mem) }
         let page = UnsafeMutableRawPointer.allocate(byteCount: Page.size, alignment: Page.size)
         defer { page.deallocate() }
-        var v = 0
-        /// The mapping holding `a`, for page addresses visited in increasing order within a run.
-        func vma(_ a: UInt64) -> ProcessImage.VMA? {
-            if v < vmas.count, vmas[v].start <= a, a < vmas[v].end { return vmas[v] }
-            var lo = 0, hi = vmas.count
-            while lo < hi {
-                let mid = (lo + hi) / 2
-                if vmas[mid].end <= a { lo = mid + 1 } else { hi = mid }
+        func write(_ a: UInt64, _ loc: RestoreBacking.Location) throws {
+            try backing.read(loc, into: page)
+            guard pwrite(mem, page, Page.size, off_t(Int64(bitPattern: a))) == Page.size else {
+                throw SystemError.fromErrno("write \(describeRange(a, Page.size.u64)) of pid \(pid)")
             }
-            v = lo
-            return lo < vmas.count && vmas[lo].start <= a ? vmas[lo] : nil
         }
         for (n, layer) in source.layers.enumerated() {
             let newest = n == source.layers.count - 1
-            var offset: Int64 = 0
+            var index: Int64 = 0
             for (address, count) in layer.pageRuns {
-                for k in 0..<count {
+                var k = 0
+                while k < count {
                     let a = address + UInt64(k * Page.size)
-                    let loc = RestoreBacking.Location(layer: Int32(n), offset: offset + Int64(k * Page.size))
-                    guard let m = vma(a) else { continue }
-                    if m.kind == .file {
-                        guard newest else { continue }
-                        try backing.read(loc, into: page)
-                        guard pwrite(mem, page, Page.size, off_t(Int64(bitPattern: a))) == Page.size else {
-                            throw SystemError.fromErrno("write \(describeRange(a, Page.size.u64)) of pid \(pid)")
-                        }
+                    if let area = backing.area(a) {
+                        // The part of the run inside this mapping, slot by slot.
+                        let first = Int((a - area.start) >> Page.shift)
+                        let m = min(count - k, area.slots.count - first)
+                        for j in 0..<m { area.slots[first + j] = RestoreBacking.Location(layer: n, page: index + Int64(k + j)).slot }
+                        k += m
                     } else {
-                        backing.note(address: a, loc)
+                        if newest && fileMapping(a) { try write(a, .init(layer: n, page: index + Int64(k))) }
+                        k += 1
                     }
                 }
-                offset += Int64(count * Page.size)
+                index += Int64(count)
             }
             for (address, count) in layer.zeroRuns {
-                for k in 0..<count {
+                var k = 0
+                while k < count {
                     let a = address + UInt64(k * Page.size)
-                    if let m = vma(a), m.kind != .file { backing.note(address: a, nil) }
+                    guard let area = backing.area(a) else { k += 1; continue }
+                    let first = Int((a - area.start) >> Page.shift)
+                    let m = min(count - k, area.slots.count - first)
+                    for j in 0..<m { area.slots[first + j] = 0 }
+                    k += m
                 }
             }
         }
         // The kernel writes a thread's rseq area when it is registered, before the regions are
         // managed: a missing page would become a zero page there. Those pages go in now.
-        var eager = Set<UInt64>()
-        for t in source.image.threads {
+        for t in image.threads {
             guard let r = t.rseq, r.address != 0 else { continue }
             var a = Page.alignDown(r.address)
-            while a < r.address + UInt64(max(r.size, 32)) { eager.insert(a); a += Page.size.u64 }
-        }
-        for a in eager.sorted() {
-            guard let loc = backing.take(address: a) else { continue }
-            try backing.read(loc, into: page)
-            guard pwrite(mem, page, Page.size, off_t(Int64(bitPattern: a))) == Page.size else {
-                throw SystemError.fromErrno("write \(describeRange(a, Page.size.u64)) of pid \(pid)")
+            while a < r.address + UInt64(max(r.size, 32)) {
+                if let area = backing.area(a) {
+                    let i = Int((a - area.start) >> Page.shift)
+                    if let loc = RestoreBacking.Location(slot: area.slots[i]) { try write(a, loc) }
+                    area.slots[i] = 0
+                }
+                a += Page.size.u64
             }
         }
         return backing

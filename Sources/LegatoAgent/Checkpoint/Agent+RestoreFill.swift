@@ -35,46 +35,41 @@ extension Agent {
         guard let b = restoreBacking else { return }
         var storeKeys: [UInt64] = []
         var steps = 0
-        while steps < 1024 && b.fillCursor < b.fillOrder.count {
-            let key = b.fillOrder[b.fillCursor]
+        while steps < 1024, let key = b.currentKey() {
             steps += 1
             guard let (r, i) = regionForKey(key), r.state(i).contains(.restoring), let loc = b.location(key: key) else {
-                b.fillCursor += 1
+                b.advance(1)
                 continue
             }
             if r.state(i).contains(.resident) {
                 r.remove(i, .restoring)
-                b.fillCursor += 1
+                b.advance(1)
                 continue
             }
-            if needsEviction(extra: RestoreBacking.runPages) {
+            if needsEviction(extra: RestoreBacking.runPages), pool.route(key) != nil {
                 // No room in PROG: this page goes to a memory node.
                 guard inflightBytes + (storeKeys.count + 1) * Page.size <= Agent.maxInflightBytes else { break }
                 storeKeys.append(key)
-                b.fillCursor += 1
+                b.advance(1)
                 continue
             }
             // A run of consecutive restoring pages of this region, installed in one UFFDIO_COPY.
-            var n = 0
-            while n < RestoreBacking.runPages && b.fillCursor + n < b.fillOrder.count && i + n < r.pageCount,
-                  b.fillOrder[b.fillCursor + n] == key + UInt64(n) {
+            try b.read(loc, into: b.buffer)
+            var n = 1
+            while n < RestoreBacking.runPages && i + n < r.pageCount {
                 let s = r.state(i + n)
                 guard s.contains(.restoring), !s.contains(.resident), let l = b.location(key: key + UInt64(n)) else { break }
                 try b.read(l, into: b.buffer + n * Page.size)
                 n += 1
             }
-            if n == 0 {
-                try b.read(loc, into: b.buffer)
-                n = 1
-            }
             let result = install(nil, r, i, count: n, from: b.buffer, writable: true)
             if result == .again { break }  // the address space is changing: after the events
             for k in 0..<n { r.remove(i + k, .restoring) }
             stats.restoredByFill += n
-            b.fillCursor += n
+            b.advance(n)
         }
         if !storeKeys.isEmpty { try storeRestored(storeKeys, from: b) }
-        if b.fillCursor >= b.fillOrder.count {
+        if b.currentKey() == nil {
             stats.restoreCompleteNanos = monotonicNanos() - createdAt
             log.info("restore complete: \(stats.restoredByFault) pages brought back by faults, \(stats.restoredByFill) by the fill, after \(String(format: "%.0f", Double(stats.restoreCompleteNanos) / 1e6)) ms")
             restoreBacking = nil
@@ -86,11 +81,7 @@ extension Agent {
     private func storeRestored(_ keys: [UInt64], from b: RestoreBacking) throws {
         var byNode: [Int: [UInt64]] = [:]
         for key in keys {
-            guard let node = pool.route(key) else {
-                // Every node is full: the page stays in the backing; the fill tries it again later.
-                b.fillCursor = min(b.fillCursor, b.fillOrder.firstIndex(of: key) ?? b.fillCursor)
-                continue
-            }
+            guard let node = pool.route(key) else { continue }  // checked by the caller; a race leaves it to its fault
             byNode[node, default: []].append(key)
         }
         for (node, nodeKeys) in byNode {

@@ -4,30 +4,62 @@ import LegatoCore
 import LegatoSystem
 
 /// The pages of a restored checkpoint that are not back yet (lazy restore): where each managed
-/// page's content is in the checkpoint's layers, by page key. PROG's faults on such pages (state
-/// `restoring`) are served from here; a background fill brings the rest back into PROG, or, past
-/// the local budget, onto memory nodes. Owned by the event loop.
+/// page's content is in the checkpoint's layers. PROG's faults on such pages (state `restoring`)
+/// are served from here; a background fill brings the rest back into PROG, or, past the local
+/// budget, onto memory nodes. Owned by the event loop.
+///
+/// While the restore builds the address space, locations are kept per anonymous mapping of the
+/// checkpoint, one slot per page; `bindKeys` then hands them to the regions' keys (which stay with
+/// the pages through mremap), as ranges sorted by key.
 final class RestoreBacking {
+    /// A page's place: layer and page index within the layer's pages.
     struct Location {
-        let layer: Int32
-        let offset: Int64   // byte offset of the page in the layer's pages
+        let layer: Int
+        let page: Int64
+        init(layer: Int, page: Int64) { self.layer = layer; self.page = page }
+        init?(slot: UInt64) {
+            guard slot != 0 else { return nil }
+            layer = Int(slot >> 48) - 1
+            page = Int64(slot & 0xFFFF_FFFF_FFFF)
+        }
+        var slot: UInt64 { UInt64(layer + 1) << 48 | UInt64(page) }
     }
 
+    /// One anonymous mapping of the checkpoint: a slot per page (0: zero, or nothing to restore).
+    final class Area {
+        let start: UInt64
+        let end: UInt64
+        var slots: [UInt64]
+        init(start: UInt64, end: UInt64) {
+            self.start = start
+            self.end = end
+            slots = [UInt64](repeating: 0, count: Int((end - start) >> Page.shift))
+        }
+    }
+
+    /// Keys [keyBase, keyBase + count) of a region and their slots.
+    struct KeyRange {
+        let keyBase: UInt64
+        let area: Area
+        let first: Int   // index of keyBase's page in area.slots
+        let count: Int
+    }
+
+    static let runPages = 64
     let layers: [RestoreSource.Layer]
     private var fds: [Int32]
     private var memory: [Data?]
-    /// By page address while the restore builds the address space; by key once regions exist.
-    private(set) var byAddress: [UInt64: Location] = [:]
-    private(set) var byKey: [UInt64: Location] = [:]
-    /// Keys in address order, and how far the fill has come.
-    private(set) var fillOrder: [UInt64] = []
-    var fillCursor = 0
+    private(set) var areas: [Area]
+    private(set) var ranges: [KeyRange] = []
+    private var cursorRange = 0, cursorPage = 0
+    /// Pages still `restoring` when bound (the fill counts them down only roughly: faults take some).
+    private(set) var bound = 0
     /// Where pages are read to before they are installed (a run at most).
-    static let runPages = 64
     let buffer = UnsafeMutableRawPointer.allocate(byteCount: RestoreBacking.runPages * Page.size, alignment: Page.size)
 
-    init(layers: [RestoreSource.Layer]) throws {
+    init(layers: [RestoreSource.Layer], areas: [(UInt64, UInt64)]) throws {
         self.layers = layers
+        self.areas = areas.sorted { $0.0 < $1.0 }.map { Area(start: $0.0, end: $0.1) }
         fds = []
         memory = []
         for l in layers {
@@ -52,39 +84,89 @@ final class RestoreBacking {
         buffer.deallocate()
     }
 
-    func note(address: UInt64, _ loc: Location?) { byAddress[address] = loc }
+    /// The area holding `address`.
+    func area(_ address: UInt64) -> Area? {
+        var lo = 0, hi = areas.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if areas[mid].end <= address { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < areas.count && areas[lo].start <= address ? areas[lo] : nil
+    }
 
-    /// Takes a page out of the lazy set (it is written now instead); nil: it is zero.
-    func take(address: UInt64) -> Location? { byAddress.removeValue(forKey: address) ?? nil }
-
-    /// Moves the addresses' locations to their regions' keys; returns the addresses no region holds.
+    /// Hands the slots to the regions' keys and marks their pages `restoring`; returns the pages no
+    /// region holds (a mapping the uffd refused), to be written at once.
     func bindKeys(_ regions: RegionTable) -> [(UInt64, Location)] {
         var unmanaged: [(UInt64, Location)] = []
-        for (address, loc) in byAddress.sorted(by: { $0.key < $1.key }) {
-            guard let r = regions.find(address) else { unmanaged.append((address, loc)); continue }
-            let i = r.index(of: address)
-            byKey[r.key(at: i)] = loc
-            fillOrder.append(r.key(at: i))
-            r.insert(i, .restoring)
+        for a in areas {
+            var covered = a.start
+            var k = regions.firstIndex(atOrAbove: a.start)
+            while covered < a.end {
+                let r = k < regions.regions.count && regions.regions[k].start < a.end ? regions.regions[k] : nil
+                let next = r.map { max($0.start, a.start) } ?? a.end
+                // [covered, next) has no region.
+                var p = covered
+                while p < next {
+                    if let loc = Location(slot: a.slots[Int((p - a.start) >> Page.shift)]) { unmanaged.append((p, loc)) }
+                    p += Page.size.u64
+                }
+                guard let r else { break }
+                let from = max(r.start, a.start), to = min(r.end, a.end)
+                let first = Int((from - a.start) >> Page.shift), count = Int((to - from) >> Page.shift)
+                let i0 = r.index(of: from)
+                var any = false
+                for j in 0..<count where a.slots[first + j] != 0 {
+                    r.insert(i0 + j, .restoring)
+                    bound += 1
+                    any = true
+                }
+                if any { ranges.append(KeyRange(keyBase: r.key(at: i0), area: a, first: first, count: count)) }
+                covered = to
+                k += 1
+            }
         }
-        byAddress.removeAll()
+        ranges.sort { $0.keyBase < $1.keyBase }
         return unmanaged
     }
 
-    /// Copies the page at `loc` to `dst`.
-    func read(_ loc: Location, into dst: UnsafeMutableRawPointer) throws {
-        let l = Int(loc.layer)
-        if fds[l] >= 0 {
-            let n = pread(fds[l], dst, Page.size, off_t(loc.offset))
-            if n != Page.size { throw SystemError("read the restored page at \(loc.offset) of layer \(layers[l].epoch)", code: n < 0 ? errno : EIO) }
-        } else if let d = memory[l], Int(loc.offset) + Page.size <= d.count {
-            d.withUnsafeBytes { _ = memcpy(dst, $0.baseAddress! + Int(loc.offset), Page.size) }
-        } else {
-            throw LegatoError("the restored page at \(loc.offset) of layer \(layers[l].epoch) is missing")
+    func location(key: UInt64) -> Location? {
+        var lo = 0, hi = ranges.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if ranges[mid].keyBase + UInt64(ranges[mid].count) <= key { lo = mid + 1 } else { hi = mid }
         }
+        guard lo < ranges.count, ranges[lo].keyBase <= key else { return nil }
+        let r = ranges[lo]
+        return Location(slot: r.area.slots[r.first + Int(key - r.keyBase)])
     }
 
-    func location(key: UInt64) -> Location? { byKey[key] }
+    /// The fill's next key with a location, nil once past the last.
+    func currentKey() -> UInt64? {
+        while cursorRange < ranges.count {
+            let r = ranges[cursorRange]
+            while cursorPage < r.count {
+                if r.area.slots[r.first + cursorPage] != 0 { return r.keyBase + UInt64(cursorPage) }
+                cursorPage += 1
+            }
+            cursorRange += 1
+            cursorPage = 0
+        }
+        return nil
+    }
 
-    var remaining: Int { fillOrder.count - fillCursor }
+    /// Moves the fill past `n` pages from the current key (all in its range).
+    func advance(_ n: Int) { cursorPage += n }
+
+    /// Copies the page at `loc` to `dst`.
+    func read(_ loc: Location, into dst: UnsafeMutableRawPointer) throws {
+        let offset = Int(loc.page) * Page.size
+        if fds[loc.layer] >= 0 {
+            let n = pread(fds[loc.layer], dst, Page.size, off_t(offset))
+            if n != Page.size { throw SystemError("read the restored page at \(offset) of layer \(layers[loc.layer].epoch)", code: n < 0 ? errno : EIO) }
+        } else if let d = memory[loc.layer], offset + Page.size <= d.count {
+            d.withUnsafeBytes { _ = memcpy(dst, $0.baseAddress! + offset, Page.size) }
+        } else {
+            throw LegatoError("the restored page at \(offset) of layer \(layers[loc.layer].epoch) is missing")
+        }
+    }
 }
