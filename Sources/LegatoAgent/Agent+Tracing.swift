@@ -5,6 +5,10 @@ import LegatoSystem
 /// ptrace stops: syscalls the seccomp filter traps, clones, exec, signals, job control, exits.
 extension Agent {
     func handleWait(_ tid: pid_t, _ status: Sys.WaitStatus) throws {
+        if snapshotPIDs.contains(tid) {
+            if status.exited || status.signaled { snapshotPIDs.remove(tid) }
+            return
+        }
         guard let t = tracees[tid] else {
             if status.stopped {
                 // A new thread or child reported its first stop before its parent's clone event.

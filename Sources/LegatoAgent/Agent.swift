@@ -22,6 +22,9 @@ public final class Agent {
         public var stateDirectory = defaultStateDirectory()
         /// With a name: take a checkpoint this often.
         public var checkpointEverySeconds: Double?
+        /// A checkpoint with at least this many changed resident pages keeps them in a copy-on-write
+        /// snapshot instead of copying them during the pause (64 MiB: below, copying is quicker).
+        public var snapshotAbovePages = 16384
         /// Restore this checkpoint instead of starting PROG afresh.
         public var restore: RestoreSource?
         public var localBudgetBytes: UInt64
@@ -95,6 +98,8 @@ public final class Agent {
     var lastPeriodicCheckpoint: UInt64 = 0
     /// When the agent was created (restore timing).
     let createdAt = monotonicNanos()
+    /// Snapshot children of checkpoints (copy-on-write images), stopped, until killed and reaped.
+    var snapshotPIDs = Set<pid_t>()
     /// A restored checkpoint's pages still to come back (lazy restore).
     var restoreBacking: RestoreBacking?
     /// Where checkpoints go (made at the first one).

@@ -50,7 +50,8 @@ struct CheckpointCommand: ParsableCommand {
         }
         let pause = (d["pause_ms"] as? NSNumber)?.doubleValue ?? 0
         let pages = (d["pages"] as? NSNumber)?.intValue ?? 0
-        print("checkpoint \(name) epoch \(d["epoch"] ?? "?") committed: paused \(String(format: "%.1f", pause)) ms, \(pages) pages (\(formatSize(UInt64(pages) * 4096)))")
+        let cow = d["snapshot"] as? Bool == true ? ", copy-on-write" : ""
+        print("checkpoint \(name) epoch \(d["epoch"] ?? "?") committed: paused \(String(format: "%.1f", pause)) ms, \(pages) pages (\(formatSize(UInt64(pages) * 4096))\(cow))")
     }
 }
 

@@ -33,6 +33,9 @@ struct MemoryOptions: ParsableArguments {
     @Option(name: .customLong("checkpoint-every"), help: "With a name: checkpoint every DURATION (e.g. 30s, 5m, 500ms, 1h).")
     var checkpointEvery: Duration?
 
+    @Option(name: .customLong("snapshot-above"), help: .hidden)
+    var snapshotAbovePages: Int?
+
     func validate() throws {
         if let m = memory, Endpoint.list(m) == nil { throw ValidationError("--memory wants HOST:PORT[,HOST:PORT...], got '\(m)'") }
         if memory != nil && coordinator != nil { throw ValidationError("give --memory or --coordinator, not both") }
@@ -78,6 +81,7 @@ struct MemoryOptions: ParsableArguments {
         config.newPIDNamespace = !noPIDNamespace
         config.stateDirectory = stateDirectory
         config.checkpointEverySeconds = checkpointEvery?.seconds
+        if let n = snapshotAbovePages { config.snapshotAbovePages = max(1, n) }
         configure(&config)
         if config.checkpointEverySeconds != nil && config.name == nil {
             writeError("legato: --checkpoint-every needs --name")

@@ -58,15 +58,16 @@ import LegatoSystem
 
     @discardableResult
     func checkpointKillRestore(_ argv: [String], name: String, localMem: String, afterLines: Int,
-                               dir: String? = nil) throws -> [String: Any] {
+                               dir: String? = nil, options: [String] = []) throws -> [String: Any] {
         let dir = dir ?? TestEnvironment.temporaryDirectory("ckpt-\(name)")
         let plain = try runCommand(argv, timeoutSeconds: 300)
         #expect(plain.status == 0, "plain run failed: \(plain.stderr)")
-        let run = try NamedRun(name: name, stateDir: dir + "/state", output: dir + "/out", localMem: localMem, argv: argv)
+        let run = try NamedRun(name: name, stateDir: dir + "/state", output: dir + "/out", localMem: localMem, argv: argv, options: options)
         try run.waitForLines(afterLines)
         let ck = try run.checkpoint()
         #expect(ck.status == 0, "checkpoint failed: \(ck.stderr) \(ck.stdout)")
         #expect(ck.stdout.contains("epoch 1 committed"), "\(ck.stdout)")
+        if options.contains("--snapshot-above") { #expect(ck.stdout.contains("copy-on-write"), "\(ck.stdout)") }
         usleep(300_000)  // PROG goes on past the checkpoint, writing more
         run.killHard()
         let partial = try String(contentsOfFile: run.output, encoding: .utf8)
@@ -83,10 +84,12 @@ import LegatoSystem
         return try JSONSerialization.jsonObject(with: context) as! [String: Any]
     }
 
+    /// Also the copy-on-write path: every checkpoint of this run keeps its pages in a snapshot child.
     @Test func threadsWithMutexesConditionVariablesFilesAndPipes() throws {
         let dir = TestEnvironment.temporaryDirectory("ckpt-teamwork")
         let argv = [try Workloads.path("teamwork"), "30", "4", "32", dir + "/data"]
-        let image = try checkpointKillRestore(argv, name: "teamwork", localMem: "8M", afterLines: 5, dir: dir)
+        let image = try checkpointKillRestore(argv, name: "teamwork", localMem: "8M", afterLines: 5, dir: dir,
+                                              options: ["--snapshot-above", "1"])
         let threads = image["threads"] as! [[String: Any]]
         #expect(threads.count == 6, "main, 4 workers and the pipe reader: \(threads.count)")
         #expect(Set(threads.map { ($0["tid"] as! NSNumber).intValue }).count == 6)

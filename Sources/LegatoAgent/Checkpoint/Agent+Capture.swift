@@ -17,6 +17,8 @@ extension Agent {
         public let pauseNanos: UInt64
         public let pages: Int
         public let bytes: Int
+        /// The changed resident pages were kept in a copy-on-write snapshot.
+        public let snapshot: Bool
         /// The context record, for the sink once PROG runs again (with the pages in `staging`).
         public let image: ProcessImage
     }
@@ -67,6 +69,18 @@ extension Agent {
         let parent = checkpointBase
         var pages = 0
         staging.reset()
+        // Many changed resident pages: keep them in a copy-on-write snapshot rather than copy them now.
+        var changedResident = 0
+        for r in regions.regions {
+            for i in 0..<r.pageCount {
+                let s = r.state(i)
+                if s.contains(.resident) && (parent == nil || !s.contains(.saved)) { changedResident += 1 }
+            }
+        }
+        if changedResident >= config.snapshotAbovePages {
+            staging.snapshot = try takeSnapshot(using: injector)
+            phases.append(("snapshot", monotonicNanos()))
+        }
         for r in regions.regions {
             var i = 0
             while i < r.pageCount {
@@ -81,7 +95,10 @@ extension Agent {
                     guard tContent == hasContent, parent == nil ? tContent : !t.contains(.saved) else { break }
                     n += 1
                 }
-                if hasContent {
+                if hasContent, staging.snapshot != nil, (i..<i + n).allSatisfy({ r.state($0).contains(.resident) }) {
+                    staging.addDeferred(r.address(at: i), n)
+                    pages += n
+                } else if hasContent {
                     try readPagesForCheckpoint(r, i, n, into: try staging.reserve(r.address(at: i), n))
                     pages += n
                 } else {
@@ -117,7 +134,7 @@ extension Agent {
             return "\(name) \(String(format: "%.1f", Double(t - last) / 1e6))"
         }.joined(separator: ", ")
         log.info("checkpoint \(name) epoch \(epoch) pause: \(breakdown) ms")
-        return CheckpointResult(epoch: epoch, parent: parent, pauseNanos: pause, pages: pages, bytes: pages * Page.size, image: image)
+        return CheckpointResult(epoch: epoch, parent: parent, pauseNanos: pause, pages: pages, bytes: pages * Page.size, snapshot: staging.snapshot != nil, image: image)
     }
 
     /// A checkpoint that did not commit: every page counts as changed, the next checkpoint is full.

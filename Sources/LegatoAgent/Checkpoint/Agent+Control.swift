@@ -116,6 +116,7 @@ extension Agent {
         do {
             tx = try checkpointStore(name: name).begin()
             do { r = try capture(name: name, epoch: tx.epoch) } catch {
+                if let child = staging.snapshot { dropSnapshot(child) }
                 tx.abort(reason: "\(error)")
                 throw error
             }
@@ -153,6 +154,7 @@ extension Agent {
         guard let c = pendingCheckpoint else { return }
         pendingCheckpoint = nil
         checkpointing = false
+        if let child = staging.snapshot { dropSnapshot(child) }
         staging.reset()
         let r = c.result
         if let failure = c.failure {
@@ -162,7 +164,7 @@ extension Agent {
         checkpointBase = r.epoch
         stats.checkpoints += 1
         log.info("checkpoint \(r.image.name) epoch \(r.epoch) committed (\(r.parent.map { "increment of \($0)" } ?? "full")): \(r.pages) pages, paused \(String(format: "%.1f", c.pauseMillis)) ms")
-        var d: [String: Any] = ["ok": true, "epoch": r.epoch, "pause_ms": c.pauseMillis, "pages": r.pages, "bytes": r.bytes]
+        var d: [String: Any] = ["ok": true, "epoch": r.epoch, "pause_ms": c.pauseMillis, "pages": r.pages, "bytes": r.bytes, "snapshot": r.snapshot]
         if let p = r.parent { d["parent"] = p }
         reply(to: c.replyFD, d)
     }

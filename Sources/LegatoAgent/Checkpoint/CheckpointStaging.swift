@@ -19,6 +19,34 @@ public final class CheckpointStaging {
     private(set) var runs: [(address: UInt64, count: Int, data: UnsafeMutableRawPointer)] = []
     /// Pages that are zero now (discarded, or new and never written), as [address, pages] runs.
     private(set) var zeroRuns: [[UInt64]] = []
+    /// Runs to read from `snapshot` (a copy-on-write child) rather than from staging memory.
+    private(set) var deferred: [(address: UInt64, count: Int)] = []
+    var snapshot: pid_t?
+
+    func addDeferred(_ address: UInt64, _ count: Int) {
+        if let last = deferred.last, last.address + UInt64(last.count * Page.size) == address, last.count + count <= CheckpointStaging.runPages {
+            deferred[deferred.count - 1].count += count
+        } else {
+            deferred.append((address, count))
+        }
+    }
+
+    /// Every run of the checkpoint with its bytes: staged ones from memory, deferred ones read from
+    /// the snapshot child. Runs on the commit thread.
+    func forEachRun(_ body: (UInt64, Int, UnsafeRawPointer) throws -> Void) throws {
+        for run in runs { try body(run.address, run.count, run.data) }
+        guard !deferred.isEmpty, let pid = snapshot else { return }
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: CheckpointStaging.runPages * Page.size, alignment: Page.size)
+        defer { buf.deallocate() }
+        for d in deferred {
+            var addr = d.address, len = UInt64(d.count * Page.size)
+            let n = try Sys.processRead(pid: pid, into: buf, capacity: Int(len), addresses: &addr, lengths: &len, count: 1)
+            if n != Int(len) { throw SystemError("read \(d.count) pages at 0x\(String(d.address, radix: 16)) of the snapshot pid \(pid)", code: EIO) }
+            try body(d.address, d.count, buf)
+        }
+    }
+
+    var pageCount: Int { runs.reduce(0) { $0 + $1.count } + deferred.reduce(0) { $0 + $1.count } }
 
     func addZeros(_ address: UInt64, _ count: Int) { zeroRuns.appendRun(address, count) }
 
@@ -45,12 +73,12 @@ public final class CheckpointStaging {
         return p
     }
 
-    var pageCount: Int { runs.reduce(0) { $0 + $1.count } }
-
     /// Empties the staging area, keeping some chunks for the next checkpoint.
     func reset() {
         runs.removeAll(keepingCapacity: true)
         zeroRuns.removeAll()
+        deferred.removeAll()
+        snapshot = nil
         chunk = 0
         used = 0
         let keep = CheckpointStaging.retainedBytes / CheckpointStaging.chunkBytes

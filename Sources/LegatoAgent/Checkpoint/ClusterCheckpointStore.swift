@@ -176,15 +176,15 @@ final class ClusterTransaction: CheckpointTransaction {
             batchBytes = 0
         }
         var pages = 0
-        for run in staging.runs {
+        try staging.forEachRun { address, count, data in
             var p = [UInt8](repeating: 0, count: 16)
             p[0] = ClusterCheckpointStore.Kind.pages.rawValue
-            withUnsafeBytes(of: UInt32(run.count).littleEndian) { p.replaceSubrange(4..<8, with: $0) }
-            withUnsafeBytes(of: run.address.littleEndian) { p.replaceSubrange(8..<16, with: $0) }
-            p.append(contentsOf: UnsafeRawBufferPointer(start: run.data, count: run.count * Page.size))
-            batch.append(.init(epoch: e, slab: run.address >> 24, payload: p))
+            withUnsafeBytes(of: UInt32(count).littleEndian) { p.replaceSubrange(4..<8, with: $0) }
+            withUnsafeBytes(of: address.littleEndian) { p.replaceSubrange(8..<16, with: $0) }
+            p.append(contentsOf: UnsafeRawBufferPointer(start: data, count: count * Page.size))
+            batch.append(.init(epoch: e, slab: address >> 24, payload: p))
             batchBytes += p.count
-            pages += run.count
+            pages += count
             if batchBytes >= 4 << 20 { try flush() }
         }
         var zeroStart = 0

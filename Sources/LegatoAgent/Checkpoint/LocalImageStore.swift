@@ -103,16 +103,16 @@ final class LocalTransaction: CheckpointTransaction {
         if pagesFD < 0 { throw SystemError.fromErrno("create \(directory)/pages.bin") }
         defer { close(pagesFD) }
         var index = PageIndex()
-        for run in staging.runs {
-            let bytes = run.count * Page.size
+        try staging.forEachRun { address, count, data in
+            let bytes = count * Page.size
             var done = 0
             while done < bytes {
-                let n = write(pagesFD, run.data + done, bytes - done)
+                let n = write(pagesFD, data + done, bytes - done)
                 if n < 0 && errno == EINTR { continue }
                 if n <= 0 { throw SystemError("write \(directory)/pages.bin", code: n < 0 ? errno : ENOSPC) }
                 done += n
             }
-            index.data.appendRun(run.address, run.count)
+            index.data.appendRun(address, count)
         }
         index.zeros = staging.zeroRuns
         if fsync(pagesFD) != 0 { throw SystemError.fromErrno("fsync \(directory)/pages.bin") }

@@ -1,0 +1,45 @@
+import Foundation
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// Copy-on-write snapshots for checkpoints with many changed resident pages: instead of copying
+/// them inside the pause, an injected clone (a fork: CLONE_PARENT so the reaper, not PROG, is its
+/// parent; CLONE_FILES so it holds no extra references to PROG's files) keeps the frozen image in a
+/// child that never runs (it is caught at its first stop). The commit thread reads the pages from
+/// it while PROG runs on; the child is killed once the checkpoint is decided. The pause then costs
+/// the page-table copy, not the page copy.
+extension Agent {
+
+    /// Forks the frozen PROG through `t`; returns the child's (global) pid, stopped and traced.
+    func takeSnapshot(using t: Tracee) throws -> pid_t {
+        let inj = try Sys.Injection(tid: t.tid, stub: scratch, whileWaiting: { [self] in try? pollOnce(reapStops: false, sleepMillis: 5) })
+        let nsPID: Int64
+        do {
+            defer {
+                tolerateGone { try inj.cure() }
+                t.pendingSignals.append(contentsOf: inj.deferredSignals)
+            }
+            nsPID = try inj.syscall(56, 0x8000 | 0x400 | UInt64(SIGCHLD), 0, 0, 0, 0)  // clone(CLONE_PARENT|CLONE_FILES|SIGCHLD)
+        }
+        guard nsPID > 0 else { throw SystemError("fork a snapshot of pid \(mainPID)", code: Int32(-nsPID)) }
+        // Its parent is the reaper; find its global pid among the reaper's children.
+        let parent = reaperPID > 0 ? reaperPID : getpid()
+        let children = (ProcFile.text("/proc/\(parent)/task/\(parent)/children") ?? "").split(separator: " ").compactMap { pid_t($0) }
+        guard let child = children.first(where: { namespaceTID($0) == Int32(nsPID) }) else {
+            throw LegatoError("the snapshot of pid \(mainPID) (pid \(nsPID) in its namespace) is not among pid \(parent)'s children")
+        }
+        snapshotPIDs.insert(child)
+        while true {  // its first stop (auto-attached: a PTRACE_EVENT_STOP)
+            guard let (_, st) = try Sys.wait(child, nohang: false) else { throw LegatoError("the snapshot pid \(child) is not traced") }
+            if st.exited || st.signaled { snapshotPIDs.remove(child); throw LegatoError("the snapshot pid \(child) died at birth") }
+            if st.stopped { break }
+        }
+        return child
+    }
+
+    /// Ends a snapshot (its exit is reaped by the event loop and ignored there).
+    func dropSnapshot(_ pid: pid_t) {
+        kill(pid, SIGKILL)
+    }
+}
