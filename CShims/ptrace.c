@@ -215,3 +215,11 @@ int lg_prlimit(pid_t pid, int resource, const uint64_t *set_cur, const uint64_t 
     if (max) *max = ol.rlim_max;
     return 0;
 }
+
+/* Pending signals of a thread (shared=0) or of its process (shared=1), without dequeuing them:
+ * up to max siginfo_t records (128 bytes each) into buf. Returns how many, or -errno. */
+int lg_ptrace_peek_siginfo(pid_t tid, int shared, void *buf, int max) {
+    struct { uint64_t off; uint32_t flags; int32_t nr; } args = { 0, shared ? 1u : 0u, max };
+    long r = ptrace(0x4209 /* PTRACE_PEEKSIGINFO */, tid, &args, buf);
+    return r < 0 ? -errno : (int)r;
+}

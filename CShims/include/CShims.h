@@ -49,6 +49,7 @@ int lg_ptrace_setsigmask(pid_t tid, uint64_t mask);
 /* The thread's registered rseq area (PTRACE_GET_RSEQ_CONFIGURATION); addr 0 when none. */
 int lg_ptrace_get_rseq(pid_t tid, uint64_t *addr, uint32_t *size, uint32_t *sig);
 int lg_get_robust_list(pid_t tid, uint64_t *head, uint64_t *len);
+int lg_ptrace_peek_siginfo(pid_t tid, int shared, void *buf, int max);
 /* prlimit64 on another process: reads the limit into cur/max, sets it first if set_* are given. */
 int lg_prlimit(pid_t pid, int resource, const uint64_t *set_cur, const uint64_t *set_max, uint64_t *cur, uint64_t *max);
 

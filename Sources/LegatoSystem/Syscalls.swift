@@ -140,6 +140,15 @@ public enum Sys {
         return a == 0 ? nil : (a, n, sig)
     }
 
+    /// The signals pending for thread `tid` (or, `shared`, for its whole process) as raw 128-byte
+    /// siginfo records, oldest first, left queued.
+    public static func pendingSignals(_ tid: pid_t, shared: Bool) throws -> [[UInt8]] {
+        var buf = [UInt8](repeating: 0, count: 128 * 64)
+        let n = buf.withUnsafeMutableBytes { lg_ptrace_peek_siginfo(tid, shared ? 1 : 0, $0.baseAddress, 64) }
+        if n < 0 { throw SystemError("PTRACE_PEEKSIGINFO\(shared ? " (shared)" : "") tid \(tid)", code: -n) }
+        return (0..<Int(n)).map { Array(buf[$0 * 128..<($0 + 1) * 128]) }
+    }
+
     public static func robustList(_ tid: pid_t) -> (head: UInt64, length: UInt64) {
         var h: UInt64 = 0, l: UInt64 = 0
         return lg_get_robust_list(tid, &h, &l) == 0 ? (h, l) : (0, 0)

@@ -193,8 +193,16 @@ import LegatoSystem
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
     }
 
+    /// Python mid-computation, with a signal pending for the process and one for its main thread
+    /// (blocked until the end): the restored run must still deliver both.
     @Test func pythonMidComputation() throws {
-        try checkpointKillRestore(["python3", Workloads.script("pyprogress.py"), "30"], name: "python", localMem: "32M", afterLines: 4)
+        let argv = ["python3", Workloads.script("pyprogress.py"), "30", "pending"]
+        let plain = try runCommand(argv)
+        #expect(plain.stdout.contains("['SIGUSR1', 'SIGUSR2']"), "the workload's own check: \(plain.stdout)")
+        let image = try checkpointKillRestore(argv, name: "python", localMem: "32M", afterLines: 4)
+        #expect((image["pendingSignals"] as? [Any])?.count == 1, "SIGUSR1 pending for the process")
+        let threads = image["threads"] as! [[String: Any]]
+        #expect(threads.contains { ($0["pendingSignals"] as? [Any])?.count == 1 }, "SIGUSR2 pending for the main thread")
     }
 
     @Test func refusesAnUnsupportedDescriptorAndRunsOn() throws {

@@ -125,7 +125,8 @@ extension Agent {
                                  exe: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? config.program,
                                  cwd: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")) ?? "/",
                                  umask: readUmask(pid), mm: mm, auxv: readAuxv(pid), vmas: vmas, threads: threads,
-                                 sigactions: sigactions, fds: fds, rlimits: readRLimits(pid), itimers: itimers)
+                                 sigactions: sigactions, fds: fds, rlimits: readRLimits(pid), itimers: itimers,
+                                 pendingSignals: try Sys.pendingSignals(pid, shared: true).map { Data($0) })
         phases.append(("files", monotonicNanos()))
         let pause = monotonicNanos() - started
         var last = started
@@ -220,7 +221,8 @@ extension Agent {
         return ProcessImage.ThreadState(tid: namespaceTID(t.tid), registers: regs.words, xstate: Data(xstate), sigmask: try Sys.signalMask(t.tid),
                                         rseq: rseq.map { .init(address: $0.address, size: $0.size, signature: $0.signature) },
                                         tidAddress: words[0], robustList: head, robustListLength: len,
-                                        sigaltstack: [words[2], words[3], words[4]])
+                                        sigaltstack: [words[2], words[3], words[4]],
+                                        pendingSignals: try Sys.pendingSignals(t.tid, shared: false).map { Data($0) })
     }
 
     /// A thread's id in PROG's own PID namespace (the last NSpid of its status).

@@ -80,7 +80,12 @@ extension Agent {
         mmap.append(UInt64(image.auxv.count * 8) | UInt64(UInt32.max) << 32)  // exe_fd -1: unchanged
         _ = try calls.call("prctl(PR_SET_MM_MAP)", 157, 35, 14, try calls.args.bytes(mmap.withUnsafeBytes { Array($0) }), 104)
         calls.args.reset()
-        // 5. Signal handlers and interval timers.
+        // 5. Signal handlers and interval timers. Every signal stays blocked in PROG until its
+        //    threads get their own masks (the threads created below inherit this one), so the
+        //    pending signals queued at the end are not delivered while we inject.
+        let allSignals = try calls.args.bytes(withUnsafeBytes(of: UInt64.max) { Array($0) })
+        _ = try calls.call("rt_sigprocmask(SIG_SETMASK, all)", 14, 2, allSignals, 0, 8)
+        calls.args.reset()
         for a in image.sigactions {
             let act = try calls.args.bytes([a.handler, a.flags, a.restorer, a.mask].withUnsafeBytes { Array($0) })
             _ = try calls.call("rt_sigaction(\(a.signal))", 13, UInt64(a.signal), act, 0, 8)
@@ -100,6 +105,7 @@ extension Agent {
         // 8. The other threads, each with its own tid, then the main thread's own state.
         let others = try image.threads.filter { $0.tid != image.pid }.map { try restoreThread($0, image, calls) }
         try restoreThreadState(leader, of: t, calls)
+        try queuePendingSignals(image, calls)
         try calls.inj.cure()
         try setThreadRegisters(leader, of: t)
 
@@ -120,6 +126,25 @@ extension Agent {
         }.joined(separator: ", ")
         log.info("restore timing: \(timing) ms")
         log.info("restored \(image.name) epoch \(image.epoch) into pid \(pid): \(image.threads.count) thread(s), \(image.vmas.count) mappings, \(source.pageCount) pages in \(source.layers.count) layer(s), \(backing.bound) to come lazily")
+    }
+
+    /// The signals that were pending: the process's with rt_sigqueueinfo, each thread's with
+    /// rt_tgsigqueueinfo, their siginfo as it was (PROG sends them to itself, which Linux allows
+    /// for any si_code).
+    private func queuePendingSignals(_ image: ProcessImage, _ calls: RestoreCalls) throws {
+        func signo(_ info: Data) -> UInt64 { UInt64(info.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }) }
+        for info in image.pendingSignals ?? [] where info.count == 128 {
+            let p = try calls.args.bytes(Array(info))
+            _ = try calls.call("rt_sigqueueinfo(\(signo(info)))", 129, UInt64(image.pid), signo(info), p)
+            calls.args.reset()
+        }
+        for t in image.threads {
+            for info in t.pendingSignals ?? [] where info.count == 128 {
+                let p = try calls.args.bytes(Array(info))
+                _ = try calls.call("rt_tgsigqueueinfo(\(signo(info)) to \(t.tid))", 297, UInt64(image.pid), UInt64(t.tid), signo(info), p)
+                calls.args.reset()
+            }
+        }
     }
 
     private func restoreMapping(_ v: ProcessImage.VMA, _ image: ProcessImage, _ calls: RestoreCalls) throws {

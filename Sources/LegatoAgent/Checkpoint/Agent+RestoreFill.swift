@@ -53,15 +53,16 @@ extension Agent {
                 b.advance(1)
                 continue
             }
-            // A run of consecutive restoring pages of this region, installed in one UFFDIO_COPY.
-            try b.read(loc, into: b.buffer)
-            var n = 1
-            while n < RestoreBacking.runPages && i + n < r.pageCount {
-                let s = r.state(i + n)
-                guard s.contains(.restoring), !s.contains(.resident), let l = b.location(key: key + UInt64(n)) else { break }
-                try b.read(l, into: b.buffer + n * Page.size)
-                n += 1
+            // A run of consecutive restoring pages of this region, read in as few reads as the layers
+            // allow and installed in one UFFDIO_COPY.
+            var locs = [loc]
+            while locs.count < RestoreBacking.runPages && i + locs.count < r.pageCount {
+                let s = r.state(i + locs.count)
+                guard s.contains(.restoring), !s.contains(.resident), let l = b.location(key: key + UInt64(locs.count)) else { break }
+                locs.append(l)
             }
+            let n = locs.count
+            try b.read(locs, into: b.buffer)
             let result = install(nil, r, i, count: n, from: b.buffer, writable: true)
             if result == .again { break }  // the address space is changing: after the events
             for k in 0..<n { r.remove(i + k, .restoring) }

@@ -26,6 +26,8 @@ public struct ProcessImage: Codable, Equatable {
     public var rlimits: [RLimit]
     /// getitimer(ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF): interval and value, seconds and microseconds.
     public var itimers: [[UInt64]]
+    /// Signals pending for the whole process: raw siginfo records, oldest first.
+    public var pendingSignals: [Data]?
 
     /// The mm fields prctl(PR_SET_MM_MAP) restores.
     public struct MMFields: Codable, Equatable {
@@ -60,6 +62,8 @@ public struct ProcessImage: Codable, Equatable {
         public var robustList: UInt64
         public var robustListLength: UInt64
         public var sigaltstack: [UInt64]? // ss_sp, ss_flags, ss_size
+        /// Signals pending for this thread only: raw siginfo records (128 bytes), oldest first.
+        public var pendingSignals: [Data]?
     }
 
     public struct RSeq: Codable, Equatable {

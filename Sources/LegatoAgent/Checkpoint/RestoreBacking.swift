@@ -45,8 +45,11 @@ final class RestoreBacking {
         let count: Int
     }
 
-    static let runPages = 64
+    static let runPages = 256
+    static let readAhead = 32 << 20
     let layers: [RestoreSource.Layer]
+    /// How far each layer's file has been asked for (POSIX_FADV_WILLNEED).
+    private var readAheadTo: [Int]
     private var fds: [Int32]
     private var memory: [Data?]
     private(set) var areas: [Area]
@@ -62,6 +65,7 @@ final class RestoreBacking {
         self.areas = areas.sorted { $0.0 < $1.0 }.map { Area(start: $0.0, end: $0.1) }
         fds = []
         memory = []
+        readAheadTo = [Int](repeating: 0, count: layers.count)
         for l in layers {
             switch l.pages {
             case .file(let path):
@@ -70,6 +74,7 @@ final class RestoreBacking {
                     for f in fds where f >= 0 { close(f) }
                     throw SystemError.fromErrno("open \(path)")
                 }
+                _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)  // the fill reads in address order
                 fds.append(fd)
                 memory.append(nil)
             case .memory(let d):
@@ -156,6 +161,33 @@ final class RestoreBacking {
 
     /// Moves the fill past `n` pages from the current key (all in its range).
     func advance(_ n: Int) { cursorPage += n }
+
+    /// Copies the pages at `locs` to dst, dst + 4096, ...: consecutive pages of one layer in one read.
+    func read(_ locs: [Location], into dst: UnsafeMutableRawPointer) throws {
+        var k = 0
+        while k < locs.count {
+            var n = 1
+            while k + n < locs.count && locs[k + n].layer == locs[k].layer && locs[k + n].page == locs[k].page + Int64(n) { n += 1 }
+            let l = locs[k].layer, offset = Int(locs[k].page) * Page.size, bytes = n * Page.size
+            if fds[l] >= 0 {
+                // Keep the disk busy ahead of the fill: ask for the next 32 MiB of this layer early.
+                if offset + bytes + RestoreBacking.readAhead / 2 > readAheadTo[l] || offset < readAheadTo[l] - 2 * RestoreBacking.readAhead {
+                    let from = max(offset, readAheadTo[l] > offset + 2 * RestoreBacking.readAhead ? offset : readAheadTo[l])
+                    _ = posix_fadvise(fds[l], off_t(from), off_t(RestoreBacking.readAhead), POSIX_FADV_WILLNEED)
+                    readAheadTo[l] = from + RestoreBacking.readAhead
+                }
+                var done = 0
+                while done < bytes {
+                    let got = pread(fds[l], dst + k * Page.size + done, bytes - done, off_t(offset + done))
+                    if got <= 0 { throw SystemError("read \(n) restored pages at \(offset) of layer \(layers[l].epoch)", code: got < 0 ? errno : EIO) }
+                    done += got
+                }
+            } else {
+                for j in 0..<n { try read(locs[k + j], into: dst + (k + j) * Page.size) }
+            }
+            k += n
+        }
+    }
 
     /// Copies the page at `loc` to `dst`.
     func read(_ loc: Location, into dst: UnsafeMutableRawPointer) throws {
