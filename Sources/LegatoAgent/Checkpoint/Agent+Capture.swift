@@ -30,8 +30,9 @@ extension Agent {
         guard uffd >= 0, programStatus == nil else { throw CheckpointRefused(description: "the program is not running") }
         try drainAllInbound()
         let started = monotonicNanos()
+        var phases = PhaseTimer(since: started)
         try freeze()
-        var phases: [(String, UInt64)] = [("freeze", monotonicNanos())]
+        phases.mark("freeze")
         defer { thaw() }
         if programStatus != nil || fatalError != nil { throw CheckpointRefused(description: "the program ended during the checkpoint") }
         let pid = mainPID
@@ -52,7 +53,7 @@ extension Agent {
             throw CheckpointRefused(description: "shared anonymous memory at \(describeRange(shm.start, shm.end - shm.start)) (\(shm.path ?? "anonymous")) cannot be checkpointed yet")
         }
 
-        phases.append(("context", monotonicNanos()))
+        phases.mark("context")
         // Pages written since the last checkpoint: get-and-clear the kernel's written bits (the pages
         // stay dirty for eviction: their memory-node copy, if any, is older).
         for r in regions.regions {
@@ -65,7 +66,7 @@ extension Agent {
         }
         // Managed pages: all with content (full), or those changed since the base (incremental, where
         // a changed page without content is a zero run). Then the written pages of file mappings.
-        phases.append(("scan", monotonicNanos()))
+        phases.mark("scan")
         let parent = checkpointBase
         var pages = 0
         staging.reset()
@@ -79,7 +80,7 @@ extension Agent {
         }
         if changedResident >= config.snapshotAbovePages {
             staging.snapshot = try takeSnapshot(using: injector)
-            phases.append(("snapshot", monotonicNanos()))
+            phases.mark("snapshot")
         }
         for r in regions.regions {
             var i = 0
@@ -108,7 +109,7 @@ extension Agent {
             }
         }
         for r in regions.regions { r.markAllSaved() }  // undone by forgetAllSaved() if it does not commit
-        phases.append(("pages", monotonicNanos()))
+        phases.mark("pages")
         for v in vmas where v.kind == .file {
             try scan(start: v.start, end: v.end, required: .present, absent: .file, writeProtect: false) { s, e, _ in
                 var a = s
@@ -127,14 +128,9 @@ extension Agent {
                                  umask: readUmask(pid), mm: mm, auxv: readAuxv(pid), vmas: vmas, threads: threads,
                                  sigactions: sigactions, fds: fds, rlimits: readRLimits(pid), itimers: itimers,
                                  pendingSignals: try Sys.pendingSignals(pid, shared: true).map { Data($0) })
-        phases.append(("files", monotonicNanos()))
+        phases.mark("files")
         let pause = monotonicNanos() - started
-        var last = started
-        let breakdown = phases.map { name, t in
-            defer { last = t }
-            return "\(name) \(String(format: "%.1f", Double(t - last) / 1e6))"
-        }.joined(separator: ", ")
-        log.info("checkpoint \(name) epoch \(epoch) pause: \(breakdown) ms")
+        log.info("checkpoint \(name) epoch \(epoch) pause: \(phases.description)")
         return CheckpointResult(epoch: epoch, parent: parent, pauseNanos: pause, pages: pages, bytes: pages * Page.size, snapshot: staging.snapshot != nil, image: image)
     }
 

@@ -61,17 +61,18 @@ extension Agent {
         try makeScratch(pid, at: hole)
         let calls = try RestoreCalls(tid: pid, scratch: scratch, context: "restoring \(image.name)")
 
-        var marks: [(String, UInt64)] = [("exec", monotonicNanos())]
+        var marks = PhaseTimer(since: createdAt)
+        marks.mark("exec")
         // 1. Everything of the fresh exec goes, but the scratch area (and the vsyscall page).
         for m in current where m.start != scratch && m.path != "[vsyscall]" {
             _ = try calls.call("munmap \(describeRange(m.start, m.end - m.start))", Syscall.munmap, m.start, m.end - m.start)
         }
         // 2. The checkpoint's mappings, each at its address.
         for v in image.vmas { try restoreMapping(v, image, calls) }
-        marks.append(("mappings", monotonicNanos()))
+        marks.mark("mappings")
         // 3. Pages of file mappings now; the others wait in `backing` for the regions.
         let backing = try placePages(pid, source)
-        marks.append(("pages", monotonicNanos()))
+        marks.mark("pages")
         // 4. mm fields (brk, arg/env areas, auxv). The exe link is already right: we exec'd the same file.
         let m = image.mm
         var mmap: [UInt64] = [m.startCode, m.endCode, m.startData, m.endData, m.startBrk, m.brk, m.startStack, m.argStart, m.argEnd,
@@ -109,22 +110,17 @@ extension Agent {
         try calls.inj.cure()
         try setThreadRegisters(leader, of: t)
 
-        marks.append(("state", monotonicNanos()))
+        marks.mark("state")
         // 9. From here PROG is a managed process like any other.
         try takeUserfaultfd(pid)
         try manageExistingMappings(pid)
-        marks.append(("uffd", monotonicNanos()))
+        marks.mark("uffd")
         try writeUnmanagedPages(pid, backing.bindKeys(regions), backing)
-        marks.append(("bind", monotonicNanos()))
+        marks.mark("bind")
         restoreBacking = backing.bound > 0 ? backing : nil
         for o in others { resume(o) }
         stats.restoreResumeNanos = monotonicNanos() - createdAt
-        var last = createdAt
-        let timing = marks.map { name, t in
-            defer { last = t }
-            return "\(name) \(String(format: "%.1f", Double(t - last) / 1e6))"
-        }.joined(separator: ", ")
-        log.info("restore timing: \(timing) ms")
+        log.info("restore timing: \(marks.description)")
         log.info("restored \(image.name) epoch \(image.epoch) into pid \(pid): \(image.threads.count) thread(s), \(image.vmas.count) mappings, \(source.pageCount) pages in \(source.layers.count) layer(s), \(backing.bound) to come lazily")
     }
 
