@@ -10,6 +10,9 @@ import LegatoWire
 ///                    -> n × u8 present, then 4096 bytes for each present page, in order
 ///     DISCARD_PAGES  u64 space, u32 n, n × (u64 vpn, u64 pages)  -> u64 discarded
 ///     DROP_SPACE     u64 space
+///     FREEZE_SPACE   u64 space                 (one freeze per space at a time)
+///     FETCH_FROZEN   as FETCH_PAGES: each page as it was when the space was frozen
+///     RELEASE_SPACE  u64 space  -> u64 old versions released
 ///
 /// Every page request names its address space, and only the client token that created a
 /// space may touch it.
@@ -47,11 +50,12 @@ public final class MemoryService: RPCService {
                 }
                 return .empty
 
-            case .fetchPages:
+            case .fetchPages, .fetchFrozen:
+                let frozen = opcode == .fetchFrozen
                 let space = try r.u64("space")
                 let n = try r.count(itemSize: 8, limit: WireLimits.maxPagesPerRequest, "page count")
                 let vpnOffset = try r.skip(n * 8, "vpns")
-                try r.expectEnd("FETCH_PAGES")
+                try r.expectEnd(frozen ? "FETCH_FROZEN" : "FETCH_PAGES")
                 let vpns = payload.withUnsafeBytes { readVPNs($0, at: vpnOffset, count: n) }
                 var present = [UInt8](repeating: 0, count: n)
                 var found = 0
@@ -59,7 +63,7 @@ public final class MemoryService: RPCService {
                 let data = try [UInt8](unsafeUninitializedCapacity: n * Page.size) { buf, count in
                     found = try vpns.withUnsafeBufferPointer { v in
                         try present.withUnsafeMutableBufferPointer { p in
-                            try store.fetch(space: space, owner: session.token, vpns: v, present: p.baseAddress!, out: buf.baseAddress!)
+                            try store.fetch(space: space, owner: session.token, vpns: v, present: p.baseAddress!, out: buf.baseAddress!, frozen: frozen)
                         }
                     }
                     count = found * Page.size
@@ -82,6 +86,19 @@ public final class MemoryService: RPCService {
                 w.u64(UInt64(discarded))
                 return Reply([w.bytes])
 
+            case .freezeSpace:
+                let space = try r.u64("space")
+                try r.expectEnd("FREEZE_SPACE")
+                try store.freeze(space: space, owner: session.token)
+                return .empty
+
+            case .releaseSpace:
+                let space = try r.u64("space")
+                try r.expectEnd("RELEASE_SPACE")
+                var w = WireWriter()
+                w.u64(UInt64(try store.release(space: space, owner: session.token)))
+                return Reply([w.bytes])
+
             case .dropSpace:
                 let space = try r.u64("space")
                 try r.expectEnd("DROP_SPACE")
@@ -99,6 +116,7 @@ public final class MemoryService: RPCService {
                 throw ServiceError(.notOwner, e.description)
             case .capacityExceeded: throw ServiceError(.capacityExceeded, e.description)
             case .outOfMemory: throw ServiceError(.internalError, e.description)
+            case .frozen, .notFrozen: throw ServiceError(.badRequest, e.description)
             }
         }
     }

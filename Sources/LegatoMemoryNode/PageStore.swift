@@ -25,6 +25,8 @@ public final class PageStore {
         case notOwner(AddressSpaceID)
         case capacityExceeded(requested: Int, livePages: Int, limitPages: Int)
         case outOfMemory
+        case frozen(AddressSpaceID)
+        case notFrozen(AddressSpaceID)
 
         public var description: String {
             switch self {
@@ -33,6 +35,8 @@ public final class PageStore {
             case .capacityExceeded(let n, let live, let limit):
                 return "storing \(n) pages would exceed capacity (\(live) of \(limit) pages live)"
             case .outOfMemory: return "mmap of a new segment failed"
+            case .frozen(let s): return "address space \(s) is frozen already"
+            case .notFrozen(let s): return "address space \(s) is not frozen"
             }
         }
     }
@@ -40,8 +44,13 @@ public final class PageStore {
     private final class Space {
         let owner: [UInt8]
         var index: [UInt64: UInt64] = [:]  // vpn -> (slot << 32 | offset)
+        /// While frozen: the version each page had at the freeze, for pages stored or discarded
+        /// since (`absent`: it had none). Those entries stay live until the release.
+        var frozen: [UInt64: UInt64]?
         init(owner: [UInt8]) { self.owner = owner }
     }
+
+    private static let absent = UInt64.max
 
     public let limits: Limits
     private let lock = Lock()
@@ -101,7 +110,11 @@ public final class PageStore {
             }
             for (i, vpn) in vpns.enumerated() {
                 let seg = try headWithRoom()
-                if let old = s.index[vpn] { kill(old) } else { livePages += 1 }
+                if s.frozen != nil && s.frozen![vpn] == nil {
+                    // The first change since the freeze: the old version (or its absence) is kept.
+                    s.frozen![vpn] = s.index[vpn] ?? PageStore.absent
+                    livePages += 1
+                } else if let old = s.index[vpn] { kill(old) } else { livePages += 1 }
                 let off = seg.append(space: id, vpn: vpn, version: nextVersion, epoch: epoch, page: pages + i * Page.size)
                 nextVersion &+= 1
                 seg.liveEntries += 1
@@ -112,13 +125,16 @@ public final class PageStore {
     }
 
     /// Copies the pages asked for into `out` (page i at out + i*4096); present[i] says which exist.
+    /// With `frozen`, the versions of the space's freeze.
     public func fetch(space id: UInt64, owner: [UInt8], vpns: UnsafeBufferPointer<UInt64>,
-                      present: UnsafeMutablePointer<UInt8>, out: UnsafeMutableRawPointer) throws -> Int {
+                      present: UnsafeMutablePointer<UInt8>, out: UnsafeMutableRawPointer, frozen: Bool = false) throws -> Int {
         try lock.withLock {
             let s = try space(id, owner)
+            if frozen && s.frozen == nil { throw StoreError.notFrozen(AddressSpaceID(id)) }
             var found = 0
             for (i, vpn) in vpns.enumerated() {
-                if let loc = s.index[vpn], let seg = segments[Int(loc >> 32)] {
+                let loc = frozen ? (s.frozen![vpn] ?? s.index[vpn]) : s.index[vpn]
+                if let loc, loc != PageStore.absent, let seg = segments[Int(loc >> 32)] {
                     memcpy(out + found * Page.size, seg.page(at: Int(loc & 0xffff_ffff)), Page.size)
                     present[i] = 1
                     found += 1
@@ -142,22 +158,56 @@ public final class PageStore {
                     let end = r.vpn &+ r.count
                     for (vpn, loc) in s.index where vpn >= r.vpn && vpn < end {
                         s.index[vpn] = nil
-                        kill(loc)
+                        forget(s, vpn, loc)
                         n += 1
                     }
                 } else {
                     var v = r.vpn
                     for _ in 0..<r.count {
                         if let loc = s.index.removeValue(forKey: v) {
-                            kill(loc)
+                            forget(s, v, loc)
                             n += 1
                         }
                         v &+= 1
                     }
                 }
             }
-            livePages -= n
             discardedPages += n
+            return n
+        }
+    }
+
+    /// A page left the index: its entry dies, unless a freeze still needs it.
+    private func forget(_ s: Space, _ vpn: UInt64, _ loc: UInt64) {
+        if s.frozen != nil && s.frozen![vpn] == nil {
+            s.frozen![vpn] = loc
+        } else {
+            kill(loc)
+            livePages -= 1
+        }
+    }
+
+    /// Freezes a space (see MemoryClient.freeze).
+    public func freeze(space id: UInt64, owner: [UInt8]) throws {
+        try lock.withLock {
+            let s = try space(id, owner)
+            guard s.frozen == nil else { throw StoreError.frozen(AddressSpaceID(id)) }
+            s.frozen = [:]
+        }
+    }
+
+    /// Ends a freeze: the versions it kept die. Returns how many there were.
+    public func release(space id: UInt64, owner: [UInt8]) throws -> Int {
+        try lock.withLock {
+            let s = try space(id, owner)
+            guard let kept = s.frozen else { throw StoreError.notFrozen(AddressSpaceID(id)) }
+            s.frozen = nil
+            var n = 0
+            for (_, loc) in kept where loc != PageStore.absent {
+                kill(loc)
+                n += 1
+            }
+            livePages -= n
             return n
         }
     }
@@ -167,7 +217,8 @@ public final class PageStore {
         try lock.withLock {
             let s = try space(id, owner)
             for (_, loc) in s.index { kill(loc) }
-            livePages -= s.index.count
+            for (_, loc) in s.frozen ?? [:] where loc != PageStore.absent { kill(loc) }
+            livePages -= s.index.count + (s.frozen ?? [:]).values.filter { $0 != PageStore.absent }.count
             discardedPages += s.index.count
             spaces[id] = nil
         }
@@ -241,10 +292,11 @@ public final class PageStore {
         while offset < victim.used {
             let h = victim.header(at: offset)
             let loc = UInt64(victim.slot) << 32 | UInt64(offset)
-            if let s = spaces[h.space], s.index[h.vpn] == loc {
+            if let s = spaces[h.space], s.index[h.vpn] == loc || s.frozen?[h.vpn] == loc {
                 let newOff = target.append(space: h.space, vpn: h.vpn, version: h.version, epoch: h.epoch, page: victim.page(at: offset))
                 target.liveEntries += 1
-                s.index[h.vpn] = UInt64(target.slot) << 32 | UInt64(newOff)
+                let moved = UInt64(target.slot) << 32 | UInt64(newOff)
+                if s.index[h.vpn] == loc { s.index[h.vpn] = moved } else { s.frozen![h.vpn] = moved }
                 cleanedPages += 1
             }
             offset += Segment.entrySize

@@ -44,25 +44,28 @@ public final class MemoryClient {
 
     /// Fetches pages into `out` (page i at out + i*4096, present pages only are written there);
     /// `present[i]` tells which exist. Returns the number found.
+    /// With `frozen`, the versions the space had when it was frozen (FETCH_FROZEN).
     public func fetch(space: UInt64, vpns: UnsafeBufferPointer<UInt64>, present: UnsafeMutablePointer<UInt8>,
-                      out: UnsafeMutableRawPointer) throws -> Int {
-        let id = try startFetch(space: space, vpns: vpns)
-        return try finishFetch(id, count: vpns.count, present: present, out: out)
+                      out: UnsafeMutableRawPointer, frozen: Bool = false) throws -> Int {
+        let id = try startFetch(space: space, vpns: vpns, frozen: frozen)
+        return try finishFetch(id, count: vpns.count, present: present, out: out, frozen: frozen)
     }
 
-    /// Sends a FETCH_PAGES request without waiting; requests on one client are answered in order.
-    public func startFetch(space: UInt64, vpns: UnsafeBufferPointer<UInt64>) throws -> UInt32 {
+    /// Sends a FETCH_PAGES (or FETCH_FROZEN) request without waiting; requests on one client are
+    /// answered in order.
+    public func startFetch(space: UInt64, vpns: UnsafeBufferPointer<UInt64>, frozen: Bool = false) throws -> UInt32 {
         var w = WireWriter(capacity: 12)
         w.u64(space)
         w.u32(UInt32(vpns.count))
         return try w.bytes.withUnsafeBytes { head in
-            try rpc.send(.fetchPages, parts: [head, UnsafeRawBufferPointer(vpns)])
+            try rpc.send(frozen ? .fetchFrozen : .fetchPages, parts: [head, UnsafeRawBufferPointer(vpns)])
         }
     }
 
     /// Receives the answer to `startFetch` for `count` pages (see `fetch`).
-    public func finishFetch(_ id: UInt32, count n: Int, present: UnsafeMutablePointer<UInt8>, out: UnsafeMutableRawPointer) throws -> Int {
-        let header = try rpc.receiveHeader(.fetchPages, id: id)
+    public func finishFetch(_ id: UInt32, count n: Int, present: UnsafeMutablePointer<UInt8>, out: UnsafeMutableRawPointer,
+                            frozen: Bool = false) throws -> Int {
+        let header = try rpc.receiveHeader(frozen ? .fetchFrozen : .fetchPages, id: id)
         guard Int(header.length) >= n, (Int(header.length) - n) % Page.size == 0 else {
             throw WireError.malformed("FETCH_PAGES reply of \(header.length) bytes for \(n) pages")
         }
@@ -94,5 +97,22 @@ public final class MemoryClient {
         }
         var r = WireReader(try rpc.call(.discardPages, w.bytes))
         return try r.u64("discarded")
+    }
+
+    /// Freezes the space: until `release`, FETCH_FROZEN returns each page as it is now, whatever
+    /// is stored or discarded meanwhile (a checkpoint reads its pages while the program runs on).
+    public func freeze(space: UInt64) throws {
+        var w = WireWriter()
+        w.u64(space)
+        _ = try rpc.call(.freezeSpace, w.bytes)
+    }
+
+    /// Ends a freeze; returns how many old versions it had kept.
+    @discardableResult
+    public func release(space: UInt64) throws -> UInt64 {
+        var w = WireWriter()
+        w.u64(space)
+        var r = WireReader(try rpc.call(.releaseSpace, w.bytes))
+        return try r.u64("released")
     }
 }

@@ -13,6 +13,9 @@ public enum Opcode: UInt8, CaseIterable {
     case fetchPages = 0x12
     case discardPages = 0x13
     case dropSpace = 0x14
+    case freezeSpace = 0x15
+    case fetchFrozen = 0x16
+    case releaseSpace = 0x17
 
     // log node
     case openReplica = 0x30

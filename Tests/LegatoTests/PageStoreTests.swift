@@ -17,11 +17,13 @@ import LegatoCore
         }
     }
 
-    func fetch(_ s: PageStore, _ space: UInt64, _ vpns: [UInt64], owner o: [UInt8]? = nil) throws -> [[UInt8]?] {
+    func fetch(_ s: PageStore, _ space: UInt64, _ vpns: [UInt64], owner o: [UInt8]? = nil, frozen: Bool = false) throws -> [[UInt8]?] {
         var present = [UInt8](repeating: 9, count: vpns.count)
         var out = [UInt8](repeating: 0, count: vpns.count * Page.size)
         let found = try vpns.withUnsafeBufferPointer { v in
-            try out.withUnsafeMutableBytes { try s.fetch(space: space, owner: o ?? owner, vpns: v, present: &present, out: $0.baseAddress!) }
+            try out.withUnsafeMutableBytes {
+                try s.fetch(space: space, owner: o ?? owner, vpns: v, present: &present, out: $0.baseAddress!, frozen: frozen)
+            }
         }
         var k = 0
         return vpns.indices.map { i in
@@ -46,6 +48,28 @@ import LegatoCore
         try s.drop(space: 7, owner: owner)
         #expect(s.stats.livePages == 0)
         #expect(throws: PageStore.StoreError.noSuchSpace(AddressSpaceID(7))) { _ = try fetch(s, 7, [1]) }
+    }
+
+    @Test func aFreezeKeepsEveryPageAsItWas() throws {
+        let s = PageStore(limits: .init(capacityBytes: 8 << 20, segmentBytes: 1 << 20))
+        try s.createSpace(7, owner: owner)
+        try store(s, 7, Array(1...100))
+        try s.freeze(space: 7, owner: owner)
+        #expect(throws: PageStore.StoreError.self) { try s.freeze(space: 7, owner: owner) }
+        #expect(throws: PageStore.StoreError.self) { try s.freeze(space: 7, owner: other) }
+        // Overwritten many times over (the cleaner moves segments meanwhile), discarded, and new.
+        // (Each round also adds a page that stays, so segments do not simply empty out.)
+        for round in 1...30 { try store(s, 7, Array(1...60) + [UInt64(1000 + round)], seed: UInt64(round) * 1000) }
+        _ = try s.discard(space: 7, owner: owner, ranges: [(vpn: 61, count: 20)])
+        try store(s, 7, [500])
+        #expect(s.stats.cleanerRuns > 0)
+        let then = try fetch(s, 7, [1, 60, 61, 90, 500], frozen: true)
+        #expect(then[0] == page(1) && then[1] == page(60) && then[2] == page(61) && then[3] == page(90) && then[4] == nil)
+        let now = try fetch(s, 7, [1, 61, 90, 500])
+        #expect(now[0] == page(1 + 30000) && now[1] == nil && now[2] == page(90) && now[3] == page(500))
+        #expect(try s.release(space: 7, owner: owner) == 80, "60 overwritten and 20 discarded versions kept")
+        #expect(s.stats.livePages == 100 - 20 + 1 + 30)
+        #expect(throws: PageStore.StoreError.self) { try fetch(s, 7, [1], frozen: true) }
     }
 
     @Test func keepsAddressSpacesApart() throws {
