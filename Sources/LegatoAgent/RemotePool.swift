@@ -175,6 +175,24 @@ final class RemotePool {
     }
 
     /// Drops the address space on every node (best effort, at exit).
+    /// Freezes PROG's space on `node` (see MemoryClient.freeze); a freeze left over is released first.
+    func freeze(node: Int) throws {
+        let n = nodes[node]
+        do {
+            do { try n.fetcher.freeze(space: space) } catch let e as RemoteError where e.message.contains("frozen already") {
+                try n.fetcher.release(space: space)
+                try n.fetcher.freeze(space: space)
+            }
+        } catch {
+            throw NodeFailure(node: n.endpoint, pagesHeld: n.pagesHeld, underlying: "freeze: \(error)")
+        }
+    }
+
+    /// What a thread of its own needs to read frozen pages: endpoints by node index and credentials.
+    func frozenSource() -> FrozenPages {
+        FrozenPages(endpoints: nodes.map { $0.endpoint }, secret: secret, token: token, space: space)
+    }
+
     func dropEverywhere() {
         for n in nodes where !n.dead {
             try? n.fetcher.dropSpace(space)

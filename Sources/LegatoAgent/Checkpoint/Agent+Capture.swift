@@ -82,32 +82,52 @@ extension Agent {
             staging.snapshot = try takeSnapshot(using: injector)
             phases.mark("snapshot")
         }
+        // Each changed page by where its content is: resident (copied now, or read from the snapshot
+        // later), local elsewhere (write-back buffer, restore backing: copied now), only on a memory
+        // node (read later from the node's freeze), or nowhere (a zero run).
+        func source(_ s: PageState) -> Int {
+            if s.contains(.resident) { return 0 }
+            if s.contains(.inFlight) || s.contains(.restoring) { return 1 }
+            return s.contains(.remote) ? 2 : 3
+        }
+        var frozenNodes = Set<Int>()
         for r in regions.regions {
             var i = 0
             while i < r.pageCount {
                 let s = r.state(i)
-                let hasContent = !s.isDisjoint(with: [.resident, .remote, .inFlight, .restoring])
-                let wanted = parent == nil ? hasContent : !s.contains(.saved)
-                guard wanted else { i += 1; continue }
+                let from = source(s)
+                guard parent == nil ? from != 3 : !s.contains(.saved) else { i += 1; continue }
                 var n = 1
                 while n < CheckpointStaging.runPages && i + n < r.pageCount {
                     let t = r.state(i + n)
-                    let tContent = !t.isDisjoint(with: [.resident, .remote, .inFlight, .restoring])
-                    guard tContent == hasContent, parent == nil ? tContent : !t.contains(.saved) else { break }
+                    guard source(t) == from, parent == nil || !t.contains(.saved) else { break }
+                    if from == 2 && pool.location(r.key(at: i + n)) != pool.location(r.key(at: i)) { break }
                     n += 1
                 }
-                if hasContent, staging.snapshot != nil, (i..<i + n).allSatisfy({ r.state($0).contains(.resident) }) {
+                switch from {
+                case 0 where staging.snapshot != nil:
                     staging.addDeferred(r.address(at: i), n)
-                    pages += n
-                } else if hasContent {
-                    try readPagesForCheckpoint(r, i, n, into: try staging.reserve(r.address(at: i), n))
-                    pages += n
-                } else {
+                case 2:
+                    guard let node = pool.location(r.key(at: i)) else {
+                        throw LegatoError("page 0x\(String(r.address(at: i), radix: 16)) has no memory node")
+                    }
+                    staging.addFrozen(node: node, address: r.address(at: i), keys: (0..<n).map { r.key(at: i + $0) })
+                    frozenNodes.insert(node)
+                case 3:
                     staging.addZeros(r.address(at: i), n)
+                default:
+                    try readPagesForCheckpoint(r, i, n, into: try staging.reserve(r.address(at: i), n))
                 }
+                if from != 3 { pages += n }
                 i += n
             }
         }
+        // The memory nodes keep those pages as they are now until the commit thread has read them.
+        for node in frozenNodes.sorted() {
+            try drainInbound(node: node)
+            try pool.freeze(node: node)
+        }
+        staging.frozenSource = frozenNodes.isEmpty ? nil : pool.frozenSource()
         for r in regions.regions { r.markAllSaved() }  // undone by forgetAllSaved() if it does not commit
         phases.mark("pages")
         for v in vmas where v.kind == .file {

@@ -117,6 +117,7 @@ extension Agent {
             tx = try checkpointStore(name: name).begin()
             do { r = try capture(name: name, epoch: tx.epoch) } catch {
                 if let child = staging.snapshot { dropSnapshot(child) }
+                for p in staging.releaseFrozen() { log.warning("\(p)") }
                 tx.abort(reason: "\(error)")
                 throw error
             }
@@ -142,6 +143,7 @@ extension Agent {
                 log.warning("checkpoint \(name) epoch \(tx.epoch) aborted: \(error)")
                 inFlight.failure = "\(error)"
             }
+            for p in staging.releaseFrozen() { log.warning("checkpoint \(name) epoch \(tx.epoch): \(p)") }
             var one: UInt64 = 1
             _ = write(doneFD, &one, 8)
         }

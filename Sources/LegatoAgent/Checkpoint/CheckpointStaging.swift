@@ -23,6 +23,19 @@ public final class CheckpointStaging {
     private(set) var deferred: [(address: UInt64, count: Int)] = []
     var snapshot: pid_t?
 
+    /// Runs to read from the memory nodes' freeze, with their keys.
+    private(set) var frozen: [(node: Int, address: UInt64, keys: [UInt64])] = []
+    var frozenSource: FrozenPages?
+
+    func addFrozen(node: Int, address: UInt64, keys: [UInt64]) { frozen.append((node, address, keys)) }
+
+    /// Ends the freezes this checkpoint asked for (on whichever thread finishes it).
+    func releaseFrozen() -> [String] {
+        guard let src = frozenSource else { return [] }
+        frozenSource = nil
+        return src.release(Set(frozen.map { $0.node }))
+    }
+
     func addDeferred(_ address: UInt64, _ count: Int) {
         if let last = deferred.last, last.address + UInt64(last.count * Page.size) == address, last.count + count <= CheckpointStaging.runPages {
             deferred[deferred.count - 1].count += count
@@ -35,9 +48,15 @@ public final class CheckpointStaging {
     /// the snapshot child. Runs on the commit thread.
     func forEachRun(_ body: (UInt64, Int, UnsafeRawPointer) throws -> Void) throws {
         for run in runs { try body(run.address, run.count, run.data) }
-        guard !deferred.isEmpty, let pid = snapshot else { return }
         let buf = UnsafeMutableRawPointer.allocate(byteCount: CheckpointStaging.runPages * Page.size, alignment: Page.size)
         defer { buf.deallocate() }
+        if let src = frozenSource {
+            for f in frozen {
+                try src.read(node: f.node, keys: f.keys, into: buf)
+                try body(f.address, f.keys.count, buf)
+            }
+        }
+        guard !deferred.isEmpty, let pid = snapshot else { return }
         for d in deferred {
             var addr = d.address, len = UInt64(d.count * Page.size)
             let n = try Sys.processRead(pid: pid, into: buf, capacity: Int(len), addresses: &addr, lengths: &len, count: 1)
@@ -46,7 +65,7 @@ public final class CheckpointStaging {
         }
     }
 
-    var pageCount: Int { runs.reduce(0) { $0 + $1.count } + deferred.reduce(0) { $0 + $1.count } }
+    var pageCount: Int { runs.reduce(0) { $0 + $1.count } + deferred.reduce(0) { $0 + $1.count } + frozen.reduce(0) { $0 + $1.keys.count } }
 
     func addZeros(_ address: UInt64, _ count: Int) { zeroRuns.appendRun(address, count) }
 
@@ -79,6 +98,8 @@ public final class CheckpointStaging {
         zeroRuns.removeAll()
         deferred.removeAll()
         snapshot = nil
+        frozen.removeAll()
+        frozenSource = nil
         chunk = 0
         used = 0
         let keep = CheckpointStaging.retainedBytes / CheckpointStaging.chunkBytes
