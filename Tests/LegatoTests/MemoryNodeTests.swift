@@ -137,6 +137,12 @@ import LegatoSystem
         var d = WireWriter()
         d.u64(1); d.u32(1); d.u64(0); d.u64(1 << 60)
         #expect(try hostile(node, frame(Opcode.discardPages.rawValue, d.bytes))?.status == .badRequest)
+        // FETCH_FROZEN of a space never frozen, RELEASE of one not frozen, FREEZE with trailing bytes
+        #expect(try hostile(node, frame(Opcode.fetchFrozen.rawValue, f.bytes))?.status == .badRequest)
+        var sp = WireWriter()
+        sp.u64(424242)
+        #expect(try hostile(node, frame(Opcode.releaseSpace.rawValue, sp.bytes))?.status != nil)
+        #expect(try hostile(node, frame(Opcode.freezeSpace.rawValue, sp.bytes + [1]))?.status == .badRequest)
         // a frame cut short
         _ = try hostile(node, Array(frame(Opcode.createSpace.rawValue, [1, 2, 3, 4, 5, 6, 7, 8]).prefix(20)))
         // random bytes after a valid header
@@ -144,7 +150,8 @@ import LegatoSystem
         for _ in 0..<20 {
             let n = Int.random(in: 0..<200, using: &rng)
             let junk = (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
-            let op = [Opcode.createSpace, .storePages, .fetchPages, .discardPages, .dropSpace].randomElement(using: &rng)!
+            let op = [Opcode.createSpace, .storePages, .fetchPages, .discardPages, .dropSpace, .freezeSpace, .fetchFrozen,
+                      .releaseSpace].randomElement(using: &rng)!
             _ = try hostile(node, frame(op.rawValue, junk))
         }
         // the node is still there for an honest client
