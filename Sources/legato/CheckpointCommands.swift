@@ -72,7 +72,8 @@ struct RestoreCommand: ParsableCommand {
     func run() throws {
         guard validProcessName(name) else { throw ValidationError("invalid name '\(name)'") }
         if let busy = runningAgent(stateDirectory: options.stateDirectory, name: name) {
-            throw ValidationError("the run \(name) is going on (legato run pid \(busy)); stop it before restoring")
+            writeError("legato: the run \(name) is going on (legato run pid \(busy)); stop it before restoring")
+            throw ExitCode(1)
         }
         let store: CheckpointStore
         let where_: String

@@ -126,7 +126,8 @@ struct RunCommand: ParsableCommand {
     func run() throws {
         let argv = command.first == "--" ? Array(command.dropFirst()) : command
         if let n = name, let busy = runningAgent(stateDirectory: options.stateDirectory, name: n) {
-            throw ValidationError("a run named \(n) is going on already (legato run pid \(busy))")
+            writeError("legato: a run named \(n) is going on already (legato run pid \(busy))")
+            throw ExitCode(125)
         }
         let code = try options.runAgent(program: argv[0], arguments: Array(argv.dropFirst()), noPIDNamespace: noPIDNamespace) { c in
             c.name = name
