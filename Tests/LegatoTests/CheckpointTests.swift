@@ -147,6 +147,27 @@ import LegatoSystem
         #expect(resumed > 0 && complete > resumed, "PROG resumed before all its memory was back: \(stats.raw)")
     }
 
+    /// Pages discarded (MADV_DONTNEED) after a checkpoint are zero runs of the next increment: the
+    /// restore of that increment must not bring the first checkpoint's content back there.
+    @Test func discardedPagesRestoreAsZeros() throws {
+        let dir = TestEnvironment.temporaryDirectory("ckpt-discard")
+        let argv = [try Workloads.path("dirtier"), "16", "100", "6"]
+        let plain = try runCommand(argv + ["0", "300"])
+        let run = try NamedRun(name: "discard", stateDir: dir + "/state", output: dir + "/out", localMem: "8M", argv: argv + ["1000", "300"])
+        try run.waitForLines(2)
+        #expect(try run.checkpoint().status == 0)
+        let lines = ((try? String(contentsOfFile: run.output, encoding: .utf8)) ?? "").split(separator: "\n").count
+        try run.waitForLines(lines + 1)
+        #expect(try run.checkpoint().status == 0)
+        run.killHard()
+        let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/state/processes/discard/epoch-2/pages.json"))) as! [String: Any]
+        let zeros = (index["zeros"] as! [[NSNumber]]).reduce(0) { $0 + $1[1].intValue }
+        #expect(zeros >= 300, "the 300 pages discarded since epoch 1 are zero runs of epoch 2: \(zeros)")
+        let r = try run.restore()
+        #expect(r.status == 0, "restore failed (\(r.status)): \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
+    }
+
     /// The agent killed at each step of a checkpoint: before it is durable, once prepared, once
     /// committed but unacknowledged. The newest committed checkpoint restores to a plain run's end.
     @Test(arguments: ["captured", "prepared", "committed"])

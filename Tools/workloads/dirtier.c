@@ -2,16 +2,18 @@
  * dirtier — writes a known number of pages per step, for incremental-checkpoint tests and the
  * pause benchmark.
  *
- *   dirtier MIB PAGES_PER_STEP STEPS [SLEEP_MS]     (SLEEP_MS default 100)
+ *   dirtier MIB PAGES_PER_STEP STEPS [SLEEP_MS [DISCARD_PAGES]]     (SLEEP_MS default 100)
  *
  * Fills MIB MiB, prints "ready", then each step rewrites the next PAGES_PER_STEP pages (cycling
  * through the area), prints one line and sleeps SLEEP_MS. Between two lines exactly
- * PAGES_PER_STEP pages of the area are written. It ends with a digest of the whole area, which
- * depends only on the arguments.
+ * PAGES_PER_STEP pages of the area are written. With DISCARD_PAGES, each step also drops that many
+ * pages from the far end of the area (madvise MADV_DONTNEED: they read as zeros), moving down
+ * step by step. It ends with a digest of the whole area, which depends only on the arguments.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 int main(int argc, char **argv) {
@@ -20,8 +22,9 @@ int main(int argc, char **argv) {
     size_t per_step = (size_t)atol(argv[2]);
     int steps = atoi(argv[3]);
     int sleep_ms = argc > 4 ? atoi(argv[4]) : 100;
-    uint64_t *a = malloc(pages * 4096);
-    if (!a) { perror("malloc"); return 1; }
+    size_t discard = argc > 5 ? (size_t)atol(argv[5]) : 0;
+    uint64_t *a = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (a == MAP_FAILED) { perror("mmap"); return 1; }
     for (size_t i = 0; i < pages * 512; i++) a[i] = i * 0x9E3779B97F4A7C15ULL;
     printf("ready %zu pages\n", pages);
     fflush(stdout);
@@ -32,6 +35,10 @@ int main(int argc, char **argv) {
             uint64_t *p = a + (cursor % pages) * 512;
             for (int w = 0; w < 512; w += 64) p[w] = p[w] * 31 + (uint64_t)s;
             cursor++;
+        }
+        if (discard > 0 && (size_t)(s + 1) * discard <= pages) {
+            size_t first = pages - (size_t)(s + 1) * discard;
+            if (madvise(a + first * 512, discard * 4096, MADV_DONTNEED) != 0) { perror("madvise"); return 1; }
         }
         printf("step %d dirtied %zu pages\n", s, per_step);
         fflush(stdout);
