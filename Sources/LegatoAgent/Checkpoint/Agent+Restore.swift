@@ -118,6 +118,7 @@ extension Agent {
         try writeUnmanagedPages(pid, backing.bindKeys(regions), backing)
         marks.mark("bind")
         restoreBacking = backing.bound > 0 ? backing : nil
+        restoreBacking?.startReadAhead()
         for o in others { resume(o) }
         stats.restoreResumeNanos = monotonicNanos() - createdAt
         log.info("restore timing: \(marks.description)")

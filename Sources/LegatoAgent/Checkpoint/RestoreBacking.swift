@@ -46,10 +46,9 @@ final class RestoreBacking {
     }
 
     static let runPages = 256
-    static let readAhead = 32 << 20
     let layers: [RestoreSource.Layer]
-    /// How far each layer's file has been asked for (POSIX_FADV_WILLNEED).
-    private var readAheadTo: [Int]
+    private let stopReading = Lock()
+    private var stopped = false
     private var fds: [Int32]
     private var memory: [Data?]
     private(set) var areas: [Area]
@@ -65,7 +64,6 @@ final class RestoreBacking {
         self.areas = areas.sorted { $0.0 < $1.0 }.map { Area(start: $0.0, end: $0.1) }
         fds = []
         memory = []
-        readAheadTo = [Int](repeating: 0, count: layers.count)
         for l in layers {
             switch l.pages {
             case .file(let path):
@@ -85,8 +83,34 @@ final class RestoreBacking {
     }
 
     deinit {
+        stopReading.withLock { stopped = true }
         for f in fds where f >= 0 { close(f) }
         buffer.deallocate()
+    }
+
+    /// Reads the layers' files front to back on a thread of its own, so that the disk works while
+    /// the event loop installs: the fill's reads then mostly come from the page cache. Stops when
+    /// the backing goes.
+    func startReadAhead() {
+        let files = fds.filter { $0 >= 0 }.map { dup($0) }.filter { $0 >= 0 }
+        guard !files.isEmpty else { return }
+        startThread(name: "restore-readahead") { [weak self] in
+            let chunk = 1 << 20
+            let buf = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: Page.size)
+            defer {
+                buf.deallocate()
+                for f in files { close(f) }
+            }
+            for f in files {
+                var offset: off_t = 0
+                while true {
+                    guard let me = self, !me.stopReading.withLock({ me.stopped }) else { return }
+                    let n = pread(f, buf, chunk, offset)
+                    if n <= 0 { break }
+                    offset += off_t(n)
+                }
+            }
+        }
     }
 
     /// The area holding `address`.
@@ -170,12 +194,6 @@ final class RestoreBacking {
             while k + n < locs.count && locs[k + n].layer == locs[k].layer && locs[k + n].page == locs[k].page + Int64(n) { n += 1 }
             let l = locs[k].layer, offset = Int(locs[k].page) * Page.size, bytes = n * Page.size
             if fds[l] >= 0 {
-                // Keep the disk busy ahead of the fill: ask for the next 32 MiB of this layer early.
-                if offset + bytes + RestoreBacking.readAhead / 2 > readAheadTo[l] || offset < readAheadTo[l] - 2 * RestoreBacking.readAhead {
-                    let from = max(offset, readAheadTo[l] > offset + 2 * RestoreBacking.readAhead ? offset : readAheadTo[l])
-                    _ = posix_fadvise(fds[l], off_t(from), off_t(RestoreBacking.readAhead), POSIX_FADV_WILLNEED)
-                    readAheadTo[l] = from + RestoreBacking.readAhead
-                }
                 var done = 0
                 while done < bytes {
                     let got = pread(fds[l], dst + k * Page.size + done, bytes - done, off_t(offset + done))
