@@ -289,4 +289,23 @@ extension Agent {
             log.info("fork: brought \(n) pages (\(formatSize(UInt64(n * Page.size)))) back into pid \(mainPID) for the child")
         }
     }
+
+    /// Liveness guard, checked once a second while the agent is idle: a thread of PROG asleep in a
+    /// userfault twice in a row while nothing is on its way for it means its fault was dropped (a
+    /// bug). Waking the managed ranges makes every waiting thread fault again and the new message
+    /// is served; waking a thread that does not wait is harmless. Logged and counted, never silent.
+    func wakeStuckFaults() {
+        let now = monotonicNanos()
+        guard uffd >= 0, now - lastStuckCheck >= 1_000_000_000 else { return }
+        lastStuckCheck = now
+        guard retryFaults.isEmpty, inboundPages == 0 else { stuckChecks = 0; return }
+        let waiting = tracees.values.contains { $0.sharesMemory && ProcFile.text("/proc/\($0.tid)/wchan") == "handle_userfault" }
+        guard waiting else { stuckChecks = 0; return }
+        stuckChecks += 1
+        guard stuckChecks >= 2 else { return }
+        stuckChecks = 0
+        stats.lostFaultWakes += 1
+        log.warning("a thread of pid \(mainPID) has waited for a page for 2 s with nothing on its way; waking its faults again")
+        for r in regions.regions { _ = Sys.uffdWake(uffd, start: r.start, length: r.length) }
+    }
 }

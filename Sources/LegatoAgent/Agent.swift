@@ -100,6 +100,9 @@ public final class Agent {
     let createdAt = monotonicNanos()
     /// Snapshot children of checkpoints (copy-on-write images), stopped, until killed and reaped.
     var snapshotPIDs = Set<pid_t>()
+    /// Liveness guard state (see wakeStuckFaults).
+    var lastStuckCheck: UInt64 = 0
+    var stuckChecks = 0
     /// A restored checkpoint's pages still to come back (lazy restore).
     var restoreBacking: RestoreBacking?
     /// Where checkpoints go (made at the first one).
@@ -289,6 +292,7 @@ public final class Agent {
             readSignals()
             stopsPending = true
         }
+        if n == 0 && reap && phase == .running { wakeStuckFaults() }
         if reap && stopsPending {
             stopsPending = false
             try reapStops()

@@ -19,6 +19,7 @@ struct AgentStats {
     var materializedPages = 0  // remote pages brought back before a fork
     var keptLocalPages = 0     // pages kept local because every memory node was full
     var checkpoints = 0
+    var lostFaultWakes = 0             // times the liveness guard had to wake a forgotten fault
     var restoreResumeNanos: UInt64 = 0  // agent start to the restored PROG resuming
     var restoreCompleteNanos: UInt64 = 0  // agent start to every restored page back (in PROG or on memory nodes)
     var restoredByFault = 0             // restored pages brought back by PROG's faults
@@ -37,6 +38,7 @@ struct AgentStats {
         var d: [String: Any] = [
             "faults": faults,
             "restore_resume_ms": Double(restoreResumeNanos) / 1e6,
+            "lost_fault_wakes": lostFaultWakes,
             "restore_complete_ms": Double(restoreCompleteNanos) / 1e6,
             "restored_by_fault": restoredByFault,
             "restored_by_fill": restoredByFill,

@@ -9,6 +9,8 @@
 #     (median of three),
 #     against the target (20 ms + 1 ms per 10 MiB dirty) and the copy floor (process_vm_readv of
 #     the dirty bytes into memory already faulted in);
+#   - the same process through a loopback cluster (3 log nodes, R=3): commit time and restore from
+#     the log nodes;
 #   - the full checkpoint of the same process with 64 MiB local (pages read from the memory node's freeze);
 #   - restore of the last 10% increment (epoch 4, on the full epoch 1 and two increments) with the page cache dropped: time from the
 #     agent's start to PROG running again (restore_resume_ms) and until all pages are back in PROG
@@ -71,6 +73,24 @@ for pct in 1 10 100; do
     fi
 done
 wait || true
+# The cluster path: a loopback cluster of 1 memory and 3 log nodes; a full checkpoint of the
+# process into its replicated log (R=3), then a restore from the log nodes (page cache dropped).
+"$LEGATO" cluster up --memory 1 --log 3 --dir "$WORK/cluster" --memory-capacity $((MIB * 2))M > "$WORK/coord"
+COORD=$(cat "$WORK/coord")
+"$LEGATO" run --name bench-cluster --coordinator "$COORD" --state-dir "$STATE" --local-mem $((MIB * 2))M -- \
+    "$WORK/dirtier" "$MIB" 0 1 2000 > "$WORK/cluster.out" 2> "$WORK/cluster.err" &
+wait_for "$WORK/cluster.out" ready
+T0=$(date +%s.%N)
+CFULL=$("$LEGATO" checkpoint bench-cluster --state-dir "$STATE" | pause_of)
+T1=$(date +%s.%N)
+wait || true
+drop_caches
+"$LEGATO" restore bench-cluster --coordinator "$COORD" --state-dir "$STATE" --local-mem $((MIB * 2))M \
+    --stats-json "$WORK/crestore.json" > /dev/null 2>&1
+CRESUME=$(python3 -c "import json; print(json.load(open('$WORK/crestore.json'))['restore_resume_ms'])")
+CCOMPLETE=$(python3 -c "import json; print(json.load(open('$WORK/crestore.json'))['restore_complete_ms'])")
+"$LEGATO" cluster down --dir "$WORK/cluster" > /dev/null 2>&1 || true
+
 # The same process with 64 MiB local: most pages live on the memory node (read from its freeze).
 "$LEGATO" run --name bench-remote --state-dir "$STATE" --local-mem 64M -- \
     "$WORK/dirtier" "$MIB" 0 1 1000 > "$WORK/remote.out" 2> "$WORK/remote.err" &
@@ -101,6 +121,12 @@ print(f"Restore of the last 10% increment (a {nbytes / 1048576:.0f} MiB image in
       f"{resume:.1f} ms ({warm:.1f} ms with the page cache warm; target 50 ms); all pages back after {complete:.0f} ms: "
       f"{rate:.0f} MB/s against a disk read floor of {floor:.0f} MB/s ({100 * rate / floor:.0f}%).")
 print(f"Copy floor: {copy:.0f} ms per GiB (process_vm_readv into memory already faulted in).")
+cms, cpages = "$CFULL".split()
+commit_s = $T1 - $T0
+print(f"On a loopback cluster (3 log nodes, R=3): the full checkpoint paused {float(cms):.1f} ms and was committed "
+      f"{commit_s:.2f} s after it was asked for ({int(cpages) * 4096 / commit_s / 1e6:.0f} MB/s into the log); restored from "
+      f"the log nodes with a cold page cache: PROG running again after {$CRESUME:.0f} ms, every page back after {$CCOMPLETE:.0f} ms "
+      f"({int(cpages) * 4096 / ($CCOMPLETE / 1e3) / 1e6:.0f} MB/s; the log is read whole before PROG resumes).")
 rms, rpages = "$REMOTE".split()
 print(f"The same {mib} MiB process with --local-mem 64M (most of it on the memory node): first (full) checkpoint "
       f"of {rpages} pages paused {float(rms):.1f} ms (target {20 + int(rpages) * 4096 / 1048576 / 10:.0f} ms counting every page; "
