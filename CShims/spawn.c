@@ -97,18 +97,14 @@ static _Noreturn void run_reaper(const struct lg_spawn_args *a, int release_rd, 
     ssize_t w = write(ready_wr, &one, 1);
     (void)w;
     close(ready_wr);
-    /* PID 1 of the namespace: reap everyone; leave with PROG's status once nobody is left. Not at
-     * PROG's exit: a checkpoint's copy-on-write snapshot (a child of ours) may still be being read,
-     * and our exit would kill the whole namespace. The agent ends us when it is done. */
-    int prog_status = -1;
+    /* PID 1 of the namespace: reap everyone, leave with PROG's status. */
     for (;;) {
         int st = 0;
         pid_t r = waitpid(-1, &st, __WALL);
         if (r == prog) {
-            prog_status = st;
+            if (WIFEXITED(st)) _exit(WEXITSTATUS(st));
+            if (WIFSIGNALED(st)) _exit(128 + WTERMSIG(st));
         } else if (r < 0 && errno == ECHILD) {
-            if (prog_status >= 0 && WIFEXITED(prog_status)) _exit(WEXITSTATUS(prog_status));
-            if (prog_status >= 0 && WIFSIGNALED(prog_status)) _exit(128 + WTERMSIG(prog_status));
             _exit(0);
         }
     }

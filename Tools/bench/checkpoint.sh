@@ -25,7 +25,7 @@ MIB=1024
 LEGATO=$PWD/.build/release/legato
 [ -x "$LEGATO" ] || swift build -c release --product legato >/dev/null
 WORK=$(mktemp -d /tmp/legato-ckptbench.XXXXXX)
-trap 'pkill -9 -f "legato run --name bench-" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'pkill -9 -f "legato run --name bench-" 2>/dev/null || true; "$LEGATO" cluster down --dir "$WORK/cluster" >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
 cc -O2 -o "$WORK/dirtier" Tools/workloads/dirtier.c
 cc -O2 -o "$WORK/floor" Tools/bench/floor.c
 STATE=$WORK/state
@@ -78,7 +78,7 @@ wait || true
 "$LEGATO" cluster up --memory 1 --log 3 --dir "$WORK/cluster" --memory-capacity $((MIB * 2))M > "$WORK/coord"
 COORD=$(cat "$WORK/coord")
 "$LEGATO" run --name bench-cluster --coordinator "$COORD" --state-dir "$STATE" --local-mem $((MIB * 2))M -- \
-    "$WORK/dirtier" "$MIB" 0 1 2000 > "$WORK/cluster.out" 2> "$WORK/cluster.err" &
+    "$WORK/dirtier" "$MIB" 0 3 4000 > "$WORK/cluster.out" 2> "$WORK/cluster.err" &
 wait_for "$WORK/cluster.out" ready
 T0=$(date +%s.%N)
 CFULL=$("$LEGATO" checkpoint bench-cluster --state-dir "$STATE" | pause_of)
