@@ -125,8 +125,8 @@ cms, cpages = "$CFULL".split()
 commit_s = $T1 - $T0
 print(f"On a loopback cluster (3 log nodes, R=3): the full checkpoint paused {float(cms):.1f} ms and was committed "
       f"{commit_s:.2f} s after it was asked for ({int(cpages) * 4096 / commit_s / 1e6:.0f} MB/s into the log); restored from "
-      f"the log nodes with a cold page cache: PROG running again after {$CRESUME:.0f} ms, every page back after {$CCOMPLETE:.0f} ms "
-      f"({int(cpages) * 4096 / ($CCOMPLETE / 1e3) / 1e6:.0f} MB/s; the log is read whole before PROG resumes).")
+      f"the log nodes with a cold page cache, counted from the agent's start (after legato restore has read the run's log whole, "
+      f"which is not counted): PROG running again after {$CRESUME:.0f} ms, every page back after {$CCOMPLETE:.0f} ms.")
 rms, rpages = "$REMOTE".split()
 print(f"The same {mib} MiB process with --local-mem 64M (most of it on the memory node): first (full) checkpoint "
       f"of {rpages} pages paused {float(rms):.1f} ms (target {20 + int(rpages) * 4096 / 1048576 / 10:.0f} ms counting every page; "
