@@ -185,12 +185,10 @@ public final class Agent {
     /// (PROG's status, 128+N if a signal killed it).
     public func run(inheritedSignals: InheritedSignalState) throws -> Int32 {
         signalFD = try makeSignalFD()
-        let t0 = monotonicNanos()
         pool = try RemotePool(endpoints: config.memoryNodes, coordinator: config.coordinator, secret: config.secret, token: token, space: space)
         writeBack = try WriteBack(endpoints: pool.endpoints, secret: config.secret, token: token, space: space)
         pool.onNewNode = { [writeBack] ep in writeBack?.addEndpoint(ep) }
 
-        let tConnected = monotonicNanos()
         let path: String
         let spawned: Sys.Spawned
         do {
@@ -205,7 +203,6 @@ public final class Agent {
         }
         mainPID = spawned.pid
         reaperPID = spawned.reaperPID
-        log.debug("startup: agent \(Double(t0 - createdAt) / 1e6) ms, connect \(Double(tConnected - t0) / 1e6) ms, launch \(Double(monotonicNanos() - tConnected) / 1e6) ms")
         pendingRestore = config.restore
         try openControlSocket()
         tracees[mainPID] = Tracee(tid: mainPID, tgid: mainPID, sharesMemory: true, classified: true)

@@ -204,17 +204,7 @@ extension Agent {
             }
             return lo < files.count && files[lo].start <= a
         }
-        let mem = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
-        if mem < 0 { throw SystemError.fromErrno("open /proc/\(pid)/mem") }
-        defer { close(mem) }
-        let page = UnsafeMutableRawPointer.allocate(byteCount: Page.size, alignment: Page.size)
-        defer { page.deallocate() }
-        func write(_ a: UInt64, _ loc: RestoreBacking.Location) throws {
-            try backing.read(loc, into: page)
-            guard pwrite(mem, page, Page.size, off_t(Int64(bitPattern: a))) == Page.size else {
-                throw SystemError.fromErrno("write \(describeRange(a, Page.size.u64)) of pid \(pid)")
-            }
-        }
+        let mem = try RestoredPageWriter(pid: pid, backing: backing)
         for (n, layer) in source.layers.enumerated() {
             let newest = n == source.layers.count - 1
             var index: Int64 = 0
@@ -229,7 +219,7 @@ extension Agent {
                         for j in 0..<m { area.slots[first + j] = RestoreBacking.Location(layer: n, page: index + Int64(k + j)).slot }
                         k += m
                     } else {
-                        if newest && fileMapping(a) { try write(a, .init(layer: n, page: index + Int64(k))) }
+                        if newest && fileMapping(a) { try mem.write(a, .init(layer: n, page: index + Int64(k))) }
                         k += 1
                     }
                 }
@@ -255,7 +245,7 @@ extension Agent {
             while a < r.address + UInt64(max(r.size, 32)) {
                 if let area = backing.area(a) {
                     let i = Int((a - area.start) >> Page.shift)
-                    if let loc = RestoreBacking.Location(slot: area.slots[i]) { try write(a, loc) }
+                    if let loc = RestoreBacking.Location(slot: area.slots[i]) { try mem.write(a, loc) }
                     area.slots[i] = 0
                 }
                 a += Page.size.u64
@@ -267,17 +257,8 @@ extension Agent {
     /// The backing's pages that no managed region holds (a mapping the uffd refused): written now.
     private func writeUnmanagedPages(_ pid: pid_t, _ pages: [(UInt64, RestoreBacking.Location)], _ backing: RestoreBacking) throws {
         guard !pages.isEmpty else { return }
-        let mem = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
-        if mem < 0 { throw SystemError.fromErrno("open /proc/\(pid)/mem") }
-        defer { close(mem) }
-        let page = UnsafeMutableRawPointer.allocate(byteCount: Page.size, alignment: Page.size)
-        defer { page.deallocate() }
-        for (a, loc) in pages {
-            try backing.read(loc, into: page)
-            guard pwrite(mem, page, Page.size, off_t(Int64(bitPattern: a))) == Page.size else {
-                throw SystemError.fromErrno("write \(describeRange(a, Page.size.u64)) of pid \(pid)")
-            }
-        }
+        let mem = try RestoredPageWriter(pid: pid, backing: backing)
+        for (a, loc) in pages { try mem.write(a, loc) }
         log.info("restore: \(pages.count) pages outside managed memory written at once")
     }
 
@@ -311,9 +292,8 @@ final class RestoreCalls {
 
     /// The call's result; a -errno result throws.
     func call(_ what: String, _ nr: Int, _ a: UInt64...) throws -> Int64 {
-        var p = a + Array(repeating: 0, count: 6 - a.count)
+        let p = a + Array(repeating: 0, count: 6 - a.count)
         let r = try inj.syscall(nr, p[0], p[1], p[2], p[3], p[4], p[5])
-        p.removeAll()
         if r < 0 && r > -4096 { throw SystemError("\(context): \(what) in tid \(tid)", code: Int32(-r)) }
         return r
     }
@@ -344,4 +324,35 @@ struct ScratchArguments {
     }
 
     mutating func string(_ s: String) throws -> UInt64 { try bytes(Array(s.utf8) + [0]) }
+}
+
+/// Writes restored pages straight into PROG through /proc/PID/mem (which writes read-only mappings
+/// too); only for pages outside managed memory, or before the uffd is registered.
+final class RestoredPageWriter {
+    let pid: pid_t
+    let backing: RestoreBacking
+    private let mem: Int32
+    private let page = UnsafeMutableRawPointer.allocate(byteCount: Page.size, alignment: Page.size)
+
+    init(pid: pid_t, backing: RestoreBacking) throws {
+        self.pid = pid
+        self.backing = backing
+        mem = open("/proc/\(pid)/mem", O_RDWR | O_CLOEXEC)
+        if mem < 0 {
+            page.deallocate()
+            throw SystemError.fromErrno("open /proc/\(pid)/mem")
+        }
+    }
+
+    deinit {
+        close(mem)
+        page.deallocate()
+    }
+
+    func write(_ address: UInt64, _ loc: RestoreBacking.Location) throws {
+        try backing.read(loc, into: page)
+        guard pwrite(mem, page, Page.size, off_t(Int64(bitPattern: address))) == Page.size else {
+            throw SystemError.fromErrno("write \(describeRange(address, Page.size.u64)) of pid \(pid)")
+        }
+    }
 }

@@ -16,18 +16,26 @@ extension Agent {
             return
         }
         let want = min(RestoreBacking.runPages, run >= 2 ? max(16, min(prefetchWindow, 1 << min(run, 8))) : 16)
-        var n = 0
-        while n < want && i + n < r.pageCount {
-            let s = r.state(i + n)
-            guard s.contains(.restoring), !s.contains(.resident), let loc = b.location(key: r.key(at: i + n)) else { break }
-            try b.read(loc, into: b.buffer + n * Page.size)
-            n += 1
-        }
+        let locs = restoringRun(r, i, max: want, b)
+        let n = locs.count
         guard n > 0 else { r.remove(i, .restoring); return }
+        try b.read(locs, into: b.buffer)
         let result = install(f, r, i, count: n, from: b.buffer, writable: true)
         guard result != .again else { return }
         for k in 0..<n where r.state(i + k).contains(.resident) || result == .gone { r.remove(i + k, .restoring) }
         stats.restoredByFault += n
+    }
+
+    /// Where the restoring, not yet resident pages r[i], r[i+1], ... are (at most `max`; stops at
+    /// the first page that is not such a page).
+    private func restoringRun(_ r: Region, _ i: Int, max: Int, _ b: RestoreBacking) -> [RestoreBacking.Location] {
+        var locs: [RestoreBacking.Location] = []
+        while locs.count < max && i + locs.count < r.pageCount {
+            let s = r.state(i + locs.count)
+            guard s.contains(.restoring), !s.contains(.resident), let l = b.location(key: r.key(at: i + locs.count)) else { break }
+            locs.append(l)
+        }
+        return locs
     }
 
     /// One step of the background fill (a few hundred pages at most).
@@ -37,7 +45,7 @@ extension Agent {
         var steps = 0
         while steps < 1024, let key = b.currentKey() {
             steps += 1
-            guard let (r, i) = regionForKey(key), r.state(i).contains(.restoring), let loc = b.location(key: key) else {
+            guard let (r, i) = regionForKey(key), r.state(i).contains(.restoring), b.location(key: key) != nil else {
                 b.advance(1)
                 continue
             }
@@ -55,12 +63,7 @@ extension Agent {
             }
             // A run of consecutive restoring pages of this region, read in as few reads as the layers
             // allow and installed in one UFFDIO_COPY.
-            var locs = [loc]
-            while locs.count < RestoreBacking.runPages && i + locs.count < r.pageCount {
-                let s = r.state(i + locs.count)
-                guard s.contains(.restoring), !s.contains(.resident), let l = b.location(key: key + UInt64(locs.count)) else { break }
-                locs.append(l)
-            }
+            let locs = restoringRun(r, i, max: RestoreBacking.runPages, b)
             let n = locs.count
             try b.read(locs, into: b.buffer)
             let result = install(nil, r, i, count: n, from: b.buffer, writable: true)

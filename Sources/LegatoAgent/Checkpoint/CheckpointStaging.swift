@@ -65,8 +65,6 @@ public final class CheckpointStaging {
         }
     }
 
-    var pageCount: Int { runs.reduce(0) { $0 + $1.count } + deferred.reduce(0) { $0 + $1.count } + frozen.reduce(0) { $0 + $1.keys.count } }
-
     func addZeros(_ address: UInt64, _ count: Int) { zeroRuns.appendRun(address, count) }
 
     deinit { for c in chunks { munmap(c, CheckpointStaging.chunkBytes) } }
