@@ -292,8 +292,8 @@ extension Agent {
 
     /// Liveness guard, checked once a second while the agent is idle: a thread of PROG asleep in a
     /// userfault twice in a row while nothing is on its way for it means its fault was dropped (a
-    /// bug). Waking the managed ranges makes every waiting thread fault again and the new message
-    /// is served; waking a thread that does not wait is harmless. Logged and counted, never silent.
+    /// bug). Waking the whole address range makes every waiting thread fault again and the new
+    /// message is served; waking a thread that does not wait is harmless. Logged and counted, never silent.
     func wakeStuckFaults() {
         let now = monotonicNanos()
         guard uffd >= 0, now - lastStuckCheck >= 1_000_000_000 else { return }
@@ -306,6 +306,8 @@ extension Agent {
         stuckChecks = 0
         stats.lostFaultWakes += 1
         log.warning("a thread of pid \(mainPID) has waited for a page for 2 s with nothing on its way; waking its faults again")
-        for r in regions.regions { _ = Sys.uffdWake(uffd, start: r.start, length: r.length) }
+        // The whole user address range: the lost fault may be on a page the table no longer holds
+        // (a wake needs no registration); the refault then comes back as a new message.
+        _ = Sys.uffdWake(uffd, start: 0x10000, length: 0x7fff_ffff_0000 - 0x10000)
     }
 }
