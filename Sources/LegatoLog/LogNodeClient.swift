@@ -85,9 +85,28 @@ public final class LogNodeClient {
         }
     }
 
-    /// One page of a replica's entries from index `first` (only those of `slabs`, if any).
-    public func read(writer: UInt64, segment: UInt64, first: UInt32, maxEntries: UInt32 = 65536, maxBytes: UInt32 = 8 << 20,
-                     slabs: [UInt64] = []) throws -> (entries: [(UInt32, ReplicaStore.Entry)], next: UInt32, end: Bool, closed: Bool, corrupt: UInt32) {
+    /// An entry of a read reply; `payload` points into the client's receive buffer and is valid only
+    /// during the visit.
+    public struct EntryVisit {
+        public var index: UInt32
+        public var type: UInt8
+        public var epoch: UInt32
+        public var slab: UInt64
+        public var payload: UnsafeRawBufferPointer
+    }
+
+    public struct PageInfo {
+        public var next: UInt32
+        public var end: Bool
+        public var closed: Bool
+        public var corrupt: UInt32
+    }
+
+    /// One page of a replica's entries from index `first` (only those of `slabs`, if any), each handed
+    /// to `body` in place in the receive buffer (reused from call to call: no copy, no allocation).
+    @discardableResult
+    public func readPage(writer: UInt64, segment: UInt64, first: UInt32, maxEntries: UInt32 = 65536, maxBytes: UInt32 = 8 << 20,
+                         slabs: [UInt64] = [], readAhead: UInt64? = nil, _ body: (EntryVisit) throws -> Void) throws -> PageInfo {
         var w = WireWriter()
         key(&w, writer, segment)
         w.u32(first)
@@ -95,28 +114,60 @@ public final class LogNodeClient {
         w.u32(maxBytes)
         w.u32(UInt32(slabs.count))
         for s in slabs { w.u64(s) }
-        var r = WireReader(try rpc.call(.readReplica, w.bytes))
-        let n = try r.count(itemSize: 21, limit: 1 << 20, "entries")
-        var out: [(UInt32, ReplicaStore.Entry)] = []
-        out.reserveCapacity(n)
-        for _ in 0..<n {
-            let index = try r.u32("index"), type = try r.u8("type"), epoch = try r.u32("epoch"), slab = try r.u64("slab")
-            out.append((index, .init(type: type, epoch: epoch, slab: slab, payload: try r.blob(limit: SegmentFormat.maxPayload, "payload"))))
+        if let readAhead { w.u64(readAhead) }
+        let id = try rpc.send(.readReplica, w.bytes)
+        let header = try rpc.receiveHeader(.readReplica, id: id)
+        let length = Int(header.length)
+        guard length >= Self.pageHeaderSize else { throw WireError.truncated("READ_REPLICA reply of \(length) bytes") }
+        receiveBuffer.reserve(length)
+        try rpc.connection.receivePayload(into: receiveBuffer.base, count: length)
+        let raw = receiveBuffer.bytes(length)
+        func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
+        let info = PageInfo(next: u32(0), end: raw[4] == 1, closed: raw[5] == 1, corrupt: u32(6))
+        do {
+            try SegmentFormat.forEachEntry(in: UnsafeRawBufferPointer(rebasing: raw[Self.pageHeaderSize...]), count: Int(u32(10))) { h, payload in
+                try body(EntryVisit(index: h.index, type: h.type, epoch: h.epoch, slab: h.slab, payload: payload))
+            }
+        } catch let e as SegmentFormat.FormatError {
+            throw WireError.malformed("READ_REPLICA reply from \(endpoint): \(e)")
         }
-        return (out, try r.u32("next"), try r.u8("end") == 1, try r.u8("closed") == 1, try r.u32("corrupt"))
+        return info
     }
 
-    /// Every entry of a replica (paging through it).
-    public func readAll(writer: UInt64, segment: UInt64, slabs: [UInt64] = []) throws -> (entries: [(UInt32, ReplicaStore.Entry)], closed: Bool, corrupt: UInt32) {
-        var all: [(UInt32, ReplicaStore.Entry)] = []
+    private static let pageHeaderSize = 14
+    private let receiveBuffer = ScratchBuffer(capacity: 1 << 20)
+
+    /// Every entry of a replica, paging through it, each visited in place (see `readPage`). `readAhead`
+    /// names the segment this client will read next from this node, for the node to read it ahead.
+    @discardableResult
+    public func forEachEntry(writer: UInt64, segment: UInt64, slabs: [UInt64] = [], readAhead: UInt64? = nil,
+                             _ body: (EntryVisit) throws -> Void) throws -> (closed: Bool, corrupt: UInt32) {
         var next: UInt32 = 0
         var corrupt: UInt32 = 0
         while true {
-            let page = try read(writer: writer, segment: segment, first: next, slabs: slabs)
-            all += page.entries
+            let page = try readPage(writer: writer, segment: segment, first: next, slabs: slabs, readAhead: readAhead, body)
             corrupt += page.corrupt
             next = page.next
-            if page.end { return (all, page.closed, corrupt) }
+            if page.end { return (page.closed, corrupt) }
         }
+    }
+
+    /// One page of a replica's entries, copied out as values.
+    public func read(writer: UInt64, segment: UInt64, first: UInt32, maxEntries: UInt32 = 65536, maxBytes: UInt32 = 8 << 20,
+                     slabs: [UInt64] = []) throws -> (entries: [(UInt32, ReplicaStore.Entry)], next: UInt32, end: Bool, closed: Bool, corrupt: UInt32) {
+        var out: [(UInt32, ReplicaStore.Entry)] = []
+        let p = try readPage(writer: writer, segment: segment, first: first, maxEntries: maxEntries, maxBytes: maxBytes, slabs: slabs) {
+            out.append(($0.index, .init(type: $0.type, epoch: $0.epoch, slab: $0.slab, payload: Array($0.payload))))
+        }
+        return (out, p.next, p.end, p.closed, p.corrupt)
+    }
+
+    /// Every entry of a replica, copied out as values.
+    public func readAll(writer: UInt64, segment: UInt64, slabs: [UInt64] = []) throws -> (entries: [(UInt32, ReplicaStore.Entry)], closed: Bool, corrupt: UInt32) {
+        var all: [(UInt32, ReplicaStore.Entry)] = []
+        let r = try forEachEntry(writer: writer, segment: segment, slabs: slabs) {
+            all.append(($0.index, .init(type: $0.type, epoch: $0.epoch, slab: $0.slab, payload: Array($0.payload))))
+        }
+        return (all, r.closed, r.corrupt)
     }
 }

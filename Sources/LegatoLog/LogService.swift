@@ -11,9 +11,10 @@ import LegatoWire
 ///     CLOSE_REPLICA  u64 writer, u64 segment
 ///     FREE_REPLICA   u64 writer, u64 segment
 ///     LIST_REPLICAS  u64 writer -> u32 n, n × (u64 segment, u32 entries, u64 payload bytes, u8 closed, u32 corrupt)
-///     READ_REPLICA   u64 writer, u64 segment, u32 first, u32 max entries, u32 max bytes, u32 k, k × u64 slab
-///                    -> u32 n, n × (u32 index, u8 type, u32 epoch, u64 slab, u32 length, payload),
-///                       u32 next, u8 end, u8 closed, u32 corrupt entries skipped
+///     READ_REPLICA   u64 writer, u64 segment, u32 first, u32 max entries, u32 max bytes, u32 k, k × u64 slab,
+///                    [u64 segment this client reads next from this node: read ahead]
+///                    -> u32 next, u8 end, u8 closed, u32 corrupt entries skipped, u32 n,
+///                       n entries as on disk (32-byte entry header + payload; each checked against its CRC)
 ///
 /// Mutations need the token that opened the replica; reads are open to every authenticated peer
 /// (recovery reads a dead writer's log).
@@ -88,23 +89,21 @@ public final class LogService: RPCService {
                 let first = try r.u32("first"), maxEntries = try r.u32("max entries"), maxBytes = try r.u32("max bytes")
                 let ns = try r.count(itemSize: 8, limit: 1 << 20, "slab count")
                 let slabs: Set<UInt64>? = ns == 0 ? nil : Set(try (0..<ns).map { _ in try r.u64("slab") })
+                let readAhead: UInt64? = r.remaining >= 8 ? try r.u64("read-ahead segment") : nil
                 try r.expectEnd("READ_REPLICA")
-                let res = try store.read(k, first: first, maxEntries: Int(min(maxEntries, 1 << 16)),
-                                         maxBytes: Int(min(maxBytes, WireLimits.maxFramePayload / 2)), slabs: slabs)
-                var w = WireWriter(capacity: 64 + res.entries.reduce(0) { $0 + 24 + $1.entry.payload.count })
-                w.u32(UInt32(res.entries.count))
-                for (index, e) in res.entries {
-                    w.u32(index)
-                    w.u8(e.type)
-                    w.u32(e.epoch)
-                    w.u64(e.slab)
-                    w.blob(e.payload)
-                }
+                // The entries go out from the session's read buffer as they lie on disk (no copy per entry).
+                let reader = (session.attachment as? ReplicaReader) ?? ReplicaReader(store: store)
+                session.attachment = reader
+                let request = ReplicaReader.Request(key: k, first: first, maxEntries: Int(min(maxEntries, 1 << 16)),
+                                                    maxBytes: Int(min(maxBytes, WireLimits.maxFramePayload / 2)), slabs: slabs)
+                let (buffer, res) = try reader.read(request, readAhead: readAhead)
+                var w = WireWriter(capacity: 16)
                 w.u32(res.next)
                 w.u8(res.end ? 1 : 0)
                 w.u8(res.closed ? 1 : 0)
                 w.u32(res.corruptSkipped)
-                return Reply([w.bytes])
+                w.u32(UInt32(res.count))
+                return Reply([w.bytes], borrowed: buffer.bytes(res.start, res.bytes))
             default:
                 throw WireError.unknownOpcode(opcode.rawValue)
             }
@@ -120,7 +119,7 @@ public final class LogService: RPCService {
         }
     }
 
-    public func sessionClosed(_ session: Session) {}
+    public func sessionClosed(_ session: Session) { (session.attachment as? ReplicaReader)?.finish() }
 
     public func stats() -> String {
         let s = store.stats

@@ -365,6 +365,8 @@ public final class ReplicaStore {
 
     // MARK: reads (any authenticated peer: recovery reads another writer's log)
 
+    public func holds(_ k: Key) -> Bool { lock.withLock { replicas[k] != nil } }
+
     public func list(writer: UInt64) -> [ReplicaInfo] {
         lock.withLock { replicas.values.filter { $0.key.writer == writer } }.sorted { $0.key.segment < $1.key.segment }.map { r in
             r.lock.withLock {
@@ -381,96 +383,110 @@ public final class ReplicaStore {
         public var corruptSkipped: UInt32
     }
 
-    /// Entries from index `first` on (only those of `slabs`, if given), at most `maxEntries` and
-    /// about `maxBytes` of payload. Entries whose checksum fails are skipped and counted, never returned.
+    /// What `readRaw` put in its buffer: `count` entries in `bytes` bytes from offset `start`.
+    public struct RawRead {
+        public var count: Int
+        public var start: Int       // offset of the first entry in the buffer
+        public var bytes: Int
+        public var next: UInt32     // the index to ask for next
+        public var end: Bool        // no entries after `next` (now)
+        public var closed: Bool
+        public var corruptSkipped: UInt32
+    }
+
+    /// Entries from index `first` on (only those of `slabs`, if given), at most `maxEntries` and about `maxBytes`,
+    /// decoded into values. See `readRaw`.
     public func read(_ k: Key, first: UInt32, maxEntries: Int, maxBytes: Int, slabs: Set<UInt64>?) throws -> ReadResult {
+        let buffer = ScratchBuffer()
+        let raw = try readRaw(k, first: first, maxEntries: maxEntries, maxBytes: maxBytes, slabs: slabs, into: buffer)
+        var out: [(UInt32, Entry)] = []
+        out.reserveCapacity(raw.count)
+        try SegmentFormat.forEachEntry(in: buffer.bytes(raw.start, raw.bytes), count: raw.count) { h, payload in
+            out.append((h.index, Entry(type: h.type, epoch: h.epoch, slab: h.slab, payload: Array(payload))))
+        }
+        return ReadResult(entries: out, next: raw.next, end: raw.end, closed: raw.closed, corruptSkipped: raw.corruptSkipped)
+    }
+
+    /// Entries from index `first` on, in their on-disk form (32-byte header + payload) back to back in
+    /// `out` from the returned `start`, ready to be sent as they are. It looks at most `maxEntries` entries and about
+    /// `maxBytes` bytes (at least one entry), keeps those of `slabs` (all if nil), and checks each against
+    /// its CRC: one that fails is skipped, logged and counted, never returned. The entries on disk are read
+    /// with one (direct) pread.
+    public func readRaw(_ k: Key, first: UInt32, maxEntries: Int, maxBytes: Int, slabs: Set<UInt64>?,
+                        into out: ScratchBuffer) throws -> RawRead {
         let r = try lookup(k)
-        return r.lock.withLock {
-            var out: [(UInt32, Entry)] = []
-            var bytes = 0
-            var i = Int(first)
-            var skipped: UInt32 = 0
-            let fd = r.fd >= 0 ? r.fd : Glibc.open(r.path, O_RDONLY | O_CLOEXEC)
-            defer { if r.fd < 0 && fd >= 0 { Glibc.close(fd) } }
-            // The entries of this page that are on disk are read with one pread (they are contiguous).
-            var end = i
-            var span = 0
-            while end < r.entries.count && end - i < maxEntries && span < maxBytes && r.entries[end].offset < r.fileLength {
+        return try r.lock.withLock {
+            let start = min(Int(first), r.entries.count)
+            var end = start, span = 0
+            while end < r.entries.count && end - start < max(1, maxEntries) && (span < maxBytes || end == start) {
                 span += SegmentFormat.entryHeaderSize + Int(r.entries[end].header.length)
                 end += 1
             }
-            var disk: [UInt8] = []
-            var diskBase: UInt64 = 0
-            if end > i {
-                diskBase = r.entries[i].offset
-                let last = r.entries[end - 1]
-                let length = Int(last.offset - diskBase) + SegmentFormat.entryHeaderSize + Int(last.header.length)
-                disk = [UInt8](unsafeUninitializedCapacity: length) { buf, n in
-                    let got = pread(fd, buf.baseAddress, length, off_t(diskBase))
-                    n = got == length ? length : 0
-                }
-                if disk.isEmpty { log.error("reading \(length) bytes of \(r.key) at \(diskBase): \(Errno.name(errno))") }
+            var diskEnd = start
+            while diskEnd < end && r.entries[diskEnd].offset < r.fileLength { diskEnd += 1 }
+            func extent(_ ref: EntryRef) -> UInt64 { ref.offset + UInt64(SegmentFormat.entryHeaderSize) + UInt64(ref.header.length) }
+
+            // Load: the disk part (with any gaps a recovery cut out) from its 4 KiB boundary on, then
+            // the buffered part after it.
+            let diskBase = start < diskEnd ? r.entries[start].offset : 0
+            let diskLength = start < diskEnd ? Int(extent(r.entries[diskEnd - 1]) - diskBase) : 0
+            let pad = Int(diskBase % 4096)
+            let window = (pad + diskLength + 4095) & ~4095
+            let memBase = diskEnd < end ? Int(r.entries[diskEnd].offset - r.fileLength) : 0
+            let memLength = diskEnd < end ? Int(extent(r.entries[end - 1]) - r.fileLength) - memBase : 0
+            out.reserve(window + memLength)
+            if diskLength > 0 {
+                try readDisk(r, into: out.base, at: diskBase - UInt64(pad), need: pad + diskLength)
             }
-            while i < r.entries.count && out.count < maxEntries && bytes < maxBytes {
+            if memLength > 0 {
+                r.buffer.withUnsafeBytes { b in (out.base + pad + diskLength).copyMemory(from: b.baseAddress! + memBase, byteCount: memLength) }
+            }
+
+            // Check and compact in place: kept entries slide down over skipped ones.
+            var kept = 0, written = pad
+            var skipped: UInt32 = 0
+            for i in start..<end {
                 let ref = r.entries[i]
-                i += 1
                 if let s = slabs, !s.contains(ref.header.slab) { continue }
-                let payload: [UInt8]?
-                if !disk.isEmpty && ref.offset >= diskBase && ref.offset < diskBase + UInt64(disk.count) {
-                    payload = checkedPayload(ref, in: r, from: disk, at: Int(ref.offset - diskBase))
-                } else {
-                    payload = self.payload(of: ref, in: r, fd: fd)
-                }
-                guard let payload else {
+                let at = pad + (i < diskEnd ? Int(ref.offset - diskBase) : diskLength + Int(ref.offset - r.fileLength) - memBase)
+                let total = SegmentFormat.entryHeaderSize + Int(ref.header.length)
+                let ok = SegmentFormat.verify(header: UnsafeRawBufferPointer(start: out.base + at, count: SegmentFormat.entryHeaderSize),
+                                              payload: UnsafeRawBufferPointer(start: out.base + at + SegmentFormat.entryHeaderSize,
+                                                                              count: Int(ref.header.length)),
+                                              claimed: ref.header.crc)
+                guard ok else {
                     skipped += 1
+                    lock.withLock { corruptEntries += 1 }
+                    log.error("entry \(ref.header.index) of \(r.key) fails its checksum; not returned")
                     continue
                 }
-                out.append((ref.header.index, Entry(type: ref.header.type, epoch: ref.header.epoch, slab: ref.header.slab, payload: payload)))
-                bytes += payload.count
+                if at != written { memmove(out.base + written, out.base + at, total) }
+                written += total
+                kept += 1
             }
-            return ReadResult(entries: out, next: UInt32(i), end: i >= r.entries.count, closed: r.closed, corruptSkipped: skipped)
+            return RawRead(count: kept, start: pad, bytes: written - pad, next: UInt32(end), end: end >= r.entries.count,
+                           closed: r.closed, corruptSkipped: skipped)
         }
     }
 
-    /// An entry's payload out of `raw` (which holds the entry at `at`), checked against its CRC.
-    private func checkedPayload(_ ref: EntryRef, in r: Replica, from raw: [UInt8], at o: Int) -> [UInt8]? {
-        let total = SegmentFormat.entryHeaderSize + Int(ref.header.length)
-        let ok = raw.withUnsafeBytes { b in
-            SegmentFormat.verify(header: UnsafeRawBufferPointer(rebasing: b[o..<o + SegmentFormat.entryHeaderSize]),
-                                 payload: UnsafeRawBufferPointer(rebasing: b[o + SegmentFormat.entryHeaderSize..<o + total]), claimed: ref.header.crc)
-        }
-        guard ok else {
-            lock.withLock { corruptEntries += 1 }
-            log.error("entry \(ref.header.index) of \(r.key) fails its checksum; not returned")
-            return nil
-        }
-        return Array(raw[o + SegmentFormat.entryHeaderSize..<o + total])
-    }
-
-    /// The payload of an entry, checked against its CRC (nil, logged and counted, if it fails).
-    private func payload(of ref: EntryRef, in r: Replica, fd: Int32) -> [UInt8]? {
-        let total = SegmentFormat.entryHeaderSize + Int(ref.header.length)
-        var raw = [UInt8](repeating: 0, count: total)
-        if ref.offset >= r.fileLength {
-            let o = Int(ref.offset - r.fileLength)
-            raw.withUnsafeMutableBytes { dst in r.buffer.withUnsafeBytes { dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[o..<o + total])) } }
-        } else {
-            let n = raw.withUnsafeMutableBytes { pread(fd, $0.baseAddress, total, off_t(ref.offset)) }
-            guard n == total else {
-                log.error("reading entry \(ref.header.index) of \(r.key) at \(ref.offset): \(n < 0 ? Errno.name(errno) : "short read")")
-                return nil
+    /// Reads `need` bytes of r's file at offset `at` into `dst`. Through the page cache: on the VMs
+    /// measured, its readahead streams a file faster than 8 MiB O_DIRECT reads (1.5-1.9 against
+    /// 1.2 GB/s), and WILLNEED over the whole span puts every request in flight at once. Replica lock held.
+    private func readDisk(_ r: Replica, into dst: UnsafeMutableRawPointer, at: UInt64, need: Int) throws {
+        let fd = r.fd >= 0 ? r.fd : Glibc.open(r.path, O_RDONLY | O_CLOEXEC)
+        defer { if r.fd < 0 && fd >= 0 { Glibc.close(fd) } }
+        _ = posix_fadvise(fd, off_t(at), off_t(need), POSIX_FADV_WILLNEED)
+        var done = 0
+        while done < need {
+            let got = fd < 0 ? -1 : pread(fd, dst + done, need - done, off_t(at) + off_t(done))
+            if got < 0 && errno == EINTR { continue }
+            guard got > 0 else {
+                let why = got < 0 ? Errno.name(errno) : "end of file"
+                log.error("reading \(need) bytes of \(r.key) at \(at): \(why)")
+                throw StoreError.ioError(r.key, "reading \(need) bytes at offset \(at): \(why)")
             }
+            done += got
         }
-        let ok = raw.withUnsafeBytes { b in
-            SegmentFormat.verify(header: UnsafeRawBufferPointer(rebasing: b[0..<SegmentFormat.entryHeaderSize]),
-                                 payload: UnsafeRawBufferPointer(rebasing: b[SegmentFormat.entryHeaderSize...]), claimed: ref.header.crc)
-        }
-        guard ok else {
-            lock.withLock { corruptEntries += 1 }
-            log.error("entry \(ref.header.index) of \(r.key) fails its checksum; not returned")
-            return nil
-        }
-        return Array(raw[SegmentFormat.entryHeaderSize...])
     }
 
     // MARK: writing buffers out

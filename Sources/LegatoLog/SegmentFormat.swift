@@ -48,6 +48,8 @@ public enum SegmentFormat {
         case unsupportedVersion(UInt16)
         case headerChecksum
         case identityMismatch(writer: UInt64, segment: UInt64)
+        case badEntry(Int, at: Int)
+        case trailingBytes(Int)
 
         public var description: String {
             switch self {
@@ -56,6 +58,8 @@ public enum SegmentFormat {
             case .unsupportedVersion(let v): return "unsupported segment version \(v)"
             case .headerChecksum: return "segment header checksum mismatch"
             case .identityMismatch(let w, let s): return "header names writer \(w) segment \(s), not the file's"
+            case .badEntry(let n, let at): return "entry \(n) at byte \(at) has a bad header or runs past the end"
+            case .trailingBytes(let n): return "\(n) bytes after the last entry"
             }
         }
     }
@@ -125,6 +129,23 @@ public enum SegmentFormat {
         return EntryHeader(length: len, type: raw[8], flags: raw[9], epoch: u32(12),
                            slab: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self)),
                            index: u32(24), crc: u32(28))
+    }
+
+    /// Walks `count` entries in on-disk form back to back in `raw` (a read reply), checking each header
+    /// and that it fits; the payloads handed to `body` point into `raw`. Throws on anything malformed.
+    public static func forEachEntry(in raw: UnsafeRawBufferPointer, count: Int,
+                                    _ body: (EntryHeader, UnsafeRawBufferPointer) throws -> Void) throws {
+        var at = 0
+        for n in 0..<count {
+            guard let h = parseEntryHeader(UnsafeRawBufferPointer(rebasing: raw[at..<min(raw.count, at + entryHeaderSize)])) else {
+                throw FormatError.badEntry(n, at: at)
+            }
+            let payloadStart = at + entryHeaderSize
+            guard raw.count - payloadStart >= Int(h.length) else { throw FormatError.badEntry(n, at: at) }
+            try body(h, UnsafeRawBufferPointer(rebasing: raw[payloadStart..<payloadStart + Int(h.length)]))
+            at = payloadStart + Int(h.length)
+        }
+        guard at == raw.count else { throw FormatError.trailingBytes(raw.count - at) }
     }
 
     /// Whether the entry whose header is at `header` and payload at `payload` has the CRC it claims.

@@ -13,10 +13,16 @@ public struct ServiceError: Error, CustomStringConvertible {
     public var description: String { "\(status): \(message)" }
 }
 
-/// What a service answers with: payload parts sent back to back (no copy into one buffer).
+/// What a service answers with: payload parts sent back to back (no copy into one buffer), then
+/// `borrowed`: bytes the service owns and keeps valid until its next call for the same session
+/// (a per-session read buffer, sent without being copied into an array first).
 public struct Reply {
     public var parts: [[UInt8]]
-    public init(_ parts: [[UInt8]] = []) { self.parts = parts }
+    public var borrowed: UnsafeRawBufferPointer?
+    public init(_ parts: [[UInt8]] = [], borrowed: UnsafeRawBufferPointer? = nil) {
+        self.parts = parts
+        self.borrowed = borrowed
+    }
     public static let empty = Reply()
 }
 
@@ -146,9 +152,9 @@ public final class RPCServer {
                 case .stats: reply = Reply([Array(service.stats().utf8)])
                 default: reply = try service.handle(opcode: op, payload: frame.payload, session: session)
                 }
-                let total = reply.parts.reduce(0) { $0 + $1.count }
+                let total = reply.parts.reduce(0) { $0 + $1.count } + (reply.borrowed?.count ?? 0)
                 if total > Int(WireLimits.maxFramePayload) { throw ServiceError(.tooLarge, "reply of \(total) bytes") }
-                try sendParts(conn, responseOp, .ok, id, reply.parts)
+                try sendParts(conn, responseOp, .ok, id, reply.parts, then: reply.borrowed)
             } catch let e as ServiceError {
                 if !answer(conn, responseOp, e.status, id, e.message) { return }
             } catch let e as WireError {
@@ -162,10 +168,11 @@ public final class RPCServer {
         }
     }
 
-    private func sendParts(_ conn: Connection, _ op: UInt8, _ status: WireStatus, _ id: UInt32, _ parts: [[UInt8]]) throws {
+    private func sendParts(_ conn: Connection, _ op: UInt8, _ status: WireStatus, _ id: UInt32, _ parts: [[UInt8]],
+                           then borrowed: UnsafeRawBufferPointer?) throws {
         func go(_ i: Int, _ acc: [UnsafeRawBufferPointer]) throws {
             if i == parts.count {
-                try conn.send(opcode: op, status: status.rawValue, requestID: id, parts: acc)
+                try conn.send(opcode: op, status: status.rawValue, requestID: id, parts: borrowed.map { acc + [$0] } ?? acc)
                 return
             }
             try parts[i].withUnsafeBytes { try go(i + 1, acc + [$0]) }

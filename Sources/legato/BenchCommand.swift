@@ -55,21 +55,24 @@ struct BenchCommand: ParsableCommand {
             // Spread the segments over their replicas (RAMCloud's partitioned recovery reads).
             var work: [(UInt64, Endpoint)] = []
             for (i, p) in placement.enumerated() where !p.nodes.isEmpty { work.append((p.segment, p.nodes[i % p.nodes.count])) }
+            // Each reader takes every `threads`-th segment and tells each node which of its segments it
+            // will ask for next (the node reads it ahead).
             let lock = Lock()
-            var next = 0, bytes = 0, failures: [String] = []
+            var bytes = 0, failures: [String] = []
             var done = 0
             let started = monotonicNanos()
-            for _ in 0..<threads {
+            for t in 0..<threads {
+                let mine = stride(from: t, to: work.count, by: threads).map { work[$0] }
                 startThread(name: "reader") {
                     var clients: [Endpoint: LogNodeClient] = [:]
-                    while true {
-                        let item: (UInt64, Endpoint)? = lock.withLock { next < work.count ? { defer { next += 1 }; return work[next] }() : nil }
-                        guard let (seg, ep) = item else { break }
+                    for (k, (seg, ep)) in mine.enumerated() {
+                        let ahead = mine[(k + 1)...].first { $0.1 == ep }?.0
                         do {
                             let c = try clients[ep] ?? LogNodeClient(endpoint: ep, secret: s, token: Sys.randomBytes(32))
                             clients[ep] = c
-                            let r = try c.readAll(writer: writer, segment: seg)
-                            lock.withLock { bytes += r.entries.reduce(0) { $0 + $1.1.payload.count } }
+                            var got = 0
+                            try c.forEachEntry(writer: writer, segment: seg, readAhead: ahead) { got += $0.payload.count }
+                            lock.withLock { bytes += got }
                         } catch {
                             lock.withLock { failures.append("segment \(seg): \(error)") }
                         }

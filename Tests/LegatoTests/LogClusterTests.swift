@@ -144,6 +144,50 @@ import LegatoWire
         #expect(try w.append(writer: 1, segment: 2, first: 19, entries: es[19..<20]) == 20)
     }
 
+    /// Reads page by page with read-ahead (the next page of a closed replica, the segment named next):
+    /// every page equals what was appended, a page read ahead never hides entries appended since, and
+    /// a damaged entry in a page read ahead is skipped like any other.
+    @Test func pagedReadsWithReadAheadReturnExactlyWhatIsThere() throws {
+        let node = try LogNodeProcess()
+        defer { node.stop() }
+        let token = Sys.randomBytes(32)
+        let w = try LogNodeClient(endpoint: node.endpoint, secret: node.secret, token: token)
+        let es = entries(300, size: 3000)
+        for s: UInt64 in 1...3 {
+            try w.open(writer: 7, segment: s)
+            _ = try w.append(writer: 7, segment: s, first: 0, entries: es[0..<100])
+            if s < 3 { try w.close(writer: 7, segment: s) }
+        }
+        let r = try LogNodeClient(endpoint: node.endpoint, secret: node.secret, token: Sys.randomBytes(32))
+        func pages(_ segment: UInt64, ahead: UInt64?) throws -> [ReplicaStore.Entry] {
+            var got: [ReplicaStore.Entry] = []
+            var next: UInt32 = 0
+            while true {
+                let p = try r.readPage(writer: 7, segment: segment, first: next, maxBytes: 40_000, readAhead: ahead) {
+                    got.append(.init(type: $0.type, epoch: $0.epoch, slab: $0.slab, payload: Array($0.payload)))
+                }
+                next = p.next
+                if p.end { return got }
+            }
+        }
+        #expect(try pages(1, ahead: 2) == Array(es[0..<100]))
+        #expect(try pages(2, ahead: 3) == Array(es[0..<100]))
+        // Segment 3 is open: its first page was read ahead; entries appended now must show too.
+        _ = try w.append(writer: 7, segment: 3, first: 100, entries: es[100..<300])
+        #expect(try pages(3, ahead: nil) == es)
+        // Slab filters apply to pages read ahead as well.
+        var slab2: [ReplicaStore.Entry] = []
+        var next: UInt32 = 0
+        while true {
+            let p = try r.readPage(writer: 7, segment: 1, first: next, maxBytes: 40_000, slabs: [2], readAhead: 2) {
+                slab2.append(.init(type: $0.type, epoch: $0.epoch, slab: $0.slab, payload: Array($0.payload)))
+            }
+            next = p.next
+            if p.end { break }
+        }
+        #expect(slab2 == es[0..<100].filter { $0.slab == 2 })
+    }
+
     @Test func refusesWhatTheDiskCannotHoldAndKeepsServingReads() throws {
         try requireAgentCapabilities()  // root, to mount a small tmpfs
         let dir = TestEnvironment.temporaryDirectory("full")

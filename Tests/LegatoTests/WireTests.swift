@@ -54,4 +54,25 @@ import LegatoSystem
         let ab = data[333...].withUnsafeBytes { Sys.crc32c(a, $0) }
         #expect(whole == ab)
     }
+
+    /// Long buffers take the three-stream path; each length must agree with a bit-at-a-time CRC32C.
+    @Test func crc32cThreeStreamsAgreeWithTheBitwiseDefinition() {
+        func bitwise(_ bytes: ArraySlice<UInt8>) -> UInt32 {
+            var c: UInt32 = ~0
+            for b in bytes {
+                c ^= UInt32(b)
+                for _ in 0..<8 { c = (c >> 1) ^ (0x82F6_3B78 & (0 &- (c & 1))) }
+            }
+            return ~c
+        }
+        var rng = SystemRandomNumberGenerator()
+        let data = (0..<40000).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        for length in [4079, 4080, 4081, 4096, 4128, 8160, 8161, 12240, 39999] {
+            let fast = data[0..<length].withUnsafeBytes { Sys.crc32c(0, $0) }
+            #expect(fast == bitwise(data[0..<length]), "length \(length)")
+            let head = data[0..<100].withUnsafeBytes { Sys.crc32c(0, $0) }
+            let chained = data[100..<length].withUnsafeBytes { Sys.crc32c(head, $0) }
+            #expect(chained == fast, "length \(length), chained after 100 bytes")
+        }
+    }
 }

@@ -25,9 +25,14 @@ TCP=$("$WORK/floor" tcpbw 2048 | field floor_tcpbw_mbps)
 MIB=$(( $(numfmt --from=iec "$TOTAL") / 1048576 ))
 DW=$(dd if=/dev/zero of="$WORK/dd" bs=8M count=$((MIB / 8)) conv=fdatasync 2>&1 | tail -1 | sed -n 's/.*copied, \([0-9.]*\) s.*/\1/p')
 DWMB=$(python3 -c "print(f'{$MIB*1048576/$DW/1e6:.1f}')")
-drop_caches
-DR=$(dd if="$WORK/dd" of=/dev/null bs=8M 2>&1 | tail -1 | sed -n 's/.*copied, \([0-9.]*\) s.*/\1/p')
-DRMB=$(python3 -c "print(f'{$MIB*1048576/$DR/1e6:.1f}')")
+median() { python3 -c "import sys, statistics; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+DRS=()
+for _ in 1 2 3; do
+  drop_caches
+  DR=$(dd if="$WORK/dd" of=/dev/null bs=8M 2>&1 | tail -1 | sed -n 's/.*copied, \([0-9.]*\) s.*/\1/p')
+  DRS+=("$(python3 -c "print(f'{$MIB*1048576/$DR/1e6:.1f}')")")
+done
+DRMB=$(median "${DRS[@]}")
 rm -f "$WORK/dd"
 
 C=$("$LEGATO" cluster up --memory 0 --log 3 --dir "$WORK/cluster")
@@ -35,8 +40,12 @@ R1=$("$LEGATO" bench log-append --coordinator "$C" --replicas 1 --total "$TOTAL"
 R3=$("$LEGATO" bench log-append --coordinator "$C" --replicas 3 --total "$TOTAL" --writer 1003 | field log_append_mbps)
 R3S=$("$LEGATO" bench log-append --coordinator "$C" --replicas 3 --total "$TOTAL" --writer 1004 --sync | field log_append_mbps)
 sleep 1
-drop_caches
-RD=$("$LEGATO" bench log-read --coordinator "$C" --writer 1003 --threads 4 | field log_read_mbps)
+RDS=()
+for _ in 1 2 3; do
+  drop_caches
+  RDS+=("$("$LEGATO" bench log-read --coordinator "$C" --writer 1003 --threads 4 | field log_read_mbps)")
+done
+RD=$(median "${RDS[@]}")
 
 echo "# Legato replicated-log benchmark — $(date -u +%Y-%m-%d) — $(nproc) cores, $TOTAL per run"
 echo
@@ -48,10 +57,11 @@ rows = [
   ("append, R=1 (buffered)", $R1, tcp, "loopback TCP"),
   ("append, R=3 (buffered)", $R3, tcp / 3, "loopback TCP / 3"),
   ("append, R=3, then sync", $R3S, dw / 3, "disk write+fsync / 3"),
-  ("recovery read (4 readers, cold cache)", $RD, dr, "disk read"),
+  ("recovery read (4 readers, cold cache, median of 3)", $RD, dr, "disk read, median of 3"),
 ]
 for name, v, floor, what in rows:
     print(f"| {name} | {v:.0f} | {floor:.0f} ({what}) | {100*v/floor:.0f}% |")
 print()
-print(f"Floors: loopback TCP {tcp:.0f} MB/s, disk write+fsync {dw:.0f} MB/s, disk read {dr:.0f} MB/s.")
+print(f"Floors: loopback TCP {tcp:.0f} MB/s, disk write+fsync {dw:.0f} MB/s, disk read {dr:.0f} MB/s (runs: ${DRS[*]}).")
+print("Recovery reads (MB/s): ${RDS[*]}.")
 PY
