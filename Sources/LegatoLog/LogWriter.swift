@@ -232,17 +232,36 @@ public final class LogWriter {
     }
 
     /// Sends `chunk` to every replica at once, then collects the answers; a failed replica is replaced.
+    static let requestBytes = 1 << 20
+
+    /// Appends `chunk` to every replica of `s`: in requests of about 1 MiB, every request sent to every
+    /// replica before any answer is awaited, so the log nodes take in and store one request while the
+    /// next is on its way (one big request would reach the replicas one after the other).
     private func appendToReplicas(_ s: Segment, _ chunk: ArraySlice<ReplicaStore.Entry>) throws {
-        var pending: [(UInt64, UInt32)] = []
         var failed: [UInt64] = []
-        let encoded = LogNodeClient.encodeAppend(writer: config.writer, segment: s.id, first: s.count, entries: chunk)
-        for id in s.replicas {
-            do { pending.append((id, try client(id).startAppend(encoded: encoded))) } catch {
-                failed.append(id)
-                dropNode(id, "\(error)")
+        var requests: [[UInt8]] = []
+        var first = s.count
+        var k = chunk.startIndex
+        while k < chunk.endIndex {
+            var end = k, bytes = 0
+            while end < chunk.endIndex && (end == k || bytes + chunk[end].payload.count <= LogWriter.requestBytes) {
+                bytes += chunk[end].payload.count
+                end += 1
+            }
+            requests.append(LogNodeClient.encodeAppend(writer: config.writer, segment: s.id, first: first, entries: chunk[k..<end]))
+            first += UInt32(end - k)
+            k = end
+        }
+        var pending: [(UInt64, UInt32)] = []
+        for encoded in requests {
+            for id in s.replicas where !failed.contains(id) {
+                do { pending.append((id, try client(id).startAppend(encoded: encoded))) } catch {
+                    failed.append(id)
+                    dropNode(id, "\(error)")
+                }
             }
         }
-        for (id, req) in pending {
+        for (id, req) in pending where !failed.contains(id) {
             do { _ = try client(id).finishAppend(req) } catch {
                 failed.append(id)
                 dropNode(id, "\(error)")

@@ -95,7 +95,7 @@ public final class ReplicaStore {
         var entries: [EntryRef] = []
         var fileLength: UInt64 = 0
         var syncedLength: UInt64 = 0
-        var buffer: [UInt8] = []
+        var buffer = ReplicaBuffer()
         var closed = false
         var digest: UInt32 = 0
         var dataBytes: UInt64 = 0
@@ -116,7 +116,7 @@ public final class ReplicaStore {
     private var replicas: [Key: Replica] = [:]
     private var buffered = 0
     private var closedQueue: [Replica] = []
-    private var spareBuffers: [[UInt8]] = []  // storage of written-out replicas, reused by new ones
+    private var spareBuffers: [ReplicaBuffer] = []  // storage of written-out replicas, reused by new ones
     private var stopping = false
 
     // counters
@@ -187,13 +187,13 @@ public final class ReplicaStore {
             // Re-checksum with the owner tag in the reserved bytes.
             let crc = header.withUnsafeBytes { Sys.crc32c(0, UnsafeRawBufferPointer(rebasing: $0[0..<60])) }
             SegmentFormat.put32(&header, 60, crc)
-            if var spare = spareBuffers.popLast() {
-                spare.removeAll(keepingCapacity: true)
+            if let spare = spareBuffers.popLast() {
+                spare.removeAll()
                 r.buffer = spare
             } else {
-                r.buffer.reserveCapacity(9 << 20)  // a segment and its headers: no regrowth
+                r.buffer.reserve(9 << 20)  // a segment and its headers: no regrowth
             }
-            r.buffer.append(contentsOf: header)
+            header.withUnsafeBytes { r.buffer.append($0) }
             buffered += header.count
             replicas[k] = r
         }
@@ -229,7 +229,7 @@ public final class ReplicaStore {
             for e in entries {
                 let index = UInt32(r.entries.count)
                 let offset = r.totalLength
-                let crc = SegmentFormat.appendEntry(to: &r.buffer, type: e.type, flags: 0, epoch: e.epoch, slab: e.slab, index: index, payload: e.payload)
+                let crc = r.buffer.appendEntry(type: e.type, flags: 0, epoch: e.epoch, slab: e.slab, index: index, payload: e.payload)
                 r.entries.append(EntryRef(offset: offset, header: .init(length: UInt32(e.payload.count), type: e.type, flags: 0,
                                                                          epoch: e.epoch, slab: e.slab, index: index, crc: crc)))
                 r.digest = Sys.crc32c(r.digest, withUnsafeBytes(of: crc.littleEndian) { $0 })
@@ -262,8 +262,8 @@ public final class ReplicaStore {
             let footer = SegmentFormat.footerPayload(entries: UInt32(r.entries.count), bytes: r.dataBytes, digest: r.digest)
             let before = r.buffer.count
             footer.withUnsafeBytes {
-                _ = SegmentFormat.appendEntry(to: &r.buffer, type: SegmentFormat.EntryType.footer.rawValue, flags: 0, epoch: 0,
-                                              slab: 0, index: UInt32(r.entries.count), payload: $0)
+                r.buffer.appendEntry(type: SegmentFormat.EntryType.footer.rawValue, flags: 0, epoch: 0,
+                                     slab: 0, index: UInt32(r.entries.count), payload: $0)
             }
             r.closed = true
             return r.buffer.count - before
@@ -439,7 +439,7 @@ public final class ReplicaStore {
                 try readDisk(r, into: out.base, at: diskBase - UInt64(pad), need: pad + diskLength)
             }
             if memLength > 0 {
-                r.buffer.withUnsafeBytes { b in (out.base + pad + diskLength).copyMemory(from: b.baseAddress! + memBase, byteCount: memLength) }
+                (out.base + pad + diskLength).copyMemory(from: r.buffer.base! + memBase, byteCount: memLength)
             }
 
             // Check and compact in place: kept entries slide down over skipped ones.
@@ -498,7 +498,7 @@ public final class ReplicaStore {
         if !r.buffer.isEmpty && directWrite(r) {
             moved = r.buffer.count
             r.fileLength += UInt64(moved)
-            recycle(&r.buffer)
+            recycle(r)
             r.ioError = nil
             lock.withLock {
                 bytesWritten += UInt64(moved)
@@ -510,7 +510,7 @@ public final class ReplicaStore {
             var done = 0
             var failure: Int32 = 0
             while done < r.buffer.count {
-                let n = r.buffer.withUnsafeBytes { pwrite(r.fd, $0.baseAddress! + done, $0.count - done, off_t(r.fileLength) + off_t(done)) }
+                let n = pwrite(r.fd, r.buffer.base! + done, r.buffer.count - done, off_t(r.fileLength) + off_t(done))
                 if n > 0 { done += n; continue }
                 if n < 0 && errno == EINTR { continue }
                 failure = n < 0 ? errno : ENOSPC
@@ -534,7 +534,7 @@ public final class ReplicaStore {
             }
             r.fileLength += UInt64(done)
             moved = done
-            if r.closed { recycle(&r.buffer) } else { r.buffer.removeAll(keepingCapacity: true) }
+            if r.closed { recycle(r) } else { r.buffer.removeAll() }
             r.ioError = nil
             lock.withLock {
                 bytesWritten += UInt64(done)
@@ -554,24 +554,20 @@ public final class ReplicaStore {
         return moved
     }
 
-    /// Writes a closed replica's whole buffer with O_DIRECT from an aligned copy (padded to 4 KiB,
-    /// then truncated back): a segment goes to the disk without passing through the page cache, whose
-    /// copy and allocation cost more CPU than the rest of the append path. Returns false to fall back
-    /// to a buffered write (the file end not aligned, a small buffer, a refusal).
+    /// Writes a closed replica's whole buffer with O_DIRECT straight from its aligned storage (padded
+    /// to 4 KiB, then truncated back): a segment goes to the disk without passing through the page
+    /// cache, whose copy and allocation cost more CPU than the rest of the append path. Returns false
+    /// to fall back to a buffered write (the file end not aligned, a small buffer, a refusal).
     private func directWrite(_ r: Replica) -> Bool {
         let count = r.buffer.count
         guard r.closed, r.fileLength % 4096 == 0, count >= 64 << 10 else { return false }
-        let padded = (count + 4095) & ~4095
-        guard let bounce = alignedAllocate(padded) else { return false }
-        defer { Glibc.free(bounce) }
-        r.buffer.withUnsafeBytes { _ = memcpy(bounce, $0.baseAddress!, count) }
-        memset(bounce + count, 0, padded - count)
+        let padded = r.buffer.padToPage()
         let dfd = Glibc.open(r.path, O_WRONLY | O_CLOEXEC | 0o40000)  // O_DIRECT
         guard dfd >= 0 else { return false }
         defer { Glibc.close(dfd) }
         var done = 0
         while done < padded {
-            let n = pwrite(dfd, bounce + done, padded - done, off_t(r.fileLength) + off_t(done))
+            let n = pwrite(dfd, r.buffer.base! + done, padded - done, off_t(r.fileLength) + off_t(done))
             if n > 0 { done += n; continue }
             if n < 0 && errno == EINTR { continue }
             if r.fd < 0 { r.fd = Glibc.open(r.path, O_RDWR | O_CLOEXEC) }
@@ -582,18 +578,13 @@ public final class ReplicaStore {
         return ftruncate(r.fd, off_t(r.fileLength) + off_t(count)) == 0
     }
 
-    /// Gives a written-out buffer's storage to the pool (a few are kept) and leaves `buffer` empty.
-    private func recycle(_ buffer: inout [UInt8]) {
-        var b: [UInt8] = []
-        swap(&b, &buffer)
+    /// Gives a written-out replica's buffer storage to the pool (a few are kept); r's buffer is empty after.
+    private func recycle(_ r: Replica) {
+        let b = r.buffer
+        r.buffer = ReplicaBuffer()
         if b.capacity >= 8 << 20 {
             lock.withLock { if spareBuffers.count < 8 { spareBuffers.append(b) } }
         }
-    }
-
-    private func alignedAllocate(_ n: Int) -> UnsafeMutableRawPointer? {
-        var p: UnsafeMutableRawPointer?
-        return posix_memalign(&p, 4096, n) == 0 ? p : nil
     }
 
     /// The largest entry boundary (or the header end) at or below `offset`.

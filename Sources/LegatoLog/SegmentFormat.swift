@@ -99,21 +99,30 @@ public enum SegmentFormat {
         public var crc: UInt32
     }
 
+    /// Writes the 32-byte header of an entry carrying `payload` at `at`; returns its CRC.
+    @discardableResult
+    public static func writeEntryHeader(at: UnsafeMutableRawPointer, type: UInt8, flags: UInt8, epoch: UInt32, slab: UInt64,
+                                        index: UInt32, payload: UnsafeRawBufferPointer) -> UInt32 {
+        at.storeBytes(of: entryMagic.littleEndian, toByteOffset: 0, as: UInt32.self)
+        at.storeBytes(of: UInt32(payload.count).littleEndian, toByteOffset: 4, as: UInt32.self)
+        at.storeBytes(of: type, toByteOffset: 8, as: UInt8.self)
+        at.storeBytes(of: flags, toByteOffset: 9, as: UInt8.self)
+        at.storeBytes(of: UInt16(0), toByteOffset: 10, as: UInt16.self)
+        at.storeBytes(of: epoch.littleEndian, toByteOffset: 12, as: UInt32.self)
+        at.storeBytes(of: slab.littleEndian, toByteOffset: 16, as: UInt64.self)
+        at.storeBytes(of: index.littleEndian, toByteOffset: 24, as: UInt32.self)
+        let crc = Sys.crc32c(Sys.crc32c(0, UnsafeRawBufferPointer(start: at, count: 28)), payload)
+        at.storeBytes(of: crc.littleEndian, toByteOffset: 28, as: UInt32.self)
+        return crc
+    }
+
     /// Appends one entry (header + payload) to `out`; returns its CRC.
     @discardableResult
     public static func appendEntry(to out: inout [UInt8], type: UInt8, flags: UInt8, epoch: UInt32, slab: UInt64,
                                    index: UInt32, payload: UnsafeRawBufferPointer) -> UInt32 {
         var h = [UInt8](repeating: 0, count: entryHeaderSize)
-        put32(&h, 0, entryMagic)
-        put32(&h, 4, UInt32(payload.count))
-        h[8] = type
-        h[9] = flags
-        put32(&h, 12, epoch)
-        put64(&h, 16, slab)
-        put32(&h, 24, index)
-        var crc = h.withUnsafeBytes { Sys.crc32c(0, UnsafeRawBufferPointer(rebasing: $0[0..<28])) }
-        crc = Sys.crc32c(crc, payload)
-        put32(&h, 28, crc)
+        let crc = h.withUnsafeMutableBytes { writeEntryHeader(at: $0.baseAddress!, type: type, flags: flags, epoch: epoch, slab: slab,
+                                                               index: index, payload: payload) }
         out.append(contentsOf: h)
         out.append(contentsOf: payload)
         return crc

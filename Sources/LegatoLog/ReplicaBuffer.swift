@@ -1,0 +1,67 @@
+import Glibc
+import LegatoSystem
+
+/// The in-memory tail of an open replica: entries appended in their on-disk form into page-aligned
+/// storage, so a closed segment goes to the disk with O_DIRECT straight from here (no bounce copy),
+/// and an entry's header is written in place (no temporary array per entry). Guarded by its
+/// replica's lock.
+final class ReplicaBuffer {
+    private(set) var base: UnsafeMutableRawPointer?
+    private(set) var capacity: Int
+    private(set) var count = 0
+
+    init(capacity: Int = 0) {
+        self.capacity = 0
+        reserve(capacity)
+    }
+
+    deinit { base?.deallocate() }
+
+    var isEmpty: Bool { count == 0 }
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
+
+    /// Room for `n` bytes in all (kept contents); capacity stays a multiple of 4 KiB.
+    func reserve(_ n: Int) {
+        guard n > capacity else { return }
+        let grown = (max(n, capacity * 2) + 4095) & ~4095
+        let fresh = UnsafeMutableRawPointer.allocate(byteCount: grown, alignment: 4096)
+        if let base, count > 0 { fresh.copyMemory(from: base, byteCount: count) }
+        base?.deallocate()
+        base = fresh
+        capacity = grown
+    }
+
+    func append(_ raw: UnsafeRawBufferPointer) {
+        reserve(count + raw.count)
+        if raw.count > 0 { (base! + count).copyMemory(from: raw.baseAddress!, byteCount: raw.count) }
+        count += raw.count
+    }
+
+    /// Appends one entry (header + payload); returns its CRC.
+    @discardableResult
+    func appendEntry(type: UInt8, flags: UInt8, epoch: UInt32, slab: UInt64, index: UInt32, payload: UnsafeRawBufferPointer) -> UInt32 {
+        reserve(count + SegmentFormat.entryHeaderSize + payload.count)
+        let at = base! + count
+        let crc = SegmentFormat.writeEntryHeader(at: at, type: type, flags: flags, epoch: epoch, slab: slab, index: index, payload: payload)
+        if payload.count > 0 { (at + SegmentFormat.entryHeaderSize).copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
+        count += SegmentFormat.entryHeaderSize + payload.count
+        return crc
+    }
+
+    func removeFirst(_ n: Int) {
+        guard n > 0 else { return }
+        if n < count { memmove(base!, base! + n, count - n) }
+        count -= min(n, count)
+    }
+
+    func removeAll() { count = 0 }
+
+    /// Zeroes the bytes from the end up to the next 4 KiB boundary and returns that padded length:
+    /// what an O_DIRECT write of the whole buffer takes.
+    func padToPage() -> Int {
+        let padded = (count + 4095) & ~4095
+        reserve(padded)
+        if padded > count { memset(base! + count, 0, padded - count) }
+        return padded
+    }
+}
