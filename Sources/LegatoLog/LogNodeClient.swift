@@ -24,19 +24,27 @@ public final class LogNodeClient {
         _ = try rpc.call(.openReplica, w.bytes)
     }
 
+    /// An APPEND_ENTRIES request: the entries in their on-disk form, index and CRC included, so a log
+    /// node checks them and stores them as they arrive.
     public static func encodeAppend(writer: UInt64, segment: UInt64, first: UInt32, entries: ArraySlice<ReplicaStore.Entry>) -> [UInt8] {
-        var w = WireWriter(capacity: 28 + entries.reduce(0) { $0 + 21 + $1.payload.count })
-        w.u64(writer)
-        w.u64(segment)
-        w.u32(first)
-        w.u32(UInt32(entries.count))
-        for e in entries {
-            w.u8(e.type)
-            w.u32(e.epoch)
-            w.u64(e.slab)
-            w.blob(e.payload)
+        let size = 24 + entries.reduce(0) { $0 + SegmentFormat.entryHeaderSize + $1.payload.count }
+        return [UInt8](unsafeUninitializedCapacity: size) { buf, count in
+            let p = UnsafeMutableRawPointer(buf.baseAddress!)
+            p.storeBytes(of: writer.littleEndian, toByteOffset: 0, as: UInt64.self)
+            p.storeBytes(of: segment.littleEndian, toByteOffset: 8, as: UInt64.self)
+            p.storeBytes(of: first.littleEndian, toByteOffset: 16, as: UInt32.self)
+            p.storeBytes(of: UInt32(entries.count).littleEndian, toByteOffset: 20, as: UInt32.self)
+            var at = 24
+            for (i, e) in entries.enumerated() {
+                e.payload.withUnsafeBytes { payload in
+                    SegmentFormat.writeEntryHeader(at: p + at, type: e.type, flags: 0, epoch: e.epoch, slab: e.slab,
+                                                   index: first + UInt32(i), payload: payload)
+                    if payload.count > 0 { (p + at + SegmentFormat.entryHeaderSize).copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
+                }
+                at += SegmentFormat.entryHeaderSize + e.payload.count
+            }
+            count = size
         }
-        return w.bytes
     }
 
     /// Sends an append without waiting (see `finishAppend`).

@@ -6,7 +6,8 @@ import LegatoWire
 ///
 ///     OPEN_REPLICA   u64 writer, u64 segment
 ///     APPEND_ENTRIES u64 writer, u64 segment, u32 first index, u32 n,
-///                    n × (u8 type, u32 epoch, u64 slab, u32 length, payload)  -> u32 entries, u64 file bytes
+///                    n entries as on disk (32-byte header with index first+i and CRC, payload)
+///                    -> u32 entries, u64 file bytes
 ///     SYNC_REPLICA   u64 writer, u64 segment
 ///     CLOSE_REPLICA  u64 writer, u64 segment
 ///     FREE_REPLICA   u64 writer, u64 segment
@@ -38,29 +39,20 @@ public final class LogService: RPCService {
                 try store.open(k, token: session.token)
                 return .empty
             case .appendEntries:
-                let k = try key()
-                let first = try r.u32("first index")
-                let n = try r.count(itemSize: 17, limit: WireLimits.maxEntriesPerRequest, "entry count")
-                var spans: [(type: UInt8, epoch: UInt32, slab: UInt64, offset: Int, length: Int)] = []
-                spans.reserveCapacity(n)
-                for _ in 0..<n {
-                    let type = try r.u8("type"), epoch = try r.u32("epoch"), slab = try r.u64("slab")
-                    guard type == SegmentFormat.EntryType.data.rawValue else { throw WireError.malformed("entry type \(type) cannot be appended") }
-                    let length = Int(try r.u32("payload length"))
-                    guard length <= SegmentFormat.maxPayload else { throw WireError.malformed("payload of \(length) bytes") }
-                    spans.append((type, epoch, slab, try r.skip(length, "payload"), length))
+                // A small append (a large one arrives through directDestination / finishDirect).
+                let (k, first, n) = try appendPrefix(&r)
+                let start = r.offset
+                _ = try r.skip(r.remaining, "entries")
+                let result = try payload.withUnsafeBytes { raw in
+                    let entries = UnsafeRawBufferPointer(rebasing: raw[start...])
+                    do {
+                        try SegmentFormat.forEachEntry(in: entries, count: n) { _, _ in }
+                    } catch let e as SegmentFormat.FormatError {
+                        throw WireError.malformed("APPEND_ENTRIES: \(e)")
+                    }
+                    return try store.append(k, token: session.token, first: first, count: n, raw: entries)
                 }
-                try r.expectEnd("APPEND_ENTRIES")
-                // The payloads are taken straight from the request (one copy, into the replica's buffer).
-                let (count, bytes) = try payload.withUnsafeBytes { raw in
-                    try store.append(k, token: session.token, first: first, views: spans.map {
-                        .init(type: $0.type, epoch: $0.epoch, slab: $0.slab, payload: UnsafeRawBufferPointer(rebasing: raw[$0.offset..<$0.offset + $0.length]))
-                    })
-                }
-                var w = WireWriter()
-                w.u32(count)
-                w.u64(bytes)
-                return Reply([w.bytes])
+                return appendReply(result)
             case .syncReplica, .closeReplica, .freeReplica:
                 let k = try key()
                 try r.expectEnd("\(opcode)")
@@ -108,14 +100,59 @@ public final class LogService: RPCService {
                 throw WireError.unknownOpcode(opcode.rawValue)
             }
         } catch let e as ReplicaStore.StoreError {
-            switch e {
-            case .noSuchReplica: throw ServiceError(.notFound, e.description)
-            case .alreadyExists: throw ServiceError(.alreadyExists, e.description)
-            case .notOwner: throw ServiceError(.notOwner, e.description)
-            case .closed, .outOfOrder: throw ServiceError(.badRequest, e.description)
-            case .diskFull, .bufferFull: throw ServiceError(.capacityExceeded, e.description)
-            case .ioError: throw ServiceError(.internalError, e.description)
-            }
+            throw Self.answer(e)
+        }
+    }
+
+    private static func answer(_ e: ReplicaStore.StoreError) -> ServiceError {
+        switch e {
+        case .noSuchReplica: return ServiceError(.notFound, e.description)
+        case .alreadyExists: return ServiceError(.alreadyExists, e.description)
+        case .notOwner: return ServiceError(.notOwner, e.description)
+        case .closed, .outOfOrder, .busy, .badEntry: return ServiceError(.badRequest, e.description)
+        case .diskFull, .bufferFull: return ServiceError(.capacityExceeded, e.description)
+        case .ioError: return ServiceError(.internalError, e.description)
+        }
+    }
+
+    private func appendPrefix(_ r: inout WireReader) throws -> (ReplicaStore.Key, UInt32, Int) {
+        let k = ReplicaStore.Key(writer: try r.u64("writer"), segment: try r.u64("segment"))
+        let first = try r.u32("first index")
+        let n = Int(try r.u32("entry count"))
+        guard n <= WireLimits.maxEntriesPerRequest else { throw WireError.malformed("APPEND_ENTRIES of \(n) entries") }
+        return (k, first, n)
+    }
+
+    private func appendReply(_ result: (UInt32, UInt64)) -> Reply {
+        var w = WireWriter()
+        w.u32(result.0)
+        w.u64(result.1)
+        return Reply([w.bytes])
+    }
+
+    // A large append is received straight into the replica's buffer: the entries arrive in their
+    // on-disk form and are checked there, never copied.
+
+    public func directPrefix(for opcode: Opcode) -> Int { opcode == .appendEntries ? 24 : 0 }
+
+    public func directDestination(opcode: Opcode, prefix: [UInt8], count: Int, session: Session) throws -> UnsafeMutableRawPointer? {
+        var r = WireReader(prefix)
+        let (k, first, n) = try appendPrefix(&r)
+        guard n * SegmentFormat.entryHeaderSize <= count else { throw WireError.malformed("APPEND_ENTRIES: \(n) entries in \(count) bytes") }
+        do {
+            return try store.beginAppend(k, token: session.token, first: first, count: n, bytes: count)
+        } catch let e as ReplicaStore.StoreError {
+            throw Self.answer(e)
+        }
+    }
+
+    public func finishDirect(opcode: Opcode, prefix: [UInt8], count: Int, received: Bool, session: Session) throws -> Reply {
+        var r = WireReader(prefix)
+        let (k, first, n) = try appendPrefix(&r)
+        do {
+            return appendReply(try store.finishAppend(k, first: first, count: n, bytes: count, received: received))
+        } catch let e as ReplicaStore.StoreError {
+            throw Self.answer(e)
         }
     }
 

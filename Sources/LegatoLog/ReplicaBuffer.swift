@@ -48,6 +48,20 @@ final class ReplicaBuffer {
         return crc
     }
 
+    /// Makes room for `n` more bytes after the end and returns where they go; they become part of
+    /// the buffer with `adopt`.
+    func room(_ n: Int) -> UnsafeMutableRawPointer {
+        reserve(count + n)
+        return base! + count
+    }
+
+    /// Takes `n` bytes written at offset `at` (given out by `room`) into the buffer, moving them down
+    /// to the end if the buffer was written out meanwhile.
+    func adopt(at: Int, _ n: Int) {
+        if at != count { memmove(base! + count, base! + at, n) }
+        count += n
+    }
+
     func removeFirst(_ n: Int) {
         guard n > 0 else { return }
         if n < count { memmove(base!, base! + n, count - n) }

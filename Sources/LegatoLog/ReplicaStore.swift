@@ -66,6 +66,8 @@ public final class ReplicaStore {
         case diskFull(Key, String)
         case ioError(Key, String)
         case bufferFull(Key)
+        case busy(Key)
+        case badEntry(Key, String)
 
         public var description: String {
             switch self {
@@ -77,6 +79,8 @@ public final class ReplicaStore {
             case .diskFull(let k, let why): return "disk full storing \(k): \(why)"
             case .ioError(let k, let why): return "I/O error storing \(k): \(why)"
             case .bufferFull(let k): return "buffer full and the disk refuses writes: cannot take more of \(k)"
+            case .busy(let k): return "an append to \(k) is still arriving"
+            case .badEntry(let k, let why): return "append to \(k) refused: \(why)"
             }
         }
     }
@@ -101,6 +105,7 @@ public final class ReplicaStore {
         var dataBytes: UInt64 = 0
         var corrupt = 0
         var ioError: String?
+        var receivingAt: Int?   // an append being received straight into the buffer, at this offset
         init(key: Key, path: String, owner: [UInt8]) {
             self.key = key
             self.path = path
@@ -224,6 +229,7 @@ public final class ReplicaStore {
                 return ((have, r.totalLength), 0)
             }
             guard first == have else { throw StoreError.outOfOrder(k, expected: have, got: first) }
+            guard r.receivingAt == nil else { throw StoreError.busy(k) }
             if r.ioError != nil && overLimit { throw StoreError.bufferFull(k) }
             let before = r.buffer.count
             for e in entries {
@@ -239,6 +245,83 @@ public final class ReplicaStore {
         }
         adjustBuffered(delta)
         return result
+    }
+
+    /// Appends `n` entries already in their on-disk form (header with index and CRC, then payload),
+    /// as a writer sends them: each is checked (index in sequence, data type, CRC) before any is taken.
+    public func append(_ k: Key, token: [UInt8], first: UInt32, count n: Int, raw: UnsafeRawBufferPointer) throws -> (UInt32, UInt64) {
+        guard let room = try beginAppend(k, token: token, first: first, count: n, bytes: raw.count) else {
+            return try storedCounts(k)
+        }
+        if raw.count > 0 { room.copyMemory(from: raw.baseAddress!, byteCount: raw.count) }
+        return try finishAppend(k, first: first, count: n, bytes: raw.count, received: true)
+    }
+
+    /// An append received in place, step one: room for `bytes` of entries (on-disk form) at the end
+    /// of the replica's buffer, where the caller puts them before `finishAppend`. Nil for a retried
+    /// append whose entries are all here already (nothing to receive into). One at a time per replica.
+    public func beginAppend(_ k: Key, token: [UInt8], first: UInt32, count n: Int, bytes: Int) throws -> UnsafeMutableRawPointer? {
+        let r = try lookup(k)
+        let overLimit = lock.withLock { buffered > bufferLimit }
+        return try r.lock.withLock {
+            try check(r, token)
+            let have = UInt32(r.entries.count)
+            if first < have {
+                guard first + UInt32(n) <= have else { throw StoreError.outOfOrder(k, expected: have, got: first) }
+                return nil
+            }
+            guard first == have else { throw StoreError.outOfOrder(k, expected: have, got: first) }
+            guard r.receivingAt == nil else { throw StoreError.busy(k) }
+            if r.ioError != nil && overLimit { throw StoreError.bufferFull(k) }
+            r.receivingAt = r.buffer.count
+            return r.buffer.room(bytes)
+        }
+    }
+
+    /// Step two: checks the `n` entries received (or lets the room go if `received` is false) and
+    /// takes them in. A bad entry refuses the whole append; nothing of it is kept.
+    public func finishAppend(_ k: Key, first: UInt32, count n: Int, bytes: Int, received: Bool) throws -> (UInt32, UInt64) {
+        let r = try lookup(k)
+        let (result, delta): ((UInt32, UInt64), Int) = try r.lock.withLock {
+            guard let at = r.receivingAt else { throw StoreError.busy(k) }
+            r.receivingAt = nil
+            guard received else { return ((UInt32(r.entries.count), r.totalLength), 0) }
+            let raw = UnsafeRawBufferPointer(start: r.buffer.base! + at, count: bytes)
+            var refs: [EntryRef] = []
+            refs.reserveCapacity(n)
+            do {
+                var offset = 0
+                try SegmentFormat.forEachEntry(in: raw, count: n) { h, payload in
+                    let i = UInt32(refs.count)
+                    guard h.index == first + i else { throw StoreError.badEntry(k, "entry \(i) carries index \(h.index), not \(first + i)") }
+                    guard h.type == SegmentFormat.EntryType.data.rawValue else { throw StoreError.badEntry(k, "entry \(i) has type \(h.type)") }
+                    let header = UnsafeRawBufferPointer(rebasing: raw[offset..<offset + SegmentFormat.entryHeaderSize])
+                    guard SegmentFormat.verify(header: header, payload: payload, claimed: h.crc) else {
+                        throw StoreError.badEntry(k, "entry \(first + i) fails its checksum")
+                    }
+                    refs.append(EntryRef(offset: UInt64(offset), header: h))
+                    offset += SegmentFormat.entryHeaderSize + payload.count
+                }
+            } catch let e as SegmentFormat.FormatError {
+                throw StoreError.badEntry(k, "\(e)")
+            }
+            let base = r.totalLength
+            r.buffer.adopt(at: at, bytes)
+            for var ref in refs {
+                ref.offset += base
+                r.entries.append(ref)
+                r.digest = Sys.crc32c(r.digest, withUnsafeBytes(of: ref.header.crc.littleEndian) { $0 })
+                r.dataBytes += UInt64(ref.header.length)
+            }
+            return ((UInt32(r.entries.count), r.totalLength), bytes)
+        }
+        adjustBuffered(delta)
+        return result
+    }
+
+    private func storedCounts(_ k: Key) throws -> (UInt32, UInt64) {
+        let r = try lookup(k)
+        return r.lock.withLock { (UInt32(r.entries.count), r.totalLength) }
     }
 
     /// Writes the replica's buffer to disk and fsyncs it.
@@ -259,6 +342,7 @@ public final class ReplicaStore {
         let delta: Int = try r.lock.withLock {
             try check(r, token, allowClosed: true)
             if r.closed { return 0 }
+            if r.receivingAt != nil { throw StoreError.busy(k) }
             let footer = SegmentFormat.footerPayload(entries: UInt32(r.entries.count), bytes: r.dataBytes, digest: r.digest)
             let before = r.buffer.count
             footer.withUnsafeBytes {

@@ -59,7 +59,12 @@ public final class Connection {
     /// Receives one frame into `payload`, reusing its storage (no allocation once it is big enough).
     public func receive(reusing payload: inout [UInt8]) throws -> FrameHeader? {
         guard let header = try receiveHeader() else { return nil }
-        let n = Int(header.length)
+        try receivePayload(reusing: &payload, count: Int(header.length))
+        return header
+    }
+
+    /// Receives `count` payload bytes into `payload`, reusing its storage.
+    public func receivePayload(reusing payload: inout [UInt8], count n: Int) throws {
         // Whole-array operations (a debug build iterates a repeatElement byte by byte).
         if payload.count < n {
             payload.append(contentsOf: [UInt8](repeating: 0, count: n - payload.count))
@@ -70,7 +75,17 @@ public final class Connection {
             let ok = try payload.withUnsafeMutableBytes { try Socket.readFully(fd, $0.baseAddress!, n) }
             if !ok { throw WireError.truncated("payload of \(n) bytes") }
         }
-        return header
+    }
+
+    /// Reads and drops `count` payload bytes (a request refused before its body was read).
+    public func discardPayload(count: Int) throws {
+        var scratch = [UInt8](repeating: 0, count: min(count, 1 << 16))
+        var left = count
+        while left > 0 {
+            let n = min(left, scratch.count)
+            try scratch.withUnsafeMutableBytes { try receivePayload(into: $0.baseAddress!, count: n) }
+            left -= n
+        }
     }
 
     /// Receives a header only; the caller then reads exactly `length` payload bytes with `receivePayload`.

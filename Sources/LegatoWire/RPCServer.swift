@@ -43,6 +43,23 @@ public protocol RPCService: AnyObject {
     func handle(opcode: Opcode, payload: [UInt8], session: Session) throws -> Reply
     func stats() -> String
     func sessionClosed(_ session: Session)
+
+    /// Direct receive, for requests whose bulk the service keeps as it arrives (a log append lands
+    /// straight in its replica's buffer): how many leading bytes of an `opcode` request the service
+    /// must see first (0, the default: never).
+    func directPrefix(for opcode: Opcode) -> Int
+    /// Memory for the `count` bytes that follow `prefix`, or nil to receive the request as usual.
+    /// A non-nil answer is always followed by one `finishDirect` call for it.
+    func directDestination(opcode: Opcode, prefix: [UInt8], count: Int, session: Session) throws -> UnsafeMutableRawPointer?
+    /// Handles the request once its bytes are at the destination (`received` false: the receive broke
+    /// off, and the service only lets go of the memory; the reply is not sent).
+    func finishDirect(opcode: Opcode, prefix: [UInt8], count: Int, received: Bool, session: Session) throws -> Reply
+}
+
+extension RPCService {
+    public func directPrefix(for opcode: Opcode) -> Int { 0 }
+    public func directDestination(opcode: Opcode, prefix: [UInt8], count: Int, session: Session) throws -> UnsafeMutableRawPointer? { nil }
+    public func finishDirect(opcode: Opcode, prefix: [UInt8], count: Int, received: Bool, session: Session) throws -> Reply { .empty }
 }
 
 /// Accepts authenticated connections and serves each on its own thread, in request order.
@@ -131,26 +148,31 @@ public final class RPCServer {
         defer { service.sessionClosed(session) }
         var payload: [UInt8] = []  // reused from request to request
         while true {
-            let frame: Frame
+            let header: FrameHeader
             do {
-                guard let h = try conn.receive(reusing: &payload) else { return }
-                frame = Frame(header: h, payload: payload)
+                guard let h = try conn.receiveHeader() else { return }
+                header = h
             } catch {
                 if !lock.withLock({ stopping }) { log.warning("closing connection from \(conn.peer): \(error)") }
                 return
             }
-            let id = frame.header.requestID
-            let responseOp = frame.opcode | FrameHeader.responseBit
+            let id = header.requestID
+            let responseOp = header.opcode | FrameHeader.responseBit
             do {
-                guard let op = Opcode(rawValue: frame.opcode), frame.opcode != Opcode.hello.rawValue,
-                      frame.opcode != Opcode.auth.rawValue else {
-                    throw WireError.unknownOpcode(frame.opcode)
+                guard let op = Opcode(rawValue: header.opcode), header.opcode != Opcode.hello.rawValue,
+                      header.opcode != Opcode.auth.rawValue else {
+                    throw WireError.unknownOpcode(header.opcode)
                 }
                 let reply: Reply
-                switch op {
-                case .ping: reply = .empty
-                case .stats: reply = Reply([Array(service.stats().utf8)])
-                default: reply = try service.handle(opcode: op, payload: frame.payload, session: session)
+                if let direct = try receiveDirect(conn, op, Int(header.length), session) {
+                    reply = direct
+                } else {
+                    try conn.receivePayload(reusing: &payload, count: Int(header.length))
+                    switch op {
+                    case .ping: reply = .empty
+                    case .stats: reply = Reply([Array(service.stats().utf8)])
+                    default: reply = try service.handle(opcode: op, payload: payload, session: session)
+                    }
                 }
                 let total = reply.parts.reduce(0) { $0 + $1.count } + (reply.borrowed?.count ?? 0)
                 if total > Int(WireLimits.maxFramePayload) { throw ServiceError(.tooLarge, "reply of \(total) bytes") }
@@ -166,6 +188,39 @@ public final class RPCServer {
                 return
             }
         }
+    }
+
+    /// Requests at least this large may be received straight into the service's memory.
+    static let directMinimum = 64 << 10
+
+    /// Receives and handles a request the direct way if the service takes it so; nil (nothing of the
+    /// payload read) if the request is not one for the direct way.
+    private func receiveDirect(_ conn: Connection, _ op: Opcode, _ length: Int, _ session: Session) throws -> Reply? {
+        let prefixLength = service.directPrefix(for: op)
+        guard prefixLength > 0, length >= max(prefixLength, Self.directMinimum) else { return nil }
+        var prefix = [UInt8](repeating: 0, count: prefixLength)
+        try prefix.withUnsafeMutableBytes { try conn.receivePayload(into: $0.baseAddress!, count: prefixLength) }
+        let rest = length - prefixLength
+        let destination: UnsafeMutableRawPointer?
+        do {
+            destination = try service.directDestination(opcode: op, prefix: prefix, count: rest, session: session)
+        } catch let e as ServiceError {
+            try conn.discardPayload(count: rest)  // keep the stream in step, then answer the refusal
+            throw e
+        }
+        guard let destination else {
+            // Not taken directly after all: the request as usual, prefix included.
+            var tail: [UInt8] = []
+            try conn.receivePayload(reusing: &tail, count: rest)
+            return try service.handle(opcode: op, payload: prefix + tail, session: session)
+        }
+        do {
+            try conn.receivePayload(into: destination, count: rest)
+        } catch {
+            _ = try? service.finishDirect(opcode: op, prefix: prefix, count: rest, received: false, session: session)
+            throw error
+        }
+        return try service.finishDirect(opcode: op, prefix: prefix, count: rest, received: true, session: session)
     }
 
     private func sendParts(_ conn: Connection, _ op: UInt8, _ status: WireStatus, _ id: UInt32, _ parts: [[UInt8]],

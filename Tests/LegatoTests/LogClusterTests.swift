@@ -188,6 +188,46 @@ import LegatoWire
         #expect(slab2 == es[0..<100].filter { $0.slab == 2 })
     }
 
+    /// Large appends are received straight into the replica's buffer and checked there: a damaged
+    /// entry refuses the whole append (nothing of it kept, the connection goes on), a retried append
+    /// is accepted once, and an append cut off mid-way leaves nothing behind.
+    @Test func largeAppendsAreCheckedWhereTheyLand() throws {
+        let node = try LogNodeProcess()
+        defer { node.stop() }
+        let token = Sys.randomBytes(32)
+        let c = try LogNodeClient(endpoint: node.endpoint, secret: node.secret, token: token)
+        try c.open(writer: 9, segment: 1)
+        let es = entries(120, size: 4000)  // 480 KB a request: past the direct-receive threshold
+        #expect(try c.append(writer: 9, segment: 1, first: 0, entries: es[0..<40]) == 40)
+
+        // One flipped payload byte in the 10th entry of the next append.
+        var bad = LogNodeClient.encodeAppend(writer: 9, segment: 1, first: 40, entries: es[40..<80])
+        bad[24 + 9 * (SegmentFormat.entryHeaderSize + 4000) + SegmentFormat.entryHeaderSize + 17] ^= 0x40
+        #expect(throws: RemoteError.self) { _ = try c.rpc.call(.appendEntries, bad) }
+        #expect(try c.list(writer: 9).first?.entries == 40, "nothing of the refused append is kept")
+        // The same append, sound, twice (a writer retrying after a lost answer).
+        #expect(try c.append(writer: 9, segment: 1, first: 40, entries: es[40..<80]) == 80)
+        #expect(try c.append(writer: 9, segment: 1, first: 40, entries: es[40..<80]) == 80)
+
+        // Cut off mid-way: half a request, then the connection drops.
+        let cut = LogNodeClient.encodeAppend(writer: 9, segment: 1, first: 80, entries: es[80..<120])
+        let raw = try Connection.connect(node.endpoint.description, host: node.endpoint.host, port: node.endpoint.port)
+        _ = try Handshake.connect(raw, secret: node.secret, token: token)
+        let header = FrameHeader(opcode: Opcode.appendEntries.rawValue, status: 0, requestID: 5, length: UInt32(cut.count)).encoded()
+        try header.withUnsafeBytes { h in try cut[0..<cut.count / 2].withUnsafeBytes { try Socket.writeFully(raw.fd, [h, $0]) } }
+        raw.close()
+        // The node lets the cut-off append go when it sees the connection end; until then the
+        // replica answers "still arriving".
+        let deadline = monotonicNanos() + 10_000_000_000
+        var appended = false
+        while !appended && monotonicNanos() < deadline {
+            appended = (try? c.append(writer: 9, segment: 1, first: 80, entries: es[80..<120])) == 120
+            if !appended { usleep(20_000) }
+        }
+        #expect(appended, "the replica takes appends again once the cut-off one is let go")
+        #expect(try c.readAll(writer: 9, segment: 1).entries.map { $0.1 } == es, "every entry once, in order")
+    }
+
     @Test func refusesWhatTheDiskCannotHoldAndKeepsServingReads() throws {
         try requireAgentCapabilities()  // root, to mount a small tmpfs
         let dir = TestEnvironment.temporaryDirectory("full")
