@@ -20,12 +20,13 @@ trap '"$LEGATO" cluster down --dir "$WORK/cluster" >/dev/null 2>&1 || true; rm -
 cc -O2 -o "$WORK/floor" Tools/bench/floor.c
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+median() { python3 -c "import sys, statistics; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
-TCP=$("$WORK/floor" tcpbw 2048 | field floor_tcpbw_mbps)
+TCPS=()
+for _ in 1 2 3; do TCPS+=("$("$WORK/floor" tcpbw 2048 | field floor_tcpbw_mbps)"); done
 MIB=$(( $(numfmt --from=iec "$TOTAL") / 1048576 ))
 DW=$(dd if=/dev/zero of="$WORK/dd" bs=8M count=$((MIB / 8)) conv=fdatasync 2>&1 | tail -1 | sed -n 's/.*copied, \([0-9.]*\) s.*/\1/p')
 DWMB=$(python3 -c "print(f'{$MIB*1048576/$DW/1e6:.1f}')")
-median() { python3 -c "import sys, statistics; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 DRS=()
 for _ in 1 2 3; do
   drop_caches
@@ -33,17 +34,24 @@ for _ in 1 2 3; do
   DRS+=("$(python3 -c "print(f'{$MIB*1048576/$DR/1e6:.1f}')")")
 done
 DRMB=$(median "${DRS[@]}")
+TCP=$(median "${TCPS[@]}")
 rm -f "$WORK/dd"
 
 C=$("$LEGATO" cluster up --memory 0 --log 3 --dir "$WORK/cluster")
-R1=$("$LEGATO" bench log-append --coordinator "$C" --replicas 1 --total "$TOTAL" --writer 1001 | field log_append_mbps)
-R3=$("$LEGATO" bench log-append --coordinator "$C" --replicas 3 --total "$TOTAL" --writer 1003 | field log_append_mbps)
-R3S=$("$LEGATO" bench log-append --coordinator "$C" --replicas 3 --total "$TOTAL" --writer 1004 --sync | field log_append_mbps)
+# Appends: median of three runs each (this VM's figures vary by 20% from run to run).
+append() { "$LEGATO" bench log-append --coordinator "$C" "$@" | field log_append_mbps; }
+R1S=(); R3S_=(); R3SS=()
+for i in 1 2 3; do
+  R1S+=("$(append --replicas 1 --total "$TOTAL" --writer $((1100 + i)))")
+  R3S_+=("$(append --replicas 3 --total "$TOTAL" --writer $((1300 + i)))")
+  R3SS+=("$(append --replicas 3 --total "$TOTAL" --writer $((1400 + i)) --sync)")
+done
+R1=$(median "${R1S[@]}"); R3=$(median "${R3S_[@]}"); R3S=$(median "${R3SS[@]}")
 sleep 1
 RDS=()
 for _ in 1 2 3; do
   drop_caches
-  RDS+=("$("$LEGATO" bench log-read --coordinator "$C" --writer 1003 --threads 4 | field log_read_mbps)")
+  RDS+=("$("$LEGATO" bench log-read --coordinator "$C" --writer 1301 --threads 4 | field log_read_mbps)")
 done
 RD=$(median "${RDS[@]}")
 
@@ -54,14 +62,15 @@ echo "|---|---|---|---|"
 python3 - <<PY
 tcp, dw, dr = $TCP, $DWMB, $DRMB
 rows = [
-  ("append, R=1 (buffered)", $R1, tcp, "loopback TCP"),
-  ("append, R=3 (buffered)", $R3, tcp / 3, "loopback TCP / 3"),
-  ("append, R=3, then sync", $R3S, dw / 3, "disk write+fsync / 3"),
+  ("append, R=1 (buffered, median of 3)", $R1, tcp, "loopback TCP"),
+  ("append, R=3 (buffered, median of 3)", $R3, tcp / 3, "loopback TCP / 3"),
+  ("append, R=3, then sync (median of 3)", $R3S, dw / 3, "disk write+fsync / 3"),
   ("recovery read (4 readers, cold cache, median of 3)", $RD, dr, "disk read, median of 3"),
 ]
 for name, v, floor, what in rows:
     print(f"| {name} | {v:.0f} | {floor:.0f} ({what}) | {100*v/floor:.0f}% |")
 print()
-print(f"Floors: loopback TCP {tcp:.0f} MB/s, disk write+fsync {dw:.0f} MB/s, disk read {dr:.0f} MB/s (runs: ${DRS[*]}).")
+print(f"Floors (medians of 3): loopback TCP {tcp:.0f} MB/s (runs: ${TCPS[*]}), disk write+fsync {dw:.0f} MB/s, disk read {dr:.0f} MB/s (runs: ${DRS[*]}).")
 print("Recovery reads (MB/s): ${RDS[*]}.")
+print("Appends (MB/s): R=1 ${R1S[*]}; R=3 ${R3S_[*]}; R=3 then sync ${R3SS[*]}.")
 PY
