@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Dependencies run one way:
-//   legato (CLI) -> LegatoAgent -> LegatoMemoryNode / LegatoLog -> LegatoCoordinator -> LegatoWire
+//   legato (CLI) -> LegatoAgent -> LegatoMemoryNode -> LegatoLog -> LegatoCoordinator -> LegatoWire
 //   -> LegatoCore -> LegatoSystem -> CShims
 let package = Package(
     name: "Legato",
@@ -28,7 +28,7 @@ let package = Package(
         ]),
         .target(name: "LegatoWire", dependencies: ["LegatoCore", "LegatoSystem"]),
         .target(name: "LegatoCoordinator", dependencies: ["LegatoWire", "LegatoCore", "LegatoSystem"]),
-        .target(name: "LegatoMemoryNode", dependencies: ["LegatoWire", "LegatoCore", "LegatoSystem", "LegatoCoordinator"]),
+        .target(name: "LegatoMemoryNode", dependencies: ["LegatoWire", "LegatoCore", "LegatoSystem", "LegatoCoordinator", "LegatoLog"]),
         .target(name: "LegatoLog", dependencies: ["LegatoWire", "LegatoCore", "LegatoSystem", "LegatoCoordinator"]),
         .target(name: "LegatoAgent", dependencies: ["LegatoWire", "LegatoCore", "LegatoSystem", "LegatoMemoryNode", "LegatoCoordinator", "LegatoLog"]),
         .executableTarget(name: "legato", dependencies: [

@@ -33,7 +33,7 @@ public final class MemoryNode {
         self.config = config
         log = LegatoLog.logger("legato.memd")
         let store = PageStore(limits: .init(capacityBytes: config.capacityBytes, segmentBytes: config.segmentBytes))
-        service = MemoryService(store: store, log: log)
+        service = MemoryService(store: store, log: log, coordinator: config.coordinator, secret: config.secret)
         server = try RPCServer(endpoint: config.listen, service: service, secret: config.secret,
                                role: .memoryNode, name: config.name, log: log)
         endpoint = Endpoint(host: config.listen.host, port: server.port)

@@ -13,16 +13,22 @@ import LegatoWire
 ///     FREEZE_SPACE   u64 space                 (one freeze per space at a time)
 ///     FETCH_FROZEN   as FETCH_PAGES: each page as it was when the space was frozen
 ///     RELEASE_SPACE  u64 space  -> u64 old versions released
+///     PREPARE_SPACE  u64 space, u32 epoch, u64 log writer, u32 n, n × (u64 address, u32 pages),
+///                    then Σpages × u64 vpn  -> u64 pages persisted
+///                    (the frozen versions of those pages appended to log `writer` and synced:
+///                    this node's PREPARED in a checkpoint; needs --coordinator)
 ///
 /// Every page request names its address space, and only the client token that created a
 /// space may touch it.
 public final class MemoryService: RPCService {
     public let store: PageStore
     private let log: Logger
+    let participant: CheckpointParticipant?
 
-    public init(store: PageStore, log: Logger) {
+    public init(store: PageStore, log: Logger, coordinator: Endpoint? = nil, secret: ClusterSecret? = nil) {
         self.store = store
         self.log = log
+        if let coordinator, let secret { participant = CheckpointParticipant(coordinator: coordinator, secret: secret) } else { participant = nil }
     }
 
     public func handle(opcode: Opcode, payload: [UInt8], session: Session) throws -> Reply {
@@ -99,6 +105,44 @@ public final class MemoryService: RPCService {
                 w.u64(UInt64(try store.release(space: space, owner: session.token)))
                 return Reply([w.bytes])
 
+            case .prepareSpace:
+                let space = try r.u64("space"), epoch = try r.u32("epoch"), writer = try r.u64("log writer")
+                let n = try r.count(itemSize: 12, limit: WireLimits.maxRangesPerRequest, "run count")
+                var shapes: [(UInt64, Int)] = []
+                var total = 0
+                for _ in 0..<n {
+                    let address = try r.u64("run address"), pages = Int(try r.u32("run pages"))
+                    guard address % UInt64(Page.size) == 0, pages > 0, total + pages <= WireLimits.maxPagesPerRequest * 64 else {
+                        throw WireError.malformed("PREPARE_SPACE run of \(pages) pages at 0x\(String(address, radix: 16))")
+                    }
+                    shapes.append((address, pages))
+                    total += pages
+                }
+                let vpnOffset = try r.skip(total * 8, "vpns")
+                try r.expectEnd("PREPARE_SPACE")
+                guard let participant else {
+                    throw ServiceError(.badRequest, "this memory node takes no part in checkpoints: it was started without --coordinator")
+                }
+                let vpns = payload.withUnsafeBytes { readVPNs($0, at: vpnOffset, count: total) }
+                var runs: [CheckpointParticipant.Run] = []
+                var at = 0
+                for (address, pages) in shapes {
+                    runs.append(.init(address: address, vpns: Array(vpns[at..<at + pages])))
+                    at += pages
+                }
+                let persisted: Int
+                do {
+                    persisted = try participant.prepare(store: store, space: space, owner: session.token, epoch: epoch, writer: writer, runs: runs)
+                } catch let e as PageStore.StoreError {
+                    throw e
+                } catch {
+                    log.error("persisting \(total) pages of space \(String(space, radix: 16)) for epoch \(epoch): \(error)")
+                    throw ServiceError(.internalError, "persisting \(total) pages for epoch \(epoch): \(error)")
+                }
+                var w = WireWriter()
+                w.u64(UInt64(persisted))
+                return Reply([w.bytes])
+
             case .dropSpace:
                 let space = try r.u64("space")
                 try r.expectEnd("DROP_SPACE")
@@ -130,7 +174,9 @@ public final class MemoryService: RPCService {
         "capacity_bytes":\(store.limits.capacityBytes),"used_bytes":\(s.usedBytes),"segments":\(s.segments),\
         "max_segments":\(s.maxSegments),"segment_bytes":\(s.segmentBytes),"stored_pages":\(s.storedPages),\
         "fetched_pages":\(s.fetchedPages),"missed_pages":\(s.missedPages),"discarded_pages":\(s.discardedPages),\
-        "cleaner_runs":\(s.cleanerRuns),"cleaned_pages":\(s.cleanedPages),"refused_stores":\(s.refusedStores)}
+        "cleaner_runs":\(s.cleanerRuns),"cleaned_pages":\(s.cleanedPages),"refused_stores":\(s.refusedStores),\
+        "checkpoint_participant":\(participant != nil),"prepares":\(participant?.prepares ?? 0),\
+        "persisted_pages":\(participant?.persistedPages ?? 0)}
         """
     }
 

@@ -115,4 +115,26 @@ public final class MemoryClient {
         var r = WireReader(try rpc.call(.releaseSpace, w.bytes))
         return try r.u64("released")
     }
+
+    /// Asks the node to persist the frozen versions of `runs` (address, vpns) of `space` into log
+    /// `writer` as entries of `epoch` (its PREPARE in a checkpoint); see `finishPrepare`.
+    public func startPrepare(space: UInt64, epoch: UInt32, writer: UInt64, runs: [(address: UInt64, vpns: [UInt64])]) throws -> UInt32 {
+        var w = WireWriter(capacity: 32 + runs.reduce(0) { $0 + 12 + $1.vpns.count * 8 })
+        w.u64(space)
+        w.u32(epoch)
+        w.u64(writer)
+        w.u32(UInt32(runs.count))
+        for r in runs {
+            w.u64(r.address)
+            w.u32(UInt32(r.vpns.count))
+        }
+        for r in runs { for v in r.vpns { w.u64(v) } }
+        return try rpc.send(.prepareSpace, w.bytes)
+    }
+
+    /// The pages the node persisted (PREPARED), or the error it answered.
+    public func finishPrepare(_ id: UInt32) throws -> UInt64 {
+        var r = WireReader(try rpc.receive(.prepareSpace, id: id))
+        return try r.u64("pages persisted")
+    }
 }

@@ -16,6 +16,7 @@ public enum Opcode: UInt8, CaseIterable {
     case freezeSpace = 0x15
     case fetchFrozen = 0x16
     case releaseSpace = 0x17
+    case prepareSpace = 0x18
 
     // log node
     case openReplica = 0x30

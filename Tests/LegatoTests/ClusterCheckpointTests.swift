@@ -1,7 +1,9 @@
 import Foundation
 import Glibc
 import Testing
+import LegatoCore
 import LegatoSystem
+import LegatoWire
 
 /// Checkpoints through a cluster: pages and context into the run's replicated log on log nodes,
 /// the decision in the coordinator's store. Restores after kill -9 of the run and of a log node.
@@ -31,6 +33,15 @@ import LegatoSystem
         try run.waitForLines(7)
         let second = try run.checkpoint()
         #expect(second.status == 0 && second.stdout.contains("epoch 2 committed"), "\(second.stdout) \(second.stderr)")
+        // The pages that lived only on the memory nodes were persisted by those nodes (2PC participants).
+        var persisted = 0
+        for d in cluster.daemons where d.name.hasPrefix("memd") {
+            let c = try RPCClient(endpoint: Endpoint(parsing: d.address)!, secret: cluster.secret, token: Sys.randomBytes(32))
+            let stats = try JSONSerialization.jsonObject(with: Data(try c.stats().utf8)) as! [String: Any]
+            persisted += (stats["persisted_pages"] as? Int) ?? 0
+            c.close()
+        }
+        #expect(persisted > 0, "the memory nodes persisted PROG's remote pages into their own logs")
         run.killHard()
         #expect(try committedEpochs(cluster, stateDir: run.stateDir) == [1, 2])
         // One of the three log nodes goes; every segment still has a replica elsewhere.

@@ -143,6 +143,19 @@ import LegatoSystem
         sp.u64(424242)
         #expect(try hostile(node, frame(Opcode.releaseSpace.rawValue, sp.bytes))?.status != nil)
         #expect(try hostile(node, frame(Opcode.freezeSpace.rawValue, sp.bytes + [1]))?.status == .badRequest)
+        // PREPARE with a run of 2^32-1 pages, with vpns missing, and (well formed) to a node started
+        // without a coordinator: refused, it takes no part in checkpoints
+        var pr = WireWriter()
+        pr.u64(1); pr.u32(1); pr.u64(9); pr.u32(1); pr.u64(0x10000); pr.u32(0xffff_ffff)
+        #expect(try hostile(node, frame(Opcode.prepareSpace.rawValue, pr.bytes))?.status == .badRequest)
+        var pm = WireWriter()
+        pm.u64(1); pm.u32(1); pm.u64(9); pm.u32(1); pm.u64(0x10000); pm.u32(4); pm.u64(16)
+        #expect(try hostile(node, frame(Opcode.prepareSpace.rawValue, pm.bytes))?.status == .badRequest)
+        var pw = WireWriter()
+        pw.u64(1); pw.u32(1); pw.u64(9); pw.u32(1); pw.u64(0x10000); pw.u32(1); pw.u64(16)
+        let refusal = try hostile(node, frame(Opcode.prepareSpace.rawValue, pw.bytes))
+        #expect(refusal?.status == .badRequest)
+        #expect(refusal.map { String(decoding: $0.payload.dropFirst(2), as: UTF8.self) }?.contains("without --coordinator") == true)
         // a frame cut short
         _ = try hostile(node, Array(frame(Opcode.createSpace.rawValue, [1, 2, 3, 4, 5, 6, 7, 8]).prefix(20)))
         // random bytes after a valid header
@@ -151,7 +164,7 @@ import LegatoSystem
             let n = Int.random(in: 0..<200, using: &rng)
             let junk = (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
             let op = [Opcode.createSpace, .storePages, .fetchPages, .discardPages, .dropSpace, .freezeSpace, .fetchFrozen,
-                      .releaseSpace].randomElement(using: &rng)!
+                      .releaseSpace, .prepareSpace].randomElement(using: &rng)!
             _ = try hostile(node, frame(op.rawValue, junk))
         }
         // the node is still there for an honest client

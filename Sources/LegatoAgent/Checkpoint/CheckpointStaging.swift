@@ -44,14 +44,15 @@ public final class CheckpointStaging {
         }
     }
 
-    /// Every run of the checkpoint with its bytes: staged ones from memory, deferred ones read from
-    /// the snapshot child. Runs on the commit thread.
-    func forEachRun(_ body: (UInt64, Int, UnsafeRawPointer) throws -> Void) throws {
+    /// Every run of the checkpoint with its bytes: staged ones from memory, frozen ones read from the
+    /// memory nodes (but those of `persistedBy`, which persisted them themselves), deferred ones read
+    /// from the snapshot child. Runs on the commit thread.
+    func forEachRun(except persistedBy: Set<Int> = [], _ body: (UInt64, Int, UnsafeRawPointer) throws -> Void) throws {
         for run in runs { try body(run.address, run.count, run.data) }
         let buf = UnsafeMutableRawPointer.allocate(byteCount: CheckpointStaging.runPages * Page.size, alignment: Page.size)
         defer { buf.deallocate() }
         if let src = frozenSource {
-            for f in frozen {
+            for f in frozen where !persistedBy.contains(f.node) {
                 try src.read(node: f.node, keys: f.keys, into: buf)
                 try body(f.address, f.keys.count, buf)
             }

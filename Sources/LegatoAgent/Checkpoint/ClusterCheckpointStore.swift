@@ -4,21 +4,24 @@ import LegatoCoordinator
 import LegatoLog
 import LegatoSystem
 
-/// Checkpoints of a named run on a cluster: pages, zero runs and the context go into the run's own
-/// replicated log (a LogWriter whose id and token derive from the name and the cluster secret, so a
-/// restore anywhere in the cluster finds it), and the coordinator's store holds the decision:
+/// Checkpoints of a named run on a cluster, committed in two phases. The participants are the agent
+/// and every memory node holding pages of PROG that live only there:
 ///
-///     BEGIN(name, e) at the coordinator -> pause -> entries of epoch e appended to R log nodes, synced
-///     (PREPARED) -> COMMIT(name, e, record) in the coordinator's store (restorable from here)
+///     BEGIN(name, e) at the coordinator -> pause (the memory nodes freeze PROG's space)
+///     PREPARE: each memory node appends the frozen versions of the pages named to it to its own
+///              participant log and syncs (PREPARE_SPACE); meanwhile the agent appends the pages it
+///              copied, the zero runs and the context to the run's log, synced
+///     COMMIT(name, e, record) in the coordinator's store (restorable from here), then the freezes end
+///     (any failure before: ABORT in the store, freezes end, the previous checkpoint stays)
 ///
-/// The commit record is JSON: {"writer", "parent", "pages", "pause_ms", "committed_at"}. Log entries
-/// carry the epoch in their header; their payload starts with a kind byte (see Docs/on-disk-format.md).
+/// A memory node that cannot take part (no coordinator of its own, an error) has its pages read and
+/// persisted by the agent instead. The run's log and the participant logs are LogWriters whose ids
+/// and tokens derive from the name, the node and the cluster secret, so a restore anywhere in the
+/// cluster finds them. The commit record is JSON: {"writer", "parent", "pages", "pause_ms",
+/// "committed_at", "participants": [hex writer ids]}. Log entries carry the epoch in their header;
+/// their payload starts with a kind byte (see Docs/on-disk-format.md).
 public final class ClusterCheckpointStore: CheckpointStore {
-    enum Kind: UInt8 {
-        case pages = 1     // [kind, 0, 0, 0, count u32, address u64] + count pages
-        case zeros = 2     // [kind, 0, 0, 0, runs u32] + runs x [address u64, count u64]
-        case context = 3   // [kind, 0 x 7] + the ProcessImage as JSON
-    }
+    typealias Kind = CheckpointLogEntry.Kind
 
     public let name: String
     public let writerID: UInt64
@@ -26,6 +29,7 @@ public final class ClusterCheckpointStore: CheckpointStore {
     private let secret: ClusterSecret
     private var coordinator: CoordinatorClient
     private var writer: LogWriter?
+    let logger = LegatoCore.LegatoLog.logger("legato.checkpoint")
 
     public init(name: String, coordinator: Endpoint, secret: ClusterSecret) throws {
         self.name = name
@@ -96,19 +100,43 @@ public final class ClusterCheckpointStore: CheckpointStore {
         let wanted = Set(chain.map { UInt32(truncatingIfNeeded: $0) })
         var builders: [UInt32: LayerBuilder] = [:]
         var image: ProcessImage?
+        func take(_ entry: ReplicaStore.Entry) throws {
+            let b = builders[entry.epoch] ?? LayerBuilder(epoch: UInt64(entry.epoch))
+            builders[entry.epoch] = b
+            if try b.add(entry.payload), UInt64(entry.epoch) == epoch {
+                image = try JSONDecoder().decode(ProcessImage.self, from: Data(entry.payload.dropFirst(8)))
+            }
+        }
         let w = try log()
         for (segment, _) in w.placement {
-            for entry in try w.read(segment: segment) where wanted.contains(entry.epoch) {
-                let b = builders[entry.epoch] ?? LayerBuilder(epoch: UInt64(entry.epoch))
-                builders[entry.epoch] = b
-                if try b.add(entry.payload), UInt64(entry.epoch) == epoch {
-                    image = try JSONDecoder().decode(ProcessImage.self, from: Data(entry.payload.dropFirst(8)))
-                }
+            for entry in try w.read(segment: segment) where wanted.contains(entry.epoch) { try take(entry) }
+        }
+        // The memory nodes' participant logs: of each, only the epochs whose record names it.
+        for (writer, epochs) in try participants(of: chain) {
+            let p = try LogWriter(config: .init(writer: writer, secret: secret,
+                                                token: CheckpointLogEntry.participantToken(writer: writer, secret: secret),
+                                                coordinator: coordinatorEndpoint))
+            defer { p.close() }
+            for (segment, _) in p.placement {
+                for entry in try p.read(segment: segment) where epochs.contains(entry.epoch) { try take(entry) }
             }
         }
         guard let image else { throw LegatoError("checkpoint \(epoch) of \(name) is committed but its context is not in the log") }
         guard image.version == ProcessImage.version else { throw LegatoError("checkpoint \(epoch) has format version \(image.version)") }
         return RestoreSource(image: image, layers: chain.map { (builders[UInt32(truncatingIfNeeded: $0)] ?? LayerBuilder(epoch: $0)).layer })
+    }
+
+    /// The participant logs of the checkpoints of `chain`, each with the epochs it holds pages of.
+    private func participants(of chain: [UInt64]) throws -> [UInt64: Set<UInt32>] {
+        var out: [UInt64: Set<UInt32>] = [:]
+        for r in try coordinator.checkpoints(name: name) where r.name == name && r.state == .committed && chain.contains(r.epoch) {
+            let d = (try? JSONSerialization.jsonObject(with: r.record) as? [String: Any]) ?? [:]
+            for hex in d["participants"] as? [String] ?? [] {
+                guard let writer = UInt64(hex, radix: 16) else { throw LegatoError("checkpoint \(r.epoch) of \(name) names participant log \(hex)") }
+                out[writer, default: []].insert(UInt32(truncatingIfNeeded: r.epoch))
+            }
+        }
+        return out
     }
 
     /// One epoch's entries gathered from the log.
@@ -163,11 +191,17 @@ final class ClusterTransaction: CheckpointTransaction {
         self.epoch = epoch
     }
 
-    /// Phase one: every entry of the epoch appended to R log nodes and synced.
+    /// Phase one: the memory nodes persist the pages that live only on them into their participant
+    /// logs while the agent appends the rest of the epoch to the run's log; all synced on return.
     func prepare(staging: CheckpointStaging, image: ProcessImage, pauseMillis: Double) throws {
         let w = try store.log()
         w.startMonitoring()  // re-replicates what a log node's death takes (idempotent)
         let e = UInt32(truncatingIfNeeded: epoch)
+        var pending: [FrozenPages.PendingPrepare] = []
+        if let src = staging.frozenSource {
+            let byNode = Dictionary(grouping: staging.frozen, by: { $0.node }).mapValues { $0.map { (address: $0.address, vpns: $0.keys) } }
+            pending = src.startPrepare(name: store.name, epoch: e, byNode: byNode)
+        }
         var batch: [ReplicaStore.Entry] = []
         var batchBytes = 0
         func flush() throws {
@@ -176,16 +210,29 @@ final class ClusterTransaction: CheckpointTransaction {
             batchBytes = 0
         }
         var pages = 0
-        try staging.forEachRun { address, count, data in
-            var p = [UInt8](repeating: 0, count: 16)
-            p[0] = ClusterCheckpointStore.Kind.pages.rawValue
-            withUnsafeBytes(of: UInt32(count).littleEndian) { p.replaceSubrange(4..<8, with: $0) }
-            withUnsafeBytes(of: address.littleEndian) { p.replaceSubrange(8..<16, with: $0) }
-            p.append(contentsOf: UnsafeRawBufferPointer(start: data, count: count * Page.size))
-            batch.append(.init(epoch: e, slab: address >> 24, payload: p))
-            batchBytes += p.count
+        func appendRun(_ address: UInt64, _ count: Int, _ data: UnsafeRawPointer) throws {
+            batch.append(.init(epoch: e, slab: address >> 24, payload: CheckpointLogEntry.pages(address: address, count: count, data: data)))
+            batchBytes += count * Page.size
             pages += count
             if batchBytes >= 4 << 20 { try flush() }
+        }
+        // Pending PREPAREs are ended on every way out: a failure here leaves no request unanswered.
+        var outcome: (prepared: [Int: (writer: UInt64, pages: Int)], failed: [Int: String])?
+        defer { if outcome == nil, let src = staging.frozenSource { _ = src.finishPrepare(pending) } }
+        try staging.forEachRun(except: Set(pending.filter { $0.failure == nil }.map { $0.node }), appendRun)
+        let result: (prepared: [Int: (writer: UInt64, pages: Int)], failed: [Int: String]) = staging.frozenSource.map { $0.finishPrepare(pending) } ?? ([:], [:])
+        outcome = result
+        // A node that could not persist its part: the agent reads those pages and persists them itself.
+        if !result.failed.isEmpty, let src = staging.frozenSource {
+            for (node, why) in result.failed.sorted(by: { $0.key < $1.key }) {
+                store.logger.warning("memory node \(src.endpoints[node]) did not persist its pages of epoch \(epoch) (\(why)); the agent persists them")
+            }
+            let buf = UnsafeMutableRawPointer.allocate(byteCount: CheckpointStaging.runPages * Page.size, alignment: Page.size)
+            defer { buf.deallocate() }
+            for f in staging.frozen where result.failed[f.node] != nil {
+                try src.read(node: f.node, keys: f.keys, into: buf)
+                try appendRun(f.address, f.keys.count, buf)
+            }
         }
         var zeroStart = 0
         while zeroStart < staging.zeroRuns.count {
@@ -208,7 +255,10 @@ final class ClusterTransaction: CheckpointTransaction {
         batch.append(.init(epoch: e, slab: 0, payload: ctx))
         try flush()
         try w.sync()
-        record = ["writer": store.writerID, "pages": pages, "pause_ms": pauseMillis, "committed_at": Date().timeIntervalSince1970]
+        let participantPages = result.prepared.values.reduce(0) { $0 + $1.pages }
+        record = ["writer": String(store.writerID, radix: 16), "pages": pages + participantPages, "pause_ms": pauseMillis,
+                  "committed_at": Date().timeIntervalSince1970,
+                  "participants": result.prepared.values.map { String($0.writer, radix: 16) }.sorted()]
         if let p = image.parentEpoch { record["parent"] = p }
     }
 

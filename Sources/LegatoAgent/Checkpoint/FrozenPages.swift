@@ -1,4 +1,5 @@
 import LegatoCore
+import LegatoLog
 import LegatoSystem
 import LegatoWire
 
@@ -46,5 +47,67 @@ final class FrozenPages {
             do { try client(node).release(space: space) } catch { problems.append("release on \(endpoints[node]): \(error)") }
         }
         return problems
+    }
+
+    /// A PREPARE on its way to one memory node: its requests, or why it could not be sent.
+    struct PendingPrepare {
+        var node: Int
+        var writer: UInt64
+        var requests: [UInt32] = []
+        var failure: String?
+    }
+
+    /// Sends PREPARE to every node of `byNode`: each is to persist the frozen versions of its runs
+    /// into its participant log for run `name` (requests of at most 65536 pages, all sent before any
+    /// answer is awaited, so the nodes work in parallel with each other and with the caller).
+    func startPrepare(name: String, epoch: UInt32, byNode: [Int: [(address: UInt64, vpns: [UInt64])]]) -> [PendingPrepare] {
+        byNode.keys.sorted().map { node in
+            var p = PendingPrepare(node: node, writer: CheckpointLogEntry.participantWriter(name: name, node: endpoints[node].description))
+            var chunk: [(address: UInt64, vpns: [UInt64])] = []
+            var pages = 0
+            do {
+                for run in byNode[node]! {
+                    if pages + run.vpns.count > 65536 && !chunk.isEmpty {
+                        p.requests.append(try client(node).startPrepare(space: space, epoch: epoch, writer: p.writer, runs: chunk))
+                        chunk.removeAll()
+                        pages = 0
+                    }
+                    chunk.append(run)
+                    pages += run.vpns.count
+                }
+                if !chunk.isEmpty { p.requests.append(try client(node).startPrepare(space: space, epoch: epoch, writer: p.writer, runs: chunk)) }
+            } catch {
+                p.failure = "\(error)"
+                dropClient(node)
+            }
+            return p
+        }
+    }
+
+    /// The answers: the nodes that persisted all they were asked (PREPARED), with their log writer and
+    /// page count; the others, with why (the caller persists their pages itself).
+    func finishPrepare(_ pending: [PendingPrepare]) -> (prepared: [Int: (writer: UInt64, pages: Int)], failed: [Int: String]) {
+        var prepared: [Int: (writer: UInt64, pages: Int)] = [:]
+        var failed: [Int: String] = [:]
+        for p in pending {
+            if let f = p.failure {
+                failed[p.node] = f
+                continue
+            }
+            var pages = 0
+            do {
+                for id in p.requests { pages += Int(try client(p.node).finishPrepare(id)) }
+                prepared[p.node] = (p.writer, pages)
+            } catch {
+                failed[p.node] = "\(error)"
+                dropClient(p.node)
+            }
+        }
+        return (prepared, failed)
+    }
+
+    private func dropClient(_ node: Int) {
+        clients[node]?.close()
+        clients[node] = nil
     }
 }
