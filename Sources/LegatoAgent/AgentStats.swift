@@ -22,6 +22,7 @@ struct AgentStats {
     var lostFaultWakes = 0             // times the liveness guard had to wake a forgotten fault
     var restoreResumeNanos: UInt64 = 0  // agent start to the restored PROG resuming
     var restoreCompleteNanos: UInt64 = 0  // agent start to every restored page back (in PROG or on memory nodes)
+    var restoreReadMillis: Double = 0     // reading the checkpoint before the agent started
     var restoredByFault = 0             // restored pages brought back by PROG's faults
     var restoredByFill = 0              // ... by the background fill
     var remoteLatency = LatencyHistogram()
@@ -40,6 +41,7 @@ struct AgentStats {
             "restore_resume_ms": Double(restoreResumeNanos) / 1e6,
             "lost_fault_wakes": lostFaultWakes,
             "restore_complete_ms": Double(restoreCompleteNanos) / 1e6,
+            "restore_read_ms": restoreReadMillis,
             "restored_by_fault": restoredByFault,
             "restored_by_fill": restoredByFill,
             "zero_fills": zeroFills,

@@ -88,8 +88,12 @@ struct RestoreCommand: ParsableCommand {
             writeError("legato: no committed checkpoint of \(name) \(where_)")
             throw ExitCode(1)
         }
-        let source: RestoreSource
-        do { source = try store.load(epoch: e) } catch {
+        var source: RestoreSource
+        let reading = monotonicNanos()
+        do {
+            source = try store.load(epoch: e)
+            source.readMillis = Double(monotonicNanos() - reading) / 1e6
+        } catch {
             writeError("legato: cannot restore \(name) epoch \(e): \(error)")
             throw ExitCode(1)
         }

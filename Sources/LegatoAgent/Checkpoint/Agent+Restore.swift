@@ -28,6 +28,8 @@ public struct RestoreSource {
 
     public let image: ProcessImage
     public let layers: [Layer]
+    /// How long reading the checkpoint took before the agent started (its index, or the logs).
+    public var readMillis: Double = 0
 
     public init(image: ProcessImage, layers: [Layer]) {
         self.image = image
@@ -121,6 +123,7 @@ extension Agent {
         restoreBacking?.startReadAhead()
         for o in others { resume(o) }
         stats.restoreResumeNanos = monotonicNanos() - createdAt
+        stats.restoreReadMillis = source.readMillis
         log.info("restore timing: \(marks.description)")
         log.info("restored \(image.name) epoch \(image.epoch) into pid \(pid): \(image.threads.count) thread(s), \(image.vmas.count) mappings, \(source.pageCount) pages in \(source.layers.count) layer(s), \(backing.bound) to come lazily")
     }

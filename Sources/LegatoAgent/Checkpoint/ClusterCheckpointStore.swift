@@ -30,6 +30,8 @@ public final class ClusterCheckpointStore: CheckpointStore {
     private var coordinator: CoordinatorClient
     private var writer: LogWriter?
     let logger = LegatoCore.LegatoLog.logger("legato.checkpoint")
+    /// How long the last `load` took to read the logs.
+    public private(set) var readMillis: Double = 0
 
     public init(name: String, coordinator: Endpoint, secret: ClusterSecret) throws {
         self.name = name
@@ -100,27 +102,32 @@ public final class ClusterCheckpointStore: CheckpointStore {
         let wanted = Set(chain.map { UInt32(truncatingIfNeeded: $0) })
         var builders: [UInt32: LayerBuilder] = [:]
         var image: ProcessImage?
-        func take(_ entry: ReplicaStore.Entry) throws {
-            let b = builders[entry.epoch] ?? LayerBuilder(epoch: UInt64(entry.epoch))
-            builders[entry.epoch] = b
-            if try b.add(entry.payload), UInt64(entry.epoch) == epoch {
-                image = try JSONDecoder().decode(ProcessImage.self, from: Data(entry.payload.dropFirst(8)))
-            }
-        }
+        // The run's log, then the memory nodes' participant logs (of each, only the epochs whose
+        // record names it), read in parallel.
         let w = try log()
-        for (segment, _) in w.placement {
-            for entry in try w.read(segment: segment) where wanted.contains(entry.epoch) { try take(entry) }
-        }
-        // The memory nodes' participant logs: of each, only the epochs whose record names it.
+        var segments = w.placement.map { LogReplay.Segment(writer: writerID, segment: $0.segment, replicas: $0.nodes, epochs: wanted) }
         for (writer, epochs) in try participants(of: chain) {
             let p = try LogWriter(config: .init(writer: writer, secret: secret,
                                                 token: CheckpointLogEntry.participantToken(writer: writer, secret: secret),
                                                 coordinator: coordinatorEndpoint))
-            defer { p.close() }
-            for (segment, _) in p.placement {
-                for entry in try p.read(segment: segment) where epochs.contains(entry.epoch) { try take(entry) }
+            segments += p.placement.map { LogReplay.Segment(writer: writer, segment: $0.segment, replicas: $0.nodes, epochs: epochs) }
+            p.close()
+        }
+        let started = monotonicNanos()
+        var bytes = 0
+        try LogReplay(secret: secret).run(segments) { entries in
+            for (e, payload) in entries {
+                let b = builders[e] ?? LayerBuilder(epoch: UInt64(e))
+                builders[e] = b
+                bytes += payload.count
+                if try b.add(payload), UInt64(e) == epoch {
+                    image = try JSONDecoder().decode(ProcessImage.self, from: Data(payload.dropFirst(8)))
+                }
             }
         }
+        let ms = Double(monotonicNanos() - started) / 1e6
+        logger.info("read checkpoint \(epoch) of \(name): \(segments.count) segments, \(bytes >> 20) MiB from the log nodes in \(Int(ms)) ms")
+        readMillis = ms
         guard let image else { throw LegatoError("checkpoint \(epoch) of \(name) is committed but its context is not in the log") }
         guard image.version == ProcessImage.version else { throw LegatoError("checkpoint \(epoch) has format version \(image.version)") }
         return RestoreSource(image: image, layers: chain.map { (builders[UInt32(truncatingIfNeeded: $0)] ?? LayerBuilder(epoch: $0)).layer })
