@@ -3,7 +3,8 @@ import Glibc
 import LegatoCore
 import LegatoSystem
 
-/// A checkpoint to restore: its context, and its pages as layers — the full checkpoint it builds on
+/// A checkpoint to restore: its context, and its pages as layers (an epoch's pages may come in several
+/// layers, disjoint, next to each other) — the full checkpoint it builds on
 /// first, each increment after it; a later layer's page replaces an earlier one's.
 public struct RestoreSource {
     public struct Layer {
@@ -208,8 +209,9 @@ extension Agent {
             return lo < files.count && files[lo].start <= a
         }
         let mem = try RestoredPageWriter(pid: pid, backing: backing)
+        let newestEpoch = source.layers.last?.epoch
         for (n, layer) in source.layers.enumerated() {
-            let newest = n == source.layers.count - 1
+            let newest = layer.epoch == newestEpoch  // (an epoch may come in several layers, disjoint)
             var index: Int64 = 0
             for (address, count) in layer.pageRuns {
                 var k = 0

@@ -100,7 +100,6 @@ public final class ClusterCheckpointStore: CheckpointStore {
             next = s.parent
         }
         let wanted = Set(chain.map { UInt32(truncatingIfNeeded: $0) })
-        var builders: [UInt32: LayerBuilder] = [:]
         var image: ProcessImage?
         // The run's log, then the memory nodes' participant logs (of each, only the epochs whose
         // record names it), read in parallel.
@@ -114,23 +113,28 @@ public final class ClusterCheckpointStore: CheckpointStore {
             p.close()
         }
         let started = monotonicNanos()
-        var bytes = 0
-        try LogReplay(secret: secret).run(segments) { entries in
-            for (e, payload) in entries {
-                let b = builders[e] ?? LayerBuilder(epoch: UInt64(e))
-                builders[e] = b
-                bytes += payload.count
-                if try b.add(payload), UInt64(e) == epoch {
-                    image = try JSONDecoder().decode(ProcessImage.self, from: Data(payload.dropFirst(8)))
-                }
+        // Each reading thread builds layers of its own (no lock, no copy but the one into them); a
+        // chain's layers are then ordered by epoch, and within an epoch their pages are disjoint.
+        let replay = LogReplay(secret: secret)
+        final class Builders { var byEpoch: [UInt32: LayerBuilder] = [:]; var image: ProcessImage? }
+        let perThread = (0..<replay.threads).map { _ in Builders() }
+        try replay.run(segments) { t, e, payload in
+            let mine = perThread[t]
+            let b = mine.byEpoch[e] ?? LayerBuilder(epoch: UInt64(e))
+            mine.byEpoch[e] = b
+            if try b.add(payload), UInt64(e) == epoch {
+                mine.image = try JSONDecoder().decode(ProcessImage.self, from: Data(payload[8...]))
             }
         }
+        image = perThread.compactMap { $0.image }.first
+        let bytes = perThread.reduce(0) { $0 + $1.byEpoch.values.reduce(0) { $0 + $1.data.count } }
         let ms = Double(monotonicNanos() - started) / 1e6
         logger.info("read checkpoint \(epoch) of \(name): \(segments.count) segments, \(bytes >> 20) MiB from the log nodes in \(Int(ms)) ms")
         readMillis = ms
         guard let image else { throw LegatoError("checkpoint \(epoch) of \(name) is committed but its context is not in the log") }
         guard image.version == ProcessImage.version else { throw LegatoError("checkpoint \(epoch) has format version \(image.version)") }
-        return RestoreSource(image: image, layers: chain.map { (builders[UInt32(truncatingIfNeeded: $0)] ?? LayerBuilder(epoch: $0)).layer })
+        let layers = chain.flatMap { e in perThread.compactMap { $0.byEpoch[UInt32(truncatingIfNeeded: e)]?.layer } }
+        return RestoreSource(image: image, layers: layers)
     }
 
     /// The participant logs of the checkpoints of `chain`, each with the epochs it holds pages of.
@@ -156,15 +160,15 @@ public final class ClusterCheckpointStore: CheckpointStore {
         init(epoch: UInt64) { self.epoch = epoch }
 
         /// Adds an entry; true if it was the context.
-        func add(_ p: [UInt8]) throws -> Bool {
+        func add(_ p: UnsafeRawBufferPointer) throws -> Bool {
             guard p.count >= 8, let kind = Kind(rawValue: p[0]) else { throw LegatoError("checkpoint log entry of epoch \(epoch) has an unknown kind") }
-            func u64(_ at: Int) -> UInt64 { p.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt64.self) } }
-            let n = Int(p.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self) })
+            func u64(_ at: Int) -> UInt64 { UInt64(littleEndian: p.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
+            let n = Int(UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
             switch kind {
             case .pages:
                 guard p.count == 16 + n * Page.size else { throw LegatoError("checkpoint log entry of epoch \(epoch): \(n) pages in \(p.count) bytes") }
                 runs.append((u64(8), n))
-                data.append(contentsOf: p[16...])
+                data.append(contentsOf: UnsafeRawBufferPointer(rebasing: p[16...]))
             case .zeros:
                 guard p.count == 8 + n * 16 else { throw LegatoError("checkpoint log entry of epoch \(epoch): \(n) zero runs in \(p.count) bytes") }
                 for k in 0..<n { zeros.append((u64(8 + k * 16), Int(u64(16 + k * 16)))) }
