@@ -105,6 +105,8 @@ public final class Agent {
     var stuckChecks = 0
     /// A restored checkpoint's pages still to come back (lazy restore).
     var restoreBacking: RestoreBacking?
+    /// The fill waits for pages still streaming in: the event loop sleeps 1 ms at a time meanwhile.
+    var restoreFillStalled = false
     /// Where checkpoints go (made at the first one).
     var store: CheckpointStore?
     /// The checkpoint whose two-phase commit is running, and the eventfd its thread signals.
@@ -243,7 +245,7 @@ public final class Agent {
     /// Serves uffd events, ptrace stops and write-back completions until `done()` holds.
     func loop(until done: () -> Bool) throws {
         while !done() {
-            try pollOnce(reapStops: true, sleepMillis: restoreBacking != nil ? 0 : periodicCheckpointDue.map { Int32(clamping: max(1, min(1000, Int64($0) - Int64(monotonicNanos() / 1_000_000)))) } ?? 1000)
+            try pollOnce(reapStops: true, sleepMillis: restoreBacking != nil ? (restoreFillStalled ? 1 : 0) : periodicCheckpointDue.map { Int32(clamping: max(1, min(1000, Int64($0) - Int64(monotonicNanos() / 1_000_000)))) } ?? 1000)
             if fatalError != nil { return }
             if phase == .running { try maybeEvict() }
             if phase == .running { takePeriodicCheckpoint() }

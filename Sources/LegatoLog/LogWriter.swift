@@ -180,10 +180,23 @@ public final class LogWriter {
 
     // MARK: appending
 
+    /// Where an entry went: its segment and its index there.
+    public struct Position: Equatable {
+        public var segment: UInt64
+        public var index: UInt32
+        public init(segment: UInt64, index: UInt32) {
+            self.segment = segment
+            self.index = index
+        }
+    }
+
     /// Appends entries to the open segment (opening a new one when it is full). Returns once every
-    /// replica holds them.
-    public func append(_ entries: [ReplicaStore.Entry]) throws {
+    /// replica holds them, with each entry's position.
+    @discardableResult
+    public func append(_ entries: [ReplicaStore.Entry]) throws -> [Position] {
         try lock.withLock {
+            var positions: [Position] = []
+            positions.reserveCapacity(entries.count)
             var rest = entries[...]
             while !rest.isEmpty {
                 let seg = try openSegment(fitting: rest.first!.payload.count)
@@ -197,12 +210,14 @@ public final class LogWriter {
                 }
                 let chunk = rest.prefix(n)
                 try appendToReplicas(seg, chunk)
+                for k in 0..<chunk.count { positions.append(Position(segment: seg.id, index: seg.count + UInt32(k))) }
                 seg.entries += chunk
                 seg.count += UInt32(chunk.count)
                 seg.bytes += chunk.reduce(0) { $0 + $1.payload.count + SegmentFormat.entryHeaderSize }
                 seg.unsynced = true
                 rest = rest.dropFirst(n)
             }
+            return positions
         }
     }
 

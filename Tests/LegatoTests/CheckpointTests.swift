@@ -50,9 +50,9 @@ import LegatoSystem
             }
         }
 
-        func restore(extra: [String] = []) throws -> CommandResult {
+        func restore(extra: [String] = [], environment: [String: String] = [:]) throws -> CommandResult {
             try runCommand(["sh", "-c", "exec '\(TestEnvironment.legato)' restore \(name) --state-dir '\(stateDir)' --local-mem 16M \(extra.joined(separator: " "))"],
-                           timeoutSeconds: 300)
+                           environment: environment, timeoutSeconds: 300)
         }
     }
 

@@ -46,9 +46,19 @@ import LegatoWire
         #expect(try committedEpochs(cluster, stateDir: run.stateDir) == [1, 2])
         // One of the three log nodes goes; every segment still has a replica elsewhere.
         cluster.kill9(address: cluster.daemons.first { $0.name.hasPrefix("logd") }!.address)
-        let r = try run.restore(extra: clusterOptions(cluster))
+        // PROG resumes once the index and context are read; its pages stream in from the log nodes.
+        // The replay is held back a while here, so PROG's first faults fetch their pages themselves.
+        let r = try run.restore(extra: clusterOptions(cluster), environment: ["LEGATO_TEST_REPLAY_DELAY_MS": "1500"])
         #expect(r.status == 0, "restore failed (\(r.status)): \(r.stderr)")
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
+        #expect(r.stderr.contains("pages to stream in"), "a streamed restore")
+        let fetched = r.stderr.range(of: #"\((\d+) entries fetched ahead by faults\)"#, options: .regularExpression)
+            .map { Int(r.stderr[$0].dropFirst().prefix { $0.isNumber }) ?? 0 } ?? 0
+        #expect(fetched > 0, "faults fetched their pages ahead of the replay: \(r.stderr)")
+        // The same checkpoint again, without the delay.
+        let again = try run.restore(extra: clusterOptions(cluster))
+        #expect(again.status == 0, "second restore failed (\(again.status)): \(again.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "the second restore's output differs")
     }
 
     @Test func aCrashBeforeTheDecisionLeavesThePreviousCheckpoint() throws {

@@ -25,6 +25,7 @@ public struct RestoreSource {
     public enum PageBytes {
         case file(String)
         case memory(Data)
+        case streamed(StreamedPages)   // arriving from the log nodes while PROG runs
     }
 
     public let image: ProcessImage

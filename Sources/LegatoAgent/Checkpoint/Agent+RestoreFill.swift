@@ -41,6 +41,7 @@ extension Agent {
     /// One step of the background fill (a few hundred pages at most).
     func fillFromRestore() throws {
         guard let b = restoreBacking else { return }
+        restoreFillStalled = false
         var storeKeys: [UInt64] = []
         var steps = 0
         while steps < 1024, let key = b.currentKey() {
@@ -57,6 +58,10 @@ extension Agent {
             if needsEviction(extra: RestoreBacking.runPages), pool.route(key) != nil {
                 // No room in PROG: this page goes to a memory node.
                 guard inflightBytes + (storeKeys.count + 1) * Page.size <= Agent.maxInflightBytes else { break }
+                guard b.available(b.location(key: key)!) else {
+                    restoreFillStalled = true
+                    break
+                }
                 storeKeys.append(key)
                 b.advance(1)
                 continue
@@ -65,6 +70,13 @@ extension Agent {
             // allow and installed in one UFFDIO_COPY.
             let locs = restoringRun(r, i, max: RestoreBacking.runPages, b)
             let n = locs.count
+            // Pages still streaming in from the log nodes: the fill waits for them (without holding
+            // up the event loop); a fault on them fetches them at once.
+            if !b.available(locs[0]) || !b.available(locs[n - 1]) {
+                restoreFillStalled = true
+                break
+            }
+            restoreFillStalled = false
             try b.read(locs, into: b.buffer)
             let result = install(nil, r, i, count: n, from: b.buffer, writable: true)
             if result == .again { break }  // the address space is changing: after the events

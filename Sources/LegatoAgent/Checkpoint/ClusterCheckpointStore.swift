@@ -30,7 +30,7 @@ public final class ClusterCheckpointStore: CheckpointStore {
     private var coordinator: CoordinatorClient
     private var writer: LogWriter?
     let logger = LegatoCore.LegatoLog.logger("legato.checkpoint")
-    /// How long the last `load` took to read the logs.
+    /// How long the last `load` took to read the logs (for a streamed restore: the index and context).
     public private(set) var readMillis: Double = 0
 
     public init(name: String, coordinator: Endpoint, secret: ClusterSecret) throws {
@@ -99,6 +99,7 @@ public final class ClusterCheckpointStore: CheckpointStore {
             chain.insert(e, at: 0)
             next = s.parent
         }
+        if let streaming = try loadStreaming(epoch: epoch, chain: chain) { return streaming }
         let wanted = Set(chain.map { UInt32(truncatingIfNeeded: $0) })
         var image: ProcessImage?
         // The run's log, then the memory nodes' participant logs (of each, only the epochs whose
@@ -135,6 +136,86 @@ public final class ClusterCheckpointStore: CheckpointStore {
         guard image.version == ProcessImage.version else { throw LegatoError("checkpoint \(epoch) has format version \(image.version)") }
         let layers = chain.flatMap { e in perThread.compactMap { $0.byEpoch[UInt32(truncatingIfNeeded: e)]?.layer } }
         return RestoreSource(image: image, layers: layers)
+    }
+
+    /// The lazy restore, for checkpoints whose records locate their index and context entries: reads
+    /// those few entries, then replays the logs on threads of its own into the layers while the
+    /// restored PROG runs (a page it needs first is fetched ahead of the replay). Nil for a chain
+    /// written before indexes existed.
+    private func loadStreaming(epoch: UInt64, chain: [UInt64]) throws -> RestoreSource? {
+        var records: [UInt64: [String: Any]] = [:]
+        for r in try coordinator.checkpoints(name: name) where r.name == name && r.state == .committed && chain.contains(r.epoch) {
+            records[r.epoch] = (try? JSONSerialization.jsonObject(with: r.record) as? [String: Any]) ?? [:]
+        }
+        func position(_ e: UInt64, _ key: String) -> LogWriter.Position? {
+            guard let a = records[e]?[key] as? [NSNumber], a.count == 2 else { return nil }
+            return .init(segment: a[0].uint64Value, index: a[1].uint32Value)
+        }
+        guard let contextAt = position(epoch, "context_at"), chain.allSatisfy({ position($0, "index_at") != nil }) else { return nil }
+        let started = monotonicNanos()
+        let w = try log()
+        let reader = EntryReader(writer: writerID, placement: Dictionary(w.placement.map { ($0.segment, $0.nodes) }, uniquingKeysWith: { a, _ in a }),
+                                 secret: secret)
+        var image: ProcessImage?
+        try reader.visit(contextAt) { p in
+            guard p.first == Kind.context.rawValue else { throw LegatoError("the entry at segment \(contextAt.segment) #\(contextAt.index) is no context") }
+            image = try JSONDecoder().decode(ProcessImage.self, from: Data(p[8...]))
+        }
+        guard let image else { throw LegatoError("checkpoint \(epoch) of \(name): no context at segment \(contextAt.segment) #\(contextAt.index)") }
+        guard image.version == ProcessImage.version else { throw LegatoError("checkpoint \(epoch) has format version \(image.version)") }
+        var layers: [RestoreSource.Layer] = []
+        var streams: [UInt32: StreamedPages] = [:]
+        for e in chain {
+            var index: (runs: [CheckpointLogEntry.IndexedRun], zeros: [(UInt64, Int)])?
+            try reader.visit(position(e, "index_at")!) { index = try CheckpointLogEntry.parseIndex($0) }
+            let e32 = UInt32(truncatingIfNeeded: e)
+            let stream = try StreamedPages(epoch: e32, runs: index!.runs)
+            stream.fetchEntry = { [reader] segment, entry in
+                try reader.visit(.init(segment: segment, index: entry)) { p in try Self.deliver(p, to: stream) }
+            }
+            streams[e32] = stream
+            layers.append(.init(epoch: e, pageRuns: index!.runs.map { ($0.address, $0.pages) }, zeroRuns: index!.zeros, pages: .streamed(stream)))
+        }
+        // The replay: the run's log and the participant logs (of each, the epochs that name it).
+        let wanted = Set(streams.keys)
+        var segments = w.placement.map { LogReplay.Segment(writer: writerID, segment: $0.segment, replicas: $0.nodes, epochs: wanted) }
+        for (writer, epochs) in try participants(of: chain) {
+            let p = try LogWriter(config: .init(writer: writer, secret: secret,
+                                                token: CheckpointLogEntry.participantToken(writer: writer, secret: secret),
+                                                coordinator: coordinatorEndpoint))
+            segments += p.placement.map { LogReplay.Segment(writer: writer, segment: $0.segment, replicas: $0.nodes, epochs: epochs) }
+            p.close()
+        }
+        readMillis = Double(monotonicNanos() - started) / 1e6
+        let replay = LogReplay(secret: secret)
+        let log = logger
+        let name = self.name
+        // Tests hold the replay back to make PROG's faults fetch their pages ahead of it.
+        let delay = ProcessInfo.processInfo.environment["LEGATO_TEST_REPLAY_DELAY_MS"].flatMap { UInt32($0) } ?? 0
+        startThread(name: "log-replay") {
+            if delay > 0 { usleep(delay * 1000) }
+            let t0 = monotonicNanos()
+            var failure: Error?
+            do {
+                try replay.run(segments) { _, e, p in if let s = streams[e] { try Self.deliver(p, to: s) } }
+            } catch {
+                failure = error
+                log.error("replaying checkpoint \(epoch) of \(name) from the log nodes: \(error)")
+            }
+            for s in streams.values { s.replayFinished(error: failure) }
+            let fetched = streams.values.reduce(0) { $0 + $1.fetchedByReader }
+            log.info("replayed checkpoint \(epoch) of \(name) from \(segments.count) segments in \(Int(Double(monotonicNanos() - t0) / 1e6)) ms (\(fetched) entries fetched ahead by faults)")
+        }
+        logger.info("checkpoint \(epoch) of \(name): index and context read in \(Int(readMillis)) ms; \(layers.reduce(0) { $0 + $1.pageRuns.reduce(0) { $0 + $1.1 } }) pages to stream in")
+        return RestoreSource(image: image, layers: layers)
+    }
+
+    /// A pages entry to the stream of its epoch (other kinds are not pages).
+    static func deliver(_ p: UnsafeRawBufferPointer, to stream: StreamedPages) throws {
+        guard p.count >= 16, p[0] == Kind.pages.rawValue else { return }
+        let n = Int(UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+        guard p.count == 16 + n * Page.size else { throw LegatoError("checkpoint log entry of epoch \(stream.epoch): \(n) pages in \(p.count) bytes") }
+        stream.deliver(address: UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)), count: n, data: p.baseAddress! + 16)
     }
 
     /// The participant logs of the checkpoints of `chain`, each with the epochs it holds pages of.
@@ -174,6 +255,8 @@ public final class ClusterCheckpointStore: CheckpointStore {
                 for k in 0..<n { zeros.append((u64(8 + k * 16), Int(u64(16 + k * 16)))) }
             case .context:
                 return true
+            case .index:
+                break
             }
             return false
         }
@@ -215,13 +298,24 @@ final class ClusterTransaction: CheckpointTransaction {
         }
         var batch: [ReplicaStore.Entry] = []
         var batchBytes = 0
+        var indexRuns: [CheckpointLogEntry.IndexedRun] = []
+        var pendingRuns: [(UInt64, Int)] = []   // the pages entries of `batch`, in order
         func flush() throws {
-            if !batch.isEmpty { try w.append(batch) }
+            if !batch.isEmpty {
+                let at = try w.append(batch)
+                var k = 0
+                for (i, entry) in batch.enumerated() where entry.payload.first == ClusterCheckpointStore.Kind.pages.rawValue {
+                    indexRuns.append(.init(address: pendingRuns[k].0, pages: pendingRuns[k].1, segment: at[i].segment, entry: at[i].index))
+                    k += 1
+                }
+            }
             batch.removeAll(keepingCapacity: true)
+            pendingRuns.removeAll(keepingCapacity: true)
             batchBytes = 0
         }
         var pages = 0
         func appendRun(_ address: UInt64, _ count: Int, _ data: UnsafeRawPointer) throws {
+            pendingRuns.append((address, count))
             batch.append(.init(epoch: e, slab: address >> 24, payload: CheckpointLogEntry.pages(address: address, count: count, data: data)))
             batchBytes += count * Page.size
             pages += count
@@ -258,18 +352,23 @@ final class ClusterTransaction: CheckpointTransaction {
             batch.append(.init(epoch: e, slab: 0, payload: p))
             zeroStart += part.count
         }
+        try flush()
+        // The index (every run of the epoch, wherever it lies) and the context, last: a restore reads
+        // these two entries, resumes PROG, and lets the pages stream in.
+        for f in staging.frozen where result.prepared[f.node] != nil { indexRuns.append(.init(address: f.address, pages: f.keys.count)) }
+        let index = CheckpointLogEntry.index(runs: indexRuns, zeros: staging.zeroRuns.map { ($0[0], Int($0[1])) })
         var ctx = [UInt8](repeating: 0, count: 8)
         ctx[0] = ClusterCheckpointStore.Kind.context.rawValue
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
         ctx.append(contentsOf: try enc.encode(image))
-        batch.append(.init(epoch: e, slab: 0, payload: ctx))
-        try flush()
+        let at = try w.append([.init(epoch: e, slab: 0, payload: index), .init(epoch: e, slab: 0, payload: ctx)])
         try w.sync()
         let participantPages = result.prepared.values.reduce(0) { $0 + $1.pages }
         record = ["writer": String(store.writerID, radix: 16), "pages": pages + participantPages, "pause_ms": pauseMillis,
                   "committed_at": Date().timeIntervalSince1970,
-                  "participants": result.prepared.values.map { String($0.writer, radix: 16) }.sorted()]
+                  "participants": result.prepared.values.map { String($0.writer, radix: 16) }.sorted(),
+                  "index_at": [at[0].segment, at[0].index], "context_at": [at[1].segment, at[1].index]]
         if let p = image.parentEpoch { record["parent"] = p }
     }
 

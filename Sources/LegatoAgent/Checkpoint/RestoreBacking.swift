@@ -78,6 +78,9 @@ final class RestoreBacking {
             case .memory(let d):
                 fds.append(-1)
                 memory.append(d)
+            case .streamed:
+                fds.append(-1)
+                memory.append(nil)
             }
         }
     }
@@ -207,12 +210,20 @@ final class RestoreBacking {
         }
     }
 
+    /// Whether reading `loc` would not wait for pages still on their way (a streamed layer).
+    func available(_ loc: Location) -> Bool {
+        if case .streamed(let s) = layers[loc.layer].pages { return s.available(page: Int(loc.page)) }
+        return true
+    }
+
     /// Copies the page at `loc` to `dst`.
     func read(_ loc: Location, into dst: UnsafeMutableRawPointer) throws {
         let offset = Int(loc.page) * Page.size
         if fds[loc.layer] >= 0 {
             let n = pread(fds[loc.layer], dst, Page.size, off_t(offset))
             if n != Page.size { throw SystemError("read the restored page at \(offset) of layer \(layers[loc.layer].epoch)", code: n < 0 ? errno : EIO) }
+        } else if case .streamed(let s) = layers[loc.layer].pages {
+            try s.copy(page: Int(loc.page), into: dst)
         } else if let d = memory[loc.layer], offset + Page.size <= d.count {
             d.withUnsafeBytes { _ = memcpy(dst, $0.baseAddress! + offset, Page.size) }
         } else {

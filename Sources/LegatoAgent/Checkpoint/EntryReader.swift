@@ -1,0 +1,55 @@
+import LegatoCore
+import LegatoLog
+import LegatoSystem
+
+/// Reads single entries of one writer's log by position, from whichever replica answers (the
+/// index and context of a checkpoint, a run a fault needs before the replay brings it).
+/// Thread-safe (one request at a time).
+final class EntryReader {
+    let writer: UInt64
+    let placement: [UInt64: [Endpoint]]
+    let secret: ClusterSecret
+    private let lock = Lock()
+    private var clients: [Endpoint: LogNodeClient] = [:]
+
+    init(writer: UInt64, placement: [UInt64: [Endpoint]], secret: ClusterSecret) {
+        self.writer = writer
+        self.placement = placement
+        self.secret = secret
+    }
+
+    deinit { for c in clients.values { c.close() } }
+
+    /// Hands the payload of the entry at `at` to body (valid during the call).
+    func visit(_ at: LogWriter.Position, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        try lock.withLock {
+            guard let nodes = placement[at.segment], !nodes.isEmpty else {
+                throw LegatoError("segment \(at.segment) of log \(String(writer, radix: 16)) has no replica")
+            }
+            var why = ""
+            for ep in nodes {
+                do {
+                    let c = try clients[ep] ?? LogNodeClient(endpoint: ep, secret: secret, token: Sys.randomBytes(32))
+                    clients[ep] = c
+                    var found = false
+                    var failure: Error?
+                    try c.readPage(writer: writer, segment: at.segment, first: at.index, maxEntries: 1) { e in
+                        guard e.index == at.index else { return }
+                        found = true
+                        do { try body(e.payload) } catch { failure = error }
+                    }
+                    if let failure { throw failure }
+                    if found { return }
+                    why = "\(ep) does not have it"
+                } catch let e as LegatoError {
+                    throw e
+                } catch {
+                    why = "\(ep): \(error)"
+                    clients[ep]?.close()
+                    clients[ep] = nil
+                }
+            }
+            throw LegatoError("entry \(at.index) of segment \(at.segment) of log \(String(writer, radix: 16)) is unreadable: \(why)")
+        }
+    }
+}

@@ -1,0 +1,131 @@
+import Glibc
+import LegatoCore
+import LegatoLog
+import LegatoSystem
+
+/// One epoch's pages arriving from the log nodes while the restored PROG already runs. The index
+/// entry names every run beforehand, so each page has its place (page i of the layer, in index
+/// order) before any byte arrives; the replay threads deliver runs as they read them, and a reader
+/// that needs a run not there yet fetches that one entry itself (its position is in the index), or
+/// waits for the replay if the run lies in a participant log.
+public final class StreamedPages {
+    let epoch: UInt32
+    let runs: [CheckpointLogEntry.IndexedRun]
+    let pageCount: Int
+    private let firstPage: [Int]               // by run: its first page in the layer
+    private let runAt: [UInt64: Int]           // run start address -> run
+    private let base: UnsafeMutableRawPointer  // pageCount pages, touched as they arrive
+    private let lock = Lock()
+    private var arrived: [Bool]
+    private var fetching: Set<Int> = []
+    private var missing: Int
+    private var failure: String?
+    private var replayDone = false
+    /// Fetches the entry at (segment, entry) of the run's log and hands it to `deliver`.
+    var fetchEntry: ((UInt64, UInt32) throws -> Void)?
+    private(set) var fetchedByReader = 0
+
+    init(epoch: UInt32, runs: [CheckpointLogEntry.IndexedRun]) throws {
+        self.epoch = epoch
+        self.runs = runs
+        var first: [Int] = []
+        var at: [UInt64: Int] = [:]
+        var total = 0
+        for (i, r) in runs.enumerated() {
+            first.append(total)
+            at[r.address] = i
+            total += r.pages
+        }
+        firstPage = first
+        runAt = at
+        pageCount = total
+        arrived = [Bool](repeating: false, count: runs.count)
+        missing = runs.count
+        let bytes = max(1, total) * Page.size
+        guard let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), p != MAP_FAILED else {
+            throw SystemError.fromErrno("mmap \(bytes >> 20) MiB for the pages of epoch \(epoch)")
+        }
+        base = p
+    }
+
+    deinit { munmap(base, max(1, pageCount) * Page.size) }
+
+    var complete: Bool { lock.withLock { missing == 0 } }
+
+    /// A pages entry read from a log: copied to its run's place (again, harmlessly, if it came twice).
+    func deliver(address: UInt64, count: Int, data: UnsafeRawPointer) {
+        guard let i = runAt[address], runs[i].pages == count else { return }
+        memcpy(base + firstPage[i] * Page.size, data, count * Page.size)
+        lock.withLock {
+            if !arrived[i] {
+                arrived[i] = true
+                missing -= 1
+            }
+            lock.broadcast()
+        }
+    }
+
+    /// The replay has read everything it will (`error`: it stopped on one). Runs still missing then
+    /// will never come: their readers get an error rather than waiting forever.
+    func replayFinished(error: Error?) {
+        lock.withLock {
+            replayDone = true
+            if let error { failure = "\(error)" }
+            lock.broadcast()
+        }
+    }
+
+    /// Copies page `page` of the layer to dst, once its run is here.
+    func copy(page: Int, into dst: UnsafeMutableRawPointer) throws {
+        try waitFor(run: run(of: page))
+        memcpy(dst, base + page * Page.size, Page.size)
+    }
+
+    /// Whether `copy` of `page` would not wait: its run is here, or the replay is over (and a
+    /// missing run is an error at once).
+    func available(page: Int) -> Bool {
+        let i = run(of: page)
+        return lock.withLock { arrived[i] || replayDone }
+    }
+
+    private func run(of page: Int) -> Int {
+        var lo = 0, hi = runs.count
+        while lo + 1 < hi {
+            let mid = (lo + hi) / 2
+            if firstPage[mid] <= page { lo = mid } else { hi = mid }
+        }
+        return lo
+    }
+
+    private func waitFor(run i: Int) throws {
+        var fetched = false
+        while true {
+            let fetchNow: Bool? = try lock.withLock {
+                if arrived[i] { return nil }
+                if !fetched, runs[i].segment != .max, fetchEntry != nil, !fetching.contains(i) {
+                    fetching.insert(i)
+                    return true
+                }
+                if replayDone && !fetching.contains(i) {
+                    throw LegatoError("pages at 0x\(String(runs[i].address, radix: 16)) of epoch \(epoch) never arrived from the log nodes"
+                                      + (failure.map { ": \($0)" } ?? ""))
+                }
+                _ = lock.wait(seconds: 1)
+                return false
+            }
+            guard let fetchNow else { return }
+            guard fetchNow else { continue }
+            fetched = true  // once: if the entry did not bring the run, the replay will (or will say why not)
+            defer { lock.withLock { _ = fetching.remove(i) } }
+            do {
+                try fetchEntry!(runs[i].segment, runs[i].entry)
+                lock.withLock { fetchedByReader += 1 }
+            } catch {
+                lock.withLock { if failure == nil { failure = "\(error)" } }
+                // Leave it to the replay (it may still bring the run from another replica).
+                if lock.withLock({ replayDone && !arrived[i] }) { throw error }
+                lock.withLock { _ = lock.wait(seconds: 1) }
+            }
+        }
+    }
+}
