@@ -32,6 +32,9 @@ public struct RestoreSource {
     public let layers: [Layer]
     /// How long reading the checkpoint took before the agent started (its index, or the logs).
     public var readMillis: Double = 0
+    /// Starts bringing the pages in (a streamed restore's log replay), called once PROG runs again:
+    /// until then the disk and the cores go to rebuilding PROG; a page needed before is fetched alone.
+    public var startStreaming: (() -> Void)?
 
     public init(image: ProcessImage, layers: [Layer]) {
         self.image = image
@@ -126,6 +129,7 @@ extension Agent {
         for o in others { resume(o) }
         stats.restoreResumeNanos = monotonicNanos() - createdAt
         stats.restoreReadMillis = source.readMillis
+        source.startStreaming?()
         log.info("restore timing: \(marks.description)")
         log.info("restored \(image.name) epoch \(image.epoch) into pid \(pid): \(image.threads.count) thread(s), \(image.vmas.count) mappings, \(source.pageCount) pages in \(source.layers.count) layer(s), \(backing.bound) to come lazily")
     }

@@ -77,8 +77,12 @@ extension Agent {
                 break
             }
             restoreFillStalled = false
-            try b.read(locs, into: b.buffer)
-            let result = install(nil, r, i, count: n, from: b.buffer, writable: true)
+            let source: UnsafeRawPointer
+            if let p = b.inPlace(locs) { source = p } else {
+                try b.read(locs, into: b.buffer)
+                source = UnsafeRawPointer(b.buffer)
+            }
+            let result = install(nil, r, i, count: n, from: source, writable: true)
             if result == .again { break }  // the address space is changing: after the events
             for k in 0..<n { r.remove(i + k, .restoring) }
             stats.restoredByFill += n

@@ -192,7 +192,12 @@ public final class ClusterCheckpointStore: CheckpointStore {
         let name = self.name
         // Tests hold the replay back to make PROG's faults fetch their pages ahead of it.
         let delay = ProcessInfo.processInfo.environment["LEGATO_TEST_REPLAY_DELAY_MS"].flatMap { UInt32($0) } ?? 0
-        startThread(name: "log-replay") {
+        let once = Lock()
+        var replayRequested = false
+        let start: () -> Void = {
+            guard once.withLock({ defer { replayRequested = true }; return !replayRequested }) else { return }
+            for s in streams.values { s.replayStarting() }
+            startThread(name: "log-replay") {
             if delay > 0 { usleep(delay * 1000) }
             let t0 = monotonicNanos()
             var failure: Error?
@@ -205,9 +210,12 @@ public final class ClusterCheckpointStore: CheckpointStore {
             for s in streams.values { s.replayFinished(error: failure) }
             let fetched = streams.values.reduce(0) { $0 + $1.fetchedByReader }
             log.info("replayed checkpoint \(epoch) of \(name) from \(segments.count) segments in \(Int(Double(monotonicNanos() - t0) / 1e6)) ms (\(fetched) entries fetched ahead by faults)")
-        }
+        } }
         logger.info("checkpoint \(epoch) of \(name): index and context read in \(Int(readMillis)) ms; \(layers.reduce(0) { $0 + $1.pageRuns.reduce(0) { $0 + $1.1 } }) pages to stream in")
-        return RestoreSource(image: image, layers: layers)
+        for s in streams.values { s.startReplay = start }
+        var source = RestoreSource(image: image, layers: layers)
+        source.startStreaming = start
+        return source
     }
 
     /// A pages entry to the stream of its epoch (other kinds are not pages).

@@ -43,7 +43,10 @@ final class LogReplay {
                     // Start at a different replica per segment: the reads spread over the nodes.
                     for r in 0..<s.replicas.count where !read {
                         let ep = s.replicas[(index + r) % s.replicas.count]
-                        let next = mine[(k + 1)...].first { $0.item.writer == s.writer && $0.item.replicas.contains(ep) }?.item.segment
+                        // The next segment this thread will ask `ep` for first: that one it reads ahead.
+                        let next = mine[(k + 1)...].first {
+                            $0.item.writer == s.writer && !$0.item.replicas.isEmpty && $0.item.replicas[$0.index % $0.item.replicas.count] == ep
+                        }?.item.segment
                         do {
                             let c = try clients[ep] ?? LogNodeClient(endpoint: ep, secret: secret, token: Sys.randomBytes(32))
                             clients[ep] = c

@@ -20,9 +20,12 @@ public final class StreamedPages {
     private var fetching: Set<Int> = []
     private var missing: Int
     private var failure: String?
+    private var replayStarted = false
     private var replayDone = false
     /// Fetches the entry at (segment, entry) of the run's log and hands it to `deliver`.
     var fetchEntry: ((UInt64, UInt32) throws -> Void)?
+    /// Starts the replay (idempotent): for a run only the replay can bring, needed before PROG runs.
+    var startReplay: (() -> Void)?
     private(set) var fetchedByReader = 0
 
     init(epoch: UInt32, runs: [CheckpointLogEntry.IndexedRun]) throws {
@@ -65,6 +68,9 @@ public final class StreamedPages {
         }
     }
 
+    /// The replay starts: a reader whose own fetch fails waits for it from now on.
+    func replayStarting() { lock.withLock { replayStarted = true } }
+
     /// The replay has read everything it will (`error`: it stopped on one). Runs still missing then
     /// will never come: their readers get an error rather than waiting forever.
     func replayFinished(error: Error?) {
@@ -88,6 +94,13 @@ public final class StreamedPages {
         return lock.withLock { arrived[i] || replayDone }
     }
 
+    /// Where pages first..<first+count lie, if they have all arrived (for installing them straight
+    /// from here).
+    func arrivedPages(_ first: Int, _ count: Int) -> UnsafeRawPointer? {
+        let a = run(of: first), b = run(of: first + count - 1)
+        return lock.withLock { (a...b).allSatisfy { arrived[$0] } } ? UnsafeRawPointer(base + first * Page.size) : nil
+    }
+
     private func run(of page: Int) -> Int {
         var lo = 0, hi = runs.count
         while lo + 1 < hi {
@@ -100,13 +113,15 @@ public final class StreamedPages {
     private func waitFor(run i: Int) throws {
         var fetched = false
         while true {
+            let kick = lock.withLock { !replayStarted && (fetched || runs[i].segment == .max) }
+            if kick { startReplay?() }
             let fetchNow: Bool? = try lock.withLock {
                 if arrived[i] { return nil }
                 if !fetched, runs[i].segment != .max, fetchEntry != nil, !fetching.contains(i) {
                     fetching.insert(i)
                     return true
                 }
-                if replayDone && !fetching.contains(i) {
+                if (replayDone || (!replayStarted && startReplay == nil)) && !fetching.contains(i) {
                     throw LegatoError("pages at 0x\(String(runs[i].address, radix: 16)) of epoch \(epoch) never arrived from the log nodes"
                                       + (failure.map { ": \($0)" } ?? ""))
                 }
