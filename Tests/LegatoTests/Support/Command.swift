@@ -121,16 +121,56 @@ final class SpawnedCommand {
             let r = waitpid(pid, &status, WNOHANG)
             if r == pid { break }
             if monotonicNanos() > deadline {
+                let where_ = processTreeState(pid)
                 kill(pid, SIGKILL)
                 waitpid(pid, &status, 0)
-                throw TestFailure("command \(pid) timed out after \(timeoutSeconds) s")
+                throw TestFailure("command \(pid) timed out after \(timeoutSeconds) s; its processes: \(where_); "
+                                  + "its stderr ends: \(String(stderrSoFar.suffix(3000)))")
             }
             usleep(2000)
         }
-        lock.withLock { while readersDone < 2 { lock.wait(seconds: 5) } }
+        // Its output ends when every process holding the pipes has gone; a descendant left behind
+        // (a restored PROG the command did not take down) must not hang the test run.
+        let outputDeadline = monotonicNanos() + 30_000_000_000
+        let drained = lock.withLock { () -> Bool in
+            while readersDone < 2 && monotonicNanos() < outputDeadline { lock.wait(seconds: 1) }
+            return readersDone == 2
+        }
+        if !drained {
+            throw TestFailure("command \(pid) exited but processes it left keep its output open: \(processTreeState(getpid()))")
+        }
         let code: Int32 = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return lock.withLock { CommandResult(status: code, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self)) }
     }
+}
+
+/// Every process descended from `root`, with each thread's state and kernel wait channel (what a
+/// hung command was doing).
+func processTreeState(_ root: pid_t) -> String {
+    func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+    var parent: [pid_t: pid_t] = [:]
+    for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+        guard let p = pid_t(name) else { continue }
+        let stat = read("/proc/\(p)/stat")
+        guard let close = stat.lastIndex(of: ")") else { continue }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        if fields.count > 1, let pp = pid_t(fields[1]) { parent[p] = pp }
+    }
+    func descends(_ p: pid_t) -> Bool {
+        var q = p
+        for _ in 0..<64 {
+            if q == root { return true }
+            guard let pp = parent[q], pp > 0 else { return false }
+            q = pp
+        }
+        return false
+    }
+    return parent.keys.filter(descends).sorted().map { p in
+        let tasks = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(p)/task")) ?? []).sorted().map { t in
+            "\(t):\(read("/proc/\(p)/task/\(t)/comm").trimmingCharacters(in: .whitespacesAndNewlines))/\(read("/proc/\(p)/task/\(t)/wchan"))"
+        }
+        return "\(p) [\(tasks.joined(separator: " "))]"
+    }.joined(separator: "; ")
 }
 
 struct TestFailure: Error, CustomStringConvertible {
