@@ -346,8 +346,8 @@ public final class ReplicaStore {
             let footer = SegmentFormat.footerPayload(entries: UInt32(r.entries.count), bytes: r.dataBytes, digest: r.digest)
             let before = r.buffer.count
             footer.withUnsafeBytes {
-                r.buffer.appendEntry(type: SegmentFormat.EntryType.footer.rawValue, flags: 0, epoch: 0,
-                                     slab: 0, index: UInt32(r.entries.count), payload: $0)
+                _ = r.buffer.appendEntry(type: SegmentFormat.EntryType.footer.rawValue, flags: 0, epoch: 0,
+                                         slab: 0, index: UInt32(r.entries.count), payload: $0)
             }
             r.closed = true
             return r.buffer.count - before

@@ -102,17 +102,8 @@ public final class ClusterCheckpointStore: CheckpointStore {
         if let streaming = try loadStreaming(epoch: epoch, chain: chain) { return streaming }
         let wanted = Set(chain.map { UInt32(truncatingIfNeeded: $0) })
         var image: ProcessImage?
-        // The run's log, then the memory nodes' participant logs (of each, only the epochs whose
-        // record names it), read in parallel.
-        let w = try log()
-        var segments = w.placement.map { LogReplay.Segment(writer: writerID, segment: $0.segment, replicas: $0.nodes, epochs: wanted) }
-        for (writer, epochs) in try participants(of: chain) {
-            let p = try LogWriter(config: .init(writer: writer, secret: secret,
-                                                token: CheckpointLogEntry.participantToken(writer: writer, secret: secret),
-                                                coordinator: coordinatorEndpoint))
-            segments += p.placement.map { LogReplay.Segment(writer: writer, segment: $0.segment, replicas: $0.nodes, epochs: epochs) }
-            p.close()
-        }
+        // The run's log, then the memory nodes' participant logs, read in parallel.
+        let segments = try replaySegments(chain: chain, epochs: wanted)
         let started = monotonicNanos()
         // Each reading thread builds layers of its own (no lock, no copy but the one into them); a
         // chain's layers are then ordered by epoch, and within an epoch their pages are disjoint.
@@ -176,16 +167,8 @@ public final class ClusterCheckpointStore: CheckpointStore {
             streams[e32] = stream
             layers.append(.init(epoch: e, pageRuns: index!.runs.map { ($0.address, $0.pages) }, zeroRuns: index!.zeros, pages: .streamed(stream)))
         }
-        // The replay: the run's log and the participant logs (of each, the epochs that name it).
-        let wanted = Set(streams.keys)
-        var segments = w.placement.map { LogReplay.Segment(writer: writerID, segment: $0.segment, replicas: $0.nodes, epochs: wanted) }
-        for (writer, epochs) in try participants(of: chain) {
-            let p = try LogWriter(config: .init(writer: writer, secret: secret,
-                                                token: CheckpointLogEntry.participantToken(writer: writer, secret: secret),
-                                                coordinator: coordinatorEndpoint))
-            segments += p.placement.map { LogReplay.Segment(writer: writer, segment: $0.segment, replicas: $0.nodes, epochs: epochs) }
-            p.close()
-        }
+        // The replay: the run's log and the participant logs.
+        let segments = try replaySegments(chain: chain, epochs: Set(streams.keys))
         readMillis = Double(monotonicNanos() - started) / 1e6
         let replay = LogReplay(secret: secret)
         let log = logger
@@ -224,6 +207,20 @@ public final class ClusterCheckpointStore: CheckpointStore {
         let n = Int(UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
         guard p.count == 16 + n * Page.size else { throw LegatoError("checkpoint log entry of epoch \(stream.epoch): \(n) pages in \(p.count) bytes") }
         stream.deliver(address: UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)), count: n, data: p.baseAddress! + 16)
+    }
+
+    /// Every segment to read for `chain`: the run's log's (entries of `epochs`) and the participant
+    /// logs' (of each, only the epochs whose record names it).
+    private func replaySegments(chain: [UInt64], epochs: Set<UInt32>) throws -> [LogReplay.Segment] {
+        var segments = try log().placement.map { LogReplay.Segment(writer: writerID, segment: $0.segment, replicas: $0.nodes, epochs: epochs) }
+        for (writer, named) in try participants(of: chain) {
+            let p = try LogWriter(config: .init(writer: writer, secret: secret,
+                                                token: CheckpointLogEntry.participantToken(writer: writer, secret: secret),
+                                                coordinator: coordinatorEndpoint))
+            segments += p.placement.map { LogReplay.Segment(writer: writer, segment: $0.segment, replicas: $0.nodes, epochs: named) }
+            p.close()
+        }
+        return segments
     }
 
     /// The participant logs of the checkpoints of `chain`, each with the epochs it holds pages of.
