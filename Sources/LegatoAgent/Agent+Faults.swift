@@ -305,9 +305,28 @@ extension Agent {
         guard stuckChecks >= 2 else { return }
         stuckChecks = 0
         stats.lostFaultWakes += 1
-        log.warning("a thread of pid \(mainPID) has waited for a page for 2 s with nothing on its way; waking its faults again")
+        log.warning("a thread of pid \(mainPID) has waited for a page for 2 s with nothing on its way; waking its faults again (\(registrationReport()))")
         // The whole user address range: the lost fault may be on a page the table no longer holds
         // (a wake needs no registration); the refault then comes back as a new message.
         _ = Sys.uffdWake(uffd, start: 0x10000, length: 0x7fff_ffff_0000 - 0x10000)
+    }
+
+    /// For the liveness guard's warning: mappings the kernel has registered with a userfaultfd that
+    /// the region table does not cover (a fault there reaches no one who knows the page).
+    func registrationReport() -> String {
+        let smaps = ProcFile.text("/proc/\(mainPID)/smaps") ?? ""
+        var unknown: [String] = []
+        var current: (UInt64, UInt64, String)?
+        for line in smaps.split(separator: "\n") {
+            if let dash = line.firstIndex(of: "-"), let space = line.firstIndex(of: " "), dash < space,
+               let a = UInt64(line[..<dash], radix: 16), let b = UInt64(line[line.index(after: dash)..<space], radix: 16) {
+                current = (a, b, String(line.split(separator: " ").dropFirst(5).joined(separator: " ")))
+            } else if line.hasPrefix("VmFlags:"), let (a, b, path) = current, line.contains(" um") || line.contains(" uw") {
+                var covered = a
+                while covered < b, let r = regions.find(covered) { covered = r.end }
+                if covered < b { unknown.append("\(describeRange(a, b - a)) \(path) [\(line.dropFirst(9))] unknown from 0x\(String(covered, radix: 16))") }
+            }
+        }
+        return unknown.isEmpty ? "every registered mapping is known" : "registered but not in the table: " + unknown.prefix(6).joined(separator: "; ")
     }
 }
