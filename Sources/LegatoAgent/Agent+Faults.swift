@@ -305,7 +305,17 @@ extension Agent {
         guard stuckChecks >= 2 else { return }
         stuckChecks = 0
         stats.lostFaultWakes += 1
-        log.warning("a thread of pid \(mainPID) has waited for a page for 2 s with nothing on its way; waking its faults again (\(registrationReport()))")
+        // Nothing is on its way, so no page can be waiting for a fetch answer: a `fetching` bit left
+        // behind (an answer dropped while its range changed) would make every refault wait forever.
+        var stale = 0
+        for r in regions.regions {
+            for i in 0..<r.pageCount where r.state(i).contains(.fetching) {
+                r.remove(i, .fetching)
+                stale += 1
+            }
+        }
+        let report = "\(stale) pages marked as being fetched with no fetch under way, cleared; \(registrationReport())"
+        log.warning("a thread of pid \(mainPID) has waited for a page for 2 s with nothing on its way; waking its faults again (\(report))")
         // The whole user address range: the lost fault may be on a page the table no longer holds
         // (a wake needs no registration); the refault then comes back as a new message.
         _ = Sys.uffdWake(uffd, start: 0x10000, length: 0x7fff_ffff_0000 - 0x10000)
