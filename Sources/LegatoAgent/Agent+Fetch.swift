@@ -147,14 +147,14 @@ extension Agent {
             }
             var n = 1
             while k + n < count && r.state(i + k + n).contains(.fetching) && r.key(at: i + k + n) == keys[k + n] { n += 1 }
-            try installRetrying(r, i + k, count: n, from: buffer + k * Page.size)
+            try installRetrying(r, i + k, count: n, keys: keys + k, from: buffer + k * Page.size)
             k += n
         }
     }
 
     /// Installs fetched pages; while the address space is changing (EAGAIN), reads the pending
     /// events first (they are what holds the change) and tries again.
-    private func installRetrying(_ r: Region, _ i: Int, count: Int, from src: UnsafeRawPointer) throws {
+    private func installRetrying(_ r: Region, _ i: Int, count: Int, keys: UnsafePointer<UInt64>, from src: UnsafeRawPointer) throws {
         for _ in 0..<10_000 {
             switch install(nil, r, i, count: count, from: src) {
             case .done: return
@@ -163,10 +163,25 @@ extension Agent {
                 return
             case .again:
                 try readEvents()
-                guard regions.find(r.address(at: i)) === r else { return }
+                guard regions.find(r.address(at: i)) === r else {
+                    // The range changed under the answer: whatever of it still waits is fetched anew.
+                    abandonFetch(keys: keys, count: count)
+                    return
+                }
             }
         }
         log.warning("gave up installing \(describeRange(r.address(at: i), UInt64(count * Page.size))): the address space kept changing")
+        abandonFetch(keys: keys, count: count)
+    }
+
+    /// Pages whose fetch answer cannot be installed: no longer `fetching` (so a fault on them fetches
+    /// again rather than wait for an answer that has come and gone), and their waiters woken.
+    private func abandonFetch(keys: UnsafePointer<UInt64>, count: Int) {
+        for k in 0..<count {
+            guard let (r, i) = regionForKey(keys[k]), r.state(i).contains(.fetching) else { continue }
+            r.remove(i, .fetching)
+            _ = Sys.uffdWake(uffd, start: r.address(at: i), length: Page.size.u64)
+        }
     }
 
     private func receiveOldestInbound() throws {
