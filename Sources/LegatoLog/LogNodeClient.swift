@@ -115,6 +115,15 @@ public final class LogNodeClient {
     @discardableResult
     public func readPage(writer: UInt64, segment: UInt64, first: UInt32, maxEntries: UInt32 = 65536, maxBytes: UInt32 = 8 << 20,
                          slabs: [UInt64] = [], readAhead: UInt64? = nil, _ body: (EntryVisit) throws -> Void) throws -> PageInfo {
+        let id = try startReadPage(writer: writer, segment: segment, first: first, maxEntries: maxEntries, maxBytes: maxBytes,
+                                   slabs: slabs, readAhead: readAhead)
+        return try finishReadPage(id, body)
+    }
+
+    /// Sends a READ_REPLICA without waiting; `finishReadPage` takes the answers in the order sent
+    /// (several reads in flight on one connection).
+    public func startReadPage(writer: UInt64, segment: UInt64, first: UInt32, maxEntries: UInt32 = 65536, maxBytes: UInt32 = 8 << 20,
+                              slabs: [UInt64] = [], readAhead: UInt64? = nil) throws -> UInt32 {
         var w = WireWriter()
         key(&w, writer, segment)
         w.u32(first)
@@ -123,7 +132,10 @@ public final class LogNodeClient {
         w.u32(UInt32(slabs.count))
         for s in slabs { w.u64(s) }
         if let readAhead { w.u64(readAhead) }
-        let id = try rpc.send(.readReplica, w.bytes)
+        return try rpc.send(.readReplica, w.bytes)
+    }
+
+    public func finishReadPage(_ id: UInt32, _ body: (EntryVisit) throws -> Void) throws -> PageInfo {
         let header = try rpc.receiveHeader(.readReplica, id: id)
         let length = Int(header.length)
         guard length >= Self.pageHeaderSize else { throw WireError.truncated("READ_REPLICA reply of \(length) bytes") }

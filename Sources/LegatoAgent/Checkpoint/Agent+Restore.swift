@@ -215,6 +215,11 @@ extension Agent {
         }
         let mem = try RestoredPageWriter(pid: pid, backing: backing)
         let newestEpoch = source.layers.last?.epoch
+        // The file mappings' pages are written before PROG runs: a streamed layer brings their runs
+        // in one round rather than one fault-like fetch after another.
+        for (n, layer) in source.layers.enumerated() where layer.epoch == newestEpoch {
+            backing.prefetch(layer: n, runs: layer.pageRuns.indices.filter { backing.area(layer.pageRuns[$0].0) == nil && fileMapping(layer.pageRuns[$0].0) })
+        }
         for (n, layer) in source.layers.enumerated() {
             let newest = layer.epoch == newestEpoch  // (an epoch may come in several layers, disjoint)
             var index: Int64 = 0

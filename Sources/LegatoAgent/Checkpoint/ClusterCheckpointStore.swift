@@ -164,6 +164,9 @@ public final class ClusterCheckpointStore: CheckpointStore {
             stream.fetchEntry = { [reader] segment, entry in
                 try reader.visit(.init(segment: segment, index: entry)) { p in try Self.deliver(p, to: stream) }
             }
+            stream.fetchEntries = { [reader] positions in
+                try reader.visitAll(positions) { p in try Self.deliver(p, to: stream) }
+            }
             streams[e32] = stream
             layers.append(.init(epoch: e, pageRuns: index!.runs.map { ($0.address, $0.pages) }, zeroRuns: index!.zeros, pages: .streamed(stream)))
         }

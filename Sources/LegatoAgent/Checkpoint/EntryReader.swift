@@ -52,4 +52,42 @@ final class EntryReader {
             throw LegatoError("entry \(at.index) of segment \(at.segment) of log \(String(writer, radix: 16)) is unreadable: \(why)")
         }
     }
+
+    /// Reads several entries at once: the requests to each node are all sent before the answers are
+    /// taken (one round trip and the node's disk working on them together, not one after the other).
+    /// Entries a node cannot give are read one by one with `visit` (from the other replicas).
+    func visitAll(_ positions: [LogWriter.Position], _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        var leftover: [LogWriter.Position] = []
+        try lock.withLock {
+            var byNode: [Endpoint: [LogWriter.Position]] = [:]
+            for p in positions {
+                if let ep = placement[p.segment]?.first { byNode[ep, default: []].append(p) } else { leftover.append(p) }
+            }
+            for (ep, list) in byNode {
+                do {
+                    let c = try clients[ep] ?? LogNodeClient(endpoint: ep, secret: secret, token: Sys.randomBytes(32))
+                    clients[ep] = c
+                    let ids = try list.map { try c.startReadPage(writer: writer, segment: $0.segment, first: $0.index, maxEntries: 1) }
+                    for (p, id) in zip(list, ids) {
+                        var found = false
+                        var failure: Error?
+                        _ = try c.finishReadPage(id) { e in
+                            guard e.index == p.index else { return }
+                            found = true
+                            do { try body(e.payload) } catch { failure = error }
+                        }
+                        if let failure { throw failure }
+                        if !found { leftover.append(p) }
+                    }
+                } catch let e as LegatoError {
+                    throw e
+                } catch {
+                    clients[ep]?.close()
+                    clients[ep] = nil
+                    leftover += list
+                }
+            }
+        }
+        for p in leftover { try visit(p, body) }
+    }
 }

@@ -219,6 +219,11 @@ final class RestoreBacking {
         return s.arrivedPages(Int(first.page), locs.count)
     }
 
+    /// Asks a streamed layer to bring the page runs `runs` (indices into its pageRuns) in one go.
+    func prefetch(layer: Int, runs: [Int]) {
+        if case .streamed(let s) = layers[layer].pages, !runs.isEmpty { s.prefetch(runs: runs) }
+    }
+
     /// Whether reading `loc` would not wait for pages still on their way (a streamed layer).
     func available(_ loc: Location) -> Bool {
         if case .streamed(let s) = layers[loc.layer].pages { return s.available(page: Int(loc.page)) }

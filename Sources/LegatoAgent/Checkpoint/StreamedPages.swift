@@ -24,6 +24,8 @@ public final class StreamedPages {
     private var replayDone = false
     /// Fetches the entry at (segment, entry) of the run's log and hands it to `deliver`.
     var fetchEntry: ((UInt64, UInt32) throws -> Void)?
+    /// Fetches several entries at once (positions) and hands each to `deliver`.
+    var fetchEntries: (([LogWriter.Position]) throws -> Void)?
     /// Starts the replay (idempotent): for a run only the replay can bring, needed before PROG runs.
     var startReplay: (() -> Void)?
     private(set) var fetchedByReader = 0
@@ -85,6 +87,16 @@ public final class StreamedPages {
     func copy(page: Int, into dst: UnsafeMutableRawPointer) throws {
         try waitFor(run: run(of: page))
         memcpy(dst, base + page * Page.size, Page.size)
+    }
+
+    /// Brings runs (by index) that are not here yet and lie in the run's own log in one go: the
+    /// pages the restore needs before PROG runs. Failures are left to the one-by-one path.
+    func prefetch(runs wanted: [Int]) {
+        let positions: [LogWriter.Position] = lock.withLock {
+            wanted.filter { !arrived[$0] && runs[$0].segment != .max }.map { .init(segment: runs[$0].segment, index: runs[$0].entry) }
+        }
+        guard !positions.isEmpty, let fetch = fetchEntries else { return }
+        if (try? fetch(positions)) != nil { lock.withLock { fetchedByReader += positions.count } }
     }
 
     /// Whether `copy` of `page` would not wait: its run is here, or the replay is over (and a
