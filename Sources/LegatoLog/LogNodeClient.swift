@@ -27,22 +27,14 @@ public final class LogNodeClient {
     /// An APPEND_ENTRIES request: the entries in their on-disk form, index and CRC included, so a log
     /// node checks them and stores them as they arrive.
     public static func encodeAppend(writer: UInt64, segment: UInt64, first: UInt32, entries: ArraySlice<ReplicaStore.Entry>) -> [UInt8] {
-        let size = 24 + entries.reduce(0) { $0 + SegmentFormat.entryHeaderSize + $1.payload.count }
+        let size = 24 + ReplicaStore.encodedSize(entries)
         return [UInt8](unsafeUninitializedCapacity: size) { buf, count in
             let p = UnsafeMutableRawPointer(buf.baseAddress!)
             p.storeBytes(of: writer.littleEndian, toByteOffset: 0, as: UInt64.self)
             p.storeBytes(of: segment.littleEndian, toByteOffset: 8, as: UInt64.self)
             p.storeBytes(of: first.littleEndian, toByteOffset: 16, as: UInt32.self)
             p.storeBytes(of: UInt32(entries.count).littleEndian, toByteOffset: 20, as: UInt32.self)
-            var at = 24
-            for (i, e) in entries.enumerated() {
-                e.payload.withUnsafeBytes { payload in
-                    SegmentFormat.writeEntryHeader(at: p + at, type: e.type, flags: 0, epoch: e.epoch, slab: e.slab,
-                                                   index: first + UInt32(i), payload: payload)
-                    if payload.count > 0 { (p + at + SegmentFormat.entryHeaderSize).copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
-                }
-                at += SegmentFormat.entryHeaderSize + e.payload.count
-            }
+            ReplicaStore.encode(entries, first: first, into: p + 24)
             count = size
         }
     }

@@ -22,7 +22,6 @@ final class ReplicaReader {
     private var spare = ScratchBuffer(capacity: 1 << 20)    // the read-ahead fills this one
     private var ahead: Request?
     private var aheadResult: Result<ReplicaStore.RawRead, Error>?   // nil while the helper runs
-    private(set) var hits = 0
 
     init(store: ReplicaStore) { self.store = store }
 
@@ -35,7 +34,6 @@ final class ReplicaReader {
             if pending.request == request, case .success(let r) = pending.result, r.closed, store.holds(request.key) {
                 swap(&current, &spare)
                 result = r
-                hits += 1
             }
         }
         let r = try result ?? store.readRaw(request.key, first: request.first, maxEntries: request.maxEntries,

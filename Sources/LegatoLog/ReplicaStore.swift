@@ -35,20 +35,6 @@ public final class ReplicaStore {
         }
     }
 
-    /// An entry whose payload lives in someone else's buffer (an append request), not copied.
-    public struct EntryView {
-        public var type: UInt8
-        public var epoch: UInt32
-        public var slab: UInt64
-        public var payload: UnsafeRawBufferPointer
-        public init(type: UInt8, epoch: UInt32, slab: UInt64, payload: UnsafeRawBufferPointer) {
-            self.type = type
-            self.epoch = epoch
-            self.slab = slab
-            self.payload = payload
-        }
-    }
-
     public struct ReplicaInfo: Equatable {
         public var segment: UInt64
         public var entries: UInt32
@@ -207,44 +193,35 @@ public final class ReplicaStore {
     /// Appends entries starting at index `first` (the replica's entry count: appends are in order;
     /// a retried append of entries already here is accepted). Returns (entries, bytes) after it.
     public func append(_ k: Key, token: [UInt8], first: UInt32, entries: [Entry]) throws -> (UInt32, UInt64) {
-        try withViews(entries) { try append(k, token: token, first: first, views: $0) }
+        let raw = Self.encode(entries[...], first: first)
+        return try raw.withUnsafeBytes { try append(k, token: token, first: first, count: entries.count, raw: $0) }
     }
 
-    private func withViews<T>(_ entries: [Entry], _ i: Int = 0, _ acc: [EntryView] = [], _ body: ([EntryView]) throws -> T) rethrows -> T {
-        if i == entries.count { return try body(acc) }
-        return try entries[i].payload.withUnsafeBytes { p in
-            try withViews(entries, i + 1, acc + [EntryView(type: entries[i].type, epoch: entries[i].epoch, slab: entries[i].slab, payload: p)], body)
+    /// Entries in their on-disk form (header with index first+i and CRC, then payload), back to back:
+    /// what APPEND_ENTRIES carries and what a replica keeps.
+    public static func encode(_ entries: ArraySlice<Entry>, first: UInt32) -> [UInt8] {
+        let size = encodedSize(entries)
+        return [UInt8](unsafeUninitializedCapacity: size) { buf, count in
+            encode(entries, first: first, into: UnsafeMutableRawPointer(buf.baseAddress!))
+            count = size
         }
     }
 
-    /// `append` for entries whose payloads stay where they are (copied once, into the buffer).
-    public func append(_ k: Key, token: [UInt8], first: UInt32, views entries: [EntryView]) throws -> (UInt32, UInt64) {
-        let r = try lookup(k)
-        let overLimit = lock.withLock { buffered > bufferLimit }
-        let (result, delta): ((UInt32, UInt64), Int) = try r.lock.withLock {
-            try check(r, token)
-            let have = UInt32(r.entries.count)
-            if first < have {
-                guard first + UInt32(entries.count) <= have else { throw StoreError.outOfOrder(k, expected: have, got: first) }
-                return ((have, r.totalLength), 0)
+    public static func encodedSize(_ entries: ArraySlice<Entry>) -> Int {
+        entries.reduce(0) { $0 + SegmentFormat.entryHeaderSize + $1.payload.count }
+    }
+
+    /// `encode` into memory with room for `encodedSize(entries)` bytes.
+    public static func encode(_ entries: ArraySlice<Entry>, first: UInt32, into p: UnsafeMutableRawPointer) {
+        var at = 0
+        for (i, e) in entries.enumerated() {
+            e.payload.withUnsafeBytes { payload in
+                SegmentFormat.writeEntryHeader(at: p + at, type: e.type, flags: 0, epoch: e.epoch, slab: e.slab,
+                                               index: first + UInt32(i), payload: payload)
+                if payload.count > 0 { (p + at + SegmentFormat.entryHeaderSize).copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
             }
-            guard first == have else { throw StoreError.outOfOrder(k, expected: have, got: first) }
-            guard r.receivingAt == nil else { throw StoreError.busy(k) }
-            if r.ioError != nil && overLimit { throw StoreError.bufferFull(k) }
-            let before = r.buffer.count
-            for e in entries {
-                let index = UInt32(r.entries.count)
-                let offset = r.totalLength
-                let crc = r.buffer.appendEntry(type: e.type, flags: 0, epoch: e.epoch, slab: e.slab, index: index, payload: e.payload)
-                r.entries.append(EntryRef(offset: offset, header: .init(length: UInt32(e.payload.count), type: e.type, flags: 0,
-                                                                         epoch: e.epoch, slab: e.slab, index: index, crc: crc)))
-                r.digest = Sys.crc32c(r.digest, withUnsafeBytes(of: crc.littleEndian) { $0 })
-                r.dataBytes += UInt64(e.payload.count)
-            }
-            return ((UInt32(r.entries.count), r.totalLength), r.buffer.count - before)
+            at += SegmentFormat.entryHeaderSize + e.payload.count
         }
-        adjustBuffered(delta)
-        return result
     }
 
     /// Appends `n` entries already in their on-disk form (header with index and CRC, then payload),
@@ -467,10 +444,9 @@ public final class ReplicaStore {
         public var corruptSkipped: UInt32
     }
 
-    /// What `readRaw` put in its buffer: `count` entries in `bytes` bytes from offset `start`.
+    /// What `readRaw` put in its buffer: `count` entries in `bytes` bytes from its start.
     public struct RawRead {
         public var count: Int
-        public var start: Int       // offset of the first entry in the buffer
         public var bytes: Int
         public var next: UInt32     // the index to ask for next
         public var end: Bool        // no entries after `next` (now)
@@ -485,17 +461,17 @@ public final class ReplicaStore {
         let raw = try readRaw(k, first: first, maxEntries: maxEntries, maxBytes: maxBytes, slabs: slabs, into: buffer)
         var out: [(UInt32, Entry)] = []
         out.reserveCapacity(raw.count)
-        try SegmentFormat.forEachEntry(in: buffer.bytes(raw.start, raw.bytes), count: raw.count) { h, payload in
+        try SegmentFormat.forEachEntry(in: buffer.bytes(raw.bytes), count: raw.count) { h, payload in
             out.append((h.index, Entry(type: h.type, epoch: h.epoch, slab: h.slab, payload: Array(payload))))
         }
         return ReadResult(entries: out, next: raw.next, end: raw.end, closed: raw.closed, corruptSkipped: raw.corruptSkipped)
     }
 
-    /// Entries from index `first` on, in their on-disk form (32-byte header + payload) back to back in
-    /// `out` from the returned `start`, ready to be sent as they are. It looks at most `maxEntries` entries and about
+    /// Entries from index `first` on, in their on-disk form (32-byte header + payload) back to back
+    /// from the start of `out`, ready to be sent as they are. It looks at most `maxEntries` entries and about
     /// `maxBytes` bytes (at least one entry), keeps those of `slabs` (all if nil), and checks each against
     /// its CRC: one that fails is skipped, logged and counted, never returned. The entries on disk are read
-    /// with one (direct) pread.
+    /// with one pread.
     public func readRaw(_ k: Key, first: UInt32, maxEntries: Int, maxBytes: Int, slabs: Set<UInt64>?,
                         into out: ScratchBuffer) throws -> RawRead {
         let r = try lookup(k)
@@ -510,29 +486,22 @@ public final class ReplicaStore {
             while diskEnd < end && r.entries[diskEnd].offset < r.fileLength { diskEnd += 1 }
             func extent(_ ref: EntryRef) -> UInt64 { ref.offset + UInt64(SegmentFormat.entryHeaderSize) + UInt64(ref.header.length) }
 
-            // Load: the disk part (with any gaps a recovery cut out) from its 4 KiB boundary on, then
-            // the buffered part after it.
+            // Load: the disk part (with any gaps a recovery cut out), then the buffered part after it.
             let diskBase = start < diskEnd ? r.entries[start].offset : 0
             let diskLength = start < diskEnd ? Int(extent(r.entries[diskEnd - 1]) - diskBase) : 0
-            let pad = Int(diskBase % 4096)
-            let window = (pad + diskLength + 4095) & ~4095
             let memBase = diskEnd < end ? Int(r.entries[diskEnd].offset - r.fileLength) : 0
             let memLength = diskEnd < end ? Int(extent(r.entries[end - 1]) - r.fileLength) - memBase : 0
-            out.reserve(window + memLength)
-            if diskLength > 0 {
-                try readDisk(r, into: out.base, at: diskBase - UInt64(pad), need: pad + diskLength)
-            }
-            if memLength > 0 {
-                (out.base + pad + diskLength).copyMemory(from: r.buffer.base! + memBase, byteCount: memLength)
-            }
+            out.reserve(diskLength + memLength)
+            if diskLength > 0 { try readDisk(r, into: out.base, at: diskBase, need: diskLength) }
+            if memLength > 0 { (out.base + diskLength).copyMemory(from: r.buffer.base! + memBase, byteCount: memLength) }
 
             // Check and compact in place: kept entries slide down over skipped ones.
-            var kept = 0, written = pad
+            var kept = 0, written = 0
             var skipped: UInt32 = 0
             for i in start..<end {
                 let ref = r.entries[i]
                 if let s = slabs, !s.contains(ref.header.slab) { continue }
-                let at = pad + (i < diskEnd ? Int(ref.offset - diskBase) : diskLength + Int(ref.offset - r.fileLength) - memBase)
+                let at = i < diskEnd ? Int(ref.offset - diskBase) : diskLength + Int(ref.offset - r.fileLength) - memBase
                 let total = SegmentFormat.entryHeaderSize + Int(ref.header.length)
                 let ok = SegmentFormat.verify(header: UnsafeRawBufferPointer(start: out.base + at, count: SegmentFormat.entryHeaderSize),
                                               payload: UnsafeRawBufferPointer(start: out.base + at + SegmentFormat.entryHeaderSize,
@@ -548,7 +517,7 @@ public final class ReplicaStore {
                 written += total
                 kept += 1
             }
-            return RawRead(count: kept, start: pad, bytes: written - pad, next: UInt32(end), end: end >= r.entries.count,
+            return RawRead(count: kept, bytes: written, next: UInt32(end), end: end >= r.entries.count,
                            closed: r.closed, corruptSkipped: skipped)
         }
     }

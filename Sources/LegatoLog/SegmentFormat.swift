@@ -116,18 +116,6 @@ public enum SegmentFormat {
         return crc
     }
 
-    /// Appends one entry (header + payload) to `out`; returns its CRC.
-    @discardableResult
-    public static func appendEntry(to out: inout [UInt8], type: UInt8, flags: UInt8, epoch: UInt32, slab: UInt64,
-                                   index: UInt32, payload: UnsafeRawBufferPointer) -> UInt32 {
-        var h = [UInt8](repeating: 0, count: entryHeaderSize)
-        let crc = h.withUnsafeMutableBytes { writeEntryHeader(at: $0.baseAddress!, type: type, flags: flags, epoch: epoch, slab: slab,
-                                                               index: index, payload: payload) }
-        out.append(contentsOf: h)
-        out.append(contentsOf: payload)
-        return crc
-    }
-
     /// Parses the entry header at `raw[0..<32]`; nil if its magic is wrong or its length is insane.
     public static func parseEntryHeader(_ raw: UnsafeRawBufferPointer) -> EntryHeader? {
         guard raw.count >= entryHeaderSize else { return nil }
