@@ -1,3 +1,4 @@
+import Foundation
 import LegatoCore
 import LegatoSystem
 
@@ -75,6 +76,36 @@ public enum CheckpointLogEntry {
             (p + 16).copyMemory(from: data, byteCount: count * Page.size)
             n = 16 + count * Page.size
         }
+    }
+
+    /// A pages entry's run: its address, page count and bytes (nil for another kind; throws if its
+    /// size does not match its count).
+    public static func parsePages(_ p: UnsafeRawBufferPointer) throws -> (address: UInt64, count: Int, data: UnsafeRawBufferPointer)? {
+        guard p.count >= 16, p[0] == Kind.pages.rawValue else { return nil }
+        let n = Int(UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+        guard p.count == 16 + n * Page.size else { throw LegatoError("checkpoint pages entry of \(n) pages in \(p.count) bytes") }
+        return (UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)), n, UnsafeRawBufferPointer(rebasing: p[16...]))
+    }
+
+    /// A zeros entry: `runs` as [address, pages].
+    public static func zeros(_ runs: ArraySlice<[UInt64]>) -> [UInt8] {
+        var p = [UInt8](repeating: 0, count: 8)
+        p[0] = Kind.zeros.rawValue
+        withUnsafeBytes(of: UInt32(runs.count).littleEndian) { p.replaceSubrange(4..<8, with: $0) }
+        p.reserveCapacity(8 + runs.count * 16)
+        for r in runs {
+            withUnsafeBytes(of: r[0].littleEndian) { p.append(contentsOf: $0) }
+            withUnsafeBytes(of: r[1].littleEndian) { p.append(contentsOf: $0) }
+        }
+        return p
+    }
+
+    /// A context entry: the process image's JSON after the kind.
+    public static func context(json: Data) -> [UInt8] {
+        var p = [UInt8](repeating: 0, count: 8)
+        p[0] = Kind.context.rawValue
+        p.append(contentsOf: json)
+        return p
     }
 
     /// The log writer id of memory node `node`'s participant log for run `name` (FNV-1a, top bit set).

@@ -1,25 +1,30 @@
 import Foundation
 import LegatoCore
-import LegatoLog
 import LegatoSystem
 
-/// Reads the entries of a checkpoint chain out of replicated logs, segments in parallel: each of a
+/// Reads replicated logs whole (a checkpoint chain at restore, a recovery read), segments in parallel: each of a
 /// few threads takes every n-th segment and reads it from one of its replicas (spread over them,
 /// the next segment named to the node so it reads it ahead), falling over to another replica if
 /// one fails. Entries are visited in place in the receive buffer, by the thread that read them; a
 /// replica failing half way means the segment's first entries are visited twice (the same bytes).
-final class LogReplay {
-    struct Segment {
-        var writer: UInt64
-        var segment: UInt64
-        var replicas: [Endpoint]
-        var epochs: Set<UInt32>
+public final class LogReplay {
+    public struct Segment {
+        public var writer: UInt64
+        public var segment: UInt64
+        public var replicas: [Endpoint]
+        public var epochs: Set<UInt32>?   // the entries of these epochs (nil: all)
+        public init(writer: UInt64, segment: UInt64, replicas: [Endpoint], epochs: Set<UInt32>?) {
+            self.writer = writer
+            self.segment = segment
+            self.replicas = replicas
+            self.epochs = epochs
+        }
     }
 
-    let secret: ClusterSecret
-    let threads: Int
+    public let secret: ClusterSecret
+    public let threads: Int
 
-    init(secret: ClusterSecret, threads: Int = 4) {
+    public init(secret: ClusterSecret, threads: Int = 4) {
         self.secret = secret
         self.threads = threads
     }
@@ -27,7 +32,7 @@ final class LogReplay {
     /// Visits every entry of `segments` whose epoch the segment wants: `visit(thread, epoch, payload)`,
     /// concurrently from threads 0..<threads (each thread's calls in order; the payload valid only
     /// during the call).
-    func run(_ segments: [Segment], visit: @escaping (Int, UInt32, UnsafeRawBufferPointer) throws -> Void) throws {
+    public func run(_ segments: [Segment], visit: @escaping (Int, UInt32, UnsafeRawBufferPointer) throws -> Void) throws {
         let lock = Lock()
         var failure: Error?
         var done = 0
@@ -51,7 +56,7 @@ final class LogReplay {
                             let c = try clients[ep] ?? LogNodeClient(endpoint: ep, secret: secret, token: Sys.randomBytes(32))
                             clients[ep] = c
                             let r = try c.forEachEntry(writer: s.writer, segment: s.segment, readAhead: next) { e in
-                                if s.epochs.contains(e.epoch) { try visit(t, e.epoch, e.payload) }
+                                if s.epochs?.contains(e.epoch) ?? true { try visit(t, e.epoch, e.payload) }
                             }
                             if r.corrupt == 0 { read = true } else { why = "\(r.corrupt) corrupt entries on \(ep)" }
                         } catch let e as LegatoError {

@@ -52,41 +52,18 @@ struct BenchCommand: ParsableCommand {
             let log = try LogWriter(config: .init(writer: writer, secret: s, token: Sys.randomBytes(32), coordinator: coordinator))
             let placement = log.placement
             log.close()
-            // Spread the segments over their replicas (RAMCloud's partitioned recovery reads).
-            var work: [(UInt64, Endpoint)] = []
-            for (i, p) in placement.enumerated() where !p.nodes.isEmpty { work.append((p.segment, p.nodes[i % p.nodes.count])) }
-            // Each reader takes every `threads`-th segment and tells each node which of its segments it
-            // will ask for next (the node reads it ahead).
-            let lock = Lock()
-            var bytes = 0, failures: [String] = []
-            var done = 0
+            // The reader restores use: segments spread over threads and replicas (RAMCloud's partitioned
+            // recovery reads), each node told which segment it will be asked for next.
+            let segments = placement.map { LogReplay.Segment(writer: writer, segment: $0.segment, replicas: $0.nodes, epochs: nil) }
+            let replay = LogReplay(secret: s, threads: threads)
+            let counts = UnsafeMutableBufferPointer<Int>.allocate(capacity: threads)  // per thread: each counts its own
+            defer { counts.deallocate() }
+            counts.initialize(repeating: 0)
             let started = monotonicNanos()
-            for t in 0..<threads {
-                let mine = stride(from: t, to: work.count, by: threads).map { work[$0] }
-                startThread(name: "reader") {
-                    var clients: [Endpoint: LogNodeClient] = [:]
-                    for (k, (seg, ep)) in mine.enumerated() {
-                        let ahead = mine[(k + 1)...].first { $0.1 == ep }?.0
-                        do {
-                            let c = try clients[ep] ?? LogNodeClient(endpoint: ep, secret: s, token: Sys.randomBytes(32))
-                            clients[ep] = c
-                            var got = 0
-                            try c.forEachEntry(writer: writer, segment: seg, readAhead: ahead) { got += $0.payload.count }
-                            lock.withLock { bytes += got }
-                        } catch {
-                            lock.withLock { failures.append("segment \(seg): \(error)") }
-                        }
-                    }
-                    lock.withLock {
-                        done += 1
-                        lock.broadcast()
-                    }
-                }
-            }
-            lock.withLock { while done < threads { lock.wait() } }
+            try replay.run(segments) { t, _, payload in counts[t] += payload.count }
             let seconds = Double(monotonicNanos() - started) / 1e9
-            if !failures.isEmpty { throw LegatoError(failures.joined(separator: "; ")) }
-            print(String(format: "log_read_mbps=%.1f bytes=%d seconds=%.3f segments=%d", Double(bytes) / seconds / 1e6, bytes, seconds, work.count))
+            let bytes = counts.reduce(0, +)
+            print(String(format: "log_read_mbps=%.1f bytes=%d seconds=%.3f segments=%d", Double(bytes) / seconds / 1e6, bytes, seconds, segments.count))
         }
     }
 }

@@ -51,18 +51,26 @@ public final class CheckpointStaging {
         for run in runs { try body(run.address, run.count, run.data) }
         let buf = UnsafeMutableRawPointer.allocate(byteCount: CheckpointStaging.runPages * Page.size, alignment: Page.size)
         defer { buf.deallocate() }
-        if let src = frozenSource {
-            for f in frozen where !persistedBy.contains(f.node) {
-                try src.read(node: f.node, keys: f.keys, into: buf)
-                try body(f.address, f.keys.count, buf)
-            }
-        }
+        try forEachFrozenRun(where: { !persistedBy.contains($0) }, buffer: buf, body)
         guard !deferred.isEmpty, let pid = snapshot else { return }
         for d in deferred {
             var addr = d.address, len = UInt64(d.count * Page.size)
             let n = try Sys.processRead(pid: pid, into: buf, capacity: Int(len), addresses: &addr, lengths: &len, count: 1)
             if n != Int(len) { throw SystemError("read \(d.count) pages at 0x\(String(d.address, radix: 16)) of the snapshot pid \(pid)", code: EIO) }
             try body(d.address, d.count, buf)
+        }
+    }
+
+    /// The frozen runs of the memory nodes `nodes` selects, read from their freezes into `buffer`
+    /// (room for `runPages` pages; a fresh one if nil) and handed to body.
+    func forEachFrozenRun(where nodes: (Int) -> Bool, buffer: UnsafeMutableRawPointer? = nil,
+                          _ body: (UInt64, Int, UnsafeRawPointer) throws -> Void) throws {
+        guard let src = frozenSource else { return }
+        let buf = buffer ?? UnsafeMutableRawPointer.allocate(byteCount: CheckpointStaging.runPages * Page.size, alignment: Page.size)
+        defer { if buffer == nil { buf.deallocate() } }
+        for f in frozen where nodes(f.node) {
+            try src.read(node: f.node, keys: f.keys, into: buf)
+            try body(f.address, f.keys.count, buf)
         }
     }
 

@@ -69,11 +69,31 @@ public final class ClusterCheckpointStore: CheckpointStore {
         return ClusterTransaction(store: self, epoch: epoch)
     }
 
-    public func committed() throws -> [CheckpointSummary] {
+    public func committed() throws -> [CheckpointSummary] { try committedRecords().map { $0.summary } }
+
+    /// A committed checkpoint's record on the coordinator, its JSON decoded.
+    private struct CommittedRecord {
+        var epoch: UInt64
+        var decidedAt: Double
+        var fields: [String: Any]
+
+        var summary: CheckpointSummary {
+            CheckpointSummary(epoch: epoch, committedAt: decidedAt, pauseMillis: (fields["pause_ms"] as? NSNumber)?.doubleValue ?? 0,
+                              pages: (fields["pages"] as? NSNumber)?.intValue ?? 0, parent: (fields["parent"] as? NSNumber)?.uint64Value)
+        }
+
+        /// The [segment, entry] stored under `key` (the index and context entries' positions).
+        func position(_ key: String) -> LogWriter.Position? {
+            guard let a = fields[key] as? [NSNumber], a.count == 2 else { return nil }
+            return .init(segment: a[0].uint64Value, index: a[1].uint32Value)
+        }
+    }
+
+    /// The run's committed checkpoints, oldest first (one request to the coordinator).
+    private func committedRecords() throws -> [CommittedRecord] {
         try coordinator.checkpoints(name: name).filter { $0.name == name && $0.state == .committed }.sorted { $0.epoch < $1.epoch }.map { r in
-            let d = (try? JSONSerialization.jsonObject(with: r.record) as? [String: Any]) ?? [:]
-            return CheckpointSummary(epoch: r.epoch, committedAt: r.decidedAt ?? 0, pauseMillis: (d["pause_ms"] as? NSNumber)?.doubleValue ?? 0,
-                                     pages: (d["pages"] as? NSNumber)?.intValue ?? 0, parent: (d["parent"] as? NSNumber)?.uint64Value)
+            CommittedRecord(epoch: r.epoch, decidedAt: r.decidedAt ?? 0,
+                            fields: (try? JSONSerialization.jsonObject(with: r.record) as? [String: Any]) ?? [:])
         }
     }
 
@@ -85,25 +105,26 @@ public final class ClusterCheckpointStore: CheckpointStore {
     }
 
     public func load(epoch: UInt64) throws -> RestoreSource {
-        let summaries = try committed()
-        guard summaries.contains(where: { $0.epoch == epoch }) else {
+        let committed = Dictionary(try committedRecords().map { ($0.epoch, $0) }, uniquingKeysWith: { a, _ in a })
+        guard committed[epoch] != nil else {
             throw LegatoError("no committed checkpoint \(epoch) of \(name) on the coordinator at \(coordinatorEndpoint)")
         }
         // The chain: the checkpoint and its parents down to a full one.
         var chain: [UInt64] = []
         var next: UInt64? = epoch
         while let e = next {
-            guard let s = summaries.first(where: { $0.epoch == e }), !chain.contains(e) else {
+            guard let r = committed[e], !chain.contains(e) else {
                 throw LegatoError("checkpoint \(epoch) of \(name) builds on \(e), which is not committed")
             }
             chain.insert(e, at: 0)
-            next = s.parent
+            next = r.summary.parent
         }
-        if let streaming = try loadStreaming(epoch: epoch, chain: chain) { return streaming }
+        let records = chain.map { committed[$0]! }
+        if let streaming = try loadStreaming(epoch: epoch, records: records) { return streaming }
         let wanted = Set(chain.map { UInt32(truncatingIfNeeded: $0) })
         var image: ProcessImage?
         // The run's log, then the memory nodes' participant logs, read in parallel.
-        let segments = try replaySegments(chain: chain, epochs: wanted)
+        let segments = try replaySegments(records, epochs: wanted)
         let started = monotonicNanos()
         // Each reading thread builds layers of its own (no lock, no copy but the one into them); a
         // chain's layers are then ordered by epoch, and within an epoch their pages are disjoint.
@@ -133,16 +154,8 @@ public final class ClusterCheckpointStore: CheckpointStore {
     /// those few entries, then replays the logs on threads of its own into the layers while the
     /// restored PROG runs (a page it needs first is fetched ahead of the replay). Nil for a chain
     /// written before indexes existed.
-    private func loadStreaming(epoch: UInt64, chain: [UInt64]) throws -> RestoreSource? {
-        var records: [UInt64: [String: Any]] = [:]
-        for r in try coordinator.checkpoints(name: name) where r.name == name && r.state == .committed && chain.contains(r.epoch) {
-            records[r.epoch] = (try? JSONSerialization.jsonObject(with: r.record) as? [String: Any]) ?? [:]
-        }
-        func position(_ e: UInt64, _ key: String) -> LogWriter.Position? {
-            guard let a = records[e]?[key] as? [NSNumber], a.count == 2 else { return nil }
-            return .init(segment: a[0].uint64Value, index: a[1].uint32Value)
-        }
-        guard let contextAt = position(epoch, "context_at"), chain.allSatisfy({ position($0, "index_at") != nil }) else { return nil }
+    private func loadStreaming(epoch: UInt64, records: [CommittedRecord]) throws -> RestoreSource? {
+        guard let contextAt = records.last?.position("context_at"), records.allSatisfy({ $0.position("index_at") != nil }) else { return nil }
         let started = monotonicNanos()
         let w = try log()
         let reader = EntryReader(writer: writerID, placement: Dictionary(w.placement.map { ($0.segment, $0.nodes) }, uniquingKeysWith: { a, _ in a }),
@@ -156,14 +169,12 @@ public final class ClusterCheckpointStore: CheckpointStore {
         guard image.version == ProcessImage.version else { throw LegatoError("checkpoint \(epoch) has format version \(image.version)") }
         var layers: [RestoreSource.Layer] = []
         var streams: [UInt32: StreamedPages] = [:]
-        for e in chain {
+        for record in records {
+            let e = record.epoch
             var index: (runs: [CheckpointLogEntry.IndexedRun], zeros: [(UInt64, Int)])?
-            try reader.visit(position(e, "index_at")!) { index = try CheckpointLogEntry.parseIndex($0) }
+            try reader.visit(record.position("index_at")!) { index = try CheckpointLogEntry.parseIndex($0) }
             let e32 = UInt32(truncatingIfNeeded: e)
             let stream = try StreamedPages(epoch: e32, runs: index!.runs)
-            stream.fetchEntry = { [reader] segment, entry in
-                try reader.visit(.init(segment: segment, index: entry)) { p in try Self.deliver(p, to: stream) }
-            }
             stream.fetchEntries = { [reader] positions in
                 try reader.visitAll(positions) { p in try Self.deliver(p, to: stream) }
             }
@@ -171,7 +182,7 @@ public final class ClusterCheckpointStore: CheckpointStore {
             layers.append(.init(epoch: e, pageRuns: index!.runs.map { ($0.address, $0.pages) }, zeroRuns: index!.zeros, pages: .streamed(stream)))
         }
         // The replay: the run's log and the participant logs.
-        let segments = try replaySegments(chain: chain, epochs: Set(streams.keys))
+        let segments = try replaySegments(records, epochs: Set(streams.keys))
         readMillis = Double(monotonicNanos() - started) / 1e6
         let replay = LogReplay(secret: secret)
         let log = logger
@@ -184,19 +195,20 @@ public final class ClusterCheckpointStore: CheckpointStore {
             guard once.withLock({ defer { replayRequested = true }; return !replayRequested }) else { return }
             for s in streams.values { s.replayStarting() }
             startThread(name: "log-replay") {
-            if delay > 0 { usleep(delay * 1000) }
-            let t0 = monotonicNanos()
-            var failure: Error?
-            do {
-                try replay.run(segments) { _, e, p in if let s = streams[e] { try Self.deliver(p, to: s) } }
-            } catch {
-                failure = error
-                log.error("replaying checkpoint \(epoch) of \(name) from the log nodes: \(error)")
+                if delay > 0 { usleep(delay * 1000) }
+                let t0 = monotonicNanos()
+                var failure: Error?
+                do {
+                    try replay.run(segments) { _, e, p in if let s = streams[e] { try Self.deliver(p, to: s) } }
+                } catch {
+                    failure = error
+                    log.error("replaying checkpoint \(epoch) of \(name) from the log nodes: \(error)")
+                }
+                for s in streams.values { s.replayFinished(error: failure) }
+                let fetched = streams.values.reduce(0) { $0 + $1.fetchedByReader }
+                log.info("replayed checkpoint \(epoch) of \(name) from \(segments.count) segments in \(Int(Double(monotonicNanos() - t0) / 1e6)) ms (\(fetched) entries fetched ahead by faults)")
             }
-            for s in streams.values { s.replayFinished(error: failure) }
-            let fetched = streams.values.reduce(0) { $0 + $1.fetchedByReader }
-            log.info("replayed checkpoint \(epoch) of \(name) from \(segments.count) segments in \(Int(Double(monotonicNanos() - t0) / 1e6)) ms (\(fetched) entries fetched ahead by faults)")
-        } }
+        }
         logger.info("checkpoint \(epoch) of \(name): index and context read in \(Int(readMillis)) ms; \(layers.reduce(0) { $0 + $1.pageRuns.reduce(0) { $0 + $1.1 } }) pages to stream in")
         for s in streams.values { s.startReplay = start }
         var source = RestoreSource(image: image, layers: layers)
@@ -206,17 +218,15 @@ public final class ClusterCheckpointStore: CheckpointStore {
 
     /// A pages entry to the stream of its epoch (other kinds are not pages).
     static func deliver(_ p: UnsafeRawBufferPointer, to stream: StreamedPages) throws {
-        guard p.count >= 16, p[0] == Kind.pages.rawValue else { return }
-        let n = Int(UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
-        guard p.count == 16 + n * Page.size else { throw LegatoError("checkpoint log entry of epoch \(stream.epoch): \(n) pages in \(p.count) bytes") }
-        stream.deliver(address: UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)), count: n, data: p.baseAddress! + 16)
+        guard let run = try CheckpointLogEntry.parsePages(p) else { return }
+        stream.deliver(address: run.address, count: run.count, data: run.data.baseAddress!)
     }
 
-    /// Every segment to read for `chain`: the run's log's (entries of `epochs`) and the participant
-    /// logs' (of each, only the epochs whose record names it).
-    private func replaySegments(chain: [UInt64], epochs: Set<UInt32>) throws -> [LogReplay.Segment] {
+    /// Every segment to read for a chain of `records`: the run's log's (entries of `epochs`) and the
+    /// participant logs' (of each, only the epochs whose record names it).
+    private func replaySegments(_ records: [CommittedRecord], epochs: Set<UInt32>) throws -> [LogReplay.Segment] {
         var segments = try log().placement.map { LogReplay.Segment(writer: writerID, segment: $0.segment, replicas: $0.nodes, epochs: epochs) }
-        for (writer, named) in try participants(of: chain) {
+        for (writer, named) in try participants(records) {
             let p = try LogWriter(config: .init(writer: writer, secret: secret,
                                                 token: CheckpointLogEntry.participantToken(writer: writer, secret: secret),
                                                 coordinator: coordinatorEndpoint))
@@ -226,12 +236,11 @@ public final class ClusterCheckpointStore: CheckpointStore {
         return segments
     }
 
-    /// The participant logs of the checkpoints of `chain`, each with the epochs it holds pages of.
-    private func participants(of chain: [UInt64]) throws -> [UInt64: Set<UInt32>] {
+    /// The participant logs named by `records`, each with the epochs it holds pages of.
+    private func participants(_ records: [CommittedRecord]) throws -> [UInt64: Set<UInt32>] {
         var out: [UInt64: Set<UInt32>] = [:]
-        for r in try coordinator.checkpoints(name: name) where r.name == name && r.state == .committed && chain.contains(r.epoch) {
-            let d = (try? JSONSerialization.jsonObject(with: r.record) as? [String: Any]) ?? [:]
-            for hex in d["participants"] as? [String] ?? [] {
+        for r in records {
+            for hex in r.fields["participants"] as? [String] ?? [] {
                 guard let writer = UInt64(hex, radix: 16) else { throw LegatoError("checkpoint \(r.epoch) of \(name) names participant log \(hex)") }
                 out[writer, default: []].insert(UInt32(truncatingIfNeeded: r.epoch))
             }
@@ -255,9 +264,9 @@ public final class ClusterCheckpointStore: CheckpointStore {
             let n = Int(UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
             switch kind {
             case .pages:
-                guard p.count == 16 + n * Page.size else { throw LegatoError("checkpoint log entry of epoch \(epoch): \(n) pages in \(p.count) bytes") }
-                runs.append((u64(8), n))
-                data.append(contentsOf: UnsafeRawBufferPointer(rebasing: p[16...]))
+                guard let run = try CheckpointLogEntry.parsePages(p) else { return false }
+                runs.append((run.address, run.count))
+                data.append(contentsOf: run.data)
             case .zeros:
                 guard p.count == 8 + n * 16 else { throw LegatoError("checkpoint log entry of epoch \(epoch): \(n) zero runs in \(p.count) bytes") }
                 for k in 0..<n { zeros.append((u64(8 + k * 16), Int(u64(16 + k * 16)))) }
@@ -307,57 +316,40 @@ final class ClusterTransaction: CheckpointTransaction {
         var batch: [ReplicaStore.Entry] = []
         var batchBytes = 0
         var indexRuns: [CheckpointLogEntry.IndexedRun] = []
-        var pendingRuns: [(UInt64, Int)] = []   // the pages entries of `batch`, in order
+        var batchRuns: [(entry: Int, address: UInt64, pages: Int)] = []   // the pages entries of `batch`
         func flush() throws {
             if !batch.isEmpty {
                 let at = try w.append(batch)
-                var k = 0
-                for (i, entry) in batch.enumerated() where entry.payload.first == ClusterCheckpointStore.Kind.pages.rawValue {
-                    indexRuns.append(.init(address: pendingRuns[k].0, pages: pendingRuns[k].1, segment: at[i].segment, entry: at[i].index))
-                    k += 1
-                }
+                for r in batchRuns { indexRuns.append(.init(address: r.address, pages: r.pages, segment: at[r.entry].segment, entry: at[r.entry].index)) }
             }
             batch.removeAll(keepingCapacity: true)
-            pendingRuns.removeAll(keepingCapacity: true)
+            batchRuns.removeAll(keepingCapacity: true)
             batchBytes = 0
         }
         var pages = 0
         func appendRun(_ address: UInt64, _ count: Int, _ data: UnsafeRawPointer) throws {
-            pendingRuns.append((address, count))
+            batchRuns.append((batch.count, address, count))
             batch.append(.init(epoch: e, slab: address >> 24, payload: CheckpointLogEntry.pages(address: address, count: count, data: data)))
             batchBytes += count * Page.size
             pages += count
             if batchBytes >= 4 << 20 { try flush() }
         }
-        // Pending PREPAREs are ended on every way out: a failure here leaves no request unanswered.
-        var outcome: (prepared: [Int: (writer: UInt64, pages: Int)], failed: [Int: String])?
-        defer { if outcome == nil, let src = staging.frozenSource { _ = src.finishPrepare(pending) } }
-        try staging.forEachRun(except: Set(pending.filter { $0.failure == nil }.map { $0.node }), appendRun)
-        let result: (prepared: [Int: (writer: UInt64, pages: Int)], failed: [Int: String]) = staging.frozenSource.map { $0.finishPrepare(pending) } ?? ([:], [:])
-        outcome = result
-        // A node that could not persist its part: the agent reads those pages and persists them itself.
-        if !result.failed.isEmpty, let src = staging.frozenSource {
-            for (node, why) in result.failed.sorted(by: { $0.key < $1.key }) {
-                store.logger.warning("memory node \(src.endpoints[node]) did not persist its pages of epoch \(epoch) (\(why)); the agent persists them")
-            }
-            let buf = UnsafeMutableRawPointer.allocate(byteCount: CheckpointStaging.runPages * Page.size, alignment: Page.size)
-            defer { buf.deallocate() }
-            for f in staging.frozen where result.failed[f.node] != nil {
-                try src.read(node: f.node, keys: f.keys, into: buf)
-                try appendRun(f.address, f.keys.count, buf)
-            }
+        do {
+            try staging.forEachRun(except: Set(pending.filter { $0.failure == nil }.map { $0.node }), appendRun)
+        } catch {
+            _ = staging.frozenSource?.finishPrepare(pending)  // no request left unanswered
+            throw error
         }
+        let result: FrozenPages.PrepareOutcome = staging.frozenSource?.finishPrepare(pending) ?? ([:], [:])
+        // A node that could not persist its part: the agent reads those pages and persists them itself.
+        for (node, why) in result.failed.sorted(by: { $0.key < $1.key }) {
+            store.logger.warning("memory node \(staging.frozenSource!.endpoints[node]) did not persist its pages of epoch \(epoch) (\(why)); the agent persists them")
+        }
+        try staging.forEachFrozenRun(where: { result.failed[$0] != nil }, appendRun)
         var zeroStart = 0
         while zeroStart < staging.zeroRuns.count {
             let part = staging.zeroRuns[zeroStart..<min(staging.zeroRuns.count, zeroStart + 65536)]
-            var p = [UInt8](repeating: 0, count: 8)
-            p[0] = ClusterCheckpointStore.Kind.zeros.rawValue
-            withUnsafeBytes(of: UInt32(part.count).littleEndian) { p.replaceSubrange(4..<8, with: $0) }
-            for r in part {
-                withUnsafeBytes(of: r[0].littleEndian) { p.append(contentsOf: $0) }
-                withUnsafeBytes(of: r[1].littleEndian) { p.append(contentsOf: $0) }
-            }
-            batch.append(.init(epoch: e, slab: 0, payload: p))
+            batch.append(.init(epoch: e, slab: 0, payload: CheckpointLogEntry.zeros(part)))
             zeroStart += part.count
         }
         try flush()
@@ -365,11 +357,9 @@ final class ClusterTransaction: CheckpointTransaction {
         // these two entries, resumes PROG, and lets the pages stream in.
         for f in staging.frozen where result.prepared[f.node] != nil { indexRuns.append(.init(address: f.address, pages: f.keys.count)) }
         let index = CheckpointLogEntry.index(runs: indexRuns, zeros: staging.zeroRuns.map { ($0[0], Int($0[1])) })
-        var ctx = [UInt8](repeating: 0, count: 8)
-        ctx[0] = ClusterCheckpointStore.Kind.context.rawValue
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
-        ctx.append(contentsOf: try enc.encode(image))
+        let ctx = CheckpointLogEntry.context(json: try enc.encode(image))
         let at = try w.append([.init(epoch: e, slab: 0, payload: index), .init(epoch: e, slab: 0, payload: ctx)])
         try w.sync()
         let participantPages = result.prepared.values.reduce(0) { $0 + $1.pages }

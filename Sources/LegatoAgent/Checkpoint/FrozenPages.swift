@@ -86,7 +86,9 @@ final class FrozenPages {
 
     /// The answers: the nodes that persisted all they were asked (PREPARED), with their log writer and
     /// page count; the others, with why (the caller persists their pages itself).
-    func finishPrepare(_ pending: [PendingPrepare]) -> (prepared: [Int: (writer: UInt64, pages: Int)], failed: [Int: String]) {
+    typealias PrepareOutcome = (prepared: [Int: (writer: UInt64, pages: Int)], failed: [Int: String])
+
+    func finishPrepare(_ pending: [PendingPrepare]) -> PrepareOutcome {
         var prepared: [Int: (writer: UInt64, pages: Int)] = [:]
         var failed: [Int: String] = [:]
         for p in pending {

@@ -213,8 +213,7 @@ final class RestoreBacking {
     /// The pages at `locs` where they already lie in memory, if they are consecutive pages of one
     /// streamed layer that have arrived: installed from there, they skip a copy.
     func inPlace(_ locs: [Location]) -> UnsafeRawPointer? {
-        guard let first = locs.first, case .streamed(let s) = layers[first.layer].pages,
-              locs.last!.layer == first.layer, locs.last!.page == first.page + Int64(locs.count - 1) else { return nil }
+        guard let first = locs.first, case .streamed(let s) = layers[first.layer].pages else { return nil }
         for (k, l) in locs.enumerated() where l.layer != first.layer || l.page != first.page + Int64(k) { return nil }
         return s.arrivedPages(Int(first.page), locs.count)
     }

@@ -18,13 +18,10 @@ public final class StreamedPages {
     private let lock = Lock()
     private var arrived: [Bool]
     private var fetching: Set<Int> = []
-    private var missing: Int
     private var failure: String?
     private var replayStarted = false
     private var replayDone = false
-    /// Fetches the entry at (segment, entry) of the run's log and hands it to `deliver`.
-    var fetchEntry: ((UInt64, UInt32) throws -> Void)?
-    /// Fetches several entries at once (positions) and hands each to `deliver`.
+    /// Fetches entries of the run's log (by position) and hands each to `deliver`.
     var fetchEntries: (([LogWriter.Position]) throws -> Void)?
     /// Starts the replay (idempotent): for a run only the replay can bring, needed before PROG runs.
     var startReplay: (() -> Void)?
@@ -45,7 +42,6 @@ public final class StreamedPages {
         runAt = at
         pageCount = total
         arrived = [Bool](repeating: false, count: runs.count)
-        missing = runs.count
         let bytes = max(1, total) * Page.size
         guard let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), p != MAP_FAILED else {
             throw SystemError.fromErrno("mmap \(bytes >> 20) MiB for the pages of epoch \(epoch)")
@@ -55,17 +51,12 @@ public final class StreamedPages {
 
     deinit { munmap(base, max(1, pageCount) * Page.size) }
 
-    var complete: Bool { lock.withLock { missing == 0 } }
-
     /// A pages entry read from a log: copied to its run's place (again, harmlessly, if it came twice).
     func deliver(address: UInt64, count: Int, data: UnsafeRawPointer) {
         guard let i = runAt[address], runs[i].pages == count else { return }
         memcpy(base + firstPage[i] * Page.size, data, count * Page.size)
         lock.withLock {
-            if !arrived[i] {
-                arrived[i] = true
-                missing -= 1
-            }
+            arrived[i] = true
             lock.broadcast()
         }
     }
@@ -129,7 +120,7 @@ public final class StreamedPages {
             if kick { startReplay?() }
             let fetchNow: Bool? = try lock.withLock {
                 if arrived[i] { return nil }
-                if !fetched, runs[i].segment != .max, fetchEntry != nil, !fetching.contains(i) {
+                if !fetched, runs[i].segment != .max, fetchEntries != nil, !fetching.contains(i) {
                     fetching.insert(i)
                     return true
                 }
@@ -145,7 +136,7 @@ public final class StreamedPages {
             fetched = true  // once: if the entry did not bring the run, the replay will (or will say why not)
             defer { lock.withLock { _ = fetching.remove(i) } }
             do {
-                try fetchEntry!(runs[i].segment, runs[i].entry)
+                try fetchEntries!([.init(segment: runs[i].segment, index: runs[i].entry)])
                 lock.withLock { fetchedByReader += 1 }
             } catch {
                 lock.withLock { if failure == nil { failure = "\(error)" } }
