@@ -148,7 +148,7 @@ public final class Agent {
         evictionBatch = config.evictionBatchPages ?? min(1024, max(16, budgetPages / 16))
         prefetchWindow = max(1, min(config.prefetchMaxPages, budgetPages / 4))
         space = Sys.randomBytes(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } | 1
-        token = Sys.randomBytes(Handshake.tokenSize)
+        token = config.name.map { ClusterCheckpointStore.agentToken(name: $0, secret: config.secret) } ?? Sys.randomBytes(Handshake.tokenSize)
         fetchSlotPages = max(1, config.prefetchMaxPages) + 1
         zeroPages = UnsafeMutableRawPointer.allocate(byteCount: fetchSlotPages * Page.size, alignment: Page.size)
         memset(zeroPages, 0, fetchSlotPages * Page.size)

@@ -193,6 +193,9 @@ final class RemotePool {
         FrozenPages(endpoints: nodes.map { $0.endpoint }, secret: secret, token: token, space: space)
     }
 
+    /// The nodes not known to be dead, by index.
+    var liveNodes: [Int] { nodes.filter { !$0.dead }.map { $0.index } }
+
     func dropEverywhere() {
         for n in nodes where !n.dead {
             try? n.fetcher.dropSpace(space)

@@ -10,23 +10,33 @@ public enum CheckpointLogEntry {
         case pages = 1     // [kind, 0, 0, 0, count u32, address u64] + count pages
         case zeros = 2     // [kind, 0, 0, 0, runs u32] + runs x [address u64, count u64]
         case context = 3   // [kind, 0 x 7] + the ProcessImage as JSON
-        case index = 4     // [kind, 0, 0, 0, runs u32, zero runs u32, 0 x 4]
-                           //   + runs x [address u64, pages u64, segment u64, entry u32, 0 u32]
+        case index = 4     // [kind, flags, 0, 0, runs u32, zero runs u32, 0 x 4]
+                           //   + runs x [address u64, pages u64, segment u64, entry u32, node u32, key u64]
+                           //     (flags bit 0 clear, as written before memory nodes retained
+                           //     checkpoints: runs are the first 32 bytes only, node 0)
                            //   + zero runs x [address u64, pages u64]
     }
 
     /// A page run named by an index entry, with where it lies in the run's own log (segment ~0 for
-    /// a run in a participant log: found by reading that log).
+    /// a run in a participant log: found by reading that log). A participant run also names its
+    /// memory node (an index into the commit record's "memory_nodes") and the key of its first page
+    /// in the record's "space" (its pages have consecutive keys): while that node retains the
+    /// checkpoint, the run can be fetched from there.
     public struct IndexedRun: Equatable {
         public var address: UInt64
         public var pages: Int
         public var segment: UInt64
         public var entry: UInt32
-        public init(address: UInt64, pages: Int, segment: UInt64 = .max, entry: UInt32 = 0) {
+        public var node: UInt32
+        public var key: UInt64
+        public static let noNode = UInt32.max
+        public init(address: UInt64, pages: Int, segment: UInt64 = .max, entry: UInt32 = 0, node: UInt32 = noNode, key: UInt64 = 0) {
             self.address = address
             self.pages = pages
             self.segment = segment
             self.entry = entry
+            self.node = node
+            self.key = key
         }
     }
 
@@ -35,12 +45,13 @@ public enum CheckpointLogEntry {
     public static func index(runs: [IndexedRun], zeros: [(UInt64, Int)]) -> [UInt8] {
         var b = [UInt8](repeating: 0, count: 16)
         b[0] = Kind.index.rawValue
+        b[1] = 1  // runs with node and key
         withUnsafeBytes(of: UInt32(runs.count).littleEndian) { b.replaceSubrange(4..<8, with: $0) }
         withUnsafeBytes(of: UInt32(zeros.count).littleEndian) { b.replaceSubrange(8..<12, with: $0) }
-        b.reserveCapacity(16 + runs.count * 32 + zeros.count * 16)
+        b.reserveCapacity(16 + runs.count * 40 + zeros.count * 16)
         func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { b.append(contentsOf: $0) } }
         for r in runs {
-            put(r.address); put(UInt64(r.pages)); put(r.segment); put(r.entry); put(UInt32(0))
+            put(r.address); put(UInt64(r.pages)); put(r.segment); put(r.entry); put(r.node); put(r.key)
         }
         for (a, n) in zeros {
             put(a); put(UInt64(n))
@@ -54,13 +65,15 @@ public enum CheckpointLogEntry {
         func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: p.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
         func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: p.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
         let nr = Int(u32(4)), nz = Int(u32(8))
-        guard p.count == 16 + nr * 32 + nz * 16 else { throw LegatoError("checkpoint index entry: \(nr) runs and \(nz) zero runs in \(p.count) bytes") }
+        let withNodes = p[1] & 1 != 0, runBytes = withNodes ? 40 : 32
+        guard p.count == 16 + nr * runBytes + nz * 16 else { throw LegatoError("checkpoint index entry: \(nr) runs and \(nz) zero runs in \(p.count) bytes") }
         let runs = (0..<nr).map { i -> IndexedRun in
-            let o = 16 + i * 32
-            return IndexedRun(address: u64(o), pages: Int(u64(o + 8)), segment: u64(o + 16), entry: u32(o + 24))
+            let o = 16 + i * runBytes
+            return IndexedRun(address: u64(o), pages: Int(u64(o + 8)), segment: u64(o + 16), entry: u32(o + 24),
+                              node: withNodes ? u32(o + 28) : IndexedRun.noNode, key: withNodes ? u64(o + 32) : 0)
         }
         let zeros = (0..<nz).map { i -> (UInt64, Int) in
-            let o = 16 + nr * 32 + i * 16
+            let o = 16 + nr * runBytes + i * 16
             return (u64(o), Int(u64(o + 8)))
         }
         return (runs, zeros)

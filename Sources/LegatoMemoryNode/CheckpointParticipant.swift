@@ -59,7 +59,7 @@ final class CheckpointParticipant {
                 var present = [UInt8](repeating: 0, count: n)
                 let found = try run.vpns[at..<at + n].withUnsafeBufferPointer { v in
                     try present.withUnsafeMutableBufferPointer { p in
-                        try store.fetch(space: space, owner: owner, vpns: v, present: p.baseAddress!, out: buffer, frozen: true)
+                        try store.fetch(space: space, owner: owner, vpns: v, present: p.baseAddress!, out: buffer, version: .frozen)
                     }
                 }
                 guard found == n else {

@@ -12,7 +12,13 @@ import LegatoWire
 ///     DROP_SPACE     u64 space
 ///     FREEZE_SPACE   u64 space                 (one freeze per space at a time)
 ///     FETCH_FROZEN   as FETCH_PAGES: each page as it was when the space was frozen
-///     RELEASE_SPACE  u64 space  -> u64 old versions released
+///     RELEASE_SPACE  u64 space  -> u64 old versions released (the freeze's checkpoint aborted)
+///     COMMIT_SPACE   u64 space, u32 epoch  -> u64 old versions released
+///                    (the freeze's checkpoint `epoch` committed: the space retains it in place of
+///                    the one it retained before)
+///     FETCH_CHECKPOINTED  u64 space, u32 epoch, u32 n, n × u64 vpn  -> as FETCH_PAGES: each page
+///                    as it was at checkpoint `epoch`, which the space must retain
+///     DESCRIBE_SPACE u64 space  -> u32 retained epoch (0: none), u8 frozen, u64 pages
 ///     PREPARE_SPACE  u64 space, u32 epoch, u64 log writer, u32 n, n × (u64 address, u32 pages),
 ///                    then Σpages × u64 vpn  -> u64 pages persisted
 ///                    (the frozen versions of those pages appended to log `writer` and synced:
@@ -56,12 +62,17 @@ public final class MemoryService: RPCService {
                 }
                 return .empty
 
-            case .fetchPages, .fetchFrozen:
-                let frozen = opcode == .fetchFrozen
+            case .fetchPages, .fetchFrozen, .fetchCheckpointed:
                 let space = try r.u64("space")
+                let version: PageStore.Version
+                switch opcode {
+                case .fetchFrozen: version = .frozen
+                case .fetchCheckpointed: version = .checkpoint(try r.u32("epoch"))
+                default: version = .current
+                }
                 let n = try r.count(itemSize: 8, limit: WireLimits.maxPagesPerRequest, "page count")
                 let vpnOffset = try r.skip(n * 8, "vpns")
-                try r.expectEnd(frozen ? "FETCH_FROZEN" : "FETCH_PAGES")
+                try r.expectEnd("\(opcode)")
                 let vpns = payload.withUnsafeBytes { readVPNs($0, at: vpnOffset, count: n) }
                 var present = [UInt8](repeating: 0, count: n)
                 var found = 0
@@ -69,7 +80,7 @@ public final class MemoryService: RPCService {
                 let data = try [UInt8](unsafeUninitializedCapacity: n * Page.size) { buf, count in
                     found = try vpns.withUnsafeBufferPointer { v in
                         try present.withUnsafeMutableBufferPointer { p in
-                            try store.fetch(space: space, owner: session.token, vpns: v, present: p.baseAddress!, out: buf.baseAddress!, frozen: frozen)
+                            try store.fetch(space: space, owner: session.token, vpns: v, present: p.baseAddress!, out: buf.baseAddress!, version: version)
                         }
                     }
                     count = found * Page.size
@@ -103,6 +114,23 @@ public final class MemoryService: RPCService {
                 try r.expectEnd("RELEASE_SPACE")
                 var w = WireWriter()
                 w.u64(UInt64(try store.release(space: space, owner: session.token)))
+                return Reply([w.bytes])
+
+            case .commitSpace:
+                let space = try r.u64("space"), epoch = try r.u32("epoch")
+                try r.expectEnd("COMMIT_SPACE")
+                var w = WireWriter()
+                w.u64(UInt64(try store.commit(space: space, owner: session.token, epoch: epoch)))
+                return Reply([w.bytes])
+
+            case .describeSpace:
+                let space = try r.u64("space")
+                try r.expectEnd("DESCRIBE_SPACE")
+                let d = try store.describe(space: space, owner: session.token)
+                var w = WireWriter()
+                w.u32(d.retainedEpoch)
+                w.u8(d.frozen ? 1 : 0)
+                w.u64(UInt64(d.pages))
                 return Reply([w.bytes])
 
             case .prepareSpace:
@@ -160,7 +188,7 @@ public final class MemoryService: RPCService {
                 throw ServiceError(.notOwner, e.description)
             case .capacityExceeded: throw ServiceError(.capacityExceeded, e.description)
             case .outOfMemory: throw ServiceError(.internalError, e.description)
-            case .frozen, .notFrozen: throw ServiceError(.badRequest, e.description)
+            case .frozen, .notFrozen, .notRetained: throw ServiceError(.badRequest, e.description)
             }
         }
     }

@@ -27,6 +27,7 @@ public final class PageStore {
         case outOfMemory
         case frozen(AddressSpaceID)
         case notFrozen(AddressSpaceID)
+        case notRetained(AddressSpaceID, wanted: UInt32, retained: UInt32)
 
         public var description: String {
             switch self {
@@ -37,6 +38,8 @@ public final class PageStore {
             case .outOfMemory: return "mmap of a new segment failed"
             case .frozen(let s): return "address space \(s) is frozen already"
             case .notFrozen(let s): return "address space \(s) is not frozen"
+            case .notRetained(let s, let wanted, let retained):
+                return "address space \(s) retains " + (retained == 0 ? "no checkpoint" : "checkpoint \(retained)") + ", not \(wanted)"
             }
         }
     }
@@ -45,9 +48,17 @@ public final class PageStore {
         let owner: [UInt8]
         var index: [UInt64: UInt64] = [:]  // vpn -> (slot << 32 | offset)
         /// While frozen: the version each page had at the freeze, for pages stored or discarded
-        /// since (`absent`: it had none). Those entries stay live until the release.
+        /// since (`absent`: it had none). Those entries stay live until the release or commit.
         var frozen: [UInt64: UInt64]?
+        /// The committed checkpoint this space retains (0: none): a freeze that was committed, kept
+        /// up to date the same way (the version at that checkpoint of every page changed since),
+        /// until the next commit replaces it or the space is dropped.
+        var retainedEpoch: UInt32 = 0
+        var retained: [UInt64: UInt64] = [:]
         init(owner: [UInt8]) { self.owner = owner }
+
+        /// The maps that keep old versions, in the order they are filled.
+        var keepers: Int { (frozen != nil ? 1 : 0) + (retainedEpoch != 0 ? 1 : 0) }
     }
 
     private static let absent = UInt64.max
@@ -102,38 +113,75 @@ public final class PageStore {
                       pages: UnsafeRawPointer) throws {
         try lock.withLock {
             let s = try space(id, owner)
-            var fresh = 0
-            for v in vpns where s.index[v] == nil { fresh += 1 }
-            if livePages + fresh > livePageLimit {
+            // References each page adds: its new version, plus its old one in every map that keeps
+            // it now, less the index's reference to the old one.
+            var added = 0
+            for v in vpns {
+                if let old = s.index[v] { added += keepersRecording(s, v, old) } else { added += 1 }
+            }
+            if livePages + added > livePageLimit {
                 refusedStores += 1
                 throw StoreError.capacityExceeded(requested: vpns.count, livePages: livePages, limitPages: livePageLimit)
             }
             for (i, vpn) in vpns.enumerated() {
                 let seg = try headWithRoom()
-                if s.frozen != nil && s.frozen![vpn] == nil {
-                    // The first change since the freeze: the old version (or its absence) is kept.
-                    s.frozen![vpn] = s.index[vpn] ?? PageStore.absent
-                    livePages += 1
-                } else if let old = s.index[vpn] { kill(old) } else { livePages += 1 }
+                let old = s.index[vpn]
+                keepOld(s, vpn, old)
+                if let old { unref(old) }
                 let off = seg.append(space: id, vpn: vpn, version: nextVersion, epoch: epoch, page: pages + i * Page.size)
                 nextVersion &+= 1
                 seg.liveEntries += 1
+                livePages += 1
                 s.index[vpn] = UInt64(seg.slot) << 32 | UInt64(off)
             }
             storedPages += vpns.count
         }
     }
 
+    /// How many maps would take a reference to `old` if `vpn` changed now.
+    private func keepersRecording(_ s: Space, _ vpn: UInt64, _ old: UInt64) -> Int {
+        (s.frozen != nil && s.frozen![vpn] == nil ? 1 : 0) + (s.retainedEpoch != 0 && s.retained[vpn] == nil ? 1 : 0)
+    }
+
+    /// `vpn` is about to change (stored or discarded): the freeze and the retained checkpoint keep
+    /// its current version (`old`; nil: it had none) if it is the first change they see.
+    private func keepOld(_ s: Space, _ vpn: UInt64, _ old: UInt64?) {
+        let loc = old ?? PageStore.absent
+        if s.frozen != nil && s.frozen![vpn] == nil {
+            s.frozen![vpn] = loc
+            if old != nil { ref(loc) }
+        }
+        if s.retainedEpoch != 0 && s.retained[vpn] == nil {
+            s.retained[vpn] = loc
+            if old != nil { ref(loc) }
+        }
+    }
+
+    /// Which version of a page a fetch wants.
+    public enum Version: Equatable {
+        case current
+        case frozen                 // as it was at the space's freeze
+        case checkpoint(UInt32)     // as it was at this committed checkpoint, which the space retains
+    }
+
     /// Copies the pages asked for into `out` (page i at out + i*4096); present[i] says which exist.
-    /// With `frozen`, the versions of the space's freeze.
     public func fetch(space id: UInt64, owner: [UInt8], vpns: UnsafeBufferPointer<UInt64>,
-                      present: UnsafeMutablePointer<UInt8>, out: UnsafeMutableRawPointer, frozen: Bool = false) throws -> Int {
+                      present: UnsafeMutablePointer<UInt8>, out: UnsafeMutableRawPointer, version: Version = .current) throws -> Int {
         try lock.withLock {
             let s = try space(id, owner)
-            if frozen && s.frozen == nil { throw StoreError.notFrozen(AddressSpaceID(id)) }
+            let kept: [UInt64: UInt64]
+            switch version {
+            case .current: kept = [:]
+            case .frozen:
+                guard let f = s.frozen else { throw StoreError.notFrozen(AddressSpaceID(id)) }
+                kept = f
+            case .checkpoint(let e):
+                guard e != 0, s.retainedEpoch == e else { throw StoreError.notRetained(AddressSpaceID(id), wanted: e, retained: s.retainedEpoch) }
+                kept = s.retained
+            }
             var found = 0
             for (i, vpn) in vpns.enumerated() {
-                let loc = frozen ? (s.frozen![vpn] ?? s.index[vpn]) : s.index[vpn]
+                let loc = kept.isEmpty ? s.index[vpn] : (kept[vpn] ?? s.index[vpn])
                 if let loc, loc != PageStore.absent, let seg = segments[Int(loc >> 32)] {
                     memcpy(out + found * Page.size, seg.page(at: Int(loc & 0xffff_ffff)), Page.size)
                     present[i] = 1
@@ -177,14 +225,10 @@ public final class PageStore {
         }
     }
 
-    /// A page left the index: its entry dies, unless a freeze still needs it.
+    /// A page left the index: its entry dies, unless the freeze or the retained checkpoint keeps it.
     private func forget(_ s: Space, _ vpn: UInt64, _ loc: UInt64) {
-        if s.frozen != nil && s.frozen![vpn] == nil {
-            s.frozen![vpn] = loc
-        } else {
-            kill(loc)
-            livePages -= 1
-        }
+        keepOld(s, vpn, loc)
+        unref(loc)
     }
 
     /// Freezes a space (see MemoryClient.freeze).
@@ -196,19 +240,37 @@ public final class PageStore {
         }
     }
 
-    /// Ends a freeze: the versions it kept die. Returns how many there were.
+    /// Ends a freeze (its checkpoint aborted): the versions it kept die. Returns how many there were.
     public func release(space id: UInt64, owner: [UInt8]) throws -> Int {
         try lock.withLock {
             let s = try space(id, owner)
             guard let kept = s.frozen else { throw StoreError.notFrozen(AddressSpaceID(id)) }
             s.frozen = nil
-            var n = 0
-            for (_, loc) in kept where loc != PageStore.absent {
-                kill(loc)
-                n += 1
-            }
-            livePages -= n
+            return unrefAll(kept)
+        }
+    }
+
+    /// Ends a freeze whose checkpoint `epoch` committed: the space now retains that checkpoint (its
+    /// versions stay fetchable as `.checkpoint(epoch)`), and the one it retained before dies.
+    /// Returns how many old versions died.
+    public func commit(space id: UInt64, owner: [UInt8], epoch: UInt32) throws -> Int {
+        try lock.withLock {
+            let s = try space(id, owner)
+            guard let kept = s.frozen else { throw StoreError.notFrozen(AddressSpaceID(id)) }
+            guard epoch != 0 else { throw StoreError.notRetained(AddressSpaceID(id), wanted: 0, retained: s.retainedEpoch) }
+            let n = unrefAll(s.retained)
+            s.retained = kept
+            s.retainedEpoch = epoch
+            s.frozen = nil
             return n
+        }
+    }
+
+    /// What a space holds: its retained checkpoint (0: none), whether it is frozen, its pages.
+    public func describe(space id: UInt64, owner: [UInt8]) throws -> (retainedEpoch: UInt32, frozen: Bool, pages: Int) {
+        try lock.withLock {
+            let s = try space(id, owner)
+            return (s.retainedEpoch, s.frozen != nil, s.index.count)
         }
     }
 
@@ -216,12 +278,22 @@ public final class PageStore {
     public func drop(space id: UInt64, owner: [UInt8]) throws {
         try lock.withLock {
             let s = try space(id, owner)
-            for (_, loc) in s.index { kill(loc) }
-            for (_, loc) in s.frozen ?? [:] where loc != PageStore.absent { kill(loc) }
-            livePages -= s.index.count + (s.frozen ?? [:]).values.filter { $0 != PageStore.absent }.count
             discardedPages += s.index.count
+            _ = unrefAll(s.index)
+            _ = unrefAll(s.frozen ?? [:])
+            _ = unrefAll(s.retained)
             spaces[id] = nil
         }
+    }
+
+    /// Drops the references of a map's entries; returns how many there were.
+    private func unrefAll(_ m: [UInt64: UInt64]) -> Int {
+        var n = 0
+        for (_, loc) in m where loc != PageStore.absent {
+            unref(loc)
+            n += 1
+        }
+        return n
     }
 
     public struct Stats {
@@ -244,8 +316,18 @@ public final class PageStore {
 
     // MARK: segments and cleaning (lock held)
 
-    /// Marks the entry at `loc` dead and frees its segment once nothing in it is live.
-    private func kill(_ loc: UInt64) {
+    // An entry is live while the index, the freeze or the retained checkpoint refers to it; a
+    // segment's liveEntries and livePages count those references (one entry may have two).
+
+    private func ref(_ loc: UInt64) {
+        guard let seg = segments[Int(loc >> 32)] else { return }
+        seg.liveEntries += 1
+        livePages += 1
+    }
+
+    /// Drops one reference to the entry at `loc`; frees its segment once nothing in it is live.
+    private func unref(_ loc: UInt64) {
+        livePages -= 1
         guard let seg = segments[Int(loc >> 32)] else { return }
         seg.liveEntries -= 1
         if seg.liveEntries == 0 && seg !== head { release(seg) }
@@ -292,11 +374,12 @@ public final class PageStore {
         while offset < victim.used {
             let h = victim.header(at: offset)
             let loc = UInt64(victim.slot) << 32 | UInt64(offset)
-            if let s = spaces[h.space], s.index[h.vpn] == loc || s.frozen?[h.vpn] == loc {
+            if let s = spaces[h.space], s.index[h.vpn] == loc || s.frozen?[h.vpn] == loc || s.retained[h.vpn] == loc {
                 let newOff = target.append(space: h.space, vpn: h.vpn, version: h.version, epoch: h.epoch, page: victim.page(at: offset))
-                target.liveEntries += 1
                 let moved = UInt64(target.slot) << 32 | UInt64(newOff)
-                if s.index[h.vpn] == loc { s.index[h.vpn] = moved } else { s.frozen![h.vpn] = moved }
+                if s.index[h.vpn] == loc { s.index[h.vpn] = moved; target.liveEntries += 1 }
+                if s.frozen?[h.vpn] == loc { s.frozen![h.vpn] = moved; target.liveEntries += 1 }
+                if s.retained[h.vpn] == loc { s.retained[h.vpn] = moved; target.liveEntries += 1 }
                 cleanedPages += 1
             }
             offset += Segment.entrySize

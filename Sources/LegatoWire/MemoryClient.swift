@@ -42,30 +42,44 @@ public final class MemoryClient {
         try finishStore(try startStore(space: space, epoch: epoch, vpns: vpns, pages: pages))
     }
 
-    /// Fetches pages into `out` (page i at out + i*4096, present pages only are written there);
-    /// `present[i]` tells which exist. Returns the number found.
-    /// With `frozen`, the versions the space had when it was frozen (FETCH_FROZEN).
-    public func fetch(space: UInt64, vpns: UnsafeBufferPointer<UInt64>, present: UnsafeMutablePointer<UInt8>,
-                      out: UnsafeMutableRawPointer, frozen: Bool = false) throws -> Int {
-        let id = try startFetch(space: space, vpns: vpns, frozen: frozen)
-        return try finishFetch(id, count: vpns.count, present: present, out: out, frozen: frozen)
+    /// Which version of its pages a fetch asks for.
+    public enum PageVersion: Equatable, Sendable {
+        case current                // FETCH_PAGES
+        case frozen                 // FETCH_FROZEN: as the pages were when the space was frozen
+        case checkpoint(UInt32)     // FETCH_CHECKPOINTED: as they were at this retained checkpoint
+
+        var opcode: Opcode {
+            switch self {
+            case .current: return .fetchPages
+            case .frozen: return .fetchFrozen
+            case .checkpoint: return .fetchCheckpointed
+            }
+        }
     }
 
-    /// Sends a FETCH_PAGES (or FETCH_FROZEN) request without waiting; requests on one client are
-    /// answered in order.
-    public func startFetch(space: UInt64, vpns: UnsafeBufferPointer<UInt64>, frozen: Bool = false) throws -> UInt32 {
-        var w = WireWriter(capacity: 12)
+    /// Fetches pages into `out` (page i at out + i*4096, present pages only are written there);
+    /// `present[i]` tells which exist. Returns the number found.
+    public func fetch(space: UInt64, vpns: UnsafeBufferPointer<UInt64>, present: UnsafeMutablePointer<UInt8>,
+                      out: UnsafeMutableRawPointer, version: PageVersion = .current) throws -> Int {
+        let id = try startFetch(space: space, vpns: vpns, version: version)
+        return try finishFetch(id, count: vpns.count, present: present, out: out, version: version)
+    }
+
+    /// Sends a fetch request without waiting; requests on one client are answered in order.
+    public func startFetch(space: UInt64, vpns: UnsafeBufferPointer<UInt64>, version: PageVersion = .current) throws -> UInt32 {
+        var w = WireWriter(capacity: 16)
         w.u64(space)
+        if case .checkpoint(let e) = version { w.u32(e) }
         w.u32(UInt32(vpns.count))
         return try w.bytes.withUnsafeBytes { head in
-            try rpc.send(frozen ? .fetchFrozen : .fetchPages, parts: [head, UnsafeRawBufferPointer(vpns)])
+            try rpc.send(version.opcode, parts: [head, UnsafeRawBufferPointer(vpns)])
         }
     }
 
     /// Receives the answer to `startFetch` for `count` pages (see `fetch`).
     public func finishFetch(_ id: UInt32, count n: Int, present: UnsafeMutablePointer<UInt8>, out: UnsafeMutableRawPointer,
-                            frozen: Bool = false) throws -> Int {
-        let header = try rpc.receiveHeader(frozen ? .fetchFrozen : .fetchPages, id: id)
+                            version: PageVersion = .current) throws -> Int {
+        let header = try rpc.receiveHeader(version.opcode, id: id)
         guard Int(header.length) >= n, (Int(header.length) - n) % Page.size == 0 else {
             throw WireError.malformed("FETCH_PAGES reply of \(header.length) bytes for \(n) pages")
         }
@@ -114,6 +128,28 @@ public final class MemoryClient {
         w.u64(space)
         var r = WireReader(try rpc.call(.releaseSpace, w.bytes))
         return try r.u64("released")
+    }
+
+    /// Ends a freeze whose checkpoint `epoch` committed: the space retains that checkpoint's
+    /// versions (fetchable with `.checkpoint(epoch)`) until the next commit. Returns how many
+    /// versions of the checkpoint it retained before were released.
+    @discardableResult
+    public func commit(space: UInt64, epoch: UInt32) throws -> UInt64 {
+        var w = WireWriter()
+        w.u64(space)
+        w.u32(epoch)
+        var r = WireReader(try rpc.call(.commitSpace, w.bytes))
+        return try r.u64("released")
+    }
+
+    /// The checkpoint a space retains (0: none), whether it is frozen, and how many pages it holds.
+    public func describe(space: UInt64) throws -> (retainedEpoch: UInt32, frozen: Bool, pages: UInt64) {
+        var w = WireWriter()
+        w.u64(space)
+        var r = WireReader(try rpc.call(.describeSpace, w.bytes))
+        let e = try r.u32("retained epoch"), f = try r.u8("frozen"), n = try r.u64("pages")
+        try r.expectEnd("DESCRIBE_SPACE reply")
+        return (e, f != 0, n)
     }
 
     /// Asks the node to persist the frozen versions of `runs` (address, vpns) of `space` into log

@@ -17,6 +17,9 @@ public enum Opcode: UInt8, CaseIterable {
     case fetchFrozen = 0x16
     case releaseSpace = 0x17
     case prepareSpace = 0x18
+    case commitSpace = 0x19
+    case fetchCheckpointed = 0x1A
+    case describeSpace = 0x1B
 
     // log node
     case openReplica = 0x30

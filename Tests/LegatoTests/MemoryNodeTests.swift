@@ -143,6 +143,14 @@ import LegatoSystem
         sp.u64(424242)
         #expect(try hostile(node, frame(Opcode.releaseSpace.rawValue, sp.bytes))?.status != nil)
         #expect(try hostile(node, frame(Opcode.freezeSpace.rawValue, sp.bytes + [1]))?.status == .badRequest)
+        // FETCH_CHECKPOINTED with a huge count, COMMIT_SPACE without its epoch, DESCRIBE_SPACE with
+        // trailing bytes, and of a space that does not exist
+        var fc = WireWriter()
+        fc.u64(1); fc.u32(5); fc.u32(0xffff_ffff)
+        #expect(try hostile(node, frame(Opcode.fetchCheckpointed.rawValue, fc.bytes))?.status == .badRequest)
+        #expect(try hostile(node, frame(Opcode.commitSpace.rawValue, sp.bytes))?.status == .badRequest)
+        #expect(try hostile(node, frame(Opcode.describeSpace.rawValue, sp.bytes + [0]))?.status == .badRequest)
+        #expect(try hostile(node, frame(Opcode.describeSpace.rawValue, sp.bytes))?.status == .noSuchSpace)
         // PREPARE with a run of 2^32-1 pages, with vpns missing, and (well formed) to a node started
         // without a coordinator: refused, it takes no part in checkpoints
         var pr = WireWriter()

@@ -17,12 +17,13 @@ import LegatoCore
         }
     }
 
-    func fetch(_ s: PageStore, _ space: UInt64, _ vpns: [UInt64], owner o: [UInt8]? = nil, frozen: Bool = false) throws -> [[UInt8]?] {
+    func fetch(_ s: PageStore, _ space: UInt64, _ vpns: [UInt64], owner o: [UInt8]? = nil, frozen: Bool = false,
+               version: PageStore.Version? = nil) throws -> [[UInt8]?] {
         var present = [UInt8](repeating: 9, count: vpns.count)
         var out = [UInt8](repeating: 0, count: vpns.count * Page.size)
         let found = try vpns.withUnsafeBufferPointer { v in
             try out.withUnsafeMutableBytes {
-                try s.fetch(space: space, owner: o ?? owner, vpns: v, present: &present, out: $0.baseAddress!, frozen: frozen)
+                try s.fetch(space: space, owner: o ?? owner, vpns: v, present: &present, out: $0.baseAddress!, version: version ?? (frozen ? .frozen : .current))
             }
         }
         var k = 0
@@ -70,6 +71,46 @@ import LegatoCore
         #expect(try s.release(space: 7, owner: owner) == 80, "60 overwritten and 20 discarded versions kept")
         #expect(s.stats.livePages == 100 - 20 + 1 + 30)
         #expect(throws: PageStore.StoreError.self) { try fetch(s, 7, [1], frozen: true) }
+    }
+
+    @Test func aCommittedFreezeIsRetainedUntilTheNextCommit() throws {
+        let s = PageStore(limits: .init(capacityBytes: 8 << 20, segmentBytes: 1 << 20))
+        try s.createSpace(7, owner: owner)
+        try store(s, 7, Array(1...100))
+        #expect(throws: PageStore.StoreError.self) { try fetch(s, 7, [1], version: .checkpoint(1)) }
+        try s.freeze(space: 7, owner: owner)
+        try store(s, 7, Array(1...10), seed: 1000)   // while the checkpoint commits
+        #expect(try s.commit(space: 7, owner: owner, epoch: 1) == 0)
+        #expect(try s.describe(space: 7, owner: owner).retainedEpoch == 1)
+        #expect(try fetch(s, 7, [1, 50], version: .checkpoint(1)) == [page(1), page(50)])
+        #expect(throws: PageStore.StoreError.self) { try fetch(s, 7, [1], version: .checkpoint(2)) }
+        #expect(throws: PageStore.StoreError.self) { try fetch(s, 7, [1], owner: other, version: .checkpoint(1)) }
+
+        // Overwritten over and over (the cleaner moves segments meanwhile) and discarded: checkpoint 1
+        // still reads as it was.
+        for round in 1...30 { try store(s, 7, Array(1...60) + [UInt64(1000 + round)], seed: UInt64(round) * 2000) }
+        _ = try s.discard(space: 7, owner: owner, ranges: [(vpn: 61, count: 20)])
+        #expect(s.stats.cleanerRuns > 0)
+        #expect(try fetch(s, 7, [1, 60, 61, 90, 1001], version: .checkpoint(1)) == [page(1), page(60), page(61), page(90), nil])
+        #expect(try fetch(s, 7, [1, 61])[0] == page(1 + 60000))
+
+        // An aborted checkpoint (a freeze released) leaves the retained one as it is, still kept up to date.
+        try s.freeze(space: 7, owner: owner)
+        try store(s, 7, [90], seed: 5000)
+        _ = try s.release(space: 7, owner: owner)
+        #expect(try fetch(s, 7, [90], version: .checkpoint(1))[0] == page(90))
+        #expect(try fetch(s, 7, [90])[0] == page(5090))
+
+        // The next commit replaces it: the versions only checkpoint 1 needed die.
+        try s.freeze(space: 7, owner: owner)
+        try store(s, 7, [1], seed: 9000)
+        #expect(try s.commit(space: 7, owner: owner, epoch: 2) == 60 + 20 + 1, "1-60 overwritten, 61-80 discarded, 90 overwritten")
+        #expect(try fetch(s, 7, [1, 90, 1001], version: .checkpoint(2)) == [page(1 + 60000), page(5090), page(1001 + 2000)])
+        #expect(throws: PageStore.StoreError.self) { try fetch(s, 7, [1], version: .checkpoint(1)) }
+        #expect(s.stats.livePages == 80 + 30 + 1, "the pages now (1-60, 81-100, the 30 added) and one old version of page 1")
+        try s.drop(space: 7, owner: owner)
+        #expect(s.stats.livePages == 0)
+        #expect(s.stats.segments <= 1)
     }
 
     @Test func keepsAddressSpacesApart() throws {

@@ -122,7 +122,10 @@ extension Agent {
                 i += n
             }
         }
-        // The memory nodes keep those pages as they are now until the commit thread has read them.
+        // The memory nodes keep those pages as they are now until the commit thread has read them
+        // (and, where the store has them retain checkpoints, every node keeps this one's versions).
+        if store?.retainsOnMemoryNodes == true { frozenNodes.formUnion(pool.liveNodes) }
+        staging.frozenNodes = frozenNodes
         for node in frozenNodes.sorted() {
             try drainInbound(node: node)
             try pool.freeze(node: node)

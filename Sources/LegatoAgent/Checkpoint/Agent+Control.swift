@@ -117,7 +117,7 @@ extension Agent {
             tx = try checkpointStore(name: name).begin()
             do { r = try capture(name: name, epoch: tx.epoch) } catch {
                 if let child = staging.snapshot { dropSnapshot(child) }
-                for p in staging.releaseFrozen() { log.warning("\(p)") }
+                for p in staging.endFreezes(committedEpoch: nil) { log.warning("\(p)") }
                 tx.abort(reason: "\(error)")
                 throw error
             }
@@ -132,18 +132,22 @@ extension Agent {
         let inFlight = CheckpointInFlight(result: r, pauseMillis: pause, replyFD: fd)
         pendingCheckpoint = inFlight
         let staging = self.staging, doneFD = checkpointDoneFD, log = self.log
+        let retains = store?.retainsOnMemoryNodes == true
         startThread(name: "checkpoint") { [self] in
+            var committed = false
             do {
                 try tx.prepare(staging: staging, image: r.image, pauseMillis: pause)
                 crash(at: .prepared, if: crashAt)
                 try tx.commit()
+                committed = true
                 crash(at: .committed, if: crashAt)
             } catch {
                 tx.abort(reason: "\(error)")
                 log.warning("checkpoint \(name) epoch \(tx.epoch) aborted: \(error)")
                 inFlight.failure = "\(error)"
             }
-            for p in staging.releaseFrozen() { log.warning("checkpoint \(name) epoch \(tx.epoch): \(p)") }
+            let retained = committed && retains ? UInt32(truncatingIfNeeded: tx.epoch) : nil
+            for p in staging.endFreezes(committedEpoch: retained) { log.warning("checkpoint \(name) epoch \(tx.epoch): \(p)") }
             var one: UInt64 = 1
             _ = write(doneFD, &one, 8)
         }

@@ -25,15 +25,18 @@ public final class CheckpointStaging {
 
     /// Runs to read from the memory nodes' freeze, with their keys.
     private(set) var frozen: [(node: Int, address: UInt64, keys: [UInt64])] = []
+    /// The memory nodes frozen for this checkpoint (those holding frozen runs, or all of them).
+    var frozenNodes: Set<Int> = []
     var frozenSource: FrozenPages?
 
     func addFrozen(node: Int, address: UInt64, keys: [UInt64]) { frozen.append((node, address, keys)) }
 
-    /// Ends the freezes this checkpoint asked for (on whichever thread finishes it).
-    func releaseFrozen() -> [String] {
+    /// Ends the freezes this checkpoint asked for (on whichever thread finishes it): with
+    /// `committedEpoch`, each node retains that checkpoint; else the versions kept are released.
+    func endFreezes(committedEpoch: UInt32?) -> [String] {
         guard let src = frozenSource else { return [] }
         frozenSource = nil
-        return src.release(Set(frozen.map { $0.node }))
+        return src.endFreezes(frozenNodes, committedEpoch: committedEpoch)
     }
 
     func addDeferred(_ address: UInt64, _ count: Int) {
@@ -106,6 +109,7 @@ public final class CheckpointStaging {
         deferred.removeAll()
         snapshot = nil
         frozen.removeAll()
+        frozenNodes.removeAll()
         frozenSource = nil
         chunk = 0
         used = 0

@@ -13,6 +13,10 @@ public protocol CheckpointStore: AnyObject {
     func committed() throws -> [CheckpointSummary]
     /// Committed checkpoint `epoch` ready to restore, with the chain of layers it builds on.
     func load(epoch: UInt64) throws -> RestoreSource
+    /// Whether the memory nodes keep each committed checkpoint's versions of PROG's pages (a
+    /// restore may fetch them from there): then every node is frozen at each pause, and the
+    /// freezes of a committed checkpoint become the nodes' retained checkpoint.
+    var retainsOnMemoryNodes: Bool { get }
 }
 
 public protocol CheckpointTransaction: AnyObject {

@@ -71,6 +71,14 @@ public final class ClusterCheckpointStore: CheckpointStore {
 
     public func committed() throws -> [CheckpointSummary] { try committedRecords().map { $0.summary } }
 
+    public var retainsOnMemoryNodes: Bool { true }
+
+    /// The credential a named run's agent uses on memory nodes (derived from the name and the
+    /// cluster secret): a restore of the run can then read the spaces its earlier incarnation left.
+    public static func agentToken(name: String, secret: ClusterSecret) -> [UInt8] {
+        Sys.hmacSHA256(key: secret.bytes, data: Array("legato agent \(name)".utf8))
+    }
+
     /// A committed checkpoint's record on the coordinator, its JSON decoded.
     private struct CommittedRecord {
         var epoch: UInt64
@@ -124,7 +132,7 @@ public final class ClusterCheckpointStore: CheckpointStore {
         let wanted = Set(chain.map { UInt32(truncatingIfNeeded: $0) })
         var image: ProcessImage?
         // The run's log, then the memory nodes' participant logs, read in parallel.
-        let segments = try replaySegments(records, epochs: wanted)
+        let segments = try ownSegments(epochs: wanted) + participantSegments(try participants(records))
         let started = monotonicNanos()
         // Each reading thread builds layers of its own (no lock, no copy but the one into them); a
         // chain's layers are then ordered by epoch, and within an epoch their pages are disjoint.
@@ -169,20 +177,43 @@ public final class ClusterCheckpointStore: CheckpointStore {
         guard image.version == ProcessImage.version else { throw LegatoError("checkpoint \(epoch) has format version \(image.version)") }
         var layers: [RestoreSource.Layer] = []
         var streams: [UInt32: StreamedPages] = [:]
+        let chain = Set(records.map { UInt32(truncatingIfNeeded: $0.epoch) })
+        let retained = RetainedPages(secret: secret, token: Self.agentToken(name: name, secret: secret))
+        var fromMemory: [RetainedPages.Run] = []
+        var memoryEpochs: [UInt64: Set<UInt32>] = [:]   // participant log -> epochs read from memory nodes instead
         for record in records {
             let e = record.epoch
             var index: (runs: [CheckpointLogEntry.IndexedRun], zeros: [(UInt64, Int)])?
             try reader.visit(record.position("index_at")!) { index = try CheckpointLogEntry.parseIndex($0) }
+            let runs = index!.runs
             let e32 = UInt32(truncatingIfNeeded: e)
-            let stream = try StreamedPages(epoch: e32, runs: index!.runs)
-            stream.fetchEntries = { [reader] positions in
-                try reader.visitAll(positions) { p in try Self.deliver(p, to: stream) }
+            let stream = try StreamedPages(epoch: e32, runs: runs)
+            // The participant runs memory nodes still retain: fetched from their DRAM, not replayed.
+            var memoryRun: [Int: RetainedPages.Run] = [:]
+            for (node, source) in retainedSources(record, runs: runs, chain: chain, retained) {
+                memoryEpochs[node.writer, default: []].insert(e32)
+                for (i, r) in runs.enumerated() where r.segment == .max && r.node == node.index {
+                    memoryRun[i] = .init(source: source, key: r.key, pages: r.pages) { [stream] p in stream.deliver(address: r.address, count: r.pages, data: p) }
+                }
+            }
+            fromMemory += memoryRun.keys.sorted().map { memoryRun[$0]! }
+            stream.fetchable = { i in runs[i].segment != .max || memoryRun[i] != nil }
+            stream.fetchRuns = { [reader, retained] wanted in
+                var positions: [LogWriter.Position] = []
+                for i in wanted {
+                    if let m = memoryRun[i] { try retained.read(m) } else { positions.append(.init(segment: runs[i].segment, index: runs[i].entry)) }
+                }
+                if !positions.isEmpty { try reader.visitAll(positions) { p in try Self.deliver(p, to: stream) } }
             }
             streams[e32] = stream
-            layers.append(.init(epoch: e, pageRuns: index!.runs.map { ($0.address, $0.pages) }, zeroRuns: index!.zeros, pages: .streamed(stream)))
+            layers.append(.init(epoch: e, pageRuns: runs.map { ($0.address, $0.pages) }, zeroRuns: index!.zeros, pages: .streamed(stream)))
         }
-        // The replay: the run's log and the participant logs.
-        let segments = try replaySegments(records, epochs: Set(streams.keys))
+        // The replay: the run's log and the participant logs, but for what memory nodes retain (read
+        // from there on a thread of its own; from the participant logs after all if that fails).
+        var replayed = try participants(records)
+        for (w, epochs) in memoryEpochs { replayed[w]?.subtract(epochs) }
+        let segments = try ownSegments(epochs: Set(streams.keys)) + participantSegments(replayed.filter { !$0.value.isEmpty })
+        let fallback = memoryEpochs
         readMillis = Double(monotonicNanos() - started) / 1e6
         let replay = LogReplay(secret: secret)
         let log = logger
@@ -191,22 +222,45 @@ public final class ClusterCheckpointStore: CheckpointStore {
         let delay = ProcessInfo.processInfo.environment["LEGATO_TEST_REPLAY_DELAY_MS"].flatMap { UInt32($0) } ?? 0
         let once = Lock()
         var replayRequested = false
-        let start: () -> Void = {
+        var running = fromMemory.isEmpty ? 1 : 2
+        var firstFailure: Error?
+        let t0 = monotonicNanos()
+        let finished: (Error?) -> Void = { failure in
+            let last = once.withLock { () -> Bool in
+                if firstFailure == nil { firstFailure = failure }
+                running -= 1
+                return running == 0
+            }
+            guard last else { return }
+            for s in streams.values { s.replayFinished(error: firstFailure) }
+            let fetched = streams.values.reduce(0) { $0 + $1.fetchedByReader }
+            log.info("replayed checkpoint \(epoch) of \(name) from \(segments.count) segments and \(retained.fetchedPages) pages retained by memory nodes in \(Int(Double(monotonicNanos() - t0) / 1e6)) ms (\(fetched) runs fetched ahead by faults)")
+        }
+        let deliverAll: (Int, UInt32, UnsafeRawBufferPointer) throws -> Void = { _, e, p in if let s = streams[e] { try Self.deliver(p, to: s) } }
+        let start: () -> Void = { [self] in
             guard once.withLock({ defer { replayRequested = true }; return !replayRequested }) else { return }
             for s in streams.values { s.replayStarting() }
             startThread(name: "log-replay") {
                 if delay > 0 { usleep(delay * 1000) }
-                let t0 = monotonicNanos()
                 var failure: Error?
-                do {
-                    try replay.run(segments) { _, e, p in if let s = streams[e] { try Self.deliver(p, to: s) } }
-                } catch {
+                do { try replay.run(segments, visit: deliverAll) } catch {
                     failure = error
                     log.error("replaying checkpoint \(epoch) of \(name) from the log nodes: \(error)")
                 }
-                for s in streams.values { s.replayFinished(error: failure) }
-                let fetched = streams.values.reduce(0) { $0 + $1.fetchedByReader }
-                log.info("replayed checkpoint \(epoch) of \(name) from \(segments.count) segments in \(Int(Double(monotonicNanos() - t0) / 1e6)) ms (\(fetched) entries fetched ahead by faults)")
+                finished(failure)
+            }
+            guard !fromMemory.isEmpty else { return }
+            startThread(name: "retained-fetch") {
+                if delay > 0 { usleep(delay * 1000) }
+                var failure: Error?
+                do { try retained.readAll(fromMemory) } catch {
+                    log.warning("reading checkpoint \(epoch) of \(name) from the memory nodes that retain it: \(error); replaying their logs instead")
+                    do { try LogReplay(secret: self.secret).run(try self.participantSegments(fallback), visit: deliverAll) } catch {
+                        failure = error
+                        log.error("replaying checkpoint \(epoch) of \(name) from the participant logs: \(error)")
+                    }
+                }
+                finished(failure)
             }
         }
         logger.info("checkpoint \(epoch) of \(name): index and context read in \(Int(readMillis)) ms; \(layers.reduce(0) { $0 + $1.pageRuns.reduce(0) { $0 + $1.1 } }) pages to stream in")
@@ -222,11 +276,15 @@ public final class ClusterCheckpointStore: CheckpointStore {
         stream.deliver(address: run.address, count: run.count, data: run.data.baseAddress!)
     }
 
-    /// Every segment to read for a chain of `records`: the run's log's (entries of `epochs`) and the
-    /// participant logs' (of each, only the epochs whose record names it).
-    private func replaySegments(_ records: [CommittedRecord], epochs: Set<UInt32>) throws -> [LogReplay.Segment] {
-        var segments = try log().placement.map { LogReplay.Segment(writer: writerID, segment: $0.segment, replicas: $0.nodes, epochs: epochs) }
-        for (writer, named) in try participants(records) {
+    /// The segments of the run's own log, to read for entries of `epochs`.
+    private func ownSegments(epochs: Set<UInt32>) throws -> [LogReplay.Segment] {
+        try log().placement.map { LogReplay.Segment(writer: writerID, segment: $0.segment, replicas: $0.nodes, epochs: epochs) }
+    }
+
+    /// The segments of participant logs, each to read for the epochs given with it.
+    private func participantSegments(_ epochsByWriter: [UInt64: Set<UInt32>]) throws -> [LogReplay.Segment] {
+        var segments: [LogReplay.Segment] = []
+        for (writer, named) in epochsByWriter {
             let p = try LogWriter(config: .init(writer: writer, secret: secret,
                                                 token: CheckpointLogEntry.participantToken(writer: writer, secret: secret),
                                                 coordinator: coordinatorEndpoint))
@@ -234,6 +292,23 @@ public final class ClusterCheckpointStore: CheckpointStore {
             p.close()
         }
         return segments
+    }
+
+    /// The memory nodes of `record` that retain a checkpoint its participant runs can be read from
+    /// (see RetainedPages), with their participant log. None if a participant run names no node
+    /// (its log could then not be left out of the replay).
+    private func retainedSources(_ record: CommittedRecord, runs: [CheckpointLogEntry.IndexedRun], chain: Set<UInt32>,
+                                 _ retained: RetainedPages) -> [(node: (index: UInt32, writer: UInt64), source: RetainedPages.Source)] {
+        guard let spaceHex = record.fields["space"] as? String, let space = UInt64(spaceHex, radix: 16),
+              let nodes = record.fields["memory_nodes"] as? [String] else { return [] }
+        let participantRuns = runs.filter { $0.segment == .max }
+        guard participantRuns.allSatisfy({ $0.node != CheckpointLogEntry.IndexedRun.noNode && Int($0.node) < nodes.count }) else { return [] }
+        let epoch = UInt32(truncatingIfNeeded: record.epoch)
+        return Set(participantRuns.map { $0.node }).sorted().compactMap { k in
+            guard let ep = Endpoint(parsing: nodes[Int(k)]),
+                  let s = retained.source(endpoint: ep, space: space, epoch: epoch, chain: chain) else { return nil }
+            return ((k, CheckpointLogEntry.participantWriter(name: name, node: nodes[Int(k)])), s)
+        }
     }
 
     /// The participant logs named by `records`, each with the epochs it holds pages of.
@@ -355,7 +430,13 @@ final class ClusterTransaction: CheckpointTransaction {
         try flush()
         // The index (every run of the epoch, wherever it lies) and the context, last: a restore reads
         // these two entries, resumes PROG, and lets the pages stream in.
-        for f in staging.frozen where result.prepared[f.node] != nil { indexRuns.append(.init(address: f.address, pages: f.keys.count)) }
+        for f in staging.frozen where result.prepared[f.node] != nil {
+            // A run whose keys are consecutive can be fetched from its node while the node retains
+            // the checkpoint (a run within one region always is).
+            let consecutive = f.keys.indices.allSatisfy { f.keys[$0] == f.keys[0] &+ UInt64($0) }
+            indexRuns.append(.init(address: f.address, pages: f.keys.count, node: consecutive ? UInt32(f.node) : CheckpointLogEntry.IndexedRun.noNode,
+                                   key: f.keys.first ?? 0))
+        }
         let index = CheckpointLogEntry.index(runs: indexRuns, zeros: staging.zeroRuns.map { ($0[0], Int($0[1])) })
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
@@ -368,6 +449,10 @@ final class ClusterTransaction: CheckpointTransaction {
                   "participants": result.prepared.values.map { String($0.writer, radix: 16) }.sorted(),
                   "index_at": [at[0].segment, at[0].index], "context_at": [at[1].segment, at[1].index]]
         if let p = image.parentEpoch { record["parent"] = p }
+        if let src = staging.frozenSource {
+            record["space"] = String(src.space, radix: 16)
+            record["memory_nodes"] = src.endpoints.map { $0.description }
+        }
     }
 
     /// Phase two: the decision in the coordinator's store.

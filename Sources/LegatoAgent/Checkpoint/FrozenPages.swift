@@ -33,18 +33,24 @@ final class FrozenPages {
     func read(node: Int, keys: [UInt64], into dst: UnsafeMutableRawPointer) throws {
         var present = [UInt8](repeating: 0, count: keys.count)
         let found = try keys.withUnsafeBufferPointer { k in
-            try client(node).fetch(space: space, vpns: k, present: &present, out: dst, frozen: true)
+            try client(node).fetch(space: space, vpns: k, present: &present, out: dst, version: .frozen)
         }
         guard found == keys.count else {
             throw LegatoError("memory node \(endpoints[node]) lost \(keys.count - found) of PROG's pages")
         }
     }
 
-    /// Ends the freeze on each of `nodes`; failures are returned as text (the node keeps old versions).
-    func release(_ nodes: Set<Int>) -> [String] {
+    /// Ends the freeze on each of `nodes`: COMMIT_SPACE for a committed checkpoint, else RELEASE_SPACE.
+    /// Failures are returned as text (the node keeps old versions; a restore checks what it retains).
+    func endFreezes(_ nodes: Set<Int>, committedEpoch: UInt32?) -> [String] {
         var problems: [String] = []
         for node in nodes.sorted() {
-            do { try client(node).release(space: space) } catch { problems.append("release on \(endpoints[node]): \(error)") }
+            do {
+                if let e = committedEpoch { try client(node).commit(space: space, epoch: e) } else { try client(node).release(space: space) }
+            } catch {
+                problems.append("\(committedEpoch == nil ? "release" : "commit") on \(endpoints[node]): \(error)")
+                dropClient(node)
+            }
         }
         return problems
     }

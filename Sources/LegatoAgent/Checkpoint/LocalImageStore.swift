@@ -62,6 +62,8 @@ public final class LocalImageStore: CheckpointStore {
     }
 
     /// Checkpoint `epoch` ready to restore: its context and its layers, from the full one it builds on.
+    public var retainsOnMemoryNodes: Bool { false }  // the embedded memory node dies with the run
+
     public func load(epoch: UInt64) throws -> RestoreSource {
         let (image, top) = try layer(epoch: epoch)
         var layers = [top]

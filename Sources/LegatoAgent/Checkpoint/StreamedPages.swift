@@ -6,8 +6,8 @@ import LegatoSystem
 /// One epoch's pages arriving from the log nodes while the restored PROG already runs. The index
 /// entry names every run beforehand, so each page has its place (page i of the layer, in index
 /// order) before any byte arrives; the replay threads deliver runs as they read them, and a reader
-/// that needs a run not there yet fetches that one entry itself (its position is in the index), or
-/// waits for the replay if the run lies in a participant log.
+/// that needs a run not there yet fetches that run itself where it can (from the log entry the
+/// index locates, or from the memory node that retains it), else waits for the replay.
 public final class StreamedPages {
     let epoch: UInt32
     let runs: [CheckpointLogEntry.IndexedRun]
@@ -21,8 +21,11 @@ public final class StreamedPages {
     private var failure: String?
     private var replayStarted = false
     private var replayDone = false
-    /// Fetches entries of the run's log (by position) and hands each to `deliver`.
-    var fetchEntries: (([LogWriter.Position]) throws -> Void)?
+    /// Fetches runs (by index) and hands each to `deliver`: those `fetchable` says it can.
+    var fetchRuns: (([Int]) throws -> Void)?
+    /// Whether `fetchRuns` can bring run i (set before any reader comes; default: the runs the
+    /// index locates in the run's own log).
+    var fetchable: (Int) -> Bool = { _ in false }
     /// Starts the replay (idempotent): for a run only the replay can bring, needed before PROG runs.
     var startReplay: (() -> Void)?
     private(set) var fetchedByReader = 0
@@ -40,6 +43,7 @@ public final class StreamedPages {
         }
         firstPage = first
         runAt = at
+        fetchable = { [runs] in runs[$0].segment != .max }
         pageCount = total
         arrived = [Bool](repeating: false, count: runs.count)
         let bytes = max(1, total) * Page.size
@@ -80,14 +84,12 @@ public final class StreamedPages {
         memcpy(dst, base + page * Page.size, Page.size)
     }
 
-    /// Brings runs (by index) that are not here yet and lie in the run's own log in one go: the
-    /// pages the restore needs before PROG runs. Failures are left to the one-by-one path.
+    /// Brings runs (by index) that are not here yet and can be fetched in one go: the pages the
+    /// restore needs before PROG runs. Failures are left to the one-by-one path.
     func prefetch(runs wanted: [Int]) {
-        let positions: [LogWriter.Position] = lock.withLock {
-            wanted.filter { !arrived[$0] && runs[$0].segment != .max }.map { .init(segment: runs[$0].segment, index: runs[$0].entry) }
-        }
-        guard !positions.isEmpty, let fetch = fetchEntries else { return }
-        if (try? fetch(positions)) != nil { lock.withLock { fetchedByReader += positions.count } }
+        let missing = lock.withLock { wanted.filter { !arrived[$0] } }.filter(fetchable)
+        guard !missing.isEmpty, let fetch = fetchRuns else { return }
+        if (try? fetch(missing)) != nil { lock.withLock { fetchedByReader += missing.count } }
     }
 
     /// Whether `copy` of `page` would not wait: its run is here, or the replay is over (and a
@@ -115,12 +117,13 @@ public final class StreamedPages {
 
     private func waitFor(run i: Int) throws {
         var fetched = false
+        let canFetch = fetchRuns != nil && fetchable(i)
         while true {
-            let kick = lock.withLock { !replayStarted && (fetched || runs[i].segment == .max) }
+            let kick = lock.withLock { !replayStarted && (fetched || !canFetch) }
             if kick { startReplay?() }
             let fetchNow: Bool? = try lock.withLock {
                 if arrived[i] { return nil }
-                if !fetched, runs[i].segment != .max, fetchEntries != nil, !fetching.contains(i) {
+                if !fetched, canFetch, !fetching.contains(i) {
                     fetching.insert(i)
                     return true
                 }
@@ -136,7 +139,7 @@ public final class StreamedPages {
             fetched = true  // once: if the entry did not bring the run, the replay will (or will say why not)
             defer { lock.withLock { _ = fetching.remove(i) } }
             do {
-                try fetchEntries!([.init(segment: runs[i].segment, index: runs[i].entry)])
+                try fetchRuns!([i])
                 lock.withLock { fetchedByReader += 1 }
             } catch {
                 lock.withLock { if failure == nil { failure = "\(error)" } }
