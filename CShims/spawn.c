@@ -4,7 +4,9 @@
  * new_pidns: the agent clone()s a reaper R with CLONE_NEWPID (R is PID 1 of the new
  * namespace); R forks PROG (PID 2) and reaps until PROG exits, then exits with PROG's
  * status. PROG does not run as PID 1: PID 1 ignores signals it has no handler for, so
- * PROG would survive a SIGTERM that kills it in a plain run.
+ * PROG would survive a SIGTERM that kills it in a plain run. Once PROG has exited, R waits
+ * for the agent to close `hold_fd` before it exits (its exit ends the namespace and kills
+ * everything in it, a copy-on-write snapshot a checkpoint still reads included).
  *
  * PROG waits on `release_fd` until the agent has PTRACE_SEIZEd it, then installs the
  * seccomp filter (built by the parent: the child may not allocate) and execs. Everything
@@ -80,7 +82,13 @@ static _Noreturn void run_prog(const struct lg_spawn_args *a, int release_rd, in
     _exit(127);
 }
 
-static _Noreturn void run_reaper(const struct lg_spawn_args *a, int release_rd, int err_wr, int ready_wr) {
+/* Blocks until the agent closes the write end of the hold pipe (or dies). */
+static void await_release(int hold_rd) {
+    char b;
+    while (read(hold_rd, &b, 1) != 0 && errno == EINTR) {}
+}
+
+static _Noreturn void run_reaper(const struct lg_spawn_args *a, int release_rd, int err_wr, int ready_wr, int hold_rd) {
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     pid_t prog = (pid_t)syscall(SYS_fork);
     if (prog < 0) {
@@ -89,6 +97,7 @@ static _Noreturn void run_reaper(const struct lg_spawn_args *a, int release_rd, 
     }
     if (prog == 0) {
         close(ready_wr);
+        close(hold_rd);
         run_prog(a, release_rd, err_wr);
     }
     close(release_rd);
@@ -102,9 +111,12 @@ static _Noreturn void run_reaper(const struct lg_spawn_args *a, int release_rd, 
         int st = 0;
         pid_t r = waitpid(-1, &st, __WALL);
         if (r == prog) {
-            if (WIFEXITED(st)) _exit(WEXITSTATUS(st));
-            if (WIFSIGNALED(st)) _exit(128 + WTERMSIG(st));
+            if (WIFEXITED(st) || WIFSIGNALED(st)) {
+                await_release(hold_rd);
+                _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+            }
         } else if (r < 0 && errno == ECHILD) {
+            await_release(hold_rd);
             _exit(0);
         }
     }
@@ -138,7 +150,7 @@ static pid_t only_child_of(pid_t pid) {
 }
 
 int lg_spawn(const struct lg_spawn_args *a, struct lg_spawn_result *r) {
-    int release[2], err[2], ready[2] = {-1, -1};
+    int release[2], err[2], ready[2] = {-1, -1}, hold[2] = {-1, -1};
     if (pipe2(release, O_CLOEXEC) != 0) return -errno;
     if (pipe2(err, O_CLOEXEC) != 0) {
         int e = errno;
@@ -146,9 +158,10 @@ int lg_spawn(const struct lg_spawn_args *a, struct lg_spawn_result *r) {
         close(release[1]);
         return -e;
     }
-    if (a->new_pidns && pipe2(ready, O_CLOEXEC) != 0) {
+    if (a->new_pidns && (pipe2(ready, O_CLOEXEC) != 0 || pipe2(hold, O_CLOEXEC) != 0)) {
         int e = errno;
         close(release[0]); close(release[1]); close(err[0]); close(err[1]);
+        if (ready[0] >= 0) { close(ready[0]); close(ready[1]); }
         return -e;
     }
     long flags = SIGCHLD | (a->new_pidns ? CLONE_NEWPID : 0);
@@ -157,6 +170,7 @@ int lg_spawn(const struct lg_spawn_args *a, struct lg_spawn_result *r) {
         int e = errno;
         close(release[0]); close(release[1]); close(err[0]); close(err[1]);
         if (ready[0] >= 0) { close(ready[0]); close(ready[1]); }
+        if (hold[0] >= 0) { close(hold[0]); close(hold[1]); }
         return -e;
     }
     if (pid == 0) {
@@ -164,7 +178,8 @@ int lg_spawn(const struct lg_spawn_args *a, struct lg_spawn_result *r) {
         close(err[0]);
         if (a->new_pidns) {
             close(ready[0]);
-            run_reaper(a, release[0], err[1], ready[1]);
+            close(hold[1]);
+            run_reaper(a, release[0], err[1], ready[1], hold[0]);
         }
         run_prog(a, release[0], err[1]);
     }
@@ -172,11 +187,13 @@ int lg_spawn(const struct lg_spawn_args *a, struct lg_spawn_result *r) {
     close(err[1]);
     r->release_fd = release[1];
     r->error_fd = err[0];
+    r->hold_fd = hold[1];
     if (!a->new_pidns) {
         r->prog_pid = pid;
         r->reaper_pid = 0;
         return 0;
     }
+    close(hold[0]);
     close(ready[1]);
     char b;
     ssize_t n;
@@ -191,6 +208,7 @@ int lg_spawn(const struct lg_spawn_args *a, struct lg_spawn_result *r) {
         waitpid(pid, NULL, 0);
         close(r->release_fd);
         close(r->error_fd);
+        close(r->hold_fd);
         return prog;
     }
     r->prog_pid = prog;

@@ -181,6 +181,7 @@ struct lg_spawn_result {
     pid_t reaper_pid;          /* the namespace's PID 1, or 0 */
     int release_fd;            /* write a byte to let PROG install its filter and exec */
     int error_fd;              /* read: EOF once exec succeeded, else "stage errno" as two int32 */
+    int hold_fd;               /* with a reaper: close it to let the reaper exit once PROG has; else -1 */
 };
 int lg_spawn(const struct lg_spawn_args *a, struct lg_spawn_result *r);
 

@@ -52,6 +52,9 @@ public final class Agent {
     // The program
     var mainPID: pid_t = 0
     var reaperPID: pid_t = 0
+    /// Closed to let the reaper exit once PROG has (not before a checkpoint in flight is decided:
+    /// the reaper's exit kills its snapshot child).
+    var reaperHoldFD: Int32 = -1
     var tracees: [pid_t: Tracee] = [:]
     var programStatus: Sys.WaitStatus?
     var pendingRestore: RestoreSource?
@@ -205,6 +208,7 @@ public final class Agent {
         }
         mainPID = spawned.pid
         reaperPID = spawned.reaperPID
+        reaperHoldFD = spawned.holdFD
         pendingRestore = config.restore
         try openControlSocket()
         tracees[mainPID] = Tracee(tid: mainPID, tgid: mainPID, sharesMemory: true, classified: true)
@@ -217,6 +221,7 @@ public final class Agent {
         }
         if let why = fatalError {
             waitForCheckpoint()
+            releaseReaper()
             closeControlSocket(exitStatus: nil)
             kill(mainPID, SIGKILL)
             if reaperPID > 0 { kill(reaperPID, SIGKILL) }
@@ -227,6 +232,7 @@ public final class Agent {
         }
         let status = programStatus!
         waitForCheckpoint()
+        releaseReaper()
         closeControlSocket(exitStatus: status.exited ? status.exitCode : 128 + status.terminationSignal)
         finish(exitStatus: status.raw)
         drainChildren()
@@ -347,12 +353,21 @@ public final class Agent {
     }
 
     /// Reaps what is left of PROG's namespace (children PROG left behind die with the namespace).
+    /// Lets the namespace's reaper exit once PROG has.
+    func releaseReaper() {
+        if reaperHoldFD >= 0 { close(reaperHoldFD) }
+        reaperHoldFD = -1
+    }
+
     func drainChildren() {
+        releaseReaper()
         for (tid, _) in tracees where tid != mainPID { kill(tid, SIGKILL) }
-        // Reap every traced thread, in whatever order they die (a leader is reported only after its
-        // other threads are reaped); the namespace's PID 1 cannot finish exiting while one of them
-        // is an unreaped zombie.
-        var pending = Set(tracees.keys)
+        for pid in snapshotPIDs { kill(pid, SIGKILL) }
+        // Reap every traced thread and snapshot child, in whatever order they die (a leader is
+        // reported only after its other threads are reaped); the namespace's PID 1 cannot finish
+        // exiting while one of them is an unreaped zombie.
+        var pending = Set(tracees.keys).union(snapshotPIDs)
+        snapshotPIDs.removeAll()
         let deadline = monotonicNanos() + 10_000_000_000
         while !pending.isEmpty && monotonicNanos() < deadline {
             if let (pid, st) = try? Sys.wait(-1, nohang: true) {

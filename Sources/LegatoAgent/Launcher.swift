@@ -64,6 +64,7 @@ enum Launcher {
             kill(spawned.pid, SIGKILL)
             if spawned.reaperPID > 0 { kill(spawned.reaperPID, SIGKILL) }
             close(spawned.releaseFD)
+            if spawned.holdFD >= 0 { close(spawned.holdFD) }
             throw LaunchError(description: "cannot trace \(path): \(error)", exitCode: 125)
         }
         var one: UInt8 = 1
@@ -72,6 +73,7 @@ enum Launcher {
         var report = [Int32](repeating: 0, count: 2)
         let n = report.withUnsafeMutableBytes { read(spawned.errorFD, $0.baseAddress, 8) }
         if n == 8 {
+            if spawned.holdFD >= 0 { close(spawned.holdFD) }
             _ = try? Sys.wait(spawned.pid, nohang: false)
             if spawned.reaperPID > 0 { _ = try? Sys.wait(spawned.reaperPID, nohang: false) }
             let stage = ["", "waiting for the agent", "installing the seccomp filter", "exec", "fork"][Int(min(4, max(0, report[0])))]

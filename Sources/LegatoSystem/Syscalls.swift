@@ -476,6 +476,8 @@ public enum Sys {
         public let reaperPID: pid_t
         public let releaseFD: Int32
         public let errorFD: Int32
+        /// With a reaper: it exits (ending the namespace) only once PROG has and this is closed; else -1.
+        public let holdFD: Int32
     }
 
     /// Forks PROG (optionally as PID 2 of a new PID namespace) stopped before exec until released.
@@ -506,7 +508,7 @@ public enum Sys {
             }
         }
         if r < 0 { throw SystemError("starting \(path)", code: -r) }
-        return Spawned(pid: result.prog_pid, reaperPID: result.reaper_pid, releaseFD: result.release_fd, errorFD: result.error_fd)
+        return Spawned(pid: result.prog_pid, reaperPID: result.reaper_pid, releaseFD: result.release_fd, errorFD: result.error_fd, holdFD: result.hold_fd)
     }
 
     // MARK: misc

@@ -16,12 +16,14 @@ import LegatoSystem
         let output: String
         let command: SpawnedCommand
 
-        init(name: String, stateDir: String, output: String, localMem: String, argv: [String], options: [String] = []) throws {
+        init(name: String, stateDir: String, output: String, localMem: String, argv: [String], options: [String] = [],
+             environment: [String: String] = [:]) throws {
             self.name = name
             self.stateDir = stateDir
             self.output = output
             let quoted = argv.map { "'\($0)'" }.joined(separator: " ")
-            command = try SpawnedCommand(["sh", "-c", "exec '\(TestEnvironment.legato)' run --name \(name) --state-dir '\(stateDir)' --local-mem \(localMem) \(options.joined(separator: " ")) -- \(quoted) > '\(output)'"])
+            let env = environment.map { "\($0.key)='\($0.value)' " }.joined()
+            command = try SpawnedCommand(["sh", "-c", "exec env \(env)'\(TestEnvironment.legato)' run --name \(name) --state-dir '\(stateDir)' --local-mem \(localMem) \(options.joined(separator: " ")) -- \(quoted) > '\(output)'"])
         }
 
         /// Waits until PROG has printed at least `lines` lines.
@@ -163,6 +165,26 @@ import LegatoSystem
         let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/state/processes/discard/epoch-2/pages.json"))) as! [String: Any]
         let zeros = (index["zeros"] as! [[NSNumber]]).reduce(0) { $0 + $1[1].intValue }
         #expect(zeros >= 300, "the 300 pages discarded since epoch 1 are zero runs of epoch 2: \(zeros)")
+        let r = try run.restore()
+        #expect(r.status == 0, "restore failed (\(r.status)): \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
+    }
+
+    /// PROG exits while its copy-on-write checkpoint is being written (the commit is held back
+    /// here): the snapshot child outlives it, the checkpoint commits, and restores to a plain run's end.
+    @Test func aCheckpointCommitsAfterPROGHasExited() throws {
+        let dir = TestEnvironment.temporaryDirectory("ckpt-exit")
+        let argv = [try Workloads.path("dirtier"), "16", "100", "4"]
+        let plain = try runCommand(argv + ["0"])
+        let run = try NamedRun(name: "exiting", stateDir: dir + "/state", output: dir + "/out", localMem: "64M", argv: argv + ["100"],
+                               options: ["--snapshot-above", "1"], environment: ["LEGATO_TEST_COMMIT_DELAY_MS": "1500"])
+        try run.waitForLines(2)
+        let ck = try run.checkpoint()
+        #expect(ck.status == 0 && ck.stdout.contains("copy-on-write"), "checkpoint failed: \(ck.stdout) \(ck.stderr)")
+        let exit = try run.command.wait(timeoutSeconds: 60)
+        #expect(exit.status == 0, "the run ends as PROG did: \(exit.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout)
+        #expect(exit.stderr.contains("committed"), "committed after PROG's exit: \(exit.stderr)")
         let r = try run.restore()
         #expect(r.status == 0, "restore failed (\(r.status)): \(r.stderr)")
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")

@@ -133,8 +133,11 @@ extension Agent {
         pendingCheckpoint = inFlight
         let staging = self.staging, doneFD = checkpointDoneFD, log = self.log
         let retains = store?.retainsOnMemoryNodes == true
+        // Tests hold the commit back to make PROG exit while its checkpoint is written.
+        let delay = ProcessInfo.processInfo.environment["LEGATO_TEST_COMMIT_DELAY_MS"].flatMap { UInt32($0) } ?? 0
         startThread(name: "checkpoint") { [self] in
             var committed = false
+            if delay > 0 { usleep(delay * 1000) }
             do {
                 try tx.prepare(staging: staging, image: r.image, pauseMillis: pause)
                 crash(at: .prepared, if: crashAt)
