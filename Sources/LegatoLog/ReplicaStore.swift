@@ -491,9 +491,14 @@ public final class ReplicaStore {
             let diskLength = start < diskEnd ? Int(extent(r.entries[diskEnd - 1]) - diskBase) : 0
             let memBase = diskEnd < end ? Int(r.entries[diskEnd].offset - r.fileLength) : 0
             let memLength = diskEnd < end ? Int(extent(r.entries[end - 1]) - r.fileLength) - memBase : 0
-            out.reserve(diskLength + memLength)
-            if diskLength > 0 { try readDisk(r, into: out.base, at: diskBase, need: diskLength) }
-            if memLength > 0 { (out.base + diskLength).copyMemory(from: r.buffer.base! + memBase, byteCount: memLength) }
+            // The disk part lands `head` bytes into the buffer (an O_DIRECT read starts on a page).
+            var head = Int(diskBase & 4095)
+            out.reserve(head + diskLength + memLength + 4096)
+            if try diskLength > 0 && !readDiskDirect(r, into: out.base, at: diskBase - UInt64(head), need: head + diskLength) {
+                head = 0
+                try readDisk(r, into: out.base, at: diskBase, need: diskLength)
+            }
+            if memLength > 0 { (out.base + head + diskLength).copyMemory(from: r.buffer.base! + memBase, byteCount: memLength) }
 
             // Check and compact in place: kept entries slide down over skipped ones.
             var kept = 0, written = 0
@@ -501,7 +506,7 @@ public final class ReplicaStore {
             for i in start..<end {
                 let ref = r.entries[i]
                 if let s = slabs, !s.contains(ref.header.slab) { continue }
-                let at = i < diskEnd ? Int(ref.offset - diskBase) : diskLength + Int(ref.offset - r.fileLength) - memBase
+                let at = head + (i < diskEnd ? Int(ref.offset - diskBase) : diskLength + Int(ref.offset - r.fileLength) - memBase)
                 let total = SegmentFormat.entryHeaderSize + Int(ref.header.length)
                 let ok = SegmentFormat.verify(header: UnsafeRawBufferPointer(start: out.base + at, count: SegmentFormat.entryHeaderSize),
                                               payload: UnsafeRawBufferPointer(start: out.base + at + SegmentFormat.entryHeaderSize,
@@ -522,9 +527,8 @@ public final class ReplicaStore {
         }
     }
 
-    /// Reads `need` bytes of r's file at offset `at` into `dst`. Through the page cache: on the VMs
-    /// measured, its readahead streams a file faster than 8 MiB O_DIRECT reads (1.5-1.9 against
-    /// 1.2 GB/s), and WILLNEED over the whole span puts every request in flight at once. Replica lock held.
+    /// Reads `need` bytes of r's file at offset `at` into `dst` through the page cache (where
+    /// O_DIRECT is refused), WILLNEED over the whole span first. Replica lock held.
     private func readDisk(_ r: Replica, into dst: UnsafeMutableRawPointer, at: UInt64, need: Int) throws {
         let fd = r.fd >= 0 ? r.fd : Glibc.open(r.path, O_RDONLY | O_CLOEXEC)
         defer { if r.fd < 0 && fd >= 0 { Glibc.close(fd) } }
@@ -540,6 +544,32 @@ public final class ReplicaStore {
             }
             done += got
         }
+    }
+
+    /// Reads as readDisk, with O_DIRECT: `at` is page-aligned, `need` is read rounded up to pages (the
+    /// file may end before: at least `need` must come), `dst` page-aligned. False if the file system
+    /// refuses O_DIRECT. Measured on a restore of 1 GiB from three log nodes, with the replica
+    /// reader's read-ahead thread keeping a request in flight: 0.81-0.91 s against 1.0-1.2 s through
+    /// the page cache, and 1.4-1.5 s against 1.7-2.1 s the first time freshly written segments are
+    /// read. Replica lock held.
+    private func readDiskDirect(_ r: Replica, into dst: UnsafeMutableRawPointer, at: UInt64, need: Int) throws -> Bool {
+        let fd = Glibc.open(r.path, O_RDONLY | O_CLOEXEC | 0o40000)  // O_DIRECT
+        if fd < 0 && errno == EINVAL { return false }
+        guard fd >= 0 else { throw StoreError.ioError(r.key, "open for reading: \(Errno.name(errno))") }
+        defer { Glibc.close(fd) }
+        let want = (need + 4095) & ~4095
+        var done = 0
+        while done < need {
+            let got = pread(fd, dst + done, want - done, off_t(at) + off_t(done))
+            if got < 0 && errno == EINTR { continue }
+            guard got > 0 else {
+                let why = got < 0 ? Errno.name(errno) : "end of file"
+                log.error("reading \(need) bytes of \(r.key) at \(at): \(why)")
+                throw StoreError.ioError(r.key, "reading \(need) bytes at offset \(at): \(why)")
+            }
+            done += got
+        }
+        return true
     }
 
     // MARK: writing buffers out

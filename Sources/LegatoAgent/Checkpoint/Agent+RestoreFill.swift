@@ -38,10 +38,46 @@ extension Agent {
         return locs
     }
 
+    /// Installs the runs that streamed in since the last step, in the order they came, where their
+    /// pages are still to restore from them and the local budget has room: the replay does not
+    /// arrive in address order, and the address-ordered fill would wait for its next run meanwhile.
+    /// Returns whether it installed anything. Runs it passes over are left to the ordered fill.
+    private func installArrivals(_ b: RestoreBacking) -> Bool {
+        let arrivals = b.takeArrivals()
+        var any = false
+        for a in arrivals {
+            var k = 0
+            while k < a.pages {
+                let address = a.address + UInt64(k * Page.size)
+                guard let r = regions.find(address) else { k += 1; continue }
+                let i = r.index(of: address)
+                // The pages from here that are this run's to restore (a later layer, a fault, an
+                // mremap may have taken some).
+                var n = 0
+                while k + n < a.pages && i + n < r.pageCount && n < RestoreBacking.runPages {
+                    let s = r.state(i + n)
+                    guard s.contains(.restoring), !s.contains(.resident), let l = b.location(key: r.key(at: i + n)),
+                          l.layer == a.layer, l.page == Int64(a.page + k + n) else { break }
+                    n += 1
+                }
+                guard n > 0 else { k += 1; continue }
+                guard !needsEviction(extra: n) else { return any }  // no room: the ordered fill stores the rest
+                let result = install(nil, r, i, count: n, from: b.arrivedPointer(.init(layer: a.layer, page: Int64(a.page + k)))!, writable: true)
+                if result == .again { return any }  // the address space is changing: the ordered fill has them
+                for j in 0..<n { r.remove(i + j, .restoring) }
+                stats.restoredByFill += n
+                any = true
+                k += n
+            }
+        }
+        return any
+    }
+
     /// One step of the background fill (a few hundred pages at most).
     func fillFromRestore() throws {
         guard let b = restoreBacking else { return }
         restoreFillStalled = false
+        let installedArrivals = installArrivals(b)
         var storeKeys: [UInt64] = []
         var steps = 0
         while steps < 1024, let key = b.currentKey() {
@@ -73,7 +109,7 @@ extension Agent {
             // Pages still streaming in from the log nodes: the fill waits for them (without holding
             // up the event loop); a fault on them fetches them at once.
             if !b.available(locs[0]) || !b.available(locs[n - 1]) {
-                restoreFillStalled = true
+                restoreFillStalled = !installedArrivals
                 break
             }
             restoreFillStalled = false

@@ -218,6 +218,20 @@ final class RestoreBacking {
         return s.arrivedPages(Int(first.page), locs.count)
     }
 
+    /// The runs of streamed layers that arrived since the last call, in arrival order.
+    func takeArrivals() -> [(layer: Int, address: UInt64, page: Int, pages: Int)] {
+        layers.indices.flatMap { l -> [(layer: Int, address: UInt64, page: Int, pages: Int)] in
+            guard case .streamed(let s) = layers[l].pages else { return [] }
+            return s.takeArrivals().map { (l, $0.address, $0.page, $0.pages) }
+        }
+    }
+
+    /// Where an arrived page of a streamed layer lies.
+    func arrivedPointer(_ loc: Location) -> UnsafeRawPointer? {
+        guard case .streamed(let s) = layers[loc.layer].pages else { return nil }
+        return s.pointer(page: Int(loc.page))
+    }
+
     /// Asks a streamed layer to bring the page runs `runs` (indices into its pageRuns) in one go.
     func prefetch(layer: Int, runs: [Int]) {
         if case .streamed(let s) = layers[layer].pages, !runs.isEmpty { s.prefetch(runs: runs) }

@@ -17,6 +17,7 @@ public final class StreamedPages {
     private let base: UnsafeMutableRawPointer  // pageCount pages, touched as they arrive
     private let lock = Lock()
     private var arrived: [Bool]
+    private var arrivals: [Int] = []           // runs arrived since the last takeArrivals, in order
     private var fetching: Set<Int> = []
     private var failure: String?
     private var replayStarted = false
@@ -51,6 +52,9 @@ public final class StreamedPages {
             throw SystemError.fromErrno("mmap \(bytes >> 20) MiB for the pages of epoch \(epoch)")
         }
         base = p
+        // Huge pages: a 2 MiB fault where the deliveries would take 512 small ones (a 1 GiB
+        // restore otherwise spends ~0.3 s of CPU faulting this area in).
+        _ = madvise(p, bytes, MADV_HUGEPAGE)
     }
 
     deinit { munmap(base, max(1, pageCount) * Page.size) }
@@ -60,10 +64,24 @@ public final class StreamedPages {
         guard let i = runAt[address], runs[i].pages == count else { return }
         memcpy(base + firstPage[i] * Page.size, data, count * Page.size)
         lock.withLock {
+            if !arrived[i] { arrivals.append(i) }
             arrived[i] = true
             lock.broadcast()
         }
     }
+
+    /// The runs that arrived since the last call, in arrival order: (address, first page in the
+    /// layer, pages).
+    func takeArrivals() -> [(address: UInt64, page: Int, pages: Int)] {
+        let taken: [Int] = lock.withLock {
+            defer { arrivals.removeAll(keepingCapacity: true) }
+            return arrivals
+        }
+        return taken.map { (runs[$0].address, firstPage[$0], runs[$0].pages) }
+    }
+
+    /// Where page `page` of the layer lies (it must have arrived).
+    func pointer(page: Int) -> UnsafeRawPointer { UnsafeRawPointer(base + page * Page.size) }
 
     /// The replay starts: a reader whose own fetch fails waits for it from now on.
     func replayStarting() { lock.withLock { replayStarted = true } }
