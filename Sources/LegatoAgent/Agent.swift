@@ -58,6 +58,10 @@ public final class Agent {
     var tracees: [pid_t: Tracee] = [:]
     var programStatus: Sys.WaitStatus?
     var pendingRestore: RestoreSource?
+    /// A restored run's: drops the spaces its earlier incarnation left on memory nodes. Called when
+    /// the restore is complete and this run has a committed checkpoint of its own, or when PROG
+    /// exits (a later restore then reads those pages from the logs).
+    var releaseEarlierSpaces: (() -> Void)?
 
     // Its managed memory
     var uffd: Int32 = -1
@@ -233,6 +237,8 @@ public final class Agent {
         let status = programStatus!
         waitForCheckpoint()
         releaseReaper()
+        releaseEarlierSpaces?()
+        releaseEarlierSpaces = nil
         closeControlSocket(exitStatus: status.exited ? status.exitCode : 128 + status.terminationSignal)
         finish(exitStatus: status.raw)
         drainChildren()

@@ -35,6 +35,9 @@ public struct RestoreSource {
     /// Starts bringing the pages in (a streamed restore's log replay), called once PROG runs again:
     /// until then the disk and the cores go to rebuilding PROG; a page needed before is fetched alone.
     public var startStreaming: (() -> Void)?
+    /// Drops the address spaces an earlier incarnation of the run left on memory nodes (those the
+    /// restore found there): called once the restored run no longer reads from them.
+    public var releaseEarlierSpaces: (() -> Void)?
 
     public init(image: ProcessImage, layers: [Layer]) {
         self.image = image
@@ -130,6 +133,7 @@ extension Agent {
         stats.restoreResumeNanos = monotonicNanos() - createdAt
         stats.restoreReadMillis = source.readMillis
         source.startStreaming?()
+        releaseEarlierSpaces = source.releaseEarlierSpaces
         log.info("restore timing: \(marks.description)")
         log.info("restored \(image.name) epoch \(image.epoch) into pid \(pid): \(image.threads.count) thread(s), \(image.vmas.count) mappings, \(source.pageCount) pages in \(source.layers.count) layer(s), \(backing.bound) to come lazily")
     }

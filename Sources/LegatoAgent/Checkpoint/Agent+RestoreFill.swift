@@ -129,6 +129,10 @@ extension Agent {
             stats.restoreCompleteNanos = monotonicNanos() - createdAt
             log.info("restore complete: \(stats.restoredByFault) pages brought back by faults, \(stats.restoredByFill) by the fill, after \(String(format: "%.0f", Double(stats.restoreCompleteNanos) / 1e6)) ms")
             restoreBacking = nil
+            if stats.checkpoints > 0 {
+                releaseEarlierSpaces?()
+                releaseEarlierSpaces = nil
+            }
         }
     }
 

@@ -267,6 +267,10 @@ public final class ClusterCheckpointStore: CheckpointStore {
         for s in streams.values { s.startReplay = start }
         var source = RestoreSource(image: image, layers: layers)
         source.startStreaming = start
+        source.releaseEarlierSpaces = { [log] in
+            let n = retained.dropSeenSpaces()
+            if n > 0 { log.info("dropped \(n) address space(s) the earlier run of \(name) left on memory nodes") }
+        }
         return source
     }
 

@@ -35,6 +35,7 @@ final class RetainedPages {
     private var described: [Source?] = []
     private var describedKeys: [String: Int] = [:]
     private(set) var fetchedPages = 0
+    private var seen: [(Endpoint, UInt64)] = []   // spaces DESCRIBE_SPACE found
 
     init(secret: ClusterSecret, token: [UInt8]) {
         self.secret = secret
@@ -51,8 +52,9 @@ final class RetainedPages {
         let found: Source? = lock.withLock {
             if let i = describedKeys[key] { return described[i] }
             var s: Source?
-            if let d = try? client(endpoint).describe(space: space), d.retainedEpoch != 0 {
-                s = Source(endpoint: endpoint, space: space, retained: d.retainedEpoch)
+            if let d = try? client(endpoint).describe(space: space) {
+                seen.append((endpoint, space))
+                if d.retainedEpoch != 0 { s = Source(endpoint: endpoint, space: space, retained: d.retainedEpoch) }
             }
             describedKeys[key] = described.count
             described.append(s)
@@ -67,6 +69,16 @@ final class RetainedPages {
         let c = try MemoryClient(endpoint: ep, secret: secret, token: token)
         clients[ep] = c
         return c
+    }
+
+    /// Drops every space DESCRIBE_SPACE found (the earlier incarnation's); returns how many went.
+    func dropSeenSpaces() -> Int {
+        lock.withLock {
+            var dropped = 0
+            for (ep, space) in seen where (try? client(ep).dropSpace(space)) != nil { dropped += 1 }
+            seen.removeAll()
+            return dropped
+        }
     }
 
     /// Reads one run now (a fault waiting for it).
