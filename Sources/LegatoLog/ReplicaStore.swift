@@ -533,9 +533,14 @@ public final class ReplicaStore {
         let fd = r.fd >= 0 ? r.fd : Glibc.open(r.path, O_RDONLY | O_CLOEXEC)
         defer { if r.fd < 0 && fd >= 0 { Glibc.close(fd) } }
         _ = posix_fadvise(fd, off_t(at), off_t(need), POSIX_FADV_WILLNEED)
+        try preadFully(r, fd, into: dst, at: at, need: need, asking: need)
+    }
+
+    /// preads from `at` until at least `need` bytes are in, asking for `asking` (≥ need) in all.
+    private func preadFully(_ r: Replica, _ fd: Int32, into dst: UnsafeMutableRawPointer, at: UInt64, need: Int, asking: Int) throws {
         var done = 0
         while done < need {
-            let got = fd < 0 ? -1 : pread(fd, dst + done, need - done, off_t(at) + off_t(done))
+            let got = fd < 0 ? -1 : pread(fd, dst + done, asking - done, off_t(at) + off_t(done))
             if got < 0 && errno == EINTR { continue }
             guard got > 0 else {
                 let why = got < 0 ? Errno.name(errno) : "end of file"
@@ -557,18 +562,7 @@ public final class ReplicaStore {
         if fd < 0 && errno == EINVAL { return false }
         guard fd >= 0 else { throw StoreError.ioError(r.key, "open for reading: \(Errno.name(errno))") }
         defer { Glibc.close(fd) }
-        let want = (need + 4095) & ~4095
-        var done = 0
-        while done < need {
-            let got = pread(fd, dst + done, want - done, off_t(at) + off_t(done))
-            if got < 0 && errno == EINTR { continue }
-            guard got > 0 else {
-                let why = got < 0 ? Errno.name(errno) : "end of file"
-                log.error("reading \(need) bytes of \(r.key) at \(at): \(why)")
-                throw StoreError.ioError(r.key, "reading \(need) bytes at offset \(at): \(why)")
-            }
-            done += got
-        }
+        try preadFully(r, fd, into: dst, at: at, need: need, asking: (need + 4095) & ~4095)
         return true
     }
 

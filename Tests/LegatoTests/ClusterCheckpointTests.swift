@@ -34,14 +34,7 @@ import LegatoWire
         let second = try run.checkpoint()
         #expect(second.status == 0 && second.stdout.contains("epoch 2 committed"), "\(second.stdout) \(second.stderr)")
         // The pages that lived only on the memory nodes were persisted by those nodes (2PC participants).
-        var persisted = 0
-        for d in cluster.daemons where d.name.hasPrefix("memd") {
-            let c = try RPCClient(endpoint: Endpoint(parsing: d.address)!, secret: cluster.secret, token: Sys.randomBytes(32))
-            let stats = try JSONSerialization.jsonObject(with: Data(try c.stats().utf8)) as! [String: Any]
-            persisted += (stats["persisted_pages"] as? Int) ?? 0
-            c.close()
-        }
-        #expect(persisted > 0, "the memory nodes persisted PROG's remote pages into their own logs")
+        #expect(try memoryNodesSum("persisted_pages", cluster) > 0, "the memory nodes persisted PROG's remote pages into their own logs")
         run.killHard()
         #expect(try committedEpochs(cluster, stateDir: run.stateDir) == [1, 2])
         // One of the three log nodes goes; every segment still has a replica elsewhere.
@@ -69,14 +62,19 @@ import LegatoWire
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "the restore of epoch 1: output differs")
         #expect(older.stderr.contains(" 0 pages retained by memory nodes"), "epoch 1 came from the logs alone: \(older.stderr)")
         // Every run ended or was restored to its end: no address space is left on any memory node.
-        var spaces = 0
+        #expect(try memoryNodesSum("spaces", cluster) == 0, "address spaces left on the memory nodes")
+    }
+
+    /// A counter of the memory nodes' stats, summed over them.
+    func memoryNodesSum(_ key: String, _ cluster: TestCluster) throws -> Int {
+        var sum = 0
         for d in cluster.daemons where d.name.hasPrefix("memd") {
             let c = try RPCClient(endpoint: Endpoint(parsing: d.address)!, secret: cluster.secret, token: Sys.randomBytes(32))
+            defer { c.close() }
             let stats = try JSONSerialization.jsonObject(with: Data(try c.stats().utf8)) as! [String: Any]
-            spaces += (stats["spaces"] as? Int) ?? 0
-            c.close()
+            sum += (stats[key] as? Int) ?? 0
         }
-        #expect(spaces == 0, "address spaces left on the memory nodes")
+        return sum
     }
 
     /// The integer right before `suffix` in `text` (0 if there is none).
