@@ -119,6 +119,13 @@ final class RemotePool {
         overrides[key] ?? slabOwner[key >> Self.slabShift]
     }
 
+    /// Whether `a` and `b` live on the same node (or both nowhere): no lookup for two keys of one
+    /// slab when no page lives away from its slab's node (the pause asks this of every remote page).
+    func sameLocation(_ a: UInt64, _ b: UInt64) -> Bool {
+        if overrides.isEmpty && a >> Self.slabShift == b >> Self.slabShift { return true }
+        return location(a) == location(b)
+    }
+
     private func place() -> Int? {
         let candidates = nodes.filter { !$0.full && !$0.dead }
         guard !candidates.isEmpty else { return nil }

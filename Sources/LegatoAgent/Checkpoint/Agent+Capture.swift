@@ -71,12 +71,12 @@ extension Agent {
         var pages = 0
         staging.reset()
         // Many changed resident pages: keep them in a copy-on-write snapshot rather than copy them now.
+        // (The walks below read each region's states from a local copy: nothing in them changes any.)
         var changedResident = 0
+        let resident = PageState.resident.rawValue, saved = PageState.saved.rawValue
         for r in regions.regions {
-            for i in 0..<r.pageCount {
-                let s = r.state(i)
-                if s.contains(.resident) && (parent == nil || !s.contains(.saved)) { changedResident += 1 }
-            }
+            let states = r.states
+            for b in states where b & resident != 0 && (parent == nil || b & saved == 0) { changedResident += 1 }
         }
         if changedResident >= config.snapshotAbovePages {
             staging.snapshot = try takeSnapshot(using: injector)
@@ -92,16 +92,17 @@ extension Agent {
         }
         var frozenNodes = Set<Int>()
         for r in regions.regions {
+            let states = r.states  // nothing below changes them
             var i = 0
             while i < r.pageCount {
-                let s = r.state(i)
+                let s = PageState(rawValue: states[i])
                 let from = source(s)
                 guard parent == nil ? from != 3 : !s.contains(.saved) else { i += 1; continue }
                 var n = 1
                 while n < CheckpointStaging.runPages && i + n < r.pageCount {
-                    let t = r.state(i + n)
+                    let t = PageState(rawValue: states[i + n])
                     guard source(t) == from, parent == nil || !t.contains(.saved) else { break }
-                    if from == 2 && pool.location(r.key(at: i + n)) != pool.location(r.key(at: i)) { break }
+                    if from == 2 && !pool.sameLocation(r.key(at: i + n), r.key(at: i)) { break }
                     n += 1
                 }
                 switch from {
@@ -115,6 +116,8 @@ extension Agent {
                     frozenNodes.insert(node)
                 case 3:
                     staging.addZeros(r.address(at: i), n)
+                case 1:
+                    try stageLocalElsewhere(r, i, n)
                 default:
                     try readPagesForCheckpoint(r, i, n, into: try staging.reserve(r.address(at: i), n))
                 }
@@ -165,6 +168,29 @@ extension Agent {
 
     /// The current content of managed pages r[i..<i+n] (all with content), wherever each lives:
     /// resident runs in one read each, buffered pages copied, remote ones in one fetch per node.
+    /// Stages changed pages that are neither resident nor only remote: those of a write-back batch
+    /// on its way are kept by reference to the batch (its bytes never change; the commit thread
+    /// reads them after the thaw), the others (restore backing) are copied now.
+    private func stageLocalElsewhere(_ r: Region, _ i: Int, _ n: Int) throws {
+        var k = 0
+        while k < n {
+            if r.state(i + k).contains(.inFlight), let loc = inflight[r.key(at: i + k)], let b = batches[loc.batch] {
+                var m = 1
+                while k + m < n, r.state(i + k + m).contains(.inFlight), let next = inflight[r.key(at: i + k + m)],
+                      next.batch == loc.batch, Int(next.index) == Int(loc.index) + m {
+                    m += 1
+                }
+                staging.addBatchRun(address: r.address(at: i + k), count: m, batch: b, index: Int(loc.index))
+                k += m
+                continue
+            }
+            var m = 1
+            while k + m < n && !(r.state(i + k + m).contains(.inFlight) && inflight[r.key(at: i + k + m)] != nil) { m += 1 }
+            try readPagesForCheckpoint(r, i + k, m, into: try staging.reserve(r.address(at: i + k), m))
+            k += m
+        }
+    }
+
     private func readPagesForCheckpoint(_ r: Region, _ i: Int, _ n: Int, into dst: UnsafeMutableRawPointer) throws {
         var remote: [Int: [Int]] = [:]  // node -> offsets in the run
         var k = 0

@@ -3,7 +3,8 @@ import LegatoCore
 import LegatoSystem
 
 /// Where the pause copies pages to: memory the agent keeps between checkpoints, so the pause is one
-/// copy per page and the sink's I/O happens once PROG runs again.
+/// copy per page and the sink's I/O happens once PROG runs again. Pages that need no copy in the
+/// pause are named instead: in a copy-on-write snapshot, in a write-back batch, on a memory node.
 ///
 /// Pages are reserved in runs of at most `runPages`, each contiguous inside one chunk. After the
 /// sink has them, `reset` keeps up to `retainedBytes` of chunks (already faulted in) for the next
@@ -19,6 +20,9 @@ public final class CheckpointStaging {
     private(set) var runs: [(address: UInt64, count: Int, data: UnsafeMutableRawPointer)] = []
     /// Pages that are zero now (discarded, or new and never written), as [address, pages] runs.
     private(set) var zeroRuns: [[UInt64]] = []
+    /// Runs that lie in write-back batches on their way to memory nodes (held here until the sink
+    /// has read them: a batch's bytes do not change once submitted).
+    private(set) var batchRuns: [(address: UInt64, count: Int, batch: WriteBackBatch, index: Int)] = []
     /// Runs to read from `snapshot` (a copy-on-write child) rather than from staging memory.
     private(set) var deferred: [(address: UInt64, count: Int)] = []
     var snapshot: pid_t?
@@ -39,6 +43,10 @@ public final class CheckpointStaging {
         return src.endFreezes(frozenNodes, committedEpoch: committedEpoch)
     }
 
+    func addBatchRun(address: UInt64, count: Int, batch: WriteBackBatch, index: Int) {
+        batchRuns.append((address, count, batch, index))
+    }
+
     func addDeferred(_ address: UInt64, _ count: Int) {
         if let last = deferred.last, last.address + UInt64(last.count * Page.size) == address, last.count + count <= CheckpointStaging.runPages {
             deferred[deferred.count - 1].count += count
@@ -52,6 +60,7 @@ public final class CheckpointStaging {
     /// from the snapshot child. Runs on the commit thread.
     func forEachRun(except persistedBy: Set<Int> = [], _ body: (UInt64, Int, UnsafeRawPointer) throws -> Void) throws {
         for run in runs { try body(run.address, run.count, run.data) }
+        for b in batchRuns { try body(b.address, b.count, b.batch.page(b.index)) }
         let buf = UnsafeMutableRawPointer.allocate(byteCount: CheckpointStaging.runPages * Page.size, alignment: Page.size)
         defer { buf.deallocate() }
         try forEachFrozenRun(where: { !persistedBy.contains($0) }, buffer: buf, body)
@@ -106,6 +115,7 @@ public final class CheckpointStaging {
     func reset() {
         runs.removeAll(keepingCapacity: true)
         zeroRuns.removeAll()
+        batchRuns.removeAll()
         deferred.removeAll()
         snapshot = nil
         frozen.removeAll()
