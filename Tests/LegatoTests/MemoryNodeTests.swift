@@ -43,6 +43,47 @@ import LegatoSystem
         try c.dropSpace(42)
     }
 
+    /// A committed freeze stays readable over the wire after its client is gone, by a new client
+    /// with the same credential (a restore after kill -9 of the run), and by no other.
+    @Test func retainsACommittedCheckpointForTheNextClient() throws {
+        let node = try startNode()
+        defer { node.stop() }
+        let keys: [UInt64] = [1, 2, 3]
+        let before = pages(3, seed: 1), after = pages(3, seed: 9)
+        func store(_ c: MemoryClient, _ data: [UInt8]) throws {
+            try keys.withUnsafeBufferPointer { k in try data.withUnsafeBytes { try c.store(space: 7, epoch: 0, vpns: k, pages: $0.baseAddress!) } }
+        }
+        func fetch(_ c: MemoryClient, _ version: MemoryClient.PageVersion) throws -> [UInt8] {
+            var present = [UInt8](repeating: 0, count: 3)
+            var out = [UInt8](repeating: 0, count: 3 * Page.size)
+            let found = try keys.withUnsafeBufferPointer { k in
+                try out.withUnsafeMutableBytes { try c.fetch(space: 7, vpns: k, present: &present, out: $0.baseAddress!, version: version) }
+            }
+            #expect(found == 3)
+            return out
+        }
+        let first = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenA)
+        try first.createSpace(7)
+        try store(first, before)
+        try first.freeze(space: 7)
+        try store(first, after)   // while checkpoint 4 commits
+        #expect(try first.commit(space: 7, epoch: 4) == 0)
+        first.close()             // the run is killed
+
+        let again = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenA)
+        defer { again.close() }
+        let d = try again.describe(space: 7)
+        #expect(d.retainedEpoch == 4 && !d.frozen && d.pages == 3)
+        #expect(try fetch(again, .checkpoint(4)) == before)
+        #expect(try fetch(again, .current) == after)
+        #expect(throws: RemoteError.self) { _ = try fetch(again, .checkpoint(3)) }
+        let other = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenB)
+        defer { other.close() }
+        #expect(throws: RemoteError.self) { _ = try other.describe(space: 7) }
+        try again.dropSpace(7)
+        #expect(throws: RemoteError.self) { _ = try again.describe(space: 7) }
+    }
+
     @Test func refusesAWrongSecret() throws {
         let node = try startNode()
         defer { node.stop() }
