@@ -61,13 +61,18 @@ public final class LogNodeClient {
     public func close(writer: UInt64, segment: UInt64) throws { try simple(.closeReplica, writer, segment) }
     public func free(writer: UInt64, segment: UInt64) throws { try simple(.freeReplica, writer, segment) }
 
-    public func startSync(writer: UInt64, segment: UInt64) throws -> UInt32 {
+    public func startSync(writer: UInt64, segment: UInt64) throws -> UInt32 { try startSimple(.syncReplica, writer, segment) }
+    public func finishSync(_ id: UInt32) throws { _ = try rpc.receive(.syncReplica, id: id) }
+
+    /// OPEN_REPLICA or CLOSE_REPLICA sent without waiting (see `finishSimple`): a writer asks all
+    /// its replicas at once.
+    public func startSimple(_ op: Opcode, _ writer: UInt64, _ segment: UInt64) throws -> UInt32 {
         var w = WireWriter()
         key(&w, writer, segment)
-        return try rpc.send(.syncReplica, w.bytes)
+        return try rpc.send(op, w.bytes)
     }
 
-    public func finishSync(_ id: UInt32) throws { _ = try rpc.receive(.syncReplica, id: id) }
+    public func finishSimple(_ op: Opcode, _ id: UInt32) throws { _ = try rpc.receive(op, id: id) }
 
     private func simple(_ op: Opcode, _ writer: UInt64, _ segment: UInt64) throws {
         var w = WireWriter()

@@ -234,12 +234,7 @@ public final class LogWriter {
         }
         let s = Segment(id: nextSegment, replicas: [])
         nextSegment += 1
-        for id in targets {
-            do {
-                try client(id).open(writer: config.writer, segment: s.id)
-                s.replicas.append(id)
-            } catch { dropNode(id, "\(error)") }
-        }
+        s.replicas = askAll(.openReplica, targets, segment: s.id)
         if s.replicas.isEmpty { throw LogError.noLogNodes }
         segments.append(s)
         try topUp(s)
@@ -345,15 +340,27 @@ public final class LogWriter {
         throw LogError.unreadable(segment: s.id, why)
     }
 
-    private func closeSegment(_ s: Segment) throws {
-        var failed: [UInt64] = []
-        for id in s.replicas {
-            do { try client(id).close(writer: config.writer, segment: s.id) } catch {
-                failed.append(id)
-                dropNode(id, "\(error)")
-            }
+    /// Sends `op` for `segment` to every node of `ids` before awaiting any answer; returns the nodes
+    /// that answered (the others are dropped).
+    private func askAll(_ op: Opcode, _ ids: [UInt64], segment: UInt64) -> [UInt64] {
+        var sent: [(UInt64, UInt32)] = []
+        for id in ids {
+            do { sent.append((id, try client(id).startSimple(op, config.writer, segment))) } catch { dropNode(id, "\(error)") }
         }
-        s.replicas.removeAll { failed.contains($0) }
+        var ok: [UInt64] = []
+        for (id, req) in sent {
+            do {
+                try client(id).finishSimple(op, req)
+                ok.append(id)
+            } catch { dropNode(id, "\(error)") }
+        }
+        return ok
+    }
+
+    private func closeSegment(_ s: Segment) throws {
+        let closed = askAll(.closeReplica, s.replicas, segment: s.id)
+        let failed = s.replicas.filter { !closed.contains($0) }
+        s.replicas = closed
         if !failed.isEmpty { try topUp(s) }
         s.closed = true  // still `unsynced`: log nodes write a closed replica out right away, `sync` waits for it
         s.entries.removeAll()
