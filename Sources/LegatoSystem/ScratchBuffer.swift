@@ -8,8 +8,7 @@ public final class ScratchBuffer {
     public private(set) var capacity: Int
 
     public init(capacity: Int = 64 << 10) {
-        self.capacity = max(4096, capacity)
-        base = UnsafeMutableRawPointer.allocate(byteCount: self.capacity, alignment: 4096)
+        (base, self.capacity) = Self.allocate(max(4096, capacity))
     }
 
     deinit { base.deallocate() }
@@ -18,8 +17,23 @@ public final class ScratchBuffer {
     public func reserve(_ count: Int) {
         guard count > capacity else { return }
         base.deallocate()
-        capacity = (count + 4095) & ~4095
-        base = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 4096)
+        (base, capacity) = Self.allocate(count)
+    }
+
+    static let hugePage = 2 << 20
+
+    /// From 2 MiB on, the memory is 2 MiB-aligned and asks for huge pages: an O_DIRECT read into it
+    /// then goes to the disk in large requests (a request holds at most max_segments physically
+    /// contiguous pieces: 254 here, 1 MiB of scattered 4 KiB pages), and it costs fewer faults.
+    private static func allocate(_ count: Int) -> (UnsafeMutableRawPointer, Int) {
+        guard count >= hugePage else {
+            let n = (count + 4095) & ~4095
+            return (UnsafeMutableRawPointer.allocate(byteCount: n, alignment: 4096), n)
+        }
+        let n = (count + hugePage - 1) & ~(hugePage - 1)
+        let p = UnsafeMutableRawPointer.allocate(byteCount: n, alignment: hugePage)
+        _ = madvise(p, n, MADV_HUGEPAGE)
+        return (p, n)
     }
 
     public func bytes(_ count: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
