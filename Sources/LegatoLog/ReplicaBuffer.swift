@@ -23,8 +23,9 @@ final class ReplicaBuffer {
     /// Room for `n` bytes in all (kept contents); capacity stays a multiple of 4 KiB.
     func reserve(_ n: Int) {
         guard n > capacity else { return }
-        let grown = (max(n, capacity * 2) + 4095) & ~4095
-        let fresh = UnsafeMutableRawPointer.allocate(byteCount: grown, alignment: 4096)
+        // Huge pages from 2 MiB on (see ScratchBuffer): fewer faults receiving, and the O_DIRECT
+        // write of a closed segment goes out in large requests.
+        let (fresh, grown) = ScratchBuffer.allocate(max(n, capacity * 2))
         if let base, count > 0 { fresh.copyMemory(from: base, byteCount: count) }
         base?.deallocate()
         base = fresh

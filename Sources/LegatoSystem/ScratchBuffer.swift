@@ -22,10 +22,11 @@ public final class ScratchBuffer {
 
     static let hugePage = 2 << 20
 
-    /// From 2 MiB on, the memory is 2 MiB-aligned and asks for huge pages: an O_DIRECT read into it
+    /// At least `count` bytes, page-aligned (free with deallocate()), and the capacity given. From
+    /// 2 MiB on, the memory is 2 MiB-aligned and asks for huge pages: an O_DIRECT read into it
     /// then goes to the disk in large requests (a request holds at most max_segments physically
     /// contiguous pieces: 254 here, 1 MiB of scattered 4 KiB pages), and it costs fewer faults.
-    private static func allocate(_ count: Int) -> (UnsafeMutableRawPointer, Int) {
+    public static func allocate(_ count: Int) -> (UnsafeMutableRawPointer, Int) {
         guard count >= hugePage else {
             let n = (count + 4095) & ~4095
             return (UnsafeMutableRawPointer.allocate(byteCount: n, alignment: 4096), n)
