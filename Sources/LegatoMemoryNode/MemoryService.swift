@@ -203,6 +203,7 @@ public final class MemoryService: RPCService {
         "max_segments":\(s.maxSegments),"segment_bytes":\(s.segmentBytes),"stored_pages":\(s.storedPages),\
         "fetched_pages":\(s.fetchedPages),"missed_pages":\(s.missedPages),"discarded_pages":\(s.discardedPages),\
         "cleaner_runs":\(s.cleanerRuns),"cleaned_pages":\(s.cleanedPages),"refused_stores":\(s.refusedStores),\
+        "retaining_spaces":\(s.retainingSpaces),"retained_versions":\(s.retainedVersions),"frozen_versions":\(s.frozenVersions),\
         "checkpoint_participant":\(participant != nil),"prepares":\(participant?.prepares ?? 0),\
         "persisted_pages":\(participant?.persistedPages ?? 0)}
         """

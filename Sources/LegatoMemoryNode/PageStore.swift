@@ -301,16 +301,26 @@ public final class PageStore {
         public var segments: Int, maxSegments: Int, segmentBytes: Int
         public var storedPages: Int, fetchedPages: Int, missedPages: Int, discardedPages: Int
         public var cleanerRuns: Int, cleanedPages: Int, refusedStores: Int
+        /// Spaces that retain a committed checkpoint, and the pages changed since a retained
+        /// checkpoint or a freeze, whose old versions (if they had one) are kept (in livePages too).
+        public var retainingSpaces: Int, retainedVersions: Int, frozenVersions: Int
         public var usedBytes: UInt64 { UInt64(segments * segmentBytes) }
     }
 
     public var stats: Stats {
         lock.withLock {
-            Stats(spaces: spaces.count, livePages: livePages, livePageLimit: livePageLimit,
-                  segments: allocated, maxSegments: maxSegments, segmentBytes: limits.segmentBytes,
-                  storedPages: storedPages, fetchedPages: fetchedPages, missedPages: missedPages,
-                  discardedPages: discardedPages, cleanerRuns: cleanerRuns, cleanedPages: cleanedPages,
-                  refusedStores: refusedStores)
+            var retaining = 0, retained = 0, frozen = 0
+            for s in spaces.values {
+                if s.retainedEpoch != 0 { retaining += 1 }
+                retained += s.retained.count   // (O(1): a page that had no version counts too)
+                frozen += s.frozen?.count ?? 0
+            }
+            return Stats(spaces: spaces.count, livePages: livePages, livePageLimit: livePageLimit,
+                         segments: allocated, maxSegments: maxSegments, segmentBytes: limits.segmentBytes,
+                         storedPages: storedPages, fetchedPages: fetchedPages, missedPages: missedPages,
+                         discardedPages: discardedPages, cleanerRuns: cleanerRuns, cleanedPages: cleanedPages,
+                         refusedStores: refusedStores, retainingSpaces: retaining, retainedVersions: retained,
+                         frozenVersions: frozen)
         }
     }
 

@@ -80,8 +80,10 @@ import LegatoCore
         #expect(throws: PageStore.StoreError.self) { try fetch(s, 7, [1], version: .checkpoint(1)) }
         try s.freeze(space: 7, owner: owner)
         try store(s, 7, Array(1...10), seed: 1000)   // while the checkpoint commits
+        #expect(s.stats.frozenVersions == 10)
         #expect(try s.commit(space: 7, owner: owner, epoch: 1) == 0)
         #expect(try s.describe(space: 7, owner: owner).retainedEpoch == 1)
+        #expect(s.stats.retainingSpaces == 1 && s.stats.retainedVersions == 10 && s.stats.frozenVersions == 0)
         #expect(try fetch(s, 7, [1, 50], version: .checkpoint(1)) == [page(1), page(50)])
         #expect(throws: PageStore.StoreError.self) { try fetch(s, 7, [1], version: .checkpoint(2)) }
         #expect(throws: PageStore.StoreError.self) { try fetch(s, 7, [1], owner: other, version: .checkpoint(1)) }
