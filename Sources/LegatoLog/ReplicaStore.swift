@@ -444,9 +444,10 @@ public final class ReplicaStore {
         public var corruptSkipped: UInt32
     }
 
-    /// What `readRaw` put in its buffer: `count` entries in `bytes` bytes from its start.
+    /// What `readRaw` put in its buffer: `count` entries in `bytes` bytes from offset `start`.
     public struct RawRead {
         public var count: Int
+        public var start: Int       // offset of the first entry in the buffer
         public var bytes: Int
         public var next: UInt32     // the index to ask for next
         public var end: Bool        // no entries after `next` (now)
@@ -461,14 +462,14 @@ public final class ReplicaStore {
         let raw = try readRaw(k, first: first, maxEntries: maxEntries, maxBytes: maxBytes, slabs: slabs, into: buffer)
         var out: [(UInt32, Entry)] = []
         out.reserveCapacity(raw.count)
-        try SegmentFormat.forEachEntry(in: buffer.bytes(raw.bytes), count: raw.count) { h, payload in
+        try SegmentFormat.forEachEntry(in: buffer.bytes(raw.start, raw.bytes), count: raw.count) { h, payload in
             out.append((h.index, Entry(type: h.type, epoch: h.epoch, slab: h.slab, payload: Array(payload))))
         }
         return ReadResult(entries: out, next: raw.next, end: raw.end, closed: raw.closed, corruptSkipped: raw.corruptSkipped)
     }
 
     /// Entries from index `first` on, in their on-disk form (32-byte header + payload) back to back
-    /// from the start of `out`, ready to be sent as they are. It looks at most `maxEntries` entries and about
+    /// in `out` from the returned `start`, ready to be sent as they are. It looks at most `maxEntries` entries and about
     /// `maxBytes` bytes (at least one entry), keeps those of `slabs` (all if nil), and checks each against
     /// its CRC: one that fails is skipped, logged and counted, never returned. The entries on disk are read
     /// with one pread.
@@ -500,8 +501,9 @@ public final class ReplicaStore {
             }
             if memLength > 0 { (out.base + head + diskLength).copyMemory(from: r.buffer.base! + memBase, byteCount: memLength) }
 
-            // Check and compact in place: kept entries slide down over skipped ones.
-            var kept = 0, written = 0
+            // Check and compact in place: kept entries slide down over skipped ones (the first stays
+            // where the read put it: no copy of the whole read for the sake of its offset).
+            var kept = 0, written = head
             var skipped: UInt32 = 0
             for i in start..<end {
                 let ref = r.entries[i]
@@ -522,7 +524,7 @@ public final class ReplicaStore {
                 written += total
                 kept += 1
             }
-            return RawRead(count: kept, bytes: written, next: UInt32(end), end: end >= r.entries.count,
+            return RawRead(count: kept, start: head, bytes: written - head, next: UInt32(end), end: end >= r.entries.count,
                            closed: r.closed, corruptSkipped: skipped)
         }
     }
