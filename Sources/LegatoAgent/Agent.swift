@@ -22,8 +22,6 @@ public final class Agent {
         public var stateDirectory = defaultStateDirectory()
         /// With a name: take a checkpoint this often.
         public var checkpointEverySeconds: Double?
-        /// A checkpoint with at least this many changed resident pages keeps them in a copy-on-write
-        /// snapshot instead of copying them during the pause (64 MiB: below, copying is quicker).
         /// Changed resident pages above which a checkpoint keeps them in a copy-on-write snapshot
         /// (a fork's page-table copy, ~80 ns a resident page) rather than copying them in the pause
         /// (0.7-2 µs a page, more where evictions left the resident pages scattered).
@@ -240,8 +238,7 @@ public final class Agent {
         let status = programStatus!
         waitForCheckpoint()
         releaseReaper()
-        releaseEarlierSpaces?()
-        releaseEarlierSpaces = nil
+        dropEarlierSpaces()
         closeControlSocket(exitStatus: status.exited ? status.exitCode : 128 + status.terminationSignal)
         finish(exitStatus: status.raw)
         drainChildren()
@@ -361,13 +358,19 @@ public final class Agent {
         pool?.dropEverywhere()
     }
 
-    /// Reaps what is left of PROG's namespace (children PROG left behind die with the namespace).
     /// Lets the namespace's reaper exit once PROG has.
     func releaseReaper() {
         if reaperHoldFD >= 0 { close(reaperHoldFD) }
         reaperHoldFD = -1
     }
 
+    /// Drops the spaces a restored run's earlier incarnation left on memory nodes (once).
+    func dropEarlierSpaces() {
+        releaseEarlierSpaces?()
+        releaseEarlierSpaces = nil
+    }
+
+    /// Reaps what is left of PROG's namespace (children PROG left behind die with the namespace).
     func drainChildren() {
         releaseReaper()
         for (tid, _) in tracees where tid != mainPID { kill(tid, SIGKILL) }

@@ -166,8 +166,6 @@ extension Agent {
         checkpointBase = nil
     }
 
-    /// The current content of managed pages r[i..<i+n] (all with content), wherever each lives:
-    /// resident runs in one read each, buffered pages copied, remote ones in one fetch per node.
     /// Stages changed pages that are neither resident nor only remote: those of a write-back batch
     /// on its way are kept by reference to the batch (its bytes never change; the commit thread
     /// reads them after the thaw), the others (restore backing) are copied now.
@@ -191,6 +189,8 @@ extension Agent {
         }
     }
 
+    /// The current content of managed pages r[i..<i+n] (all with content), wherever each lives:
+    /// resident runs in one read each, buffered pages copied, remote ones in one fetch per node.
     private func readPagesForCheckpoint(_ r: Region, _ i: Int, _ n: Int, into dst: UnsafeMutableRawPointer) throws {
         var remote: [Int: [Int]] = [:]  // node -> offsets in the run
         var k = 0

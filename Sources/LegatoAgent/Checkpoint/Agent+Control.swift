@@ -174,10 +174,7 @@ extension Agent {
         }
         checkpointBase = r.epoch
         stats.checkpoints += 1
-        if restoreBacking == nil {
-            releaseEarlierSpaces?()
-            releaseEarlierSpaces = nil
-        }
+        if restoreBacking == nil { dropEarlierSpaces() }
         log.info("checkpoint \(r.image.name) epoch \(r.epoch) committed (\(r.parent.map { "increment of \($0)" } ?? "full")): \(r.pages) pages, paused \(String(format: "%.1f", c.pauseMillis)) ms")
         var d: [String: Any] = ["ok": true, "epoch": r.epoch, "pause_ms": c.pauseMillis, "pages": r.pages, "bytes": r.bytes, "snapshot": r.snapshot]
         if let p = r.parent { d["parent"] = p }

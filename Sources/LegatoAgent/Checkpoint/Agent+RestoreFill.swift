@@ -53,16 +53,11 @@ extension Agent {
                 let i = r.index(of: address)
                 // The pages from here that are this run's to restore (a later layer, a fault, an
                 // mremap may have taken some).
-                var n = 0
-                while k + n < a.pages && i + n < r.pageCount && n < RestoreBacking.runPages {
-                    let s = r.state(i + n)
-                    guard s.contains(.restoring), !s.contains(.resident), let l = b.location(key: r.key(at: i + n)),
-                          l.layer == a.layer, l.page == Int64(a.page + k + n) else { break }
-                    n += 1
-                }
-                guard n > 0 else { k += 1; continue }
+                let locs = restoringRun(r, i, max: min(RestoreBacking.runPages, a.pages - k), b)
+                let n = locs.enumerated().prefix { $0.element.layer == a.layer && $0.element.page == Int64(a.page + k + $0.offset) }.count
+                guard n > 0, let source = b.inPlace(Array(locs.prefix(n))) else { k += 1; continue }
                 guard !needsEviction(extra: n) else { return any }  // no room: the ordered fill stores the rest
-                let result = install(nil, r, i, count: n, from: b.arrivedPointer(.init(layer: a.layer, page: Int64(a.page + k)))!, writable: true)
+                let result = install(nil, r, i, count: n, from: source, writable: true)
                 if result == .again { return any }  // the address space is changing: the ordered fill has them
                 for j in 0..<n { r.remove(i + j, .restoring) }
                 stats.restoredByFill += n
@@ -129,10 +124,7 @@ extension Agent {
             stats.restoreCompleteNanos = monotonicNanos() - createdAt
             log.info("restore complete: \(stats.restoredByFault) pages brought back by faults, \(stats.restoredByFill) by the fill, after \(String(format: "%.0f", Double(stats.restoreCompleteNanos) / 1e6)) ms")
             restoreBacking = nil
-            if stats.checkpoints > 0 {
-                releaseEarlierSpaces?()
-                releaseEarlierSpaces = nil
-            }
+            if stats.checkpoints > 0 { dropEarlierSpaces() }
         }
     }
 

@@ -226,12 +226,6 @@ final class RestoreBacking {
         }
     }
 
-    /// Where an arrived page of a streamed layer lies.
-    func arrivedPointer(_ loc: Location) -> UnsafeRawPointer? {
-        guard case .streamed(let s) = layers[loc.layer].pages else { return nil }
-        return s.pointer(page: Int(loc.page))
-    }
-
     /// Asks a streamed layer to bring the page runs `runs` (indices into its pageRuns) in one go.
     func prefetch(layer: Int, runs: [Int]) {
         if case .streamed(let s) = layers[layer].pages, !runs.isEmpty { s.prefetch(runs: runs) }

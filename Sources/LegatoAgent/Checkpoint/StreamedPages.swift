@@ -80,9 +80,6 @@ public final class StreamedPages {
         return taken.map { (runs[$0].address, firstPage[$0], runs[$0].pages) }
     }
 
-    /// Where page `page` of the layer lies (it must have arrived).
-    func pointer(page: Int) -> UnsafeRawPointer { UnsafeRawPointer(base + page * Page.size) }
-
     /// The replay starts: a reader whose own fetch fails waits for it from now on.
     func replayStarting() { lock.withLock { replayStarted = true } }
 
