@@ -64,15 +64,15 @@ public final class MemoryService: RPCService {
 
             case .fetchPages, .fetchFrozen, .fetchCheckpointed:
                 let space = try r.u64("space")
-                let version: PageStore.Version
+                let version: PageStore.Version, what: String
                 switch opcode {
-                case .fetchFrozen: version = .frozen
-                case .fetchCheckpointed: version = .checkpoint(try r.u32("epoch"))
-                default: version = .current
+                case .fetchFrozen: (version, what) = (.frozen, "FETCH_FROZEN")
+                case .fetchCheckpointed: (version, what) = (.checkpoint(try r.u32("epoch")), "FETCH_CHECKPOINTED")
+                default: (version, what) = (.current, "FETCH_PAGES")
                 }
                 let n = try r.count(itemSize: 8, limit: WireLimits.maxPagesPerRequest, "page count")
                 let vpnOffset = try r.skip(n * 8, "vpns")
-                try r.expectEnd("\(opcode)")
+                try r.expectEnd(what)
                 let vpns = payload.withUnsafeBytes { readVPNs($0, at: vpnOffset, count: n) }
                 var present = [UInt8](repeating: 0, count: n)
                 var found = 0

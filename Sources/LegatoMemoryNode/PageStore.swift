@@ -57,8 +57,11 @@ public final class PageStore {
         var retained: [UInt64: UInt64] = [:]
         init(owner: [UInt8]) { self.owner = owner }
 
-        /// The maps that keep old versions, in the order they are filled.
-        var keepers: Int { (frozen != nil ? 1 : 0) + (retainedEpoch != 0 ? 1 : 0) }
+        /// Which maps keep the current version of `vpn` at its next change: the freeze and the
+        /// retained checkpoint each keep the first one they see.
+        func keepers(_ vpn: UInt64) -> (frozen: Bool, retained: Bool) {
+            (frozen != nil && frozen![vpn] == nil, retainedEpoch != 0 && retained[vpn] == nil)
+        }
     }
 
     private static let absent = UInt64.max
@@ -117,7 +120,12 @@ public final class PageStore {
             // it now, less the index's reference to the old one.
             var added = 0
             for v in vpns {
-                if let old = s.index[v] { added += keepersRecording(s, v, old) } else { added += 1 }
+                if s.index[v] != nil {
+                    let k = s.keepers(v)
+                    added += (k.frozen ? 1 : 0) + (k.retained ? 1 : 0)
+                } else {
+                    added += 1
+                }
             }
             if livePages + added > livePageLimit {
                 refusedStores += 1
@@ -138,20 +146,16 @@ public final class PageStore {
         }
     }
 
-    /// How many maps would take a reference to `old` if `vpn` changed now.
-    private func keepersRecording(_ s: Space, _ vpn: UInt64, _ old: UInt64) -> Int {
-        (s.frozen != nil && s.frozen![vpn] == nil ? 1 : 0) + (s.retainedEpoch != 0 && s.retained[vpn] == nil ? 1 : 0)
-    }
-
     /// `vpn` is about to change (stored or discarded): the freeze and the retained checkpoint keep
     /// its current version (`old`; nil: it had none) if it is the first change they see.
     private func keepOld(_ s: Space, _ vpn: UInt64, _ old: UInt64?) {
         let loc = old ?? PageStore.absent
-        if s.frozen != nil && s.frozen![vpn] == nil {
+        let k = s.keepers(vpn)
+        if k.frozen {
             s.frozen![vpn] = loc
             if old != nil { ref(loc) }
         }
-        if s.retainedEpoch != 0 && s.retained[vpn] == nil {
+        if k.retained {
             s.retained[vpn] = loc
             if old != nil { ref(loc) }
         }

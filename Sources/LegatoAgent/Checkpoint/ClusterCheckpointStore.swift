@@ -144,7 +144,7 @@ public final class ClusterCheckpointStore: CheckpointStore {
             let b = mine.byEpoch[e] ?? LayerBuilder(epoch: UInt64(e))
             mine.byEpoch[e] = b
             if try b.add(payload), UInt64(e) == epoch {
-                mine.image = try JSONDecoder().decode(ProcessImage.self, from: Data(payload[8...]))
+                mine.image = try Self.image(context: payload, epoch: epoch)
             }
         }
         image = perThread.compactMap { $0.image }.first
@@ -153,7 +153,6 @@ public final class ClusterCheckpointStore: CheckpointStore {
         logger.info("read checkpoint \(epoch) of \(name): \(segments.count) segments, \(bytes >> 20) MiB from the log nodes in \(Int(ms)) ms")
         readMillis = ms
         guard let image else { throw LegatoError("checkpoint \(epoch) of \(name) is committed but its context is not in the log") }
-        guard image.version == ProcessImage.version else { throw LegatoError("checkpoint \(epoch) has format version \(image.version)") }
         let layers = chain.flatMap { e in perThread.compactMap { $0.byEpoch[UInt32(truncatingIfNeeded: e)]?.layer } }
         return RestoreSource(image: image, layers: layers)
     }
@@ -171,10 +170,9 @@ public final class ClusterCheckpointStore: CheckpointStore {
         var image: ProcessImage?
         try reader.visit(contextAt) { p in
             guard p.first == Kind.context.rawValue else { throw LegatoError("the entry at segment \(contextAt.segment) #\(contextAt.index) is no context") }
-            image = try JSONDecoder().decode(ProcessImage.self, from: Data(p[8...]))
+            image = try Self.image(context: p, epoch: epoch)
         }
         guard let image else { throw LegatoError("checkpoint \(epoch) of \(name): no context at segment \(contextAt.segment) #\(contextAt.index)") }
-        guard image.version == ProcessImage.version else { throw LegatoError("checkpoint \(epoch) has format version \(image.version)") }
         var layers: [RestoreSource.Layer] = []
         var streams: [UInt32: StreamedPages] = [:]
         let chain = Set(records.map { UInt32(truncatingIfNeeded: $0.epoch) })
@@ -272,6 +270,13 @@ public final class ClusterCheckpointStore: CheckpointStore {
             if n > 0 { log.info("dropped \(n) address space(s) the earlier run of \(name) left on memory nodes") }
         }
         return source
+    }
+
+    /// The process image of a context entry, in the format this build restores.
+    static func image(context p: UnsafeRawBufferPointer, epoch: UInt64) throws -> ProcessImage {
+        let image = try JSONDecoder().decode(ProcessImage.self, from: Data(p[8...]))
+        guard image.version == ProcessImage.version else { throw LegatoError("checkpoint \(epoch) has format version \(image.version)") }
+        return image
     }
 
     /// A pages entry to the stream of its epoch (other kinds are not pages).

@@ -29,17 +29,10 @@ final class EntryReader {
             var why = ""
             for ep in nodes {
                 do {
-                    let c = try clients[ep] ?? LogNodeClient(endpoint: ep, secret: secret, token: Sys.randomBytes(32))
-                    clients[ep] = c
-                    var found = false
-                    var failure: Error?
-                    try c.readPage(writer: writer, segment: at.segment, first: at.index, maxEntries: 1) { e in
-                        guard e.index == at.index else { return }
-                        found = true
-                        do { try body(e.payload) } catch { failure = error }
+                    let c = try client(ep)
+                    if try take(at, from: c, try c.startReadPage(writer: writer, segment: at.segment, first: at.index, maxEntries: 1), body) {
+                        return
                     }
-                    if let failure { throw failure }
-                    if found { return }
                     why = "\(ep) does not have it"
                 } catch let e as LegatoError {
                     throw e
@@ -65,20 +58,9 @@ final class EntryReader {
             }
             for (ep, list) in byNode {
                 do {
-                    let c = try clients[ep] ?? LogNodeClient(endpoint: ep, secret: secret, token: Sys.randomBytes(32))
-                    clients[ep] = c
+                    let c = try client(ep)
                     let ids = try list.map { try c.startReadPage(writer: writer, segment: $0.segment, first: $0.index, maxEntries: 1) }
-                    for (p, id) in zip(list, ids) {
-                        var found = false
-                        var failure: Error?
-                        _ = try c.finishReadPage(id) { e in
-                            guard e.index == p.index else { return }
-                            found = true
-                            do { try body(e.payload) } catch { failure = error }
-                        }
-                        if let failure { throw failure }
-                        if !found { leftover.append(p) }
-                    }
+                    for (p, id) in zip(list, ids) where try !take(p, from: c, id, body) { leftover.append(p) }
                 } catch let e as LegatoError {
                     throw e
                 } catch {
@@ -89,5 +71,27 @@ final class EntryReader {
             }
         }
         for p in leftover { try visit(p, body) }
+    }
+
+    /// The connection to `ep` (lock held).
+    private func client(_ ep: Endpoint) throws -> LogNodeClient {
+        if let c = clients[ep] { return c }
+        let c = try LogNodeClient(endpoint: ep, secret: secret, token: Sys.randomBytes(32))
+        clients[ep] = c
+        return c
+    }
+
+    /// Takes the answer to read `id` and hands the entry at `at` to body; false if the answer did not
+    /// hold it. An error body throws goes to the caller as it is.
+    private func take(_ at: LogWriter.Position, from c: LogNodeClient, _ id: UInt32, _ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {
+        var found = false
+        var failure: Error?
+        _ = try c.finishReadPage(id) { e in
+            guard e.index == at.index else { return }
+            found = true
+            do { try body(e.payload) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return found
     }
 }

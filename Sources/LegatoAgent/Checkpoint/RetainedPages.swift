@@ -32,10 +32,13 @@ final class RetainedPages {
     private let token: [UInt8]
     private let lock = Lock()
     private var clients: [Endpoint: MemoryClient] = [:]
-    private var described: [Source?] = []
-    private var describedKeys: [String: Int] = [:]
+    private struct SpaceAt: Hashable {
+        let endpoint: Endpoint
+        let space: UInt64
+    }
+    private var described: [SpaceAt: Source?] = [:]   // what DESCRIBE_SPACE said (nil: no source)
+    private var seen: [SpaceAt] = []                  // the spaces it found
     private(set) var fetchedPages = 0
-    private var seen: [(Endpoint, UInt64)] = []   // spaces DESCRIBE_SPACE found
 
     init(secret: ClusterSecret, token: [UInt8]) {
         self.secret = secret
@@ -48,16 +51,15 @@ final class RetainedPages {
     /// checkpoint of the space that is in `chain` and not older than `epoch` (asked once per node
     /// and space; an unreachable node or a space it no longer has is no source).
     func source(endpoint: Endpoint, space: UInt64, epoch: UInt32, chain: Set<UInt32>) -> Source? {
-        let key = "\(endpoint)/\(space)"
+        let at = SpaceAt(endpoint: endpoint, space: space)
         let found: Source? = lock.withLock {
-            if let i = describedKeys[key] { return described[i] }
+            if let known = described[at] { return known }
             var s: Source?
             if let d = try? client(endpoint).describe(space: space) {
-                seen.append((endpoint, space))
+                seen.append(at)
                 if d.retainedEpoch != 0 { s = Source(endpoint: endpoint, space: space, retained: d.retainedEpoch) }
             }
-            describedKeys[key] = described.count
-            described.append(s)
+            described[at] = s
             return s
         }
         guard let found, chain.contains(found.retained), found.retained >= epoch else { return nil }
@@ -75,7 +77,7 @@ final class RetainedPages {
     func dropSeenSpaces() -> Int {
         lock.withLock {
             var dropped = 0
-            for (ep, space) in seen where (try? client(ep).dropSpace(space)) != nil { dropped += 1 }
+            for s in seen where (try? client(s.endpoint).dropSpace(s.space)) != nil { dropped += 1 }
             seen.removeAll()
             return dropped
         }
