@@ -53,6 +53,7 @@ public final class LogWriter {
         var bytes = 0
         var closed = false
         var unsynced = false
+        var opening: [(node: UInt64, request: UInt32)] = []  // OPEN_REPLICA answers still to collect
         init(id: UInt64, replicas: [UInt64]) {
             self.id = id
             self.replicas = replicas
@@ -234,14 +235,35 @@ public final class LogWriter {
         }
         let s = Segment(id: nextSegment, replicas: [])
         nextSegment += 1
-        s.replicas = askAll(.openReplica, targets, segment: s.id)
+        // The OPEN answers are collected after the first append is sent (see settleOpens): a log
+        // node handles a connection's requests in order, so the append's bytes flow in while it opens.
+        for id in targets {
+            do { s.opening.append((id, try client(id).startSimple(.openReplica, config.writer, s.id))) } catch { dropNode(id, "\(error)") }
+        }
+        s.replicas = s.opening.map { $0.node }
         if s.replicas.isEmpty { throw LogError.noLogNodes }
         segments.append(s)
-        try topUp(s)
+        if s.replicas.count < targets.count {
+            let failed = settleOpens(s)
+            s.replicas.removeAll { failed.contains($0) }
+            try topUp(s)
+        }
         return s
     }
 
-    /// Sends `chunk` to every replica at once, then collects the answers; a failed replica is replaced.
+    /// Collects the OPEN answers of segment `s`; returns the nodes that refused or failed (dropped).
+    private func settleOpens(_ s: Segment) -> [UInt64] {
+        var failed: [UInt64] = []
+        for (id, req) in s.opening {
+            do { try client(id).finishSimple(.openReplica, req) } catch {
+                failed.append(id)
+                dropNode(id, "\(error)")
+            }
+        }
+        s.opening.removeAll()
+        return failed
+    }
+
     static let requestBytes = 1 << 20
 
     /// Appends `chunk` to every replica of `s`: in requests of about 1 MiB, every request sent to every
@@ -271,6 +293,7 @@ public final class LogWriter {
                 }
             }
         }
+        failed += settleOpens(s).filter { !failed.contains($0) }
         for (id, req) in pending where !failed.contains(id) {
             do { _ = try client(id).finishAppend(req) } catch {
                 failed.append(id)

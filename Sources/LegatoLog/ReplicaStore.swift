@@ -82,6 +82,7 @@ public final class ReplicaStore {
         let path: String
         var owner: [UInt8]
         var fd: Int32 = -1
+        var onDisk = true       // false until the file of a replica opened here is created
         var entries: [EntryRef] = []
         var fileLength: UInt64 = 0
         var syncedLength: UInt64 = 0
@@ -162,22 +163,18 @@ public final class ReplicaStore {
             guard ok else { throw StoreError.alreadyExists(k) }
             return
         }
+        // The file is created when the buffer is first written out (see createFile): an open replica
+        // is only "stored" in memory until then, and creating a file on a disk busy with other
+        // replicas' writes took 0.3-0.4 ms, half of what an OPEN cost.
         try lock.withLock {
             if replicas[k] != nil { throw StoreError.alreadyExists(k) }
-            let p = path(k)
-            try FileManager.default.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            let fd = Glibc.open(p, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-            if fd < 0 {
-                if errno == ENOSPC || errno == EDQUOT { throw StoreError.diskFull(k, "creating \(p): \(Errno.name(errno))") }
-                throw StoreError.ioError(k, "creating \(p): \(Errno.name(errno))")
-            }
-            let r = Replica(key: k, path: p, owner: tag)
-            r.fd = fd
+            let r = Replica(key: k, path: path(k), owner: tag)
             var header = SegmentFormat.encodeHeader(writer: k.writer, segment: k.segment, created: UInt64(Date().timeIntervalSince1970 * 1e9))
             for i in 0..<16 { header[32 + i] = tag[i] }
             // Re-checksum with the owner tag in the reserved bytes.
             let crc = header.withUnsafeBytes { Sys.crc32c(0, UnsafeRawBufferPointer(rebasing: $0[0..<60])) }
             SegmentFormat.put32(&header, 60, crc)
+            r.onDisk = false
             if let spare = spareBuffers.popLast() {
                 spare.removeAll()
                 r.buffer = spare
@@ -342,7 +339,7 @@ public final class ReplicaStore {
             guard r.owner == Self.ownerTag(token) else { throw StoreError.notOwner(k) }
             if r.fd >= 0 { Glibc.close(r.fd) }
             r.fd = -1
-            unlink(r.path)
+            if r.onDisk { unlink(r.path) }
             defer { r.buffer.removeAll() }
             return r.buffer.count
         }
@@ -574,6 +571,7 @@ public final class ReplicaStore {
     /// returns how many buffered bytes went to the file. Replica lock held.
     private func flushLocked(_ r: Replica, fsync wantSync: Bool) throws -> Int {
         var moved = 0
+        if !r.buffer.isEmpty { try createFile(r) }
         if !r.buffer.isEmpty && directWrite(r) {
             moved = r.buffer.count
             r.fileLength += UInt64(moved)
@@ -631,6 +629,30 @@ public final class ReplicaStore {
             r.syncedLength = r.fileLength
         }
         return moved
+    }
+
+    /// Creates the file of a replica opened here, before its first write (its directory too).
+    /// Replica lock held.
+    private func createFile(_ r: Replica) throws {
+        guard !r.onDisk else { return }
+        let dir = (r.path as NSString).deletingLastPathComponent
+        var failure: Int32 = 0, what = dir
+        if mkdir(dir, 0o700) != 0 && errno != EEXIST { failure = errno }
+        if failure == 0 {
+            let fd = Glibc.open(r.path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            if fd >= 0 {
+                r.fd = fd
+                r.onDisk = true
+                return
+            }
+            failure = errno
+            what = r.path
+        }
+        let why = "\(Errno.name(failure)) creating \(what)"
+        r.ioError = why
+        lock.withLock { ioErrors += 1 }
+        log.error("\(why)")
+        throw failure == ENOSPC || failure == EDQUOT ? StoreError.diskFull(r.key, why) : StoreError.ioError(r.key, why)
     }
 
     /// Writes a closed replica's whole buffer with O_DIRECT straight from its aligned storage (padded

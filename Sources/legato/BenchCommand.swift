@@ -18,12 +18,13 @@ struct BenchCommand: ParsableCommand {
         @Option var total: ByteSize = ByteSize(bytes: 512 << 20)
         @Option var entry: ByteSize = ByteSize(bytes: 4096)
         @Option var batch: Int = 256
+        @Option(help: "Segment size.") var segment: ByteSize = ByteSize(bytes: 8 << 20)
         @Option var writer: UInt64 = UInt64.random(in: 1...UInt64.max)
         @Flag var sync = false
         @OptionGroup var secret: SecretOptions
 
         func run() throws {
-            let log = try LogWriter(config: .init(writer: writer, replicas: replicas, segmentBytes: 8 << 20, secret: try secret.load(),
+            let log = try LogWriter(config: .init(writer: writer, replicas: replicas, segmentBytes: Int(segment.bytes), secret: try secret.load(),
                                                   token: Sys.randomBytes(32), coordinator: coordinator))
             defer { log.close() }
             let payload = [UInt8]((0..<Int(entry.bytes)).map { UInt8(truncatingIfNeeded: $0 * 7) })

@@ -59,6 +59,32 @@ import LegatoCore
         #expect(s.list(writer: key.writer).first?.entries == 50)
     }
 
+    @Test func createsAReplicasFileWhenItIsFirstWrittenOut() throws {
+        let dir = TestEnvironment.temporaryDirectory("replicas-lazy")
+        let s = try store(dir)
+        defer { s.shutdown() }
+        let file = dir + "/replicas/0000000000000abc/0000000000000003.seg"
+        try s.open(key, token: token)
+        _ = try s.append(key, token: token, first: 0, entries: entries(3))
+        #expect(!FileManager.default.fileExists(atPath: file), "an open replica lives in memory until written out")
+        try s.sync(key, token: token)
+        #expect(FileManager.default.fileExists(atPath: file))
+        #expect(try readAll(s, key).entries.count == 3)
+        // A writer directory that cannot be made: the sync says what failed, nothing is lost from memory.
+        let other = ReplicaStore.Key(writer: 0xdef, segment: 1)
+        #expect(FileManager.default.createFile(atPath: dir + "/replicas/0000000000000def", contents: Data()))
+        try s.open(other, token: token)
+        let es = entries(4)
+        _ = try s.append(other, token: token, first: 0, entries: es)
+        do {
+            try s.sync(other, token: token)
+            Issue.record("a sync whose file cannot be created must fail")
+        } catch let e as ReplicaStore.StoreError {
+            #expect("\(e)".contains("Not a directory") && "\(e)".contains("creating"), "\(e)")
+        }
+        #expect(try readAll(s, other).entries.map { $0.entry } == es)
+    }
+
     @Test func onlyTheOpeningWriterMayWrite() throws {
         let s = try store(TestEnvironment.temporaryDirectory("owner"))
         try s.open(key, token: token)
