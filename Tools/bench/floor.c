@@ -8,6 +8,13 @@
  *
  * Prints one line: `floor_<what>_us p50=X p99=Y n=N` (tcpbw: `floor_tcpbw_mbps=X`).
  *   floor copy  [MIB] copying MIB MiB out of another process (process_vm_readv), per GiB
+ *   floor uffdscan MIB LOCAL PASSES
+ *                     seqscan's work (fill MIB MiB, scan it PASSES times) with LOCAL MiB resident, paged
+ *                     by userfaultfd inside the process itself: a server thread installs 1 MiB runs
+ *                     (UFFDIO_COPY, four runs ahead of a fault) from an in-memory backing, and the
+ *                     scanning thread copies out and drops (MADV_DONTNEED) what lies LOCAL behind it,
+ *                     4 MiB at a time. No second process, no ptrace, no network: what uffd paging alone
+ *                     costs. Prints `floor_uffdscan_s=X` (X: fill plus scans).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -16,6 +23,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,15 +202,92 @@ static int copy_floor(int mib) {
     return 0;
 }
 
+/* ---- floor uffdscan */
+#define SCAN_MIB ((size_t)1 << 20)
+#define SCAN_RUN SCAN_MIB         /* what the server installs at a time */
+#define SCAN_AHEAD 4              /* runs installed from a fault on */
+#define SCAN_DROP (4 * SCAN_MIB)  /* what the scanner drops at a time */
+static char *scan_region, *scan_backing;
+static size_t scan_len, scan_local, scan_dropped;
+static int scan_uffd;
+
+static void *scan_server(void *arg) {
+    (void)arg;
+    struct pollfd p = {.fd = scan_uffd, .events = POLLIN};
+    for (;;) {
+        struct uffd_msg m;
+        if (read(scan_uffd, &m, sizeof m) != (ssize_t)sizeof m) {
+            if (poll(&p, 1, -1) < 0 && errno != EINTR) die("poll");
+            continue;
+        }
+        if (m.event != UFFD_EVENT_PAGEFAULT) continue;
+        size_t start = (m.arg.pagefault.address - (uint64_t)scan_region) & ~(SCAN_RUN - 1);
+        for (size_t o = start; o < start + SCAN_AHEAD * SCAN_RUN && o < scan_len; o += 4096) {
+            /* Page by page past what is there (EEXIST): a run may hold pages not dropped yet. */
+            struct uffdio_copy c = {.dst = (uint64_t)scan_region + o, .src = (uint64_t)scan_backing + o,
+                                    .len = SCAN_RUN - (o & (SCAN_RUN - 1))};
+            if (ioctl(scan_uffd, UFFDIO_COPY, &c) == 0) { o += c.len - 4096; continue; }
+            if (errno != EEXIST && errno != EAGAIN) die("UFFDIO_COPY");
+            if (c.copy > 0) o += (size_t)c.copy - 4096;
+        }
+    }
+    return NULL;
+}
+
+/* Keeps [pos - local, pos) resident: copies out and drops what lies further behind. */
+static void scan_drop_behind(size_t pos) {
+    if (pos < scan_dropped) scan_dropped = 0;  /* a new pass */
+    while (pos >= scan_local && pos - scan_local >= scan_dropped + SCAN_DROP) {
+        memcpy(scan_backing + scan_dropped, scan_region + scan_dropped, SCAN_DROP);
+        if (madvise(scan_region + scan_dropped, SCAN_DROP, MADV_DONTNEED)) die("madvise");
+        scan_dropped += SCAN_DROP;
+    }
+}
+
+static int uffdscan_floor(size_t mib, size_t local_mib, int passes) {
+    scan_len = mib * SCAN_MIB;
+    scan_local = local_mib * SCAN_MIB;
+    scan_region = mmap(NULL, scan_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    scan_backing = mmap(NULL, scan_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (scan_region == MAP_FAILED || scan_backing == MAP_FAILED) die("mmap");
+    scan_uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    if (scan_uffd < 0) die("userfaultfd");
+    struct uffdio_api api = {.api = UFFD_API};
+    if (ioctl(scan_uffd, UFFDIO_API, &api)) die("UFFDIO_API");
+    struct uffdio_register reg = {.range = {.start = (uint64_t)scan_region, .len = scan_len}, .mode = UFFDIO_REGISTER_MODE_MISSING};
+    if (ioctl(scan_uffd, UFFDIO_REGISTER, &reg)) die("UFFDIO_REGISTER");
+    pthread_t server;
+    if (pthread_create(&server, NULL, scan_server, NULL)) die("pthread_create");
+    const uint64_t k = 0x9E3779B97F4A7C15ull;  /* seqscan's fill */
+    const size_t words = scan_len / 8, every = SCAN_DROP / 8;
+    uint64_t *a = (uint64_t *)scan_region, v = 0, sum = 0;
+    double t0 = now_us();
+    for (size_t i = 0; i < words; i++, v += k) {
+        a[i] = v;
+        if (i % every == 0) scan_drop_behind(i * 8);
+    }
+    for (int p = 0; p < passes; p++)
+        for (size_t i = 0; i < words; i++) {
+            sum += a[i];
+            if (i % every == 0) scan_drop_behind(i * 8);
+        }
+    double secs = (now_us() - t0) / 1e6;
+    uint64_t n = words, want = (uint64_t)passes * (k * (n % 2 ? (n - 1) / 2 * n : n / 2 * (n - 1)));
+    if (sum != want) { fprintf(stderr, "uffdscan: wrong sum\n"); return 1; }
+    printf("floor_uffdscan_s=%.3f\n", secs);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: floor uffd|tcp|tcpbw|copy [N]\n");
+        fprintf(stderr, "usage: floor uffd|tcp|tcpbw|copy [N] | floor uffdscan MIB LOCAL PASSES\n");
         return 2;
     }
     int n = argc > 2 ? atoi(argv[2]) : 20000;
     if (!strcmp(argv[1], "uffd")) return uffd_floor(n);
     if (!strcmp(argv[1], "tcp")) return tcp_floor(n);
     if (!strcmp(argv[1], "copy")) return copy_floor(argc > 2 ? atoi(argv[2]) : 1024);
+    if (!strcmp(argv[1], "uffdscan") && argc == 5) return uffdscan_floor((size_t)atol(argv[2]), (size_t)atol(argv[3]), atoi(argv[4]));
     if (!strcmp(argv[1], "tcpbw")) return tcpbw_floor(argc > 2 ? atoi(argv[2]) : 2048);
     fprintf(stderr, "unknown floor %s\n", argv[1]);
     return 2;

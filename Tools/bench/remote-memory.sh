@@ -8,7 +8,8 @@
 #      loopback TCP round trip of 16 bytes -> 4 KiB;
 #   2. the remote-fault latency a program sees under `legato run` (faultlat at 1/8 local memory);
 #   3. workload times at 100/50/25/12.5% local memory against a plain run, and the same workloads
-#      under Linux swap (a swapfile on disk, and zram) with a cgroup memory limit equal to --local-mem.
+#      under Linux swap (a swapfile on disk, and zram) with a cgroup memory limit equal to --local-mem;
+#      for the sequential scan, also the same work paged by userfaultfd inside its own process.
 # Results go in Docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,7 +35,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 
-cc -O2 -o "$WORK/floor" Tools/bench/floor.c
+cc -O2 -pthread -o "$WORK/floor" Tools/bench/floor.c
 for w in seqscan randrw faultlat; do cc -O2 -pthread -o "$WORK/$w" "Tools/workloads/$w.c"; done
 
 MIB=256
@@ -108,6 +109,7 @@ run_row() {  # name, footprint MiB, workload args...
     local plain
     plain=$(seconds "$@")
     echo
+    LAST_PLAIN=$plain
     echo "### $name (plain run: ${plain} s)"
     echo
     echo "| local memory | legato run | x plain | swap to disk (cgroup) | x plain | zram (cgroup) | x plain |"
@@ -132,6 +134,20 @@ run_row() {  # name, footprint MiB, workload args...
 
 echo "## Workload time against local memory"
 run_row "sequential scan: seqscan $SEQ_ARGS" "$MIB" "$WORK/seqscan" $SEQ_ARGS
+# The sequential scan's floor: the same work paged by userfaultfd inside the program's own process
+# (floor.c uffdscan), with no second process, no ptrace and no network (median of three).
+echo
+echo "uffd paging floor for the sequential scan (floor.c uffdscan, median of 3):"
+echo
+echo "| local memory | uffd floor | x plain |"
+echo "|---|---|---|"
+for pct in 100 50 25 12.5; do
+    lm=$(python3 -c "print(max(1, int($MIB * $pct / 100)))")
+    fl=()
+    for _ in 1 2 3; do fl+=("$("$WORK/floor" uffdscan "$MIB" "$lm" "${SEQ_ARGS#* }" | field floor_uffdscan_s)"); done
+    med=$(python3 -c "import statistics,sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.2f}')" "${fl[@]}")
+    echo "| ${pct}% (${lm}M) | $med s | $(python3 -c "print(f'{$med/$LAST_PLAIN:.1f}x')") |"
+done
 run_row "random access: randrw $RAND_ARGS" "$RAND_MIB" "$WORK/randrw" $RAND_ARGS
 echo
 echo "Swap rows: the same binary in a cgroup whose memory limit equals --local-mem (all of the program's"
