@@ -55,11 +55,14 @@ extension Agent {
         }
     }
 
+    /// Moves thread `tid`'s stream frontier up to `page`, if the page lies in the region of the
+    /// stream's last fault. (A fault served while freezing does not update the stream: without
+    /// this check the frontier of a stream in the heap could jump to the thread's stack, and its
+    /// next fault anywhere in between would count the whole gap as passed.)
     func advanceFrontier(_ tid: UInt32, _ page: UInt64) {
-        if var s = streams[tid], page > s.frontier {
-            s.frontier = page
-            streams[tid] = s
-        }
+        guard var s = streams[tid], page > s.frontier, let r = regions.find(page), r.contains(s.last) else { return }
+        s.frontier = page
+        streams[tid] = s
     }
 
     /// Sends one fetch for up to `maxPages` consecutive remote pages from r[i] on one node.

@@ -37,7 +37,11 @@ struct ConsumedRanges {
     private var ranges: [(start: UInt64, end: UInt64)] = []
     static let limit = 4096
 
+    /// Longest range taken: a stream passes a few read-ahead windows between two faults.
+    static let maxRange: UInt64 = 1 << 30
+
     mutating func push(_ start: UInt64, _ end: UInt64) {
+        guard end > start, end - start <= ConsumedRanges.maxRange else { return }
         if ranges.count == ConsumedRanges.limit { ranges.removeFirst(ConsumedRanges.limit / 2) }
         ranges.append((start, end))
     }
