@@ -15,13 +15,41 @@ final class WriteBackBatch {
         self.id = id
         self.node = node
         self.keys = keys
-        buffer = UnsafeMutableRawPointer.allocate(byteCount: max(1, keys.count) * Page.size, alignment: Page.size)
+        buffer = BatchBuffers.fits(keys.count) ? BatchBuffers.take()
+            : UnsafeMutableRawPointer.allocate(byteCount: max(1, keys.count) * Page.size, alignment: Page.size)
     }
 
-    deinit { buffer.deallocate() }
+    deinit {
+        if BatchBuffers.fits(keys.count) { BatchBuffers.give(buffer) } else { buffer.deallocate() }
+    }
 
     @inline(__always) func page(_ i: Int) -> UnsafeMutableRawPointer { buffer + i * Page.size }
     var bytes: Int { keys.count * Page.size }
+}
+
+/// Buffers of batches stored and let go, kept for the next ones: a fresh buffer faults in every page
+/// as the eviction's process_vm_readv fills it (zeroing it first), inside the freeze. Thread-safe.
+enum BatchBuffers {
+    static let pages = 1024  // what an eviction puts in one batch
+    static let kept = 8
+    private static let lock = Lock()
+    nonisolated(unsafe) private static var free: [UnsafeMutableRawPointer] = []
+
+    /// Batches of more than half a buffer use one (small ones get storage of their own size).
+    static func fits(_ count: Int) -> Bool { count > pages / 2 && count <= pages }
+
+    static func take() -> UnsafeMutableRawPointer {
+        lock.withLock { free.popLast() } ?? UnsafeMutableRawPointer.allocate(byteCount: pages * Page.size, alignment: Page.size)
+    }
+
+    static func give(_ p: UnsafeMutableRawPointer) {
+        let keep = lock.withLock { () -> Bool in
+            guard free.count < kept else { return false }
+            free.append(p)
+            return true
+        }
+        if !keep { p.deallocate() }
+    }
 }
 
 /// The write-back thread: stores batches and forwards discards to memory nodes, in submission
