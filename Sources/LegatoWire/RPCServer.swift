@@ -144,7 +144,6 @@ public final class RPCServer {
         }
         Socket.setTimeout(conn.fd, seconds: 0)
         let session = Session(peer: conn.peer, token: token)
-        conn.spinNanos = (getenv("LEGATO_SERVER_SPIN_US").flatMap { UInt64(String(cString: $0)) } ?? 0) * 1000
         defer { service.sessionClosed(session) }
         var payload: [UInt8] = []  // reused from request to request
         while true {
