@@ -173,7 +173,7 @@ public enum Socket {
             let r = iovs.withUnsafeMutableBufferPointer { buf -> Int in
                 var msg = msghdr()
                 msg.msg_iov = buf.baseAddress! + index
-                msg.msg_iovlen = buf.count - index
+                msg.msg_iovlen = min(buf.count - index, 1024)  // IOV_MAX
                 return sendmsg(fd, &msg, Int32(MSG_NOSIGNAL))
             }
             if r < 0 {
