@@ -44,20 +44,31 @@ extension Agent {
 
         // Victims still resident after whatever the freeze let through, grouped by region.
         candidates.sort()
+        // (Each region's list is built aside and added whole: appending to the last element of
+        // perRegion copied that element's list on every append, 37 ms in a run of seqscan.)
         var perRegion: [(Region, [Int])] = []
+        var current: Region?
+        var currentIndexes: [Int] = []
         for a in candidates {
             guard let r = regions.find(a) else { continue }
             let i = r.index(of: a)
             guard r.state(i).contains(.resident) else { continue }
-            if let last = perRegion.last, last.0 === r { perRegion[perRegion.count - 1].1.append(i) } else { perRegion.append((r, [i])) }
+            if r !== current {
+                if let c = current { perRegion.append((c, currentIndexes)) }
+                current = r
+                currentIndexes = []
+            }
+            currentIndexes.append(i)
         }
+        if let c = current { perRegion.append((c, currentIndexes)) }
 
         // Which victims are present and which were written since installed: one PAGEMAP_SCAN over
         // each region's victim span, without write-protecting anything (the victims' protection does
         // not matter once they are discarded, and other pages keep their written bit for later).
-        var dirtyVictims: [(Region, Int)] = []
-        var cleanVictims: [(Region, Int)] = []
-        var vanished: [(Region, Int)] = []
+        // Each victim gets a mark, parallel to perRegion (per-page tuples cost a retain each, and
+        // this all happens with PROG frozen).
+        var marks: [[Mark]] = []
+        marks.reserveCapacity(perRegion.count)
         for (r, idx) in perRegion {
             let first = idx.first!, last = idx.last!
             var seen = [UInt8](repeating: 0, count: last - first + 1)  // bit 0 present, bit 1 written
@@ -65,24 +76,33 @@ extension Agent {
                 let mark: UInt8 = cat.contains(.written) ? 3 : 1
                 for k in r.index(of: s)..<r.index(of: e) { seen[k - first] = mark }
             }
-            for i in idx {
-                let m = seen[i - first]
-                if m & 1 == 0 { vanished.append((r, i)); continue }
-                if m & 2 != 0 { r.remove(i, .saved) }  // written since installed or since the last checkpoint
-                if m & 2 != 0 || r.state(i).contains(.dirty) { dirtyVictims.append((r, i)) } else { cleanVictims.append((r, i)) }
+            var m = [Mark](repeating: .vanished, count: idx.count)
+            for (j, i) in idx.enumerated() {
+                let seenBits = seen[i - first]
+                if seenBits & 1 == 0 { continue }
+                if seenBits & 2 != 0 { r.remove(i, .saved) }  // written since installed or since the last checkpoint
+                m[j] = seenBits & 2 != 0 || r.state(i).contains(.dirty) ? .dirty : .clean
             }
+            marks.append(m)
         }
 
         let scanned = monotonicNanos()
         stats.evictionPhaseNanos[1] += scanned - frozen
         // Route dirty pages to memory nodes; a page with nowhere to go stays.
-        var byNode: [Int: [(Region, Int)]] = [:]
+        var byNode: [Int: (keys: [UInt64], addresses: [UInt64])] = [:]
         var kept = 0
-        for (r, i) in dirtyVictims {
-            if let node = pool.route(r.key(at: i)) { byNode[node, default: []].append((r, i)) } else {
-                kept += 1
-                stats.keptLocalPages += 1
-                r.remove(i, .queued)
+        for (ri, (r, idx)) in perRegion.enumerated() {
+            for (j, i) in idx.enumerated() where marks[ri][j] == .dirty {
+                let key = r.key(at: i)
+                if let node = pool.route(key) {
+                    byNode[node, default: ([], [])].keys.append(key)
+                    byNode[node, default: ([], [])].addresses.append(r.address(at: i))
+                } else {
+                    marks[ri][j] = .keptLocal
+                    kept += 1
+                    stats.keptLocalPages += 1
+                    r.remove(i, .queued)
+                }
             }
         }
         if kept > 0 && !warnedFull {
@@ -94,13 +114,13 @@ extension Agent {
         for (node, pages) in byNode.sorted(by: { $0.key < $1.key }) {
             // A batch is one STORE_PAGES request: at most 1024 pages (the protocol allows 4096).
             var start = 0
-            while start < pages.count {
-                let chunk = pages[start..<min(pages.count, start + 1024)]
-                let b = WriteBackBatch(id: nextBatchID, node: node, keys: chunk.map { $0.0.key(at: $0.1) })
+            while start < pages.keys.count {
+                let end = min(pages.keys.count, start + 1024)
+                let b = WriteBackBatch(id: nextBatchID, node: node, keys: Array(pages.keys[start..<end]))
                 nextBatchID += 1
-                try readPages(chunk.map { $0.0.address(at: $0.1) }, into: b.buffer)
+                try readPages(Array(pages.addresses[start..<end]), into: b.buffer)
                 newBatches.append(b)
-                start += chunk.count
+                start = end
             }
         }
 
@@ -116,33 +136,44 @@ extension Agent {
             batches[b.id] = b
             inflightBytes += b.bytes
         }
-        var evicted = 0
-        for (_, pages) in byNode {
-            for (r, i) in pages {
-                var s = r.state(i)
-                s.remove([.resident, .dirty, .queued])
-                s.insert([.remote, .inFlight])
-                r.setState(i, s)
-                evicted += 1
+        var evicted = 0, clean = 0, vanished = 0
+        var discard: [UInt64] = []  // in address order: perRegion is sorted, each idx ascending
+        discard.reserveCapacity(candidates.count)
+        for (ri, (r, idx)) in perRegion.enumerated() {
+            for (j, i) in idx.enumerated() {
+                switch marks[ri][j] {
+                case .dirty:
+                    var st = r.state(i)
+                    st.remove([.resident, .dirty, .queued])
+                    st.insert([.remote, .inFlight])
+                    r.setState(i, st)
+                    evicted += 1
+                    discard.append(r.address(at: i))
+                case .clean:
+                    r.remove(i, [.resident, .queued])
+                    evicted += 1
+                    clean += 1
+                    discard.append(r.address(at: i))
+                case .vanished:
+                    r.setState(i, r.state(i).intersection(.remote))
+                    vanished += 1
+                case .keptLocal:
+                    break
+                }
             }
         }
-        for (r, i) in cleanVictims {
-            r.remove(i, [.resident, .queued])
-            evicted += 1
-        }
-        for (r, i) in vanished {
-            r.setState(i, r.state(i).intersection(.remote))
-        }
-        stats.noteResident(-(evicted + vanished.count))
+        stats.noteResident(-(evicted + vanished))
         stats.evictedPages += evicted
-        stats.cleanEvictions += cleanVictims.count
+        stats.cleanEvictions += clean
         stats.evictions += 1
 
-        let discard = (cleanVictims + byNode.values.flatMap { $0 }).map { $0.0.address(at: $0.1) }.sorted()
         try discardInProgram(discard, using: injector)
         stats.evictionPhaseNanos[3] += monotonicNanos() - read
         for b in newBatches { writeBack.submit(.store(b)) }
     }
+
+    /// What the freeze found of a victim.
+    enum Mark { case vanished, clean, dirty, keptLocal }
 
     /// Up to `wanted` resident pages, oldest first.
     private func pickVictims(_ wanted: Int) -> [UInt64] {
