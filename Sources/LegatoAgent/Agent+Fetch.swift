@@ -104,9 +104,8 @@ extension Agent {
 
     /// Receives and installs the next answer from `node`.
     func receiveInbound(node: Int) throws {
-        guard var queue = inbound[node], !queue.isEmpty else { return }
-        let p = queue.removeFirst()
-        inbound[node] = queue
+        guard let p = inbound[node]?.first else { return }
+        inbound[node]!.removeFirst()  // in place (a copy taken out and put back would be copied whole)
         inboundPages -= p.count
         defer { freeSlots.append(p.slot) }
         let buffer = fetchBuffer + p.slot * fetchSlotPages * Page.size
