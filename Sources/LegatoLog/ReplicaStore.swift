@@ -600,14 +600,8 @@ public final class ReplicaStore {
                 _ = ftruncate(r.fd, off_t(boundary))
                 r.buffer.removeFirst(kept)
                 r.fileLength = boundary
-                let why = "\(Errno.name(failure)) writing \(r.path) at \(boundary)"
-                r.ioError = why
-                lock.withLock {
-                    buffered -= kept
-                    ioErrors += 1
-                }
-                log.error("\(why)")
-                throw failure == ENOSPC || failure == EDQUOT ? StoreError.diskFull(r.key, why) : StoreError.ioError(r.key, why)
+                lock.withLock { buffered -= kept }
+                throw ioFailure(r, failure, "\(Errno.name(failure)) writing \(r.path) at \(boundary)")
             }
             r.fileLength += UInt64(done)
             moved = done
@@ -621,10 +615,7 @@ public final class ReplicaStore {
         if wantSync && r.syncedLength < r.fileLength {
             if fdatasync(r.fd) != 0 {
                 let e = errno
-                let why = "\(Errno.name(e)) syncing \(r.path)"
-                r.ioError = why
-                lock.withLock { ioErrors += 1 }
-                throw e == ENOSPC ? StoreError.diskFull(r.key, why) : StoreError.ioError(r.key, why)
+                throw ioFailure(r, e, "\(Errno.name(e)) syncing \(r.path)")
             }
             r.syncedLength = r.fileLength
         }
@@ -648,11 +639,16 @@ public final class ReplicaStore {
             failure = errno
             what = r.path
         }
-        let why = "\(Errno.name(failure)) creating \(what)"
+        throw ioFailure(r, failure, "\(Errno.name(failure)) creating \(what)")
+    }
+
+    /// Records a failed write, sync or create of r (kept on the replica, counted, logged) and returns
+    /// the writer's error: disk full for ENOSPC or EDQUOT, an I/O error otherwise. Replica lock held.
+    private func ioFailure(_ r: Replica, _ code: Int32, _ why: String) -> StoreError {
         r.ioError = why
         lock.withLock { ioErrors += 1 }
         log.error("\(why)")
-        throw failure == ENOSPC || failure == EDQUOT ? StoreError.diskFull(r.key, why) : StoreError.ioError(r.key, why)
+        return code == ENOSPC || code == EDQUOT ? .diskFull(r.key, why) : .ioError(r.key, why)
     }
 
     /// Writes a closed replica's whole buffer with O_DIRECT straight from its aligned storage (padded
