@@ -237,9 +237,7 @@ public final class LogWriter {
         nextSegment += 1
         // The OPEN answers are collected after the first append is sent (see settleOpens): a log
         // node handles a connection's requests in order, so the append's bytes flow in while it opens.
-        for id in targets {
-            do { s.opening.append((id, try client(id).startSimple(.openReplica, config.writer, s.id))) } catch { dropNode(id, "\(error)") }
-        }
+        s.opening = sendAll(.openReplica, targets, segment: s.id)
         s.replicas = s.opening.map { $0.node }
         if s.replicas.isEmpty { throw LogError.noLogNodes }
         segments.append(s)
@@ -253,15 +251,8 @@ public final class LogWriter {
 
     /// Collects the OPEN answers of segment `s`; returns the nodes that refused or failed (dropped).
     private func settleOpens(_ s: Segment) -> [UInt64] {
-        var failed: [UInt64] = []
-        for (id, req) in s.opening {
-            do { try client(id).finishSimple(.openReplica, req) } catch {
-                failed.append(id)
-                dropNode(id, "\(error)")
-            }
-        }
-        s.opening.removeAll()
-        return failed
+        defer { s.opening.removeAll() }
+        return collect(.openReplica, s.opening)
     }
 
     static let requestBytes = 1 << 20
@@ -363,28 +354,35 @@ public final class LogWriter {
         throw LogError.unreadable(segment: s.id, why)
     }
 
-    /// Sends `op` for `segment` to every node of `ids` before awaiting any answer; returns the nodes
-    /// that answered (the others are dropped).
-    private func askAll(_ op: Opcode, _ ids: [UInt64], segment: UInt64) -> [UInt64] {
-        var sent: [(UInt64, UInt32)] = []
+    /// Sends `op` (OPEN or CLOSE) for `segment` to every node of `ids` without awaiting answers;
+    /// returns the requests sent (a node that cannot be sent to is dropped).
+    private func sendAll(_ op: Opcode, _ ids: [UInt64], segment: UInt64) -> [(node: UInt64, request: UInt32)] {
+        var sent: [(node: UInt64, request: UInt32)] = []
         for id in ids {
             do { sent.append((id, try client(id).startSimple(op, config.writer, segment))) } catch { dropNode(id, "\(error)") }
         }
-        var ok: [UInt64] = []
+        return sent
+    }
+
+    /// Collects the answers to requests `sendAll` sent; returns the nodes that refused or failed (dropped).
+    private func collect(_ op: Opcode, _ sent: [(node: UInt64, request: UInt32)]) -> [UInt64] {
+        var failed: [UInt64] = []
         for (id, req) in sent {
-            do {
-                try client(id).finishSimple(op, req)
-                ok.append(id)
-            } catch { dropNode(id, "\(error)") }
+            do { try client(id).finishSimple(op, req) } catch {
+                failed.append(id)
+                dropNode(id, "\(error)")
+            }
         }
-        return ok
+        return failed
     }
 
     private func closeSegment(_ s: Segment) throws {
-        let closed = askAll(.closeReplica, s.replicas, segment: s.id)
-        let failed = s.replicas.filter { !closed.contains($0) }
+        let sent = sendAll(.closeReplica, s.replicas, segment: s.id)
+        let refused = collect(.closeReplica, sent)
+        let closed = sent.map { $0.node }.filter { !refused.contains($0) }
+        let lostAny = closed.count < s.replicas.count
         s.replicas = closed
-        if !failed.isEmpty { try topUp(s) }
+        if lostAny { try topUp(s) }
         s.closed = true  // still `unsynced`: log nodes write a closed replica out right away, `sync` waits for it
         s.entries.removeAll()
     }
