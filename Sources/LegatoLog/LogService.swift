@@ -95,7 +95,7 @@ public final class LogService: RPCService {
                 w.u8(res.closed ? 1 : 0)
                 w.u32(res.corruptSkipped)
                 w.u32(UInt32(res.count))
-                return Reply([w.bytes], borrowed: buffer.bytes(res.start, res.bytes))
+                return Reply([w.bytes], borrowed: [buffer.bytes(res.start, res.bytes)])
             default:
                 throw WireError.unknownOpcode(opcode.rawValue)
             }

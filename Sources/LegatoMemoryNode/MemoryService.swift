@@ -75,17 +75,13 @@ public final class MemoryService: RPCService {
                 try r.expectEnd(what)
                 let vpns = payload.withUnsafeBytes { readVPNs($0, at: vpnOffset, count: n) }
                 var present = [UInt8](repeating: 0, count: n)
-                var found = 0
-                // Filled by the store's memcpy: no need to zero it first.
-                let data = try [UInt8](unsafeUninitializedCapacity: n * Page.size) { buf, count in
-                    found = try vpns.withUnsafeBufferPointer { v in
-                        try present.withUnsafeMutableBufferPointer { p in
-                            try store.fetch(space: space, owner: session.token, vpns: v, present: p.baseAddress!, out: buf.baseAddress!, version: version)
-                        }
+                // The pages go out from the store's segments, gathered into the send (no copy here).
+                let found = try vpns.withUnsafeBufferPointer { v in
+                    try present.withUnsafeMutableBufferPointer { p in
+                        try store.locate(space: space, owner: session.token, vpns: v, present: p.baseAddress!, version: version)
                     }
-                    count = found * Page.size
                 }
-                return Reply([present, data])
+                return Reply([present], borrowed: found.pages, keepAlive: found)
 
             case .discardPages:
                 let space = try r.u64("space")

@@ -168,9 +168,12 @@ public final class PageStore {
         case checkpoint(UInt32)     // as it was at this committed checkpoint, which the space retains
     }
 
-    /// Copies the pages asked for into `out` (page i at out + i*4096); present[i] says which exist.
-    public func fetch(space id: UInt64, owner: [UInt8], vpns: UnsafeBufferPointer<UInt64>,
-                      present: UnsafeMutablePointer<UInt8>, out: UnsafeMutableRawPointer, version: Version = .current) throws -> Int {
+    /// Where the pages asked for are: present[i] tells whether vpns[i] is here, and the answer's
+    /// `pages` point at the present ones, in order. The memory stays valid while the answer lives
+    /// (it holds the segments: an entry is never written over, and a released segment is unmapped
+    /// only when nothing holds it), so callers read it without the store's lock.
+    public func locate(space id: UInt64, owner: [UInt8], vpns: UnsafeBufferPointer<UInt64>,
+                       present: UnsafeMutablePointer<UInt8>, version: Version = .current) throws -> LocatedPages {
         try lock.withLock {
             let s = try space(id, owner)
             let kept: [UInt64: UInt64]
@@ -183,21 +186,36 @@ public final class PageStore {
                 guard e != 0, s.retainedEpoch == e else { throw StoreError.notRetained(AddressSpaceID(id), wanted: e, retained: s.retainedEpoch) }
                 kept = s.retained
             }
-            var found = 0
+            let answer = LocatedPages()
+            answer.pages.reserveCapacity(vpns.count)
             for (i, vpn) in vpns.enumerated() {
                 let loc = kept.isEmpty ? s.index[vpn] : (kept[vpn] ?? s.index[vpn])
                 if let loc, loc != PageStore.absent, let seg = segments[Int(loc >> 32)] {
-                    memcpy(out + found * Page.size, seg.page(at: Int(loc & 0xffff_ffff)), Page.size)
+                    answer.pages.append(UnsafeRawBufferPointer(start: seg.page(at: Int(loc & 0xffff_ffff)), count: Page.size))
+                    if answer.segments.last !== seg { answer.segments.append(seg) }
                     present[i] = 1
-                    found += 1
                 } else {
                     present[i] = 0
                 }
             }
-            fetchedPages += found
-            missedPages += vpns.count - found
-            return found
+            fetchedPages += answer.pages.count
+            missedPages += vpns.count - answer.pages.count
+            return answer
         }
+    }
+
+    /// Pages found by `locate`, and the segments that hold them (kept mapped while this lives).
+    public final class LocatedPages {
+        public fileprivate(set) var pages: [UnsafeRawBufferPointer] = []
+        fileprivate var segments: [Segment] = []
+    }
+
+    /// Copies the present pages among `vpns` to `out`, one after another; returns how many.
+    public func fetch(space id: UInt64, owner: [UInt8], vpns: UnsafeBufferPointer<UInt64>,
+                      present: UnsafeMutablePointer<UInt8>, out: UnsafeMutableRawPointer, version: Version = .current) throws -> Int {
+        let found = try locate(space: id, owner: owner, vpns: vpns, present: present, version: version)
+        for (k, p) in found.pages.enumerated() { memcpy(out + k * Page.size, p.baseAddress!, Page.size) }
+        return found.pages.count
     }
 
     /// Forgets pages [vpn, vpn+count) of each range; returns how many existed.

@@ -14,14 +14,18 @@ public struct ServiceError: Error, CustomStringConvertible {
 }
 
 /// What a service answers with: payload parts sent back to back (no copy into one buffer), then
-/// `borrowed`: bytes the service owns and keeps valid until its next call for the same session
-/// (a per-session read buffer, sent without being copied into an array first).
+/// `borrowed`: memory the service owns, gathered into the send without being copied into an array
+/// first. It stays valid until the reply is sent: either the service keeps it until its next call
+/// for the same session (a per-session read buffer), or `keepAlive` holds it (the server drops that
+/// reference once the reply is out).
 public struct Reply {
     public var parts: [[UInt8]]
-    public var borrowed: UnsafeRawBufferPointer?
-    public init(_ parts: [[UInt8]] = [], borrowed: UnsafeRawBufferPointer? = nil) {
+    public var borrowed: [UnsafeRawBufferPointer]
+    public var keepAlive: AnyObject?
+    public init(_ parts: [[UInt8]] = [], borrowed: [UnsafeRawBufferPointer] = [], keepAlive: AnyObject? = nil) {
         self.parts = parts
         self.borrowed = borrowed
+        self.keepAlive = keepAlive
     }
     public static let empty = Reply()
 }
@@ -173,9 +177,11 @@ public final class RPCServer {
                     default: reply = try service.handle(opcode: op, payload: payload, session: session)
                     }
                 }
-                let total = reply.parts.reduce(0) { $0 + $1.count } + (reply.borrowed?.count ?? 0)
+                let total = reply.parts.reduce(0) { $0 + $1.count } + reply.borrowed.reduce(0) { $0 + $1.count }
                 if total > Int(WireLimits.maxFramePayload) { throw ServiceError(.tooLarge, "reply of \(total) bytes") }
-                try sendParts(conn, responseOp, .ok, id, reply.parts, then: reply.borrowed)
+                try withExtendedLifetime(reply.keepAlive) {
+                    try sendParts(conn, responseOp, .ok, id, reply.parts, then: reply.borrowed)
+                }
             } catch let e as ServiceError {
                 if !answer(conn, responseOp, e.status, id, e.message) { return }
             } catch let e as WireError {
@@ -223,10 +229,10 @@ public final class RPCServer {
     }
 
     private func sendParts(_ conn: Connection, _ op: UInt8, _ status: WireStatus, _ id: UInt32, _ parts: [[UInt8]],
-                           then borrowed: UnsafeRawBufferPointer?) throws {
+                           then borrowed: [UnsafeRawBufferPointer]) throws {
         func go(_ i: Int, _ acc: [UnsafeRawBufferPointer]) throws {
             if i == parts.count {
-                try conn.send(opcode: op, status: status.rawValue, requestID: id, parts: borrowed.map { acc + [$0] } ?? acc)
+                try conn.send(opcode: op, status: status.rawValue, requestID: id, parts: acc + borrowed)
                 return
             }
             try parts[i].withUnsafeBytes { try go(i + 1, acc + [$0]) }

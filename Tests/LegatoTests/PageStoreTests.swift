@@ -51,6 +51,26 @@ import LegatoCore
         #expect(throws: PageStore.StoreError.noSuchSpace(AddressSpaceID(7))) { _ = try fetch(s, 7, [1]) }
     }
 
+    /// A fetch answer is sent from the segments without a copy: pages located before their
+    /// segment is released (overwritten everywhere, then cleaned or dropped) still read as located.
+    @Test func locatedPagesOutliveTheirSegment() throws {
+        let s = PageStore(limits: .init(capacityBytes: 4 << 20, segmentBytes: 1 << 20))
+        try s.createSpace(7, owner: owner)
+        let perSegment = (1 << 20) / Segment.entrySize
+        try store(s, 7, Array(0..<UInt64(perSegment)))
+        var present = [UInt8](repeating: 0, count: 3)
+        let wanted: [UInt64] = [0, 5, UInt64(perSegment - 1)]
+        let located = try wanted.withUnsafeBufferPointer { try s.locate(space: 7, owner: owner, vpns: $0, present: &present) }
+        #expect(present == [1, 1, 1] && located.pages.count == 3)
+        // Overwrite every page of the first segment, then drop the space: the segment is released.
+        try store(s, 7, Array(0..<UInt64(perSegment)), seed: 1000)
+        try s.drop(space: 7, owner: owner)
+        #expect(s.stats.livePages == 0)
+        for (k, vpn) in wanted.enumerated() {
+            #expect(Array(located.pages[k]) == page(vpn), "page \(vpn) changed under a located answer")
+        }
+    }
+
     @Test func aFreezeKeepsEveryPageAsItWas() throws {
         let s = PageStore(limits: .init(capacityBytes: 8 << 20, segmentBytes: 1 << 20))
         try s.createSpace(7, owner: owner)
