@@ -51,7 +51,7 @@ public final class ReplicaStore {
         case outOfOrder(Key, expected: UInt32, got: UInt32)
         case diskFull(Key, String)
         case ioError(Key, String)
-        case bufferFull(Key)
+        case bufferFull(Key, String)
         case busy(Key)
         case badEntry(Key, String)
 
@@ -64,7 +64,7 @@ public final class ReplicaStore {
             case .outOfOrder(let k, let e, let g): return "append to \(k) starts at entry \(g), expected \(e)"
             case .diskFull(let k, let why): return "disk full storing \(k): \(why)"
             case .ioError(let k, let why): return "I/O error storing \(k): \(why)"
-            case .bufferFull(let k): return "buffer full and the disk refuses writes: cannot take more of \(k)"
+            case .bufferFull(let k, let why): return "buffer full (\(why)): cannot take more of \(k)"
             case .busy(let k): return "an append to \(k) is still arriving"
             case .badEntry(let k, let why): return "append to \(k) refused: \(why)"
             }
@@ -103,10 +103,16 @@ public final class ReplicaStore {
 
     public let directory: String
     public let bufferLimit: Int
+    /// Appends wait while this much is buffered: a writer faster than the disk must not grow the
+    /// node's memory without bound (the flusher starts at `bufferLimit`).
+    public var hardLimit: Int { 2 * bufferLimit }
+    /// How long an append waits for the flusher to make room before it is refused.
+    public var roomTimeoutSeconds = 30.0
     private let log: Logger
     private let lock = Lock()
     private var replicas: [Key: Replica] = [:]
     private var buffered = 0
+    private var bufferedPeak = 0
     private var closedQueue: [Replica] = []
     private var spareBuffers: [ReplicaBuffer] = []  // storage of written-out replicas, reused by new ones
     private var stopping = false
@@ -118,6 +124,7 @@ public final class ReplicaStore {
     public private(set) var flushes = 0
     public private(set) var bytesWritten: UInt64 = 0
     public private(set) var ioErrors = 0
+    public private(set) var appendWaits = 0
 
     public init(directory: String, bufferLimit: Int, log: Logger) throws {
         self.directory = directory
@@ -150,7 +157,28 @@ public final class ReplicaStore {
     private func adjustBuffered(_ delta: Int) {
         lock.withLock {
             buffered += delta
-            if buffered > bufferLimit { lock.broadcast() }
+            bufferedPeak = max(bufferedPeak, buffered)
+            // Over the budget: wake the flusher. Under it again: wake appends waiting for room.
+            if buffered > bufferLimit || delta < 0 { lock.broadcast() }
+        }
+    }
+
+    /// Waits (without a replica's lock) until `bytes` more fit under `hardLimit`, or refuses the
+    /// append after `roomTimeoutSeconds` in which the flusher could not make room.
+    private func waitForRoom(_ k: Key, _ bytes: Int) throws {
+        try lock.withLock {
+            // (At most the budget buffered: the flusher is not at work, and one append may go over.)
+            guard buffered > bufferLimit && buffered + bytes > hardLimit else { return }
+            appendWaits += 1
+            lock.broadcast()
+            let deadline = monotonicNanos() + UInt64(roomTimeoutSeconds * 1e9)
+            while buffered > bufferLimit && buffered + bytes > hardLimit && !stopping {
+                let now = monotonicNanos()
+                if now >= deadline {
+                    throw StoreError.bufferFull(k, "\(buffered >> 20) MiB buffered and the disk has not made room for \(Int(roomTimeoutSeconds)) s")
+                }
+                lock.wait(seconds: min(1, Double(deadline - now) / 1e9))
+            }
         }
     }
 
@@ -183,6 +211,7 @@ public final class ReplicaStore {
             }
             header.withUnsafeBytes { r.buffer.append($0) }
             buffered += header.count
+            bufferedPeak = max(bufferedPeak, buffered)
             replicas[k] = r
         }
     }
@@ -236,6 +265,7 @@ public final class ReplicaStore {
     /// append whose entries are all here already (nothing to receive into). One at a time per replica.
     public func beginAppend(_ k: Key, token: [UInt8], first: UInt32, count n: Int, bytes: Int) throws -> UnsafeMutableRawPointer? {
         let r = try lookup(k)
+        try waitForRoom(k, bytes)
         let overLimit = lock.withLock { buffered > bufferLimit }
         return try r.lock.withLock {
             try check(r, token)
@@ -246,7 +276,7 @@ public final class ReplicaStore {
             }
             guard first == have else { throw StoreError.outOfOrder(k, expected: have, got: first) }
             guard r.receivingAt == nil else { throw StoreError.busy(k) }
-            if r.ioError != nil && overLimit { throw StoreError.bufferFull(k) }
+            if r.ioError != nil && overLimit { throw StoreError.bufferFull(k, "the disk refuses writes") }
             r.receivingAt = r.buffer.count
             return r.buffer.room(bytes)
         }
@@ -328,6 +358,7 @@ public final class ReplicaStore {
         }
         lock.withLock {
             buffered += delta
+            bufferedPeak = max(bufferedPeak, buffered)
             closedQueue.append(r)
             lock.broadcast()
         }
@@ -345,6 +376,7 @@ public final class ReplicaStore {
         }
         lock.withLock {
             buffered -= dropped
+            lock.broadcast()
             replicas[k] = nil
             closedQueue.removeAll { $0 === r }
         }
@@ -369,6 +401,7 @@ public final class ReplicaStore {
                 return (c, buffered > bufferLimit)
             }
             if lock.withLock({ stopping }) { return }
+            var progress = 0
             for r in closed {
                 var written = 0
                 r.lock.withLock {
@@ -383,15 +416,18 @@ public final class ReplicaStore {
                     }
                 }
                 adjustBuffered(-written)
+                progress += written
             }
-            if over { flushLargest() }
-            // A disk that refuses writes: do not spin on it.
-            if lock.withLock({ buffered > bufferLimit }) { usleep(50_000) }
+            if over { progress += flushLargest() }
+            // A disk that refuses writes: do not spin on it (one that is only slow is written on at once).
+            if progress == 0 && lock.withLock({ buffered > bufferLimit }) { usleep(50_000) }
         }
     }
 
-    private func flushLargest() {
+    /// Writes the largest buffers out until half the budget is buffered; returns the bytes written.
+    private func flushLargest() -> Int {
         let target = bufferLimit / 2
+        var total = 0
         let candidates = lock.withLock { Array(replicas.values) }
             .map { r in (r, r.lock.withLock { r.ioError == nil ? r.buffer.count : 0 }) }
             .filter { $0.1 > 0 }
@@ -403,7 +439,9 @@ public final class ReplicaStore {
                 do { written = try flushLocked(r, fsync: false) } catch { log.error("writing the buffer of \(r.key): \(error)") }
             }
             adjustBuffered(-written)
+            total += written
         }
+        return total
     }
 
     /// Stops the flusher and writes every buffer out, fsync'd (a clean shutdown loses nothing).
@@ -600,7 +638,10 @@ public final class ReplicaStore {
                 _ = ftruncate(r.fd, off_t(boundary))
                 r.buffer.removeFirst(kept)
                 r.fileLength = boundary
-                lock.withLock { buffered -= kept }
+                lock.withLock {
+                    buffered -= kept
+                    lock.broadcast()
+                }
                 throw ioFailure(r, failure, "\(Errno.name(failure)) writing \(r.path) at \(boundary)")
             }
             r.fileLength += UInt64(done)
@@ -680,7 +721,9 @@ public final class ReplicaStore {
         let b = r.buffer
         r.buffer = ReplicaBuffer()
         if b.capacity >= 8 << 20 {
-            lock.withLock { if spareBuffers.count < 8 { spareBuffers.append(b) } }
+            // A few, within the budget: a small --buffer keeps at most one.
+            let keep = min(8, max(1, bufferLimit / (16 << 20)))
+            lock.withLock { if spareBuffers.count < keep { spareBuffers.append(b) } }
         }
     }
 
@@ -790,7 +833,7 @@ public final class ReplicaStore {
     // MARK: stats
 
     public struct Stats {
-        public var replicas: Int, openReplicas: Int, bufferedBytes: Int, diskBytes: UInt64
+        public var replicas: Int, openReplicas: Int, bufferedBytes: Int, bufferedPeakBytes: Int, appendWaits: Int, diskBytes: UInt64
         public var tornTails: Int, corruptEntries: Int, quarantined: Int, flushes: Int, bytesWritten: UInt64, ioErrors: Int
     }
 
@@ -798,7 +841,8 @@ public final class ReplicaStore {
         let all = lock.withLock { Array(replicas.values) }
         let (open, disk) = all.reduce((0, UInt64(0))) { acc, r in r.lock.withLock { (acc.0 + (r.closed ? 0 : 1), acc.1 + r.fileLength) } }
         return lock.withLock {
-            Stats(replicas: replicas.count, openReplicas: open, bufferedBytes: buffered, diskBytes: disk, tornTails: tornTails,
+            Stats(replicas: replicas.count, openReplicas: open, bufferedBytes: buffered, bufferedPeakBytes: bufferedPeak,
+                  appendWaits: appendWaits, diskBytes: disk, tornTails: tornTails,
                   corruptEntries: corruptEntries, quarantined: quarantinedFiles, flushes: flushes, bytesWritten: bytesWritten, ioErrors: ioErrors)
         }
     }

@@ -261,6 +261,41 @@ import LegatoWire
         try c.rpc.ping()
     }
 
+    /// A writer faster than the disk: appends wait for the flusher instead of growing the node's
+    /// memory past twice --buffer, and every one of them is stored. The disk is slowed for the log
+    /// node alone with the blkio controller (cgroup v1), which throttles its O_DIRECT writes.
+    @Test func holdsAppendsBackWhenTheDiskIsSlow() throws {
+        try requireAgentCapabilities()  // root, for the cgroup
+        let dir = TestEnvironment.temporaryDirectory("slowdisk")
+        let throttle = try BlkioThrottle(writeBytesPerSecond: 4 << 20, on: dir)
+        defer { throttle.remove() }
+        let node = try LogNodeProcess(dir: dir, buffer: "2M")
+        defer { node.stop() }
+        try throttle.add(pid: node.command!.pid)
+        let c = try LogNodeClient(endpoint: node.endpoint, secret: node.secret, token: Sys.randomBytes(32))
+        let segments: UInt64 = 16
+        let es = entries(64, size: 16 << 10)  // 1 MiB a segment, in 4 appends of 256 KiB
+        let started = monotonicNanos()
+        for seg in 1...segments {
+            try c.open(writer: 5, segment: seg)
+            for k in stride(from: 0, to: es.count, by: 16) {
+                _ = try c.append(writer: 5, segment: seg, first: UInt32(k), entries: es[k..<k + 16])
+            }
+            try c.close(writer: 5, segment: seg)
+        }
+        let seconds = Double(monotonicNanos() - started) / 1e9
+        let stats = try JSONSerialization.jsonObject(with: Data(try c.rpc.stats().utf8)) as! [String: Any]
+        let peak = stats["buffered_peak_bytes"] as! Int, waits = stats["append_waits"] as! Int
+        // 16 MiB at 4 MB/s: without the wait everything would have been buffered within a second.
+        #expect(waits > 0 && seconds > 1.5, "appends waited \(waits) times, \(seconds) s for 16 MiB")
+        #expect(peak <= (4 << 20) + (1 << 20), "at most twice --buffer (plus one append) buffered, not \(peak) bytes")
+        for seg in 1...segments {
+            try c.sync(writer: 5, segment: seg)
+            let got = try c.readAll(writer: 5, segment: seg).entries.map { $0.1 }
+            #expect(got == es, "segment \(seg) whole")
+        }
+    }
+
     @Test func survivesHostileMessages() throws {
         let node = try LogNodeProcess()
         defer { node.stop() }
@@ -270,6 +305,48 @@ import LegatoWire
         var w = WireWriter()
         w.u64(1); w.u64(1); w.u32(0); w.u32(1); w.u8(1); w.u32(0); w.u64(0); w.u32(1 << 24)
         #expect(try sendHostile(to: node.endpoint, secret: node.secret, frame(Opcode.appendEntries.rawValue, w.bytes))?.status == .badRequest)
+    }
+}
+
+/// A blkio cgroup (v1) that throttles writes to the disk holding `path`, for the processes added.
+struct BlkioThrottle {
+    let group: String
+
+    init(writeBytesPerSecond: Int, on path: String) throws {
+        let root = "/sys/fs/cgroup/blkio"
+        guard FileManager.default.fileExists(atPath: root + "/blkio.throttle.write_bps_device") else {
+            throw TestFailure("the blkio cgroup controller (v1) with throttling is needed at \(root)")
+        }
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw TestFailure("stat \(path): \(String(cString: strerror(errno)))") }
+        let dev = UInt64(st.st_dev)
+        var device = "\((dev >> 8) & 0xfff | (dev >> 32) & ~0xfff):\(dev & 0xff | (dev >> 12) & ~0xff)"
+        // Throttling applies to whole disks: a partition's parent is the one to throttle.
+        let sysfs = "/sys/dev/block/\(device)"
+        if FileManager.default.fileExists(atPath: sysfs + "/partition"),
+           let parent = try? String(contentsOfFile: sysfs + "/../dev", encoding: .utf8) {
+            device = String(parent.filter { $0 != "\n" })
+        }
+        group = root + "/legato-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: group, withIntermediateDirectories: false)
+        do {
+            try "\(device) \(writeBytesPerSecond)\n".write(toFile: group + "/blkio.throttle.write_bps_device", atomically: false, encoding: .utf8)
+        } catch {
+            remove()
+            throw TestFailure("cannot throttle device \(device) (holding \(path)): \(error)")
+        }
+    }
+
+    func add(pid: pid_t) throws {
+        try "\(pid)\n".write(toFile: group + "/cgroup.procs", atomically: false, encoding: .utf8)
+    }
+
+    /// Moves whatever is left to the root group and removes the group.
+    func remove() {
+        if let procs = try? String(contentsOfFile: group + "/cgroup.procs", encoding: .utf8) {
+            for p in procs.split(separator: "\n") { try? "\(p)\n".write(toFile: "/sys/fs/cgroup/blkio/cgroup.procs", atomically: false, encoding: .utf8) }
+        }
+        rmdir(group)
     }
 }
 
