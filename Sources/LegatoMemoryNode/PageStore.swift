@@ -131,8 +131,10 @@ public final class PageStore {
                 refusedStores += 1
                 throw StoreError.capacityExceeded(requested: vpns.count, livePages: livePages, limitPages: livePageLimit)
             }
+            var current: Segment?  // the head, asked for once per segment filled (not a retain per page)
             for (i, vpn) in vpns.enumerated() {
-                let seg = try headWithRoom()
+                if current == nil || current!.isFull { current = try headWithRoom() }
+                let seg = current!
                 let old = s.index[vpn]
                 keepOld(s, vpn, old)
                 if let old { unref(old) }
