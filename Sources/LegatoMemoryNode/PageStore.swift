@@ -135,14 +135,15 @@ public final class PageStore {
             for (i, vpn) in vpns.enumerated() {
                 if current == nil || current!.isFull { current = try headWithRoom() }
                 let seg = current!
-                let old = s.index[vpn]
-                keepOld(s, vpn, old)
-                if let old { unref(old) }
                 let off = seg.append(space: id, vpn: vpn, version: nextVersion, epoch: epoch, page: pages + i * Page.size)
                 nextVersion &+= 1
                 seg.liveEntries += 1
                 livePages += 1
-                s.index[vpn] = UInt64(seg.slot) << 32 | UInt64(off)
+                // One lookup for the new location and the old (the old one is kept for a freeze or
+                // the retained checkpoint before its reference goes).
+                let old = s.index.updateValue(UInt64(seg.slot) << 32 | UInt64(off), forKey: vpn)
+                keepOld(s, vpn, old)
+                if let old { unref(old) }
             }
             storedPages += vpns.count
         }
