@@ -105,9 +105,9 @@ public final class ReplicaStore {
     public let bufferLimit: Int
     /// Appends wait while this much is buffered: a writer faster than the disk must not grow the
     /// node's memory without bound (the flusher starts at `bufferLimit`).
-    public var hardLimit: Int { 2 * bufferLimit }
+    public var hardLimit: Int { bufferLimit > Int.max / 2 ? Int.max : 2 * bufferLimit }
     /// How long an append waits for the flusher to make room before it is refused.
-    public var roomTimeoutSeconds = 30.0
+    public var roomTimeoutSeconds = 20.0
     private let log: Logger
     private let lock = Lock()
     private var replicas: [Key: Replica] = [:]
@@ -164,18 +164,20 @@ public final class ReplicaStore {
     }
 
     /// Waits (without a replica's lock) until `bytes` more fit under `hardLimit`, or refuses the
-    /// append after `roomTimeoutSeconds` in which the flusher could not make room.
+    /// append once it has waited `roomTimeoutSeconds` (shorter than a writer's I/O timeout, so that
+    /// the writer hears why) or the node is stopping.
     private func waitForRoom(_ k: Key, _ bytes: Int) throws {
         try lock.withLock {
             // (At most the budget buffered: the flusher is not at work, and one append may go over.)
             guard buffered > bufferLimit && buffered + bytes > hardLimit else { return }
             appendWaits += 1
             lock.broadcast()
-            let deadline = monotonicNanos() + UInt64(roomTimeoutSeconds * 1e9)
-            while buffered > bufferLimit && buffered + bytes > hardLimit && !stopping {
+            let deadline = monotonicNanos() + UInt64(max(0, min(roomTimeoutSeconds, 3600)) * 1e9)
+            while buffered > bufferLimit && buffered + bytes > hardLimit {
+                if stopping { throw StoreError.bufferFull(k, "the log node is stopping") }
                 let now = monotonicNanos()
                 if now >= deadline {
-                    throw StoreError.bufferFull(k, "\(buffered >> 20) MiB buffered and the disk has not made room for \(Int(roomTimeoutSeconds)) s")
+                    throw StoreError.bufferFull(k, "\(buffered >> 20) MiB buffered and the disk has not made room in \(Int(roomTimeoutSeconds)) s")
                 }
                 lock.wait(seconds: min(1, Double(deadline - now) / 1e9))
             }
@@ -265,21 +267,34 @@ public final class ReplicaStore {
     /// append whose entries are all here already (nothing to receive into). One at a time per replica.
     public func beginAppend(_ k: Key, token: [UInt8], first: UInt32, count n: Int, bytes: Int) throws -> UnsafeMutableRawPointer? {
         let r = try lookup(k)
+        // What needs no room is answered at once (a retry of what is stored, a refusal); only then
+        // does the append wait for room, and everything is checked again after the wait.
+        var overLimit = lock.withLock { buffered > bufferLimit }
+        guard try r.lock.withLock({ try admits(r, k, token, first, n, overLimit) }) else { return nil }
         try waitForRoom(k, bytes)
-        let overLimit = lock.withLock { buffered > bufferLimit }
+        let (over, stopped) = lock.withLock { (buffered > bufferLimit, stopping) }
+        if stopped { throw StoreError.bufferFull(k, "the log node is stopping") }
+        overLimit = over
         return try r.lock.withLock {
-            try check(r, token)
-            let have = UInt32(r.entries.count)
-            if first < have {
-                guard first + UInt32(n) <= have else { throw StoreError.outOfOrder(k, expected: have, got: first) }
-                return nil
-            }
-            guard first == have else { throw StoreError.outOfOrder(k, expected: have, got: first) }
-            guard r.receivingAt == nil else { throw StoreError.busy(k) }
-            if r.ioError != nil && overLimit { throw StoreError.bufferFull(k, "the disk refuses writes") }
+            guard try admits(r, k, token, first, n, overLimit) else { return nil }
             r.receivingAt = r.buffer.count
             return r.buffer.room(bytes)
         }
+    }
+
+    /// Whether an append of entries first..<first+n to r needs room: false when they are all stored
+    /// already (a retry); throws for an append refused. Replica lock held.
+    private func admits(_ r: Replica, _ k: Key, _ token: [UInt8], _ first: UInt32, _ n: Int, _ overLimit: Bool) throws -> Bool {
+        try check(r, token)
+        let have = UInt32(r.entries.count)
+        if first < have {
+            guard first + UInt32(n) <= have else { throw StoreError.outOfOrder(k, expected: have, got: first) }
+            return false
+        }
+        guard first == have else { throw StoreError.outOfOrder(k, expected: have, got: first) }
+        guard r.receivingAt == nil else { throw StoreError.busy(k) }
+        if r.ioError != nil && overLimit { throw StoreError.bufferFull(k, "the disk refuses writes") }
+        return true
     }
 
     /// Step two: checks the `n` entries received (or lets the room go if `received` is false) and
@@ -721,8 +736,8 @@ public final class ReplicaStore {
         let b = r.buffer
         r.buffer = ReplicaBuffer()
         if b.capacity >= 8 << 20 {
-            // A few, within the budget: a small --buffer keeps at most one.
-            let keep = min(8, max(1, bufferLimit / (16 << 20)))
+            // A few, within the budget: one per 16 MiB of --buffer, at most 8.
+            let keep = min(8, bufferLimit / (16 << 20))
             lock.withLock { if spareBuffers.count < keep { spareBuffers.append(b) } }
         }
     }

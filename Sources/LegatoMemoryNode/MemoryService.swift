@@ -29,6 +29,8 @@ import LegatoWire
 public final class MemoryService: RPCService {
     public let store: PageStore
     private let log: Logger
+    /// Most segments a fetch answer sent in place may hold (see FETCH_PAGES).
+    static let maxPinnedSegments = 4
     let participant: CheckpointParticipant?
 
     public init(store: PageStore, log: Logger, coordinator: Endpoint? = nil, secret: ClusterSecret? = nil) {
@@ -80,6 +82,15 @@ public final class MemoryService: RPCService {
                     try present.withUnsafeMutableBufferPointer { p in
                         try store.locate(space: space, owner: session.token, vpns: v, present: p.baseAddress!, version: version)
                     }
+                }
+                // Pinning many segments for a reply a client may be slow to take would hold released
+                // ones past --capacity: scattered pages are copied out instead.
+                if found.segmentCount > MemoryService.maxPinnedSegments {
+                    let data = [UInt8](unsafeUninitializedCapacity: found.pages.count * Page.size) { buf, count in
+                        for (k, p) in found.pages.enumerated() { UnsafeMutableRawPointer(buf.baseAddress! + k * Page.size).copyMemory(from: p.baseAddress!, byteCount: Page.size) }
+                        count = found.pages.count * Page.size
+                    }
+                    return Reply([present, data])
                 }
                 return Reply([present], borrowed: found.pages, keepAlive: found)
 

@@ -211,6 +211,8 @@ public final class PageStore {
     public final class LocatedPages {
         public fileprivate(set) var pages: [UnsafeRawBufferPointer] = []
         fileprivate var segments: [Segment] = []
+        /// How many segments the pages lie in (at most; runs of one segment count once).
+        public var segmentCount: Int { segments.count }
     }
 
     /// Copies the present pages among `vpns` to `out`, one after another; returns how many.

@@ -323,6 +323,9 @@ struct BlkioThrottle {
         var device = "\((dev >> 8) & 0xfff | (dev >> 32) & ~0xfff):\(dev & 0xff | (dev >> 12) & ~0xff)"
         // Throttling applies to whole disks: a partition's parent is the one to throttle.
         let sysfs = "/sys/dev/block/\(device)"
+        guard FileManager.default.fileExists(atPath: sysfs) else {
+            throw TestFailure("\(path) is not on a block device (device \(device)): the throttled-disk test needs one")
+        }
         if FileManager.default.fileExists(atPath: sysfs + "/partition"),
            let parent = try? String(contentsOfFile: sysfs + "/../dev", encoding: .utf8) {
             device = String(parent.filter { $0 != "\n" })
@@ -346,7 +349,7 @@ struct BlkioThrottle {
         if let procs = try? String(contentsOfFile: group + "/cgroup.procs", encoding: .utf8) {
             for p in procs.split(separator: "\n") { try? "\(p)\n".write(toFile: "/sys/fs/cgroup/blkio/cgroup.procs", atomically: false, encoding: .utf8) }
         }
-        rmdir(group)
+        if rmdir(group) != 0 { print("warning: could not remove the test cgroup \(group): \(String(cString: strerror(errno)))") }
     }
 }
 

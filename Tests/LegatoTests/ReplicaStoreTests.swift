@@ -85,6 +85,37 @@ import LegatoCore
         #expect(try readAll(s, other).entries.map { $0.entry } == es)
     }
 
+    /// Past twice the budget an append waits for room, but what needs none is answered at once: a
+    /// retry of stored entries, and a replica whose disk refuses writes. The wait ends in a refusal.
+    @Test func waitsForRoomOnlyWhenItNeedsSome() throws {
+        let dir = TestEnvironment.temporaryDirectory("room")
+        let s = try store(dir, buffer: 64 << 10)
+        defer { s.shutdown() }
+        s.roomTimeoutSeconds = 0.5
+        // A writer whose directory cannot be made: its buffer cannot go out, and keeps the node over.
+        let stuck = ReplicaStore.Key(writer: 0xdef, segment: 1)
+        #expect(FileManager.default.createFile(atPath: dir + "/replicas/0000000000000def", contents: Data()))
+        try s.open(stuck, token: token)
+        let es = entries(200)  // 200 KB against a 64 KiB budget
+        _ = try s.append(stuck, token: token, first: 0, entries: es)
+        let deadline = Date().addingTimeInterval(5)
+        while s.stats.ioErrors == 0 && Date() < deadline { usleep(10_000) }
+        #expect(s.stats.ioErrors > 0 && s.stats.bufferedBytes > s.hardLimit)
+        func timed(_ body: () throws -> Void) -> (Double, Error?) {
+            let t0 = Date()
+            do { try body(); return (Date().timeIntervalSince(t0), nil) } catch { return (Date().timeIntervalSince(t0), error) }
+        }
+        let retry = timed { _ = try s.append(stuck, token: token, first: 0, entries: es) }
+        #expect(retry.1 == nil && retry.0 < 0.3, "a retried append is answered at once: \(retry)")
+        let refused = timed { _ = try s.append(stuck, token: token, first: 200, entries: entries(1)) }
+        #expect(refused.0 < 0.3 && "\(String(describing: refused.1))".contains("refuses writes"), "\(refused)")
+        // A healthy replica waits for room the flusher cannot make, then is refused with the reason.
+        try s.open(key, token: token)
+        let waited = timed { _ = try s.append(key, token: token, first: 0, entries: entries(1)) }
+        #expect(waited.0 >= 0.4 && "\(String(describing: waited.1))".contains("has not made room"), "\(waited)")
+        #expect(s.stats.appendWaits == 1)
+    }
+
     @Test func onlyTheOpeningWriterMayWrite() throws {
         let s = try store(TestEnvironment.temporaryDirectory("owner"))
         try s.open(key, token: token)
