@@ -92,11 +92,18 @@ cg_limit() {
         echo "$1" > "$CG/memory.max"
     fi
 }
-# Runs a command inside the cgroup; prints seconds, or "OOM" if the kernel killed it.
+# Runs a command inside the cgroup; prints seconds, or "killed" if the kernel OOM-killed it twice
+# (under a cgroup v1 limit the OOM killer sometimes fires while swap still has room: the same run
+# completes on another try).
 in_cgroup() {
-    local out
-    out=$(bash -c "echo \$\$ > $CG/cgroup.procs; exec /usr/bin/time -f %e $* 2>&1 >/dev/null" 2>&1) || { echo "killed"; return; }
-    echo "$out" | tail -1
+    local out try
+    for try in 1 2; do
+        if out=$(bash -c "echo \$\$ > $CG/cgroup.procs; exec /usr/bin/time -f %e $* 2>&1 >/dev/null" 2>&1); then
+            echo "$out" | tail -1
+            return
+        fi
+    done
+    echo "killed"
 }
 
 SWAP_DISK=0; SWAP_ZRAM=0
@@ -128,7 +135,8 @@ run_row() {  # name, footprint MiB, workload args...
             swapon /dev/zram0; cg_limit "$bytes"; zr=$(in_cgroup "$@"); swapoff /dev/zram0
         fi
         ratio() { [[ "$1" =~ ^[0-9.]+$ ]] && python3 -c "print(f'{$1/$plain:.1f}x')" || echo "-"; }
-        echo "| ${pct}% ($(python3 -c "print(f'{$bytes/1048576:.0f}')")M) | $lg s | $(ratio "$lg") | $disk s | $(ratio "$disk") | $zr s | $(ratio "$zr") |"
+        secs() { [[ "$1" =~ ^[0-9.]+$ ]] && echo "$1 s" || echo "$1"; }
+        echo "| ${pct}% ($(python3 -c "print(f'{$bytes/1048576:.0f}')")M) | $(secs "$lg") | $(ratio "$lg") | $(secs "$disk") | $(ratio "$disk") | $(secs "$zr") | $(ratio "$zr") |"
     done
 }
 
