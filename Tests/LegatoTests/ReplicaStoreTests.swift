@@ -116,6 +116,29 @@ import LegatoCore
         #expect(s.stats.appendWaits == 1)
     }
 
+    /// Written-out replicas leave their buffers for new ones (a fresh one costs zeroing on the
+    /// receive path), up to the budget, until the node has been idle for a while.
+    @Test func keepsSpareBuffersWithinTheBudgetWhileBusy() throws {
+        let s = try store(TestEnvironment.temporaryDirectory("spares"), buffer: 32 << 20)
+        defer { s.shutdown() }
+        s.spareIdleSeconds = 1
+        // Five replicas open at once (as when the disk lags the appends), then all written out.
+        let keys = (1...5 as ClosedRange<UInt64>).map { ReplicaStore.Key(writer: 0x5a, segment: $0) }
+        for k in keys {
+            try s.open(k, token: token)
+            _ = try s.append(k, token: token, first: 0, entries: entries(10))
+        }
+        for k in keys {
+            try s.close(k, token: token)
+            try s.sync(k, token: token)
+        }
+        let kept = s.stats.spareBytes
+        #expect(kept >= 3 * (9 << 20) && kept <= 32 << 20, "spares after five segments: \(kept) bytes (three fit the budget)")
+        let deadline = Date().addingTimeInterval(5)
+        while s.stats.spareBytes > 9 << 20 + (2 << 20) && Date() < deadline { usleep(50_000) }
+        #expect(s.stats.spareBytes <= 9 << 20 + (2 << 20), "an idle node keeps one spare, not \(s.stats.spareBytes) bytes")
+    }
+
     @Test func onlyTheOpeningWriterMayWrite() throws {
         let s = try store(TestEnvironment.temporaryDirectory("owner"))
         try s.open(key, token: token)
