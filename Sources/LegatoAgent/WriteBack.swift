@@ -15,37 +15,46 @@ final class WriteBackBatch {
         self.id = id
         self.node = node
         self.keys = keys
-        buffer = BatchBuffers.fits(keys.count) ? BatchBuffers.take()
-            : UnsafeMutableRawPointer.allocate(byteCount: max(1, keys.count) * Page.size, alignment: Page.size)
+        buffer = BatchBuffers.take(pages: keys.count)
     }
 
-    deinit {
-        if BatchBuffers.fits(keys.count) { BatchBuffers.give(buffer) } else { buffer.deallocate() }
-    }
+    deinit { BatchBuffers.give(buffer, pages: keys.count) }
 
     @inline(__always) func page(_ i: Int) -> UnsafeMutableRawPointer { buffer + i * Page.size }
     var bytes: Int { keys.count * Page.size }
 }
 
 /// Buffers of batches stored and let go, kept for the next ones: a fresh buffer faults in every page
-/// as the eviction's process_vm_readv fills it (zeroing it first), inside the freeze. Thread-safe.
+/// as the eviction's process_vm_readv fills it (zeroing it first), inside the freeze. Sizes go by
+/// powers of two from 64 pages to a full batch (an eviction's last batch is usually small), a few of
+/// each kept; larger batches get storage of their own. Thread-safe.
 enum BatchBuffers {
     static let pages = 1024  // what an eviction puts in one batch
-    static let kept = 8
+    static let smallest = 64
+    static let keptPerSize = 8
     private static let lock = Lock()
-    nonisolated(unsafe) private static var free: [UnsafeMutableRawPointer] = []
+    nonisolated(unsafe) private static var free: [Int: [UnsafeMutableRawPointer]] = [:]  // by pages
 
-    /// Batches of more than half a buffer use one (small ones get storage of their own size).
-    static func fits(_ count: Int) -> Bool { count > pages / 2 && count <= pages }
-
-    static func take() -> UnsafeMutableRawPointer {
-        lock.withLock { free.popLast() } ?? UnsafeMutableRawPointer.allocate(byteCount: pages * Page.size, alignment: Page.size)
+    /// The pages of the buffer a batch of `count` pages uses (nil: one of its own).
+    static func size(for count: Int) -> Int? {
+        guard count <= pages else { return nil }
+        var n = smallest
+        while n < count { n *= 2 }
+        return n
     }
 
-    static func give(_ p: UnsafeMutableRawPointer) {
+    static func take(pages count: Int) -> UnsafeMutableRawPointer {
+        guard let n = size(for: count) else {
+            return UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * Page.size, alignment: Page.size)
+        }
+        return lock.withLock { free[n]?.popLast() } ?? UnsafeMutableRawPointer.allocate(byteCount: n * Page.size, alignment: Page.size)
+    }
+
+    static func give(_ p: UnsafeMutableRawPointer, pages count: Int) {
+        guard let n = size(for: count) else { return p.deallocate() }
         let keep = lock.withLock { () -> Bool in
-            guard free.count < kept else { return false }
-            free.append(p)
+            guard free[n, default: []].count < keptPerSize else { return false }
+            free[n, default: []].append(p)
             return true
         }
         if !keep { p.deallocate() }
