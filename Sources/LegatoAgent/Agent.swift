@@ -195,7 +195,8 @@ public final class Agent {
     /// (PROG's status, 128+N if a signal killed it).
     public func run(inheritedSignals: InheritedSignalState) throws -> Int32 {
         signalFD = try makeSignalFD()
-        pool = try RemotePool(endpoints: config.memoryNodes, coordinator: config.coordinator, secret: config.secret, token: token, space: space)
+        pool = try RemotePool(endpoints: config.memoryNodes, coordinator: config.coordinator, secret: config.secret, token: token, space: space,
+                              ephemeral: config.name == nil)
         writeBack = try WriteBack(endpoints: pool.endpoints, secret: config.secret, token: token, space: space)
         pool.onNewNode = { [writeBack] ep in writeBack?.addEndpoint(ep) }
 

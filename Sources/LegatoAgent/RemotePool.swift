@@ -45,7 +45,12 @@ final class RemotePool {
     /// Told of every node added after the start (the write-back thread connects to it too).
     var onNewNode: ((Endpoint) -> Void)?
 
-    init(endpoints: [Endpoint], coordinator: Endpoint?, secret: ClusterSecret, token: [UInt8], space: UInt64) throws {
+    /// Spaces of a run that cannot be restored go with the agent's connections (see
+    /// MemoryClient.createSpace); a checkpointable run's stay for its restore.
+    let ephemeral: Bool
+
+    init(endpoints: [Endpoint], coordinator: Endpoint?, secret: ClusterSecret, token: [UInt8], space: UInt64, ephemeral: Bool) throws {
+        self.ephemeral = ephemeral
         self.space = space
         self.token = token
         self.secret = secret
@@ -74,7 +79,7 @@ final class RemotePool {
         do { client = try MemoryClient(endpoint: ep, secret: secret, token: token) } catch {
             throw LegatoError("cannot reach memory node \(ep): \(error)")
         }
-        try client.createSpace(space)
+        try client.createSpace(space, ephemeral: ephemeral)
         client.rpc.connection.spinNanos = Agent.spinNanos("LEGATO_FETCH_SPIN_US", 50)
         let free = Self.freePages(statsJSON: (try? client.rpc.stats()) ?? "")
         nodes.append(Node(index: nodes.count, endpoint: ep, fetcher: client, freePages: free))

@@ -4,7 +4,8 @@ import LegatoWire
 
 /// Requests a memory node answers (payload layouts; all integers little-endian):
 ///
-///     CREATE_SPACE   u64 space
+///     CREATE_SPACE   u64 space [, u8 flags]  (bit 0: ephemeral, dropped with the creating token's
+///                    last connection)
 ///     STORE_PAGES    u64 space, u32 epoch, u32 n, n × u64 vpn, n × 4096 page bytes
 ///     FETCH_PAGES    u64 space, u32 n, n × u64 vpn
 ///                    -> n × u8 present, then 4096 bytes for each present page, in order
@@ -40,13 +41,16 @@ public final class MemoryService: RPCService {
     }
 
     public func handle(opcode: Opcode, payload: [UInt8], session: Session) throws -> Reply {
+        countSession(session)
         var r = WireReader(payload)
         do {
             switch opcode {
             case .createSpace:
                 let space = try r.u64("space")
+                let flags = r.remaining > 0 ? try r.u8("flags") : 0
                 try r.expectEnd("CREATE_SPACE")
-                try store.createSpace(space, owner: session.token)
+                guard flags & ~1 == 0 else { throw WireError.malformed("CREATE_SPACE flags 0x\(String(flags, radix: 16))") }
+                try store.createSpace(space, owner: session.token, ephemeral: flags & 1 != 0)
                 return .empty
 
             case .storePages:
@@ -200,7 +204,30 @@ public final class MemoryService: RPCService {
         }
     }
 
-    public func sessionClosed(_ session: Session) {}
+    /// Connections per client token that have made a request, so that a token's ephemeral spaces
+    /// go when its last one closes.
+    private let sessionsLock = Lock()
+    private var sessionsByToken: [[UInt8]: Int] = [:]
+    private final class Counted {}
+
+    private func countSession(_ session: Session) {
+        guard session.attachment == nil else { return }
+        session.attachment = Counted()
+        sessionsLock.withLock { sessionsByToken[session.token, default: 0] += 1 }
+    }
+
+    public func sessionClosed(_ session: Session) {
+        guard session.attachment is Counted else { return }
+        let last = sessionsLock.withLock { () -> Bool in
+            let n = (sessionsByToken[session.token] ?? 1) - 1
+            sessionsByToken[session.token] = n > 0 ? n : nil
+            return n <= 0
+        }
+        if last {
+            let n = store.dropEphemeral(owner: session.token)
+            if n > 0 { log.info("dropped \(n) address space(s) of a client whose last connection closed (\(session.peer))") }
+        }
+    }
 
     public func stats() -> String {
         let s = store.stats

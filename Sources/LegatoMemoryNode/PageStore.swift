@@ -46,6 +46,8 @@ public final class PageStore {
 
     private final class Space {
         let owner: [UInt8]
+        /// Dropped when its owner's last connection closes (see `dropEphemeral`).
+        var ephemeral = false
         var index: [UInt64: UInt64] = [:]  // vpn -> (slot << 32 | offset)
         /// While frozen: the version each page had at the freeze, for pages stored or discarded
         /// since (`absent`: it had none). Those entries stay live until the release or commit.
@@ -101,13 +103,31 @@ public final class PageStore {
     }
 
     /// Creates an address space owned by `owner`; creating it again with the same owner is a no-op.
-    public func createSpace(_ id: UInt64, owner: [UInt8]) throws {
+    public func createSpace(_ id: UInt64, owner: [UInt8], ephemeral: Bool = false) throws {
         try lock.withLock {
             if let s = spaces[id] {
                 guard s.owner == owner else { throw StoreError.notOwner(AddressSpaceID(id)) }
                 return
             }
-            spaces[id] = Space(owner: owner)
+            let s = Space(owner: owner)
+            s.ephemeral = ephemeral
+            spaces[id] = s
+        }
+    }
+
+    /// Drops every ephemeral space of `owner` (its last connection closed); returns how many.
+    @discardableResult
+    public func dropEphemeral(owner: [UInt8]) -> Int {
+        lock.withLock {
+            let gone = spaces.filter { $0.value.ephemeral && $0.value.owner == owner }
+            for (id, s) in gone {
+                discardedPages += s.index.count
+                _ = unrefAll(s.index)
+                _ = unrefAll(s.frozen ?? [:])
+                _ = unrefAll(s.retained)
+                spaces[id] = nil
+            }
+            return gone.count
         }
     }
 

@@ -13,9 +13,12 @@ public final class MemoryClient {
 
     public func close() { rpc.close() }
 
-    public func createSpace(_ space: UInt64) throws {
+    /// `ephemeral`: the node drops the space once the last connection with this client's token has
+    /// closed (an agent that dies leaves nothing behind; a checkpointable run's space outlives it).
+    public func createSpace(_ space: UInt64, ephemeral: Bool = false) throws {
         var w = WireWriter()
         w.u64(space)
+        if ephemeral { w.u8(1) }
         _ = try rpc.call(.createSpace, w.bytes)
     }
 

@@ -21,6 +21,39 @@ import LegatoSystem
 
     func pages(_ n: Int, seed: UInt8) -> [UInt8] { (0..<n * Page.size).map { UInt8(truncatingIfNeeded: $0 / 7) &+ seed } }
 
+    /// An ephemeral space lives while any connection with its owner's token is open; other spaces
+    /// outlive their connections.
+    @Test func dropsAnEphemeralSpaceWithItsOwnersLastConnection() throws {
+        let node = try startNode()
+        defer { node.stop() }
+        let first = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenA)
+        try first.createSpace(7, ephemeral: true)
+        let second = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenA)
+        let keys: [UInt64] = [1, 2]
+        let data = pages(2, seed: 3)
+        try keys.withUnsafeBufferPointer { k in try data.withUnsafeBytes { try second.store(space: 7, epoch: 0, vpns: k, pages: $0.baseAddress!) } }
+        let keeper = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenB)
+        try keeper.createSpace(8)
+        keeper.close()
+        first.close()
+        func spaces() -> Int { node.service.store.stats.spaces }
+        func waitFor(_ n: Int) { for _ in 0..<200 where spaces() != n { usleep(10_000) } }
+        waitFor(2)
+        #expect(spaces() == 2, "the owner still has a connection open; the other space is not ephemeral")
+        var present = [UInt8](repeating: 0, count: 2)
+        var out = [UInt8](repeating: 0, count: 2 * Page.size)
+        #expect(try keys.withUnsafeBufferPointer { k in try out.withUnsafeMutableBytes { try second.fetch(space: 7, vpns: k, present: &present, out: $0.baseAddress!) } } == 2)
+        second.close()
+        waitFor(1)
+        #expect(spaces() == 1, "the ephemeral space goes with its owner's last connection")
+        #expect(node.service.store.stats.livePages == 0)
+        let again = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenA)
+        defer { again.close() }
+        #expect(throws: RemoteError.self) {
+            _ = try keys.withUnsafeBufferPointer { k in try out.withUnsafeMutableBytes { try again.fetch(space: 7, vpns: k, present: &present, out: $0.baseAddress!) } }
+        }
+    }
+
     @Test func storesAndFetchesOverTCP() throws {
         let node = try startNode()
         defer { node.stop() }

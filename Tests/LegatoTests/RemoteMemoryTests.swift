@@ -101,6 +101,33 @@ import LegatoWire
         #expect(!r.stdout.contains("PASS"))
     }
 
+    /// An agent killed with -9 leaves nothing on its memory node: a run that cannot be restored
+    /// asked for an ephemeral space, which goes with the agent's connections.
+    @Test func aKilledAgentLeavesNothingOnItsMemoryNode() throws {
+        let node = try Legato.MemoryNodeProcess()
+        defer { node.stop() }
+        let run = try SpawnedCommand([TestEnvironment.legato, "run", "--local-mem", "4M", "--memory", node.endpoint.description,
+                                      "--secret-file", node.secretFile, "--", try Workloads.path("randrw"), "64", "1", "100000000", "1"])
+        let c = try MemoryClient(endpoint: node.endpoint, secret: try ClusterSecret.load(path: node.secretFile), token: [UInt8](repeating: 1, count: 32))
+        defer { c.close() }
+        func stats() throws -> [String: Any] { try JSONSerialization.jsonObject(with: Data(try c.rpc.stats().utf8)) as! [String: Any] }
+        // Let pages go remote, then kill the agent.
+        var live = 0
+        for _ in 0..<100 where live == 0 {
+            usleep(100_000)
+            live = try stats()["live_pages"] as? Int ?? 0
+        }
+        #expect(live > 0, "pages went to the memory node")
+        run.signal(SIGKILL)
+        _ = try? run.wait(timeoutSeconds: 10)
+        var left = try stats()
+        for _ in 0..<100 where (left["spaces"] as? Int ?? 0) > 0 {
+            usleep(100_000)
+            left = try stats()
+        }
+        #expect(left["spaces"] as? Int == 0 && left["live_pages"] as? Int == 0, "the killed run's space is gone: \(left)")
+    }
+
     @Test func refusesAWrongClusterSecret() throws {
         let node = try Legato.MemoryNodeProcess()
         defer { node.stop() }
