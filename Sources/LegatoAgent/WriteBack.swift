@@ -44,10 +44,9 @@ enum BatchBuffers {
     }
 
     static func take(pages count: Int) -> UnsafeMutableRawPointer {
-        guard let n = size(for: count) else {
-            return UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * Page.size, alignment: Page.size)
-        }
-        return lock.withLock { free[n]?.popLast() } ?? UnsafeMutableRawPointer.allocate(byteCount: n * Page.size, alignment: Page.size)
+        let pooled = size(for: count)
+        if let n = pooled, let p = lock.withLock({ free[n]?.popLast() }) { return p }
+        return UnsafeMutableRawPointer.allocate(byteCount: (pooled ?? max(1, count)) * Page.size, alignment: Page.size)
     }
 
     static func give(_ p: UnsafeMutableRawPointer, pages count: Int) {

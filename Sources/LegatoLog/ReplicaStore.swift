@@ -159,21 +159,26 @@ public final class ReplicaStore {
     }
 
     private func adjustBuffered(_ delta: Int) {
-        lock.withLock {
-            buffered += delta
-            bufferedPeak = max(bufferedPeak, buffered)
-            // Over the budget: wake the flusher. Under it again: wake appends waiting for room.
-            if buffered > bufferLimit || delta < 0 { lock.broadcast() }
-        }
+        lock.withLock { changeBuffered(by: delta) }
+    }
+
+    /// The one place the buffered total changes (store lock held): keeps its peak, and wakes the
+    /// flusher when over the budget, appends waiting for room when it went down.
+    private func changeBuffered(by delta: Int) {
+        buffered += delta
+        bufferedPeak = max(bufferedPeak, buffered)
+        if buffered > bufferLimit || delta < 0 { lock.broadcast() }
     }
 
     /// Waits (without a replica's lock) until `bytes` more fit under `hardLimit`, or refuses the
     /// append once it has waited `roomTimeoutSeconds` (shorter than a writer's I/O timeout, so that
-    /// the writer hears why) or the node is stopping.
-    private func waitForRoom(_ k: Key, _ bytes: Int) throws {
+    /// the writer hears why) or when the node is stopping. Returns whether more than the budget is
+    /// buffered then.
+    private func waitForRoom(_ k: Key, _ bytes: Int) throws -> Bool {
         try lock.withLock {
+            if stopping { throw StoreError.bufferFull(k, "the log node is stopping") }
             // (At most the budget buffered: the flusher is not at work, and one append may go over.)
-            guard buffered > bufferLimit && buffered + bytes > hardLimit else { return }
+            guard buffered > bufferLimit && buffered + bytes > hardLimit else { return buffered > bufferLimit }
             appendWaits += 1
             lock.broadcast()
             let deadline = monotonicNanos() + UInt64(max(0, min(roomTimeoutSeconds, 3600)) * 1e9)
@@ -185,6 +190,7 @@ public final class ReplicaStore {
                 }
                 lock.wait(seconds: min(1, Double(deadline - now) / 1e9))
             }
+            return buffered > bufferLimit
         }
     }
 
@@ -216,8 +222,7 @@ public final class ReplicaStore {
                 r.buffer.reserve(9 << 20)  // a segment and its headers: no regrowth
             }
             header.withUnsafeBytes { r.buffer.append($0) }
-            buffered += header.count
-            bufferedPeak = max(bufferedPeak, buffered)
+            changeBuffered(by: header.count)
             replicas[k] = r
         }
     }
@@ -273,17 +278,14 @@ public final class ReplicaStore {
         let r = try lookup(k)
         // What needs no room is answered at once (a retry of what is stored, a refusal); only then
         // does the append wait for room, and everything is checked again after the wait.
-        var overLimit = lock.withLock { () -> Bool in
+        let overLimit = lock.withLock { () -> Bool in
             lastAppendNanos = monotonicNanos()
             return buffered > bufferLimit
         }
         guard try r.lock.withLock({ try admits(r, k, token, first, n, overLimit) }) else { return nil }
-        try waitForRoom(k, bytes)
-        let (over, stopped) = lock.withLock { (buffered > bufferLimit, stopping) }
-        if stopped { throw StoreError.bufferFull(k, "the log node is stopping") }
-        overLimit = over
+        let overAfterWait = try waitForRoom(k, bytes)
         return try r.lock.withLock {
-            guard try admits(r, k, token, first, n, overLimit) else { return nil }
+            guard try admits(r, k, token, first, n, overAfterWait) else { return nil }
             r.receivingAt = r.buffer.count
             return r.buffer.room(bytes)
         }
@@ -379,8 +381,7 @@ public final class ReplicaStore {
             return r.buffer.count - before
         }
         lock.withLock {
-            buffered += delta
-            bufferedPeak = max(bufferedPeak, buffered)
+            changeBuffered(by: delta)
             closedQueue.append(r)
             lock.broadcast()
         }
@@ -397,8 +398,7 @@ public final class ReplicaStore {
             return r.buffer.count
         }
         lock.withLock {
-            buffered -= dropped
-            lock.broadcast()
+            changeBuffered(by: -dropped)
             replicas[k] = nil
             closedQueue.removeAll { $0 === r }
         }
@@ -670,10 +670,7 @@ public final class ReplicaStore {
                 _ = ftruncate(r.fd, off_t(boundary))
                 r.buffer.removeFirst(kept)
                 r.fileLength = boundary
-                lock.withLock {
-                    buffered -= kept
-                    lock.broadcast()
-                }
+                adjustBuffered(-kept)
                 throw ioFailure(r, failure, "\(Errno.name(failure)) writing \(r.path) at \(boundary)")
             }
             r.fileLength += UInt64(done)

@@ -91,7 +91,7 @@ public final class MemoryService: RPCService {
                 // ones past --capacity: scattered pages are copied out instead.
                 if found.segmentCount > MemoryService.maxPinnedSegments {
                     let data = [UInt8](unsafeUninitializedCapacity: found.pages.count * Page.size) { buf, count in
-                        for (k, p) in found.pages.enumerated() { UnsafeMutableRawPointer(buf.baseAddress! + k * Page.size).copyMemory(from: p.baseAddress!, byteCount: Page.size) }
+                        found.copy(to: UnsafeMutableRawPointer(buf.baseAddress!))
                         count = found.pages.count * Page.size
                     }
                     return Reply([present, data])

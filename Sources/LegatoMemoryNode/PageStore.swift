@@ -120,13 +120,7 @@ public final class PageStore {
     public func dropEphemeral(owner: [UInt8]) -> Int {
         lock.withLock {
             let gone = spaces.filter { $0.value.ephemeral && $0.value.owner == owner }
-            for (id, s) in gone {
-                discardedPages += s.index.count
-                _ = unrefAll(s.index)
-                _ = unrefAll(s.frozen ?? [:])
-                _ = unrefAll(s.retained)
-                spaces[id] = nil
-            }
+            for (id, s) in gone { remove(id, s) }
             return gone.count
         }
     }
@@ -233,13 +227,18 @@ public final class PageStore {
         fileprivate var segments: [Segment] = []
         /// How many segments the pages lie in (at most; runs of one segment count once).
         public var segmentCount: Int { segments.count }
+
+        /// Copies the pages to `out`, one after another.
+        public func copy(to out: UnsafeMutableRawPointer) {
+            for (k, p) in pages.enumerated() { (out + k * Page.size).copyMemory(from: p.baseAddress!, byteCount: Page.size) }
+        }
     }
 
     /// Copies the present pages among `vpns` to `out`, one after another; returns how many.
     public func fetch(space id: UInt64, owner: [UInt8], vpns: UnsafeBufferPointer<UInt64>,
                       present: UnsafeMutablePointer<UInt8>, out: UnsafeMutableRawPointer, version: Version = .current) throws -> Int {
         let found = try locate(space: id, owner: owner, vpns: vpns, present: present, version: version)
-        for (k, p) in found.pages.enumerated() { memcpy(out + k * Page.size, p.baseAddress!, Page.size) }
+        found.copy(to: out)
         return found.pages.count
     }
 
@@ -324,13 +323,17 @@ public final class PageStore {
     /// Drops an address space and all its pages.
     public func drop(space id: UInt64, owner: [UInt8]) throws {
         try lock.withLock {
-            let s = try space(id, owner)
-            discardedPages += s.index.count
-            _ = unrefAll(s.index)
-            _ = unrefAll(s.frozen ?? [:])
-            _ = unrefAll(s.retained)
-            spaces[id] = nil
+            remove(id, try space(id, owner))
         }
+    }
+
+    /// Forgets space `id` and every version it refers to. Lock held.
+    private func remove(_ id: UInt64, _ s: Space) {
+        discardedPages += s.index.count
+        _ = unrefAll(s.index)
+        _ = unrefAll(s.frozen ?? [:])
+        _ = unrefAll(s.retained)
+        spaces[id] = nil
     }
 
     /// Drops the references of a map's entries; returns how many there were.
