@@ -129,6 +129,8 @@ public final class ReplicaStore {
     public private(set) var bytesWritten: UInt64 = 0
     public private(set) var ioErrors = 0
     public private(set) var appendWaits = 0
+    /// Replicas opened on fresh buffer storage (no spare buffer was free): each costs zeroing it.
+    public private(set) var freshBuffers = 0
 
     public init(directory: String, bufferLimit: Int, log: Logger) throws {
         self.directory = directory
@@ -219,6 +221,7 @@ public final class ReplicaStore {
                 spare.removeAll()
                 r.buffer = spare
             } else {
+                freshBuffers += 1
                 r.buffer.reserve(9 << 20)  // a segment and its headers: no regrowth
             }
             header.withUnsafeBytes { r.buffer.append($0) }
@@ -863,7 +866,7 @@ public final class ReplicaStore {
     // MARK: stats
 
     public struct Stats {
-        public var replicas: Int, openReplicas: Int, bufferedBytes: Int, bufferedPeakBytes: Int, appendWaits: Int, spareBytes: Int
+        public var replicas: Int, openReplicas: Int, bufferedBytes: Int, bufferedPeakBytes: Int, appendWaits: Int, spareBytes: Int, freshBuffers: Int
         public var diskBytes: UInt64
         public var tornTails: Int, corruptEntries: Int, quarantined: Int, flushes: Int, bytesWritten: UInt64, ioErrors: Int
     }
@@ -873,7 +876,7 @@ public final class ReplicaStore {
         let (open, disk) = all.reduce((0, UInt64(0))) { acc, r in r.lock.withLock { (acc.0 + (r.closed ? 0 : 1), acc.1 + r.fileLength) } }
         return lock.withLock {
             Stats(replicas: replicas.count, openReplicas: open, bufferedBytes: buffered, bufferedPeakBytes: bufferedPeak,
-                  appendWaits: appendWaits, spareBytes: spareBuffers.reduce(0) { $0 + $1.capacity }, diskBytes: disk, tornTails: tornTails,
+                  appendWaits: appendWaits, spareBytes: spareBuffers.reduce(0) { $0 + $1.capacity }, freshBuffers: freshBuffers, diskBytes: disk, tornTails: tornTails,
                   corruptEntries: corruptEntries, quarantined: quarantinedFiles, flushes: flushes, bytesWritten: bytesWritten, ioErrors: ioErrors)
         }
     }

@@ -115,6 +115,27 @@ import LegatoWire
         }
     }
 
+    /// `status --counters` asks every live node for its STATS answer: each node's own counters, by role.
+    @Test func statusShowsEveryNodesCounters() throws {
+        try withCluster(.sqlite, memory: 1, log: 1) { cluster, _ in
+            let base = [TestEnvironment.legato, "status", "--coordinator", cluster.coordinator.description, "--secret-file", cluster.secretFile]
+            let out = try runCommand(base + ["--json", "--counters"])
+            #expect(out.status == 0, "\(out.stderr)")
+            let doc = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any]
+            let nodes = doc?["nodes"] as? [[String: Any]] ?? []
+            #expect(nodes.count == 2)
+            for n in nodes {
+                let counters = n["counters"] as? [String: Any]
+                #expect(counters?["role"] as? String == n["role"] as? String, "counters of \(n)")
+                let key = n["role"] as? String == "memory" ? "live_pages" : "buffered_bytes"
+                #expect(counters?[key] != nil, "\(key) missing in \(n)")
+            }
+            let human = try runCommand(base + ["--counters"])
+            #expect(human.status == 0)
+            #expect(human.stdout.contains("live_pages") && human.stdout.contains("buffered_bytes"), "\(human.stdout)")
+        }
+    }
+
     @Test func survivesHostileMessages() throws {
         try withCluster(.sqlite, memory: 1, log: 0) { cluster, _ in
             try barrageOfHostileMessages(cluster.coordinator, secret: cluster.secret,
