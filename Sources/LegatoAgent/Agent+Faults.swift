@@ -50,17 +50,19 @@ extension Agent {
     static let freezeSlack = 16
 
     /// Serves a batch of faults: local ones at once; remote ones become fetches answered
-    /// asynchronously (see Agent+Fetch), so the faults of several threads share a round trip.
+    /// asynchronously (see Agent+Fetch), so the faults of several threads share a round trip; the
+    /// lone pages of the batch go out together, one request per node.
     func serveFaults(_ faults: [Sys.UffdEvent]) throws {
         for (k, f) in faults.enumerated() {
             if phase == .running && needsEviction(extra: inboundPages) {
                 // Evict before installing more; the rest are served right after.
                 retryFaults.append(contentsOf: faults[k...])
-                return
+                break
             }
             try serveFault(f)
             if fatalError != nil { return }
         }
+        try sendGathered()
     }
 
     /// Serves one fault locally, or sends the fetch of its page.

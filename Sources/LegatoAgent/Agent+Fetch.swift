@@ -19,6 +19,8 @@ extension Agent {
         let slot: Int
         let started: UInt64
         let forFault: Bool
+        /// Lone pages gathered from one batch of faults (keys and addresses in the slot), not r[i..<i+count].
+        var gathered = false
     }
 
     /// A thread's run of faults on consecutive pages: `last` faulted page, `frontier` the last page
@@ -33,7 +35,18 @@ extension Agent {
 
     /// Fetches the faulting page r[i] (and, on a stream, the remote pages after it).
     func fetch(_ f: Sys.UffdEvent, _ r: Region, _ i: Int, run: Int) throws {
-        let want = run >= 1 ? min(prefetchWindow, 1 << min(run + 1, 8)) : 1
+        if run == 0 {
+            // A lone page (no stream to read ahead for): asked for with the batch's other lone pages.
+            guard let node = pool.location(r.key(at: i)) else {
+                fail("page 0x\(String(r.address(at: i), radix: 16)) is marked remote but no memory node holds it")
+                return
+            }
+            r.insert(i, .fetching)
+            inboundPages += 1
+            gathered[node, default: []].append((r, i))
+            return
+        }
+        let want = min(prefetchWindow, 1 << min(run + 1, 8))
         guard let sent = try sendFetch(r, i, maxPages: want, forFault: true) else { return }
         advanceFrontier(f.tid, r.address(at: i + sent - 1))
         if run >= 2 { try readAhead(thread: f.tid, r, i, run: run) }
@@ -90,11 +103,49 @@ extension Agent {
             fail(e.description)
             return nil
         }
+        stats.fetchRequests += 1
         for k in i..<i + n { r.insert(k, .fetching) }
         inbound[node, default: []].append(Inbound(region: r, index: i, count: n, id: id, slot: slot,
                                                   started: monotonicNanos(), forFault: forFault))
         inboundPages += n
         return n
+    }
+
+    /// Sends the lone pages `fetch` gathered during a batch of faults: one request per node (several
+    /// when they fill more than a slot), so the faults of several threads share one round trip, one
+    /// wake-up of the node and one answer. Pages are `fetching` and counted in `inboundPages` already.
+    func sendGathered() throws {
+        guard !gathered.isEmpty else { return }
+        let all = gathered
+        gathered.removeAll(keepingCapacity: true)
+        for (node, pages) in all {
+            var k = 0
+            while k < pages.count {
+                let n = min(fetchSlotPages, pages.count - k)
+                if freeSlots.isEmpty { try receiveOldestInbound() }
+                if fatalError != nil { return }
+                let slot = freeSlots.removeLast()
+                let keys = fetchKeys + slot * fetchSlotPages
+                let addresses = fetchAddresses + slot * fetchSlotPages
+                for j in 0..<n {
+                    let (r, i) = pages[k + j]
+                    keys[j] = r.key(at: i)
+                    addresses[j] = r.address(at: i)
+                }
+                let id: UInt32
+                do { id = try pool.startFetch(node: node, keys: UnsafeBufferPointer(start: keys, count: n)) } catch let e as NodeFailure {
+                    freeSlots.append(slot)
+                    fail(e.description)
+                    return
+                }
+                var p = Inbound(region: pages[k].region, index: pages[k].index, count: n, id: id, slot: slot,
+                                started: monotonicNanos(), forFault: true)
+                p.gathered = true
+                stats.fetchRequests += 1
+                inbound[node, default: []].append(p)
+                k += n
+            }
+        }
     }
 
     /// The nodes with answers to wait for, and their connections.
@@ -119,7 +170,9 @@ extension Agent {
         }
         // Install what is still expected: the range may have been unmapped, discarded or moved
         // (keys follow moved pages) meanwhile.
-        if regions.find(p.region.address(at: p.index)) === p.region && p.region.contains(p.region.address(at: p.index + p.count - 1)) {
+        if p.gathered {
+            try installGathered(count: p.count, keys: keys, addresses: fetchAddresses + p.slot * fetchSlotPages, from: buffer)
+        } else if regions.find(p.region.address(at: p.index)) === p.region && p.region.contains(p.region.address(at: p.index + p.count - 1)) {
             try installExpected(p.region, p.index, count: p.count, keys: keys, from: buffer)
         } else {
             for k in 0..<p.count {
@@ -131,11 +184,31 @@ extension Agent {
             _ = Sys.uffdWake(uffd, start: p.region.address(at: p.index), length: UInt64(p.count * Page.size))
         }
         stats.fetchedPages += p.count
-        if p.forFault {
+        if p.gathered {
+            let waited = monotonicNanos() - p.started
+            for _ in 0..<p.count { stats.remoteLatency.record(nanos: waited) }
+        } else if p.forFault {
             stats.prefetchedPages += p.count - 1
             stats.remoteLatency.record(nanos: monotonicNanos() - p.started)
         } else {
             stats.prefetchedPages += p.count
+        }
+    }
+
+    /// Installs the pages of a gathered answer still waiting, each found where it was asked for or,
+    /// if it moved, by its key; a thread waiting at an address its page left is woken to retry.
+    private func installGathered(count: Int, keys: UnsafePointer<UInt64>, addresses: UnsafePointer<UInt64>,
+                                 from buffer: UnsafeRawPointer) throws {
+        for k in 0..<count {
+            let address = addresses[k]
+            if let r = regions.find(address), r.key(at: r.index(of: address)) == keys[k] {
+                try installExpected(r, r.index(of: address), count: 1, keys: keys + k, from: buffer + k * Page.size)
+                continue
+            }
+            if let (r, i) = regionForKey(keys[k]) {
+                try installExpected(r, i, count: 1, keys: keys + k, from: buffer + k * Page.size)
+            }
+            _ = Sys.uffdWake(uffd, start: address, length: Page.size.u64)
         }
     }
 

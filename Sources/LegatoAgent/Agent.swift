@@ -134,9 +134,11 @@ public final class Agent {
     let fetchBuffer: UnsafeMutableRawPointer
     let fetchPresent: UnsafeMutablePointer<UInt8>
     let fetchKeys: UnsafeMutablePointer<UInt64>
+    let fetchAddresses: UnsafeMutablePointer<UInt64>  // where each page of a gathered fetch was asked for
     var freeSlots: [Int] = Array(0..<Agent.fetchSlots)
     var inbound: [Int: [Inbound]] = [:]  // per node, in request order
     var inboundPages = 0
+    var gathered: [Int: [(region: Region, index: Int)]] = [:]  // lone pages to fetch, per node (see sendGathered)
     var streams: [UInt32: Stream] = [:]  // per-thread sequential fault streams
     let syncPage = UnsafeMutableRawPointer.allocate(byteCount: Page.size, alignment: Page.size)
     let syncPresent = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
@@ -163,6 +165,7 @@ public final class Agent {
         fetchBuffer = UnsafeMutableRawPointer.allocate(byteCount: Agent.fetchSlots * fetchSlotPages * Page.size, alignment: Page.size)
         fetchPresent = UnsafeMutablePointer<UInt8>.allocate(capacity: Agent.fetchSlots * fetchSlotPages)
         fetchKeys = UnsafeMutablePointer<UInt64>.allocate(capacity: Agent.fetchSlots * fetchSlotPages)
+        fetchAddresses = UnsafeMutablePointer<UInt64>.allocate(capacity: Agent.fetchSlots * fetchSlotPages)
         eventBuffer = UnsafeMutablePointer<Sys.UffdEvent>.allocate(capacity: 64)
         stats.budgetPages = budgetPages
     }
@@ -172,6 +175,7 @@ public final class Agent {
         fetchBuffer.deallocate()
         fetchPresent.deallocate()
         fetchKeys.deallocate()
+        fetchAddresses.deallocate()
         eventBuffer.deallocate()
         syncPage.deallocate()
         syncPresent.deallocate()

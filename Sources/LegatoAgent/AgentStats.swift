@@ -6,6 +6,7 @@ struct AgentStats {
     var zeroFills = 0          // pages installed as zeros without a round trip
     var fetchedPages = 0       // pages brought from memory nodes (faulted or prefetched)
     var prefetchedPages = 0    // of those, pages fetched ahead of a fault
+    var fetchRequests = 0      // FETCH_PAGES requests sent for them (lone faults of a batch share one)
     var bufferHits = 0         // faults served from the write-back buffer
     var inboundHits = 0        // faults on pages already on their way (prefetched or asked for)
     var storedPages = 0        // pages acknowledged by memory nodes
@@ -49,6 +50,7 @@ struct AgentStats {
             "stored_pages": storedPages,
             "evicted_pages": evictedPages,
             "prefetched_pages": prefetchedPages,
+            "fetch_requests": fetchRequests,
             "peak_resident_bytes": peakResidentPages * 4096,
             "local_budget_bytes": budgetPages * 4096,
             "fault_latency_us": ["p50": remoteLatency.quantile(0.5), "p99": remoteLatency.quantile(0.99),
