@@ -283,7 +283,9 @@ public final class Agent {
         let control = reap && !checkpointing && phase == .running && controlFD >= 0
         pollFDs.append(pollfd(fd: pendingCheckpoint != nil && reap ? checkpointDoneFD : -1, events: Int16(POLLIN), revents: 0))
         pollFDs.append(pollfd(fd: control ? controlFD : -1, events: Int16(POLLIN), revents: 0))
-        let busy = !retryFaults.isEmpty
+        // Answers already received into a connection's buffer do not make its socket readable.
+        let buffered = nodes.contains { pool.nodes[$0.node].fetcher.rpc.connection.hasBufferedInput }
+        let busy = !retryFaults.isEmpty || buffered
         // Poll without sleeping for a little first: on a VM, waking a halted vCPU costs more than
         // the wait for a fault or an answer that is due within microseconds.
         var n = pollFDs.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), 0) }
@@ -298,7 +300,7 @@ public final class Agent {
         }
         if n < 0 && errno != EINTR { throw SystemError.fromErrno("poll") }
         let revents = pollFDs.map { $0.revents }
-        for (k, node) in nodes.enumerated() where revents[3 + k] != 0 {
+        for (k, node) in nodes.enumerated() where revents[3 + k] != 0 || pool.nodes[node.node].fetcher.rpc.connection.hasBufferedInput {
             try receiveInbound(node: node.node)
             if fatalError != nil { return }
         }

@@ -81,6 +81,7 @@ final class RemotePool {
         }
         try client.createSpace(space, ephemeral: ephemeral)
         client.rpc.connection.spinNanos = Agent.spinNanos("LEGATO_FETCH_SPIN_US", 50)
+        client.rpc.connection.bufferReads(upTo: 64 << 10)
         let free = Self.freePages(statsJSON: (try? client.rpc.stats()) ?? "")
         nodes.append(Node(index: nodes.count, endpoint: ep, fetcher: client, freePages: free))
         return nodes.count - 1

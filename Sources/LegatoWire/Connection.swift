@@ -11,6 +11,11 @@ public final class Connection {
     public var spinNanos: UInt64 = 0
     private var closed = false
     private let closeLock = Lock()
+    /// Bytes received ahead of what was asked for (see bufferReads): [rxStart, rxEnd) of rx.
+    private var rx: UnsafeMutableRawPointer?
+    private var rxCapacity = 0
+    private var rxStart = 0
+    private var rxEnd = 0
 
     public init(fd: Int32, peer: String, maxPayload: UInt32 = 64 << 20) {
         self.fd = fd
@@ -18,7 +23,23 @@ public final class Connection {
         self.maxPayload = maxPayload
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        rx?.deallocate()
+    }
+
+    /// From now on a read takes whatever has arrived, up to `capacity` bytes, and later reads are
+    /// served from it first: a header, a small payload and the frames behind them cost one recv
+    /// instead of one each. A caller that polls the descriptor must check `hasBufferedInput` first:
+    /// what is buffered here no longer makes the socket readable.
+    public func bufferReads(upTo capacity: Int) {
+        guard rx == nil, capacity >= FrameHeader.size else { return }
+        rx = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 16)
+        rxCapacity = capacity
+    }
+
+    /// Received bytes not yet handed out (see bufferReads).
+    public var hasBufferedInput: Bool { rxEnd > rxStart }
 
     public static func connect(_ endpoint: String, host: String, port: UInt16, maxPayload: UInt32 = 64 << 20,
                                timeoutSeconds: Double = 5) throws -> Connection {
@@ -47,7 +68,8 @@ public final class Connection {
             count = 0
             guard n > 0 else { return }
             do {
-                if try Socket.readFully(fd, buf.baseAddress!, n) { count = n } else { failure = WireError.truncated("payload of \(n) bytes") }
+                try receivePayload(into: buf.baseAddress!, count: n)
+                count = n
             } catch {
                 failure = error
             }
@@ -73,10 +95,7 @@ public final class Connection {
         } else if payload.count > n {
             payload.removeSubrange(n...)
         }
-        if n > 0 {
-            let ok = try payload.withUnsafeMutableBytes { try Socket.readFully(fd, $0.baseAddress!, n) }
-            if !ok { throw WireError.truncated("payload of \(n) bytes") }
-        }
+        if n > 0 { try payload.withUnsafeMutableBytes { try receivePayload(into: $0.baseAddress!, count: n) } }
     }
 
     /// Reads and drops `count` payload bytes (a request refused before its body was read).
@@ -92,6 +111,12 @@ public final class Connection {
 
     /// Receives a header only; the caller then reads exactly `length` payload bytes with `receivePayload`.
     public func receiveHeader() throws -> FrameHeader? {
+        if let rx {
+            guard try fill(atLeast: FrameHeader.size) else { return nil }
+            let raw = [UInt8](UnsafeRawBufferPointer(start: rx + rxStart, count: FrameHeader.size))
+            rxStart += FrameHeader.size
+            return try FrameHeader.decode(raw, maxLength: maxPayload)
+        }
         var raw = [UInt8](repeating: 0, count: FrameHeader.size)
         let got = try raw.withUnsafeMutableBytes { try Socket.readFully(fd, $0.baseAddress!, FrameHeader.size, spinNanos: spinNanos) }
         if !got { return nil }
@@ -100,7 +125,49 @@ public final class Connection {
 
     public func receivePayload(into buffer: UnsafeMutableRawPointer, count: Int) throws {
         if count == 0 { return }
-        if !(try Socket.readFully(fd, buffer, count)) { throw WireError.truncated("payload of \(count) bytes") }
+        var done = 0
+        if let rx {
+            done = min(count, rxEnd - rxStart)
+            if done > 0 {
+                buffer.copyMemory(from: rx + rxStart, byteCount: done)
+                rxStart += done
+            }
+            // A short rest comes through the buffer (with what follows it); a long one straight in.
+            if count - done > 0 && count - done <= rxCapacity / 2 {
+                guard try fill(atLeast: count - done) else { throw WireError.truncated("payload of \(count) bytes") }
+                (buffer + done).copyMemory(from: rx + rxStart, byteCount: count - done)
+                rxStart += count - done
+                return
+            }
+        }
+        if done < count, !(try Socket.readFully(fd, buffer + done, count - done)) {
+            throw WireError.truncated("payload of \(count) bytes")
+        }
+    }
+
+    /// Receives until at least `n` bytes are buffered (n <= rxCapacity), polling `spinNanos` first
+    /// like Socket.readFully. False on a clean close with nothing buffered.
+    private func fill(atLeast n: Int) throws -> Bool {
+        guard let rx else { return false }
+        if rxEnd - rxStart >= n { return true }
+        if rxStart > 0 {
+            if rxEnd > rxStart { memmove(rx, rx + rxStart, rxEnd - rxStart) }
+            rxEnd -= rxStart
+            rxStart = 0
+        }
+        let until = spinNanos > 0 ? monotonicNanos() + spinNanos : 0
+        while rxEnd < n {
+            let spinning = until > 0 && monotonicNanos() < until
+            let r = recv(fd, rx + rxEnd, rxCapacity - rxEnd, spinning ? Int32(MSG_DONTWAIT) : 0)
+            if r > 0 { rxEnd += r; continue }
+            if r == 0 {
+                if rxEnd == 0 { return false }
+                throw SystemError("read from peer (closed after \(rxEnd) of \(n) bytes)", code: ECONNRESET)
+            }
+            if errno == EINTR || (spinning && errno == EAGAIN) { continue }
+            throw SystemError.fromErrno("read from peer")
+        }
+        return true
     }
 
     /// Shuts the socket down (wakes a blocked reader) and closes it once.

@@ -1,3 +1,5 @@
+import Foundation
+import Glibc
 import Testing
 import LegatoSystem
 @testable import LegatoWire
@@ -35,6 +37,58 @@ import LegatoSystem
         #expect(throws: WireError.self) { try r3.count(itemSize: 4096, limit: Int.max, "pages") }
         var r4 = WireReader([5, 0, 0xc3, 0x28, 0x41, 0x41, 0x41])
         #expect(throws: WireError.self) { try r4.string() }  // invalid UTF-8
+    }
+
+    /// A connection that buffers its reads hands out exactly the frames sent, whatever the sizes
+    /// (payloads smaller and larger than its buffer) and however the bytes trickle in; a close
+    /// between frames is a clean end, a close inside one an error.
+    @Test func bufferedReadsHandOutExactlyTheFramesSent() throws {
+        var fds: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        let reader = Connection(fd: fds[0], peer: "test")
+        reader.bufferReads(upTo: 4096)
+        let sizes = [0, 1, 15, 16, 2000, 2047, 2048, 2049, 4095, 4096, 10_000, 70_000, 3]
+        var wire: [UInt8] = []
+        for (k, n) in sizes.enumerated() {
+            wire += FrameHeader(opcode: 9, requestID: UInt32(k), length: UInt32(n)).encoded()
+            wire += (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ k) }
+        }
+        wire += FrameHeader(opcode: 9, requestID: 99, length: 100).encoded() + [1, 2, 3]  // cut short
+        let bytes = wire, sendFD = fds[1]
+        let writer = Thread {
+            var at = 0, step = 1
+            while at < bytes.count {  // pieces of growing size: frames split at every kind of boundary
+                let n = min(step, bytes.count - at)
+                _ = bytes[at..<at + n].withUnsafeBytes { send(sendFD, $0.baseAddress, n, Int32(MSG_NOSIGNAL)) }
+                at += n
+                step = step % 5000 + 7
+            }
+            shutdown(sendFD, Int32(SHUT_WR))
+        }
+        writer.start()
+        for (k, n) in sizes.enumerated() {
+            let frame = try #require(try reader.receive())
+            #expect(frame.header.requestID == UInt32(k))
+            #expect(frame.payload == (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ k) }, "frame \(k) of \(n) bytes")
+        }
+        #expect(throws: (any Error).self) { _ = try reader.receive() }
+        Glibc.close(fds[1])
+        // A clean close between frames: nil, after what was buffered.
+        let (a, b) = try pairOfConnections()
+        b.bufferReads(upTo: 64)
+        try a.send(opcode: 3, requestID: 1, payload: [7, 7])
+        try a.send(opcode: 3, requestID: 2, payload: [])
+        a.close()
+        #expect(try b.receive()?.payload == [7, 7])
+        #expect(b.hasBufferedInput, "the second frame came with the first")
+        #expect(try b.receive()?.header.requestID == 2)
+        #expect(try b.receive() == nil)
+    }
+
+    private func pairOfConnections() throws -> (Connection, Connection) {
+        var fds: [Int32] = [0, 0]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else { throw SystemError.fromErrno("socketpair") }
+        return (Connection(fd: fds[0], peer: "a"), Connection(fd: fds[1], peer: "b"))
     }
 
     @Test func hmacMatchesRFC4231() {
