@@ -300,12 +300,18 @@ extension Agent {
         let now = monotonicNanos()
         guard uffd >= 0, now - lastStuckCheck >= 1_000_000_000 else { return }
         lastStuckCheck = now
-        guard retryFaults.isEmpty, inboundPages == 0 else { stuckChecks = 0; return }
-        let waiting = tracees.values.contains { $0.sharesMemory && ProcFile.text("/proc/\($0.tid)/wchan") == "handle_userfault" }
-        guard waiting else { stuckChecks = 0; return }
-        stuckChecks += 1
-        guard stuckChecks >= 2 else { return }
-        stuckChecks = 0
+        guard retryFaults.isEmpty, inboundPages == 0 else { stuckThreads = []; return }
+        let waiting = Set(tracees.values.filter { $0.sharesMemory && ProcFile.text("/proc/\($0.tid)/wchan") == "handle_userfault" }.map { $0.tid })
+        // A thread that faulted after the loop's last poll is waiting too, with its message queued:
+        // only a thread seen waiting while the uffd has nothing for us, at two checks running, is stuck.
+        // (Without this, threads faulting at the moment of each check were taken for a lost fault
+        // now and then in busy runs.)
+        var pending = pollfd(fd: uffd, events: Int16(POLLIN), revents: 0)
+        guard !waiting.isEmpty, poll(&pending, 1, 0) == 0 else { stuckThreads = []; return }
+        let still = waiting.intersection(stuckThreads)
+        stuckThreads = waiting
+        guard !still.isEmpty else { return }
+        stuckThreads = []
         stats.lostFaultWakes += 1
         // Nothing is on its way, so no page can be waiting for a fetch answer: a `fetching` bit left
         // behind (an answer dropped while its range changed) would make every refault wait forever.
@@ -317,7 +323,7 @@ extension Agent {
             }
         }
         let report = "\(stale) pages marked as being fetched with no fetch under way, cleared; \(registrationReport())"
-        log.warning("a thread of pid \(mainPID) has waited for a page for 2 s with nothing on its way; waking its faults again (\(report))")
+        log.warning("thread(s) \(still.sorted()) of pid \(mainPID) have waited for a page for 2 s with nothing on its way; waking its faults again (\(report))")
         // The whole user address range: the lost fault may be on a page the table no longer holds
         // (a wake needs no registration); the refault then comes back as a new message.
         _ = Sys.uffdWake(uffd, start: 0x10000, length: 0x7fff_ffff_0000 - 0x10000)

@@ -110,7 +110,7 @@ public final class Agent {
     var snapshotPIDs = Set<pid_t>()
     /// Liveness guard state (see wakeStuckFaults).
     var lastStuckCheck: UInt64 = 0
-    var stuckChecks = 0
+    var stuckThreads: Set<Int32> = []  // threads the liveness guard saw waiting at its last check
     /// A restored checkpoint's pages still to come back (lazy restore).
     var restoreBacking: RestoreBacking?
     /// The fill waits for pages still streaming in: the event loop sleeps 1 ms at a time meanwhile.

@@ -233,7 +233,7 @@ public final class MemoryService: RPCService {
         let s = store.stats
         return """
         {"role":"memory","spaces":\(s.spaces),"live_pages":\(s.livePages),"live_page_limit":\(s.livePageLimit),\
-        "capacity_bytes":\(store.limits.capacityBytes),"used_bytes":\(s.usedBytes),"segments":\(s.segments),\
+        "capacity_bytes":\(store.limits.capacityBytes),"used_bytes":\(s.usedBytes),"segments":\(s.segments),"spare_segments":\(s.spareSegments),\
         "max_segments":\(s.maxSegments),"segment_bytes":\(s.segmentBytes),"stored_pages":\(s.storedPages),\
         "fetched_pages":\(s.fetchedPages),"missed_pages":\(s.missedPages),"discarded_pages":\(s.discardedPages),\
         "cleaner_runs":\(s.cleanerRuns),"cleaned_pages":\(s.cleanedPages),"refused_stores":\(s.refusedStores),\

@@ -74,6 +74,8 @@ public final class PageStore {
     private var segments: [Segment?] = []
     private var freeSlots: [Int] = []
     private var head: Segment?
+    /// A populated segment made ahead, outside the lock, for the next head (see prepareSpare).
+    private var spare: Segment?
     private var allocated = 0
     private var livePages = 0
     private var nextVersion: UInt64 = 1
@@ -128,6 +130,7 @@ public final class PageStore {
     /// Stores `count` pages (vpns[i] -> pages + i*4096) atomically with respect to capacity.
     public func store(space id: UInt64, owner: [UInt8], epoch: UInt32, vpns: UnsafeBufferPointer<UInt64>,
                       pages: UnsafeRawPointer) throws {
+        prepareSpare()
         try lock.withLock {
             let s = try space(id, owner)
             // References each page adds: its new version, plus its old one in every map that keeps
@@ -349,6 +352,8 @@ public final class PageStore {
     public struct Stats {
         public var spaces: Int, livePages: Int, livePageLimit: Int
         public var segments: Int, maxSegments: Int, segmentBytes: Int
+        /// A segment made ahead for the next head (0 or 1); it counts against the capacity too.
+        public var spareSegments: Int
         public var storedPages: Int, fetchedPages: Int, missedPages: Int, discardedPages: Int
         public var cleanerRuns: Int, cleanedPages: Int, refusedStores: Int
         /// Spaces that retain a committed checkpoint, and the pages changed since a retained
@@ -367,6 +372,7 @@ public final class PageStore {
             }
             return Stats(spaces: spaces.count, livePages: livePages, livePageLimit: livePageLimit,
                          segments: allocated, maxSegments: maxSegments, segmentBytes: limits.segmentBytes,
+                         spareSegments: spare == nil ? 0 : 1,
                          storedPages: storedPages, fetchedPages: fetchedPages, missedPages: missedPages,
                          discardedPages: discardedPages, cleanerRuns: cleanerRuns, cleanedPages: cleanedPages,
                          refusedStores: refusedStores, retainingSpaces: retaining, retainedVersions: retained,
@@ -401,13 +407,26 @@ public final class PageStore {
 
     private func allocate() throws -> Segment {
         let slot = freeSlots.popLast() ?? segments.count
-        guard let seg = Segment(slot: slot, size: limits.segmentBytes) else {
+        guard let seg = spare ?? Segment(slot: slot, size: limits.segmentBytes) else {
             if slot == segments.count { } else { freeSlots.append(slot) }
             throw StoreError.outOfMemory
         }
+        spare = nil
+        seg.slot = slot
         if slot == segments.count { segments.append(seg) } else { segments[slot] = seg }
         allocated += 1
         return seg
+    }
+
+    /// Makes the next head segment ahead of need, without the lock: populating 8 MiB takes a few
+    /// milliseconds, and under the lock every fetch waited for it. The spare counts against the
+    /// capacity like an allocated segment, so it is made only while one more fits besides the
+    /// cleaner's reserve.
+    private func prepareSpare() {
+        guard lock.withLock({ spare == nil && allocated + 2 < maxSegments }) else { return }
+        guard let fresh = Segment(slot: -1, size: limits.segmentBytes) else { return }
+        lock.withLock { if spare == nil && allocated + 2 < maxSegments { spare = fresh } }
+        // Not kept (another store made one first): unmapped on return, outside the lock.
     }
 
     /// The head segment with room for one more entry, allocating or cleaning as needed.

@@ -17,7 +17,7 @@ final class Segment {
     static let headerSize = 32
     static let entrySize = headerSize + Page.size
 
-    let slot: Int
+    var slot: Int  // its index in the store's table (a spare made ahead has none yet: -1)
     let size: Int
     let base: UnsafeMutableRawPointer
     private(set) var used = 0

@@ -158,7 +158,28 @@ import LegatoCore
         #expect(s.stats.cleanerRuns > 0)
         let all = try fetch(s, 1, Array(0..<UInt64(limit)))
         for (i, p) in all.enumerated() { #expect(p == page(UInt64(i) + 4000)) }
-        #expect(s.stats.segments <= s.maxSegments)
+        #expect(s.stats.segments + s.stats.spareSegments <= s.maxSegments)
+    }
+
+    /// The next head segment is made ahead (outside the lock), kept within the capacity, and used.
+    @Test func makesTheNextSegmentAheadWithinTheCapacity() throws {
+        let s = PageStore(limits: .init(capacityBytes: 4 << 20, segmentBytes: 256 << 10))  // 16 segments
+        try s.createSpace(1, owner: owner)
+        let perSegment = (256 << 10) / Segment.entrySize
+        try store(s, 1, [0])  // the spare made first became the head
+        #expect(s.stats.segments == 1 && s.stats.spareSegments == 0)
+        try store(s, 1, [1])
+        #expect(s.stats.segments == 1 && s.stats.spareSegments == 1)
+        try store(s, 1, Array(2..<UInt64(perSegment + 1)))  // fills the head, goes on in the spare
+        #expect(s.stats.segments == 2 && s.stats.spareSegments == 0)
+        try store(s, 1, [UInt64(perSegment + 1)])
+        #expect(s.stats.spareSegments == 1, "a new spare once the last one became the head")
+        for (i, p) in try fetch(s, 1, Array(0...UInt64(perSegment + 1))).enumerated() { #expect(p == page(UInt64(i))) }
+        // With room for only two segments (head and the cleaner's reserve), none is made ahead.
+        let small = PageStore(limits: .init(capacityBytes: 512 << 10, segmentBytes: 256 << 10))
+        try small.createSpace(1, owner: owner)
+        try store(small, 1, [0, 1, 2])
+        #expect(small.stats.spareSegments == 0)
     }
 
     @Test func releasesSegmentsOnceEmpty() throws {

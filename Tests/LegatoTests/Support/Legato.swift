@@ -29,6 +29,8 @@ enum Legato {
         #expect(r.status == plain.status, "legato run exited \(r.status); stderr:\n\(r.stderr)", sourceLocation: sourceLocation)
         #expect(r.stdout == plain.stdout, "output differs from a plain run", sourceLocation: sourceLocation)
         #expect(!r.stdout.contains("FAIL"), sourceLocation: sourceLocation)
+        // The agent's liveness guard never had to wake a fault that was dropped.
+        #expect(!r.stderr.contains("waited for a page"), "a fault was lost:\n\(r.stderr)", sourceLocation: sourceLocation)
         #expect(stats.storedPages > 0, "no page was stored on a memory node", sourceLocation: sourceLocation)
         #expect(stats.fetchedPages > 0, "no page came back from a memory node", sourceLocation: sourceLocation)
         #expect(stats.evictedPages > 0, sourceLocation: sourceLocation)
