@@ -122,7 +122,14 @@ extension Agent {
             var k = 0
             while k < pages.count {
                 let n = min(fetchSlotPages, pages.count - k)
-                if freeSlots.isEmpty { try receiveOldestInbound() }
+                if freeSlots.isEmpty {
+                    // Whatever stays unsent if this fails is still gathered (fetching, counted
+                    // inbound): sent with the next batch, never left waiting on no request.
+                    do { try receiveOldestInbound() } catch {
+                        gathered[node, default: []].append(contentsOf: pages[k...])
+                        throw error
+                    }
+                }
                 if fatalError != nil { return }
                 let slot = freeSlots.removeLast()
                 let keys = fetchKeys + slot * fetchSlotPages
