@@ -1,6 +1,7 @@
 import Glibc
 import LegatoCore
 import LegatoSystem
+import LegatoWire
 
 /// Fetching pages from memory nodes, asynchronously.
 ///
@@ -20,7 +21,7 @@ extension Agent {
         let started: UInt64
         let forFault: Bool
         /// Lone pages gathered from one batch of faults (keys and addresses in the slot), not r[i..<i+count].
-        var gathered = false
+        let gathered: Bool
     }
 
     /// A thread's run of faults on consecutive pages: `last` faulted page, `frontier` the last page
@@ -37,10 +38,7 @@ extension Agent {
     func fetch(_ f: Sys.UffdEvent, _ r: Region, _ i: Int, run: Int) throws {
         if run == 0 {
             // A lone page (no stream to read ahead for): asked for with the batch's other lone pages.
-            guard let node = pool.location(r.key(at: i)) else {
-                fail("page 0x\(String(r.address(at: i), radix: 16)) is marked remote but no memory node holds it")
-                return
-            }
+            guard let node = node(holding: r, i) else { return }
             r.insert(i, .fetching)
             inboundPages += 1
             gathered[node, default: []].append((r, i))
@@ -78,13 +76,19 @@ extension Agent {
         streams[tid] = s
     }
 
-    /// Sends one fetch for up to `maxPages` consecutive remote pages from r[i] on one node.
-    /// Returns how many pages it asked for (nil when the node failed).
-    private func sendFetch(_ r: Region, _ i: Int, maxPages: Int, forFault: Bool) throws -> Int? {
+    /// The node holding remote page r[i]; nil (and the run failed) if none does.
+    private func node(holding r: Region, _ i: Int) -> Int? {
         guard let node = pool.location(r.key(at: i)) else {
             fail("page 0x\(String(r.address(at: i), radix: 16)) is marked remote but no memory node holds it")
             return nil
         }
+        return node
+    }
+
+    /// Sends one fetch for up to `maxPages` consecutive remote pages from r[i] on one node.
+    /// Returns how many pages it asked for (nil when the node failed).
+    private func sendFetch(_ r: Region, _ i: Int, maxPages: Int, forFault: Bool) throws -> Int? {
+        guard let node = node(holding: r, i) else { return nil }
         var n = 1
         while n < maxPages && i + n < r.pageCount {
             let s = r.state(i + n)
@@ -92,23 +96,35 @@ extension Agent {
                   pool.location(r.key(at: i + n)) == node else { break }
             n += 1
         }
+        let sent = try startRequest(node: node, count: n, region: r, index: i, forFault: forFault) { keys, _ in
+            for k in 0..<n { keys[k] = r.key(at: i + k) }
+        }
+        guard sent else { return nil }
+        for k in i..<i + n { r.insert(k, .fetching) }
+        inboundPages += n
+        return n
+    }
+
+    /// Takes a fetch slot (receiving the oldest answer due if none is free), lets `fill` write the
+    /// request's `count` keys (and a gathered request's addresses) into it, sends the request and
+    /// records it as on its way. False when the node failed (the run is stopping).
+    private func startRequest(node: Int, count n: Int, region r: Region, index i: Int, forFault: Bool, gathered: Bool = false,
+                              fill: (_ keys: UnsafeMutablePointer<UInt64>, _ addresses: UnsafeMutablePointer<UInt64>) -> Void) throws -> Bool {
         if freeSlots.isEmpty { try receiveOldestInbound() }
-        if fatalError != nil { return nil }
+        if fatalError != nil { return false }
         let slot = freeSlots.removeLast()
         let keys = fetchKeys + slot * fetchSlotPages
-        for k in 0..<n { keys[k] = r.key(at: i + k) }
+        fill(keys, fetchAddresses + slot * fetchSlotPages)
         let id: UInt32
         do { id = try pool.startFetch(node: node, keys: UnsafeBufferPointer(start: keys, count: n)) } catch let e as NodeFailure {
             freeSlots.append(slot)
             fail(e.description)
-            return nil
+            return false
         }
         stats.fetchRequests += 1
-        for k in i..<i + n { r.insert(k, .fetching) }
-        inbound[node, default: []].append(Inbound(region: r, index: i, count: n, id: id, slot: slot,
-                                                  started: monotonicNanos(), forFault: forFault))
-        inboundPages += n
-        return n
+        inbound[node, default: []].append(Inbound(region: r, index: i, count: n, id: id, slot: slot, started: monotonicNanos(),
+                                                  forFault: forFault, gathered: gathered))
+        return true
     }
 
     /// Sends the lone pages `fetch` gathered during a batch of faults: one request per node (several
@@ -122,42 +138,31 @@ extension Agent {
             var k = 0
             while k < pages.count {
                 let n = min(fetchSlotPages, pages.count - k)
-                if freeSlots.isEmpty {
-                    // Whatever stays unsent if this fails is still gathered (fetching, counted
-                    // inbound): sent with the next batch, never left waiting on no request.
-                    do { try receiveOldestInbound() } catch {
-                        gathered[node, default: []].append(contentsOf: pages[k...])
-                        throw error
+                let sent: Bool
+                do {
+                    sent = try startRequest(node: node, count: n, region: pages[k].region, index: pages[k].index,
+                                            forFault: true, gathered: true) { keys, addresses in
+                        for j in 0..<n {
+                            let (r, i) = pages[k + j]
+                            keys[j] = r.key(at: i)
+                            addresses[j] = r.address(at: i)
+                        }
                     }
+                } catch {
+                    // Whatever stays unsent is still gathered (fetching, counted inbound): sent
+                    // with the next batch, never left waiting on no request.
+                    gathered[node, default: []].append(contentsOf: pages[k...])
+                    throw error
                 }
-                if fatalError != nil { return }
-                let slot = freeSlots.removeLast()
-                let keys = fetchKeys + slot * fetchSlotPages
-                let addresses = fetchAddresses + slot * fetchSlotPages
-                for j in 0..<n {
-                    let (r, i) = pages[k + j]
-                    keys[j] = r.key(at: i)
-                    addresses[j] = r.address(at: i)
-                }
-                let id: UInt32
-                do { id = try pool.startFetch(node: node, keys: UnsafeBufferPointer(start: keys, count: n)) } catch let e as NodeFailure {
-                    freeSlots.append(slot)
-                    fail(e.description)
-                    return
-                }
-                var p = Inbound(region: pages[k].region, index: pages[k].index, count: n, id: id, slot: slot,
-                                started: monotonicNanos(), forFault: true)
-                p.gathered = true
-                stats.fetchRequests += 1
-                inbound[node, default: []].append(p)
+                if !sent { return }
                 k += n
             }
         }
     }
 
     /// The nodes with answers to wait for, and their connections.
-    var inboundDescriptors: [(node: Int, fd: Int32)] {
-        inbound.compactMap { $0.value.isEmpty ? nil : ($0.key, pool.nodes[$0.key].fetcher.rpc.connection.fd) }
+    var inboundConnections: [(node: Int, connection: Connection)] {
+        inbound.compactMap { $0.value.isEmpty ? nil : ($0.key, pool.nodes[$0.key].fetcher.rpc.connection) }
     }
 
     /// Receives and installs the next answer from `node`.
@@ -208,8 +213,8 @@ extension Agent {
                                  from buffer: UnsafeRawPointer) throws {
         for k in 0..<count {
             let address = addresses[k]
-            if let r = regions.find(address), r.key(at: r.index(of: address)) == keys[k] {
-                try installExpected(r, r.index(of: address), count: 1, keys: keys + k, from: buffer + k * Page.size)
+            if let r = regions.find(address), case let i = r.index(of: address), r.key(at: i) == keys[k] {
+                try installExpected(r, i, count: 1, keys: keys + k, from: buffer + k * Page.size)
                 continue
             }
             if let (r, i) = regionForKey(keys[k]) {

@@ -274,17 +274,17 @@ public final class Agent {
     /// then serves fetch answers, uffd events, write-back completions and, if `reapStops`, ptrace stops.
     /// Without `reapStops` (while a syscall is injected) ptrace stops are left to the injector.
     func pollOnce(reapStops reap: Bool, sleepMillis: Int32 = 1000) throws {
-        let nodes = inboundDescriptors
+        let nodes = inboundConnections
         pollFDs.removeAll(keepingCapacity: true)
         pollFDs.append(pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0))
         pollFDs.append(pollfd(fd: writeBack.wakeFD, events: Int16(POLLIN), revents: 0))
         pollFDs.append(pollfd(fd: uffd, events: Int16(POLLIN), revents: 0))
-        for n in nodes { pollFDs.append(pollfd(fd: n.fd, events: Int16(POLLIN), revents: 0)) }
+        for n in nodes { pollFDs.append(pollfd(fd: n.connection.fd, events: Int16(POLLIN), revents: 0)) }
         let control = reap && !checkpointing && phase == .running && controlFD >= 0
         pollFDs.append(pollfd(fd: pendingCheckpoint != nil && reap ? checkpointDoneFD : -1, events: Int16(POLLIN), revents: 0))
         pollFDs.append(pollfd(fd: control ? controlFD : -1, events: Int16(POLLIN), revents: 0))
         // Answers already received into a connection's buffer do not make its socket readable.
-        let buffered = nodes.contains { pool.nodes[$0.node].fetcher.rpc.connection.hasBufferedInput }
+        let buffered = nodes.contains { $0.connection.hasBufferedInput }
         let busy = !retryFaults.isEmpty || buffered
         // Poll without sleeping for a little first: on a VM, waking a halted vCPU costs more than
         // the wait for a fault or an answer that is due within microseconds.
@@ -300,7 +300,7 @@ public final class Agent {
         }
         if n < 0 && errno != EINTR { throw SystemError.fromErrno("poll") }
         let revents = pollFDs.map { $0.revents }
-        for (k, node) in nodes.enumerated() where revents[3 + k] != 0 || pool.nodes[node.node].fetcher.rpc.connection.hasBufferedInput {
+        for (k, node) in nodes.enumerated() where revents[3 + k] != 0 || node.connection.hasBufferedInput {
             try receiveInbound(node: node.node)
             if fatalError != nil { return }
         }

@@ -423,11 +423,14 @@ public final class PageStore {
     /// capacity like an allocated segment, so it is made only while one more fits besides the
     /// cleaner's reserve.
     private func prepareSpare() {
-        guard lock.withLock({ spare == nil && allocated + 2 < maxSegments }) else { return }
+        guard lock.withLock({ wantsSpare }) else { return }
         guard let fresh = Segment(slot: -1, size: limits.segmentBytes) else { return }
-        lock.withLock { if spare == nil && allocated + 2 < maxSegments { spare = fresh } }
+        lock.withLock { if wantsSpare { spare = fresh } }
         // Not kept (another store made one first): unmapped on return, outside the lock.
     }
+
+    /// No spare yet, and room for one besides the segments in use and the cleaner's reserve. Lock held.
+    private var wantsSpare: Bool { spare == nil && allocated + 2 < maxSegments }
 
     /// The head segment with room for one more entry, allocating or cleaning as needed.
     private func headWithRoom() throws -> Segment {

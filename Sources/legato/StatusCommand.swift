@@ -59,9 +59,10 @@ struct StatusCommand: ParsableCommand {
         for r in rows {
             print(r.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  "))
         }
-        for n in nodes where nodeCounters[n.id] != nil {
+        for n in nodes {
+            guard let result = nodeCounters[n.id] else { continue }
             print("")
-            switch nodeCounters[n.id]! {
+            switch result {
             case .success(let c):
                 print("node \(n.id) (\(n.role.rawValue), \(n.address)):")
                 for key in c.keys.sorted() { print("  \(key) \(c[key]!)") }
