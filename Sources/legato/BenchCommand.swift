@@ -27,15 +27,21 @@ struct BenchCommand: ParsableCommand {
             let log = try LogWriter(config: .init(writer: writer, replicas: replicas, segmentBytes: Int(segment.bytes), secret: try secret.load(),
                                                   token: Sys.randomBytes(32), coordinator: coordinator))
             defer { log.close() }
-            let payload = [UInt8]((0..<Int(entry.bytes)).map { UInt8(truncatingIfNeeded: $0 * 7) })
-            let batchEntries = (0..<batch).map { ReplicaStore.Entry(epoch: 1, slab: UInt64($0 % 16), payload: payload) }
-            let rounds = max(1, Int(total.bytes) / (batch * payload.count))
+            // Distinct payloads, 16 batches' worth (at least 16 MiB), cycled: like a checkpoint's freshly
+            // read pages, they are not all in the cache when sent.
+            let size = Int(entry.bytes)
+            let batches = max(16, (16 << 20) / max(1, batch * size))
+            func payload(_ seed: Int) -> [UInt8] { (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ seed) } }
+            let pool: [[ReplicaStore.Entry]] = (0..<batches).map { b in
+                (0..<batch).map { i in ReplicaStore.Entry(epoch: 1, slab: UInt64(i % 16), payload: payload(b * batch + i)) }
+            }
+            let rounds = max(1, Int(total.bytes) / (batch * size))
             let started = monotonicNanos()
-            for _ in 0..<rounds { try log.append(batchEntries) }
+            for r in 0..<rounds { try log.append(pool[r % batches]) }
             if sync { try log.sync() }
             let seconds = Double(monotonicNanos() - started) / 1e9
             try log.closeOpenSegment()
-            let bytes = Double(rounds * batch * payload.count)
+            let bytes = Double(rounds * batch * size)
             print(String(format: "log_append_mbps=%.1f bytes=%.0f seconds=%.3f replicas=%d writer=%llu", bytes / seconds / 1e6, bytes, seconds, replicas, writer))
         }
     }

@@ -38,8 +38,20 @@ TCP=$(median "${TCPS[@]}")
 rm -f "$WORK/dd"
 
 C=$("$LEGATO" cluster up --memory 0 --log 3 --dir "$WORK/cluster")
+# Each timed run starts on a quiet cluster: every log node has written out what the previous run
+# left buffered, so that one run's disk writes do not share the two vCPUs with the next run's appends.
+quiesce() {
+  for _ in $(seq 300); do
+    "$LEGATO" status --coordinator "$C" --json --counters | python3 -c '
+import json, sys
+nodes = [n for n in json.load(sys.stdin)["nodes"] if n["role"] == "log" and n["state"] == "alive"]
+sys.exit(0 if nodes and all(n.get("counters", {}).get("buffered_bytes", 1) == 0 for n in nodes) else 1)' && return
+    sleep 0.1
+  done
+  echo "log nodes still busy writing out after 30 s" >&2
+}
 # Appends: median of three runs each (this VM's figures vary by 20% from run to run).
-append() { "$LEGATO" bench log-append --coordinator "$C" "$@" | field log_append_mbps; }
+append() { quiesce; "$LEGATO" bench log-append --coordinator "$C" "$@" | field log_append_mbps; }
 R1S=(); R3S_=(); R3SS=()
 for i in 1 2 3; do
   R1S+=("$(append --replicas 1 --total "$TOTAL" --writer $((1100 + i)))")
@@ -47,7 +59,7 @@ for i in 1 2 3; do
   R3SS+=("$(append --replicas 3 --total "$TOTAL" --writer $((1400 + i)) --sync)")
 done
 R1=$(median "${R1S[@]}"); R3=$(median "${R3S_[@]}"); R3S=$(median "${R3SS[@]}")
-sleep 1
+quiesce
 RDS=()
 for _ in 1 2 3; do
   drop_caches
