@@ -161,7 +161,7 @@ public final class LogService: RPCService {
     public func stats() -> String {
         let s = store.stats
         return """
-        {"role":"log","replicas":\(s.replicas),"open_replicas":\(s.openReplicas),"buffered_bytes":\(s.bufferedBytes),"buffered_peak_bytes":\(s.bufferedPeakBytes),"append_waits":\(s.appendWaits),"spare_buffer_bytes":\(s.spareBytes),"fresh_buffers":\(s.freshBuffers),\
+        {"role":"log","replicas":\(s.replicas),"open_replicas":\(s.openReplicas),"buffered_bytes":\(s.bufferedBytes),"buffered_peak_bytes":\(s.bufferedPeakBytes),"append_waits":\(s.appendWaits),"spare_buffer_bytes":\(s.spareBytes),"fresh_buffers":\(s.freshBuffers),"buffer_storage_bytes":\(s.bufferStorageBytes),\
         "disk_bytes":\(s.diskBytes),"free_disk_bytes":\(store.freeDiskBytes),"torn_tails":\(s.tornTails),\
         "corrupt_entries":\(s.corruptEntries),"quarantined_files":\(s.quarantined),"flushes":\(s.flushes),\
         "bytes_written":\(s.bytesWritten),"io_errors":\(s.ioErrors)}

@@ -93,6 +93,7 @@ public final class ReplicaStore {
         var corrupt = 0
         var ioError: String?
         var receivingAt: Int?   // an append being received straight into the buffer, at this offset
+        var lastAppendNanos = monotonicNanos()
         init(key: Key, path: String, owner: [UInt8]) {
             self.key = key
             self.path = path
@@ -338,6 +339,7 @@ public final class ReplicaStore {
             }
             let base = r.totalLength
             r.buffer.adopt(at: at, bytes)
+            r.lastAppendNanos = monotonicNanos()
             for var ref in refs {
                 ref.offset += base
                 r.entries.append(ref)
@@ -417,11 +419,12 @@ public final class ReplicaStore {
 
     /// Writes closed replicas out (and fsyncs them), and the largest buffers when the budget is passed.
     private func flusherLoop() {
+        var lastSweep = monotonicNanos()
         while true {
             let (closed, over): ([Replica], Bool) = lock.withLock {
                 while closedQueue.isEmpty && buffered <= bufferLimit && !stopping {
                     lock.wait(seconds: 1)
-                    trimIdleSpares()
+                    if Double(monotonicNanos() &- lastSweep) / 1e9 > spareIdleSeconds / 2 { break }
                 }
                 if stopping { return ([], false) }
                 let c = closedQueue
@@ -429,6 +432,12 @@ public final class ReplicaStore {
                 return (c, buffered > bufferLimit)
             }
             if lock.withLock({ stopping }) { return }
+            if closed.isEmpty && !over {
+                lastSweep = monotonicNanos()
+                releaseIdleBuffers()
+                lock.withLock { trimIdleSpares() }
+                continue
+            }
             var progress = 0
             for r in closed {
                 var written = 0
@@ -449,6 +458,20 @@ public final class ReplicaStore {
             if over { progress += flushLargest() }
             // A disk that refuses writes: do not spin on it (one that is only slow is written on at once).
             if progress == 0 && lock.withLock({ buffered > bufferLimit }) { usleep(50_000) }
+        }
+    }
+
+    /// The storage of an open replica whose buffer was written out (a sync, or the budget passed) and
+    /// which has had no append for `spareIdleSeconds` goes to the spare pool: a writer that never
+    /// comes back must not pin a segment's worth of memory. An append later grows a new buffer.
+    private func releaseIdleBuffers() {
+        let now = monotonicNanos()
+        for r in lock.withLock({ Array(replicas.values) }) {
+            r.lock.withLock {
+                guard !r.closed, r.buffer.isEmpty, r.buffer.capacity > 0, r.receivingAt == nil,
+                      Double(now &- r.lastAppendNanos) / 1e9 > spareIdleSeconds else { return }
+                recycle(r)
+            }
         }
     }
 
@@ -867,16 +890,20 @@ public final class ReplicaStore {
 
     public struct Stats {
         public var replicas: Int, openReplicas: Int, bufferedBytes: Int, bufferedPeakBytes: Int, appendWaits: Int, spareBytes: Int, freshBuffers: Int
+        /// Memory the replicas' buffers hold (capacity, written out or not; spares not included).
+        public var bufferStorageBytes: Int
         public var diskBytes: UInt64
         public var tornTails: Int, corruptEntries: Int, quarantined: Int, flushes: Int, bytesWritten: UInt64, ioErrors: Int
     }
 
     public var stats: Stats {
         let all = lock.withLock { Array(replicas.values) }
-        let (open, disk) = all.reduce((0, UInt64(0))) { acc, r in r.lock.withLock { (acc.0 + (r.closed ? 0 : 1), acc.1 + r.fileLength) } }
+        let (open, disk, storage) = all.reduce((0, UInt64(0), 0)) { acc, r in
+            r.lock.withLock { (acc.0 + (r.closed ? 0 : 1), acc.1 + r.fileLength, acc.2 + r.buffer.capacity) }
+        }
         return lock.withLock {
             Stats(replicas: replicas.count, openReplicas: open, bufferedBytes: buffered, bufferedPeakBytes: bufferedPeak,
-                  appendWaits: appendWaits, spareBytes: spareBuffers.reduce(0) { $0 + $1.capacity }, freshBuffers: freshBuffers, diskBytes: disk, tornTails: tornTails,
+                  appendWaits: appendWaits, spareBytes: spareBuffers.reduce(0) { $0 + $1.capacity }, freshBuffers: freshBuffers, bufferStorageBytes: storage, diskBytes: disk, tornTails: tornTails,
                   corruptEntries: corruptEntries, quarantined: quarantinedFiles, flushes: flushes, bytesWritten: bytesWritten, ioErrors: ioErrors)
         }
     }

@@ -139,6 +139,36 @@ import LegatoCore
         #expect(s.stats.spareBytes <= 9 << 20 + (2 << 20), "an idle node keeps one spare, not \(s.stats.spareBytes) bytes")
     }
 
+    @Test func anIdleOpenReplicaGivesItsWrittenOutBufferBack() throws {
+        let s = try store(TestEnvironment.temporaryDirectory("idle-open"), buffer: 32 << 20)
+        defer { s.shutdown() }
+        s.spareIdleSeconds = 1
+        let busy = ReplicaStore.Key(writer: 0x5b, segment: 2)
+        for k in [key, busy] {
+            try s.open(k, token: token)
+            _ = try s.append(k, token: token, first: 0, entries: entries(3000))  // ~3 MiB: a buffer of 4 MiB or more
+            try s.sync(k, token: token)                                          // written out, still open
+        }
+        let both = s.stats.bufferStorageBytes  // the two buffers are alike
+        #expect(both >= 2 * (3 << 20), "two synced open replicas hold their buffers: \(both) bytes")
+        // `busy` keeps appending; `key`'s writer went away.
+        var next = 3000
+        let deadline = Date().addingTimeInterval(8)
+        while s.stats.bufferStorageBytes == both && Date() < deadline {
+            _ = try s.append(busy, token: token, first: UInt32(next), entries: entries(1, from: next))
+            next += 1
+            usleep(100_000)
+        }
+        let held = s.stats.bufferStorageBytes
+        #expect(held == both / 2, "only the replica still appended to keeps its buffer: \(held) of \(both) bytes")
+        // The idle writer comes back: its appends land after what was written out, nothing lost.
+        _ = try s.append(key, token: token, first: 3000, entries: entries(10, from: 3000))
+        try s.sync(key, token: token)
+        let r = try readAll(s, key)
+        #expect(r.corruptSkipped == 0)
+        #expect(r.entries.map { $0.entry } == entries(3010))
+    }
+
     @Test func onlyTheOpeningWriterMayWrite() throws {
         let s = try store(TestEnvironment.temporaryDirectory("owner"))
         try s.open(key, token: token)
