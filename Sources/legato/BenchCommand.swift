@@ -21,25 +21,38 @@ struct BenchCommand: ParsableCommand {
         @Option(help: "Segment size.") var segment: ByteSize = ByteSize(bytes: 8 << 20)
         @Option var writer: UInt64 = UInt64.random(in: 1...UInt64.max)
         @Flag var sync = false
+        @Flag(help: "Rewrite each batch's payloads before its append.") var freshPayloads = false
         @OptionGroup var secret: SecretOptions
 
         func run() throws {
             let log = try LogWriter(config: .init(writer: writer, replicas: replicas, segmentBytes: Int(segment.bytes), secret: try secret.load(),
                                                   token: Sys.randomBytes(32), coordinator: coordinator))
             defer { log.close() }
-            // Distinct payloads, 16 batches' worth (at least 16 MiB), cycled: like a checkpoint's freshly
-            // read pages, they are not all in the cache when sent.
+            // By default every entry carries one 4 KiB array, hot in the cache like the loopback floor's
+            // buffer. With --fresh-payloads each batch's payloads are rewritten before its append
+            // (distinct bytes, warm as a checkpoint's freshly read pages are); only appends are timed.
             let size = Int(entry.bytes)
-            let batches = max(16, (16 << 20) / max(1, batch * size))
-            func payload(_ seed: Int) -> [UInt8] { (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ seed) } }
-            let pool: [[ReplicaStore.Entry]] = (0..<batches).map { b in
-                (0..<batch).map { i in ReplicaStore.Entry(epoch: 1, slab: UInt64(i % 16), payload: payload(b * batch + i)) }
-            }
+            let shared = [UInt8]((0..<size).map { UInt8(truncatingIfNeeded: $0 * 7) })
+            var entries = (0..<batch).map { i in ReplicaStore.Entry(epoch: 1, slab: UInt64(i % 16), payload: shared) }
             let rounds = max(1, Int(total.bytes) / (batch * size))
-            let started = monotonicNanos()
-            for r in 0..<rounds { try log.append(pool[r % batches]) }
+            var nanos: UInt64 = 0
+            for r in 0..<rounds {
+                if freshPayloads {
+                    for i in entries.indices {
+                        entries[i].payload.withUnsafeMutableBytes { p in
+                            memset(p.baseAddress!, Int32(truncatingIfNeeded: r &* 31 &+ i), size)
+                            if size >= 8 { p.storeBytes(of: UInt64(r * batch + i), as: UInt64.self) }
+                        }
+                    }
+                }
+                let t0 = monotonicNanos()
+                try log.append(entries)
+                nanos += monotonicNanos() - t0
+            }
+            let t0 = monotonicNanos()
             if sync { try log.sync() }
-            let seconds = Double(monotonicNanos() - started) / 1e9
+            nanos += monotonicNanos() - t0
+            let seconds = Double(nanos) / 1e9
             try log.closeOpenSegment()
             let bytes = Double(rounds * batch * size)
             print(String(format: "log_append_mbps=%.1f bytes=%.0f seconds=%.3f replicas=%d writer=%llu", bytes / seconds / 1e6, bytes, seconds, replicas, writer))
