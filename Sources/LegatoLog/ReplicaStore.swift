@@ -420,11 +420,16 @@ public final class ReplicaStore {
     /// Writes closed replicas out (and fsyncs them), and the largest buffers when the budget is passed.
     private func flusherLoop() {
         var lastSweep = monotonicNanos()
+        func sweepDue() -> Bool { Double(monotonicNanos() &- lastSweep) / 1e9 > spareIdleSeconds / 2 }
         while true {
+            if sweepDue() {  // busy or not: a busy node must not keep a gone writer's buffer either
+                lastSweep = monotonicNanos()
+                releaseIdleBuffers()
+                lock.withLock { trimIdleSpares() }
+            }
             let (closed, over): ([Replica], Bool) = lock.withLock {
-                while closedQueue.isEmpty && buffered <= bufferLimit && !stopping {
+                while closedQueue.isEmpty && buffered <= bufferLimit && !stopping && !sweepDue() {
                     lock.wait(seconds: 1)
-                    if Double(monotonicNanos() &- lastSweep) / 1e9 > spareIdleSeconds / 2 { break }
                 }
                 if stopping { return ([], false) }
                 let c = closedQueue
@@ -432,12 +437,7 @@ public final class ReplicaStore {
                 return (c, buffered > bufferLimit)
             }
             if lock.withLock({ stopping }) { return }
-            if closed.isEmpty && !over {
-                lastSweep = monotonicNanos()
-                releaseIdleBuffers()
-                lock.withLock { trimIdleSpares() }
-                continue
-            }
+            if closed.isEmpty && !over { continue }
             var progress = 0
             for r in closed {
                 var written = 0
