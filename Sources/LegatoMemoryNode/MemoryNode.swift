@@ -13,6 +13,9 @@ public final class MemoryNode {
         public var name: String
         public var coordinator: Endpoint?
         public var directory: String?
+        /// An address space whose owner has had no connection this long is dropped (see
+        /// MemoryService.dropAbandonedSpaces).
+        public var retainIdleSeconds: Double = 24 * 3600
         public init(listen: Endpoint, capacityBytes: UInt64, segmentBytes: Int = 8 << 20, secret: ClusterSecret, name: String = "memd") {
             self.listen = listen
             self.capacityBytes = capacityBytes
@@ -28,6 +31,8 @@ public final class MemoryNode {
     public private(set) var member: ClusterMember?
     private let config: Config
     private let log: Logger
+    private let janitorLock = Lock()
+    private var stopping = false
 
     public init(config: Config) throws {
         self.config = config
@@ -41,6 +46,16 @@ public final class MemoryNode {
 
     public func start() throws {
         server.start()
+        startThread(name: "janitor") { [self] in
+            // Checks a few times per retention period (at least once a minute).
+            let every = min(60, max(0.05, config.retainIdleSeconds / 4))
+            while !janitorLock.withLock({ () -> Bool in
+                if !stopping { janitorLock.wait(seconds: every) }
+                return stopping
+            }) {
+                service.dropAbandonedSpaces(olderThan: config.retainIdleSeconds)
+            }
+        }
         log.info("memory node listening on \(endpoint), capacity \(formatSize(service.store.limits.capacityBytes)), \(service.store.maxSegments) segments of \(formatSize(UInt64(service.store.limits.segmentBytes)))")
         if let c = config.coordinator {
             let dir = config.directory ?? defaultStateDirectory() + "/memd-\(endpoint.port)"
@@ -54,6 +69,10 @@ public final class MemoryNode {
     }
 
     public func stop() {
+        janitorLock.withLock {
+            stopping = true
+            janitorLock.broadcast()
+        }
         member?.stop()
         server.stop()
         log.info("memory node on \(endpoint) stopped")

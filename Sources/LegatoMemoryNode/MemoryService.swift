@@ -213,7 +213,11 @@ public final class MemoryService: RPCService {
     private func countSession(_ session: Session) {
         guard session.attachment == nil else { return }
         session.attachment = Counted()
-        sessionsLock.withLock { sessionsByToken[session.token, default: 0] += 1 }
+        let first = sessionsLock.withLock { () -> Bool in
+            sessionsByToken[session.token, default: 0] += 1
+            return sessionsByToken[session.token] == 1
+        }
+        if first { store.attach(owner: session.token) }
     }
 
     public func sessionClosed(_ session: Session) {
@@ -224,9 +228,18 @@ public final class MemoryService: RPCService {
             return n <= 0
         }
         if last {
-            let n = store.dropEphemeral(owner: session.token)
+            let n = store.detach(owner: session.token)
             if n > 0 { log.info("dropped \(n) address space(s) of a client whose last connection closed (\(session.peer))") }
         }
+    }
+
+    /// Drops the address spaces whose owner has had no connection for `seconds` (a checkpointable
+    /// run killed and never restored): their checkpoints stay in the logs, where a restore finds them.
+    public func dropAbandonedSpaces(olderThan seconds: Double) {
+        let gone = store.dropDetached(olderThan: seconds)
+        guard !gone.isEmpty else { return }
+        let ids = gone.map { String($0, radix: 16) }.joined(separator: ", ")
+        log.info("dropped \(gone.count) address space(s) whose owner has been gone for over \(Int(seconds)) s: \(ids)")
     }
 
     public func stats() -> String {

@@ -46,8 +46,10 @@ public final class PageStore {
 
     private final class Space {
         let owner: [UInt8]
-        /// Dropped when its owner's last connection closes (see `dropEphemeral`).
+        /// Dropped when its owner's last connection closes (see `detach`).
         var ephemeral = false
+        /// When its owner's last connection closed (monotonic ns); nil while the owner is connected.
+        var detachedAt: UInt64?
         var index: [UInt64: UInt64] = [:]  // vpn -> (slot << 32 | offset)
         /// While frozen: the version each page had at the freeze, for pages stored or discarded
         /// since (`absent`: it had none). Those entries stay live until the release or commit.
@@ -117,13 +119,31 @@ public final class PageStore {
         }
     }
 
-    /// Drops every ephemeral space of `owner` (its last connection closed); returns how many.
+    /// `owner`'s last connection closed: its ephemeral spaces go now, the others are marked detached
+    /// (see `dropDetached`). Returns how many went.
     @discardableResult
-    public func dropEphemeral(owner: [UInt8]) -> Int {
-        lock.withLock {
+    public func detach(owner: [UInt8]) -> Int {
+        let now = monotonicNanos()
+        return lock.withLock {
             let gone = spaces.filter { $0.value.ephemeral && $0.value.owner == owner }
             for (id, s) in gone { remove(id, s) }
+            for s in spaces.values where s.owner == owner { s.detachedAt = now }
             return gone.count
+        }
+    }
+
+    /// `owner` is connected again: its spaces are no longer detached.
+    public func attach(owner: [UInt8]) {
+        lock.withLock { for s in spaces.values where s.owner == owner { s.detachedAt = nil } }
+    }
+
+    /// Drops the spaces whose owner has had no connection for `seconds`; returns their ids.
+    public func dropDetached(olderThan seconds: Double) -> [UInt64] {
+        let now = monotonicNanos()
+        return lock.withLock {
+            let gone = spaces.filter { _, s in s.detachedAt.map { Double(now &- $0) / 1e9 > seconds } ?? false }
+            for (id, s) in gone { remove(id, s) }
+            return gone.keys.sorted()
         }
     }
 

@@ -25,6 +25,10 @@ struct MemdCommand: ParsableCommand {
     @Option(help: "Directory for the node's identity (default: <state dir>/memd-PORT).")
     var dir: String?
 
+    @Option(name: .customLong("retain-idle"),
+            help: "Drop an address space whose owner has had no connection this long (a named run killed and never restored; its checkpoints stay in the logs).")
+    var retainIdle: Duration = Duration(seconds: 24 * 3600)
+
     @OptionGroup var secret: SecretOptions
 
     @Option(help: .hidden)
@@ -49,6 +53,7 @@ struct MemdCommand: ParsableCommand {
                                        segmentBytes: Int(segmentSize.bytes), secret: try embedding.secret(or: secret), name: name)
         config.coordinator = coordinator
         config.directory = dir
+        config.retainIdleSeconds = retainIdle.seconds
         let node = try MemoryNode(config: config)
         try node.start()
         embedding.announceReady(port: node.endpoint.port)

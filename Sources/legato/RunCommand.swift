@@ -163,20 +163,3 @@ func currentEnvironment() -> [String] {
     }
     return out
 }
-
-/// A duration on the command line: a number with ms, s, m or h (seconds without a unit).
-struct Duration: ExpressibleByArgument {
-    let seconds: Double
-
-    init?(argument: String) {
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-        var text = argument, scale = 1.0
-        for (suffix, factor) in units where argument.hasSuffix(suffix) {
-            text = String(argument.dropLast(suffix.count))
-            scale = factor
-            break
-        }
-        guard let v = Double(text), v > 0, v.isFinite else { return nil }
-        seconds = v * scale
-    }
-}

@@ -12,9 +12,10 @@ import LegatoSystem
     let tokenA = [UInt8](repeating: 0xa, count: 32)
     let tokenB = [UInt8](repeating: 0xb, count: 32)
 
-    func startNode(capacity: UInt64 = 64 << 20) throws -> MemoryNode {
-        let node = try MemoryNode(config: .init(listen: Endpoint(host: "127.0.0.1", port: 0), capacityBytes: capacity,
-                                                segmentBytes: 1 << 20, secret: secret))
+    func startNode(capacity: UInt64 = 64 << 20, retainIdleSeconds: Double? = nil) throws -> MemoryNode {
+        var config = MemoryNode.Config(listen: Endpoint(host: "127.0.0.1", port: 0), capacityBytes: capacity, segmentBytes: 1 << 20, secret: secret)
+        if let retainIdleSeconds { config.retainIdleSeconds = retainIdleSeconds }
+        let node = try MemoryNode(config: config)
         try node.start()
         return node
     }
@@ -52,6 +53,39 @@ import LegatoSystem
         #expect(throws: RemoteError.self) {
             _ = try keys.withUnsafeBufferPointer { k in try out.withUnsafeMutableBytes { try again.fetch(space: 7, vpns: k, present: &present, out: $0.baseAddress!) } }
         }
+    }
+
+    @Test func dropsASpaceWhoseOwnerIsGonePastTheRetention() throws {
+        let node = try startNode(retainIdleSeconds: 1)
+        defer { node.stop() }
+        func spaces() -> Int { node.service.store.stats.spaces }
+        let data = pages(2, seed: 5)
+        let keys: [UInt64] = [3, 4]
+        func fill(_ c: MemoryClient, _ space: UInt64) throws {
+            try c.createSpace(space)
+            try keys.withUnsafeBufferPointer { k in try data.withUnsafeBytes { try c.store(space: space, epoch: 0, vpns: k, pages: $0.baseAddress!) } }
+        }
+        var stayer = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenA)
+        try fill(stayer, 9)
+        let leaver = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenB)
+        try fill(leaver, 10)
+        leaver.close()
+        // The owner of 9 stays connected past the retention, then leaves and comes back within it.
+        usleep(1_800_000)
+        stayer.close()
+        usleep(300_000)
+        stayer = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenA)
+        _ = try stayer.describe(space: 9)
+        usleep(1_500_000)
+        #expect(spaces() == 1, "space 10's owner is gone past the retention; 9's is back")
+        #expect(node.service.store.stats.livePages == 2)
+        var present = [UInt8](repeating: 0, count: 2)
+        var out = [UInt8](repeating: 0, count: 2 * Page.size)
+        #expect(try keys.withUnsafeBufferPointer { k in try out.withUnsafeMutableBytes { try stayer.fetch(space: 9, vpns: k, present: &present, out: $0.baseAddress!) } } == 2)
+        #expect(out == data)
+        stayer.close()
+        for _ in 0..<100 where spaces() != 0 { usleep(50_000) }
+        #expect(spaces() == 0, "space 9 goes too once its owner has been gone past the retention")
     }
 
     @Test func storesAndFetchesOverTCP() throws {
