@@ -47,14 +47,15 @@ public final class MemoryNode {
     public func start() throws {
         server.start()
         startThread(name: "janitor") { [self] in
-            // Checks a few times per retention period (at least once a minute).
+            // Checks a few times per retention period (at least once a minute) until the node stops.
             let every = min(60, max(0.05, config.retainIdleSeconds / 4))
-            while !janitorLock.withLock({ () -> Bool in
-                if !stopping { janitorLock.wait(seconds: every) }
-                return stopping
-            }) {
-                service.dropAbandonedSpaces(olderThan: config.retainIdleSeconds)
+            func stopped() -> Bool {
+                janitorLock.withLock {
+                    if !stopping { janitorLock.wait(seconds: every) }
+                    return stopping
+                }
             }
+            while !stopped() { service.dropAbandonedSpaces(olderThan: config.retainIdleSeconds) }
         }
         log.info("memory node listening on \(endpoint), capacity \(formatSize(service.store.limits.capacityBytes)), \(service.store.maxSegments) segments of \(formatSize(UInt64(service.store.limits.segmentBytes)))")
         if let c = config.coordinator {
