@@ -213,24 +213,22 @@ public final class MemoryService: RPCService {
     private func countSession(_ session: Session) {
         guard session.attachment == nil else { return }
         session.attachment = Counted()
-        let first = sessionsLock.withLock { () -> Bool in
+        // The store hears of a token's first and last connection under the count's lock, in the
+        // order they happened.
+        sessionsLock.withLock {
             sessionsByToken[session.token, default: 0] += 1
-            return sessionsByToken[session.token] == 1
+            if sessionsByToken[session.token] == 1 { store.attach(owner: session.token) }
         }
-        if first { store.attach(owner: session.token) }
     }
 
     public func sessionClosed(_ session: Session) {
         guard session.attachment is Counted else { return }
-        let last = sessionsLock.withLock { () -> Bool in
+        let dropped = sessionsLock.withLock { () -> Int in
             let n = (sessionsByToken[session.token] ?? 1) - 1
             sessionsByToken[session.token] = n > 0 ? n : nil
-            return n <= 0
+            return n <= 0 ? store.detach(owner: session.token) : 0
         }
-        if last {
-            let n = store.detach(owner: session.token)
-            if n > 0 { log.info("dropped \(n) address space(s) of a client whose last connection closed (\(session.peer))") }
-        }
+        if dropped > 0 { log.info("dropped \(dropped) address space(s) of a client whose last connection closed (\(session.peer))") }
     }
 
     /// Drops the address spaces whose owner has had no connection for `seconds` (a checkpointable
