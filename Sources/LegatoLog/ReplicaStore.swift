@@ -280,6 +280,7 @@ public final class ReplicaStore {
     /// append whose entries are all here already (nothing to receive into). One at a time per replica.
     public func beginAppend(_ k: Key, token: [UInt8], first: UInt32, count n: Int, bytes: Int) throws -> UnsafeMutableRawPointer? {
         let r = try lookup(k)
+        guard n > 0 || bytes == 0 else { throw StoreError.badEntry(k, "an append of no entries carries \(bytes) bytes") }
         // What needs no room is answered at once (a retry of what is stored, a refusal); only then
         // does the append wait for room, and everything is checked again after the wait.
         let overLimit = lock.withLock { () -> Bool in
@@ -290,6 +291,10 @@ public final class ReplicaStore {
         let overAfterWait = try waitForRoom(k, bytes)
         return try r.lock.withLock {
             guard try admits(r, k, token, first, n, overAfterWait) else { return nil }
+            if r.buffer.capacity == 0, let spare = lock.withLock({ spareBuffers.popLast() }) {
+                spare.removeAll()
+                r.buffer = spare  // its storage was given back while the writer was away (releaseIdleBuffers)
+            }
             r.receivingAt = r.buffer.count
             return r.buffer.room(bytes)
         }
@@ -300,6 +305,10 @@ public final class ReplicaStore {
     private func admits(_ r: Replica, _ k: Key, _ token: [UInt8], _ first: UInt32, _ n: Int, _ overLimit: Bool) throws -> Bool {
         try check(r, token)
         let have = UInt32(r.entries.count)
+        if n == 0 {  // nothing to take in: answered with the counts, like a retry
+            guard first <= have else { throw StoreError.outOfOrder(k, expected: have, got: first) }
+            return false
+        }
         if first < have {
             guard first + UInt32(n) <= have else { throw StoreError.outOfOrder(k, expected: have, got: first) }
             return false
@@ -420,7 +429,7 @@ public final class ReplicaStore {
     /// Writes closed replicas out (and fsyncs them), and the largest buffers when the budget is passed.
     private func flusherLoop() {
         var lastSweep = monotonicNanos()
-        func sweepDue() -> Bool { Double(monotonicNanos() &- lastSweep) / 1e9 > spareIdleSeconds / 2 }
+        func sweepDue() -> Bool { Double(monotonicNanos() &- lastSweep) / 1e9 > max(0.05, spareIdleSeconds / 2) }
         while true {
             if sweepDue() {  // busy or not: a busy node must not keep a gone writer's buffer either
                 lastSweep = monotonicNanos()

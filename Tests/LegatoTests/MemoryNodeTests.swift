@@ -56,7 +56,7 @@ import LegatoSystem
     }
 
     @Test func dropsASpaceWhoseOwnerIsGonePastTheRetention() throws {
-        let node = try startNode(retainIdleSeconds: 1)
+        let node = try startNode(retainIdleSeconds: 2)
         defer { node.stop() }
         func spaces() -> Int { node.service.store.stats.spaces }
         let data = pages(2, seed: 5)
@@ -70,13 +70,13 @@ import LegatoSystem
         let leaver = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenB)
         try fill(leaver, 10)
         leaver.close()
-        // The owner of 9 stays connected past the retention, then leaves and comes back within it.
-        usleep(1_800_000)
+        // The owner of 9 stays connected past the retention, then leaves and comes back well within it.
+        usleep(3_000_000)
         stayer.close()
         usleep(300_000)
         stayer = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenA)
         _ = try stayer.describe(space: 9)
-        usleep(1_500_000)
+        usleep(2_500_000)
         #expect(spaces() == 1, "space 10's owner is gone past the retention; 9's is back")
         #expect(node.service.store.stats.livePages == 2)
         var present = [UInt8](repeating: 0, count: 2)
@@ -84,7 +84,7 @@ import LegatoSystem
         #expect(try keys.withUnsafeBufferPointer { k in try out.withUnsafeMutableBytes { try stayer.fetch(space: 9, vpns: k, present: &present, out: $0.baseAddress!) } } == 2)
         #expect(out == data)
         stayer.close()
-        for _ in 0..<100 where spaces() != 0 { usleep(50_000) }
+        for _ in 0..<200 where spaces() != 0 { usleep(50_000) }
         #expect(spaces() == 0, "space 9 goes too once its owner has been gone past the retention")
     }
 

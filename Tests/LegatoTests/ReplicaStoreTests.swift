@@ -142,7 +142,6 @@ import LegatoCore
     @Test func anIdleOpenReplicaGivesItsWrittenOutBufferBack() throws {
         let s = try store(TestEnvironment.temporaryDirectory("idle-open"), buffer: 32 << 20)
         defer { s.shutdown() }
-        s.spareIdleSeconds = 1
         let busy = ReplicaStore.Key(writer: 0x5b, segment: 2)
         for k in [key, busy] {
             try s.open(k, token: token)
@@ -151,6 +150,7 @@ import LegatoCore
         }
         let both = s.stats.bufferStorageBytes  // the two buffers are alike
         #expect(both >= 2 * (3 << 20), "two synced open replicas hold their buffers: \(both) bytes")
+        s.spareIdleSeconds = 1  // only now: neither may be given back before `both` is read
         // `busy` keeps appending; `key`'s writer went away.
         var next = 3000
         let deadline = Date().addingTimeInterval(8)
@@ -161,6 +161,12 @@ import LegatoCore
         }
         let held = s.stats.bufferStorageBytes
         #expect(held == both / 2, "only the replica still appended to keeps its buffer: \(held) of \(both) bytes")
+        // An append of no entries to the released buffer is answered with the counts (it once
+        // trapped on the missing storage), one of no entries carrying bytes is refused.
+        #expect(try s.append(key, token: token, first: 3000, entries: []).0 == 3000)
+        #expect(throws: ReplicaStore.StoreError.self) {
+            _ = try [UInt8](repeating: 1, count: 64).withUnsafeBytes { try s.append(key, token: token, first: 3000, count: 0, raw: $0) }
+        }
         // The idle writer comes back: its appends land after what was written out, nothing lost.
         _ = try s.append(key, token: token, first: 3000, entries: entries(10, from: 3000))
         try s.sync(key, token: token)
