@@ -143,26 +143,27 @@ public enum Socket {
     /// With `spinNanos` > 0 it polls without sleeping for that long first: on a VM, waking a halted
     /// vCPU costs more than a short spin when the answer is due within microseconds.
     public static func readFully(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, spinNanos: UInt64 = 0) throws -> Bool {
+        try read(fd, buffer, atLeast: count, upTo: count, spinNanos: spinNanos) > 0
+    }
+
+    /// Reads at least `atLeast` (> 0) and at most `upTo` bytes into `buffer`, taking whatever has
+    /// arrived once the minimum is in; returns how many, 0 on a clean EOF before the first byte.
+    /// Throws on errors and on EOF mid-way. `spinNanos` as in readFully.
+    public static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, atLeast: Int, upTo: Int, spinNanos: UInt64 = 0) throws -> Int {
         var done = 0
-        if spinNanos > 0 {
-            let until = monotonicNanos() + spinNanos
-            while done < count {
-                let r = recv(fd, buffer + done, count - done, Int32(MSG_DONTWAIT))
-                if r > 0 { done += r; continue }
-                if r == 0 || (errno != EAGAIN && errno != EINTR) || monotonicNanos() > until { break }
-            }
-        }
-        while done < count {
-            let r = recv(fd, buffer + done, count - done, 0)
+        let until = spinNanos > 0 ? monotonicNanos() + spinNanos : 0
+        while done < atLeast {
+            let spinning = until > 0 && monotonicNanos() < until
+            let r = recv(fd, buffer + done, upTo - done, spinning ? Int32(MSG_DONTWAIT) : 0)
             if r > 0 { done += r; continue }
             if r == 0 {
-                if done == 0 { return false }
-                throw SystemError("read from peer (closed after \(done) of \(count) bytes)", code: ECONNRESET)
+                if done == 0 { return 0 }
+                throw SystemError("read from peer (closed after \(done) of \(atLeast) bytes)", code: ECONNRESET)
             }
-            if errno == EINTR { continue }
+            if errno == EINTR || (spinning && errno == EAGAIN) { continue }
             throw SystemError.fromErrno("read from peer")
         }
-        return true
+        return done
     }
 
     /// Writes all of the buffers (gathered with sendmsg).

@@ -155,18 +155,12 @@ public final class Connection {
             rxEnd -= rxStart
             rxStart = 0
         }
-        let until = spinNanos > 0 ? monotonicNanos() + spinNanos : 0
-        while rxEnd < n {
-            let spinning = until > 0 && monotonicNanos() < until
-            let r = recv(fd, rx + rxEnd, rxCapacity - rxEnd, spinning ? Int32(MSG_DONTWAIT) : 0)
-            if r > 0 { rxEnd += r; continue }
-            if r == 0 {
-                if rxEnd == 0 { return false }
-                throw SystemError("read from peer (closed after \(rxEnd) of \(n) bytes)", code: ECONNRESET)
-            }
-            if errno == EINTR || (spinning && errno == EAGAIN) { continue }
-            throw SystemError.fromErrno("read from peer")
+        let got = try Socket.read(fd, rx + rxEnd, atLeast: n - rxEnd, upTo: rxCapacity - rxEnd, spinNanos: spinNanos)
+        if got == 0 {
+            if rxEnd == 0 { return false }
+            throw SystemError("read from peer (closed after \(rxEnd) of \(n) bytes)", code: ECONNRESET)
         }
+        rxEnd += got
         return true
     }
 
