@@ -218,8 +218,7 @@ public final class ReplicaStore {
             let crc = header.withUnsafeBytes { Sys.crc32c(0, UnsafeRawBufferPointer(rebasing: $0[0..<60])) }
             SegmentFormat.put32(&header, 60, crc)
             r.onDisk = false
-            if let spare = spareBuffers.popLast() {
-                spare.removeAll()
+            if let spare = popSpare() {
                 r.buffer = spare
             } else {
                 freshBuffers += 1
@@ -291,8 +290,7 @@ public final class ReplicaStore {
         let overAfterWait = try waitForRoom(k, bytes)
         return try r.lock.withLock {
             guard try admits(r, k, token, first, n, overAfterWait) else { return nil }
-            if r.buffer.capacity == 0, let spare = lock.withLock({ spareBuffers.popLast() }) {
-                spare.removeAll()
+            if r.buffer.capacity == 0, let spare = lock.withLock({ popSpare() }) {
                 r.buffer = spare  // its storage was given back while the writer was away (releaseIdleBuffers)
             }
             r.receivingAt = r.buffer.count
@@ -478,16 +476,28 @@ public final class ReplicaStore {
         for r in lock.withLock({ Array(replicas.values) }) {
             r.lock.withLock {
                 guard !r.closed, r.buffer.isEmpty, r.buffer.capacity > 0, r.receivingAt == nil,
-                      Double(now &- r.lastAppendNanos) / 1e9 > spareIdleSeconds else { return }
+                      idleLongEnough(since: r.lastAppendNanos, now: now) else { return }
                 recycle(r)
             }
         }
     }
 
+    /// A spare buffer, emptied, if one is free. Store lock held.
+    private func popSpare() -> ReplicaBuffer? {
+        guard let spare = spareBuffers.popLast() else { return nil }
+        spare.removeAll()
+        return spare
+    }
+
+    /// Whether more than `spareIdleSeconds` have passed since `nanos` (monotonic).
+    private func idleLongEnough(since nanos: UInt64, now: UInt64 = monotonicNanos()) -> Bool {
+        Double(now &- nanos) / 1e9 > spareIdleSeconds
+    }
+
     /// After `spareIdleSeconds` without appends, spare buffers beyond one go back to the system.
     /// Store lock held.
     private func trimIdleSpares() {
-        guard spareBuffers.count > 1, Double(monotonicNanos() &- lastAppendNanos) / 1e9 > spareIdleSeconds else { return }
+        guard spareBuffers.count > 1, idleLongEnough(since: lastAppendNanos) else { return }
         spareBuffers.removeLast(spareBuffers.count - 1)
     }
 
