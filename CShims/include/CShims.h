@@ -195,6 +195,7 @@ int lg_sqlite_bind_blob(sqlite3_stmt *st, int idx, const void *p, int n);
 int lg_sqlite_bind_text(sqlite3_stmt *st, int idx, const char *s);
 int lg_spawn_close_from(void *actions, int from);
 int64_t lg_pipe_peek(int fd, void *buf, uint64_t cap);
+void lg_copy_nontemporal(void *dst, const void *src, size_t n);
 
 /* ------------------------------------------------------------------ */
 /* checksums and MACs                                                  */

@@ -39,7 +39,7 @@ public final class LogService: RPCService {
                 try store.open(k, token: session.token)
                 return .empty
             case .appendEntries:
-                // A small append (a large one arrives through directDestination / finishDirect).
+                // A small append (a large one arrives through directSink).
                 let (k, first, n) = try appendPrefix(&r)
                 let start = r.offset
                 _ = try r.skip(r.remaining, "entries")
@@ -130,29 +130,57 @@ public final class LogService: RPCService {
         return Reply([w.bytes])
     }
 
-    // A large append is received straight into the replica's buffer: the entries arrive in their
-    // on-disk form and are checked there, never copied.
+    // A large append is received into the replica's buffer as it arrives: the entries come in their
+    // on-disk form and are checked on the way (AppendSink), never copied again.
 
     public func directPrefix(for opcode: Opcode) -> Int { opcode == .appendEntries ? 24 : 0 }
 
-    public func directDestination(opcode: Opcode, prefix: [UInt8], count: Int, session: Session) throws -> UnsafeMutableRawPointer? {
+    public func directSink(opcode: Opcode, prefix: [UInt8], count: Int, session: Session) throws -> DirectSink? {
         var r = WireReader(prefix)
         let (k, first, n) = try appendPrefix(&r)
         guard n * SegmentFormat.entryHeaderSize <= count else { throw WireError.malformed("APPEND_ENTRIES: \(n) entries in \(count) bytes") }
         do {
-            return try store.beginAppend(k, token: session.token, first: first, count: n, bytes: count)
+            guard let room = try store.beginAppend(k, token: session.token, first: first, count: n, bytes: count) else {
+                return nil  // all stored already (a retry): answered the usual way
+            }
+            return AppendSink(service: self, key: k, first: first, count: n, bytes: count, room: room)
         } catch let e as ReplicaStore.StoreError {
             throw Self.answer(e)
         }
     }
 
-    public func finishDirect(opcode: Opcode, prefix: [UInt8], count: Int, received: Bool, session: Session) throws -> Reply {
-        var r = WireReader(prefix)
-        let (k, first, n) = try appendPrefix(&r)
-        do {
-            return appendReply(try store.finishAppend(k, first: first, count: n, bytes: count, received: received))
-        } catch let e as ReplicaStore.StoreError {
-            throw Self.answer(e)
+    /// One append arriving: each piece is copied into the replica's buffer with non-temporal stores
+    /// (the buffer is only read again when it goes to the disk) and checked while hot (EntryCheck).
+    private final class AppendSink: DirectSink {
+        let service: LogService
+        let key: ReplicaStore.Key
+        let bytes: Int
+        let room: UnsafeMutableRawPointer
+        var filled = 0
+        var check: EntryCheck
+
+        init(service: LogService, key: ReplicaStore.Key, first: UInt32, count: Int, bytes: Int, room: UnsafeMutableRawPointer) {
+            self.service = service
+            self.key = key
+            self.bytes = bytes
+            self.room = room
+            check = EntryCheck(first: first, count: count)
+        }
+
+        func take(_ piece: UnsafeRawBufferPointer) {
+            let n = min(piece.count, bytes - filled)
+            let part = UnsafeRawBufferPointer(rebasing: piece[0..<n])
+            Sys.copyNontemporal(to: room + filled, from: part)
+            check.feed(part)
+            filled += n
+        }
+
+        func finish(received: Bool) throws -> Reply {
+            do {
+                return service.appendReply(try service.store.finishAppend(key, bytes: bytes, received: received && filled == bytes, check: check))
+            } catch let e as ReplicaStore.StoreError {
+                throw LogService.answer(e)
+            }
         }
     }
 

@@ -271,7 +271,9 @@ public final class ReplicaStore {
             return try storedCounts(k)
         }
         if raw.count > 0 { room.copyMemory(from: raw.baseAddress!, byteCount: raw.count) }
-        return try finishAppend(k, first: first, count: n, bytes: raw.count, received: true)
+        var check = EntryCheck(first: first, count: n)
+        check.feed(raw)
+        return try finishAppend(k, bytes: raw.count, received: true, check: check)
     }
 
     /// An append received in place, step one: room for `bytes` of entries (on-disk form) at the end
@@ -317,32 +319,19 @@ public final class ReplicaStore {
         return true
     }
 
-    /// Step two: checks the `n` entries received (or lets the room go if `received` is false) and
-    /// takes them in. A bad entry refuses the whole append; nothing of it is kept.
-    public func finishAppend(_ k: Key, first: UInt32, count n: Int, bytes: Int, received: Bool) throws -> (UInt32, UInt64) {
+    /// Step two: takes in the entries received at the room `beginAppend` gave, as `check` (fed with
+    /// all `bytes` of them) found them, or lets the room go if `received` is false. A bad entry
+    /// refuses the whole append; nothing of it is kept.
+    func finishAppend(_ k: Key, bytes: Int, received: Bool, check: EntryCheck) throws -> (UInt32, UInt64) {
         let r = try lookup(k)
         let (result, delta): ((UInt32, UInt64), Int) = try r.lock.withLock {
             guard let at = r.receivingAt else { throw StoreError.busy(k) }
             r.receivingAt = nil
             guard received else { return ((UInt32(r.entries.count), r.totalLength), 0) }
-            let raw = UnsafeRawBufferPointer(start: r.buffer.base! + at, count: bytes)
-            var refs: [EntryRef] = []
-            refs.reserveCapacity(n)
-            do {
-                var offset = 0
-                try SegmentFormat.forEachEntry(in: raw, count: n) { h, payload in
-                    let i = UInt32(refs.count)
-                    guard h.index == first + i else { throw StoreError.badEntry(k, "entry \(i) carries index \(h.index), not \(first + i)") }
-                    guard h.type == SegmentFormat.EntryType.data.rawValue else { throw StoreError.badEntry(k, "entry \(i) has type \(h.type)") }
-                    let header = UnsafeRawBufferPointer(rebasing: raw[offset..<offset + SegmentFormat.entryHeaderSize])
-                    guard SegmentFormat.verify(header: header, payload: payload, claimed: h.crc) else {
-                        throw StoreError.badEntry(k, "entry \(first + i) fails its checksum")
-                    }
-                    refs.append(EntryRef(offset: UInt64(offset), header: h))
-                    offset += SegmentFormat.entryHeaderSize + payload.count
-                }
-            } catch let e as SegmentFormat.FormatError {
-                throw StoreError.badEntry(k, "\(e)")
+            let refs: [EntryRef]
+            switch check.result(total: bytes) {
+            case .success(let checked): refs = checked
+            case .failure(let e): throw StoreError.badEntry(k, e.description)
             }
             let base = r.totalLength
             r.buffer.adopt(at: at, bytes)

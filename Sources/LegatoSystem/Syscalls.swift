@@ -637,4 +637,10 @@ public enum Sys {
     public static func crc32c(_ crc: UInt32 = 0, _ data: UnsafeRawBufferPointer) -> UInt32 {
         lg_crc32c(crc, data.baseAddress, data.count)
     }
+
+    /// Copies `source` to `destination` with non-temporal stores (lg_copy_nontemporal): for bulk data
+    /// kept in memory but not read again soon.
+    public static func copyNontemporal(to destination: UnsafeMutableRawPointer, from source: UnsafeRawBufferPointer) {
+        if source.count > 0 { lg_copy_nontemporal(destination, source.baseAddress, source.count) }
+    }
 }

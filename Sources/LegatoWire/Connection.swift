@@ -145,6 +145,25 @@ public final class Connection {
         }
     }
 
+    /// Receives `count` payload bytes in pieces through `staging` (a small buffer the caller reuses,
+    /// so it stays in the cache): `take` gets each piece in order, while it is still hot.
+    public func receivePayload(count: Int, through staging: UnsafeMutableRawBufferPointer,
+                               _ take: (UnsafeRawBufferPointer) throws -> Void) throws {
+        var left = count
+        if let rx, rxEnd > rxStart, left > 0 {
+            let n = min(left, rxEnd - rxStart)
+            try take(UnsafeRawBufferPointer(start: rx + rxStart, count: n))
+            rxStart += n
+            left -= n
+        }
+        while left > 0 {
+            let got = try Socket.read(fd, staging.baseAddress!, atLeast: 1, upTo: min(left, staging.count), spinNanos: spinNanos)
+            guard got > 0 else { throw WireError.truncated("payload of \(count) bytes") }
+            try take(UnsafeRawBufferPointer(start: staging.baseAddress!, count: got))
+            left -= got
+        }
+    }
+
     /// Receives until at least `n` bytes are buffered (n <= rxCapacity), polling `spinNanos` first
     /// like Socket.readFully. False on a clean close with nothing buffered.
     private func fill(atLeast n: Int) throws -> Bool {

@@ -52,18 +52,24 @@ public protocol RPCService: AnyObject {
     /// straight in its replica's buffer): how many leading bytes of an `opcode` request the service
     /// must see first (0, the default: never).
     func directPrefix(for opcode: Opcode) -> Int
-    /// Memory for the `count` bytes that follow `prefix`, or nil to receive the request as usual.
-    /// A non-nil answer is always followed by one `finishDirect` call for it.
-    func directDestination(opcode: Opcode, prefix: [UInt8], count: Int, session: Session) throws -> UnsafeMutableRawPointer?
-    /// Handles the request once its bytes are at the destination (`received` false: the receive broke
-    /// off, and the service only lets go of the memory; the reply is not sent).
-    func finishDirect(opcode: Opcode, prefix: [UInt8], count: Int, received: Bool, session: Session) throws -> Reply
+    /// Where the `count` bytes that follow `prefix` go, or nil to receive the request as usual.
+    /// A sink given out always gets one `finish` call.
+    func directSink(opcode: Opcode, prefix: [UInt8], count: Int, session: Session) throws -> DirectSink?
 }
 
 extension RPCService {
     public func directPrefix(for opcode: Opcode) -> Int { 0 }
-    public func directDestination(opcode: Opcode, prefix: [UInt8], count: Int, session: Session) throws -> UnsafeMutableRawPointer? { nil }
-    public func finishDirect(opcode: Opcode, prefix: [UInt8], count: Int, received: Bool, session: Session) throws -> Reply { .empty }
+    public func directSink(opcode: Opcode, prefix: [UInt8], count: Int, session: Session) throws -> DirectSink? { nil }
+}
+
+/// Takes the bulk of one direct request as it arrives.
+public protocol DirectSink: AnyObject {
+    /// The next piece of the payload, in order. It was received a moment ago into a small buffer
+    /// the connection reuses, so it is hot in the cache; it is valid only during the call.
+    func take(_ piece: UnsafeRawBufferPointer)
+    /// Handles the request once all its bytes are taken (`received` false: the receive broke off,
+    /// and the sink only lets go of what it holds; the reply is not sent).
+    func finish(received: Bool) throws -> Reply
 }
 
 /// Accepts authenticated connections and serves each on its own thread, in request order.
@@ -150,6 +156,8 @@ public final class RPCServer {
         let session = Session(peer: conn.peer, token: token)
         defer { service.sessionClosed(session) }
         var payload: [UInt8] = []  // reused from request to request
+        var staging: UnsafeMutableRawBufferPointer?  // for direct receives, made at the first
+        defer { staging?.deallocate() }
         while true {
             let header: FrameHeader
             do {
@@ -167,7 +175,7 @@ public final class RPCServer {
                     throw WireError.unknownOpcode(header.opcode)
                 }
                 let reply: Reply
-                if let direct = try receiveDirect(conn, op, Int(header.length), session) {
+                if let direct = try receiveDirect(conn, op, Int(header.length), session, &staging) {
                     reply = direct
                 } else {
                     try conn.receivePayload(reusing: &payload, count: Int(header.length))
@@ -197,35 +205,42 @@ public final class RPCServer {
 
     /// Requests at least this large may be received straight into the service's memory.
     static let directMinimum = 64 << 10
+    /// The size of a connection's staging buffer for direct receives: small enough to stay in the
+    /// cache, large enough that a recv takes what a loopback or network burst delivers.
+    static let stagingSize = 64 << 10
 
     /// Receives and handles a request the direct way if the service takes it so; nil (nothing of the
     /// payload read) if the request is not one for the direct way.
-    private func receiveDirect(_ conn: Connection, _ op: Opcode, _ length: Int, _ session: Session) throws -> Reply? {
+    private func receiveDirect(_ conn: Connection, _ op: Opcode, _ length: Int, _ session: Session,
+                               _ staging: inout UnsafeMutableRawBufferPointer?) throws -> Reply? {
         let prefixLength = service.directPrefix(for: op)
         guard prefixLength > 0, length >= max(prefixLength, Self.directMinimum) else { return nil }
         var prefix = [UInt8](repeating: 0, count: prefixLength)
         try prefix.withUnsafeMutableBytes { try conn.receivePayload(into: $0.baseAddress!, count: prefixLength) }
         let rest = length - prefixLength
-        let destination: UnsafeMutableRawPointer?
+        let sink: DirectSink?
         do {
-            destination = try service.directDestination(opcode: op, prefix: prefix, count: rest, session: session)
+            sink = try service.directSink(opcode: op, prefix: prefix, count: rest, session: session)
         } catch let e as ServiceError {
             try conn.discardPayload(count: rest)  // keep the stream in step, then answer the refusal
             throw e
         }
-        guard let destination else {
+        guard let sink else {
             // Not taken directly after all: the request as usual, prefix included.
             var tail: [UInt8] = []
             try conn.receivePayload(reusing: &tail, count: rest)
             return try service.handle(opcode: op, payload: prefix + tail, session: session)
         }
+        if staging == nil {
+            staging = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.stagingSize, alignment: 4096)
+        }
         do {
-            try conn.receivePayload(into: destination, count: rest)
+            try conn.receivePayload(count: rest, through: staging!) { sink.take($0) }
         } catch {
-            _ = try? service.finishDirect(opcode: op, prefix: prefix, count: rest, received: false, session: session)
+            _ = try? sink.finish(received: false)
             throw error
         }
-        return try service.finishDirect(opcode: op, prefix: prefix, count: rest, received: true, session: session)
+        return try sink.finish(received: true)
     }
 
     private func sendParts(_ conn: Connection, _ op: UInt8, _ status: WireStatus, _ id: UInt32, _ parts: [[UInt8]],

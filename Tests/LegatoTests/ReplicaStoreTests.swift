@@ -36,6 +36,50 @@ import LegatoCore
         #expect(throws: SegmentFormat.FormatError.shortHeader) { _ = try SegmentFormat.decodeHeader(Array(h.prefix(10))) }
     }
 
+    /// An append's entries checked as they arrive: pieces of any size, split headers included, give
+    /// what one whole piece gives, and every kind of damage is named.
+    @Test func checksEntriesArrivingInPiecesOfAnySize() throws {
+        let es = entries(9, size: 1000) + [ReplicaStore.Entry(epoch: 1, slab: 2, payload: [])] + entries(3, from: 9, size: 70)
+        let raw = ReplicaStore.encode(es[...], first: 5)
+        func check(_ bytes: [UInt8], first: UInt32 = 5, count: Int = es.count, pieces: [Int]) -> Result<[ReplicaStore.EntryRef], EntryCheck.CheckFailure> {
+            var c = EntryCheck(first: first, count: count)
+            var at = 0, i = 0
+            bytes.withUnsafeBytes { b in
+                while at < b.count {
+                    let n = min(pieces[i % pieces.count], b.count - at)
+                    c.feed(UnsafeRawBufferPointer(rebasing: b[at..<at + n]))
+                    at += n
+                    i += 1
+                }
+            }
+            return c.result(total: bytes.count)
+        }
+        func offsets(_ r: Result<[ReplicaStore.EntryRef], EntryCheck.CheckFailure>) -> [UInt64]? { try? r.get().map { $0.offset } }
+        func failure(_ r: Result<[ReplicaStore.EntryRef], EntryCheck.CheckFailure>) -> String {
+            if case .failure(let e) = r { return e.description }
+            return "accepted"
+        }
+        let whole = try check(raw, pieces: [raw.count]).get()
+        #expect(whole.count == es.count)
+        #expect(whole.map { Int($0.header.index) } == Array(5..<5 + es.count))
+        for pieces in [[1], [7], [31, 33], [4096], [1000, 3, 5000], [32]] {
+            #expect(offsets(check(raw, pieces: pieces)) == whole.map { $0.offset }, "pieces of \(pieces)")
+        }
+        var flipped = raw
+        flipped[3 * (SegmentFormat.entryHeaderSize + 1000) + SegmentFormat.entryHeaderSize + 500] ^= 1
+        #expect(failure(check(flipped, pieces: [17])) == "entry 8 fails its checksum")
+        #expect(failure(check(raw, first: 6, pieces: [64])) == "entry 0 carries index 5, not 6")
+        var footer = raw
+        footer[8] = SegmentFormat.EntryType.footer.rawValue
+        #expect(failure(check(footer, pieces: [5])) == "entry 0 has type 2")
+        var magic = raw
+        magic[SegmentFormat.entryHeaderSize + 1000] ^= 0xff
+        #expect(failure(check(magic, pieces: [100])).hasPrefix("entry 1 at byte 1032 has a bad header"))
+        #expect(failure(check(raw, count: es.count - 1, pieces: [9])) == "\(SegmentFormat.entryHeaderSize + 70) bytes after the last entry")
+        #expect(failure(check(Array(raw.dropLast(10)), pieces: [4096])).hasPrefix("entry 12 at byte"))
+        #expect(failure(check(raw, count: es.count + 1, pieces: [4096])).hasPrefix("entry 13 at byte \(raw.count)"))
+    }
+
     @Test func appendsReadsAndSurvivesARestart() throws {
         let dir = TestEnvironment.temporaryDirectory("replicas")
         var s = try store(dir)
