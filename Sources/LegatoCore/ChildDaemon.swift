@@ -1,6 +1,5 @@
 import Foundation
 import Glibc
-import LegatoCore
 import LegatoSystem
 
 /// A `legato` daemon started by this process. Embedded (the default cluster of `legato run`): it

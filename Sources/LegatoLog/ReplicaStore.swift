@@ -460,10 +460,12 @@ public final class ReplicaStore {
     /// The storage of an open replica whose buffer was written out (a sync, or the budget passed) and
     /// which has had no append for `spareIdleSeconds` goes to the spare pool: a writer that never
     /// comes back must not pin a segment's worth of memory. An append later grows a new buffer.
+    /// A replica whose lock is held (an append, or a sync waiting on the disk) is not idle: it is
+    /// passed over until the next sweep rather than waited for, so the flusher never stalls here.
     private func releaseIdleBuffers() {
         let now = monotonicNanos()
         for r in lock.withLock({ Array(replicas.values) }) {
-            r.lock.withLock {
+            r.lock.withLockIfFree {
                 guard !r.closed, r.buffer.isEmpty, r.buffer.capacity > 0, r.receivingAt == nil,
                       idleLongEnough(since: r.lastAppendNanos, now: now) else { return }
                 recycle(r)

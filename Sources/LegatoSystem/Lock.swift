@@ -26,6 +26,14 @@ public final class Lock: @unchecked Sendable {
         return try body()
     }
 
+    /// Runs `body` under the lock if it is free now; nil (body not run) if another thread holds it.
+    @inline(__always)
+    public func withLockIfFree<T>(_ body: () throws -> T) rethrows -> T? {
+        guard pthread_mutex_trylock(&mutex) == 0 else { return nil }
+        defer { pthread_mutex_unlock(&mutex) }
+        return try body()
+    }
+
     /// Waits (inside `withLock`) until signalled or `seconds` pass; returns false on timeout.
     @discardableResult
     public func wait(seconds: Double? = nil) -> Bool {
