@@ -71,7 +71,7 @@ out:
 void lg_copy_nontemporal(void *dst, const void *src, size_t n) {
     char *d = dst;
     const char *s = src;
-    size_t head = (16 - ((uintptr_t)d & 15)) & 15;
+    size_t head = (64 - ((uintptr_t)d & 63)) & 63;  /* whole lines streamed: the write-combining unit */
     if (head > n) head = n;
     memcpy(d, s, head);
     d += head, s += head, n -= head;

@@ -143,7 +143,7 @@ public final class LogService: RPCService {
             guard let room = try store.beginAppend(k, token: session.token, first: first, count: n, bytes: count) else {
                 return nil  // all stored already (a retry): answered the usual way
             }
-            return AppendSink(service: self, key: k, first: first, count: n, bytes: count, room: room)
+            return AppendSink(service: self, room: room, first: first, count: n, bytes: count)
         } catch let e as ReplicaStore.StoreError {
             throw Self.answer(e)
         }
@@ -153,31 +153,35 @@ public final class LogService: RPCService {
     /// (the buffer is only read again when it goes to the disk) and checked while hot (EntryCheck).
     private final class AppendSink: DirectSink {
         let service: LogService
-        let key: ReplicaStore.Key
+        let room: ReplicaStore.AppendRoom
         let bytes: Int
-        let room: UnsafeMutableRawPointer
         var filled = 0
         var check: EntryCheck
 
-        init(service: LogService, key: ReplicaStore.Key, first: UInt32, count: Int, bytes: Int, room: UnsafeMutableRawPointer) {
+        init(service: LogService, room: ReplicaStore.AppendRoom, first: UInt32, count: Int, bytes: Int) {
             self.service = service
-            self.key = key
-            self.bytes = bytes
             self.room = room
+            self.bytes = bytes
             check = EntryCheck(first: first, count: count)
         }
 
         func take(_ piece: UnsafeRawBufferPointer) {
+            // The server hands over exactly `bytes`; anything past them is not ours to write.
             let n = min(piece.count, bytes - filled)
             let part = UnsafeRawBufferPointer(rebasing: piece[0..<n])
-            Sys.copyNontemporal(to: room + filled, from: part)
+            Sys.copyNontemporal(to: room.pointer + filled, from: part)
             check.feed(part)
-            filled += n
+            filled += piece.count
         }
 
         func finish(received: Bool) throws -> Reply {
+            let whole = filled == bytes
             do {
-                return service.appendReply(try service.store.finishAppend(key, bytes: bytes, received: received && filled == bytes, check: check))
+                let counts = try service.store.finishAppend(room, bytes: bytes, received: received && whole, check: check)
+                guard !received || whole else {
+                    throw ServiceError(.badRequest, "APPEND_ENTRIES: \(filled) bytes arrived for \(bytes)")
+                }
+                return service.appendReply(counts)
             } catch let e as ReplicaStore.StoreError {
                 throw LogService.answer(e)
             }

@@ -270,16 +270,26 @@ public final class ReplicaStore {
         guard let room = try beginAppend(k, token: token, first: first, count: n, bytes: raw.count) else {
             return try storedCounts(k)
         }
-        if raw.count > 0 { room.copyMemory(from: raw.baseAddress!, byteCount: raw.count) }
+        if raw.count > 0 { room.pointer.copyMemory(from: raw.baseAddress!, byteCount: raw.count) }
         var check = EntryCheck(first: first, count: n)
         check.feed(raw)
-        return try finishAppend(k, bytes: raw.count, received: true, check: check)
+        return try finishAppend(room, bytes: raw.count, received: true, check: check)
+    }
+
+    /// Room given out for an append being received: the replica (kept alive while the bytes arrive),
+    /// where in its buffer the room starts, and the memory to write them to.
+    struct AppendRoom {
+        let key: Key
+        let replica: Replica
+        let at: Int
+        let pointer: UnsafeMutableRawPointer
     }
 
     /// An append received in place, step one: room for `bytes` of entries (on-disk form) at the end
     /// of the replica's buffer, where the caller puts them before `finishAppend`. Nil for a retried
-    /// append whose entries are all here already (nothing to receive into). One at a time per replica.
-    public func beginAppend(_ k: Key, token: [UInt8], first: UInt32, count n: Int, bytes: Int) throws -> UnsafeMutableRawPointer? {
+    /// append whose entries are all here already (nothing to receive into). One at a time per replica;
+    /// the replica cannot be closed or freed until `finishAppend` lets the room go.
+    func beginAppend(_ k: Key, token: [UInt8], first: UInt32, count n: Int, bytes: Int) throws -> AppendRoom? {
         let r = try lookup(k)
         guard n > 0 || bytes == 0 else { throw StoreError.badEntry(k, "an append of no entries carries \(bytes) bytes") }
         // What needs no room is answered at once (a retry of what is stored, a refusal); only then
@@ -296,7 +306,7 @@ public final class ReplicaStore {
                 r.buffer = spare  // its storage was given back while the writer was away (releaseIdleBuffers)
             }
             r.receivingAt = r.buffer.count
-            return r.buffer.room(bytes)
+            return AppendRoom(key: k, replica: r, at: r.buffer.count, pointer: r.buffer.room(bytes))
         }
     }
 
@@ -322,10 +332,10 @@ public final class ReplicaStore {
     /// Step two: takes in the entries received at the room `beginAppend` gave, as `check` (fed with
     /// all `bytes` of them) found them, or lets the room go if `received` is false. A bad entry
     /// refuses the whole append; nothing of it is kept.
-    func finishAppend(_ k: Key, bytes: Int, received: Bool, check: EntryCheck) throws -> (UInt32, UInt64) {
-        let r = try lookup(k)
+    func finishAppend(_ room: AppendRoom, bytes: Int, received: Bool, check: EntryCheck) throws -> (UInt32, UInt64) {
+        let (k, r) = (room.key, room.replica)
         let (result, delta): ((UInt32, UInt64), Int) = try r.lock.withLock {
-            guard let at = r.receivingAt else { throw StoreError.busy(k) }
+            guard let at = r.receivingAt, at == room.at else { throw StoreError.busy(k) }
             r.receivingAt = nil
             guard received else { return ((UInt32(r.entries.count), r.totalLength), 0) }
             let refs: [EntryRef]
@@ -392,6 +402,7 @@ public final class ReplicaStore {
         let r = try lookup(k)
         let dropped: Int = try r.lock.withLock {
             guard r.owner == Self.ownerTag(token) else { throw StoreError.notOwner(k) }
+            if r.receivingAt != nil { throw StoreError.busy(k) }  // its buffer is being written to
             if r.fd >= 0 { Glibc.close(r.fd) }
             r.fd = -1
             if r.onDisk { unlink(r.path) }
@@ -786,13 +797,13 @@ public final class ReplicaStore {
         let b = r.buffer
         r.buffer = ReplicaBuffer()
         if b.capacity >= 8 << 20 {
-            // Kept up to the hold-back limit, twice the budget: the pool never holds more than the
-            // node's buffers held at their peak, and a busy node takes them again. A fresh buffer
-            // costs faulting in and zeroing its huge pages on the receive path, on a VM whose freed
-            // memory the host takes back (free page reporting) a host fault per page as well: 19%
-            // of both vCPUs in an R=3 run when the pool was capped at the budget. An idle node
-            // gives them back (see trimIdleSpares).
-            lock.withLock { if (spareBuffers.count + 1) * b.capacity <= hardLimit { spareBuffers.append(b) } }
+            // Kept while spares and buffered bytes together stay within the hold-back limit, twice
+            // the budget: a busy node takes them again, and one whose flusher lags keeps fewer. A
+            // fresh buffer costs faulting in and zeroing its huge pages on the receive path, and on
+            // a VM whose freed memory the host takes back (free page reporting) a host fault per
+            // page as well: 19% of both vCPUs in an R=3 run when the pool was capped at the budget.
+            // An idle node gives them back (see trimIdleSpares).
+            lock.withLock { if (spareBuffers.count + 1) * b.capacity + buffered <= hardLimit { spareBuffers.append(b) } }
         }
     }
 

@@ -183,6 +183,24 @@ import LegatoCore
         #expect(s.stats.spareBytes <= 9 << 20 + (2 << 20), "an idle node keeps one spare, not \(s.stats.spareBytes) bytes")
     }
 
+    /// While an append's bytes are arriving in a replica's buffer, the replica can be neither
+    /// closed nor freed (the buffer is being written to); once the room is let go, both work.
+    @Test func aReplicaReceivingAnAppendIsNeitherClosedNorFreed() throws {
+        let s = try store(TestEnvironment.temporaryDirectory("receiving"))
+        defer { s.shutdown() }
+        try s.open(key, token: token)
+        let raw = ReplicaStore.encode(entries(4)[...], first: 0)
+        let room = try #require(try s.beginAppend(key, token: token, first: 0, count: 4, bytes: raw.count))
+        #expect(throws: ReplicaStore.StoreError.self) { try s.free(key, token: token) }
+        #expect(throws: ReplicaStore.StoreError.self) { try s.close(key, token: token) }
+        var check = EntryCheck(first: 0, count: 4)
+        raw.withUnsafeBytes { check.feed($0) }
+        _ = try s.finishAppend(room, bytes: raw.count, received: false, check: check)
+        #expect(try readAll(s, key).entries.isEmpty, "a room let go leaves nothing behind")
+        try s.free(key, token: token)
+        #expect(s.list(writer: key.writer).isEmpty)
+    }
+
     @Test func anIdleOpenReplicaGivesItsWrittenOutBufferBack() throws {
         let s = try store(TestEnvironment.temporaryDirectory("idle-open"), buffer: 32 << 20)
         defer { s.shutdown() }
