@@ -161,6 +161,9 @@ public enum Socket {
                 throw SystemError("read from peer (closed after \(done) of \(atLeast) bytes)", code: ECONNRESET)
             }
             if errno == EINTR || (spinning && errno == EAGAIN) { continue }
+            if errno == EAGAIN {  // SO_RCVTIMEO ran out
+                throw SystemError("read from peer (nothing arrived within the receive timeout; \(done) of \(atLeast) bytes in)", code: ETIMEDOUT)
+            }
             throw SystemError.fromErrno("read from peer")
         }
         return done

@@ -203,6 +203,11 @@ public final class RPCServer {
         }
     }
 
+    /// How long a direct receive waits for more of its payload before it gives up on the connection:
+    /// the sink holds state (a log replica's room, which blocks the replica's next append) that a peer
+    /// gone silent mid-request, its host dead or cut off, must not pin for good.
+    public var directPayloadTimeoutSeconds = 30.0
+
     /// Requests at least this large may be received straight into the service's memory.
     static let directMinimum = 64 << 10
     /// The size of a connection's staging buffer for direct receives: small enough to stay in the
@@ -234,6 +239,8 @@ public final class RPCServer {
         if staging == nil {
             staging = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.stagingSize, alignment: 4096)
         }
+        Socket.setTimeout(conn.fd, seconds: directPayloadTimeoutSeconds)
+        defer { Socket.setTimeout(conn.fd, seconds: 0) }
         do {
             try conn.receivePayload(count: rest, through: staging!) { sink.take($0) }
         } catch {

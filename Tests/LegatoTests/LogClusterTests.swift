@@ -228,6 +228,41 @@ import LegatoWire
         #expect(try c.readAll(writer: 9, segment: 1).entries.map { $0.1 } == es, "every entry once, in order")
     }
 
+    /// A writer that goes silent in the middle of a large append (its host dead, the network cut:
+    /// no FIN ever comes) does not pin the replica: past the receive timeout the node drops the
+    /// connection and lets the append go, and the writer's retry on a new connection is taken.
+    @Test func aWriterSilentMidAppendDoesNotPinItsReplica() throws {
+        let secret = ClusterSecret(bytes: Array("silent-writer-secret".utf8))
+        let node = try LogNode(config: LogNode.Config(listen: Endpoint(host: "127.0.0.1", port: 0),
+                                                      directory: TestEnvironment.temporaryDirectory("silent"),
+                                                      coordinator: nil, bufferBytes: 64 << 20, secret: secret))
+        node.server.directPayloadTimeoutSeconds = 1
+        try node.start()
+        defer { node.stop() }
+        let token = Sys.randomBytes(32)
+        let c = try LogNodeClient(endpoint: node.endpoint, secret: secret, token: token)
+        try c.open(writer: 4, segment: 1)
+        let es = entries(40, size: 4000)  // 160 KB: past the direct-receive threshold
+        let request = LogNodeClient.encodeAppend(writer: 4, segment: 1, first: 0, entries: es[...])
+        let silent = try Connection.connect(node.endpoint.description, host: "127.0.0.1", port: node.endpoint.port)
+        defer { silent.close() }
+        _ = try Handshake.connect(silent, secret: secret, token: token)
+        let header = FrameHeader(opcode: Opcode.appendEntries.rawValue, status: 0, requestID: 1, length: UInt32(request.count)).encoded()
+        try header.withUnsafeBytes { h in try request[0..<request.count / 2].withUnsafeBytes { try Socket.writeFully(silent.fd, [h, $0]) } }
+        usleep(200_000)
+        #expect(throws: RemoteError.self, "the replica is still receiving the silent append") {
+            _ = try c.append(writer: 4, segment: 1, first: 0, entries: es[...])
+        }
+        let deadline = monotonicNanos() + 10_000_000_000
+        var appended = false
+        while !appended && monotonicNanos() < deadline {
+            appended = (try? c.append(writer: 4, segment: 1, first: 0, entries: es[...])) == 40
+            if !appended { usleep(100_000) }
+        }
+        #expect(appended, "past the receive timeout the silent append is let go")
+        #expect(try c.readAll(writer: 4, segment: 1).entries.map { $0.1 } == es)
+    }
+
     @Test func refusesWhatTheDiskCannotHoldAndKeepsServingReads() throws {
         try requireAgentCapabilities()  // root, to mount a small tmpfs
         let dir = TestEnvironment.temporaryDirectory("full")
