@@ -17,7 +17,8 @@ struct LogdCommand: ParsableCommand {
     @Option(help: "The coordinator, HOST:PORT.")
     var coordinator: Endpoint?
 
-    @Option(help: "Memory for buffered appends before they are written to disk.")
+    @Option(help: ArgumentHelp("Memory for buffered appends before they are written to disk.",
+                               discussion: "Past it the node writes its largest buffers out; past twice it appends wait for the disk. Under load the node's buffer memory, spare buffers included, stays near twice this; an idle node gives the spares back after 10 s."))
     var buffer: ByteSize = ByteSize(bytes: 256 << 20)
 
     @OptionGroup var secret: SecretOptions
