@@ -279,7 +279,6 @@ public final class ReplicaStore {
     /// Room given out for an append being received: the replica (kept alive while the bytes arrive),
     /// where in its buffer the room starts, and the memory to write them to.
     struct AppendRoom {
-        let key: Key
         let replica: Replica
         let at: Int
         let pointer: UnsafeMutableRawPointer
@@ -306,7 +305,7 @@ public final class ReplicaStore {
                 r.buffer = spare  // its storage was given back while the writer was away (releaseIdleBuffers)
             }
             r.receivingAt = r.buffer.count
-            return AppendRoom(key: k, replica: r, at: r.buffer.count, pointer: r.buffer.room(bytes))
+            return AppendRoom(replica: r, at: r.buffer.count, pointer: r.buffer.room(bytes))
         }
     }
 
@@ -333,7 +332,7 @@ public final class ReplicaStore {
     /// all `bytes` of them) found them, or lets the room go if `received` is false. A bad entry
     /// refuses the whole append; nothing of it is kept.
     func finishAppend(_ room: AppendRoom, bytes: Int, received: Bool, check: EntryCheck) throws -> (UInt32, UInt64) {
-        let (k, r) = (room.key, room.replica)
+        let (k, r) = (room.replica.key, room.replica)
         let (result, delta): ((UInt32, UInt64), Int) = try r.lock.withLock {
             guard let at = r.receivingAt, at == room.at else { throw StoreError.busy(k) }
             r.receivingAt = nil
