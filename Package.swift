@@ -1,12 +1,16 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Dependencies run one way:
-//   legato (CLI) -> LegatoAgent -> LegatoMemoryNode -> LegatoLog -> LegatoCoordinator -> LegatoWire
-//   -> LegatoCore -> LegatoSystem -> CShims
+// Dependencies run one way, and no service imports another:
+//
+//   legato (the command line)
+//     -> services:          LegatoAgent   LegatoMemoryNode   LegatoLogNode   LegatoCoordinator
+//     -> shared libraries:  LegatoImage (checkpoint formats)  LegatoClients (every service's client,
+//                           the replicated log's writer and reader, the cluster's records)
+//                           LegatoSegmentLog (the segment and entry format)
+//     -> LegatoWire (frames, handshake, RPC) -> LegatoCore -> LegatoSystem -> CShims
 let package = Package(
     name: "Legato",
-    platforms: [.macOS(.v13)],
     products: [
         .executable(name: "legato", targets: ["legato"]),
     ],
@@ -18,7 +22,6 @@ let package = Package(
         .target(
             name: "CShims",
             path: "CShims",
-            cSettings: [.unsafeFlags(["-O2"])],
             linkerSettings: [.linkedLibrary("seccomp"), .linkedLibrary("crypto"), .linkedLibrary("sqlite3")]
         ),
         .target(name: "LegatoSystem", dependencies: ["CShims"]),
@@ -27,16 +30,33 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "LegatoWire", dependencies: ["LegatoCore", "LegatoSystem"]),
-        .target(name: "LegatoCoordinator", dependencies: ["LegatoWire", "LegatoCore", "LegatoSystem"]),
-        .target(name: "LegatoMemoryNode", dependencies: ["LegatoWire", "LegatoCore", "LegatoSystem", "LegatoCoordinator", "LegatoLog"]),
-        .target(name: "LegatoLog", dependencies: ["LegatoWire", "LegatoCore", "LegatoSystem", "LegatoCoordinator"]),
-        .target(name: "LegatoAgent", dependencies: ["LegatoWire", "LegatoCore", "LegatoSystem", "LegatoMemoryNode", "LegatoCoordinator", "LegatoLog"]),
+
+        // Shared libraries: formats and clients, used by services and the command line alike.
+        .target(name: "LegatoSegmentLog", dependencies: ["LegatoSystem"]),
+        .target(name: "LegatoClients", dependencies: ["LegatoSegmentLog", "LegatoWire", "LegatoCore", "LegatoSystem"]),
+        .target(name: "LegatoImage", dependencies: ["LegatoCore", "LegatoSystem"]),
+
+        // Services: each answers or drives one part of the cluster; none imports another.
+        .target(name: "LegatoCoordinator", dependencies: ["LegatoClients", "LegatoWire", "LegatoCore", "LegatoSystem"]),
+        .target(name: "LegatoLogNode", dependencies: ["LegatoClients", "LegatoSegmentLog", "LegatoWire", "LegatoCore", "LegatoSystem"]),
+        .target(name: "LegatoMemoryNode", dependencies: ["LegatoClients", "LegatoImage", "LegatoSegmentLog", "LegatoWire", "LegatoCore", "LegatoSystem"]),
+        .target(name: "LegatoAgent", dependencies: ["LegatoClients", "LegatoImage", "LegatoSegmentLog", "LegatoWire", "LegatoCore", "LegatoSystem"]),
+
         .executableTarget(name: "legato", dependencies: [
-            "LegatoAgent", "LegatoMemoryNode", "LegatoLog", "LegatoCoordinator", "LegatoWire", "LegatoCore", "LegatoSystem",
+            "LegatoAgent", "LegatoMemoryNode", "LegatoLogNode", "LegatoCoordinator",
+            "LegatoClients", "LegatoSegmentLog", "LegatoWire", "LegatoCore", "LegatoSystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "LegatoTests", dependencies: [
-            "LegatoAgent", "LegatoMemoryNode", "LegatoLog", "LegatoCoordinator", "LegatoWire", "LegatoCore", "LegatoSystem", "legato",
+
+        // Tests: unit tests need no root and start no process; end-to-end tests run `legato` itself.
+        .target(name: "LegatoTestSupport", path: "Tests/LegatoTestSupport"),
+        .testTarget(name: "LegatoUnitTests", dependencies: [
+            "LegatoAgent", "LegatoMemoryNode", "LegatoLogNode", "LegatoClients", "LegatoSegmentLog",
+            "LegatoWire", "LegatoCore", "LegatoSystem", "LegatoTestSupport",
+        ]),
+        .testTarget(name: "LegatoEndToEndTests", dependencies: [
+            "LegatoClients", "LegatoLogNode", "LegatoSegmentLog", "LegatoWire", "LegatoCore", "LegatoSystem",
+            "LegatoTestSupport", "legato",
         ]),
     ],
     swiftLanguageModes: [.v5]

@@ -153,7 +153,7 @@ public final class Agent {
 
     public init(config: Config) throws {
         self.config = config
-        log = LegatoLog.logger("legato.run")
+        log = LegatoLogging.logger("legato.run")
         budgetPages = max(16, Int(config.localBudgetBytes / UInt64(Page.size)))
         evictionBatch = config.evictionBatchPages ?? min(1024, max(16, budgetPages / 16))
         prefetchWindow = max(1, min(config.prefetchMaxPages, budgetPages / 4))

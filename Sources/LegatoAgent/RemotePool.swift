@@ -1,5 +1,5 @@
 import Foundation
-import LegatoCoordinator
+import LegatoClients
 import LegatoCore
 import LegatoSystem
 import LegatoWire

@@ -1,4 +1,5 @@
 import Glibc
+import LegatoClients
 import LegatoCore
 import LegatoSystem
 import LegatoWire

@@ -1,4 +1,5 @@
 import Foundation
+import LegatoClients
 import LegatoCore
 import LegatoSystem
 import LegatoWire

@@ -2,7 +2,7 @@ import Glibc
 import Logging
 
 /// Process-wide logging setup: swift-log to stderr, level from `LEGATO_LOG` (trace…critical, default info).
-public enum LegatoLog {
+public enum LegatoLogging {
     private static let once: Void = {
         let env = getenv("LEGATO_LOG").map { String(cString: $0) } ?? ""
         let level = Logger.Level(rawValue: env.lowercased()) ?? .info

@@ -1,5 +1,7 @@
+import LegatoClients
 import LegatoCore
-import LegatoLog
+import LegatoImage
+import LegatoSegmentLog
 import LegatoSystem
 
 /// A memory node's part in a checkpoint's two-phase commit: at PREPARE it persists the frozen
@@ -49,7 +51,7 @@ final class CheckpointParticipant {
         let w = try log(writer)
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: 256 * Page.size, alignment: Page.size)
         defer { buffer.deallocate() }
-        var batch: [ReplicaStore.Entry] = []
+        var batch: [LogEntry] = []
         var batchBytes = 0
         var pages = 0
         for run in runs {

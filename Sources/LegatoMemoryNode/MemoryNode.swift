@@ -1,4 +1,4 @@
-import LegatoCoordinator
+import LegatoClients
 import LegatoCore
 import LegatoSystem
 import LegatoWire
@@ -36,7 +36,7 @@ public final class MemoryNode {
 
     public init(config: Config) throws {
         self.config = config
-        log = LegatoLog.logger("legato.memd")
+        log = LegatoLogging.logger("legato.memd")
         let store = PageStore(limits: .init(capacityBytes: config.capacityBytes, segmentBytes: config.segmentBytes))
         service = MemoryService(store: store, log: log, coordinator: config.coordinator, secret: config.secret)
         server = try RPCServer(endpoint: config.listen, service: service, secret: config.secret,

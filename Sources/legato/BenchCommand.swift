@@ -1,9 +1,9 @@
 import ArgumentParser
 import Foundation
 import Glibc
-import LegatoCoordinator
+import LegatoClients
 import LegatoCore
-import LegatoLog
+import LegatoSegmentLog
 import LegatoSystem
 
 /// Drivers for Tools/bench (not part of the product's surface).
@@ -33,7 +33,7 @@ struct BenchCommand: ParsableCommand {
             // (distinct bytes, warm as a checkpoint's freshly read pages are); only appends are timed.
             let size = Int(entry.bytes)
             let shared = [UInt8]((0..<size).map { UInt8(truncatingIfNeeded: $0 * 7) })
-            var entries = (0..<batch).map { i in ReplicaStore.Entry(epoch: 1, slab: UInt64(i % 16), payload: shared) }
+            var entries = (0..<batch).map { i in LogEntry(epoch: 1, slab: UInt64(i % 16), payload: shared) }
             let rounds = max(1, Int(total.bytes) / (batch * size))
             var nanos: UInt64 = 0
             for r in 0..<rounds {

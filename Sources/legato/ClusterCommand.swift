@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import Glibc
-import LegatoCoordinator
+import LegatoClients
 import LegatoCore
 import LegatoSystem
 

@@ -33,7 +33,7 @@ struct CoordCommand: ParsableCommand {
     func run() throws {
         let stopSignals = DaemonSignals.blockTermination()
         embedding.watchParent()
-        let log = LegatoLog.logger("legato.coord")
+        let log = LegatoLogging.logger("legato.coord")
         let backing = try openCoordinatorStore(store ?? "sqlite:" + defaultStateDirectory() + "/coordinator.db")
         let coordinator = try Coordinator(store: backing, timing: .init(heartbeatMillis: heartbeatMillis, deadAfterMillis: deadAfterMillis), log: log)
         let server = try RPCServer(endpoint: listen, service: CoordinatorService(coordinator: coordinator, log: log),

@@ -1,6 +1,6 @@
 import ArgumentParser
 import LegatoCore
-import LegatoLog
+import LegatoLogNode
 
 struct LogdCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import LegatoCoordinator
+import LegatoClients
 import LegatoCore
 import LegatoSystem
 import LegatoWire

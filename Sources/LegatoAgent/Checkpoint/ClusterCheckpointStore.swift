@@ -1,7 +1,8 @@
 import Foundation
+import LegatoClients
 import LegatoCore
-import LegatoCoordinator
-import LegatoLog
+import LegatoImage
+import LegatoSegmentLog
 import LegatoSystem
 
 /// Checkpoints of a named run on a cluster, committed in two phases. The participants are the agent
@@ -29,7 +30,7 @@ public final class ClusterCheckpointStore: CheckpointStore {
     private let secret: ClusterSecret
     private var coordinator: CoordinatorClient
     private var writer: LogWriter?
-    let logger = LegatoCore.LegatoLog.logger("legato.checkpoint")
+    let logger = LegatoLogging.logger("legato.checkpoint")
     /// How long the last `load` took to read the logs (for a streamed restore: the index and context).
     public private(set) var readMillis: Double = 0
 
@@ -397,7 +398,7 @@ final class ClusterTransaction: CheckpointTransaction {
             let byNode = Dictionary(grouping: staging.frozen, by: { $0.node }).mapValues { $0.map { (address: $0.address, vpns: $0.keys) } }
             pending = src.startPrepare(name: store.name, epoch: e, byNode: byNode)
         }
-        var batch: [ReplicaStore.Entry] = []
+        var batch: [LogEntry] = []
         var batchBytes = 0
         var indexRuns: [CheckpointLogEntry.IndexedRun] = []
         var batchRuns: [(entry: Int, address: UInt64, pages: Int)] = []   // the pages entries of `batch`

@@ -1,5 +1,5 @@
+import LegatoClients
 import LegatoCore
-import LegatoLog
 import LegatoSystem
 
 /// Reads single entries of one writer's log by position, from whichever replica answers (the

@@ -1,5 +1,6 @@
+import LegatoClients
 import LegatoCore
-import LegatoLog
+import LegatoImage
 import LegatoSystem
 import LegatoWire
 

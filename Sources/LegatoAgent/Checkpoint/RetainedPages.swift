@@ -1,5 +1,5 @@
+import LegatoClients
 import LegatoCore
-import LegatoLog
 import LegatoSystem
 import LegatoWire
 

@@ -1,6 +1,6 @@
 import Glibc
 import LegatoCore
-import LegatoLog
+import LegatoImage
 import LegatoSystem
 
 /// One epoch's pages arriving from the log nodes while the restored PROG already runs. The index

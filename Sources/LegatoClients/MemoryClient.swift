@@ -1,6 +1,7 @@
 import Glibc
 import LegatoCore
 import LegatoSystem
+import LegatoWire
 
 /// The caller's side of a memory node (see MemoryService for layouts). One per thread.
 public final class MemoryClient {

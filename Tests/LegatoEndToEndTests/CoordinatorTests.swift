@@ -1,10 +1,10 @@
 import Foundation
 import Glibc
-import Testing
-import LegatoCoordinator
+import LegatoClients
 import LegatoCore
 import LegatoSystem
 import LegatoWire
+import Testing
 
 /// The coordinator as a real daemon, on both of its stores.
 @Suite(.serialized) struct CoordinatorTests {

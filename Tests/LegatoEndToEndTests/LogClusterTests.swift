@@ -1,18 +1,20 @@
 import Foundation
 import Glibc
-import Testing
+import LegatoClients
 import LegatoCore
-import LegatoLog
+import LegatoLogNode
+import LegatoSegmentLog
 import LegatoSystem
 import LegatoWire
+import Testing
 
 /// Log nodes as real daemons on loopback: replication through failures, restarts over damaged
 /// files, a full disk, hostile peers.
 @Suite(.serialized) struct LogClusterTests {
-    func entries(_ n: Int, size: Int = 1024, seed: Int = 0) -> [ReplicaStore.Entry] {
-        (0..<n).map { (i: Int) -> ReplicaStore.Entry in
+    func entries(_ n: Int, size: Int = 1024, seed: Int = 0) -> [LogEntry] {
+        (0..<n).map { (i: Int) -> LogEntry in
             let payload: [UInt8] = (0..<size).map { (k: Int) -> UInt8 in UInt8(truncatingIfNeeded: k &* 7 &+ i &* 13 &+ seed) }
-            return ReplicaStore.Entry(epoch: UInt32(i / 100), slab: UInt64(i % 4), payload: payload)
+            return LogEntry(epoch: UInt32(i / 100), slab: UInt64(i % 4), payload: payload)
         }
     }
 
@@ -55,7 +57,7 @@ import LegatoWire
             return log.segmentIDs.allSatisfy { h[$0]?.count == 3 } && h.values.allSatisfy { !$0.contains(victim) }
         }
         #expect(log.segmentIDs.count >= 5)
-        var got: [ReplicaStore.Entry] = []
+        var got: [LogEntry] = []
         for s in log.segmentIDs { got += try log.read(segment: s) }
         #expect(got == first + second, "every acknowledged entry is readable after the failure")
         // A new writer for the same log finds every segment again.
@@ -159,8 +161,8 @@ import LegatoWire
             if s < 3 { try w.close(writer: 7, segment: s) }
         }
         let r = try LogNodeClient(endpoint: node.endpoint, secret: node.secret, token: Sys.randomBytes(32))
-        func pages(_ segment: UInt64, ahead: UInt64?) throws -> [ReplicaStore.Entry] {
-            var got: [ReplicaStore.Entry] = []
+        func pages(_ segment: UInt64, ahead: UInt64?) throws -> [LogEntry] {
+            var got: [LogEntry] = []
             var next: UInt32 = 0
             while true {
                 let p = try r.readPage(writer: 7, segment: segment, first: next, maxBytes: 40_000, readAhead: ahead) {
@@ -176,7 +178,7 @@ import LegatoWire
         _ = try w.append(writer: 7, segment: 3, first: 100, entries: es[100..<300])
         #expect(try pages(3, ahead: nil) == es)
         // Slab filters apply to pages read ahead as well.
-        var slab2: [ReplicaStore.Entry] = []
+        var slab2: [LogEntry] = []
         var next: UInt32 = 0
         while true {
             let p = try r.readPage(writer: 7, segment: 1, first: next, maxBytes: 40_000, slabs: [2], readAhead: 2) {

@@ -1,3 +1,4 @@
+import LegatoSegmentLog
 import LegatoSystem
 
 /// Checks the entries of one append (on-disk form, back to back) as their bytes arrive, in pieces

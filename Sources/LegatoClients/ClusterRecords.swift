@@ -27,12 +27,28 @@ public struct NodeRecord: Codable, Equatable, Sendable {
     public var uuid: String
     public var registeredAt: Double
     public var dead: Bool
+
+    public init(id: UInt64, role: NodeRole, address: String, capacity: UInt64, uuid: String, registeredAt: Double, dead: Bool) {
+        self.id = id
+        self.role = role
+        self.address = address
+        self.capacity = capacity
+        self.uuid = uuid
+        self.registeredAt = registeredAt
+        self.dead = dead
+    }
 }
 
 public struct SlabRecord: Codable, Equatable, Sendable {
     public var space: UInt64
     public var slab: UInt64
     public var node: UInt64
+
+    public init(space: UInt64, slab: UInt64, node: UInt64) {
+        self.space = space
+        self.slab = slab
+        self.node = node
+    }
 }
 
 public enum CheckpointState: String, Codable, Sendable {
@@ -58,6 +74,16 @@ public struct CheckpointRecord: Codable, Equatable, Sendable {
     public var decidedAt: Double?
     public var record: Data
     public var reason: String?
+
+    public init(name: String, epoch: UInt64, state: CheckpointState, begunAt: Double, decidedAt: Double? = nil, record: Data, reason: String? = nil) {
+        self.name = name
+        self.epoch = epoch
+        self.state = state
+        self.begunAt = begunAt
+        self.decidedAt = decidedAt
+        self.record = record
+        self.reason = reason
+    }
 }
 
 /// A node as the coordinator sees it now (membership).
@@ -69,31 +95,14 @@ public struct NodeStatus: Equatable, Sendable {
     public var capacity: UInt64
     public var used: UInt64
     public var silentMillis: UInt64
-}
 
-enum StoreKeys {
-    static let nextNodeID = "meta/next-node-id"
-    static func node(_ id: UInt64) -> String { "nodes/" + hex(id) }
-    static func slab(_ space: UInt64, _ slab: UInt64) -> String { "slabs/" + hex(space) + "/" + hex(slab) }
-    static func slabs(_ space: UInt64) -> String { "slabs/" + hex(space) + "/" }
-    static func checkpoint(_ name: String, _ epoch: UInt64) -> String { "checkpoints/" + name + "/" + hex(epoch) }
-    static func checkpoints(_ name: String) -> String { name.isEmpty ? "checkpoints/" : "checkpoints/" + name + "/" }
-
-    static func hex(_ v: UInt64) -> String {
-        let s = String(v, radix: 16)
-        return String(repeating: "0", count: max(0, 16 - s.count)) + s
-    }
-}
-
-extension CoordinatorStore {
-    func getJSON<T: Decodable>(_ type: T.Type, _ key: String) throws -> T? {
-        guard let b = try get(key) else { return nil }
-        return try JSONDecoder().decode(T.self, from: Data(b))
-    }
-
-    func putJSON<T: Encodable>(_ key: String, _ value: T) throws {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys]
-        try put(key, [UInt8](try enc.encode(value)))
+    public init(id: UInt64, role: NodeRole, address: String, alive: Bool, capacity: UInt64, used: UInt64, silentMillis: UInt64) {
+        self.id = id
+        self.role = role
+        self.address = address
+        self.alive = alive
+        self.capacity = capacity
+        self.used = used
+        self.silentMillis = silentMillis
     }
 }

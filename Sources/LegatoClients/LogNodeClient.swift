@@ -1,4 +1,5 @@
 import LegatoCore
+import LegatoSegmentLog
 import LegatoSystem
 import LegatoWire
 
@@ -26,21 +27,21 @@ public final class LogNodeClient {
 
     /// An APPEND_ENTRIES request: the entries in their on-disk form, index and CRC included, so a log
     /// node checks them and stores them as they arrive.
-    public static func encodeAppend(writer: UInt64, segment: UInt64, first: UInt32, entries: ArraySlice<ReplicaStore.Entry>) -> [UInt8] {
-        let size = 24 + ReplicaStore.encodedSize(entries)
+    public static func encodeAppend(writer: UInt64, segment: UInt64, first: UInt32, entries: ArraySlice<LogEntry>) -> [UInt8] {
+        let size = 24 + LogEntry.encodedSize(entries)
         return [UInt8](unsafeUninitializedCapacity: size) { buf, count in
             let p = UnsafeMutableRawPointer(buf.baseAddress!)
             p.storeBytes(of: writer.littleEndian, toByteOffset: 0, as: UInt64.self)
             p.storeBytes(of: segment.littleEndian, toByteOffset: 8, as: UInt64.self)
             p.storeBytes(of: first.littleEndian, toByteOffset: 16, as: UInt32.self)
             p.storeBytes(of: UInt32(entries.count).littleEndian, toByteOffset: 20, as: UInt32.self)
-            ReplicaStore.encode(entries, first: first, into: p + 24)
+            LogEntry.encode(entries, first: first, into: p + 24)
             count = size
         }
     }
 
     /// Sends an append without waiting (see `finishAppend`).
-    public func startAppend(writer: UInt64, segment: UInt64, first: UInt32, entries: ArraySlice<ReplicaStore.Entry>) throws -> UInt32 {
+    public func startAppend(writer: UInt64, segment: UInt64, first: UInt32, entries: ArraySlice<LogEntry>) throws -> UInt32 {
         try rpc.send(.appendEntries, Self.encodeAppend(writer: writer, segment: segment, first: first, entries: entries))
     }
 
@@ -53,7 +54,7 @@ public final class LogNodeClient {
         return try r.u32("entries")
     }
 
-    public func append(writer: UInt64, segment: UInt64, first: UInt32, entries: ArraySlice<ReplicaStore.Entry>) throws -> UInt32 {
+    public func append(writer: UInt64, segment: UInt64, first: UInt32, entries: ArraySlice<LogEntry>) throws -> UInt32 {
         try finishAppend(try startAppend(writer: writer, segment: segment, first: first, entries: entries))
     }
 
@@ -80,13 +81,13 @@ public final class LogNodeClient {
         _ = try rpc.call(op, w.bytes)
     }
 
-    public func list(writer: UInt64) throws -> [ReplicaStore.ReplicaInfo] {
+    public func list(writer: UInt64) throws -> [ReplicaInfo] {
         var w = WireWriter()
         w.u64(writer)
         var r = WireReader(try rpc.call(.listReplicas, w.bytes))
         let n = try r.count(itemSize: 25, limit: 1 << 24, "replicas")
         return try (0..<n).map { _ in
-            ReplicaStore.ReplicaInfo(segment: try r.u64(), entries: try r.u32(), bytes: try r.u64(), closed: try r.u8() == 1, corrupt: try r.u32())
+            ReplicaInfo(segment: try r.u64(), entries: try r.u32(), bytes: try r.u64(), closed: try r.u8() == 1, corrupt: try r.u32())
         }
     }
 
@@ -171,8 +172,8 @@ public final class LogNodeClient {
 
     /// One page of a replica's entries, copied out as values.
     public func read(writer: UInt64, segment: UInt64, first: UInt32, maxEntries: UInt32 = 65536, maxBytes: UInt32 = 8 << 20,
-                     slabs: [UInt64] = []) throws -> (entries: [(UInt32, ReplicaStore.Entry)], next: UInt32, end: Bool, closed: Bool, corrupt: UInt32) {
-        var out: [(UInt32, ReplicaStore.Entry)] = []
+                     slabs: [UInt64] = []) throws -> (entries: [(UInt32, LogEntry)], next: UInt32, end: Bool, closed: Bool, corrupt: UInt32) {
+        var out: [(UInt32, LogEntry)] = []
         let p = try readPage(writer: writer, segment: segment, first: first, maxEntries: maxEntries, maxBytes: maxBytes, slabs: slabs) {
             out.append(($0.index, .init(type: $0.type, epoch: $0.epoch, slab: $0.slab, payload: Array($0.payload))))
         }
@@ -180,8 +181,8 @@ public final class LogNodeClient {
     }
 
     /// Every entry of a replica, copied out as values.
-    public func readAll(writer: UInt64, segment: UInt64, slabs: [UInt64] = []) throws -> (entries: [(UInt32, ReplicaStore.Entry)], closed: Bool, corrupt: UInt32) {
-        var all: [(UInt32, ReplicaStore.Entry)] = []
+    public func readAll(writer: UInt64, segment: UInt64, slabs: [UInt64] = []) throws -> (entries: [(UInt32, LogEntry)], closed: Bool, corrupt: UInt32) {
+        var all: [(UInt32, LogEntry)] = []
         let r = try forEachEntry(writer: writer, segment: segment, slabs: slabs) {
             all.append(($0.index, .init(type: $0.type, epoch: $0.epoch, slab: $0.slab, payload: Array($0.payload))))
         }

@@ -1,9 +1,10 @@
 import Foundation
 import Glibc
-import Testing
+import LegatoClients
 import LegatoCore
 import LegatoSystem
 import LegatoWire
+import Testing
 
 /// Real programs under `legato run` at an eighth of their footprint: identical output to a plain
 /// run, and the stats show pages went to memory nodes and came back within the budget.

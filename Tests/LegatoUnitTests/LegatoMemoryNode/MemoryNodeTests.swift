@@ -1,10 +1,11 @@
 import Foundation
 import Glibc
-import Testing
+import LegatoClients
 import LegatoCore
-import LegatoSystem
 @testable import LegatoMemoryNode
+import LegatoSystem
 @testable import LegatoWire
+import Testing
 
 /// A memory node on loopback in this process, against real TCP clients.
 @Suite(.serialized) struct MemoryNodeTests {

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LegatoCore
+import LegatoSegmentLog
 import LegatoSystem
 
 /// The log node's segment replicas: buffered in memory, written to disk in large batches (when the
@@ -19,28 +20,6 @@ public final class ReplicaStore {
             self.segment = segment
         }
         public var description: String { "writer \(String(writer, radix: 16)) segment \(segment)" }
-    }
-
-    /// One entry handed to or returned by the store.
-    public struct Entry: Equatable {
-        public var type: UInt8
-        public var epoch: UInt32
-        public var slab: UInt64
-        public var payload: [UInt8]
-        public init(type: UInt8 = SegmentFormat.EntryType.data.rawValue, epoch: UInt32, slab: UInt64, payload: [UInt8]) {
-            self.type = type
-            self.epoch = epoch
-            self.slab = slab
-            self.payload = payload
-        }
-    }
-
-    public struct ReplicaInfo: Equatable {
-        public var segment: UInt64
-        public var entries: UInt32
-        public var bytes: UInt64
-        public var closed: Bool
-        public var corrupt: UInt32
     }
 
     public enum StoreError: Error, CustomStringConvertible, Equatable {
@@ -212,11 +191,8 @@ public final class ReplicaStore {
         try lock.withLock {
             if replicas[k] != nil { throw StoreError.alreadyExists(k) }
             let r = Replica(key: k, path: path(k), owner: tag)
-            var header = SegmentFormat.encodeHeader(writer: k.writer, segment: k.segment, created: UInt64(Date().timeIntervalSince1970 * 1e9))
-            for i in 0..<16 { header[32 + i] = tag[i] }
-            // Re-checksum with the owner tag in the reserved bytes.
-            let crc = header.withUnsafeBytes { Sys.crc32c(0, UnsafeRawBufferPointer(rebasing: $0[0..<60])) }
-            SegmentFormat.put32(&header, 60, crc)
+            let header = SegmentFormat.encodeHeader(writer: k.writer, segment: k.segment,
+                                                    created: UInt64(Date().timeIntervalSince1970 * 1e9), ownerTag: tag)
             r.onDisk = false
             if let spare = popSpare() {
                 r.buffer = spare
@@ -232,36 +208,9 @@ public final class ReplicaStore {
 
     /// Appends entries starting at index `first` (the replica's entry count: appends are in order;
     /// a retried append of entries already here is accepted). Returns (entries, bytes) after it.
-    public func append(_ k: Key, token: [UInt8], first: UInt32, entries: [Entry]) throws -> (UInt32, UInt64) {
-        let raw = Self.encode(entries[...], first: first)
+    public func append(_ k: Key, token: [UInt8], first: UInt32, entries: [LogEntry]) throws -> (UInt32, UInt64) {
+        let raw = LogEntry.encode(entries[...], first: first)
         return try raw.withUnsafeBytes { try append(k, token: token, first: first, count: entries.count, raw: $0) }
-    }
-
-    /// Entries in their on-disk form (header with index first+i and CRC, then payload), back to back:
-    /// what APPEND_ENTRIES carries and what a replica keeps.
-    public static func encode(_ entries: ArraySlice<Entry>, first: UInt32) -> [UInt8] {
-        let size = encodedSize(entries)
-        return [UInt8](unsafeUninitializedCapacity: size) { buf, count in
-            encode(entries, first: first, into: UnsafeMutableRawPointer(buf.baseAddress!))
-            count = size
-        }
-    }
-
-    public static func encodedSize(_ entries: ArraySlice<Entry>) -> Int {
-        entries.reduce(0) { $0 + SegmentFormat.entryHeaderSize + $1.payload.count }
-    }
-
-    /// `encode` into memory with room for `encodedSize(entries)` bytes.
-    public static func encode(_ entries: ArraySlice<Entry>, first: UInt32, into p: UnsafeMutableRawPointer) {
-        var at = 0
-        for (i, e) in entries.enumerated() {
-            e.payload.withUnsafeBytes { payload in
-                SegmentFormat.writeEntryHeader(at: p + at, type: e.type, flags: 0, epoch: e.epoch, slab: e.slab,
-                                               index: first + UInt32(i), payload: payload)
-                if payload.count > 0 { (p + at + SegmentFormat.entryHeaderSize).copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
-            }
-            at += SegmentFormat.entryHeaderSize + e.payload.count
-        }
     }
 
     /// Appends `n` entries already in their on-disk form (header with index and CRC, then payload),
@@ -550,7 +499,7 @@ public final class ReplicaStore {
     }
 
     public struct ReadResult {
-        public var entries: [(index: UInt32, entry: Entry)]
+        public var entries: [(index: UInt32, entry: LogEntry)]
         public var next: UInt32
         public var end: Bool        // no entries after `next` (now)
         public var closed: Bool
@@ -573,10 +522,10 @@ public final class ReplicaStore {
     public func read(_ k: Key, first: UInt32, maxEntries: Int, maxBytes: Int, slabs: Set<UInt64>?) throws -> ReadResult {
         let buffer = ScratchBuffer()
         let raw = try readRaw(k, first: first, maxEntries: maxEntries, maxBytes: maxBytes, slabs: slabs, into: buffer)
-        var out: [(UInt32, Entry)] = []
+        var out: [(UInt32, LogEntry)] = []
         out.reserveCapacity(raw.count)
         try SegmentFormat.forEachEntry(in: buffer.bytes(raw.start, raw.bytes), count: raw.count) { h, payload in
-            out.append((h.index, Entry(type: h.type, epoch: h.epoch, slab: h.slab, payload: Array(payload))))
+            out.append((h.index, LogEntry(type: h.type, epoch: h.epoch, slab: h.slab, payload: Array(payload))))
         }
         return ReadResult(entries: out, next: raw.next, end: raw.end, closed: raw.closed, corruptSkipped: raw.corruptSkipped)
     }

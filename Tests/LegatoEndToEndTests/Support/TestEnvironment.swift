@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LegatoSystem
+import LegatoTestSupport
 
 /// Where things are, and what this machine can do.
 enum TestEnvironment {
@@ -37,24 +38,8 @@ enum TestEnvironment {
         return nil
     }()
 
-    /// Directories left by earlier test processes that are gone (a run's files stay for inspection
-    /// until the next run; without this they pile up at several hundred MB a run).
-    private static let removeStaleRuns: Void = {
-        let tmp = NSTemporaryDirectory()
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? [] where name.hasPrefix("legato-tests-") {
-            guard let pid = Int32(name.dropFirst("legato-tests-".count)), pid != getpid(), kill(pid, 0) != 0 else { continue }
-            try? FileManager.default.removeItem(atPath: tmp + name)
-        }
-    }()
-
     /// A fresh private directory for one test.
-    static func temporaryDirectory(_ name: String) -> String {
-        _ = removeStaleRuns
-        let base = NSTemporaryDirectory() + "legato-tests-\(getpid())"
-        let dir = base + "/" + name + "-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
-        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        return dir
-    }
+    static func temporaryDirectory(_ name: String) -> String { TestDirectory.make(name) }
 }
 
 /// Checks the machine can run agent tests; throws (fails the test) where it can't, so nothing is silently skipped.

@@ -1,4 +1,5 @@
 import Glibc
+import LegatoSegmentLog
 import LegatoSystem
 
 /// The in-memory tail of an open replica: entries appended in their on-disk form into page-aligned

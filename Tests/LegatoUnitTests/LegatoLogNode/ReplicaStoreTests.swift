@@ -1,23 +1,25 @@
 import Foundation
 import Glibc
-import Testing
 import LegatoCore
-@testable import LegatoLog
+@testable import LegatoLogNode
+import LegatoSegmentLog
+import LegatoTestSupport
+import Testing
 
 /// The log node's store on a real directory: formats, buffering, recovery from torn and corrupt files.
 @Suite struct ReplicaStoreTests {
     let token = [UInt8](repeating: 7, count: 32)
     let key = ReplicaStore.Key(writer: 0xabc, segment: 3)
 
-    func entries(_ n: Int, from: Int = 0, size: Int = 1000) -> [ReplicaStore.Entry] {
-        (from..<from + n).map { (i: Int) -> ReplicaStore.Entry in
+    func entries(_ n: Int, from: Int = 0, size: Int = 1000) -> [LogEntry] {
+        (from..<from + n).map { (i: Int) -> LogEntry in
             let payload: [UInt8] = (0..<size).map { (k: Int) -> UInt8 in UInt8(truncatingIfNeeded: k &* 31 &+ i) }
-            return ReplicaStore.Entry(epoch: UInt32(i % 5), slab: UInt64(i % 3), payload: payload)
+            return LogEntry(epoch: UInt32(i % 5), slab: UInt64(i % 3), payload: payload)
         }
     }
 
     func store(_ dir: String, buffer: Int = 1 << 20) throws -> ReplicaStore {
-        try ReplicaStore(directory: dir, bufferLimit: buffer, log: LegatoLog.logger("test.logd"))
+        try ReplicaStore(directory: dir, bufferLimit: buffer, log: LegatoLogging.logger("test.logd"))
     }
 
     func readAll(_ s: ReplicaStore, _ k: ReplicaStore.Key, slabs: Set<UInt64>? = nil) throws -> ReplicaStore.ReadResult {
@@ -39,8 +41,8 @@ import LegatoCore
     /// An append's entries checked as they arrive: pieces of any size, split headers included, give
     /// what one whole piece gives, and every kind of damage is named.
     @Test func checksEntriesArrivingInPiecesOfAnySize() throws {
-        let es = entries(9, size: 1000) + [ReplicaStore.Entry(epoch: 1, slab: 2, payload: [])] + entries(3, from: 9, size: 70)
-        let raw = ReplicaStore.encode(es[...], first: 5)
+        let es = entries(9, size: 1000) + [LogEntry(epoch: 1, slab: 2, payload: [])] + entries(3, from: 9, size: 70)
+        let raw = LogEntry.encode(es[...], first: 5)
         func check(_ bytes: [UInt8], first: UInt32 = 5, count: Int = es.count, pieces: [Int]) -> Result<[ReplicaStore.EntryRef], EntryCheck.CheckFailure> {
             var c = EntryCheck(first: first, count: count)
             var at = 0, i = 0
@@ -81,7 +83,7 @@ import LegatoCore
     }
 
     @Test func appendsReadsAndSurvivesARestart() throws {
-        let dir = TestEnvironment.temporaryDirectory("replicas")
+        let dir = TestDirectory.make("replicas")
         var s = try store(dir)
         try s.open(key, token: token)
         let es = entries(50)
@@ -104,7 +106,7 @@ import LegatoCore
     }
 
     @Test func createsAReplicasFileWhenItIsFirstWrittenOut() throws {
-        let dir = TestEnvironment.temporaryDirectory("replicas-lazy")
+        let dir = TestDirectory.make("replicas-lazy")
         let s = try store(dir)
         defer { s.shutdown() }
         let file = dir + "/replicas/0000000000000abc/0000000000000003.seg"
@@ -132,7 +134,7 @@ import LegatoCore
     /// Past twice the budget an append waits for room, but what needs none is answered at once: a
     /// retry of stored entries, and a replica whose disk refuses writes. The wait ends in a refusal.
     @Test func waitsForRoomOnlyWhenItNeedsSome() throws {
-        let dir = TestEnvironment.temporaryDirectory("room")
+        let dir = TestDirectory.make("room")
         let s = try store(dir, buffer: 64 << 10)
         defer { s.shutdown() }
         s.roomTimeoutSeconds = 0.5
@@ -163,7 +165,7 @@ import LegatoCore
     /// Written-out replicas leave their buffers for new ones (a fresh one costs zeroing on the
     /// receive path), up to the budget, until the node has been idle for a while.
     @Test func keepsSpareBuffersWithinTheBudgetWhileBusy() throws {
-        let s = try store(TestEnvironment.temporaryDirectory("spares"), buffer: 32 << 20)
+        let s = try store(TestDirectory.make("spares"), buffer: 32 << 20)
         defer { s.shutdown() }
         s.spareIdleSeconds = 1
         // Five replicas open at once (as when the disk lags the appends), then all written out.
@@ -186,10 +188,10 @@ import LegatoCore
     /// While an append's bytes are arriving in a replica's buffer, the replica can be neither
     /// closed nor freed (the buffer is being written to); once the room is let go, both work.
     @Test func aReplicaReceivingAnAppendIsNeitherClosedNorFreed() throws {
-        let s = try store(TestEnvironment.temporaryDirectory("receiving"))
+        let s = try store(TestDirectory.make("receiving"))
         defer { s.shutdown() }
         try s.open(key, token: token)
-        let raw = ReplicaStore.encode(entries(4)[...], first: 0)
+        let raw = LogEntry.encode(entries(4)[...], first: 0)
         let room = try #require(try s.beginAppend(key, token: token, first: 0, count: 4, bytes: raw.count))
         #expect(throws: ReplicaStore.StoreError.self) { try s.free(key, token: token) }
         #expect(throws: ReplicaStore.StoreError.self) { try s.close(key, token: token) }
@@ -202,7 +204,7 @@ import LegatoCore
     }
 
     @Test func anIdleOpenReplicaGivesItsWrittenOutBufferBack() throws {
-        let s = try store(TestEnvironment.temporaryDirectory("idle-open"), buffer: 32 << 20)
+        let s = try store(TestDirectory.make("idle-open"), buffer: 32 << 20)
         defer { s.shutdown() }
         let busy = ReplicaStore.Key(writer: 0x5b, segment: 2)
         for k in [key, busy] {
@@ -238,7 +240,7 @@ import LegatoCore
     }
 
     @Test func onlyTheOpeningWriterMayWrite() throws {
-        let s = try store(TestEnvironment.temporaryDirectory("owner"))
+        let s = try store(TestDirectory.make("owner"))
         try s.open(key, token: token)
         let other = [UInt8](repeating: 8, count: 32)
         #expect(throws: ReplicaStore.StoreError.notOwner(key)) { _ = try s.append(key, token: other, first: 0, entries: entries(1)) }
@@ -250,7 +252,7 @@ import LegatoCore
     }
 
     @Test func cutsATornTailAtRestart() throws {
-        let dir = TestEnvironment.temporaryDirectory("torn")
+        let dir = TestDirectory.make("torn")
         let s = try store(dir)
         try s.open(key, token: token)
         _ = try s.append(key, token: token, first: 0, entries: entries(10))
@@ -267,7 +269,7 @@ import LegatoCore
     }
 
     @Test func neverReturnsACorruptEntry() throws {
-        let dir = TestEnvironment.temporaryDirectory("flip")
+        let dir = TestDirectory.make("flip")
         let s = try store(dir)
         try s.open(key, token: token)
         _ = try s.append(key, token: token, first: 0, entries: entries(10))
@@ -292,7 +294,7 @@ import LegatoCore
     }
 
     @Test func writesBuffersOutWhenTheBudgetIsPassed() throws {
-        let dir = TestEnvironment.temporaryDirectory("budget")
+        let dir = TestDirectory.make("budget")
         let s = try store(dir, buffer: 64 << 10)
         try s.open(key, token: token)
         _ = try s.append(key, token: token, first: 0, entries: entries(200))

@@ -1,4 +1,5 @@
 import LegatoCore
+import LegatoSegmentLog
 import LegatoSystem
 import LegatoWire
 

@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import LegatoCoordinator
+import LegatoClients
 import LegatoCore
 import LegatoSystem
 import LegatoWire
@@ -32,7 +32,7 @@ public final class LogNode {
 
     public init(config: Config) throws {
         self.config = config
-        log = LegatoLog.logger("legato.logd")
+        log = LegatoLogging.logger("legato.logd")
         store = try ReplicaStore(directory: config.directory, bufferLimit: config.bufferBytes, log: log)
         service = LogService(store: store, log: log)
         server = try RPCServer(endpoint: config.listen, service: service, secret: config.secret, role: .logNode, name: "logd", log: log)

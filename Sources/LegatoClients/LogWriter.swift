@@ -1,6 +1,6 @@
 import Foundation
-import LegatoCoordinator
 import LegatoCore
+import LegatoSegmentLog
 import LegatoSystem
 import LegatoWire
 
@@ -48,7 +48,7 @@ public final class LogWriter {
     final class Segment {
         let id: UInt64
         var replicas: [UInt64]
-        var entries: [ReplicaStore.Entry] = []  // kept while open, to re-replicate
+        var entries: [LogEntry] = []  // kept while open, to re-replicate
         var count: UInt32 = 0
         var bytes = 0
         var closed = false
@@ -89,7 +89,7 @@ public final class LogWriter {
 
     public init(config: Config) throws {
         self.config = config
-        log = LegatoLog.logger("legato.log")
+        log = LegatoLogging.logger("legato.log")
         try lock.withLock {
             try refreshMembership()
             try discoverExistingSegments()
@@ -194,7 +194,7 @@ public final class LogWriter {
     /// Appends entries to the open segment (opening a new one when it is full). Returns once every
     /// replica holds them, with each entry's position.
     @discardableResult
-    public func append(_ entries: [ReplicaStore.Entry]) throws -> [Position] {
+    public func append(_ entries: [LogEntry]) throws -> [Position] {
         try lock.withLock {
             var positions: [Position] = []
             positions.reserveCapacity(entries.count)
@@ -260,7 +260,7 @@ public final class LogWriter {
     /// Appends `chunk` to every replica of `s`: in requests of about 1 MiB, every request sent to every
     /// replica before any answer is awaited, so the log nodes take in and store one request while the
     /// next is on its way (one big request would reach the replicas one after the other).
-    private func appendToReplicas(_ s: Segment, _ chunk: ArraySlice<ReplicaStore.Entry>) throws {
+    private func appendToReplicas(_ s: Segment, _ chunk: ArraySlice<LogEntry>) throws {
         var failed: [UInt64] = []
         var requests: [[UInt8]] = []
         var first = s.count
@@ -312,7 +312,7 @@ public final class LogWriter {
                 return
             }
             do {
-                let data: [ReplicaStore.Entry]
+                let data: [LogEntry]
                 if s.closed { data = try readClosed(s) } else { data = s.entries }
                 let c = try client(id)
                 try c.open(writer: config.writer, segment: s.id)
@@ -340,7 +340,7 @@ public final class LogWriter {
         }
     }
 
-    private func readClosed(_ s: Segment) throws -> [ReplicaStore.Entry] {
+    private func readClosed(_ s: Segment) throws -> [LogEntry] {
         var why = "no replica left"
         for id in s.replicas {
             do {
@@ -485,7 +485,7 @@ public final class LogWriter {
     }
 
     /// All entries of a segment, from the first replica that can give them whole.
-    public func read(segment id: UInt64) throws -> [ReplicaStore.Entry] {
+    public func read(segment id: UInt64) throws -> [LogEntry] {
         try lock.withLock {
             guard let s = segments.first(where: { $0.id == id }) else { throw LogError.unreadable(segment: id, "unknown segment") }
             var why = "no replica"

@@ -64,8 +64,12 @@ public enum SegmentFormat {
         }
     }
 
-    public static func encodeHeader(writer: UInt64, segment: UInt64, created: UInt64) -> [UInt8] {
+    /// A segment file's header; `ownerTag` (up to 16 bytes: the log node's tag of the writer's token)
+    /// goes in the reserved bytes 32..<48, under the header's checksum.
+    public static func encodeHeader(writer: UInt64, segment: UInt64, created: UInt64, ownerTag: [UInt8] = []) -> [UInt8] {
+        precondition(ownerTag.count <= 16, "an owner tag has at most 16 bytes")
         var b = [UInt8](repeating: 0, count: headerSize)
+        for (i, byte) in ownerTag.enumerated() { b[32 + i] = byte }
         put32(&b, 0, fileMagic)
         put16(&b, 4, version)
         put16(&b, 6, UInt16(headerSize))
