@@ -69,7 +69,7 @@ extension Agent {
         var gone: [PendingDiscard.Saved] = []
         var restored = 0
         for s in pending.saved {
-            guard s.address >= firstRefused, let r = regions.find(s.address), r.key(at: r.index(of: s.address)) == s.key else {
+            guard s.address >= firstRefused, let r = mm.table.regions.find(s.address), r.key(at: r.index(of: s.address)) == s.key else {
                 gone.append(s)
                 continue
             }
@@ -78,7 +78,7 @@ extension Agent {
             r.setState(i, PageState(rawValue: s.state).subtracting(.fetching).union(r.state(i).intersection(.queued)))
             if PageState(rawValue: s.state).contains(.resident) { restored += 1 }
         }
-        stats.noteResident(restored)
+        mm.table.noteResident(restored)
         commitDiscard(gone)
     }
 
@@ -88,9 +88,9 @@ extension Agent {
         var wasResident = 0
         let keep = PageState.queued.rawValue
         for (start, end) in ranges {
-            var k = regions.firstIndex(atOrAbove: start)
-            while k < regions.regions.count && regions.regions[k].start < end {
-                let r = regions.regions[k]
+            var k = mm.table.regions.firstIndex(atOrAbove: start)
+            while k < mm.table.regions.regions.count && mm.table.regions.regions[k].start < end {
+                let r = mm.table.regions.regions[k]
                 let from = r.index(of: max(r.start, start)), to = r.index(of: min(r.end, end))
                 for i in from..<to where r.states[i] & ~keep != 0 {
                     saved.append(.init(address: r.address(at: i), key: r.key(at: i), state: r.states[i] & ~keep))
@@ -100,7 +100,7 @@ extension Agent {
                 k += 1
             }
         }
-        stats.noteResident(-wasResident)
+        mm.table.noteResident(-wasResident)
         return PendingDiscard(ranges: ranges, saved: saved)
     }
 

@@ -14,10 +14,10 @@ extension Agent {
 
     func maybeEvict() throws {
         guard phase == .running, needsEviction(extra: inboundPages) else { return }
-        let before = stats.residentPages
-        try evict(stats.residentPages + inboundPages + prefetchWindow + Agent.freezeSlack - budgetPages + evictionBatch)
-        evictionFloor = stats.residentPages < before ? 0 : stats.residentPages + evictionBatch
-        if !retryFaults.isEmpty { try handleUffd() }
+        let before = budget.residentPages
+        try evict(budget.residentPages + inboundPages + prefetchWindow + Agent.freezeSlack - budget.pages + evictionBatch)
+        evictionFloor = budget.residentPages < before ? 0 : budget.residentPages + evictionBatch
+        if mm.faults.hasPending { try handleUffd() }
     }
 
     func evict(_ wanted: Int) throws {
@@ -34,11 +34,11 @@ extension Agent {
             thaw()
             stats.freezeNanos += monotonicNanos() - frozenAt
         }
-        if programStatus != nil || fatalError != nil || uffd < 0 { return }
+        if programStatus != nil || fatalError != nil || !mm.isManaged { return }
         guard let injector = tracees.values.first(where: { $0.sharesMemory && Agent.isInjectable($0.parked) }) else {
             // Every thread is inside a syscall stop; put the victims back and try after they move on.
             stats.evictionsDeferred += 1
-            for a in candidates { if let r = regions.find(a) { pushVictim(r, r.index(of: a)) } }
+            for a in candidates { if let r = mm.table.regions.find(a) { mm.table.pushVictim(r, r.index(of: a)) } }
             return
         }
 
@@ -50,7 +50,7 @@ extension Agent {
         var current: Region?
         var currentIndexes: [Int] = []
         for a in candidates {
-            guard let r = regions.find(a) else { continue }
+            guard let r = mm.table.regions.find(a) else { continue }
             let i = r.index(of: a)
             guard r.state(i).contains(.resident) else { continue }
             if r !== current {
@@ -72,7 +72,7 @@ extension Agent {
         for (r, idx) in perRegion {
             let first = idx.first!, last = idx.last!
             var seen = [UInt8](repeating: 0, count: last - first + 1)  // bit 0 present, bit 1 written
-            try scan(start: r.address(at: first), end: r.address(at: last + 1), required: .present, writeProtect: false) { s, e, cat in
+            try mm.scan(start: r.address(at: first), end: r.address(at: last + 1), required: .present, writeProtect: false) { s, e, cat in
                 let mark: UInt8 = cat.contains(.written) ? 3 : 1
                 for k in r.index(of: s)..<r.index(of: e) { seen[k - first] = mark }
             }
@@ -162,7 +162,7 @@ extension Agent {
                 }
             }
         }
-        stats.noteResident(-(evicted + vanished))
+        mm.table.noteResident(-(evicted + vanished))
         stats.evictedPages += evicted
         stats.cleanEvictions += clean
         stats.evictions += 1
@@ -181,20 +181,20 @@ extension Agent {
         out.reserveCapacity(wanted)
         // First what sequential streams have passed, most recently passed first ...
         var fromStreams = Set<UInt64>()
-        while out.count < wanted, let a = consumed.popPage() {
-            guard let r = regions.find(a), r.state(r.index(of: a)).contains(.resident), fromStreams.insert(a).inserted else { continue }
+        while out.count < wanted, let a = mm.table.consumed.popPage() {
+            guard let r = mm.table.regions.find(a), r.state(r.index(of: a)).contains(.resident), fromStreams.insert(a).inserted else { continue }
             out.append(a)
         }
         // ... then the oldest installed.
         var rebuilt = false
         while out.count < wanted {
-            guard let a = victims.pop() else {
+            guard let a = mm.table.victims.pop() else {
                 if rebuilt { break }
                 rebuilt = true
                 rebuildVictimQueue()
                 continue
             }
-            guard let r = regions.find(a) else { continue }
+            guard let r = mm.table.regions.find(a) else { continue }
             let i = r.index(of: a)
             r.remove(i, .queued)
             if r.state(i).contains(.resident) && !fromStreams.contains(a) { out.append(a) }
@@ -203,11 +203,11 @@ extension Agent {
     }
 
     private func rebuildVictimQueue() {
-        victims.removeAll()
-        for r in regions.regions {
+        mm.table.victims.removeAll()
+        for r in mm.table.regions.regions {
             for i in 0..<r.pageCount {
                 r.remove(i, .queued)
-                if r.state(i).contains(.resident) { pushVictim(r, i) }
+                if r.state(i).contains(.resident) { mm.table.pushVictim(r, i) }
             }
         }
     }
@@ -295,7 +295,7 @@ extension Agent {
         for a in addresses {
             if let last = runs.last, last.0 + last.1 == a { runs[runs.count - 1].1 += Page.size.u64 } else { runs.append((a, Page.size.u64)) }
         }
-        let inj = try Sys.Injection(tid: t.tid, stub: scratch, whileWaiting: { [self] in waitForInjection() })
+        let inj = try Sys.Injection(tid: t.tid, stub: mm.scratch, whileWaiting: { [self] in waitForInjection() })
         defer {
             tolerateGone { try inj.cure() }
             t.pendingSignals.append(contentsOf: inj.deferredSignals)
@@ -306,10 +306,10 @@ extension Agent {
             var iov = [UInt64]()
             iov.reserveCapacity(n * 2)
             for r in runs[k..<k + n] { iov.append(r.0); iov.append(r.1) }
-            let iovAddr = scratch + Page.size.u64
+            let iovAddr = mm.scratch + Page.size.u64
             try iov.withUnsafeBytes { try Sys.processWrite(pid: mainPID, from: $0.baseAddress!, length: $0.count, to: iovAddr) }
             let want = runs[k..<k + n].reduce(0) { $0 + Int($1.1) }
-            let r = try inj.syscall(Syscall.processMadvise, UInt64(bitPattern: processMadvisePidfd), iovAddr, UInt64(n), 4, 0)
+            let r = try inj.syscall(Syscall.processMadvise, UInt64(bitPattern: mm.processMadvisePidfd), iovAddr, UInt64(n), 4, 0)
             if r < 0 {
                 throw SystemError("process_madvise(MADV_DONTNEED) of \(n) ranges injected into tid \(t.tid)", code: Int32(-r))
             }

@@ -24,14 +24,6 @@ extension Agent {
         let gathered: Bool
     }
 
-    /// A thread's run of faults on consecutive pages: `last` faulted page, `frontier` the last page
-    /// installed or asked for on its behalf.
-    struct Stream {
-        var last: UInt64
-        var frontier: UInt64
-        var run: Int
-    }
-
     static let readAheadWindows = 2
 
     /// Fetches the faulting page r[i] (and, on a stream, the remote pages after it).
@@ -46,34 +38,24 @@ extension Agent {
         }
         let want = min(prefetchWindow, 1 << min(run + 1, 8))
         guard let sent = try sendFetch(r, i, maxPages: want, forFault: true) else { return }
-        advanceFrontier(f.tid, r.address(at: i + sent - 1))
+        mm.faults.streams.advance(thread: f.tid, to: r.address(at: i + sent - 1), in: mm.table.regions)
         if run >= 2 { try readAhead(thread: f.tid, r, i, run: run) }
     }
 
     /// Keeps up to `readAheadWindows` windows of a stream on their way beyond the faulting page r[i].
     func readAhead(thread tid: UInt32, _ r: Region, _ i: Int, run: Int) throws {
-        guard let s = streams[tid], r.contains(s.frontier) else { return }
+        guard let s = mm.faults.streams[tid], r.contains(s.frontier) else { return }
         let window = min(prefetchWindow, 1 << min(run + 1, 8))
         var next = r.index(of: s.frontier) + 1
         // Read-ahead never takes the room of the budget: what is on its way counts as resident.
         while next < r.pageCount && next - i <= Agent.readAheadWindows * window && !freeSlots.isEmpty
-                && stats.residentPages + inboundPages + 2 * window <= budgetPages {
+                && budget.residentPages + inboundPages + 2 * window <= budget.pages {
             let st = r.state(next)
             guard st.contains(.remote), !st.contains(.resident), !st.contains(.fetching), !st.contains(.inFlight),
                   let sent = try sendFetch(r, next, maxPages: window, forFault: false) else { break }
             next += sent
-            advanceFrontier(tid, r.address(at: next - 1))
+            mm.faults.streams.advance(thread: tid, to: r.address(at: next - 1), in: mm.table.regions)
         }
-    }
-
-    /// Moves thread `tid`'s stream frontier up to `page`, if the page lies in the region of the
-    /// stream's last fault. (A fault served while freezing does not update the stream: without
-    /// this check the frontier of a stream in the heap could jump to the thread's stack, and its
-    /// next fault anywhere in between would count the whole gap as passed.)
-    func advanceFrontier(_ tid: UInt32, _ page: UInt64) {
-        guard var s = streams[tid], page > s.frontier, let r = regions.find(page), r.contains(s.last) else { return }
-        s.frontier = page
-        streams[tid] = s
     }
 
     /// The node holding remote page r[i]; nil (and the run failed) if none does.
@@ -184,16 +166,16 @@ extension Agent {
         // (keys follow moved pages) meanwhile.
         if p.gathered {
             try installGathered(count: p.count, keys: keys, addresses: fetchAddresses + p.slot * fetchSlotPages, from: buffer)
-        } else if regions.find(p.region.address(at: p.index)) === p.region && p.region.contains(p.region.address(at: p.index + p.count - 1)) {
+        } else if mm.table.regions.find(p.region.address(at: p.index)) === p.region && p.region.contains(p.region.address(at: p.index + p.count - 1)) {
             try installExpected(p.region, p.index, count: p.count, keys: keys, from: buffer)
         } else {
             for k in 0..<p.count {
-                if let (r, i) = regionForKey(keys[k]) {
+                if let (r, i) = mm.table.region(forKey: keys[k]) {
                     try installExpected(r, i, count: 1, keys: keys + k, from: buffer + k * Page.size)
                 }
             }
             // A thread may wait on the old address of a page that moved or vanished: let it retry.
-            _ = Sys.uffdWake(uffd, start: p.region.address(at: p.index), length: UInt64(p.count * Page.size))
+            mm.faults.kernel.wake(start: p.region.address(at: p.index), length: UInt64(p.count * Page.size))
         }
         stats.fetchedPages += p.count
         if p.gathered {
@@ -213,14 +195,14 @@ extension Agent {
                                  from buffer: UnsafeRawPointer) throws {
         for k in 0..<count {
             let address = addresses[k]
-            if let r = regions.find(address), case let i = r.index(of: address), r.key(at: i) == keys[k] {
+            if let r = mm.table.regions.find(address), case let i = r.index(of: address), r.key(at: i) == keys[k] {
                 try installExpected(r, i, count: 1, keys: keys + k, from: buffer + k * Page.size)
                 continue
             }
-            if let (r, i) = regionForKey(keys[k]) {
+            if let (r, i) = mm.table.region(forKey: keys[k]) {
                 try installExpected(r, i, count: 1, keys: keys + k, from: buffer + k * Page.size)
             }
-            _ = Sys.uffdWake(uffd, start: address, length: Page.size.u64)
+            mm.faults.kernel.wake(start: address, length: Page.size.u64)
         }
     }
 
@@ -243,14 +225,14 @@ extension Agent {
     /// events first (they are what holds the change) and tries again.
     private func installRetrying(_ r: Region, _ i: Int, count: Int, keys: UnsafePointer<UInt64>, from src: UnsafeRawPointer) throws {
         for _ in 0..<10_000 {
-            switch install(nil, r, i, count: count, from: src) {
+            switch mm.faults.install(nil, r, i, count: count, from: src) {
             case .done: return
             case .gone:
                 for k in i..<i + count { r.remove(k, .fetching) }
                 return
             case .again:
-                try readEvents()
-                guard regions.find(r.address(at: i)) === r else {
+                try mm.faults.readEvents()
+                guard mm.table.regions.find(r.address(at: i)) === r else {
                     // The range changed under the answer: whatever of it still waits is fetched anew.
                     abandonFetch(keys: keys, count: count)
                     return
@@ -265,9 +247,9 @@ extension Agent {
     /// again rather than wait for an answer that has come and gone), and their waiters woken.
     private func abandonFetch(keys: UnsafePointer<UInt64>, count: Int) {
         for k in 0..<count {
-            guard let (r, i) = regionForKey(keys[k]), r.state(i).contains(.fetching) else { continue }
+            guard let (r, i) = mm.table.region(forKey: keys[k]), r.state(i).contains(.fetching) else { continue }
             r.remove(i, .fetching)
-            _ = Sys.uffdWake(uffd, start: r.address(at: i), length: Page.size.u64)
+            mm.faults.kernel.wake(start: r.address(at: i), length: Page.size.u64)
         }
     }
 

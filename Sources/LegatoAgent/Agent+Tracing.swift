@@ -144,17 +144,17 @@ extension Agent {
             }
         case Syscall.brk where t.sharesMemory:
             let newBrk = UInt64(bitPattern: ret)
-            if currentBrk != 0 && Page.alignUp(newBrk) > Page.alignUp(currentBrk) {
-                try manage(start: Page.alignUp(currentBrk), end: Page.alignUp(newBrk), growsDown: false)
+            if mm.currentBrk != 0 && Page.alignUp(newBrk) > Page.alignUp(mm.currentBrk) {
+                try manage(start: Page.alignUp(mm.currentBrk), end: Page.alignUp(newBrk), growsDown: false)
             }
-            currentBrk = newBrk
+            mm.currentBrk = newBrk
         case Syscall.mremap where !failed && t.sharesMemory:
             let oldSize = Page.alignUp(regs.rsi), newSize = Page.alignUp(regs.rdx)
             let at = UInt64(bitPattern: ret)
             // A move was reported by the REMAP event already; a managed region that grew keeps its
             // uffd registration (the VMA was expanded), so only the table needs the new pages.
-            if newSize > oldSize, regions.find(at) != nil || regions.find(at + oldSize - Page.size.u64) != nil {
-                regions.add(start: at + oldSize, end: at + newSize)
+            if newSize > oldSize, mm.table.regions.find(at) != nil || mm.table.regions.find(at + oldSize - Page.size.u64) != nil {
+                mm.table.regions.add(start: at + oldSize, end: at + newSize)
             }
         default:
             break

@@ -42,7 +42,7 @@ extension Agent {
         for (k, key) in b.keys.enumerated() {
             if let loc = inflight[key], loc.batch == b.id, loc.index == Int32(k) {
                 inflight[key] = nil
-                if let r = regionForKey(key) { r.region.remove(r.index, .inFlight) }
+                if let r = mm.table.region(forKey: key) { r.region.remove(r.index, .inFlight) }
             }
         }
         batches[b.id] = nil
@@ -54,13 +54,5 @@ extension Agent {
         var pfd = pollfd(fd: writeBack.wakeFD, events: Int16(POLLIN), revents: 0)
         _ = poll(&pfd, 1, 1000)
         try processCompletions()
-    }
-
-    /// The region and index holding `key` (keys are contiguous within a region).
-    func regionForKey(_ key: UInt64) -> (region: Region, index: Int)? {
-        for r in regions.regions where key >= r.keyBase && key < r.keyBase + UInt64(r.pageCount) {
-            return (r, Int(key - r.keyBase))
-        }
-        return nil
     }
 }

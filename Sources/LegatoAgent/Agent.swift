@@ -65,15 +65,10 @@ public final class Agent {
     var releaseEarlierSpaces: (() -> Void)?
 
     // Its managed memory
-    var uffd: Int32 = -1
-    var pagemapFD: Int32 = -1
-    var scratch: UInt64 = 0
-    var processMadvisePidfd: Int64 = -1
-    var regions = RegionTable()
-    var victims = VictimQueue()
-    var consumed = ConsumedRanges()
-    var currentBrk: UInt64 = 0
-    let budgetPages: Int
+    /// The run's local memory budget, over every address space it manages.
+    let budget: LocalBudget
+    /// The program's address space (its mm): page table, userfaultfd and fault handler.
+    let mm: AddressSpace
     let evictionBatch: Int
     /// Most pages one fault installs (prefetch or zero-fill ahead), kept below a quarter of the budget.
     let prefetchWindow: Int
@@ -93,9 +88,10 @@ public final class Agent {
 
     // Event loop
     var signalFD: Int32 = -1
-    var eventBuffer: UnsafeMutablePointer<Sys.UffdEvent>
-    var retryFaults: [Sys.UffdEvent] = []
-    var phase: Phase = .running
+    /// While freezing, the fault handlers serve single pages only (just enough for threads to reach their stop).
+    var phase: Phase = .running {
+        didSet { mm.faults?.singlePagesOnly = phase != .running }
+    }
     var pollFDs: [pollfd] = []
     var controlFD: Int32 = -1
     var checkpointing = false
@@ -139,12 +135,12 @@ public final class Agent {
     var inbound: [Int: [Inbound]] = [:]  // per node, in request order
     var inboundPages = 0
     var gathered: [Int: [(region: Region, index: Int)]] = [:]  // lone pages to fetch, per node (see sendGathered)
-    var streams: [UInt32: Stream] = [:]  // per-thread sequential fault streams
     let syncPage = UnsafeMutableRawPointer.allocate(byteCount: Page.size, alignment: Page.size)
     let syncPresent = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
     let syncKey = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
 
     var stats = AgentStats()
+    let faultCounters = FaultHandler.Counters()
 
     enum Phase {
         case running
@@ -154,9 +150,10 @@ public final class Agent {
     public init(config: Config) throws {
         self.config = config
         log = LegatoLogging.logger("legato.run")
-        budgetPages = max(16, Int(config.localBudgetBytes / UInt64(Page.size)))
-        evictionBatch = config.evictionBatchPages ?? min(1024, max(16, budgetPages / 16))
-        prefetchWindow = max(1, min(config.prefetchMaxPages, budgetPages / 4))
+        budget = LocalBudget(pages: max(16, Int(config.localBudgetBytes / UInt64(Page.size))))
+        mm = AddressSpace(budget: budget)
+        evictionBatch = config.evictionBatchPages ?? min(1024, max(16, budget.pages / 16))
+        prefetchWindow = max(1, min(config.prefetchMaxPages, budget.pages / 4))
         space = Sys.randomBytes(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } | 1
         token = config.name.map { ClusterCheckpointStore.agentToken(name: $0, secret: config.secret) } ?? Sys.randomBytes(Handshake.tokenSize)
         fetchSlotPages = max(1, config.prefetchMaxPages) + 1
@@ -166,8 +163,6 @@ public final class Agent {
         fetchPresent = UnsafeMutablePointer<UInt8>.allocate(capacity: Agent.fetchSlots * fetchSlotPages)
         fetchKeys = UnsafeMutablePointer<UInt64>.allocate(capacity: Agent.fetchSlots * fetchSlotPages)
         fetchAddresses = UnsafeMutablePointer<UInt64>.allocate(capacity: Agent.fetchSlots * fetchSlotPages)
-        eventBuffer = UnsafeMutablePointer<Sys.UffdEvent>.allocate(capacity: 64)
-        stats.budgetPages = budgetPages
     }
 
     deinit {
@@ -176,7 +171,6 @@ public final class Agent {
         fetchPresent.deallocate()
         fetchKeys.deallocate()
         fetchAddresses.deallocate()
-        eventBuffer.deallocate()
         syncPage.deallocate()
         syncPresent.deallocate()
         syncKey.deallocate()
@@ -222,7 +216,7 @@ public final class Agent {
         pendingRestore = config.restore
         try openControlSocket()
         tracees[mainPID] = Tracee(tid: mainPID, tgid: mainPID, sharesMemory: true, classified: true)
-        log.debug("started \(path) as pid \(mainPID) (reaper \(reaperPID)), budget \(formatSize(UInt64(budgetPages * Page.size)))")
+        log.debug("started \(path) as pid \(mainPID) (reaper \(reaperPID)), budget \(formatSize(UInt64(budget.pages * Page.size)))")
 
         do {
             try loop(until: { self.programStatus != nil || self.fatalError != nil })
@@ -278,18 +272,18 @@ public final class Agent {
         pollFDs.removeAll(keepingCapacity: true)
         pollFDs.append(pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0))
         pollFDs.append(pollfd(fd: writeBack.wakeFD, events: Int16(POLLIN), revents: 0))
-        pollFDs.append(pollfd(fd: uffd, events: Int16(POLLIN), revents: 0))
+        pollFDs.append(pollfd(fd: mm.pollFD, events: Int16(POLLIN), revents: 0))
         for n in nodes { pollFDs.append(pollfd(fd: n.connection.fd, events: Int16(POLLIN), revents: 0)) }
         let control = reap && !checkpointing && phase == .running && controlFD >= 0
         pollFDs.append(pollfd(fd: pendingCheckpoint != nil && reap ? checkpointDoneFD : -1, events: Int16(POLLIN), revents: 0))
         pollFDs.append(pollfd(fd: control ? controlFD : -1, events: Int16(POLLIN), revents: 0))
         // Answers already received into a connection's buffer do not make its socket readable.
         let buffered = nodes.contains { $0.connection.hasBufferedInput }
-        let busy = !retryFaults.isEmpty || buffered
+        let busy = (mm.faults?.hasPending ?? false) || buffered
         // Poll without sleeping for a little first: on a VM, waking a halted vCPU costs more than
         // the wait for a fault or an answer that is due within microseconds.
         var n = pollFDs.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), 0) }
-        if n == 0 && !busy && uffdSpinNanos > 0 && uffd >= 0 {
+        if n == 0 && !busy && uffdSpinNanos > 0 && mm.isManaged {
             let until = monotonicNanos() + uffdSpinNanos
             repeat {
                 n = pollFDs.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), 0) }
@@ -304,7 +298,7 @@ public final class Agent {
             try receiveInbound(node: node.node)
             if fatalError != nil { return }
         }
-        if uffd >= 0 && (revents[2] != 0 || !retryFaults.isEmpty) { try handleUffd() }
+        if mm.isManaged && (revents[2] != 0 || mm.faults.hasPending) { try handleUffd() }
         if revents[1] != 0 { try processCompletions() }
         if revents[0] != 0 || n == 0 {
             readSignals()
@@ -350,14 +344,13 @@ public final class Agent {
         writeBack?.stop()
         let extra: [String: Any] = ["memory_nodes": pool?.endpoints.map { $0.description } ?? []]
         if let path = config.statsJSONPath {
-            let json = stats.json(exitStatus: exitStatus, extra: extra)
+            let json = stats.json(exitStatus: exitStatus, faults: faultCounters, budget: budget, extra: extra)
             if !FileManager.default.createFile(atPath: path, contents: Data(json.utf8)) {
                 writeStderr("legato: cannot write stats to \(path)\n")
             }
         }
         shutdownRemote()
-        if uffd >= 0 { close(uffd); uffd = -1 }
-        if pagemapFD >= 0 { close(pagemapFD); pagemapFD = -1 }
+        mm.reset()
     }
 
     func shutdownRemote() {

@@ -2,21 +2,13 @@ import Foundation
 
 /// The agent's counters, written as JSON by `--stats-json` at exit.
 struct AgentStats {
-    var faults = 0             // page-fault messages served
-    var zeroFills = 0          // pages installed as zeros without a round trip
     var fetchedPages = 0       // pages brought from memory nodes (faulted or prefetched)
     var prefetchedPages = 0    // of those, pages fetched ahead of a fault
     var fetchRequests = 0      // FETCH_PAGES requests sent for them (lone faults of a batch share one)
-    var bufferHits = 0         // faults served from the write-back buffer
-    var inboundHits = 0        // faults on pages already on their way (prefetched or asked for)
     var storedPages = 0        // pages acknowledged by memory nodes
     var evictedPages = 0       // pages dropped from the program (clean or dirty)
     var evictions = 0          // eviction rounds (freeze, scan, read, discard, thaw)
     var cleanEvictions = 0     // evicted pages that needed no transfer
-    var residentPages = 0
-    var peakResidentPages = 0
-    var budgetPages = 0
-    var staleFaults = 0        // faults on pages already present (EEXIST)
     var materializedPages = 0  // remote pages brought back before a fork
     var keptLocalPages = 0     // pages kept local because every memory node was full
     var checkpoints = 0
@@ -31,36 +23,32 @@ struct AgentStats {
     var evictionPhaseNanos: [UInt64] = [0, 0, 0, 0]  // freeze, scan, read, discard
     var evictionsDeferred = 0  // eviction rounds given up: no thread in a stop fit for injection
 
-    mutating func noteResident(_ delta: Int) {
-        residentPages += delta
-        if residentPages > peakResidentPages { peakResidentPages = residentPages }
-    }
-
-    func json(exitStatus: Int32?, extra: [String: Any] = [:]) -> String {
+    /// The JSON `--stats-json` writes: these counters with the fault handlers' and the budget's.
+    func json(exitStatus: Int32?, faults: FaultHandler.Counters, budget: LocalBudget, extra: [String: Any] = [:]) -> String {
         var d: [String: Any] = [
-            "faults": faults,
+            "faults": faults.faults,
             "restore_resume_ms": Double(restoreResumeNanos) / 1e6,
             "lost_fault_wakes": lostFaultWakes,
             "restore_complete_ms": Double(restoreCompleteNanos) / 1e6,
             "restore_read_ms": restoreReadMillis,
             "restored_by_fault": restoredByFault,
             "restored_by_fill": restoredByFill,
-            "zero_fills": zeroFills,
+            "zero_fills": faults.zeroFills,
             "fetched_pages": fetchedPages,
             "stored_pages": storedPages,
             "evicted_pages": evictedPages,
             "prefetched_pages": prefetchedPages,
             "fetch_requests": fetchRequests,
-            "peak_resident_bytes": peakResidentPages * 4096,
-            "local_budget_bytes": budgetPages * 4096,
+            "peak_resident_bytes": budget.peakResidentPages * 4096,
+            "local_budget_bytes": budget.pages * 4096,
             "fault_latency_us": ["p50": remoteLatency.quantile(0.5), "p99": remoteLatency.quantile(0.99),
                                  "count": remoteLatency.count],
-            "buffer_hits": bufferHits,
-            "inbound_hits": inboundHits,
+            "buffer_hits": faults.bufferHits,
+            "inbound_hits": faults.inboundHits,
             "evictions": evictions,
             "clean_evictions": cleanEvictions,
-            "resident_bytes_at_exit": residentPages * 4096,
-            "stale_faults": staleFaults,
+            "resident_bytes_at_exit": budget.residentPages * 4096,
+            "stale_faults": faults.staleFaults,
             "materialized_pages": materializedPages,
             "kept_local_pages": keptLocalPages,
             "checkpoints": checkpoints,

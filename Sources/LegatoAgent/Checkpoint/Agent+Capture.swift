@@ -27,7 +27,7 @@ extension Agent {
     /// and zero runs into `staging`, for the store once PROG runs again. PROG runs on whatever
     /// happens. If the checkpoint then does not commit, call forgetAllSaved().
     func capture(name: String, epoch: UInt64) throws -> CheckpointResult {
-        guard uffd >= 0, programStatus == nil else { throw CheckpointRefused(description: "the program is not running") }
+        guard mm.isManaged, programStatus == nil else { throw CheckpointRefused(description: "the program is not running") }
         try drainAllInbound()
         let started = monotonicNanos()
         var phases = PhaseTimer(since: started)
@@ -46,8 +46,8 @@ extension Agent {
             threads.append(try captureThread(t))
         }
         let (sigactions, brk, itimers) = try captureProcessWide(using: injector)
-        var mm = try readMMFields(pid)
-        mm.brk = brk
+        var mmFields = try readMMFields(pid)
+        mmFields.brk = brk
         let vmas = try ProcMaps.read(pid: pid).compactMap { describeVMA($0) }
         if let shm = vmas.first(where: { $0.kind == .shared && !($0.path?.hasPrefix("/") ?? false) }) {
             throw CheckpointRefused(description: "shared anonymous memory at \(describeRange(shm.start, shm.end - shm.start)) (\(shm.path ?? "anonymous")) cannot be checkpointed yet")
@@ -56,8 +56,8 @@ extension Agent {
         phases.mark("context")
         // Pages written since the last checkpoint: get-and-clear the kernel's written bits (the pages
         // stay dirty for eviction: their memory-node copy, if any, is older).
-        for r in regions.regions {
-            try scan(start: r.start, end: r.end, required: .written, writeProtect: true) { s, e, _ in
+        for r in mm.table.regions.regions {
+            try mm.scan(start: r.start, end: r.end, required: .written, writeProtect: true) { s, e, _ in
                 for k in r.index(of: s)..<r.index(of: e) {
                     r.remove(k, .saved)
                     r.insert(k, .dirty)
@@ -74,7 +74,7 @@ extension Agent {
         // (The walks below read each region's states from a local copy: nothing in them changes any.)
         var changedResident = 0
         let resident = PageState.resident.rawValue, saved = PageState.saved.rawValue
-        for r in regions.regions {
+        for r in mm.table.regions.regions {
             let states = r.states
             for b in states where b & resident != 0 && (parent == nil || b & saved == 0) { changedResident += 1 }
         }
@@ -91,7 +91,7 @@ extension Agent {
             return s.contains(.remote) ? 2 : 3
         }
         var frozenNodes = Set<Int>()
-        for r in regions.regions {
+        for r in mm.table.regions.regions {
             let states = r.states  // nothing below changes them
             var i = 0
             while i < r.pageCount {
@@ -134,10 +134,10 @@ extension Agent {
             try pool.freeze(node: node)
         }
         staging.frozenSource = frozenNodes.isEmpty ? nil : pool.frozenSource()
-        for r in regions.regions { r.markAllSaved() }  // undone by forgetAllSaved() if it does not commit
+        for r in mm.table.regions.regions { r.markAllSaved() }  // undone by forgetAllSaved() if it does not commit
         phases.mark("pages")
         for v in vmas where v.kind == .file {
-            try scan(start: v.start, end: v.end, required: .present, absent: .file, writeProtect: false) { s, e, _ in
+            try mm.scan(start: v.start, end: v.end, required: .present, absent: .file, writeProtect: false) { s, e, _ in
                 var a = s
                 while a < e {
                     let n = Int(min(UInt64(CheckpointStaging.runPages), (e - a) >> Page.shift))
@@ -151,7 +151,7 @@ extension Agent {
         let image = ProcessImage(name: name, epoch: epoch, pid: namespaceTID(pid), parentEpoch: parent, createdAt: Date().timeIntervalSince1970,
                                  exe: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? config.program,
                                  cwd: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")) ?? "/",
-                                 umask: readUmask(pid), mm: mm, auxv: readAuxv(pid), vmas: vmas, threads: threads,
+                                 umask: readUmask(pid), mm: mmFields, auxv: readAuxv(pid), vmas: vmas, threads: threads,
                                  sigactions: sigactions, fds: fds, rlimits: readRLimits(pid), itimers: itimers,
                                  pendingSignals: try Sys.pendingSignals(pid, shared: true).map { Data($0) })
         phases.mark("files")
@@ -162,7 +162,7 @@ extension Agent {
 
     /// A checkpoint that did not commit: every page counts as changed, the next checkpoint is full.
     func forgetAllSaved() {
-        for r in regions.regions { r.forgetSaved() }
+        for r in mm.table.regions.regions { r.forgetSaved() }
         checkpointBase = nil
     }
 
@@ -255,11 +255,11 @@ extension Agent {
         }
         let xstate = try Sys.getRegisterSet(t.tid, type: Sys.ntX86XState)
         let rseq = try? Sys.rseqConfiguration(t.tid)
-        let inj = try Sys.Injection(tid: t.tid, stub: scratch, whileWaiting: { [self] in try? pollOnce(reapStops: false, sleepMillis: 5) })
+        let inj = try Sys.Injection(tid: t.tid, stub: mm.scratch, whileWaiting: { [self] in try? pollOnce(reapStops: false, sleepMillis: 5) })
         defer { tolerateGone { try inj.cure() } }
-        let tidAddressSlot = scratch + 2048
+        let tidAddressSlot = mm.scratch + 2048
         _ = try inj.syscall(157, 40, tidAddressSlot)  // prctl(PR_GET_TID_ADDRESS, &slot)
-        _ = try inj.syscall(131, 0, scratch + 2064)   // sigaltstack(NULL, &old)
+        _ = try inj.syscall(131, 0, mm.scratch + 2064)   // sigaltstack(NULL, &old)
         var words = [UInt64](repeating: 0, count: 6)
         try words.withUnsafeMutableBytes { try readProcMem(mainPID, tidAddressSlot, 48, into: $0.baseAddress!) }
         let (head, len) = Sys.robustList(t.tid)
@@ -281,13 +281,13 @@ extension Agent {
 
     /// Every signal's disposition (rt_sigaction(sig, NULL, &old) injected), brk, and the interval timers.
     private func captureProcessWide(using t: Tracee) throws -> ([ProcessImage.SigAction], UInt64, [[UInt64]]) {
-        let inj = try Sys.Injection(tid: t.tid, stub: scratch, whileWaiting: { [self] in try? pollOnce(reapStops: false, sleepMillis: 5) })
+        let inj = try Sys.Injection(tid: t.tid, stub: mm.scratch, whileWaiting: { [self] in try? pollOnce(reapStops: false, sleepMillis: 5) })
         defer {
             tolerateGone { try inj.cure() }
             t.pendingSignals.append(contentsOf: inj.deferredSignals)
         }
         var out: [ProcessImage.SigAction] = []
-        let slot = scratch + 3072
+        let slot = mm.scratch + 3072
         for sig in 1..<65 where sig != SIGKILL && sig != SIGSTOP {
             let r = try inj.syscall(13, UInt64(sig), 0, slot, 8)  // rt_sigaction(sig, NULL, &old, 8)
             guard r == 0 else { continue }
@@ -339,7 +339,7 @@ extension Agent {
     }
 
     private func describeVMA(_ m: MapsEntry) -> ProcessImage.VMA? {
-        if m.start == scratch { return nil }
+        if m.start == mm.scratch { return nil }
         var prot: UInt32 = 0
         let p = Array(m.perms)
         if p[0] == "r" { prot |= 1 }
@@ -373,7 +373,7 @@ extension Agent {
         let dir = "/proc/\(pid)/fd"
         var out: [ProcessImage.FileDescriptor] = []
         for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
-            guard let fd = Int32(name), Int64(fd) != processMadvisePidfd else { continue }  // the agent's own
+            guard let fd = Int32(name), Int64(fd) != mm.processMadvisePidfd else { continue }  // the agent's own
             guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + name) else { continue }
             var flags: UInt32 = 0
             var pos: Int64 = 0

@@ -69,12 +69,12 @@ extension Agent {
         let current = try ProcMaps.read(pid: pid)
         let hole = try findHole(size: Agent.scratchBytes, avoiding: image.vmas.map { ($0.start, $0.end) } + current.map { ($0.start, $0.end) })
         try makeScratch(pid, at: hole)
-        let calls = try RestoreCalls(tid: pid, scratch: scratch, context: "restoring \(image.name)")
+        let calls = try RestoreCalls(tid: pid, scratch: mm.scratch, context: "restoring \(image.name)")
 
         var marks = PhaseTimer(since: createdAt)
         marks.mark("exec")
         // 1. Everything of the fresh exec goes, but the scratch area (and the vsyscall page).
-        for m in current where m.start != scratch && m.path != "[vsyscall]" {
+        for m in current where m.start != mm.scratch && m.path != "[vsyscall]" {
             _ = try calls.call("munmap \(describeRange(m.start, m.end - m.start))", Syscall.munmap, m.start, m.end - m.start)
         }
         // 2. The checkpoint's mappings, each at its address.
@@ -125,7 +125,7 @@ extension Agent {
         try takeUserfaultfd(pid)
         try manageExistingMappings(pid)
         marks.mark("uffd")
-        try writeUnmanagedPages(pid, backing.bindKeys(regions), backing)
+        try writeUnmanagedPages(pid, backing.bindKeys(mm.table.regions), backing)
         marks.mark("bind")
         restoreBacking = backing.bound > 0 ? backing : nil
         restoreBacking?.startReadAhead()

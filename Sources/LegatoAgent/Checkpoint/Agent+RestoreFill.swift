@@ -20,7 +20,7 @@ extension Agent {
         let n = locs.count
         guard n > 0 else { r.remove(i, .restoring); return }
         try b.read(locs, into: b.buffer)
-        let result = install(f, r, i, count: n, from: b.buffer, writable: true)
+        let result = mm.faults.install(f, r, i, count: n, from: b.buffer, writable: true)
         guard result != .again else { return }
         for k in 0..<n where r.state(i + k).contains(.resident) || result == .gone { r.remove(i + k, .restoring) }
         stats.restoredByFault += n
@@ -49,7 +49,7 @@ extension Agent {
             var k = 0
             while k < a.pages {
                 let address = a.address + UInt64(k * Page.size)
-                guard let r = regions.find(address) else { k += 1; continue }
+                guard let r = mm.table.regions.find(address) else { k += 1; continue }
                 let i = r.index(of: address)
                 // The pages from here that are this run's to restore (a later layer, a fault, an
                 // mremap may have taken some).
@@ -57,7 +57,7 @@ extension Agent {
                 let n = locs.enumerated().prefix { $0.element.layer == a.layer && $0.element.page == Int64(a.page + k + $0.offset) }.count
                 guard n > 0, let source = b.inPlace(Array(locs.prefix(n))) else { k += 1; continue }
                 guard !needsEviction(extra: n) else { return any }  // no room: the ordered fill stores the rest
-                let result = install(nil, r, i, count: n, from: source, writable: true)
+                let result = mm.faults.install(nil, r, i, count: n, from: source, writable: true)
                 if result == .again { return any }  // the address space is changing: the ordered fill has them
                 for j in 0..<n { r.remove(i + j, .restoring) }
                 stats.restoredByFill += n
@@ -77,7 +77,7 @@ extension Agent {
         var steps = 0
         while steps < 1024, let key = b.currentKey() {
             steps += 1
-            guard let (r, i) = regionForKey(key), r.state(i).contains(.restoring), b.location(key: key) != nil else {
+            guard let (r, i) = mm.table.region(forKey: key), r.state(i).contains(.restoring), b.location(key: key) != nil else {
                 b.advance(1)
                 continue
             }
@@ -113,7 +113,7 @@ extension Agent {
                 try b.read(locs, into: b.buffer)
                 source = UnsafeRawPointer(b.buffer)
             }
-            let result = install(nil, r, i, count: n, from: source, writable: true)
+            let result = mm.faults.install(nil, r, i, count: n, from: source, writable: true)
             if result == .again { break }  // the address space is changing: after the events
             for k in 0..<n { r.remove(i + k, .restoring) }
             stats.restoredByFill += n
@@ -143,7 +143,7 @@ extension Agent {
                 let wb = WriteBackBatch(id: nextBatchID, node: node, keys: chunk)
                 nextBatchID += 1
                 for (k, key) in chunk.enumerated() {
-                    guard let (r, i) = regionForKey(key), let loc = b.location(key: key) else { continue }
+                    guard let (r, i) = mm.table.region(forKey: key), let loc = b.location(key: key) else { continue }
                     try b.read(loc, into: wb.page(k))
                     inflight[key] = (wb.id, Int32(k))
                     var s = r.state(i)

@@ -32,7 +32,7 @@ extension Agent {
         }
         let t = Tracee(tid: global, tgid: pid, sharesMemory: true, classified: true)
         tracees[global] = t
-        let own = try RestoreCalls(tid: global, scratch: scratch, context: calls.context)
+        let own = try RestoreCalls(tid: global, scratch: mm.scratch, context: calls.context)
         try restoreThreadState(thread, of: t, own)
         try own.inj.cure()
         try setThreadRegisters(thread, of: t)

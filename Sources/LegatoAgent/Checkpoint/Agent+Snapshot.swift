@@ -13,7 +13,7 @@ extension Agent {
 
     /// Forks the frozen PROG through `t`; returns the child's (global) pid, stopped and traced.
     func takeSnapshot(using t: Tracee) throws -> pid_t {
-        let inj = try Sys.Injection(tid: t.tid, stub: scratch, whileWaiting: { [self] in try? pollOnce(reapStops: false, sleepMillis: 5) })
+        let inj = try Sys.Injection(tid: t.tid, stub: mm.scratch, whileWaiting: { [self] in try? pollOnce(reapStops: false, sleepMillis: 5) })
         let nsPID: Int64
         do {
             defer {

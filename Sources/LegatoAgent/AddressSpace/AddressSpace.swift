@@ -1,0 +1,71 @@
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// One managed address space (one mm): its page table always; once the agent has taken the
+/// process over (after exec), its userfaultfd with the fault handler, its /proc/PID/pagemap, the
+/// scratch area injected calls use, the pidfd its process_madvise names, and its brk.
+///
+/// Owned by the event-loop thread.
+final class AddressSpace {
+    let table: PageTable
+    /// The thread group whose mm this is (0 until taken over).
+    private(set) var pid: pid_t = 0
+    private(set) var uffd: Userfaultfd?
+    /// Serves `uffd`; nil while the space is not managed (before exec's take-over, after a reset).
+    private(set) var faults: FaultHandler!
+    private(set) var pagemapFD: Int32 = -1
+    /// A 64 KiB RWX mapping for the injection stub and small arguments, never managed (0: none).
+    var scratch: UInt64 = 0
+    /// The pidfd (or PIDFD_SELF) that injected process_madvise calls name this process by.
+    var processMadvisePidfd: Int64 = -1
+    var currentBrk: UInt64 = 0
+
+    init(budget: LocalBudget) { table = PageTable(budget: budget) }
+
+    var isManaged: Bool { faults != nil }
+    /// The uffd descriptor to poll (-1 when not managed).
+    var pollFD: Int32 { uffd?.fd ?? -1 }
+
+    /// Takes the process's userfaultfd and pagemap over.
+    func attach(pid: pid_t, uffd: Userfaultfd, faults: FaultHandler) throws {
+        self.pid = pid
+        self.uffd = uffd
+        self.faults = faults
+        pagemapFD = open("/proc/\(pid)/pagemap", O_RDONLY | O_CLOEXEC)
+        if pagemapFD < 0 { throw SystemError.fromErrno("open /proc/\(pid)/pagemap") }
+    }
+
+    /// The address space is gone (exec) or the run is over: forgets every page and closes the
+    /// descriptors. The caller has dealt with the pages' remote copies.
+    func reset() {
+        table.removeAll()
+        uffd?.close()
+        uffd = nil
+        faults = nil
+        if pagemapFD >= 0 { close(pagemapFD) }
+        pagemapFD = -1
+        scratch = 0
+        processMadvisePidfd = -1
+        currentBrk = 0
+    }
+
+    /// PAGEMAP_SCAN over [start, end) calling `body` for each matching range (and its categories);
+    /// with `writeProtect`, the matched pages are write-protected again (get-and-clear of WRITTEN).
+    func scan(start: UInt64, end: UInt64, required: Sys.PageCategory, absent: Sys.PageCategory = [], writeProtect: Bool,
+              _ body: (UInt64, UInt64, Sys.PageCategory) throws -> Void) throws {
+        let cap = 512
+        let vec = UnsafeMutablePointer<Sys.PageRegion>.allocate(capacity: cap)
+        defer { vec.deallocate() }
+        var from = start
+        while from < end {
+            let flags: Sys.ScanFlags = writeProtect ? [.writeProtectMatching, .checkWPAsync] : []
+            let (n, walkEnd) = try Sys.pagemapScan(fd: pagemapFD, pid: pid, start: from, end: end, flags: flags,
+                                                    required: required, absent: absent, returned: [.present, .written],
+                                                    into: vec, capacity: cap)
+            for k in 0..<n { try body(vec[k].start, vec[k].end, Sys.PageCategory(rawValue: vec[k].categories)) }
+            if n < cap || walkEnd >= end || walkEnd <= from { break }
+            from = walkEnd
+        }
+    }
+}
