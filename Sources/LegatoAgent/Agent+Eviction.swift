@@ -13,9 +13,9 @@ extension Agent {
     static let maxInflightBytes = 64 << 20
 
     func maybeEvict() throws {
-        guard phase == .running, needsEviction(extra: inboundPages) else { return }
+        guard phase == .running, needsEviction(extra: fetcher.inboundPages) else { return }
         let before = budget.residentPages
-        try evict(budget.residentPages + inboundPages + prefetchWindow + Agent.freezeSlack - budget.pages + evictionBatch)
+        try evict(budget.residentPages + fetcher.inboundPages + prefetchWindow + Agent.freezeSlack - budget.pages + evictionBatch)
         evictionFloor = budget.residentPages < before ? 0 : budget.residentPages + evictionBatch
         if mm.faults.hasPending { try handleUffd() }
     }

@@ -27,7 +27,7 @@ extension Agent: FaultSources {
     /// lone pages of the batch go out together, one request per node.
     func serveFaults(_ faults: [Sys.UffdEvent]) throws {
         for (k, f) in faults.enumerated() {
-            if phase == .running && needsEviction(extra: inboundPages) {
+            if phase == .running && needsEviction(extra: fetcher.inboundPages) {
                 // Evict before installing more; the rest are served right after.
                 mm.faults.requeue(faults[k...])
                 break
@@ -35,8 +35,12 @@ extension Agent: FaultSources {
             try mm.faults.serve(f)
             if fatalError != nil { return }
         }
-        try sendGathered()
+        try fetcher.sendGathered()
     }
+
+    func fetch(_ fault: Sys.UffdEvent, _ r: Region, _ i: Int, run: Int) throws { try fetcher.fetch(fault, r, i, run: run) }
+
+    func readAhead(thread: UInt32, _ r: Region, _ i: Int, run: Int) throws { try fetcher.readAhead(thread: thread, r, i, run: run) }
 
     func bufferedPage(key: UInt64) -> UnsafeRawPointer? {
         guard let loc = inflight[key], let b = batches[loc.batch] else { return nil }
@@ -88,24 +92,14 @@ extension Agent: FaultSources {
 
     private func bringIn(_ r: Region, _ i: Int) throws {
         if r.state(i).contains(.fetching), let node = pool.location(r.key(at: i)) {
-            try drainInbound(node: node)
+            try fetcher.drain(node: node)
             if r.state(i).contains(.resident) || fatalError != nil { return }
         }
         let st = r.state(i)
         if st.contains(.inFlight), let loc = inflight[r.key(at: i)], let b = batches[loc.batch] {
             mm.faults.install(nil, r, i, count: 1, from: UnsafeRawPointer(b.page(Int(loc.index))))
         } else if st.contains(.remote) {
-            let key = r.key(at: i)
-            guard let node = pool.location(key) else { return }
-            do {
-                try drainInbound(node: node)
-                syncKey[0] = key
-                try pool.fetch(node: node, keys: UnsafeBufferPointer(start: syncKey, count: 1), present: syncPresent, out: syncPage)
-            } catch let e as NodeFailure {
-                fail(e.description)
-                return
-            }
-            if mm.faults.install(nil, r, i, count: 1, from: syncPage) == .done { stats.fetchedPages += 1 }
+            try fetcher.fetchNow(r, i)
         } else if st.contains(.restoring) {
             try serveRestoring(nil, r, i, run: 0)
         } else {
@@ -116,7 +110,7 @@ extension Agent: FaultSources {
     /// Brings every remote or buffered page back into PROG (before a fork: the child is unmanaged
     /// and must find its copy of every page present). The budget is exceeded until eviction catches up.
     func materializeAll() throws {
-        try drainAllInbound()
+        try fetcher.drainAll()
         var n = 0
         for r in mm.table.regions.regions {
             for i in 0..<r.pageCount {
@@ -142,7 +136,7 @@ extension Agent: FaultSources {
         let now = monotonicNanos()
         guard mm.isManaged, now - lastStuckCheck >= 1_000_000_000 else { return }
         lastStuckCheck = now
-        guard !mm.faults.hasPending, inboundPages == 0 else { stuckThreads = []; return }
+        guard !mm.faults.hasPending, fetcher.inboundPages == 0 else { stuckThreads = []; return }
         let waiting = Set(tracees.values.filter { $0.sharesMemory && ProcFile.text("/proc/\($0.tid)/wchan") == "handle_userfault" }.map { $0.tid })
         // A thread that faulted after the loop's last poll is waiting too, with its message queued:
         // only a thread seen waiting while the uffd has nothing for us, at two checks running, is stuck.

@@ -129,7 +129,7 @@ extension Agent {
 
     /// PROG exec'd: its old address space is gone. Forget every page and the old uffd.
     func resetAddressSpace() {
-        try? drainAllInbound()
+        try? fetcher?.drainAll()
         if mm.isManaged { discardRemoteCopies(of: mm.table.regions.regions) }
         mm.reset()
     }

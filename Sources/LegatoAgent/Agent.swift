@@ -123,21 +123,10 @@ public final class Agent {
     var fatalError: String?
     var pendingTermination: [Int32] = []
 
-    // Fault path scratch (no allocation on the fault path)
+    /// Pages of zeros, as many as one fault installs ahead at most.
     let zeroPages: UnsafeMutableRawPointer
-    static let fetchSlots = 16          // fetches on their way at once
-    let fetchSlotPages: Int             // pages one fetch may carry: the fault plus its prefetch
-    let fetchBuffer: UnsafeMutableRawPointer
-    let fetchPresent: UnsafeMutablePointer<UInt8>
-    let fetchKeys: UnsafeMutablePointer<UInt64>
-    let fetchAddresses: UnsafeMutablePointer<UInt64>  // where each page of a gathered fetch was asked for
-    var freeSlots: [Int] = Array(0..<Agent.fetchSlots)
-    var inbound: [Int: [Inbound]] = [:]  // per node, in request order
-    var inboundPages = 0
-    var gathered: [Int: [(region: Region, index: Int)]] = [:]  // lone pages to fetch, per node (see sendGathered)
-    let syncPage = UnsafeMutableRawPointer.allocate(byteCount: Page.size, alignment: Page.size)
-    let syncPresent = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
-    let syncKey = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    /// Brings the program's remote pages in (made once the pool is).
+    var fetcher: Fetcher!
 
     var stats = AgentStats()
     let faultCounters = FaultHandler.Counters()
@@ -156,24 +145,12 @@ public final class Agent {
         prefetchWindow = max(1, min(config.prefetchMaxPages, budget.pages / 4))
         space = Sys.randomBytes(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } | 1
         token = config.name.map { ClusterCheckpointStore.agentToken(name: $0, secret: config.secret) } ?? Sys.randomBytes(Handshake.tokenSize)
-        fetchSlotPages = max(1, config.prefetchMaxPages) + 1
-        zeroPages = UnsafeMutableRawPointer.allocate(byteCount: fetchSlotPages * Page.size, alignment: Page.size)
-        memset(zeroPages, 0, fetchSlotPages * Page.size)
-        fetchBuffer = UnsafeMutableRawPointer.allocate(byteCount: Agent.fetchSlots * fetchSlotPages * Page.size, alignment: Page.size)
-        fetchPresent = UnsafeMutablePointer<UInt8>.allocate(capacity: Agent.fetchSlots * fetchSlotPages)
-        fetchKeys = UnsafeMutablePointer<UInt64>.allocate(capacity: Agent.fetchSlots * fetchSlotPages)
-        fetchAddresses = UnsafeMutablePointer<UInt64>.allocate(capacity: Agent.fetchSlots * fetchSlotPages)
+        zeroPages = UnsafeMutableRawPointer.allocate(byteCount: prefetchWindow * Page.size, alignment: Page.size)
+        memset(zeroPages, 0, prefetchWindow * Page.size)
     }
 
     deinit {
         zeroPages.deallocate()
-        fetchBuffer.deallocate()
-        fetchPresent.deallocate()
-        fetchKeys.deallocate()
-        fetchAddresses.deallocate()
-        syncPage.deallocate()
-        syncPresent.deallocate()
-        syncKey.deallocate()
     }
 
     static func spinNanos(_ env: String, _ defaultMicros: UInt64) -> UInt64 {
@@ -197,6 +174,10 @@ public final class Agent {
                               ephemeral: config.name == nil)
         writeBack = try WriteBack(endpoints: pool.endpoints, secret: config.secret, token: token, space: space)
         pool.onNewNode = { [writeBack] ep in writeBack?.addEndpoint(ep) }
+        fetcher = Fetcher(pool: pool, addressSpace: mm, budget: budget, prefetchWindow: prefetchWindow,
+                          maxPrefetchPages: config.prefetchMaxPages, log: log)
+        fetcher.onFailure = { [unowned self] in fail($0) }
+        fetcher.isStopping = { [unowned self] in fatalError != nil }
 
         let path: String
         let spawned: Sys.Spawned
@@ -268,7 +249,7 @@ public final class Agent {
     /// then serves fetch answers, uffd events, write-back completions and, if `reapStops`, ptrace stops.
     /// Without `reapStops` (while a syscall is injected) ptrace stops are left to the injector.
     func pollOnce(reapStops reap: Bool, sleepMillis: Int32 = 1000) throws {
-        let nodes = inboundConnections
+        let nodes = fetcher.connections
         pollFDs.removeAll(keepingCapacity: true)
         pollFDs.append(pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0))
         pollFDs.append(pollfd(fd: writeBack.wakeFD, events: Int16(POLLIN), revents: 0))
@@ -295,7 +276,7 @@ public final class Agent {
         if n < 0 && errno != EINTR { throw SystemError.fromErrno("poll") }
         let revents = pollFDs.map { $0.revents }
         for (k, node) in nodes.enumerated() where revents[3 + k] != 0 || node.connection.hasBufferedInput {
-            try receiveInbound(node: node.node)
+            try fetcher.receive(node: node.node)
             if fatalError != nil { return }
         }
         if mm.isManaged && (revents[2] != 0 || mm.faults.hasPending) { try handleUffd() }
@@ -344,7 +325,7 @@ public final class Agent {
         writeBack?.stop()
         let extra: [String: Any] = ["memory_nodes": pool?.endpoints.map { $0.description } ?? []]
         if let path = config.statsJSONPath {
-            let json = stats.json(exitStatus: exitStatus, faults: faultCounters, budget: budget, extra: extra)
+            let json = stats.json(exitStatus: exitStatus, faults: faultCounters, fetches: fetcher?.counters ?? Fetcher.Counters(), budget: budget, extra: extra)
             if !FileManager.default.createFile(atPath: path, contents: Data(json.utf8)) {
                 writeStderr("legato: cannot write stats to \(path)\n")
             }

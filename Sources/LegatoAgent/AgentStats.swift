@@ -2,9 +2,6 @@ import Foundation
 
 /// The agent's counters, written as JSON by `--stats-json` at exit.
 struct AgentStats {
-    var fetchedPages = 0       // pages brought from memory nodes (faulted or prefetched)
-    var prefetchedPages = 0    // of those, pages fetched ahead of a fault
-    var fetchRequests = 0      // FETCH_PAGES requests sent for them (lone faults of a batch share one)
     var storedPages = 0        // pages acknowledged by memory nodes
     var evictedPages = 0       // pages dropped from the program (clean or dirty)
     var evictions = 0          // eviction rounds (freeze, scan, read, discard, thaw)
@@ -18,13 +15,12 @@ struct AgentStats {
     var restoreReadMillis: Double = 0     // reading the checkpoint before the agent started
     var restoredByFault = 0             // restored pages brought back by PROG's faults
     var restoredByFill = 0              // ... by the background fill
-    var remoteLatency = LatencyHistogram()
     var freezeNanos: UInt64 = 0
     var evictionPhaseNanos: [UInt64] = [0, 0, 0, 0]  // freeze, scan, read, discard
     var evictionsDeferred = 0  // eviction rounds given up: no thread in a stop fit for injection
 
-    /// The JSON `--stats-json` writes: these counters with the fault handlers' and the budget's.
-    func json(exitStatus: Int32?, faults: FaultHandler.Counters, budget: LocalBudget, extra: [String: Any] = [:]) -> String {
+    /// The JSON `--stats-json` writes: these counters with the fault handlers', the fetcher's and the budget's.
+    func json(exitStatus: Int32?, faults: FaultHandler.Counters, fetches: Fetcher.Counters, budget: LocalBudget, extra: [String: Any] = [:]) -> String {
         var d: [String: Any] = [
             "faults": faults.faults,
             "restore_resume_ms": Double(restoreResumeNanos) / 1e6,
@@ -34,15 +30,15 @@ struct AgentStats {
             "restored_by_fault": restoredByFault,
             "restored_by_fill": restoredByFill,
             "zero_fills": faults.zeroFills,
-            "fetched_pages": fetchedPages,
+            "fetched_pages": fetches.fetchedPages,
             "stored_pages": storedPages,
             "evicted_pages": evictedPages,
-            "prefetched_pages": prefetchedPages,
-            "fetch_requests": fetchRequests,
+            "prefetched_pages": fetches.prefetchedPages,
+            "fetch_requests": fetches.fetchRequests,
             "peak_resident_bytes": budget.peakResidentPages * 4096,
             "local_budget_bytes": budget.pages * 4096,
-            "fault_latency_us": ["p50": remoteLatency.quantile(0.5), "p99": remoteLatency.quantile(0.99),
-                                 "count": remoteLatency.count],
+            "fault_latency_us": ["p50": fetches.remoteLatency.quantile(0.5), "p99": fetches.remoteLatency.quantile(0.99),
+                                 "count": fetches.remoteLatency.count],
             "buffer_hits": faults.bufferHits,
             "inbound_hits": faults.inboundHits,
             "evictions": evictions,

@@ -28,7 +28,7 @@ extension Agent {
     /// happens. If the checkpoint then does not commit, call forgetAllSaved().
     func capture(name: String, epoch: UInt64) throws -> CheckpointResult {
         guard mm.isManaged, programStatus == nil else { throw CheckpointRefused(description: "the program is not running") }
-        try drainAllInbound()
+        try fetcher.drainAll()
         let started = monotonicNanos()
         var phases = PhaseTimer(since: started)
         try freeze()
@@ -130,7 +130,7 @@ extension Agent {
         if store?.retainsOnMemoryNodes == true { frozenNodes.formUnion(pool.liveNodes) }
         staging.frozenNodes = frozenNodes
         for node in frozenNodes.sorted() {
-            try drainInbound(node: node)
+            try fetcher.drain(node: node)
             try pool.freeze(node: node)
         }
         staging.frozenSource = frozenNodes.isEmpty ? nil : pool.frozenSource()

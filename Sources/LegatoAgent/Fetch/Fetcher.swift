@@ -3,14 +3,25 @@ import LegatoCore
 import LegatoSystem
 import LegatoWire
 
-/// Fetching pages from memory nodes, asynchronously.
+/// Brings pages of an address space from memory nodes, asynchronously.
 ///
 /// A fetch is sent and its pages marked `fetching`; the event loop polls each node's connection
-/// and installs an answer when it arrives (answers come back in request order per node). Faults
-/// on a page already on its way just wait for that install. A sequential stream of faults also
-/// reads ahead: up to two windows beyond the fault are kept on their way, so a scan overlaps its
-/// transfers with its own work.
-extension Agent {
+/// (`connections`) and calls `receive(node:)`, which installs the answer (answers come back in
+/// request order per node). Faults on a page already on its way just wait for that install. A
+/// sequential stream of faults also reads ahead: up to two windows beyond the fault are kept on
+/// their way, so a scan overlaps its transfers with its own work. The lone pages of one batch of
+/// faults are gathered into one request per node (`sendGathered`).
+///
+/// Owned by the event-loop thread; requests go out on the pool's connections. A memory node's
+/// failure is reported through `onFailure` (the run stops).
+final class Fetcher {
+    struct Counters {
+        var fetchedPages = 0       // pages brought from memory nodes (faulted or prefetched)
+        var prefetchedPages = 0    // of those, pages fetched ahead of a fault
+        var fetchRequests = 0      // FETCH_PAGES requests sent for them (lone faults of a batch share one)
+        var remoteLatency = LatencyHistogram()  // faults served from a memory node
+    }
+
     /// A FETCH_PAGES request on its way.
     struct Inbound {
         let region: Region
@@ -25,6 +36,61 @@ extension Agent {
     }
 
     static let readAheadWindows = 2
+    /// Fetches on their way at once.
+    static let slots = 16
+
+    let pool: RemotePool
+    let mm: AddressSpace
+    let budget: LocalBudget
+    /// Most pages one fault asks for ahead.
+    let prefetchWindow: Int
+    /// Pages one fetch may carry: the fault plus its prefetch.
+    let slotPages: Int
+    private(set) var counters = Counters()
+    /// Pages asked for and not yet installed or given up.
+    private(set) var inboundPages = 0
+    /// Told why the run cannot go on (a memory node failed holding its pages).
+    var onFailure: (String) -> Void = { _ in }
+    /// True once the run is stopping (no request is started then).
+    var isStopping: () -> Bool = { false }
+    private let log: Logger
+
+    // Fault path scratch (no allocation on the fault path): per slot, the answer's pages, their
+    // present flags, the keys asked for and (gathered requests) the address of each.
+    private let buffer: UnsafeMutableRawPointer
+    private let present: UnsafeMutablePointer<UInt8>
+    private let keys: UnsafeMutablePointer<UInt64>
+    private let addresses: UnsafeMutablePointer<UInt64>
+    private var freeSlots: [Int] = Array(0..<Fetcher.slots)
+    private var inbound: [Int: [Inbound]] = [:]  // per node, in request order
+    private var gathered: [Int: [(region: Region, index: Int)]] = [:]  // lone pages to fetch, per node (see sendGathered)
+    // One page fetched synchronously (fetchNow).
+    private let syncPage = UnsafeMutableRawPointer.allocate(byteCount: Page.size, alignment: Page.size)
+    private let syncPresent = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
+    private let syncKey = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+
+    init(pool: RemotePool, addressSpace: AddressSpace, budget: LocalBudget, prefetchWindow: Int, maxPrefetchPages: Int, log: Logger) {
+        self.pool = pool
+        self.mm = addressSpace
+        self.budget = budget
+        self.prefetchWindow = prefetchWindow
+        self.log = log
+        slotPages = max(1, maxPrefetchPages) + 1
+        buffer = UnsafeMutableRawPointer.allocate(byteCount: Fetcher.slots * slotPages * Page.size, alignment: Page.size)
+        present = UnsafeMutablePointer<UInt8>.allocate(capacity: Fetcher.slots * slotPages)
+        keys = UnsafeMutablePointer<UInt64>.allocate(capacity: Fetcher.slots * slotPages)
+        addresses = UnsafeMutablePointer<UInt64>.allocate(capacity: Fetcher.slots * slotPages)
+    }
+
+    deinit {
+        buffer.deallocate()
+        present.deallocate()
+        keys.deallocate()
+        addresses.deallocate()
+        syncPage.deallocate()
+        syncPresent.deallocate()
+        syncKey.deallocate()
+    }
 
     /// Fetches the faulting page r[i] (and, on a stream, the remote pages after it).
     func fetch(_ f: Sys.UffdEvent, _ r: Region, _ i: Int, run: Int) throws {
@@ -48,7 +114,7 @@ extension Agent {
         let window = min(prefetchWindow, 1 << min(run + 1, 8))
         var next = r.index(of: s.frontier) + 1
         // Read-ahead never takes the room of the budget: what is on its way counts as resident.
-        while next < r.pageCount && next - i <= Agent.readAheadWindows * window && !freeSlots.isEmpty
+        while next < r.pageCount && next - i <= Fetcher.readAheadWindows * window && !freeSlots.isEmpty
                 && budget.residentPages + inboundPages + 2 * window <= budget.pages {
             let st = r.state(next)
             guard st.contains(.remote), !st.contains(.resident), !st.contains(.fetching), !st.contains(.inFlight),
@@ -61,7 +127,7 @@ extension Agent {
     /// The node holding remote page r[i]; nil (and the run failed) if none does.
     private func node(holding r: Region, _ i: Int) -> Int? {
         guard let node = pool.location(r.key(at: i)) else {
-            fail("page 0x\(String(r.address(at: i), radix: 16)) is marked remote but no memory node holds it")
+            onFailure("page 0x\(String(r.address(at: i), radix: 16)) is marked remote but no memory node holds it")
             return nil
         }
         return node
@@ -92,18 +158,18 @@ extension Agent {
     /// records it as on its way. False when the node failed (the run is stopping).
     private func startRequest(node: Int, count n: Int, region r: Region, index i: Int, forFault: Bool, gathered: Bool = false,
                               fill: (_ keys: UnsafeMutablePointer<UInt64>, _ addresses: UnsafeMutablePointer<UInt64>) -> Void) throws -> Bool {
-        if freeSlots.isEmpty { try receiveOldestInbound() }
-        if fatalError != nil { return false }
+        if freeSlots.isEmpty { try receiveOldest() }
+        if isStopping() { return false }
         let slot = freeSlots.removeLast()
-        let keys = fetchKeys + slot * fetchSlotPages
-        fill(keys, fetchAddresses + slot * fetchSlotPages)
+        let slotKeys = keys + slot * slotPages
+        fill(slotKeys, addresses + slot * slotPages)
         let id: UInt32
-        do { id = try pool.startFetch(node: node, keys: UnsafeBufferPointer(start: keys, count: n)) } catch let e as NodeFailure {
+        do { id = try pool.startFetch(node: node, keys: UnsafeBufferPointer(start: slotKeys, count: n)) } catch let e as NodeFailure {
             freeSlots.append(slot)
-            fail(e.description)
+            onFailure(e.description)
             return false
         }
-        stats.fetchRequests += 1
+        counters.fetchRequests += 1
         inbound[node, default: []].append(Inbound(region: r, index: i, count: n, id: id, slot: slot, started: monotonicNanos(),
                                                   forFault: forFault, gathered: gathered))
         return true
@@ -119,7 +185,7 @@ extension Agent {
         for (node, pages) in all {
             var k = 0
             while k < pages.count {
-                let n = min(fetchSlotPages, pages.count - k)
+                let n = min(slotPages, pages.count - k)
                 let sent: Bool
                 do {
                     sent = try startRequest(node: node, count: n, region: pages[k].region, index: pages[k].index,
@@ -142,50 +208,50 @@ extension Agent {
         }
     }
 
-    /// The nodes with answers to wait for, and their connections.
-    var inboundConnections: [(node: Int, connection: Connection)] {
+    /// The nodes with answers to wait for, and their connections (for the event loop to poll).
+    var connections: [(node: Int, connection: Connection)] {
         inbound.compactMap { $0.value.isEmpty ? nil : ($0.key, pool.nodes[$0.key].fetcher.rpc.connection) }
     }
 
     /// Receives and installs the next answer from `node`.
-    func receiveInbound(node: Int) throws {
+    func receive(node: Int) throws {
         guard let p = inbound[node]?.first else { return }
         inbound[node]!.removeFirst()  // in place (a copy taken out and put back would be copied whole)
         inboundPages -= p.count
         defer { freeSlots.append(p.slot) }
-        let buffer = fetchBuffer + p.slot * fetchSlotPages * Page.size
-        let keys = fetchKeys + p.slot * fetchSlotPages
+        let pages = buffer + p.slot * slotPages * Page.size
+        let slotKeys = keys + p.slot * slotPages
         do {
-            try pool.finishFetch(node: node, id: p.id, keys: UnsafeBufferPointer(start: keys, count: p.count),
-                                 present: fetchPresent + p.slot * fetchSlotPages, out: buffer)
+            try pool.finishFetch(node: node, id: p.id, keys: UnsafeBufferPointer(start: slotKeys, count: p.count),
+                                 present: present + p.slot * slotPages, out: pages)
         } catch let e as NodeFailure {
-            fail(e.description)
+            onFailure(e.description)
             return
         }
         // Install what is still expected: the range may have been unmapped, discarded or moved
         // (keys follow moved pages) meanwhile.
         if p.gathered {
-            try installGathered(count: p.count, keys: keys, addresses: fetchAddresses + p.slot * fetchSlotPages, from: buffer)
+            try installGathered(count: p.count, keys: slotKeys, addresses: addresses + p.slot * slotPages, from: pages)
         } else if mm.table.regions.find(p.region.address(at: p.index)) === p.region && p.region.contains(p.region.address(at: p.index + p.count - 1)) {
-            try installExpected(p.region, p.index, count: p.count, keys: keys, from: buffer)
+            try installExpected(p.region, p.index, count: p.count, keys: slotKeys, from: pages)
         } else {
             for k in 0..<p.count {
-                if let (r, i) = mm.table.region(forKey: keys[k]) {
-                    try installExpected(r, i, count: 1, keys: keys + k, from: buffer + k * Page.size)
+                if let (r, i) = mm.table.region(forKey: slotKeys[k]) {
+                    try installExpected(r, i, count: 1, keys: slotKeys + k, from: pages + k * Page.size)
                 }
             }
             // A thread may wait on the old address of a page that moved or vanished: let it retry.
             mm.faults.kernel.wake(start: p.region.address(at: p.index), length: UInt64(p.count * Page.size))
         }
-        stats.fetchedPages += p.count
+        counters.fetchedPages += p.count
         if p.gathered {
             let waited = monotonicNanos() - p.started
-            for _ in 0..<p.count { stats.remoteLatency.record(nanos: waited) }
+            for _ in 0..<p.count { counters.remoteLatency.record(nanos: waited) }
         } else if p.forFault {
-            stats.prefetchedPages += p.count - 1
-            stats.remoteLatency.record(nanos: monotonicNanos() - p.started)
+            counters.prefetchedPages += p.count - 1
+            counters.remoteLatency.record(nanos: monotonicNanos() - p.started)
         } else {
-            stats.prefetchedPages += p.count
+            counters.prefetchedPages += p.count
         }
     }
 
@@ -253,17 +319,33 @@ extension Agent {
         }
     }
 
-    private func receiveOldestInbound() throws {
+    private func receiveOldest() throws {
         guard let node = inbound.first(where: { !$0.value.isEmpty })?.key else { return }
-        try receiveInbound(node: node)
+        try receive(node: node)
+    }
+
+    /// Fetches remote page r[i] now, on its node's connection (after the answers due on it), and
+    /// installs it. For pages the agent must read outside a fault.
+    func fetchNow(_ r: Region, _ i: Int) throws {
+        let key = r.key(at: i)
+        guard let node = pool.location(key) else { return }
+        do {
+            try drain(node: node)
+            syncKey[0] = key
+            try pool.fetch(node: node, keys: UnsafeBufferPointer(start: syncKey, count: 1), present: syncPresent, out: syncPage)
+        } catch let e as NodeFailure {
+            onFailure(e.description)
+            return
+        }
+        if mm.faults.install(nil, r, i, count: 1, from: syncPage) == .done { counters.fetchedPages += 1 }
     }
 
     /// Receives every answer still due from `node` (before a synchronous request on its connection).
-    func drainInbound(node: Int) throws {
-        while let q = inbound[node], !q.isEmpty, fatalError == nil { try receiveInbound(node: node) }
+    func drain(node: Int) throws {
+        while let q = inbound[node], !q.isEmpty, !isStopping() { try receive(node: node) }
     }
 
-    func drainAllInbound() throws {
-        for node in inbound.keys { try drainInbound(node: node) }
+    func drainAll() throws {
+        for node in inbound.keys { try drain(node: node) }
     }
 }
