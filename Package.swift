@@ -8,7 +8,7 @@ import PackageDescription
 //     -> shared libraries:  LegatoImage (checkpoint formats)  LegatoClients (every service's client,
 //                           the replicated log's writer and reader, the cluster's records)
 //                           LegatoSegmentLog (the segment and entry format)
-//     -> LegatoWire (frames, handshake, RPC) -> LegatoCore -> LegatoSystem -> CShims
+//     -> LegatoWire (frames, handshake, RPC), LegatoMetrics (/metrics) -> LegatoCore -> LegatoSystem -> CShims
 let package = Package(
     name: "Legato",
     products: [
@@ -17,6 +17,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .target(
@@ -30,6 +32,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "LegatoWire", dependencies: ["LegatoCore", "LegatoSystem"]),
+        .target(name: "LegatoMetrics", dependencies: [
+            "LegatoCore", "LegatoSystem",
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
 
         // Shared libraries: formats and clients, used by services and the command line alike.
         .target(name: "LegatoSegmentLog", dependencies: ["LegatoSystem"]),
@@ -37,21 +44,24 @@ let package = Package(
         .target(name: "LegatoImage", dependencies: ["LegatoCore", "LegatoSystem"]),
 
         // Services: each answers or drives one part of the cluster; none imports another.
-        .target(name: "LegatoCoordinator", dependencies: ["LegatoClients", "LegatoWire", "LegatoCore", "LegatoSystem"]),
-        .target(name: "LegatoLogNode", dependencies: ["LegatoClients", "LegatoSegmentLog", "LegatoWire", "LegatoCore", "LegatoSystem"]),
-        .target(name: "LegatoMemoryNode", dependencies: ["LegatoClients", "LegatoImage", "LegatoSegmentLog", "LegatoWire", "LegatoCore", "LegatoSystem"]),
-        .target(name: "LegatoAgent", dependencies: ["LegatoClients", "LegatoImage", "LegatoSegmentLog", "LegatoWire", "LegatoCore", "LegatoSystem"]),
+        .target(name: "LegatoCoordinator", dependencies: ["LegatoClients", "LegatoMetrics", "LegatoWire", "LegatoCore", "LegatoSystem"]),
+        .target(name: "LegatoLogNode", dependencies: ["LegatoClients", "LegatoMetrics", "LegatoSegmentLog", "LegatoWire", "LegatoCore", "LegatoSystem"]),
+        .target(name: "LegatoMemoryNode", dependencies: ["LegatoClients", "LegatoMetrics", "LegatoImage", "LegatoSegmentLog", "LegatoWire", "LegatoCore", "LegatoSystem"]),
+        .target(name: "LegatoAgent", dependencies: [
+            "LegatoClients", "LegatoMetrics", "LegatoImage", "LegatoSegmentLog", "LegatoWire", "LegatoCore", "LegatoSystem",
+            .product(name: "Metrics", package: "swift-metrics"),
+        ]),
 
         .executableTarget(name: "legato", dependencies: [
             "LegatoAgent", "LegatoMemoryNode", "LegatoLogNode", "LegatoCoordinator",
-            "LegatoClients", "LegatoSegmentLog", "LegatoWire", "LegatoCore", "LegatoSystem",
+            "LegatoClients", "LegatoSegmentLog", "LegatoMetrics", "LegatoWire", "LegatoCore", "LegatoSystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         // Tests: unit tests need no root and start no process; end-to-end tests run `legato` itself.
-        .target(name: "LegatoTestSupport", path: "Tests/LegatoTestSupport"),
+        .target(name: "LegatoTestSupport", dependencies: ["LegatoCore", "LegatoSystem"], path: "Tests/LegatoTestSupport"),
         .testTarget(name: "LegatoUnitTests", dependencies: [
-            "LegatoAgent", "LegatoMemoryNode", "LegatoLogNode", "LegatoClients", "LegatoSegmentLog",
+            "LegatoAgent", "LegatoMemoryNode", "LegatoLogNode", "LegatoCoordinator", "LegatoClients", "LegatoSegmentLog", "LegatoMetrics",
             "LegatoWire", "LegatoCore", "LegatoSystem", "LegatoTestSupport",
         ]),
         .testTarget(name: "LegatoEndToEndTests", dependencies: [

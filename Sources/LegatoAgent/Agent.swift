@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LegatoCore
+import LegatoMetrics
 import LegatoSystem
 import LegatoWire
 
@@ -34,6 +35,8 @@ public final class Agent {
         public var newPIDNamespace = true
         public var prefetchMaxPages = 128
         public var evictionBatchPages: Int?
+        /// Serve Prometheus metrics at http://HOST:PORT/metrics while the run lasts.
+        public var metrics: Endpoint?
 
         public init(program: String, arguments: [String], environment: [String], memoryNodes: [Endpoint],
                     localBudgetBytes: UInt64, secret: ClusterSecret, statsJSONPath: String?) {
@@ -129,6 +132,10 @@ public final class Agent {
     var fetcher: Fetcher!
 
     var stats = AgentStats()
+    /// With `--metrics`: the endpoint, what the event loop last published to it, and when.
+    var metricsEndpoint: MetricsEndpoint?
+    let metricsReport = PublishedReport()
+    var metricsPublishedAt: UInt64 = 0
     let faultCounters = FaultHandler.Counters()
 
     enum Phase {
@@ -170,6 +177,7 @@ public final class Agent {
     /// (PROG's status, 128+N if a signal killed it).
     public func run(inheritedSignals: InheritedSignalState) throws -> Int32 {
         signalFD = try makeSignalFD()
+        try startMetrics()
         pool = try RemotePool(endpoints: config.memoryNodes, coordinator: config.coordinator, secret: config.secret, token: token, space: space,
                               ephemeral: config.name == nil)
         writeBack = try WriteBack(endpoints: pool.endpoints, secret: config.secret, token: token, space: space)
@@ -242,6 +250,7 @@ public final class Agent {
             if phase == .running { try maybeEvict() }
             if phase == .running { takePeriodicCheckpoint() }
             if phase == .running && restoreBacking != nil { try fillFromRestore() }
+            publishMetricsIfDue()
         }
     }
 
@@ -319,19 +328,48 @@ public final class Agent {
         }
     }
 
+    // MARK: metrics
+
+    /// Makes swift-metrics' instruments land in the endpoint's registry (so make this before the
+    /// Fetcher, whose fault-latency timer is one), and starts serving.
+    func startMetrics() throws {
+        guard let listen = config.metrics else { return }
+        let endpoint = try MetricsEndpoint(listen: listen, role: "run", log: log) { [metricsReport] in metricsReport.current }
+        endpoint.bootstrapMetricsSystem(timerBuckets: [Fetcher.faultTimerLabel: Fetcher.faultTimerBuckets])
+        metricsEndpoint = endpoint
+        publishMetricsIfDue(force: true)
+        endpoint.start()
+    }
+
+    /// Publishes the run's numbers for the endpoint, at most twice a second (the loop wakes at
+    /// least once a second).
+    func publishMetricsIfDue(force: Bool = false) {
+        guard metricsEndpoint != nil else { return }
+        let now = monotonicNanos()
+        guard force || now - metricsPublishedAt >= 500_000_000 else { return }
+        metricsPublishedAt = now
+        metricsReport.publish(statsRecord(exitStatus: nil).metricsReport)
+    }
+
     // MARK: finishing
 
     func finish(exitStatus: Int32?) {
         writeBack?.stop()
-        let extra: [String: Any] = ["memory_nodes": pool?.endpoints.map { $0.description } ?? []]
         if let path = config.statsJSONPath {
-            let json = stats.json(exitStatus: exitStatus, faults: faultCounters, fetches: fetcher?.counters ?? Fetcher.Counters(), budget: budget, extra: extra)
+            let json = statsRecord(exitStatus: exitStatus).json
             if !FileManager.default.createFile(atPath: path, contents: Data(json.utf8)) {
                 writeStderr("legato: cannot write stats to \(path)\n")
             }
         }
         shutdownRemote()
         mm.reset()
+        metricsEndpoint?.stop()
+    }
+
+    /// The run's numbers now, from every part.
+    func statsRecord(exitStatus: Int32?) -> RunStatsRecord {
+        RunStatsRecord(stats: stats, faults: faultCounters, fetches: fetcher?.counters ?? Fetcher.Counters(), budget: budget,
+                       memoryNodes: pool?.endpoints.map { $0.description } ?? [], exitStatus: exitStatus)
     }
 
     func shutdownRemote() {

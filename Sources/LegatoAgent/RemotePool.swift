@@ -103,10 +103,9 @@ final class RemotePool {
         }
     }
 
+    /// The room a memory node's STATS answer gives it (unbounded when it cannot be read).
     static func freePages(statsJSON: String) -> Int {
-        guard let d = try? JSONSerialization.jsonObject(with: Data(statsJSON.utf8)) as? [String: Any],
-              let limit = d["live_page_limit"] as? Int, let live = d["live_pages"] as? Int else { return 1 << 30 }
-        return max(0, limit - live)
+        (try? StatsJSON.decode(MemoryNodeStats.self, from: statsJSON))?.freePages ?? 1 << 30
     }
 
     /// The node that holds (or will hold) `key`, placing its slab if needed; nil if every node is full.

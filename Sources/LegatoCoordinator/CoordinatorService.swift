@@ -167,9 +167,11 @@ public final class CoordinatorService: RPCService {
 
     public func sessionClosed(_ session: Session) {}
 
-    public func stats() -> String {
+    public func stats() -> String { StatsJSON.encode(statsRecord()) }
+
+    public func statsRecord() -> CoordinatorStats {
         let m = coordinator.membership()
-        let alive = m.nodes.filter { $0.alive }.count
-        return "{\"role\":\"coordinator\",\"store\":\"\(coordinator.store.description)\",\"membership_version\":\(m.version),\"nodes\":\(m.nodes.count),\"alive\":\(alive)}"
+        return CoordinatorStats(store: coordinator.store.description, membershipVersion: m.version, nodes: m.nodes.count,
+                                alive: m.nodes.filter { $0.alive }.count)
     }
 }

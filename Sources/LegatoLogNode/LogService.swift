@@ -1,3 +1,4 @@
+import LegatoClients
 import LegatoCore
 import LegatoSegmentLog
 import LegatoSystem
@@ -191,13 +192,14 @@ public final class LogService: RPCService {
 
     public func sessionClosed(_ session: Session) { (session.attachment as? ReplicaReader)?.finish() }
 
-    public func stats() -> String {
+    public func stats() -> String { StatsJSON.encode(statsRecord()) }
+
+    public func statsRecord() -> LogNodeStats {
         let s = store.stats
-        return """
-        {"role":"log","replicas":\(s.replicas),"open_replicas":\(s.openReplicas),"buffered_bytes":\(s.bufferedBytes),"buffered_peak_bytes":\(s.bufferedPeakBytes),"append_waits":\(s.appendWaits),"spare_buffer_bytes":\(s.spareBytes),"fresh_buffers":\(s.freshBuffers),"buffer_storage_bytes":\(s.bufferStorageBytes),\
-        "disk_bytes":\(s.diskBytes),"free_disk_bytes":\(store.freeDiskBytes),"torn_tails":\(s.tornTails),\
-        "corrupt_entries":\(s.corruptEntries),"quarantined_files":\(s.quarantined),"flushes":\(s.flushes),\
-        "bytes_written":\(s.bytesWritten),"io_errors":\(s.ioErrors)}
-        """
+        return LogNodeStats(replicas: s.replicas, openReplicas: s.openReplicas, bufferedBytes: s.bufferedBytes,
+                            bufferedPeakBytes: s.bufferedPeakBytes, appendWaits: s.appendWaits, spareBufferBytes: s.spareBytes,
+                            freshBuffers: s.freshBuffers, bufferStorageBytes: s.bufferStorageBytes, diskBytes: s.diskBytes,
+                            freeDiskBytes: store.freeDiskBytes, tornTails: s.tornTails, corruptEntries: s.corruptEntries,
+                            quarantinedFiles: s.quarantined, flushes: s.flushes, bytesWritten: s.bytesWritten, ioErrors: s.ioErrors)
     }
 }

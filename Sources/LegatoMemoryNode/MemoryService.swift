@@ -1,3 +1,4 @@
+import LegatoClients
 import LegatoCore
 import LegatoSystem
 import LegatoWire
@@ -240,18 +241,18 @@ public final class MemoryService: RPCService {
         log.info("dropped \(gone.count) address space(s) whose owner has been gone for over \(Int(seconds)) s: \(ids)")
     }
 
-    public func stats() -> String {
+    public func stats() -> String { StatsJSON.encode(statsRecord()) }
+
+    public func statsRecord() -> MemoryNodeStats {
         let s = store.stats
-        return """
-        {"role":"memory","spaces":\(s.spaces),"live_pages":\(s.livePages),"live_page_limit":\(s.livePageLimit),\
-        "capacity_bytes":\(store.limits.capacityBytes),"used_bytes":\(s.usedBytes),"segments":\(s.segments),"spare_segments":\(s.spareSegments),\
-        "max_segments":\(s.maxSegments),"segment_bytes":\(s.segmentBytes),"stored_pages":\(s.storedPages),\
-        "fetched_pages":\(s.fetchedPages),"missed_pages":\(s.missedPages),"discarded_pages":\(s.discardedPages),\
-        "cleaner_runs":\(s.cleanerRuns),"cleaned_pages":\(s.cleanedPages),"refused_stores":\(s.refusedStores),\
-        "retaining_spaces":\(s.retainingSpaces),"retained_versions":\(s.retainedVersions),"frozen_versions":\(s.frozenVersions),\
-        "checkpoint_participant":\(participant != nil),"prepares":\(participant?.prepares ?? 0),\
-        "persisted_pages":\(participant?.persistedPages ?? 0)}
-        """
+        return MemoryNodeStats(spaces: s.spaces, livePages: s.livePages, livePageLimit: s.livePageLimit,
+                               capacityBytes: store.limits.capacityBytes, usedBytes: s.usedBytes, segments: s.segments,
+                               spareSegments: s.spareSegments, maxSegments: s.maxSegments, segmentBytes: s.segmentBytes,
+                               storedPages: s.storedPages, fetchedPages: s.fetchedPages, missedPages: s.missedPages,
+                               discardedPages: s.discardedPages, cleanerRuns: s.cleanerRuns, cleanedPages: s.cleanedPages,
+                               refusedStores: s.refusedStores, retainingSpaces: s.retainingSpaces, retainedVersions: s.retainedVersions,
+                               frozenVersions: s.frozenVersions, checkpointParticipant: participant != nil,
+                               prepares: participant?.prepares ?? 0, persistedPages: participant?.persistedPages ?? 0)
     }
 
     private func readVPNs(_ raw: UnsafeRawBufferPointer, at offset: Int, count: Int) -> [UInt64] {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import LegatoCoordinator
 import LegatoCore
+import LegatoMetrics
 import LegatoWire
 
 struct CoordCommand: ParsableCommand {
@@ -22,6 +23,7 @@ struct CoordCommand: ParsableCommand {
     var deadAfterMillis: UInt32 = 3000
 
     @OptionGroup var secret: SecretOptions
+    @OptionGroup var metrics: MetricsOptions
     @OptionGroup var embedding: EmbeddingOptions
 
     func validate() throws {
@@ -36,12 +38,15 @@ struct CoordCommand: ParsableCommand {
         let log = LegatoLogging.logger("legato.coord")
         let backing = try openCoordinatorStore(store ?? "sqlite:" + defaultStateDirectory() + "/coordinator.db")
         let coordinator = try Coordinator(store: backing, timing: .init(heartbeatMillis: heartbeatMillis, deadAfterMillis: deadAfterMillis), log: log)
-        let server = try RPCServer(endpoint: listen, service: CoordinatorService(coordinator: coordinator, log: log),
+        let service = CoordinatorService(coordinator: coordinator, log: log)
+        let server = try RPCServer(endpoint: listen, service: service,
                                    secret: try embedding.secret(or: secret), role: .coordinator, name: "coord", log: log)
         server.start()
+        let endpoint = try metrics.serve(role: "coord", log: log) { service.statsRecord().metricsReport }
         log.info("coordinator listening on \(listen.host):\(server.port), state in \(backing.description)")
         embedding.announceReady(port: server.port)
         DaemonSignals.wait(stopSignals)
+        endpoint?.stop()
         coordinator.stop()
         server.stop()
         log.info("coordinator stopped")

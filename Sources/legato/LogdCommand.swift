@@ -1,5 +1,6 @@
 import ArgumentParser
 import LegatoCore
+import LegatoMetrics
 import LegatoLogNode
 
 struct LogdCommand: ParsableCommand {
@@ -22,6 +23,7 @@ struct LogdCommand: ParsableCommand {
     var buffer: ByteSize = ByteSize(bytes: 256 << 20)
 
     @OptionGroup var secret: SecretOptions
+    @OptionGroup var metrics: MetricsOptions
     @OptionGroup var embedding: EmbeddingOptions
 
     func validate() throws {
@@ -34,8 +36,11 @@ struct LogdCommand: ParsableCommand {
         let node = try LogNode(config: .init(listen: listen, directory: dir, coordinator: coordinator,
                                              bufferBytes: Int(buffer.bytes), secret: try embedding.secret(or: secret)))
         try node.start()
+        let service = node.service
+        let endpoint = try metrics.serve(role: "logd", log: LegatoLogging.logger("legato.logd")) { service.statsRecord().metricsReport }
         embedding.announceReady(port: node.endpoint.port)
         DaemonSignals.wait(stopSignals)
+        endpoint?.stop()
         node.stop()
     }
 }

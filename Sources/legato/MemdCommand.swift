@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import LegatoCore
+import LegatoMetrics
 import LegatoMemoryNode
 import LegatoSystem
 
@@ -34,6 +35,7 @@ struct MemdCommand: ParsableCommand {
     @Option(help: .hidden)
     var name: String = "memd"
 
+    @OptionGroup var metrics: MetricsOptions
     @OptionGroup var embedding: EmbeddingOptions
 
     func validate() throws {
@@ -56,8 +58,11 @@ struct MemdCommand: ParsableCommand {
         config.retainIdleSeconds = retainIdle.seconds
         let node = try MemoryNode(config: config)
         try node.start()
+        let service = node.service
+        let endpoint = try metrics.serve(role: "memd", log: LegatoLogging.logger("legato.memd")) { service.statsRecord().metricsReport }
         embedding.announceReady(port: node.endpoint.port)
         DaemonSignals.wait(stopSignals)
+        endpoint?.stop()
         node.stop()
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import LegatoMetrics
 import LegatoCore
 
 extension ByteSize: ExpressibleByArgument {
@@ -40,5 +41,19 @@ struct Duration: ExpressibleByArgument {
         }
         guard let v = Double(text), v > 0, v.isFinite else { return nil }
         seconds = v * scale
+    }
+}
+
+/// `--metrics HOST:PORT`: serve Prometheus metrics at http://HOST:PORT/metrics.
+struct MetricsOptions: ParsableArguments {
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9301).")
+    var metrics: Endpoint?
+
+    /// Starts the endpoint of a daemon of `role`, if asked for; `collect` is called on its thread.
+    func serve(role: String, log: Logger, collect: @escaping @Sendable () -> MetricsReport) throws -> MetricsEndpoint? {
+        guard let listen = metrics else { return nil }
+        let endpoint = try MetricsEndpoint(listen: listen, role: role, log: log, collect: collect)
+        endpoint.start()
+        return endpoint
     }
 }

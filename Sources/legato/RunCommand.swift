@@ -21,6 +21,8 @@ struct MemoryOptions: ParsableArguments {
     @Option(name: .customLong("stats-json"), help: "Write the run's counters as JSON to FILE when PROG exits.")
     var statsJSON: String?
 
+    @OptionGroup var metrics: MetricsOptions
+
     @Option(help: "Most pages fetched ahead on a sequential fault stream.")
     var prefetch: Int = 128
 
@@ -77,6 +79,7 @@ struct MemoryOptions: ParsableArguments {
                                   memoryNodes: nodes, localBudgetBytes: localMem?.bytes ?? physical / 2,
                                   secret: clusterSecret, statsJSONPath: statsJSON)
         config.prefetchMaxPages = prefetch
+        config.metrics = metrics.metrics
         config.coordinator = coordinator
         config.newPIDNamespace = !noPIDNamespace
         config.stateDirectory = stateDirectory

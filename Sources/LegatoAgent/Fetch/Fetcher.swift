@@ -1,5 +1,6 @@
 import Glibc
 import LegatoCore
+import Metrics
 import LegatoSystem
 import LegatoWire
 
@@ -36,6 +37,13 @@ final class Fetcher {
     }
 
     static let readAheadWindows = 2
+    /// The fault-latency histogram at /metrics (`--metrics`): faults served from a memory node.
+    static let faultTimerLabel = "legato_run_fault_seconds"
+    static let faultTimerBuckets: [Duration] = [.microseconds(20), .microseconds(50), .microseconds(100), .microseconds(200),
+                                                .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
+                                                .milliseconds(20), .milliseconds(100), .seconds(1)]
+    /// Records into the metrics registry if one was bootstrapped before this fetcher was made.
+    private let faultTimer = Metrics.Timer(label: Fetcher.faultTimerLabel)
     /// Fetches on their way at once.
     static let slots = 16
 
@@ -246,10 +254,15 @@ final class Fetcher {
         counters.fetchedPages += p.count
         if p.gathered {
             let waited = monotonicNanos() - p.started
-            for _ in 0..<p.count { counters.remoteLatency.record(nanos: waited) }
+            for _ in 0..<p.count {
+                counters.remoteLatency.record(nanos: waited)
+                faultTimer.recordNanoseconds(Int64(waited))
+            }
         } else if p.forFault {
             counters.prefetchedPages += p.count - 1
-            counters.remoteLatency.record(nanos: monotonicNanos() - p.started)
+            let waited = monotonicNanos() - p.started
+            counters.remoteLatency.record(nanos: waited)
+            faultTimer.recordNanoseconds(Int64(waited))
         } else {
             counters.prefetchedPages += p.count
         }

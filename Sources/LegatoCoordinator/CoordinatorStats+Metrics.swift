@@ -1,0 +1,11 @@
+import LegatoClients
+import LegatoMetrics
+
+/// The coordinator's STATS as Prometheus samples (`legato_coord_...` at `legato coord --metrics`).
+extension CoordinatorStats: MetricsReporting {
+    public func report(into r: inout MetricsReport) {
+        r.gauge("membership_version", membershipVersion, help: "Changes of membership so far")
+        r.gauge("nodes", nodes, help: "Nodes ever registered")
+        r.gauge("nodes_alive", alive, help: "Nodes alive now")
+    }
+}
