@@ -191,7 +191,7 @@ final class RemotePool {
     func freeze(node: Int) throws {
         let n = nodes[node]
         do {
-            do { try n.fetcher.freeze(space: space) } catch let e as RemoteError where e.message.contains("frozen already") {
+            do { try n.fetcher.freeze(space: space) } catch let e as RemoteError where e.status == .frozen {
                 try n.fetcher.release(space: space)
                 try n.fetcher.freeze(space: space)
             }

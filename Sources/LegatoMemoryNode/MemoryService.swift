@@ -200,7 +200,8 @@ public final class MemoryService: RPCService {
                 throw ServiceError(.notOwner, e.description)
             case .capacityExceeded: throw ServiceError(.capacityExceeded, e.description)
             case .outOfMemory: throw ServiceError(.internalError, e.description)
-            case .frozen, .notFrozen, .notRetained: throw ServiceError(.badRequest, e.description)
+            case .frozen: throw ServiceError(.frozen, e.description)
+            case .notFrozen, .notRetained: throw ServiceError(.badRequest, e.description)
             }
         }
     }

@@ -82,6 +82,8 @@ public enum WireStatus: UInt16, CustomStringConvertible {
     case internalError = 8
     case notFound = 9
     case alreadyExists = 10
+    /// FREEZE_SPACE of a space that is frozen already (a freeze a failed checkpoint left).
+    case frozen = 11
 
     public var description: String {
         switch self {
@@ -96,6 +98,7 @@ public enum WireStatus: UInt16, CustomStringConvertible {
         case .internalError: return "internal error"
         case .notFound: return "not found"
         case .alreadyExists: return "already exists"
+        case .frozen: return "frozen already"
         }
     }
 }

@@ -111,6 +111,21 @@ import Testing
         try c.dropSpace(42)
     }
 
+    /// A second freeze of a frozen space is refused with its own status (the agent then releases the
+    /// freeze a failed checkpoint left and freezes again), not a message to match.
+    @Test func aSecondFreezeIsRefusedAsFrozen() throws {
+        let node = try startNode()
+        defer { node.stop() }
+        let c = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenA)
+        try c.createSpace(43)
+        try c.freeze(space: 43)
+        #expect(throws: RemoteError.self) { try c.freeze(space: 43) }
+        do { try c.freeze(space: 43) } catch let e as RemoteError { #expect(e.status == .frozen, "\(e)") }
+        _ = try c.release(space: 43)
+        try c.freeze(space: 43)
+        try c.dropSpace(43)
+    }
+
     /// A committed freeze stays readable over the wire after its client is gone, by a new client
     /// with the same credential (a restore after kill -9 of the run), and by no other.
     @Test func retainsACommittedCheckpointForTheNextClient() throws {
