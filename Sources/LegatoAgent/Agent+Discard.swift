@@ -36,7 +36,7 @@ extension Agent {
         let start = regs.rdi, length = Page.alignUp(regs.rsi)
         guard start & Page.mask == 0, length > 0, start &+ length > start else { return }  // the kernel refuses these
         t.pendingDiscard = markDiscarded([(start, start + length)])
-        t.awaitingExit = Syscall.madvise
+        t.awaitingExit = .madvise
     }
 
     /// process_madvise entry: only calls aimed at PROG itself discard PROG's memory.
@@ -53,7 +53,7 @@ extension Agent {
             if end > start { ranges.append((start, end)) }
         }
         t.pendingDiscard = markDiscarded(ranges)
-        t.awaitingExit = Syscall.processMadvise
+        t.awaitingExit = .processMadvise
     }
 
     /// At the exit stop: commit (discard the remote copies) or restore what the kernel did not zap.

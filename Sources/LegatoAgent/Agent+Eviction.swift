@@ -13,7 +13,7 @@ extension Agent {
     static let maxInflightBytes = 64 << 20
 
     func maybeEvict() throws {
-        guard phase == .running, needsEviction(extra: fetcher.inboundPages) else { return }
+        guard !tracer.freezing, needsEviction(extra: fetcher.inboundPages) else { return }
         let before = budget.residentPages
         try evict(budget.residentPages + fetcher.inboundPages + prefetchWindow + Agent.freezeSlack - budget.pages + evictionBatch)
         evictionFloor = budget.residentPages < before ? 0 : budget.residentPages + evictionBatch
@@ -27,15 +27,15 @@ extension Agent {
         if candidates.isEmpty { return }
 
         let frozenAt = monotonicNanos()
-        try freeze()
+        try tracer.freeze(serve: loop(until:))
         let frozen = monotonicNanos()
         stats.evictionPhaseNanos[0] += frozen - frozenAt
         defer {
-            thaw()
+            tracer.thaw()
             stats.freezeNanos += monotonicNanos() - frozenAt
         }
-        if programStatus != nil || fatalError != nil || !mm.isManaged { return }
-        guard let injector = tracees.values.first(where: { $0.sharesMemory && Agent.isInjectable($0.parked) }) else {
+        if tracer.programStatus != nil || fatalError != nil || !mm.isManaged { return }
+        guard let injector = tracer.injectableThread else {
             // Every thread is inside a syscall stop; put the victims back and try after they move on.
             stats.evictionsDeferred += 1
             for a in candidates { if let r = mm.table.regions.find(a) { mm.table.pushVictim(r, r.index(of: a)) } }
@@ -212,39 +212,6 @@ extension Agent {
         }
     }
 
-    /// A stop in which a syscall can be injected: an interrupt/group stop or a signal-delivery stop,
-    /// not a syscall or ptrace-event stop inside a system call.
-    static func isInjectable(_ st: Sys.WaitStatus?) -> Bool {
-        guard let st else { return false }
-        if st.event == Sys.PtraceEvent.stop.rawValue { return true }
-        return st.event == 0 && st.stopSignal != (SIGTRAP | 0x80)
-    }
-
-    // MARK: freeze and thaw
-
-    /// Interrupts every thread in PROG's address space and serves events until all are stopped.
-    func freeze() throws {
-        phase = .freezing
-        for t in tracees.values where t.sharesMemory && t.parked == nil && !t.interruptSent {
-            t.interruptSent = true
-            tolerateGone { try Sys.ptraceInterrupt(t.tid) }
-        }
-        try loop(until: { [self] in
-            programStatus != nil || fatalError != nil ||
-                tracees.values.allSatisfy { !$0.sharesMemory || $0.parked != nil }
-        })
-    }
-
-    /// Lets every parked thread go on (acting on the stop it reported while frozen).
-    func thaw() {
-        phase = .running
-        for tid in tracees.keys.sorted() {
-            guard let t = tracees[tid], t.classified, let st = t.parked else { continue }
-            t.parked = nil
-            do { try handleStop(t, st) } catch { log.warning("resuming tid \(tid): \(error)") }
-        }
-    }
-
     // MARK: reading and discarding
 
     /// Reads pages of PROG (all present; threads frozen) into `buffer`, page k at buffer + k*4096.
@@ -297,7 +264,7 @@ extension Agent {
         }
         let inj = try Sys.Injection(tid: t.tid, stub: mm.scratch, whileWaiting: { [self] in waitForInjection() })
         defer {
-            tolerateGone { try inj.cure() }
+            tracer.tolerateGone { try inj.cure() }
             t.pendingSignals.append(contentsOf: inj.deferredSignals)
         }
         var k = 0
@@ -309,7 +276,7 @@ extension Agent {
             let iovAddr = mm.scratch + Page.size.u64
             try iov.withUnsafeBytes { try Sys.processWrite(pid: mainPID, from: $0.baseAddress!, length: $0.count, to: iovAddr) }
             let want = runs[k..<k + n].reduce(0) { $0 + Int($1.1) }
-            let r = try inj.syscall(Syscall.processMadvise, UInt64(bitPattern: mm.processMadvisePidfd), iovAddr, UInt64(n), 4, 0)
+            let r = try inj.syscall(.processMadvise, UInt64(bitPattern: mm.processMadvisePidfd), iovAddr, UInt64(n), 4, 0)
             if r < 0 {
                 throw SystemError("process_madvise(MADV_DONTNEED) of \(n) ranges injected into tid \(t.tid)", code: Int32(-r))
             }

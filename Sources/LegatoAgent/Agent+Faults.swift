@@ -27,7 +27,7 @@ extension Agent: FaultSources {
     /// lone pages of the batch go out together, one request per node.
     func serveFaults(_ faults: [Sys.UffdEvent]) throws {
         for (k, f) in faults.enumerated() {
-            if phase == .running && needsEviction(extra: fetcher.inboundPages) {
+            if !tracer.freezing && needsEviction(extra: fetcher.inboundPages) {
                 // Evict before installing more; the rest are served right after.
                 mm.faults.requeue(faults[k...])
                 break
@@ -137,7 +137,7 @@ extension Agent: FaultSources {
         guard mm.isManaged, now - lastStuckCheck >= 1_000_000_000 else { return }
         lastStuckCheck = now
         guard !mm.faults.hasPending, fetcher.inboundPages == 0 else { stuckThreads = []; return }
-        let waiting = Set(tracees.values.filter { $0.sharesMemory && ProcFile.text("/proc/\($0.tid)/wchan") == "handle_userfault" }.map { $0.tid })
+        let waiting = Set(tracer.tracees.values.filter { $0.sharesMemory && ProcFile.text("/proc/\($0.tid)/wchan") == "handle_userfault" }.map { $0.tid })
         // A thread that faulted after the loop's last poll is waiting too, with its message queued:
         // only a thread seen waiting while the uffd has nothing for us, at two checks running, is stuck.
         // (Without this, threads faulting at the moment of each check were taken for a lost fault

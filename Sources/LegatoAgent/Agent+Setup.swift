@@ -26,7 +26,7 @@ extension Agent {
         let first = try Sys.Injection(tid: pid, stub: 0, whileWaiting: nil)
         let prot: UInt64 = 0x7  // RWX
         let flags: UInt64 = 0x22 | (hint != nil ? 0x100000 : 0)  // MAP_PRIVATE|MAP_ANONYMOUS [|MAP_FIXED_NOREPLACE]
-        let addr = try first.syscall(Syscall.mmap, hint ?? 0, Agent.scratchBytes, prot, flags, UInt64(bitPattern: -1), 0)
+        let addr = try first.syscall(.mmap, hint ?? 0, Agent.scratchBytes, prot, flags, UInt64(bitPattern: -1), 0)
         try first.cure()
         guard addr > 0 else { throw SystemError("mmap of the scratch area in pid \(pid)", code: Int32(-addr)) }
         mm.scratch = UInt64(addr)
@@ -38,10 +38,10 @@ extension Agent {
         let inj = try Sys.Injection(tid: pid, stub: mm.scratch, whileWaiting: nil)
         defer { try? inj.cure() }
         let oCloexec: UInt64 = 0o2000000, oNonblock: UInt64 = 0o4000
-        let fdInTarget = try inj.syscall(Syscall.userfaultfd, oCloexec | oNonblock)
-        let brk0 = try inj.syscall(Syscall.brk, 0)
+        let fdInTarget = try inj.syscall(.userfaultfd, oCloexec | oNonblock)
+        let brk0 = try inj.syscall(.brk, 0)
         // process_madvise needs a pidfd of PROG inside PROG: PIDFD_SELF where the kernel has it.
-        let probe = try inj.syscall(Syscall.processMadvise, UInt64(bitPattern: Agent.pidfdSelfThreadGroup), 0, 0, 4, 0)
+        let probe = try inj.syscall(.processMadvise, UInt64(bitPattern: Agent.pidfdSelfThreadGroup), 0, 0, 4, 0)
         if probe >= 0 { mm.processMadvisePidfd = Agent.pidfdSelfThreadGroup }
         guard fdInTarget >= 0 else {
             throw SystemError("userfaultfd() injected into pid \(pid)", code: Int32(-fdInTarget))
@@ -49,14 +49,14 @@ extension Agent {
         let pidfd = try Sys.pidfdOpen(pid)
         defer { close(pidfd) }
         let uffd = Userfaultfd(fd: try Sys.pidfdGetFD(pidfd: pidfd, targetFD: Int32(fdInTarget), pid: pid), pid: pid)
-        _ = try inj.syscall(Syscall.close, UInt64(fdInTarget))
+        _ = try inj.syscall(.close, UInt64(fdInTarget))
         if mm.processMadvisePidfd == -1 {
-            let selfPid = try inj.syscall(Syscall.getpid)
-            let fd = try inj.syscall(Syscall.pidfdOpen, UInt64(selfPid), 0)
+            let selfPid = try inj.syscall(.getpid)
+            let fd = try inj.syscall(.pidfdOpen, UInt64(selfPid), 0)
             guard fd >= 0 else { throw SystemError("pidfd_open injected into pid \(pid)", code: Int32(-fd)) }
             // Out of the way of PROG's own descriptors (which keep the numbers a plain run gives them).
-            let high = try inj.syscall(72, UInt64(fd), 1030, 1000)  // fcntl(fd, F_DUPFD_CLOEXEC, 1000)
-            _ = try inj.syscall(Syscall.close, UInt64(fd))
+            let high = try inj.syscall(.fcntl, UInt64(fd), 1030, 1000)  // fcntl(fd, F_DUPFD_CLOEXEC, 1000)
+            _ = try inj.syscall(.close, UInt64(fd))
             guard high >= 0 else { throw SystemError("moving the injected pidfd in pid \(pid)", code: Int32(-high)) }
             mm.processMadvisePidfd = high
         }

@@ -59,8 +59,8 @@ public final class Agent {
     /// Closed to let the reaper exit once PROG has (not before a checkpoint in flight is decided:
     /// the reaper's exit kills its snapshot child).
     var reaperHoldFD: Int32 = -1
-    var tracees: [pid_t: Tracee] = [:]
-    var programStatus: Sys.WaitStatus?
+    /// Every thread of PROG (and what it forks), their stops, freeze and thaw.
+    let tracer: Tracer
     var pendingRestore: RestoreSource?
     /// A restored run's: drops the spaces its earlier incarnation left on memory nodes. Called when
     /// the restore is complete and this run has a committed checkpoint of its own, or when PROG
@@ -91,10 +91,6 @@ public final class Agent {
 
     // Event loop
     var signalFD: Int32 = -1
-    /// While freezing, the fault handlers serve single pages only (just enough for threads to reach their stop).
-    var phase: Phase = .running {
-        didSet { mm.faults?.singlePagesOnly = phase != .running }
-    }
     var pollFDs: [pollfd] = []
     var controlFD: Int32 = -1
     var checkpointing = false
@@ -105,8 +101,6 @@ public final class Agent {
     var lastPeriodicCheckpoint: UInt64 = 0
     /// When the agent was created (restore timing).
     let createdAt = monotonicNanos()
-    /// Snapshot children of checkpoints (copy-on-write images), stopped, until killed and reaped.
-    var snapshotPIDs = Set<pid_t>()
     /// Liveness guard state (see wakeStuckFaults).
     var lastStuckCheck: UInt64 = 0
     var stuckThreads: Set<Int32> = []  // threads the liveness guard saw waiting at its last check
@@ -138,22 +132,21 @@ public final class Agent {
     var metricsPublishedAt: UInt64 = 0
     let faultCounters = FaultHandler.Counters()
 
-    enum Phase {
-        case running
-        case freezing      // threads are (being) stopped for an eviction; injectable stops are parked
-    }
-
     public init(config: Config) throws {
         self.config = config
         log = LegatoLogging.logger("legato.run")
         budget = LocalBudget(pages: max(16, Int(config.localBudgetBytes / UInt64(Page.size))))
         mm = AddressSpace(budget: budget)
+        tracer = Tracer(log: log)
         evictionBatch = config.evictionBatchPages ?? min(1024, max(16, budget.pages / 16))
         prefetchWindow = max(1, min(config.prefetchMaxPages, budget.pages / 4))
         space = Sys.randomBytes(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } | 1
         token = config.name.map { ClusterCheckpointStore.agentToken(name: $0, secret: config.secret) } ?? Sys.randomBytes(Handshake.tokenSize)
         zeroPages = UnsafeMutableRawPointer.allocate(byteCount: prefetchWindow * Page.size, alignment: Page.size)
         memset(zeroPages, 0, prefetchWindow * Page.size)
+        tracer.events = self
+        tracer.isStopping = { [unowned self] in fatalError != nil }
+        tracer.onFreezingChange = { [unowned self] frozen in mm.faults?.singlePagesOnly = frozen }
     }
 
     deinit {
@@ -204,11 +197,11 @@ public final class Agent {
         reaperHoldFD = spawned.holdFD
         pendingRestore = config.restore
         try openControlSocket()
-        tracees[mainPID] = Tracee(tid: mainPID, tgid: mainPID, sharesMemory: true, classified: true)
+        tracer.adopt(program: mainPID)
         log.debug("started \(path) as pid \(mainPID) (reaper \(reaperPID)), budget \(formatSize(UInt64(budget.pages * Page.size)))")
 
         do {
-            try loop(until: { self.programStatus != nil || self.fatalError != nil })
+            try loop(until: { self.tracer.programStatus != nil || self.fatalError != nil })
         } catch {
             fatalError = fatalError ?? "\(error)"
         }
@@ -223,7 +216,7 @@ public final class Agent {
             finish(exitStatus: nil)
             return 125
         }
-        let status = programStatus!
+        let status = tracer.programStatus!
         waitForCheckpoint()
         releaseReaper()
         dropEarlierSpaces()
@@ -247,9 +240,9 @@ public final class Agent {
         while !done() {
             try pollOnce(reapStops: true, sleepMillis: restoreBacking != nil ? (restoreFillStalled ? 1 : 0) : periodicCheckpointDue.map { Int32(clamping: max(1, min(1000, Int64($0) - Int64(monotonicNanos() / 1_000_000)))) } ?? 1000)
             if fatalError != nil { return }
-            if phase == .running { try maybeEvict() }
-            if phase == .running { takePeriodicCheckpoint() }
-            if phase == .running && restoreBacking != nil { try fillFromRestore() }
+            if !tracer.freezing { try maybeEvict() }
+            if !tracer.freezing { takePeriodicCheckpoint() }
+            if !tracer.freezing && restoreBacking != nil { try fillFromRestore() }
             publishMetricsIfDue()
         }
     }
@@ -264,7 +257,7 @@ public final class Agent {
         pollFDs.append(pollfd(fd: writeBack.wakeFD, events: Int16(POLLIN), revents: 0))
         pollFDs.append(pollfd(fd: mm.pollFD, events: Int16(POLLIN), revents: 0))
         for n in nodes { pollFDs.append(pollfd(fd: n.connection.fd, events: Int16(POLLIN), revents: 0)) }
-        let control = reap && !checkpointing && phase == .running && controlFD >= 0
+        let control = reap && !checkpointing && !tracer.freezing && controlFD >= 0
         pollFDs.append(pollfd(fd: pendingCheckpoint != nil && reap ? checkpointDoneFD : -1, events: Int16(POLLIN), revents: 0))
         pollFDs.append(pollfd(fd: control ? controlFD : -1, events: Int16(POLLIN), revents: 0))
         // Answers already received into a connection's buffer do not make its socket readable.
@@ -294,10 +287,10 @@ public final class Agent {
             readSignals()
             stopsPending = true
         }
-        if n == 0 && reap && phase == .running { wakeStuckFaults() }
+        if n == 0 && reap && !tracer.freezing { wakeStuckFaults() }
         if reap && stopsPending {
             stopsPending = false
-            try reapStops()
+            try tracer.reapStops()
         }
         if reap && revents[revents.count - 2] != 0 { finishCheckpoint() }
         if control && revents[revents.count - 1] != 0 { handleControl() }
@@ -317,14 +310,6 @@ public final class Agent {
                 log.debug("forwarding signal \(sig) to pid \(mainPID)")
                 kill(mainPID, sig)
             }
-        }
-    }
-
-    /// Collects every pending ptrace stop and exit.
-    func reapStops() throws {
-        while let (pid, status) = try Sys.wait(-1, nohang: true) {
-            try handleWait(pid, status)
-            if fatalError != nil { return }
         }
     }
 
@@ -392,23 +377,7 @@ public final class Agent {
     /// Reaps what is left of PROG's namespace (children PROG left behind die with the namespace).
     func drainChildren() {
         releaseReaper()
-        for (tid, _) in tracees where tid != mainPID { kill(tid, SIGKILL) }
-        for pid in snapshotPIDs { kill(pid, SIGKILL) }
-        // Reap every traced thread and snapshot child, in whatever order they die (a leader is
-        // reported only after its other threads are reaped); the namespace's PID 1 cannot finish
-        // exiting while one of them is an unreaped zombie.
-        var pending = Set(tracees.keys).union(snapshotPIDs)
-        snapshotPIDs.removeAll()
-        let deadline = monotonicNanos() + 10_000_000_000
-        while !pending.isEmpty && monotonicNanos() < deadline {
-            if let (pid, st) = try? Sys.wait(-1, nohang: true) {
-                if st.exited || st.signaled { pending.remove(pid) }
-                continue
-            }
-            pending = pending.filter { access("/proc/\($0)", F_OK) == 0 }
-            usleep(1000)
-        }
-        tracees.removeAll()
+        tracer.killAndReapAll()
         if reaperPID > 0 {
             kill(reaperPID, SIGKILL)
             _ = try? Sys.wait(reaperPID, nohang: false)

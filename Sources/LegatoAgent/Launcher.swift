@@ -54,7 +54,7 @@ enum Launcher {
     /// Spawns and seizes PROG; returns once it has exec'd (its exec stop is then pending for the tracer).
     static func launch(path: String, arguments: [String], environment: [String], signals: InheritedSignals,
                        newPIDNamespace: Bool) throws -> Sys.Spawned {
-        let filter = try Sys.SeccompFilter(tracing: Syscall.traced)
+        let filter = try Sys.SeccompFilter(tracing: Syscall.traced.map { Int32($0.rawValue) })
         let spawned = try Sys.spawn(path: path, arguments: arguments, environment: environment, filter: filter,
                                     newPIDNamespace: newPIDNamespace, signalMask: signals.mask, ignoredSignals: signals.ignored)
         defer { close(spawned.errorFD) }

@@ -220,8 +220,9 @@ public enum Sys {
 
         public var savedRegisters: Registers { state.saved }
 
-        /// Runs syscall `nr` in the thread; returns its raw result (a negative errno on failure).
-        public func syscall(_ nr: Int, _ args: UInt64...) throws -> Int64 {
+        /// Runs `call` in the thread; returns its raw result (a negative errno on failure).
+        public func syscall(_ call: Syscall, _ args: UInt64...) throws -> Int64 {
+            let nr = call.rawValue
             var a: [UInt64] = args + Array(repeating: 0, count: max(0, 6 - args.count))
             var ret: Int64 = 0
             let r: Int32
@@ -239,7 +240,7 @@ public enum Sys {
             }
             if r < 0 {
                 if state.exited != 0 { throw InjectionTargetDied(tid: tid, status: WaitStatus(raw: state.exit_status)) }
-                throw SystemError("injected syscall \(nr) in tid \(tid)", code: -r)
+                throw SystemError("injected \(call) in tid \(tid)", code: -r)
             }
             return ret
         }

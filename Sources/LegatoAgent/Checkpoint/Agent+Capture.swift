@@ -27,22 +27,22 @@ extension Agent {
     /// and zero runs into `staging`, for the store once PROG runs again. PROG runs on whatever
     /// happens. If the checkpoint then does not commit, call forgetAllSaved().
     func capture(name: String, epoch: UInt64) throws -> CheckpointResult {
-        guard mm.isManaged, programStatus == nil else { throw CheckpointRefused(description: "the program is not running") }
+        guard mm.isManaged, tracer.programStatus == nil else { throw CheckpointRefused(description: "the program is not running") }
         try fetcher.drainAll()
         let started = monotonicNanos()
         var phases = PhaseTimer(since: started)
-        try freeze()
+        try tracer.freeze(serve: loop(until:))
         phases.mark("freeze")
-        defer { thaw() }
-        if programStatus != nil || fatalError != nil { throw CheckpointRefused(description: "the program ended during the checkpoint") }
+        defer { tracer.thaw() }
+        if tracer.programStatus != nil || fatalError != nil { throw CheckpointRefused(description: "the program ended during the checkpoint") }
         let pid = mainPID
-        guard let injector = tracees.values.first(where: { $0.sharesMemory && Agent.isInjectable($0.parked) }) else {
+        guard let injector = tracer.injectableThread else {
             throw CheckpointRefused(description: "no thread of the program is in a stop fit for injection; try again")
         }
         let fds = try captureFileDescriptors(pid)
 
         var threads: [ProcessImage.ThreadState] = []
-        for t in tracees.values.sorted(by: { $0.tid < $1.tid }) where t.sharesMemory && t.tgid == pid {
+        for t in tracer.programThreads {
             threads.append(try captureThread(t))
         }
         let (sigactions, brk, itimers) = try captureProcessWide(using: injector)
@@ -256,10 +256,10 @@ extension Agent {
         let xstate = try Sys.getRegisterSet(t.tid, type: Sys.ntX86XState)
         let rseq = try? Sys.rseqConfiguration(t.tid)
         let inj = try Sys.Injection(tid: t.tid, stub: mm.scratch, whileWaiting: { [self] in try? pollOnce(reapStops: false, sleepMillis: 5) })
-        defer { tolerateGone { try inj.cure() } }
+        defer { tracer.tolerateGone { try inj.cure() } }
         let tidAddressSlot = mm.scratch + 2048
-        _ = try inj.syscall(157, 40, tidAddressSlot)  // prctl(PR_GET_TID_ADDRESS, &slot)
-        _ = try inj.syscall(131, 0, mm.scratch + 2064)   // sigaltstack(NULL, &old)
+        _ = try inj.syscall(.prctl, 40, tidAddressSlot)  // prctl(PR_GET_TID_ADDRESS, &slot)
+        _ = try inj.syscall(.sigaltstack, 0, mm.scratch + 2064)   // sigaltstack(NULL, &old)
         var words = [UInt64](repeating: 0, count: 6)
         try words.withUnsafeMutableBytes { try readProcMem(mainPID, tidAddressSlot, 48, into: $0.baseAddress!) }
         let (head, len) = Sys.robustList(t.tid)
@@ -283,13 +283,13 @@ extension Agent {
     private func captureProcessWide(using t: Tracee) throws -> ([ProcessImage.SigAction], UInt64, [[UInt64]]) {
         let inj = try Sys.Injection(tid: t.tid, stub: mm.scratch, whileWaiting: { [self] in try? pollOnce(reapStops: false, sleepMillis: 5) })
         defer {
-            tolerateGone { try inj.cure() }
+            tracer.tolerateGone { try inj.cure() }
             t.pendingSignals.append(contentsOf: inj.deferredSignals)
         }
         var out: [ProcessImage.SigAction] = []
         let slot = mm.scratch + 3072
         for sig in 1..<65 where sig != SIGKILL && sig != SIGSTOP {
-            let r = try inj.syscall(13, UInt64(sig), 0, slot, 8)  // rt_sigaction(sig, NULL, &old, 8)
+            let r = try inj.syscall(.rtSigaction, UInt64(sig), 0, slot, 8)  // rt_sigaction(sig, NULL, &old, 8)
             guard r == 0 else { continue }
             var a = [UInt64](repeating: 0, count: 4)
             try a.withUnsafeMutableBytes { try readProcMem(mainPID, slot, 32, into: $0.baseAddress!) }
@@ -297,10 +297,10 @@ extension Agent {
                 out.append(.init(signal: Int32(sig), handler: a[0], flags: a[1], restorer: a[2], mask: a[3]))
             }
         }
-        let brk = try inj.syscall(12, 0)
+        let brk = try inj.syscall(.brk, 0)
         var timers: [[UInt64]] = []
         for which in 0..<3 {
-            guard try inj.syscall(36, UInt64(which), slot) == 0 else { timers.append([0, 0, 0, 0]); continue }  // getitimer
+            guard try inj.syscall(.getitimer, UInt64(which), slot) == 0 else { timers.append([0, 0, 0, 0]); continue }  // getitimer
             var v = [UInt64](repeating: 0, count: 4)
             try v.withUnsafeMutableBytes { try readProcMem(mainPID, slot, 32, into: $0.baseAddress!) }
             timers.append(v)

@@ -75,7 +75,7 @@ extension Agent {
 
     /// Takes the periodic checkpoint if it is due; a refused one is logged and tried again next period.
     func takePeriodicCheckpoint() {
-        guard !checkpointing, programStatus == nil, mm.isManaged, let due = periodicCheckpointDue, monotonicNanos() / 1_000_000 >= due else { return }
+        guard !checkpointing, tracer.programStatus == nil, mm.isManaged, let due = periodicCheckpointDue, monotonicNanos() / 1_000_000 >= due else { return }
         lastPeriodicCheckpoint = monotonicNanos() / 1_000_000
         startCheckpoint(replyTo: nil, crashAt: nil)
     }

@@ -75,7 +75,7 @@ extension Agent {
         marks.mark("exec")
         // 1. Everything of the fresh exec goes, but the scratch area (and the vsyscall page).
         for m in current where m.start != mm.scratch && m.path != "[vsyscall]" {
-            _ = try calls.call("munmap \(describeRange(m.start, m.end - m.start))", Syscall.munmap, m.start, m.end - m.start)
+            _ = try calls.call("munmap \(describeRange(m.start, m.end - m.start))", .munmap, m.start, m.end - m.start)
         }
         // 2. The checkpoint's mappings, each at its address.
         for v in image.vmas { try restoreMapping(v, image, calls) }
@@ -89,29 +89,29 @@ extension Agent {
                               m.envStart, m.envEnd]
         mmap.append(try calls.args.bytes(image.auxv.withUnsafeBytes { Array($0) }))
         mmap.append(UInt64(image.auxv.count * 8) | UInt64(UInt32.max) << 32)  // exe_fd -1: unchanged
-        _ = try calls.call("prctl(PR_SET_MM_MAP)", 157, 35, 14, try calls.args.bytes(mmap.withUnsafeBytes { Array($0) }), 104)
+        _ = try calls.call("prctl(PR_SET_MM_MAP)", .prctl, 35, 14, try calls.args.bytes(mmap.withUnsafeBytes { Array($0) }), 104)
         calls.args.reset()
         // 5. Signal handlers and interval timers. Every signal stays blocked in PROG until its
         //    threads get their own masks (the threads created below inherit this one), so the
         //    pending signals queued at the end are not delivered while we inject.
         let allSignals = try calls.args.bytes(withUnsafeBytes(of: UInt64.max) { Array($0) })
-        _ = try calls.call("rt_sigprocmask(SIG_SETMASK, all)", 14, 2, allSignals, 0, 8)
+        _ = try calls.call("rt_sigprocmask(SIG_SETMASK, all)", .rtSigprocmask, 2, allSignals, 0, 8)
         calls.args.reset()
         for a in image.sigactions {
             let act = try calls.args.bytes([a.handler, a.flags, a.restorer, a.mask].withUnsafeBytes { Array($0) })
-            _ = try calls.call("rt_sigaction(\(a.signal))", 13, UInt64(a.signal), act, 0, 8)
+            _ = try calls.call("rt_sigaction(\(a.signal))", .rtSigaction, UInt64(a.signal), act, 0, 8)
             calls.args.reset()
         }
         for (which, v) in image.itimers.enumerated() where v.count == 4 && (v[2] != 0 || v[3] != 0) {
-            _ = try calls.call("setitimer(\(which))", 38, UInt64(which), try calls.args.bytes(v.withUnsafeBytes { Array($0) }), 0)
+            _ = try calls.call("setitimer(\(which))", .setitimer, UInt64(which), try calls.args.bytes(v.withUnsafeBytes { Array($0) }), 0)
             calls.args.reset()
         }
         // 6. Files and pipes.
         try restoreFileDescriptors(image, calls)
         // 7. cwd, umask, limits.
-        _ = try calls.call("chdir \(image.cwd)", 80, try calls.args.string(image.cwd))
+        _ = try calls.call("chdir \(image.cwd)", .chdir, try calls.args.string(image.cwd))
         calls.args.reset()
-        _ = try calls.call("umask", 95, UInt64(image.umask))
+        _ = try calls.call("umask", .umask, UInt64(image.umask))
         for l in image.rlimits { try? Sys.setResourceLimit(pid, l.resource, soft: l.soft, hard: l.hard) }
         // 8. The other threads, each with its own tid, then the main thread's own state.
         let others = try image.threads.filter { $0.tid != image.pid }.map { try restoreThread($0, image, calls) }
@@ -129,7 +129,7 @@ extension Agent {
         marks.mark("bind")
         restoreBacking = backing.bound > 0 ? backing : nil
         restoreBacking?.startReadAhead()
-        for o in others { resume(o) }
+        for o in others { tracer.resume(o) }
         stats.restoreResumeNanos = monotonicNanos() - createdAt
         stats.restoreReadMillis = source.readMillis
         source.startStreaming?()
@@ -145,13 +145,13 @@ extension Agent {
         func signo(_ info: Data) -> UInt64 { UInt64(info.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }) }
         for info in image.pendingSignals ?? [] where info.count == 128 {
             let p = try calls.args.bytes(Array(info))
-            _ = try calls.call("rt_sigqueueinfo(\(signo(info)))", 129, UInt64(image.pid), signo(info), p)
+            _ = try calls.call("rt_sigqueueinfo(\(signo(info)))", .rtSigqueueinfo, UInt64(image.pid), signo(info), p)
             calls.args.reset()
         }
         for t in image.threads {
             for info in t.pendingSignals ?? [] where info.count == 128 {
                 let p = try calls.args.bytes(Array(info))
-                _ = try calls.call("rt_tgsigqueueinfo(\(signo(info)) to \(t.tid))", 297, UInt64(image.pid), UInt64(t.tid), signo(info), p)
+                _ = try calls.call("rt_tgsigqueueinfo(\(signo(info)) to \(t.tid))", .rtTgsigqueueinfo, UInt64(image.pid), UInt64(t.tid), signo(info), p)
                 calls.args.reset()
             }
         }
@@ -164,23 +164,23 @@ extension Agent {
             return
         case .vdso:
             let vvar = image.vmas.filter { $0.kind == .vvar && $0.end <= v.start }.map { $0.start }.min() ?? v.start
-            _ = try calls.call("arch_prctl(ARCH_MAP_VDSO_64, 0x\(String(vvar, radix: 16)))", 158, 0x2003, vvar)
+            _ = try calls.call("arch_prctl(ARCH_MAP_VDSO_64, 0x\(String(vvar, radix: 16)))", .archPrctl, 0x2003, vvar)
         case .file:
-            let fd = try calls.call("open \(v.path ?? "")", 2, try calls.args.string(v.path ?? ""), 0, 0)  // O_RDONLY
-            _ = try calls.call("mmap \(v.path ?? "") at \(describeRange(v.start, len))", Syscall.mmap, v.start, len, UInt64(v.prot), 0x12, UInt64(fd), v.offset)  // MAP_PRIVATE|MAP_FIXED
-            _ = try calls.call("close", Syscall.close, UInt64(fd))
+            let fd = try calls.call("open \(v.path ?? "")", .open, try calls.args.string(v.path ?? ""), 0, 0)  // O_RDONLY
+            _ = try calls.call("mmap \(v.path ?? "") at \(describeRange(v.start, len))", .mmap, v.start, len, UInt64(v.prot), 0x12, UInt64(fd), v.offset)  // MAP_PRIVATE|MAP_FIXED
+            _ = try calls.call("close", .close, UInt64(fd))
             calls.args.reset()
         case .anonymous, .heap, .stack:
             let flags: UInt64 = 0x32 | (v.kind == .stack ? 0x100 : 0)  // MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS [|MAP_GROWSDOWN]
-            _ = try calls.call("mmap anonymous \(describeRange(v.start, len))", Syscall.mmap, v.start, len, UInt64(v.prot), flags, UInt64(bitPattern: -1), 0)
+            _ = try calls.call("mmap anonymous \(describeRange(v.start, len))", .mmap, v.start, len, UInt64(v.prot), flags, UInt64(bitPattern: -1), 0)
         case .shared:
             // A shared file mapping: the file holds its pages; map it again.
             guard let p = v.path, p.hasPrefix("/") else {
                 throw LegatoError("checkpoint \(image.epoch) of \(image.name) has a shared anonymous mapping at \(describeRange(v.start, len)); not supported")
             }
-            let fd = try calls.call("open \(p)", 2, try calls.args.string(p), v.prot & 2 != 0 ? 2 : 0, 0)  // O_RDWR or O_RDONLY
-            _ = try calls.call("mmap shared \(p) at \(describeRange(v.start, len))", Syscall.mmap, v.start, len, UInt64(v.prot), 0x11, UInt64(fd), v.offset)  // MAP_SHARED|MAP_FIXED
-            _ = try calls.call("close", Syscall.close, UInt64(fd))
+            let fd = try calls.call("open \(p)", .open, try calls.args.string(p), v.prot & 2 != 0 ? 2 : 0, 0)  // O_RDWR or O_RDONLY
+            _ = try calls.call("mmap shared \(p) at \(describeRange(v.start, len))", .mmap, v.start, len, UInt64(v.prot), 0x11, UInt64(fd), v.offset)  // MAP_SHARED|MAP_FIXED
+            _ = try calls.call("close", .close, UInt64(fd))
             calls.args.reset()
         }
     }
@@ -310,9 +310,9 @@ final class RestoreCalls {
     }
 
     /// The call's result; a -errno result throws.
-    func call(_ what: String, _ nr: Int, _ a: UInt64...) throws -> Int64 {
+    func call(_ what: String, _ call: Syscall, _ a: UInt64...) throws -> Int64 {
         let p = a + Array(repeating: 0, count: 6 - a.count)
-        let r = try inj.syscall(nr, p[0], p[1], p[2], p[3], p[4], p[5])
+        let r = try inj.syscall(call, p[0], p[1], p[2], p[3], p[4], p[5])
         if r < 0 && r > -4096 { throw SystemError("\(context): \(what) in tid \(tid)", code: Int32(-r)) }
         return r
     }

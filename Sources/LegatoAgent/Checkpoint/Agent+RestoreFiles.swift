@@ -26,11 +26,11 @@ extension Agent {
                 if pipesDone.insert(f.pipeInode ?? 0).inserted { try restorePipe(group, above: high, calls) }
             case .regular, .devnull, .devzero, .devurandom:
                 let flags = UInt64(f.flags) & ~UInt64(0o100 | 0o200 | 0o1000)  // no O_CREAT, O_EXCL, O_TRUNC
-                let fd = try calls.call("open \(f.path)", 2, try calls.args.string(f.path), flags, 0o644)
+                let fd = try calls.call("open \(f.path)", .open, try calls.args.string(f.path), flags, 0o644)
                 calls.args.reset()
                 try place(fd, at: f, calls)
                 if f.kind == .regular && f.flags & 0o2000 == 0 {  // not O_APPEND
-                    _ = try calls.call("lseek fd \(f.fd)", 8, UInt64(f.fd), UInt64(bitPattern: f.offset), 0)
+                    _ = try calls.call("lseek fd \(f.fd)", .lseek, UInt64(f.fd), UInt64(bitPattern: f.offset), 0)
                 }
             case .other:
                 throw LegatoError("checkpoint \(image.epoch) of \(image.name): fd \(f.fd) (\(f.path)) cannot be restored")
@@ -42,37 +42,37 @@ extension Agent {
     private func place(_ fd: Int64, at f: ProcessImage.FileDescriptor, _ calls: RestoreCalls) throws {
         let cloexec = f.flags & 0o2000000 != 0
         guard fd != Int64(f.fd) else { return }
-        _ = try calls.call("dup3 to fd \(f.fd)", 292, UInt64(fd), UInt64(f.fd), cloexec ? 0o2000000 : 0)
-        _ = try calls.call("close", Syscall.close, UInt64(fd))
+        _ = try calls.call("dup3 to fd \(f.fd)", .dup3, UInt64(fd), UInt64(f.fd), cloexec ? 0o2000000 : 0)
+        _ = try calls.call("close", .close, UInt64(fd))
     }
 
     /// One pipe: pipe2, both ends moved above `high`, dup'd to every fd of the group, refilled.
     private func restorePipe(_ group: [ProcessImage.FileDescriptor], above high: UInt64, _ calls: RestoreCalls) throws {
         let name = group[0].path
         let slot = try calls.args.bytes([UInt8](repeating: 0, count: 8))
-        _ = try calls.call("pipe2 for \(name)", 293, slot, 0o2000000)  // O_CLOEXEC
+        _ = try calls.call("pipe2 for \(name)", .pipe2, slot, 0o2000000)  // O_CLOEXEC
         var ends = [Int32](repeating: 0, count: 2)
         try ends.withUnsafeMutableBytes { try readProcMem(calls.tid, slot, 8, into: $0.baseAddress!) }
         calls.args.reset()
         var moved: [UInt64] = []
         for e in ends {
-            moved.append(UInt64(try calls.call("fcntl(F_DUPFD_CLOEXEC) for \(name)", 72, UInt64(e), 1030, high)))
-            _ = try calls.call("close", Syscall.close, UInt64(e))
+            moved.append(UInt64(try calls.call("fcntl(F_DUPFD_CLOEXEC) for \(name)", .fcntl, UInt64(e), 1030, high)))
+            _ = try calls.call("close", .close, UInt64(e))
         }
         let (readEnd, writeEnd) = (moved[0], moved[1])
         for f in group {
             let end = f.flags & 3 == 1 ? writeEnd : readEnd
-            _ = try calls.call("dup3 \(name) to fd \(f.fd)", 292, end, UInt64(f.fd), f.flags & 0o2000000 != 0 ? 0o2000000 : 0)
-            _ = try calls.call("fcntl(F_SETFL) fd \(f.fd)", 72, UInt64(f.fd), 4, UInt64(f.flags & 0o4000))  // O_NONBLOCK
+            _ = try calls.call("dup3 \(name) to fd \(f.fd)", .dup3, end, UInt64(f.fd), f.flags & 0o2000000 != 0 ? 0o2000000 : 0)
+            _ = try calls.call("fcntl(F_SETFL) fd \(f.fd)", .fcntl, UInt64(f.fd), 4, UInt64(f.flags & 0o4000))  // O_NONBLOCK
         }
         if let data = group.compactMap({ $0.pipeData }).first, !data.isEmpty {
-            if data.count > 65536 { _ = try calls.call("fcntl(F_SETPIPE_SZ) \(name)", 72, writeEnd, 1031, UInt64(data.count)) }
+            if data.count > 65536 { _ = try calls.call("fcntl(F_SETPIPE_SZ) \(name)", .fcntl, writeEnd, 1031, UInt64(data.count)) }
             let w = open("/proc/\(calls.tid)/fd/\(writeEnd)", O_WRONLY | O_NONBLOCK | O_CLOEXEC)
             if w < 0 { throw SystemError.fromErrno("open the restored \(name) in pid \(calls.tid)") }
             defer { close(w) }
             let n = data.withUnsafeBytes { write(w, $0.baseAddress, $0.count) }
             if n != data.count { throw SystemError("refill \(name) with \(data.count) bytes", code: n < 0 ? errno : EAGAIN) }
         }
-        for e in moved { _ = try calls.call("close", Syscall.close, e) }
+        for e in moved { _ = try calls.call("close", .close, e) }
     }
 }

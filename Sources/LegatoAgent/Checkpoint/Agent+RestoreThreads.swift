@@ -16,7 +16,7 @@ extension Agent {
         let tidArray = try calls.args.bytes(withUnsafeBytes(of: thread.tid) { Array($0) })
         let cloneArgs: [UInt64] = [flags, 0, 0, 0, 0, 0, 0, 0, tidArray, 1, 0]
         let ptr = try calls.args.bytes(cloneArgs.withUnsafeBytes { Array($0) })
-        let got = try calls.call("clone3 thread \(thread.tid)", Syscall.clone3, ptr, UInt64(cloneArgs.count * 8))
+        let got = try calls.call("clone3 thread \(thread.tid)", .clone3, ptr, UInt64(cloneArgs.count * 8))
         calls.args.reset()
         guard got == Int64(thread.tid) else { throw LegatoError("restoring \(image.name): clone3 gave thread \(got), not \(thread.tid)") }
         guard let global = globalTID(of: thread.tid, in: pid) else {
@@ -31,7 +31,7 @@ extension Agent {
             if st.stopped { break }
         }
         let t = Tracee(tid: global, tgid: pid, sharesMemory: true, classified: true)
-        tracees[global] = t
+        tracer.add(t)
         let own = try RestoreCalls(tid: global, scratch: mm.scratch, context: calls.context)
         try restoreThreadState(thread, of: t, own)
         try own.inj.cure()
@@ -41,12 +41,12 @@ extension Agent {
 
     /// The thread's kernel-side registrations, injected into the thread itself.
     func restoreThreadState(_ thread: ProcessImage.ThreadState, of t: Tracee, _ calls: RestoreCalls) throws {
-        _ = try calls.call("set_tid_address", 218, thread.tidAddress)
-        if thread.robustList != 0 { _ = try calls.call("set_robust_list", 273, thread.robustList, thread.robustListLength) }
-        if let r = thread.rseq { _ = try calls.call("rseq", 334, r.address, UInt64(r.size), 0, UInt64(r.signature)) }
+        _ = try calls.call("set_tid_address", .setTidAddress, thread.tidAddress)
+        if thread.robustList != 0 { _ = try calls.call("set_robust_list", .setRobustList, thread.robustList, thread.robustListLength) }
+        if let r = thread.rseq { _ = try calls.call("rseq", .rseq, r.address, UInt64(r.size), 0, UInt64(r.signature)) }
         if let ss = thread.sigaltstack, ss.count == 3, ss[1] & 0x2 == 0 {  // not SS_DISABLE
             let stack = try calls.args.bytes([ss[0], ss[1], ss[2]].withUnsafeBytes { Array($0) })
-            _ = try calls.call("sigaltstack", 131, stack, 0)
+            _ = try calls.call("sigaltstack", .sigaltstack, stack, 0)
             calls.args.reset()
         }
     }

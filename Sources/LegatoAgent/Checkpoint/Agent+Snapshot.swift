@@ -17,10 +17,10 @@ extension Agent {
         let nsPID: Int64
         do {
             defer {
-                tolerateGone { try inj.cure() }
+                tracer.tolerateGone { try inj.cure() }
                 t.pendingSignals.append(contentsOf: inj.deferredSignals)
             }
-            nsPID = try inj.syscall(56, 0x8000 | 0x400 | UInt64(SIGCHLD), 0, 0, 0, 0)  // clone(CLONE_PARENT|CLONE_FILES|SIGCHLD)
+            nsPID = try inj.syscall(.clone, 0x8000 | 0x400 | UInt64(SIGCHLD), 0, 0, 0, 0)  // clone(CLONE_PARENT|CLONE_FILES|SIGCHLD)
         }
         guard nsPID > 0 else { throw SystemError("fork a snapshot of pid \(mainPID)", code: Int32(-nsPID)) }
         // Its parent is the reaper; find its global pid among the reaper's children.
@@ -29,10 +29,10 @@ extension Agent {
         guard let child = children.first(where: { namespaceTID($0) == Int32(nsPID) }) else {
             throw LegatoError("the snapshot of pid \(mainPID) (pid \(nsPID) in its namespace) is not among pid \(parent)'s children")
         }
-        snapshotPIDs.insert(child)
+        tracer.untracedChildren.insert(child)
         while true {  // its first stop (auto-attached: a PTRACE_EVENT_STOP)
             guard let (_, st) = try Sys.wait(child, nohang: false) else { throw LegatoError("the snapshot pid \(child) is not traced") }
-            if st.exited || st.signaled { snapshotPIDs.remove(child); throw LegatoError("the snapshot pid \(child) died at birth") }
+            if st.exited || st.signaled { tracer.untracedChildren.remove(child); throw LegatoError("the snapshot pid \(child) died at birth") }
             if st.stopped { break }
         }
         return child

@@ -12,7 +12,7 @@ final class Tracee {
     /// A stop the agent holds (parked while freezing, or before classification).
     var parked: Sys.WaitStatus?
     /// The syscall whose exit stop we asked for (resumed with PTRACE_SYSCALL).
-    var awaitingExit: Int?
+    var awaitingExit: Syscall?
     /// Clone flags read at the clone/clone3/fork/vfork entry stop, until the clone event.
     var cloneFlags: UInt64?
     /// In a group-stop (job control), kept there with PTRACE_LISTEN.
@@ -30,32 +30,4 @@ final class Tracee {
         self.sharesMemory = sharesMemory
         self.classified = classified
     }
-}
-
-enum Syscall {
-    static let mmap = 9
-    static let brk = 12
-    static let mremap = 25
-    static let madvise = 28
-    static let clone = 56
-    static let fork = 57
-    static let vfork = 58
-    static let execve = 59
-    static let close = 3
-    static let munmap = 11
-    static let userfaultfd = 323
-    static let clone3 = 435
-    static let pidfdOpen = 434
-    static let processMadvise = 440
-    static let getpid = 39
-
-    /// The calls the seccomp filter sends to the agent.
-    static let traced: [Int32] = [Int32(mmap), Int32(brk), Int32(mremap), Int32(madvise), Int32(clone), Int32(fork),
-                                  Int32(vfork), Int32(clone3), Int32(processMadvise)]
-}
-
-enum CloneFlag {
-    static let vm: UInt64 = 0x100
-    static let vfork: UInt64 = 0x4000
-    static let thread: UInt64 = 0x10000
 }

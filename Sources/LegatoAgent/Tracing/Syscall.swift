@@ -1,0 +1,13 @@
+import LegatoSystem
+
+extension Syscall {
+    /// The calls the seccomp filter sends to the agent (their entry stops; see Agent+Tracing).
+    static let traced: [Syscall] = [.mmap, .brk, .mremap, .madvise, .clone, .fork, .vfork, .clone3, .processMadvise]
+}
+
+/// clone(2) flags the tracer reads to tell a thread from a process.
+enum CloneFlag {
+    static let vm: UInt64 = 0x100
+    static let vfork: UInt64 = 0x4000
+    static let thread: UInt64 = 0x10000
+}

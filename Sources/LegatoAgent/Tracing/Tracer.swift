@@ -1,0 +1,237 @@
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// What the agent does when a traced thread stops for a reason that concerns memory; the tracer
+/// resumes the thread afterwards.
+protocol TraceEvents: AnyObject {
+    /// A seccomp stop at the entry of a filtered call (`Syscall.traced`). Setting `t.awaitingExit`
+    /// asks for the call's exit stop.
+    func syscallEntry(_ t: Tracee) throws
+    /// The exit stop of `call`, asked for at its entry.
+    func syscallExit(_ t: Tracee, call: Syscall) throws
+    /// `t` exec'd (the other threads of its process are gone): its process has a new address space.
+    func execed(_ t: Tracee)
+}
+
+/// Every thread the agent traces, and their stops: ptrace events, syscall stops, signals, job
+/// control, exits; and freezing all threads of the program's address space (for an eviction or a
+/// checkpoint) and thawing them.
+///
+/// Contract: one thread (the event loop's, which ptrace binds the tracees to) calls everything.
+/// Every signal is passed on as a plain run would get it; a group stop is kept with PTRACE_LISTEN.
+/// While frozen, stops fit for injection are held (`parked`); other stops are handled, and the
+/// thread interrupted again.
+final class Tracer {
+    private(set) var mainPID: pid_t = 0
+    private(set) var tracees: [pid_t: Tracee] = [:]
+    /// PROG's exit (or death) status, once it has ended.
+    private(set) var programStatus: Sys.WaitStatus?
+    /// Children of the agent that are not traced (checkpoint snapshots), reaped as they die.
+    var untracedChildren = Set<pid_t>()
+    /// Threads of the program's address space are being (or have been) stopped.
+    private(set) var freezing = false {
+        didSet { onFreezingChange(freezing) }
+    }
+    var onFreezingChange: (Bool) -> Void = { _ in }
+    /// True once the run is stopping: a freeze does not wait for threads then.
+    var isStopping: () -> Bool = { false }
+    weak var events: TraceEvents?
+    private let log: Logger
+
+    init(log: Logger) { self.log = log }
+
+    /// PROG, seized by the launcher, is the first tracee.
+    func adopt(program pid: pid_t) {
+        mainPID = pid
+        tracees[pid] = Tracee(tid: pid, tgid: pid, sharesMemory: true, classified: true)
+    }
+
+    /// A thread the agent made itself (a restored thread).
+    func add(_ t: Tracee) { tracees[t.tid] = t }
+
+    /// The threads of PROG's process, in tid order.
+    var programThreads: [Tracee] {
+        tracees.values.filter { $0.sharesMemory && $0.tgid == mainPID }.sorted { $0.tid < $1.tid }
+    }
+
+    /// A frozen thread of the program's address space in a stop where a syscall can be injected.
+    var injectableThread: Tracee? { tracees.values.first { $0.sharesMemory && Tracer.isInjectable($0.parked) } }
+
+    /// Collects every pending ptrace stop and exit (until `isStopping`).
+    func reapStops() throws {
+        while let (pid, status) = try Sys.wait(-1, nohang: true) {
+            try handleWait(pid, status)
+            if isStopping() { return }
+        }
+    }
+
+    func handleWait(_ tid: pid_t, _ status: Sys.WaitStatus) throws {
+        if untracedChildren.contains(tid) {
+            if status.exited || status.signaled { untracedChildren.remove(tid) }
+            return
+        }
+        guard let t = tracees[tid] else {
+            if status.stopped {
+                // A new thread or child reported its first stop before its parent's clone event.
+                let t = Tracee(tid: tid, tgid: tid, sharesMemory: false, classified: false)
+                t.parked = status
+                tracees[tid] = t
+            }
+            return
+        }
+        if status.exited || status.signaled {
+            tracees[tid] = nil
+            if tid == mainPID { programStatus = status }
+            return
+        }
+        guard status.stopped else { return }
+        // Any ptrace stop consumes a pending PTRACE_INTERRUPT (the kernel clears the STOP trap).
+        t.interruptSent = false
+        // While freezing, only stops fit for injection are held; a syscall or event stop is handled,
+        // and the thread resumed and interrupted again.
+        if !t.classified || (freezing && Tracer.isInjectable(status)) {
+            t.parked = status
+            return
+        }
+        try handleStop(t, status)
+        if freezing && t.sharesMemory && t.parked == nil && tracees[tid] != nil {
+            t.interruptSent = true
+            tolerateGone { try Sys.ptraceInterrupt(tid) }
+        }
+    }
+
+    /// Acts on one stop and resumes the tracee (or leaves it in group-stop).
+    func handleStop(_ t: Tracee, _ status: Sys.WaitStatus) throws {
+        let sig = status.stopSignal
+        switch status.event {
+        case Sys.PtraceEvent.seccomp.rawValue:
+            try events?.syscallEntry(t)
+            resume(t)
+        case Sys.PtraceEvent.clone.rawValue, Sys.PtraceEvent.fork.rawValue, Sys.PtraceEvent.vfork.rawValue:
+            try handleCloneEvent(t, event: status.event)
+        case Sys.PtraceEvent.exec.rawValue:
+            handleExec(t)
+        case Sys.PtraceEvent.stop.rawValue:
+            if sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU {
+                t.groupStopped = true
+                tolerateGone { try Sys.ptraceListen(t.tid) }
+            } else {
+                resume(t)
+            }
+        case 0 where sig == (SIGTRAP | 0x80):
+            if let call = t.awaitingExit {
+                t.awaitingExit = nil
+                try events?.syscallExit(t, call: call)
+            }
+            resume(t)
+        case 0:
+            if sig == SIGCONT { t.groupStopped = false }
+            resume(t, signal: sig)
+        default:
+            resume(t)
+        }
+    }
+
+    /// Resumes a tracee, to its syscall-exit stop if we are waiting for one, with the signals that
+    /// arrived while the agent injected into it.
+    func resume(_ t: Tracee, signal: Int32 = 0) {
+        var sig = signal
+        if sig == 0, !t.pendingSignals.isEmpty { sig = t.pendingSignals.removeFirst() }
+        for extra in t.pendingSignals { Sys.tgkill(t.tgid, t.tid, extra) }
+        t.pendingSignals.removeAll()
+        tolerateGone {
+            if t.awaitingExit != nil { try Sys.ptraceSyscall(t.tid, signal: sig) } else { try Sys.ptraceCont(t.tid, signal: sig) }
+        }
+    }
+
+    /// Runs a ptrace call on a thread that may have died under us (SIGKILL): ESRCH is not an error,
+    /// its exit is reported by waitpid.
+    func tolerateGone(_ body: () throws -> Void) {
+        do { try body() } catch let e as SystemError where e.code == ESRCH {} catch {
+            log.warning("\(error)")
+        }
+    }
+
+    private func handleCloneEvent(_ parent: Tracee, event: Int32) throws {
+        let childTID = pid_t(truncatingIfNeeded: try Sys.eventMessage(parent.tid))
+        let flags = parent.cloneFlags ?? (event == Sys.PtraceEvent.vfork.rawValue ? CloneFlag.vm | CloneFlag.vfork :
+                                          event == Sys.PtraceEvent.clone.rawValue ? CloneFlag.vm | CloneFlag.thread : 0)
+        parent.cloneFlags = nil
+        let child = tracees[childTID] ?? Tracee(tid: childTID, tgid: childTID, sharesMemory: false, classified: false)
+        tracees[childTID] = child
+        child.tgid = flags & CloneFlag.thread != 0 ? parent.tgid : childTID
+        child.sharesMemory = parent.sharesMemory && flags & CloneFlag.vm != 0
+        child.classified = true
+        if let st = child.parked, !freezing {
+            child.parked = nil
+            try handleStop(child, st)
+        }
+        resume(parent)
+    }
+
+    private func handleExec(_ t: Tracee) {
+        let former = pid_t(truncatingIfNeeded: (try? Sys.eventMessage(t.tid)) ?? UInt64(t.tid))
+        // Every other thread of the process is gone; the exec'ing thread now has the leader's tid.
+        for (tid, other) in tracees where other.tgid == t.tgid && tid != t.tid { tracees[tid] = nil }
+        if former != t.tid { tracees[former] = nil }
+        t.awaitingExit = nil
+        events?.execed(t)
+        resume(t)
+    }
+
+    /// A stop in which a syscall can be injected: an interrupt/group stop or a signal-delivery stop,
+    /// not a syscall or ptrace-event stop inside a system call.
+    static func isInjectable(_ st: Sys.WaitStatus?) -> Bool {
+        guard let st else { return false }
+        if st.event == Sys.PtraceEvent.stop.rawValue { return true }
+        return st.event == 0 && st.stopSignal != (SIGTRAP | 0x80)
+    }
+
+    // MARK: freeze and thaw
+
+    /// Interrupts every thread in PROG's address space; `serve(until:)` (the event loop) serves
+    /// faults and stops until all are held, PROG has ended or the run is stopping.
+    func freeze(serve: (_ until: () -> Bool) throws -> Void) throws {
+        freezing = true
+        for t in tracees.values where t.sharesMemory && t.parked == nil && !t.interruptSent {
+            t.interruptSent = true
+            tolerateGone { try Sys.ptraceInterrupt(t.tid) }
+        }
+        try serve { [self] in
+            programStatus != nil || isStopping() || tracees.values.allSatisfy { !$0.sharesMemory || $0.parked != nil }
+        }
+    }
+
+    /// Lets every held thread go on (acting on the stop it reported while frozen).
+    func thaw() {
+        freezing = false
+        for tid in tracees.keys.sorted() {
+            guard let t = tracees[tid], t.classified, let st = t.parked else { continue }
+            t.parked = nil
+            do { try handleStop(t, st) } catch { log.warning("resuming tid \(tid): \(error)") }
+        }
+    }
+
+    // MARK: the end
+
+    /// Kills every tracee but PROG's main thread and every untraced child, and reaps them all, in
+    /// whatever order they die (a leader is reported only after its other threads are reaped;
+    /// the namespace's PID 1 cannot finish exiting while one of them is an unreaped zombie).
+    func killAndReapAll() {
+        for (tid, _) in tracees where tid != mainPID { kill(tid, SIGKILL) }
+        for pid in untracedChildren { kill(pid, SIGKILL) }
+        var pending = Set(tracees.keys).union(untracedChildren)
+        untracedChildren.removeAll()
+        let deadline = monotonicNanos() + 10_000_000_000
+        while !pending.isEmpty && monotonicNanos() < deadline {
+            if let (pid, st) = try? Sys.wait(-1, nohang: true) {
+                if st.exited || st.signaled { pending.remove(pid) }
+                continue
+            }
+            pending = pending.filter { access("/proc/\($0)", F_OK) == 0 }
+            usleep(1000)
+        }
+        tracees.removeAll()
+    }
+}
