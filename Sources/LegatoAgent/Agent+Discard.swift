@@ -118,7 +118,7 @@ extension Agent {
             }
             pool.recordDiscarded(key: s.key)
         }
-        for (node, ranges) in byNode { writeBack.submit(.discard(node: node, ranges: ranges)) }
+        for (node, ranges) in byNode { writeBack.discard(node: node, ranges: ranges) }
     }
 
     /// The start of the first locked mapping overlapping `ranges` (from /proc/PID/smaps), if any.

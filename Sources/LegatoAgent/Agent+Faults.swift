@@ -11,23 +11,19 @@ extension Agent: FaultSources {
         try serveFaults(mm.faults.takePending())
     }
 
-    /// Installing `extra` more pages plus one more fault's worth could pass the budget.
-    /// After an eviction that freed nothing (every node full, no thread to inject into), the next
-    /// attempt waits until another batch has come in.
-    func needsEviction(extra: Int = 0) -> Bool {
-        mm.isManaged && budget.residentPages + extra + prefetchWindow + Agent.freezeSlack > budget.pages
-            && budget.residentPages > evictionFloor
+    /// Evicts if the budget needs it, then serves the faults that waited for the room.
+    func maybeEvict() throws {
+        guard try evictor.evictIfNeeded(inbound: fetcher.inboundPages) else { return }
+        // (The freeze serves events: an exec may have ended the address space meanwhile.)
+        if mm.faults?.hasPending == true { try handleUffd() }
     }
-
-    /// Pages kept free for the single-page faults served while threads are being frozen.
-    static let freezeSlack = 16
 
     /// Serves a batch of faults: local ones at once; remote ones become fetches answered
     /// asynchronously (see Agent+Fetch), so the faults of several threads share a round trip; the
     /// lone pages of the batch go out together, one request per node.
     func serveFaults(_ faults: [Sys.UffdEvent]) throws {
         for (k, f) in faults.enumerated() {
-            if !tracer.freezing && needsEviction(extra: fetcher.inboundPages) {
+            if !tracer.freezing && evictor.needsEviction(extra: fetcher.inboundPages) {
                 // Evict before installing more; the rest are served right after.
                 mm.faults.requeue(faults[k...])
                 break
@@ -42,10 +38,7 @@ extension Agent: FaultSources {
 
     func readAhead(thread: UInt32, _ r: Region, _ i: Int, run: Int) throws { try fetcher.readAhead(thread: thread, r, i, run: run) }
 
-    func bufferedPage(key: UInt64) -> UnsafeRawPointer? {
-        guard let loc = inflight[key], let b = batches[loc.batch] else { return nil }
-        return UnsafeRawPointer(b.page(Int(loc.index)))
-    }
+    func bufferedPage(key: UInt64) -> UnsafeRawPointer? { writeBack.page(key: key) }
 
     /// Discards the remote copies of pages that left the program, and forgets those on their way
     /// to a memory node.
@@ -66,10 +59,10 @@ extension Agent: FaultSources {
                     }
                     pool.recordDiscarded(key: key)
                 }
-                if s.contains(.inFlight) { inflight[r.key(at: i)] = nil }
+                if s.contains(.inFlight) { writeBack.forget(key: r.key(at: i)) }
             }
         }
-        for (node, ranges) in discards { writeBack.submit(.discard(node: node, ranges: ranges)) }
+        for (node, ranges) in discards { writeBack.discard(node: node, ranges: ranges) }
     }
 
     /// Pages removed from the table (an mmap over them, exec): their remote copies go, and they no
@@ -96,8 +89,8 @@ extension Agent: FaultSources {
             if r.state(i).contains(.resident) || fatalError != nil { return }
         }
         let st = r.state(i)
-        if st.contains(.inFlight), let loc = inflight[r.key(at: i)], let b = batches[loc.batch] {
-            mm.faults.install(nil, r, i, count: 1, from: UnsafeRawPointer(b.page(Int(loc.index))))
+        if st.contains(.inFlight), let page = writeBack.page(key: r.key(at: i)) {
+            mm.faults.install(nil, r, i, count: 1, from: page)
         } else if st.contains(.remote) {
             try fetcher.fetchNow(r, i)
         } else if st.contains(.restoring) {
@@ -126,61 +119,5 @@ extension Agent: FaultSources {
             stats.materializedPages += n
             log.info("fork: brought \(n) pages (\(formatSize(UInt64(n * Page.size)))) back into pid \(mainPID) for the child")
         }
-    }
-
-    /// Liveness guard, checked once a second while the agent is idle: a thread of PROG asleep in a
-    /// userfault twice in a row while nothing is on its way for it means its fault was dropped (a
-    /// bug). Waking the whole address range makes every waiting thread fault again and the new
-    /// message is served; waking a thread that does not wait is harmless. Logged and counted, never silent.
-    func wakeStuckFaults() {
-        let now = monotonicNanos()
-        guard mm.isManaged, now - lastStuckCheck >= 1_000_000_000 else { return }
-        lastStuckCheck = now
-        guard !mm.faults.hasPending, fetcher.inboundPages == 0 else { stuckThreads = []; return }
-        let waiting = Set(tracer.tracees.values.filter { $0.sharesMemory && ProcFile.text("/proc/\($0.tid)/wchan") == "handle_userfault" }.map { $0.tid })
-        // A thread that faulted after the loop's last poll is waiting too, with its message queued:
-        // only a thread seen waiting while the uffd has nothing for us, at two checks running, is stuck.
-        // (Without this, threads faulting at the moment of each check were taken for a lost fault
-        // now and then in busy runs.)
-        var pending = pollfd(fd: mm.pollFD, events: Int16(POLLIN), revents: 0)
-        guard !waiting.isEmpty, poll(&pending, 1, 0) == 0 else { stuckThreads = []; return }
-        let still = waiting.intersection(stuckThreads)
-        stuckThreads = waiting
-        guard !still.isEmpty else { return }
-        stuckThreads = []
-        stats.lostFaultWakes += 1
-        // Nothing is on its way, so no page can be waiting for a fetch answer: a `fetching` bit left
-        // behind (an answer dropped while its range changed) would make every refault wait forever.
-        var stale = 0
-        for r in mm.table.regions.regions {
-            for i in 0..<r.pageCount where r.state(i).contains(.fetching) {
-                r.remove(i, .fetching)
-                stale += 1
-            }
-        }
-        let report = "\(stale) pages marked as being fetched with no fetch under way, cleared; \(registrationReport())"
-        log.warning("thread(s) \(still.sorted()) of pid \(mainPID) have waited for a page for 2 s with nothing on its way; waking its faults again (\(report))")
-        // The whole user address range: the lost fault may be on a page the table no longer holds
-        // (a wake needs no registration); the refault then comes back as a new message.
-        mm.faults.kernel.wake(start: 0x10000, length: 0x7fff_ffff_0000 - 0x10000)
-    }
-
-    /// For the liveness guard's warning: mappings the kernel has registered with a userfaultfd that
-    /// the region table does not cover (a fault there reaches no one who knows the page).
-    func registrationReport() -> String {
-        let smaps = ProcFile.text("/proc/\(mainPID)/smaps") ?? ""
-        var unknown: [String] = []
-        var current: (UInt64, UInt64, String)?
-        for line in smaps.split(separator: "\n") {
-            if let dash = line.firstIndex(of: "-"), let space = line.firstIndex(of: " "), dash < space,
-               let a = UInt64(line[..<dash], radix: 16), let b = UInt64(line[line.index(after: dash)..<space], radix: 16) {
-                current = (a, b, String(line.split(separator: " ").dropFirst(5).joined(separator: " ")))
-            } else if line.hasPrefix("VmFlags:"), let (a, b, path) = current, line.contains(" um") || line.contains(" uw") {
-                var covered = a
-                while covered < b, let r = mm.table.regions.find(covered) { covered = r.end }
-                if covered < b { unknown.append("\(describeRange(a, b - a)) \(path) [\(line.dropFirst(9))] unknown from 0x\(String(covered, radix: 16))") }
-            }
-        }
-        return unknown.isEmpty ? "every registered mapping is known" : "registered but not in the table: " + unknown.prefix(6).joined(separator: "; ")
     }
 }

@@ -72,22 +72,18 @@ public final class Agent {
     let budget: LocalBudget
     /// The program's address space (its mm): page table, userfaultfd and fault handler.
     let mm: AddressSpace
+    /// Keeps the resident set within the budget (made once the pool is).
+    var evictor: Evictor!
     let evictionBatch: Int
     /// Most pages one fault installs (prefetch or zero-fill ahead), kept below a quarter of the budget.
     let prefetchWindow: Int
-    var evictionFloor = 0
 
     // Remote memory and write-back
     let space: UInt64
     let token: [UInt8]
     var pool: RemotePool!
-    var writeBack: WriteBack!
-    var batches: [UInt64: WriteBackBatch] = [:]
-    var inflight: [UInt64: (batch: UInt64, index: Int32)] = [:]
-    var inflightBytes = 0
-    var nextBatchID: UInt64 = 1
-    var stuckBatches: [UInt64] = []
-    var warnedFull = false
+    /// Evicted pages on their way to memory nodes, and the write-back thread that stores them.
+    var writeBack: WriteBackBuffer!
 
     // Event loop
     var signalFD: Int32 = -1
@@ -101,9 +97,8 @@ public final class Agent {
     var lastPeriodicCheckpoint: UInt64 = 0
     /// When the agent was created (restore timing).
     let createdAt = monotonicNanos()
-    /// Liveness guard state (see wakeStuckFaults).
-    var lastStuckCheck: UInt64 = 0
-    var stuckThreads: Set<Int32> = []  // threads the liveness guard saw waiting at its last check
+    /// Wakes a fault that was dropped (a bug; logged and counted).
+    let liveness: LivenessGuard
     /// A restored checkpoint's pages still to come back (lazy restore).
     var restoreBacking: RestoreBacking?
     /// The fill waits for pages still streaming in: the event loop sleeps 1 ms at a time meanwhile.
@@ -138,6 +133,7 @@ public final class Agent {
         budget = LocalBudget(pages: max(16, Int(config.localBudgetBytes / UInt64(Page.size))))
         mm = AddressSpace(budget: budget)
         tracer = Tracer(log: log)
+        liveness = LivenessGuard(log: log)
         evictionBatch = config.evictionBatchPages ?? min(1024, max(16, budget.pages / 16))
         prefetchWindow = max(1, min(config.prefetchMaxPages, budget.pages / 4))
         space = Sys.randomBytes(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } | 1
@@ -173,8 +169,17 @@ public final class Agent {
         try startMetrics()
         pool = try RemotePool(endpoints: config.memoryNodes, coordinator: config.coordinator, secret: config.secret, token: token, space: space,
                               ephemeral: config.name == nil)
-        writeBack = try WriteBack(endpoints: pool.endpoints, secret: config.secret, token: token, space: space)
-        pool.onNewNode = { [writeBack] ep in writeBack?.addEndpoint(ep) }
+        let thread = try WriteBack(endpoints: pool.endpoints, secret: config.secret, token: token, space: space)
+        pool.onNewNode = { [thread] ep in thread.addEndpoint(ep) }
+        writeBack = WriteBackBuffer(thread: thread, pool: pool, table: mm.table, log: log)
+        writeBack.onFailure = { [unowned self] in fail($0) }
+        evictor = Evictor(addressSpace: mm, budget: budget, pool: pool, writeBack: writeBack, tracer: tracer,
+                          batchPages: evictionBatch, prefetchWindow: prefetchWindow, log: log)
+        evictor.serve = { [unowned self] in try loop(until: $0) }
+        evictor.serveWhileInjecting = { [unowned self] in
+            do { try pollOnce(reapStops: false, sleepMillis: 5) } catch { fail("serving faults during eviction: \(error)") }
+        }
+        evictor.isStopping = { [unowned self] in fatalError != nil }
         fetcher = Fetcher(pool: pool, addressSpace: mm, budget: budget, prefetchWindow: prefetchWindow,
                           maxPrefetchPages: config.prefetchMaxPages, log: log)
         fetcher.onFailure = { [unowned self] in fail($0) }
@@ -254,7 +259,7 @@ public final class Agent {
         let nodes = fetcher.connections
         pollFDs.removeAll(keepingCapacity: true)
         pollFDs.append(pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0))
-        pollFDs.append(pollfd(fd: writeBack.wakeFD, events: Int16(POLLIN), revents: 0))
+        pollFDs.append(pollfd(fd: writeBack.thread.wakeFD, events: Int16(POLLIN), revents: 0))
         pollFDs.append(pollfd(fd: mm.pollFD, events: Int16(POLLIN), revents: 0))
         for n in nodes { pollFDs.append(pollfd(fd: n.connection.fd, events: Int16(POLLIN), revents: 0)) }
         let control = reap && !checkpointing && !tracer.freezing && controlFD >= 0
@@ -282,12 +287,14 @@ public final class Agent {
             if fatalError != nil { return }
         }
         if mm.isManaged && (revents[2] != 0 || mm.faults.hasPending) { try handleUffd() }
-        if revents[1] != 0 { try processCompletions() }
+        if revents[1] != 0 { writeBack.processCompletions() }
         if revents[0] != 0 || n == 0 {
             readSignals()
             stopsPending = true
         }
-        if n == 0 && reap && !tracer.freezing { wakeStuckFaults() }
+        if n == 0 && reap && !tracer.freezing {
+            liveness.check(mm, threads: tracer.tracees.values.filter { $0.sharesMemory }, nothingOnItsWay: fetcher.inboundPages == 0)
+        }
         if reap && stopsPending {
             stopsPending = false
             try tracer.reapStops()
@@ -339,7 +346,7 @@ public final class Agent {
     // MARK: finishing
 
     func finish(exitStatus: Int32?) {
-        writeBack?.stop()
+        writeBack?.thread.stop()
         if let path = config.statsJSONPath {
             let json = statsRecord(exitStatus: exitStatus).json
             if !FileManager.default.createFile(atPath: path, contents: Data(json.utf8)) {
@@ -353,12 +360,14 @@ public final class Agent {
 
     /// The run's numbers now, from every part.
     func statsRecord(exitStatus: Int32?) -> RunStatsRecord {
-        RunStatsRecord(stats: stats, faults: faultCounters, fetches: fetcher?.counters ?? Fetcher.Counters(), budget: budget,
+        RunStatsRecord(stats: stats, liveness: liveness, faults: faultCounters, fetches: fetcher?.counters ?? Fetcher.Counters(),
+                       writeBacks: writeBack?.counters ?? WriteBackBuffer.Counters(), evictions: evictor?.counters ?? Evictor.Counters(),
+                       budget: budget,
                        memoryNodes: pool?.endpoints.map { $0.description } ?? [], exitStatus: exitStatus)
     }
 
     func shutdownRemote() {
-        writeBack?.stop()
+        writeBack?.thread.stop()
         pool?.dropEverywhere()
     }
 

@@ -50,32 +50,33 @@ struct RunStatsRecord: Codable {
     var memoryNodes: [String]
     var exitStatus: Int32?
 
-    init(stats s: AgentStats, faults f: FaultHandler.Counters, fetches: Fetcher.Counters, budget: LocalBudget,
+    init(stats s: AgentStats, liveness: LivenessGuard, faults f: FaultHandler.Counters, fetches: Fetcher.Counters, writeBacks w: WriteBackBuffer.Counters,
+         evictions e: Evictor.Counters, budget: LocalBudget,
          memoryNodes: [String], exitStatus: Int32?) {
         faults = f.faults
         zeroFills = f.zeroFills
         fetchedPages = fetches.fetchedPages
         prefetchedPages = fetches.prefetchedPages
         fetchRequests = fetches.fetchRequests
-        storedPages = s.storedPages
-        evictedPages = s.evictedPages
-        evictions = s.evictions
-        cleanEvictions = s.cleanEvictions
-        evictionsDeferred = s.evictionsDeferred
+        storedPages = w.storedPages
+        evictedPages = e.evictedPages
+        evictions = e.evictions
+        cleanEvictions = e.cleanEvictions
+        evictionsDeferred = e.evictionsDeferred
         bufferHits = f.bufferHits
         inboundHits = f.inboundHits
         staleFaults = f.staleFaults
         materializedPages = s.materializedPages
-        keptLocalPages = s.keptLocalPages
+        keptLocalPages = w.keptLocalPages
         checkpoints = s.checkpoints
-        lostFaultWakes = s.lostFaultWakes
+        lostFaultWakes = liveness.wakes
         peakResidentBytes = budget.peakResidentPages * 4096
         localBudgetBytes = budget.pages * 4096
         residentBytesAtExit = budget.residentPages * 4096
         faultLatencyUs = Quantiles(p50: fetches.remoteLatency.quantile(0.5), p99: fetches.remoteLatency.quantile(0.99),
                                    count: fetches.remoteLatency.count)
-        freezeMsTotal = Double(s.freezeNanos) / 1e6
-        let phase = s.evictionPhaseNanos.map { Double($0) / 1e6 }
+        freezeMsTotal = Double(e.freezeNanos) / 1e6
+        let phase = e.phaseNanos.map { Double($0) / 1e6 }
         evictionMs = EvictionPhases(freeze: phase[0], scan: phase[1], read: phase[2], discard: phase[3])
         restoreResumeMs = Double(s.restoreResumeNanos) / 1e6
         restoreCompleteMs = Double(s.restoreCompleteNanos) / 1e6

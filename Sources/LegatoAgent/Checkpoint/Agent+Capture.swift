@@ -172,18 +172,18 @@ extension Agent {
     private func stageLocalElsewhere(_ r: Region, _ i: Int, _ n: Int) throws {
         var k = 0
         while k < n {
-            if r.state(i + k).contains(.inFlight), let loc = inflight[r.key(at: i + k)], let b = batches[loc.batch] {
+            if r.state(i + k).contains(.inFlight), let (b, index) = writeBack.location(of: r.key(at: i + k)) {
                 var m = 1
-                while k + m < n, r.state(i + k + m).contains(.inFlight), let next = inflight[r.key(at: i + k + m)],
-                      next.batch == loc.batch, Int(next.index) == Int(loc.index) + m {
+                while k + m < n, r.state(i + k + m).contains(.inFlight), let next = writeBack.location(of: r.key(at: i + k + m)),
+                      next.batch === b, next.index == index + m {
                     m += 1
                 }
-                staging.addBatchRun(address: r.address(at: i + k), count: m, batch: b, index: Int(loc.index))
+                staging.addBatchRun(address: r.address(at: i + k), count: m, batch: b, index: index)
                 k += m
                 continue
             }
             var m = 1
-            while k + m < n && !(r.state(i + k + m).contains(.inFlight) && inflight[r.key(at: i + k + m)] != nil) { m += 1 }
+            while k + m < n && !(r.state(i + k + m).contains(.inFlight) && writeBack.location(of: r.key(at: i + k + m)) != nil) { m += 1 }
             try readPagesForCheckpoint(r, i + k, m, into: try staging.reserve(r.address(at: i + k), m))
             k += m
         }
@@ -204,8 +204,8 @@ extension Agent {
                 continue
             }
             let key = r.key(at: i + k)
-            if s.contains(.inFlight), let loc = inflight[key], let b = batches[loc.batch] {
-                memcpy(dst + k * Page.size, b.page(Int(loc.index)), Page.size)
+            if s.contains(.inFlight), let page = writeBack.page(key: key) {
+                memcpy(dst + k * Page.size, page, Page.size)
             } else if s.contains(.restoring), let backing = restoreBacking, let loc = backing.location(key: key) {
                 try backing.read(loc, into: dst + k * Page.size)
             } else {

@@ -56,7 +56,7 @@ extension Agent {
                 let locs = restoringRun(r, i, max: min(RestoreBacking.runPages, a.pages - k), b)
                 let n = locs.enumerated().prefix { $0.element.layer == a.layer && $0.element.page == Int64(a.page + k + $0.offset) }.count
                 guard n > 0, let source = b.inPlace(Array(locs.prefix(n))) else { k += 1; continue }
-                guard !needsEviction(extra: n) else { return any }  // no room: the ordered fill stores the rest
+                guard !evictor.needsEviction(extra: n) else { return any }  // no room: the ordered fill stores the rest
                 let result = mm.faults.install(nil, r, i, count: n, from: source, writable: true)
                 if result == .again { return any }  // the address space is changing: the ordered fill has them
                 for j in 0..<n { r.remove(i + j, .restoring) }
@@ -86,9 +86,9 @@ extension Agent {
                 b.advance(1)
                 continue
             }
-            if needsEviction(extra: RestoreBacking.runPages), pool.route(key) != nil {
+            if evictor.needsEviction(extra: RestoreBacking.runPages), pool.route(key) != nil {
                 // No room in PROG: this page goes to a memory node.
-                guard inflightBytes + (storeKeys.count + 1) * Page.size <= Agent.maxInflightBytes else { break }
+                guard writeBack.inflightBytes + (storeKeys.count + 1) * Page.size <= WriteBackBuffer.maxInflightBytes else { break }
                 guard b.available(b.location(key: key)!) else {
                     restoreFillStalled = true
                     break
@@ -140,20 +140,17 @@ extension Agent {
             var start = 0
             while start < nodeKeys.count {
                 let chunk = Array(nodeKeys[start..<min(nodeKeys.count, start + 1024)])
-                let wb = WriteBackBatch(id: nextBatchID, node: node, keys: chunk)
-                nextBatchID += 1
+                let wb = writeBack.makeBatch(node: node, keys: chunk)
                 for (k, key) in chunk.enumerated() {
                     guard let (r, i) = mm.table.region(forKey: key), let loc = b.location(key: key) else { continue }
                     try b.read(loc, into: wb.page(k))
-                    inflight[key] = (wb.id, Int32(k))
                     var s = r.state(i)
                     s.remove(.restoring)
                     s.insert([.remote, .inFlight])
                     r.setState(i, s)
                 }
-                batches[wb.id] = wb
-                inflightBytes += wb.bytes
-                writeBack.submit(.store(wb))
+                writeBack.hold(wb)
+                writeBack.send(wb)
                 stats.restoredByFill += chunk.count
                 start += chunk.count
             }

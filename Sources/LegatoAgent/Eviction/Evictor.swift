@@ -2,42 +2,96 @@ import Glibc
 import LegatoCore
 import LegatoSystem
 
-/// Eviction: keep PROG's resident managed memory within the budget.
+/// Keeps the program's resident managed memory within the run's budget:
 ///
-///     freeze threads -> PAGEMAP_SCAN (which victims were written; re-protect) -> read dirty victims
-///     (process_vm_readv) -> injected process_madvise(MADV_DONTNEED) -> thaw -> store dirty pages
+///     pick victims -> freeze threads -> PAGEMAP_SCAN (which victims were written) -> read dirty
+///     victims (process_vm_readv) into write-back batches -> injected process_madvise(MADV_DONTNEED)
+///     -> thaw -> the write-back thread stores the batches
 ///
 /// The threads stay frozen from the scan to the discard: with WP_ASYNC the kernel resolves write
-/// faults itself, so a running thread could write a victim after we read it and the write would be lost.
-extension Agent {
-    static let maxInflightBytes = 64 << 20
-
-    func maybeEvict() throws {
-        guard !tracer.freezing, needsEviction(extra: fetcher.inboundPages) else { return }
-        let before = budget.residentPages
-        try evict(budget.residentPages + fetcher.inboundPages + prefetchWindow + Agent.freezeSlack - budget.pages + evictionBatch)
-        evictionFloor = budget.residentPages < before ? 0 : budget.residentPages + evictionBatch
-        if mm.faults.hasPending { try handleUffd() }
+/// faults itself, so a running thread could write a victim after we read it and the write would be
+/// lost. Victims are the pages sequential streams have passed (drop-behind), then the oldest installed.
+///
+/// Owned by the event-loop thread: `serve` (the event loop) serves faults while threads freeze;
+/// `serveWhileInjecting` while the discard is injected (the injected thread may fault on its way).
+final class Evictor {
+    struct Counters {
+        var evictedPages = 0       // pages dropped from the program (clean or dirty)
+        var evictions = 0          // eviction rounds (freeze, scan, read, discard, thaw)
+        var cleanEvictions = 0     // evicted pages that needed no transfer
+        var evictionsDeferred = 0  // rounds given up: no thread in a stop fit for injection
+        var freezeNanos: UInt64 = 0
+        var phaseNanos: [UInt64] = [0, 0, 0, 0]  // freeze, scan, read, discard
     }
 
-    func evict(_ wanted: Int) throws {
-        while inflightBytes > Agent.maxInflightBytes && fatalError == nil { try waitForCompletions() }
-        if fatalError != nil { return }
+    /// Pages kept free for the single-page faults served while threads are being frozen.
+    static let freezeSlack = 16
+
+    let mm: AddressSpace
+    let budget: LocalBudget
+    let pool: RemotePool
+    let writeBack: WriteBackBuffer
+    let tracer: Tracer
+    /// Pages evicted past the need in one round (amortizes the freeze).
+    let batchPages: Int
+    /// Most pages one fault installs: kept free beside the budget's use.
+    let prefetchWindow: Int
+    private(set) var counters = Counters()
+    /// After a round that freed nothing (every node full, no thread to inject into), the next waits
+    /// until the resident set passes this.
+    private var floor = 0
+    var serve: (_ until: () -> Bool) throws -> Void = { _ in }
+    var serveWhileInjecting: () -> Void = {}
+    var isStopping: () -> Bool = { false }
+    private let log: Logger
+
+    init(addressSpace: AddressSpace, budget: LocalBudget, pool: RemotePool, writeBack: WriteBackBuffer, tracer: Tracer,
+         batchPages: Int, prefetchWindow: Int, log: Logger) {
+        mm = addressSpace
+        self.budget = budget
+        self.pool = pool
+        self.writeBack = writeBack
+        self.tracer = tracer
+        self.batchPages = batchPages
+        self.prefetchWindow = prefetchWindow
+        self.log = log
+    }
+
+    /// Installing `extra` more pages plus one more fault's worth could pass the budget.
+    func needsEviction(extra: Int = 0) -> Bool {
+        mm.isManaged && budget.residentPages + extra + prefetchWindow + Evictor.freezeSlack > budget.pages
+            && budget.residentPages > floor
+    }
+
+    /// Evicts enough for `inbound` pages on their way and a batch more, if the budget needs it;
+    /// false when it did not need to.
+    @discardableResult
+    func evictIfNeeded(inbound: Int) throws -> Bool {
+        guard !tracer.freezing, needsEviction(extra: inbound) else { return false }
+        let before = budget.residentPages
+        try evict(budget.residentPages + inbound + prefetchWindow + Evictor.freezeSlack - budget.pages + batchPages)
+        floor = budget.residentPages < before ? 0 : budget.residentPages + batchPages
+        return true
+    }
+
+    private func evict(_ wanted: Int) throws {
+        while writeBack.inflightBytes > WriteBackBuffer.maxInflightBytes && !isStopping() { writeBack.waitForCompletions() }
+        if isStopping() { return }
         var candidates = pickVictims(wanted)
         if candidates.isEmpty { return }
 
         let frozenAt = monotonicNanos()
-        try tracer.freeze(serve: loop(until:))
+        try tracer.freeze(serve: serve)
         let frozen = monotonicNanos()
-        stats.evictionPhaseNanos[0] += frozen - frozenAt
+        counters.phaseNanos[0] += frozen - frozenAt
         defer {
             tracer.thaw()
-            stats.freezeNanos += monotonicNanos() - frozenAt
+            counters.freezeNanos += monotonicNanos() - frozenAt
         }
-        if tracer.programStatus != nil || fatalError != nil || !mm.isManaged { return }
+        if tracer.programStatus != nil || isStopping() || !mm.isManaged { return }
         guard let injector = tracer.injectableThread else {
             // Every thread is inside a syscall stop; put the victims back and try after they move on.
-            stats.evictionsDeferred += 1
+            counters.evictionsDeferred += 1
             for a in candidates { if let r = mm.table.regions.find(a) { mm.table.pushVictim(r, r.index(of: a)) } }
             return
         }
@@ -87,7 +141,7 @@ extension Agent {
         }
 
         let scanned = monotonicNanos()
-        stats.evictionPhaseNanos[1] += scanned - frozen
+        counters.phaseNanos[1] += scanned - frozen
         // Route dirty pages to memory nodes; a page with nowhere to go stays.
         var byNode: [Int: (keys: [UInt64], addresses: [UInt64])] = [:]
         var kept = 0
@@ -100,15 +154,11 @@ extension Agent {
                 } else {
                     marks[ri][j] = .keptLocal
                     kept += 1
-                    stats.keptLocalPages += 1
                     r.remove(i, .queued)
                 }
             }
         }
-        if kept > 0 && !warnedFull {
-            warnedFull = true
-            writeStderr("legato: warning: every memory node is full; keeping pages local, over the --local-mem budget\n")
-        }
+        if kept > 0 { writeBack.keptLocal(kept) }
 
         var newBatches: [WriteBackBatch] = []
         for (node, pages) in byNode.sorted(by: { $0.key < $1.key }) {
@@ -116,8 +166,7 @@ extension Agent {
             var start = 0
             while start < pages.keys.count {
                 let end = min(pages.keys.count, start + 1024)
-                let b = WriteBackBatch(id: nextBatchID, node: node, keys: Array(pages.keys[start..<end]))
-                nextBatchID += 1
+                let b = writeBack.makeBatch(node: node, keys: Array(pages.keys[start..<end]))
                 try readPages(Array(pages.addresses[start..<end]), into: b.buffer)
                 newBatches.append(b)
                 start = end
@@ -125,17 +174,11 @@ extension Agent {
         }
 
         let read = monotonicNanos()
-        stats.evictionPhaseNanos[2] += read - scanned
+        counters.phaseNanos[2] += read - scanned
         // The victims' new state goes in before the discard: the injected thread may fault on its way
         // back to user space (rseq, its stack), and such a fault must find the page's content where
         // the table says it is (the batch buffer, a memory node, or zero) — never the zapped page.
-        for b in newBatches {
-            for (k, key) in b.keys.enumerated() {
-                inflight[key] = (b.id, Int32(k))
-            }
-            batches[b.id] = b
-            inflightBytes += b.bytes
-        }
+        for b in newBatches { writeBack.hold(b) }
         var evicted = 0, clean = 0, vanished = 0
         var discard: [UInt64] = []  // in address order: perRegion is sorted, each idx ascending
         discard.reserveCapacity(candidates.count)
@@ -163,13 +206,13 @@ extension Agent {
             }
         }
         mm.table.noteResident(-(evicted + vanished))
-        stats.evictedPages += evicted
-        stats.cleanEvictions += clean
-        stats.evictions += 1
+        counters.evictedPages += evicted
+        counters.cleanEvictions += clean
+        counters.evictions += 1
 
         try discardInProgram(discard, using: injector)
-        stats.evictionPhaseNanos[3] += monotonicNanos() - read
-        for b in newBatches { writeBack.submit(.store(b)) }
+        counters.phaseNanos[3] += monotonicNanos() - read
+        for b in newBatches { writeBack.send(b) }
     }
 
     /// What the freeze found of a victim.
@@ -191,7 +234,7 @@ extension Agent {
             guard let a = mm.table.victims.pop() else {
                 if rebuilt { break }
                 rebuilt = true
-                rebuildVictimQueue()
+                mm.table.rebuildVictimQueue()
                 continue
             }
             guard let r = mm.table.regions.find(a) else { continue }
@@ -200,16 +243,6 @@ extension Agent {
             if r.state(i).contains(.resident) && !fromStreams.contains(a) { out.append(a) }
         }
         return out
-    }
-
-    private func rebuildVictimQueue() {
-        mm.table.victims.removeAll()
-        for r in mm.table.regions.regions {
-            for i in 0..<r.pageCount {
-                r.remove(i, .queued)
-                if r.state(i).contains(.resident) { mm.table.pushVictim(r, i) }
-            }
-        }
     }
 
     // MARK: reading and discarding
@@ -229,7 +262,7 @@ extension Agent {
         let total = addresses.count * Page.size
         let got = try runStarts.withUnsafeBufferPointer { a in
             try runLengths.withUnsafeBufferPointer { l in
-                try Sys.processRead(pid: mainPID, into: buffer, capacity: total, addresses: a.baseAddress!, lengths: l.baseAddress!, count: a.count)
+                try Sys.processRead(pid: mm.pid, into: buffer, capacity: total, addresses: a.baseAddress!, lengths: l.baseAddress!, count: a.count)
             }
         }
         if got < total {
@@ -240,7 +273,7 @@ extension Agent {
                 let dst = buffer + k * Page.size
                 var a = addresses[k]
                 var len = Page.size.u64
-                let n = (try? Sys.processRead(pid: mainPID, into: dst, capacity: Page.size, addresses: &a, lengths: &len, count: 1)) ?? 0
+                let n = (try? Sys.processRead(pid: mm.pid, into: dst, capacity: Page.size, addresses: &a, lengths: &len, count: 1)) ?? 0
                 if n < Page.size { try readViaProcMem(addresses[k], into: dst) }
                 k += 1
             }
@@ -248,11 +281,11 @@ extension Agent {
     }
 
     private func readViaProcMem(_ address: UInt64, into dst: UnsafeMutableRawPointer) throws {
-        let fd = open("/proc/\(mainPID)/mem", O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw SystemError.fromErrno("open /proc/\(mainPID)/mem") }
+        let fd = open("/proc/\(mm.pid)/mem", O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw SystemError.fromErrno("open /proc/\(mm.pid)/mem") }
         defer { close(fd) }
         let n = pread(fd, dst, Page.size, off_t(Int64(bitPattern: address)))
-        if n != Page.size { throw SystemError.fromErrno("read page 0x\(String(address, radix: 16)) of pid \(mainPID)") }
+        if n != Page.size { throw SystemError.fromErrno("read page 0x\(String(address, radix: 16)) of pid \(mm.pid)") }
     }
 
     /// process_madvise(MADV_DONTNEED) on `addresses` (sorted), injected into a frozen thread of PROG.
@@ -262,7 +295,7 @@ extension Agent {
         for a in addresses {
             if let last = runs.last, last.0 + last.1 == a { runs[runs.count - 1].1 += Page.size.u64 } else { runs.append((a, Page.size.u64)) }
         }
-        let inj = try Sys.Injection(tid: t.tid, stub: mm.scratch, whileWaiting: { [self] in waitForInjection() })
+        let inj = try Sys.Injection(tid: t.tid, stub: mm.scratch, whileWaiting: serveWhileInjecting)
         defer {
             tracer.tolerateGone { try inj.cure() }
             t.pendingSignals.append(contentsOf: inj.deferredSignals)
@@ -274,7 +307,7 @@ extension Agent {
             iov.reserveCapacity(n * 2)
             for r in runs[k..<k + n] { iov.append(r.0); iov.append(r.1) }
             let iovAddr = mm.scratch + Page.size.u64
-            try iov.withUnsafeBytes { try Sys.processWrite(pid: mainPID, from: $0.baseAddress!, length: $0.count, to: iovAddr) }
+            try iov.withUnsafeBytes { try Sys.processWrite(pid: mm.pid, from: $0.baseAddress!, length: $0.count, to: iovAddr) }
             let want = runs[k..<k + n].reduce(0) { $0 + Int($1.1) }
             let r = try inj.syscall(.processMadvise, UInt64(bitPattern: mm.processMadvisePidfd), iovAddr, UInt64(n), 4, 0)
             if r < 0 {
@@ -285,11 +318,5 @@ extension Agent {
             }
             k += n
         }
-    }
-
-    /// While an injected call runs: serve faults and fetch answers (the injected thread itself may
-    /// fault on its way back to user space), leaving its ptrace stops to the injector.
-    private func waitForInjection() {
-        do { try pollOnce(reapStops: false, sleepMillis: 5) } catch { fail("serving faults during eviction: \(error)") }
     }
 }

@@ -1,0 +1,137 @@
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// Pages on their way to memory nodes (evicted dirty, or restored past the budget): each batch
+/// stays here, newest copy of its pages, until its node acknowledges it; a fault on one of its
+/// pages is served from the batch. The write-back thread (`WriteBack`) does the stores; this side
+/// runs on the event loop, applies their outcomes, and sends a refused batch to another node.
+///
+/// Contract: a page is `inFlight` in the page table exactly while `location(of:)` finds it here.
+/// A batch no node will take stays (its pages kept local, over the budget) and is counted.
+final class WriteBackBuffer {
+    /// Bytes of batches on their way above which an eviction first waits for acknowledgements.
+    static let maxInflightBytes = 64 << 20
+
+    struct Counters {
+        var storedPages = 0     // pages acknowledged by memory nodes
+        var keptLocalPages = 0  // pages kept local because every memory node was full
+    }
+
+    let thread: WriteBack
+    let pool: RemotePool
+    let table: PageTable
+    private(set) var counters = Counters()
+    private(set) var inflightBytes = 0
+    private var batches: [UInt64: WriteBackBatch] = [:]
+    private var inflight: [UInt64: (batch: UInt64, index: Int32)] = [:]
+    private var nextBatchID: UInt64 = 1
+    private var stuckBatches: [UInt64] = []
+    private var warnedFull = false
+    private let buffers = BatchBuffers()
+    private let log: Logger
+    /// Told why the run cannot go on (a memory node died holding pages of the program).
+    var onFailure: (String) -> Void = { _ in }
+
+    init(thread: WriteBack, pool: RemotePool, table: PageTable, log: Logger) {
+        self.thread = thread
+        self.pool = pool
+        self.table = table
+        self.log = log
+    }
+
+    /// A new batch of `keys` for `node`, its buffer to be filled by the caller before `send`.
+    func makeBatch(node: Int, keys: [UInt64]) -> WriteBackBatch {
+        defer { nextBatchID += 1 }
+        return WriteBackBatch(id: nextBatchID, node: node, keys: keys, buffers: buffers)
+    }
+
+    /// Records the batch's pages as here (the caller marks them `inFlight`), without sending it yet.
+    func hold(_ b: WriteBackBatch) {
+        for (k, key) in b.keys.enumerated() { inflight[key] = (b.id, Int32(k)) }
+        batches[b.id] = b
+        inflightBytes += b.bytes
+    }
+
+    /// Hands held batches to the write-back thread.
+    func send(_ b: WriteBackBatch) { thread.submit(.store(b)) }
+
+    /// Discards remote copies on `node` (in order after the stores sent before).
+    func discard(node: Int, ranges: [(vpn: UInt64, count: UInt64)]) { thread.submit(.discard(node: node, ranges: ranges)) }
+
+    /// Where page `key`'s newest copy is while its batch is on its way.
+    func location(of key: UInt64) -> (batch: WriteBackBatch, index: Int)? {
+        guard let loc = inflight[key], let b = batches[loc.batch] else { return nil }
+        return (b, Int(loc.index))
+    }
+
+    func page(key: UInt64) -> UnsafeRawPointer? {
+        location(of: key).map { UnsafeRawPointer($0.batch.page($0.index)) }
+    }
+
+    /// The page left the program (discarded, unmapped): its copy here is no longer what it holds.
+    func forget(key: UInt64) { inflight[key] = nil }
+
+    /// Applies what the write-back thread has done since the last call.
+    func processCompletions() {
+        for outcome in thread.takeCompletions() {
+            switch outcome {
+            case .stored(let b):
+                pool.recordStored(keys: b.keys, on: b.node)
+                counters.storedPages += b.keys.count
+                release(b)
+            case .refused(let b, let why):
+                if let other = pool.alternative(to: b.node) {
+                    log.info("memory node \(pool.nodes[b.node].endpoint) is full (\(why)); sending \(b.keys.count) pages to \(pool.nodes[other].endpoint)")
+                    b.node = other
+                    thread.submit(.store(b))
+                } else {
+                    // Nowhere to put them: they stay in the buffer, which serves their faults.
+                    warnEveryNodeFull()
+                    stuckBatches.append(b.id)
+                    counters.keptLocalPages += b.keys.count
+                }
+            case .failed(let node, let why):
+                let n = pool.nodes[node]
+                if n.pagesHeld > 0 || batches.values.contains(where: { $0.node == node }) {
+                    onFailure(NodeFailure(node: n.endpoint, pagesHeld: n.pagesHeld, underlying: why).description)
+                    return
+                }
+                n.dead = true
+                log.warning("memory node \(n.endpoint) failed (\(why)); it held none of our pages")
+            }
+        }
+    }
+
+    /// Pages an eviction keeps because no node will take them.
+    func keptLocal(_ pages: Int) {
+        counters.keptLocalPages += pages
+        warnEveryNodeFull()
+    }
+
+    /// Once per run: the user is told the budget is passed because the memory nodes are full.
+    private func warnEveryNodeFull() {
+        guard !warnedFull else { return }
+        warnedFull = true
+        writeStderr("legato: warning: every memory node is full; keeping pages local, over the --local-mem budget\n")
+    }
+
+    /// Blocks until the write-back thread completes something (or a second passes).
+    func waitForCompletions() {
+        var pfd = pollfd(fd: thread.wakeFD, events: Int16(POLLIN), revents: 0)
+        _ = poll(&pfd, 1, 1000)
+        processCompletions()
+    }
+
+    /// The batch is on its node: faults on its pages now go there.
+    private func release(_ b: WriteBackBatch) {
+        for (k, key) in b.keys.enumerated() {
+            if let loc = inflight[key], loc.batch == b.id, loc.index == Int32(k) {
+                inflight[key] = nil
+                if let r = table.region(forKey: key) { r.region.remove(r.index, .inFlight) }
+            }
+        }
+        batches[b.id] = nil
+        inflightBytes -= b.bytes
+    }
+}
