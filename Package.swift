@@ -61,11 +61,11 @@ let package = Package(
         // Tests: unit tests need no root and start no process; end-to-end tests run `legato` itself.
         .target(name: "LegatoTestSupport", dependencies: ["LegatoCore", "LegatoSystem"], path: "Tests/LegatoTestSupport"),
         .testTarget(name: "LegatoUnitTests", dependencies: [
-            "LegatoAgent", "LegatoMemoryNode", "LegatoLogNode", "LegatoCoordinator", "LegatoClients", "LegatoSegmentLog", "LegatoMetrics",
+            "LegatoAgent", "LegatoMemoryNode", "LegatoLogNode", "LegatoCoordinator", "LegatoClients", "LegatoSegmentLog", "LegatoMetrics", "LegatoImage",
             "LegatoWire", "LegatoCore", "LegatoSystem", "LegatoTestSupport",
         ]),
         .testTarget(name: "LegatoEndToEndTests", dependencies: [
-            "LegatoClients", "LegatoLogNode", "LegatoSegmentLog", "LegatoWire", "LegatoCore", "LegatoSystem",
+            "LegatoClients", "LegatoImage", "LegatoLogNode", "LegatoSegmentLog", "LegatoWire", "LegatoCore", "LegatoSystem",
             "LegatoTestSupport", "legato",
         ]),
     ],

@@ -1,6 +1,6 @@
 /*
- * CShims — Legato's thin C layer. Swift reaches it from exactly one file
- * (Sources/LegatoSystem/Syscalls.swift).
+ * CShims — Legato's thin C layer. Swift reaches it from LegatoSystem only:
+ * Sources/LegatoSystem/Syscalls.swift, and SQLiteKV.swift for the SQLite store.
  *
  * Conventions: every function is prefixed `lg_`; a function that can fail
  * returns a negative errno (-EINVAL) and never touches `errno` for the caller.

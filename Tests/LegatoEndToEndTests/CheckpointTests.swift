@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import LegatoImage
 import LegatoSystem
 
 /// Checkpoint a named run mid-way, kill -9 it (PROG and `legato run`), restore it, and compare
@@ -82,7 +83,7 @@ import LegatoSystem
         let again = try run.restore(extra: ["--epoch", "1"])
         #expect(again.status == 0, "second restore failed: \(again.stderr)")
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "a second restore of the same checkpoint differs")
-        let context = try Data(contentsOf: URL(fileURLWithPath: dir + "/state/processes/\(name)/epoch-1/context.json"))
+        let context = try RecordFile.body(kind: .context, from: dir + "/state/processes/\(name)/epoch-1/context.rec")
         return try JSONSerialization.jsonObject(with: context) as! [String: Any]
     }
 
@@ -132,7 +133,7 @@ import LegatoSystem
         // The dirtied pages, plus a few of libc's data, the stack and stdio's buffer.
         #expect(pages(increment) >= steps * perStep && pages(increment) <= steps * perStep + 64,
                 "\(steps) steps of \(perStep) pages between the checkpoints: \(increment.stdout)")
-        let context = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/state/processes/dirtier/epoch-2/context.json"))) as! [String: Any]
+        let context = try JSONSerialization.jsonObject(with: RecordFile.body(kind: .context, from: dir + "/state/processes/dirtier/epoch-2/context.rec")) as! [String: Any]
         #expect((context["parentEpoch"] as? NSNumber)?.intValue == 1)
         run.killHard()
         // Epoch 2 restores from epoch 1's pages with epoch 2's on top, lazily: PROG resumes first,
@@ -162,12 +163,38 @@ import LegatoSystem
         try run.waitForLines(lines + 1)
         #expect(try run.checkpoint().status == 0)
         run.killHard()
-        let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/state/processes/discard/epoch-2/pages.json"))) as! [String: Any]
+        let index = try JSONSerialization.jsonObject(with: RecordFile.body(kind: .pageIndex, from: dir + "/state/processes/discard/epoch-2/index.rec")) as! [String: Any]
         let zeros = (index["zeros"] as! [[NSNumber]]).reduce(0) { $0 + $1[1].intValue }
         #expect(zeros >= 300, "the 300 pages discarded since epoch 1 are zero runs of epoch 2: \(zeros)")
         let r = try run.restore()
         #expect(r.status == 0, "restore failed (\(r.status)): \(r.stderr)")
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
+    }
+
+    /// A flipped byte in a checkpoint's pages is found by its checksum: the restore stops and names
+    /// the file and the page, and never hands the program the damaged page.
+    @Test func aCorruptCheckpointPageIsRefusedAtRestore() throws {
+        let dir = TestEnvironment.temporaryDirectory("ckpt-corrupt")
+        let argv = [try Workloads.path("dirtier"), "16", "100", "6"]
+        let run = try NamedRun(name: "corrupt", stateDir: dir + "/state", output: dir + "/out", localMem: "64M", argv: argv + ["1000"])
+        try run.waitForLines(2)
+        #expect(try run.checkpoint().status == 0)
+        run.killHard()
+        let pagesFile = dir + "/state/processes/corrupt/epoch-1/pages.bin"
+        let reader = try PagesFileReader(path: pagesFile)
+        #expect(reader.pages > 1000, "the checkpoint holds the program's pages: \(reader.pages)")
+        // Damage every page past the first few hundred: whichever the restore reads first fails.
+        let fd = open(pagesFile, O_RDWR)
+        for page in stride(from: 256, to: reader.pages, by: 1) {
+            var b: UInt8 = 0
+            _ = pread(fd, &b, 1, off_t(PagesFile.headerSize + page * 4096 + 7))
+            b ^= 0x80
+            _ = pwrite(fd, &b, 1, off_t(PagesFile.headerSize + page * 4096 + 7))
+        }
+        close(fd)
+        let r = try run.restore()
+        #expect(r.status != 0, "a restore from a damaged checkpoint must not succeed: \(r.stderr)")
+        #expect(r.stderr.contains("pages.bin") && r.stderr.contains("does not match its checksum"), "\(r.stderr)")
     }
 
     /// PROG exits while its copy-on-write checkpoint is being written (the commit is held back

@@ -23,7 +23,8 @@ public struct RestoreSource {
 
     /// Where a layer's page contents are, back to back in pageRuns order.
     public enum PageBytes {
-        case file(String)
+        case pagesFile(String)         // a local checkpoint's pages.bin (PagesFile, each page checked)
+        case file(String)              // the same in format 1: raw pages, unchecked
         case memory(Data)
         case streamed(StreamedPages)   // arriving from the log nodes while PROG runs
     }

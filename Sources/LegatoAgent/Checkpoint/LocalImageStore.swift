@@ -1,15 +1,19 @@
 import Foundation
 import Glibc
 import LegatoCore
+import LegatoImage
 import LegatoSystem
 
-/// Checkpoints of a named process in the local state directory:
+/// Checkpoints of a named process in the local state directory (format 2, Docs/on-disk-format.md):
 ///
-///     <state dir>/processes/<name>/epoch-<N>/context.json   the ProcessImage (parentEpoch: an increment of)
-///                                           pages.bin      page contents, back to back
-///                                           pages.json     {"data": [[address, pages], ...] in pages.bin order,
-///                                                           "zeros": [[address, pages], ...] pages now zero}
-///                                           meta.json      {"committed_at", "pause_ms"}
+///     <state dir>/processes/<name>/epoch-<N>/context.rec   the ProcessImage (parentEpoch: an increment of)  RecordFile
+///                                           pages.bin     page contents, each with its CRC32C            PagesFile
+///                                           index.rec     PageIndex: [address, pages] runs in pages.bin
+///                                                         order, and the runs now zero                   RecordFile
+///                                           summary.rec   LocalCheckpointSummary                         RecordFile
+///
+/// Checkpoints written in format 1 (context.json, pages.json, meta.json, pages.bin without header
+/// or checksums) are still read.
 ///
 /// A checkpoint is written into `epoch-<N>.tmp`, fsync'd, and renamed into place: it exists
 /// (committed) or it does not. (The replicated log and the coordinator's two-phase commit take
@@ -51,6 +55,19 @@ public final class LocalImageStore: CheckpointStore {
     /// One checkpoint's own part: its context, its pages and zero runs.
     public func layer(epoch: UInt64) throws -> (ProcessImage, RestoreSource.Layer) {
         let dir = directory(epoch)
+        if FileManager.default.fileExists(atPath: dir + "/context.rec") {
+            let image = try RecordFile.read(ProcessImage.self, kind: .context, from: dir + "/context.rec")
+            guard image.version == ProcessImage.version else { throw LegatoError("checkpoint \(epoch) has image version \(image.version)") }
+            let index = try RecordFile.read(PageIndex.self, kind: .pageIndex, from: dir + "/index.rec")
+            return (image, .init(epoch: epoch, pageRuns: index.data.map { ($0[0], Int($0[1])) }, zeroRuns: index.zeros.map { ($0[0], Int($0[1])) },
+                                 pages: .pagesFile(dir + "/pages.bin")))
+        }
+        return try legacyLayer(epoch: epoch)
+    }
+
+    /// A checkpoint written in format 1.
+    private func legacyLayer(epoch: UInt64) throws -> (ProcessImage, RestoreSource.Layer) {
+        let dir = directory(epoch)
         guard let ctx = FileManager.default.contents(atPath: dir + "/context.json") else {
             throw LegatoError("no checkpoint \(epoch) in \(root)")
         }
@@ -80,6 +97,9 @@ public final class LocalImageStore: CheckpointStore {
     /// Size and time of a committed checkpoint.
     func summary(epoch: UInt64) -> (pages: Int, committedAt: Double, pauseMillis: Double, parent: UInt64?) {
         let dir = directory(epoch)
+        if let s = try? RecordFile.read(LocalCheckpointSummary.self, kind: .summary, from: dir + "/summary.rec") {
+            return (s.pages, s.committedAt, s.pauseMillis, s.parent)
+        }
         let size = (try? FileManager.default.attributesOfItem(atPath: dir + "/pages.bin")[.size] as? NSNumber)?.intValue ?? 0
         let meta = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/meta.json")))) as? [String: Any]
         return (size / Page.size, meta?["committed_at"] as? Double ?? 0, meta?["pause_ms"] as? Double ?? 0,
@@ -99,41 +119,21 @@ final class LocalTransaction: CheckpointTransaction {
         self.final = final
     }
 
-    /// Phase one: pages, index, context and meta written and fsync'd under the temporary name.
+    /// Phase one: pages, index, context and summary written and fsync'd under the temporary name.
     func prepare(staging: CheckpointStaging, image: ProcessImage, pauseMillis: Double) throws {
-        let pagesFD = open(directory + "/pages.bin", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        if pagesFD < 0 { throw SystemError.fromErrno("create \(directory)/pages.bin") }
-        defer { close(pagesFD) }
+        let pages = try PagesFileWriter(path: directory + "/pages.bin", epoch: epoch)
         var index = PageIndex()
         try staging.forEachRun { address, count, data in
-            let bytes = count * Page.size
-            var done = 0
-            while done < bytes {
-                let n = write(pagesFD, data + done, bytes - done)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { throw SystemError("write \(directory)/pages.bin", code: n < 0 ? errno : ENOSPC) }
-                done += n
-            }
+            try pages.append(data, count: count)
             index.data.appendRun(address, count)
         }
         index.zeros = staging.zeroRuns
-        if fsync(pagesFD) != 0 { throw SystemError.fromErrno("fsync \(directory)/pages.bin") }
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys]
-        try enc.encode(image).write(to: URL(fileURLWithPath: directory + "/context.json"))
-        try enc.encode(index).write(to: URL(fileURLWithPath: directory + "/pages.json"))
-        var meta: [String: Any] = ["committed_at": Date().timeIntervalSince1970, "pause_ms": pauseMillis]
-        if let p = image.parentEpoch { meta["parent"] = p }
-        try JSONSerialization.data(withJSONObject: meta).write(to: URL(fileURLWithPath: directory + "/meta.json"))
-        for f in ["context.json", "pages.json", "meta.json"] {
-            let fd = open(directory + "/" + f, O_RDONLY | O_CLOEXEC)
-            if fd < 0 || fsync(fd) != 0 {
-                let e = SystemError.fromErrno("fsync \(directory)/\(f)")
-                if fd >= 0 { close(fd) }
-                throw e
-            }
-            close(fd)
-        }
+        try pages.finish()
+        try RecordFile.write(image, kind: .context, to: directory + "/context.rec")
+        try RecordFile.write(index, kind: .pageIndex, to: directory + "/index.rec")
+        let summary = LocalCheckpointSummary(committedAt: Date().timeIntervalSince1970, pauseMillis: pauseMillis,
+                                             parent: image.parentEpoch, pages: pages.pages)
+        try RecordFile.write(summary, kind: .summary, to: directory + "/summary.rec")
     }
 
     /// Phase two, the commit point: the directory gets its final name.
@@ -146,7 +146,16 @@ final class LocalTransaction: CheckpointTransaction {
     func abort(reason: String) { try? FileManager.default.removeItem(atPath: directory) }
 }
 
-/// The page runs of one checkpoint (pages.json).
+/// What `summary.rec` holds: when the checkpoint committed, its pause, what it is an increment of,
+/// and how many pages its pages file holds.
+struct LocalCheckpointSummary: Codable {
+    var committedAt: Double
+    var pauseMillis: Double
+    var parent: UInt64?
+    var pages: Int
+}
+
+/// The page runs of one checkpoint (index.rec; pages.json in format 1).
 struct PageIndex: Codable {
     var data: [[UInt64]] = []
     var zeros: [[UInt64]] = []

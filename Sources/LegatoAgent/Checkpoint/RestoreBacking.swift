@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LegatoCore
+import LegatoImage
 import LegatoSystem
 
 /// The pages of a restored checkpoint that are not back yet (lazy restore): where each managed
@@ -50,6 +51,8 @@ final class RestoreBacking {
     private let stopReading = Lock()
     private var stopped = false
     private var fds: [Int32]
+    /// Per layer: its checked pages file (format 2), or nil.
+    private var pagesFiles: [PagesFileReader?]
     private var memory: [Data?]
     private(set) var areas: [Area]
     private(set) var ranges: [KeyRange] = []
@@ -64,8 +67,24 @@ final class RestoreBacking {
         self.areas = areas.sorted { $0.0 < $1.0 }.map { Area(start: $0.0, end: $0.1) }
         fds = []
         memory = []
+        pagesFiles = []
         for l in layers {
+            if case .pagesFile(let path) = l.pages {
+                let reader: PagesFileReader
+                do { reader = try PagesFileReader(path: path) } catch {
+                    for f in fds where f >= 0 { close(f) }
+                    throw error
+                }
+                _ = posix_fadvise(reader.fd, 0, 0, POSIX_FADV_SEQUENTIAL)  // the fill reads in address order
+                pagesFiles.append(reader)
+                fds.append(-1)
+                memory.append(nil)
+                continue
+            }
+            pagesFiles.append(nil)
             switch l.pages {
+            case .pagesFile:
+                break
             case .file(let path):
                 let fd = open(path, O_RDONLY | O_CLOEXEC)
                 if fd < 0 {
@@ -95,7 +114,7 @@ final class RestoreBacking {
     /// the event loop installs: the fill's reads then mostly come from the page cache. Stops when
     /// the backing goes.
     func startReadAhead() {
-        let files = fds.filter { $0 >= 0 }.map { dup($0) }.filter { $0 >= 0 }
+        let files = (fds.filter { $0 >= 0 } + pagesFiles.compactMap { $0?.fd }).map { dup($0) }.filter { $0 >= 0 }
         guard !files.isEmpty else { return }
         startThread(name: "restore-readahead") { [weak self] in
             let chunk = 1 << 20
@@ -196,7 +215,9 @@ final class RestoreBacking {
             var n = 1
             while k + n < locs.count && locs[k + n].layer == locs[k].layer && locs[k + n].page == locs[k].page + Int64(n) { n += 1 }
             let l = locs[k].layer, offset = Int(locs[k].page) * Page.size, bytes = n * Page.size
-            if fds[l] >= 0 {
+            if let file = pagesFiles[l] {
+                try file.read(first: Int(locs[k].page), count: n, into: dst + k * Page.size)
+            } else if fds[l] >= 0 {
                 var done = 0
                 while done < bytes {
                     let got = pread(fds[l], dst + k * Page.size + done, bytes - done, off_t(offset + done))
@@ -240,7 +261,9 @@ final class RestoreBacking {
     /// Copies the page at `loc` to `dst`.
     func read(_ loc: Location, into dst: UnsafeMutableRawPointer) throws {
         let offset = Int(loc.page) * Page.size
-        if fds[loc.layer] >= 0 {
+        if let file = pagesFiles[loc.layer] {
+            try file.read(first: Int(loc.page), count: 1, into: dst)
+        } else if fds[loc.layer] >= 0 {
             let n = pread(fds[loc.layer], dst, Page.size, off_t(offset))
             if n != Page.size { throw SystemError("read the restored page at \(offset) of layer \(layers[loc.layer].epoch)", code: n < 0 ? errno : EIO) }
         } else if case .streamed(let s) = layers[loc.layer].pages {
