@@ -33,25 +33,24 @@ struct CheckpointCommand: ParsableCommand {
         }
         defer { close(fd) }
         Socket.setTimeout(fd, seconds: 600)
-        var op: [String: Any] = ["op": "checkpoint"]
-        if let crashAt { op["crash_at"] = crashAt }  // testing: the agent dies there
-        let request = Array(try JSONSerialization.data(withJSONObject: op)) + [10]
+        // (crash_at, for tests: the agent dies there.)
+        let request = ControlJSON.line(ControlRequest(op: .checkpoint, crashAt: crashAt))
         try request.withUnsafeBytes { try Socket.writeFully(fd, [$0]) }
         var reply = [UInt8]()
         var byte: UInt8 = 0
         while recv(fd, &byte, 1, 0) == 1, byte != 10 { reply.append(byte) }
-        guard let d = try? JSONSerialization.jsonObject(with: Data(reply)) as? [String: Any] else {
+        guard let d = try? ControlJSON.decoder.decode(ControlReply.self, from: Data(reply)) else {
             writeError("legato: the run \(name) did not answer the checkpoint request")
             throw ExitCode(1)
         }
-        guard d["ok"] as? Bool == true else {
-            writeError("legato: checkpoint of \(name) refused: \(d["error"] as? String ?? "unknown reason")")
+        guard d.ok else {
+            writeError("legato: checkpoint of \(name) refused: \(d.error ?? "unknown reason")")
             throw ExitCode(1)
         }
-        let pause = (d["pause_ms"] as? NSNumber)?.doubleValue ?? 0
-        let pages = (d["pages"] as? NSNumber)?.intValue ?? 0
-        let cow = d["snapshot"] as? Bool == true ? ", copy-on-write" : ""
-        print("checkpoint \(name) epoch \(d["epoch"] ?? "?") committed: paused \(String(format: "%.1f", pause)) ms, \(pages) pages (\(formatSize(UInt64(pages) * 4096))\(cow))")
+        let pause = d.pauseMs ?? 0
+        let pages = d.pages ?? 0
+        let cow = d.snapshot == true ? ", copy-on-write" : ""
+        print("checkpoint \(name) epoch \(d.epoch.map(String.init) ?? "?") committed: paused \(String(format: "%.1f", pause)) ms, \(pages) pages (\(formatSize(UInt64(pages) * 4096))\(cow))")
     }
 }
 
@@ -121,35 +120,57 @@ struct LsCommand: ParsableCommand {
 
     func run() throws {
         let state = stateDir ?? defaultStateDirectory()
-        var list: [[String: Any]] = []
+        var list: [ListedProcess] = []
         let names = try coordinator.map { try ClusterCheckpointStore.names(coordinator: $0, secret: try secret.load()) }
             ?? LocalImageStore.names(stateDirectory: state)
         for name in names where validProcessName(name) {
             let store: CheckpointStore = try coordinator.map { try ClusterCheckpointStore(name: name, coordinator: $0, secret: try secret.load()) }
                 ?? LocalImageStore(stateDirectory: state, name: name)
             let running = runningAgent(stateDirectory: state, name: name) != nil
-            let record = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: state + "/processes/\(name)/process.json")))) as? [String: Any]
-            let stateText = running ? "running" : (record?["state"] as? String == "exited" ? "exited" : "stopped")
-            let ckpts: [[String: Any]] = try store.committed().map { s in
-                var d: [String: Any] = ["epoch": s.epoch, "committed_at": s.committedAt, "pause_ms": s.pauseMillis, "pages": s.pages, "bytes": s.pages * 4096]
-                if let p = s.parent { d["parent"] = p }
-                return d
+            let record = ProcessRecord.load(stateDirectory: state, name: name)
+            let stateText = running ? "running" : (record?.state == .exited ? "exited" : "stopped")
+            let checkpoints = try store.committed().map {
+                ListedCheckpoint(epoch: $0.epoch, committedAt: $0.committedAt, pauseMs: $0.pauseMillis, pages: $0.pages,
+                                 bytes: $0.pages * 4096, parent: $0.parent)
             }
-            list.append(["name": name, "state": stateText, "checkpoints": ckpts])
+            list.append(ListedProcess(name: name, state: stateText, checkpoints: checkpoints))
         }
         if json {
-            let data = try JSONSerialization.data(withJSONObject: ["processes": list], options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
+            let e = JSONEncoder()
+            e.keyEncodingStrategy = .convertToSnakeCase
+            e.outputFormatting = [.sortedKeys]
+            print(String(decoding: try e.encode(ProcessListing(processes: list)), as: UTF8.self))
             return
         }
         if list.isEmpty { print("no named runs in \(state)"); return }
         for p in list {
-            let ck = p["checkpoints"] as! [[String: Any]]
-            print("\(p["name"]!)  \(p["state"]!)  \(ck.count) checkpoint(s)")
-            for c in ck {
-                let when = Date(timeIntervalSince1970: c["committed_at"] as! Double)
-                print("  epoch \(c["epoch"]!)  \(when)  paused \(String(format: "%.1f", c["pause_ms"] as! Double)) ms  \(formatSize(UInt64(c["bytes"] as! Int)))")
+            print("\(p.name)  \(p.state)  \(p.checkpoints.count) checkpoint(s)")
+            for c in p.checkpoints {
+                let when = Date(timeIntervalSince1970: c.committedAt)
+                print("  epoch \(c.epoch)  \(when)  paused \(String(format: "%.1f", c.pauseMs)) ms  \(formatSize(UInt64(c.bytes)))")
             }
         }
     }
+}
+
+/// What `legato ls --json` prints: `{"processes":[{"name","state","checkpoints":[{"epoch","committed_at",
+/// "pause_ms","pages","bytes","parent"}]}]}` ("parent" only for an increment).
+struct ProcessListing: Codable {
+    var processes: [ListedProcess]
+}
+
+struct ListedProcess: Codable {
+    var name: String
+    /// running, exited or stopped (killed, or its agent died).
+    var state: String
+    var checkpoints: [ListedCheckpoint]
+}
+
+struct ListedCheckpoint: Codable {
+    var epoch: UInt64
+    var committedAt: Double
+    var pauseMs: Double
+    var pages: Int
+    var bytes: Int
+    var parent: UInt64?
 }

@@ -148,8 +148,7 @@ func runningAgent(stateDirectory: String, name: String) -> Int32? {
     let dir = stateDirectory + "/processes/" + name
     guard let fd = try? Socket.connectUnix(path: dir + "/control.sock") else { return nil }
     close(fd)
-    let record = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/process.json")))) as? [String: Any]
-    return (record?["agent_pid"] as? NSNumber)?.int32Value ?? 0
+    return ProcessRecord.load(stateDirectory: stateDirectory, name: name)?.agentPid ?? 0
 }
 
 func writeError(_ s: String) {

@@ -16,7 +16,7 @@ extension Agent {
             try? FileManager.default.removeItem(atPath: dir + "/" + entry)
         }
         controlFD = try Socket.listenUnix(path: dir + "/control.sock")
-        try writeProcessRecord(state: "running", status: nil)
+        try writeProcessRecord(state: .running, status: nil)
     }
 
     func closeControlSocket(exitStatus: Int32?) {
@@ -24,17 +24,14 @@ extension Agent {
         close(controlFD)
         controlFD = -1
         unlink(dir + "/control.sock")
-        try? writeProcessRecord(state: "exited", status: exitStatus)
+        try? writeProcessRecord(state: .exited, status: exitStatus)
     }
 
-    func writeProcessRecord(state: String, status: Int32?) throws {
+    func writeProcessRecord(state: ProcessRecord.State, status: Int32?) throws {
         guard let dir = processDirectory else { return }
-        var d: [String: Any] = ["name": config.name!, "program": config.program, "arguments": config.arguments,
-                                "agent_pid": getpid(), "state": state, "updated_at": Date().timeIntervalSince1970]
-        if let status { d["exit_status"] = status }
-        // No .sortedKeys here or below: sorting loads ICU's collation data, 40 ms from a cold disk
-        // inside a restore's resume.
-        try JSONSerialization.data(withJSONObject: d).write(to: URL(fileURLWithPath: dir + "/process.json"))
+        let record = ProcessRecord(name: config.name!, program: config.program, arguments: config.arguments, agentPid: getpid(),
+                                   state: state, exitStatus: status, updatedAt: Date().timeIntervalSince1970)
+        try ControlJSON.encoder.encode(record).write(to: URL(fileURLWithPath: dir + "/process.json"))
     }
 
     /// Serves one control connection (the event loop saw the listening socket readable).
@@ -47,21 +44,19 @@ extension Agent {
         var request = [UInt8]()
         var byte: UInt8 = 0
         while request.count < 4096, recv(fd, &byte, 1, 0) == 1, byte != 10 { request.append(byte) }
-        let op = (try? JSONSerialization.jsonObject(with: Data(request)) as? [String: Any])?["op"] as? String
-        switch op {
-        case "checkpoint":
-            let crash = (try? JSONSerialization.jsonObject(with: Data(request)) as? [String: Any])?["crash_at"] as? String
-            startCheckpoint(replyTo: fd, crashAt: crash.flatMap { CrashPoint(rawValue: $0) })
-        case "ping": reply(to: fd, ["ok": true, "pid": mainPID])
-        default: reply(to: fd, ["ok": false, "error": "unknown request"])
+        guard let r = try? ControlJSON.decoder.decode(ControlRequest.self, from: Data(request)) else {
+            return reply(to: fd, .refused("unknown request"))
+        }
+        switch r.op {
+        case .checkpoint: startCheckpoint(replyTo: fd, crashAt: r.crashAt.flatMap { CrashPoint(rawValue: $0) })
+        case .ping: reply(to: fd, ControlReply(ok: true, pid: mainPID))
         }
     }
 
     /// Sends one JSON line and closes the control connection.
-    func reply(to fd: Int32?, _ d: [String: Any]) {
+    func reply(to fd: Int32?, _ r: ControlReply) {
         guard let fd else { return }
-        var out = (try? JSONSerialization.data(withJSONObject: d)) ?? Data("{}".utf8)
-        out.append(10)
+        let out = ControlJSON.line(r)
         _ = out.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         close(fd)
     }
@@ -110,8 +105,8 @@ extension Agent {
     /// Takes a checkpoint of the named run: the pause happens here, the two-phase commit on a thread
     /// of its own while PROG runs; `finishCheckpoint` replies once it is decided. PROG runs on whatever happens.
     func startCheckpoint(replyTo fd: Int32?, crashAt: CrashPoint?) {
-        guard let name = config.name else { return reply(to: fd, ["ok": false, "error": "this run has no name"]) }
-        guard !checkpointing else { return reply(to: fd, ["ok": false, "error": "a checkpoint is in progress"]) }
+        guard let name = config.name else { return reply(to: fd, .refused("this run has no name")) }
+        guard !checkpointing else { return reply(to: fd, .refused("a checkpoint is in progress")) }
         checkpointing = true
         let tx: CheckpointTransaction
         let r: CheckpointResult
@@ -127,7 +122,7 @@ extension Agent {
             forgetAllSaved()
             checkpointing = false
             log.warning("checkpoint \(name) refused: \(error)")
-            return reply(to: fd, ["ok": false, "error": "\(error)"])
+            return reply(to: fd, .refused("\(error)"))
         }
         let pause = Double(r.pauseNanos) / 1e6
         crash(at: .captured, if: crashAt)
@@ -170,15 +165,14 @@ extension Agent {
         let r = c.result
         if let failure = c.failure {
             forgetAllSaved()
-            return reply(to: c.replyFD, ["ok": false, "error": "aborted: \(failure)"])
+            return reply(to: c.replyFD, .refused("aborted: \(failure)"))
         }
         checkpointBase = r.epoch
         stats.checkpoints += 1
         if restoreBacking == nil { dropEarlierSpaces() }
         log.info("checkpoint \(r.image.name) epoch \(r.epoch) committed (\(r.parent.map { "increment of \($0)" } ?? "full")): \(r.pages) pages, paused \(String(format: "%.1f", c.pauseMillis)) ms")
-        var d: [String: Any] = ["ok": true, "epoch": r.epoch, "pause_ms": c.pauseMillis, "pages": r.pages, "bytes": r.bytes, "snapshot": r.snapshot]
-        if let p = r.parent { d["parent"] = p }
-        reply(to: c.replyFD, d)
+        reply(to: c.replyFD, ControlReply(ok: true, epoch: r.epoch, parent: r.parent, pauseMs: c.pauseMillis, pages: r.pages,
+                                          bytes: r.bytes, snapshot: r.snapshot))
     }
 
     /// Waits for a checkpoint in flight to be decided (before the agent exits).
