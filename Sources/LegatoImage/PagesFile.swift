@@ -110,13 +110,7 @@ public final class PagesFileWriter {
     }
 
     private func writeAll(_ p: UnsafeRawPointer, _ count: Int, at offset: Int) throws {
-        var done = 0
-        while done < count {
-            let n = pwrite(fd, p + done, count - done, off_t(offset + done))
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { throw SystemError("write \(path)", code: n < 0 ? errno : ENOSPC) }
-            done += n
-        }
+        try Sys.pwriteFully(fd, p, count: count, at: offset, "write \(path)")
     }
 }
 
@@ -170,14 +164,8 @@ public final class PagesFileReader {
         guard first >= 0, count >= 0, first + count <= pages else {
             throw LegatoError("pages \(first)..<\(first + count) are past the \(pages) pages of \(path)")
         }
-        var done = 0
-        let bytes = count * Page.size, offset = PagesFile.headerSize + first * Page.size
-        while done < bytes {
-            let n = pread(fd, dst + done, bytes - done, off_t(offset + done))
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { throw SystemError("read \(count) pages at page \(first) of \(path)", code: n < 0 ? errno : EIO) }
-            done += n
-        }
+        try Sys.preadFully(fd, dst, count: count * Page.size, at: PagesFile.headerSize + first * Page.size,
+                           "read \(count) pages at page \(first) of \(path)")
         for k in 0..<count where Sys.crc32c(0, UnsafeRawBufferPointer(start: dst + k * Page.size, count: Page.size)) != crcs[first + k] {
             throw PagesFile.FormatError.pageChecksum(path, page: first + k)
         }
@@ -185,14 +173,10 @@ public final class PagesFileReader {
 
     private static func readAll(_ fd: Int32, _ b: inout [UInt8], at offset: Int, path: String) throws {
         let count = b.count
-        try b.withUnsafeMutableBytes { raw in
-            var done = 0
-            while done < count {
-                let n = pread(fd, raw.baseAddress! + done, count - done, off_t(offset + done))
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { throw PagesFile.FormatError.truncated(path, pages: 0, bytes: offset + done) }
-                done += n
-            }
+        do {
+            try b.withUnsafeMutableBytes { try Sys.preadFully(fd, $0.baseAddress!, count: count, at: offset, "read \(path)") }
+        } catch let e as SystemError where e.code == EIO {
+            throw PagesFile.FormatError.truncated(path, pages: 0, bytes: offset)
         }
     }
 }

@@ -96,15 +96,7 @@ public enum RecordFile {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         if fd < 0 { throw SystemError.fromErrno("create \(path)") }
         defer { close(fd) }
-        try bytes.withUnsafeBytes { raw in
-            var done = 0
-            while done < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + done, raw.count - done)
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { throw SystemError("write \(path)", code: n < 0 ? errno : ENOSPC) }
-                done += n
-            }
-        }
+        try bytes.withUnsafeBytes { try Sys.writeFully(fd, $0.baseAddress!, count: $0.count, "write \(path)") }
         if fsync(fd) != 0 { throw SystemError.fromErrno("fsync \(path)") }
     }
 

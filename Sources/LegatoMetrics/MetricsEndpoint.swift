@@ -136,8 +136,7 @@ public final class MetricsEndpoint: @unchecked Sendable {
         var request: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 2048)
         while request.count < Self.requestLimit {
-            let n = recv(fd, &chunk, chunk.count, 0)
-            if n < 0 && errno == EINTR { continue }
+            let n = Sys.retryingEINTR { recv(fd, &chunk, chunk.count, 0) }
             if n <= 0 { return }
             request += chunk[0..<n]
             if Self.endsHeaders(request) { break }

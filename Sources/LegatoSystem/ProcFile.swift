@@ -10,9 +10,8 @@ public enum ProcFile {
         var out: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 65536)
         while true {
-            let n = read(fd, &buf, buf.count)
+            let n = Sys.retryingEINTR { read(fd, &buf, buf.count) }
             if n > 0 { out += buf[0..<n]; continue }
-            if n < 0 && errno == EINTR { continue }
             return n < 0 ? nil : out
         }
     }

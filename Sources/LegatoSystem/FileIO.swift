@@ -1,0 +1,43 @@
+import Glibc
+
+/// Whole reads and writes of files, with the one EINTR policy of Swift code here: an interrupted
+/// call is retried, in this file (the C layer retries its own calls). Errors name what was
+/// attempted, with the errno (a short read or write past the file's end is EIO or ENOSPC).
+extension Sys {
+    /// Retries `call` while it fails with EINTR; returns its result.
+    @inline(__always)
+    public static func retryingEINTR<T: BinaryInteger>(_ call: () -> T) -> T {
+        while true {
+            let r = call()
+            if r < 0 && errno == EINTR { continue }
+            return r
+        }
+    }
+
+    /// Reads exactly `count` bytes at `offset` into `buffer`.
+    public static func preadFully(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, count: Int, at offset: Int,
+                                  _ what: @autoclosure () -> String) throws {
+        try whole(count, short: EIO, what) { done in pread(fd, buffer + done, count - done, off_t(offset + done)) }
+    }
+
+    /// Writes all `count` bytes of `buffer` at `offset`.
+    public static func pwriteFully(_ fd: Int32, _ buffer: UnsafeRawPointer, count: Int, at offset: Int,
+                                   _ what: @autoclosure () -> String) throws {
+        try whole(count, short: ENOSPC, what) { done in pwrite(fd, buffer + done, count - done, off_t(offset + done)) }
+    }
+
+    /// Writes all `count` bytes of `buffer` at the file's offset.
+    public static func writeFully(_ fd: Int32, _ buffer: UnsafeRawPointer, count: Int, _ what: @autoclosure () -> String) throws {
+        try whole(count, short: ENOSPC, what) { done in write(fd, buffer + done, count - done) }
+    }
+
+    /// Calls `step(done)` until `count` bytes are done; a call that moves none fails with `short`.
+    private static func whole(_ count: Int, short: Int32, _ what: () -> String, _ step: (Int) -> Int) throws {
+        var done = 0
+        while done < count {
+            let n = retryingEINTR { step(done) }
+            if n <= 0 { throw SystemError(what(), code: n < 0 ? errno : short) }
+            done += n
+        }
+    }
+}
