@@ -8,7 +8,7 @@ import LegatoSystem
 /// one fails. Entries are visited in place in the receive buffer, by the thread that read them; a
 /// replica failing half way means the segment's first entries are visited twice (the same bytes).
 public final class LogReplay {
-    public struct Segment {
+    public struct SegmentReplicas {
         public var writer: UInt64
         public var segment: UInt64
         public var replicas: [Endpoint]
@@ -32,7 +32,7 @@ public final class LogReplay {
     /// Visits every entry of `segments` whose epoch the segment wants: `visit(thread, epoch, payload)`,
     /// concurrently from threads 0..<threads (each thread's calls in order; the payload valid only
     /// during the call).
-    public func run(_ segments: [Segment], visit: @escaping (Int, UInt32, UnsafeRawBufferPointer) throws -> Void) throws {
+    public func run(_ segments: [SegmentReplicas], visit: @escaping (Int, UInt32, UnsafeRawBufferPointer) throws -> Void) throws {
         let lock = Lock()
         var failure: Error?
         var done = 0

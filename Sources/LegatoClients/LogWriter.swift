@@ -45,7 +45,7 @@ public final class LogWriter {
         public var free: UInt64
     }
 
-    final class Segment {
+    final class ReplicatedSegment {
         let id: UInt64
         var replicas: [UInt64]
         var entries: [LogEntry] = []  // kept while open, to re-replicate
@@ -80,7 +80,7 @@ public final class LogWriter {
     private var nodes: [UInt64: Node] = [:]
     private var deadNodes: Set<UInt64> = []
     private var clients: [UInt64: LogNodeClient] = [:]
-    private var segments: [Segment] = []
+    private var segments: [ReplicatedSegment] = []
     private var nextSegment: UInt64 = 1
     private var warnedFew = false
     private var monitoring = false
@@ -130,7 +130,7 @@ public final class LogWriter {
             }
         }
         for (id, f) in found.sorted(by: { $0.key < $1.key }) {
-            let s = Segment(id: id, replicas: f.replicas)
+            let s = ReplicatedSegment(id: id, replicas: f.replicas)
             s.closed = true  // never append to a segment we did not open: start a new one
             s.count = f.count
             segments.append(s)
@@ -222,7 +222,7 @@ public final class LogWriter {
         }
     }
 
-    private func openSegment(fitting size: Int) throws -> Segment {
+    private func openSegment(fitting size: Int) throws -> ReplicatedSegment {
         if let s = segments.last, !s.closed, s.bytes + size + SegmentFormat.entryHeaderSize <= config.segmentBytes || s.count == 0 {
             return s
         }
@@ -233,7 +233,7 @@ public final class LogWriter {
             targets = chooseNodes(config.replicas, excluding: [])
             guard !targets.isEmpty else { throw LogError.noLogNodes }
         }
-        let s = Segment(id: nextSegment, replicas: [])
+        let s = ReplicatedSegment(id: nextSegment, replicas: [])
         nextSegment += 1
         // The OPEN answers are collected after the first append is sent (see settleOpens): a log
         // node handles a connection's requests in order, so the append's bytes flow in while it opens.
@@ -250,7 +250,7 @@ public final class LogWriter {
     }
 
     /// Collects the OPEN answers of segment `s`; returns the nodes that refused or failed (dropped).
-    private func settleOpens(_ s: Segment) -> [UInt64] {
+    private func settleOpens(_ s: ReplicatedSegment) -> [UInt64] {
         defer { s.opening.removeAll() }
         return collect(.openReplica, s.opening)
     }
@@ -260,7 +260,7 @@ public final class LogWriter {
     /// Appends `chunk` to every replica of `s`: in requests of about 1 MiB, every request sent to every
     /// replica before any answer is awaited, so the log nodes take in and store one request while the
     /// next is on its way (one big request would reach the replicas one after the other).
-    private func appendToReplicas(_ s: Segment, _ chunk: ArraySlice<LogEntry>) throws {
+    private func appendToReplicas(_ s: ReplicatedSegment, _ chunk: ArraySlice<LogEntry>) throws {
         var failed: [UInt64] = []
         var requests: [[UInt8]] = []
         var first = s.count
@@ -304,7 +304,7 @@ public final class LogWriter {
     }
 
     /// Brings segment `s` back to R replicas (or as many as there are nodes) by copying it to new nodes.
-    private func topUp(_ s: Segment) throws {
+    private func topUp(_ s: ReplicatedSegment) throws {
         while s.replicas.count < config.replicas {
             let extra = chooseNodes(1, excluding: Set(s.replicas))
             guard let id = extra.first else {
@@ -340,7 +340,7 @@ public final class LogWriter {
         }
     }
 
-    private func readClosed(_ s: Segment) throws -> [LogEntry] {
+    private func readClosed(_ s: ReplicatedSegment) throws -> [LogEntry] {
         var why = "no replica left"
         for id in s.replicas {
             do {
@@ -376,7 +376,7 @@ public final class LogWriter {
         return failed
     }
 
-    private func closeSegment(_ s: Segment) throws {
+    private func closeSegment(_ s: ReplicatedSegment) throws {
         let sent = sendAll(.closeReplica, s.replicas, segment: s.id)
         let refused = collect(.closeReplica, sent)
         let closed = sent.map { $0.node }.filter { !refused.contains($0) }

@@ -73,11 +73,11 @@ public final class PageStore {
     public let limits: Limits
     private let lock = Lock()
     private var spaces: [UInt64: Space] = [:]
-    private var segments: [Segment?] = []
+    private var segments: [MemorySegment?] = []
     private var freeSlots: [Int] = []
-    private var head: Segment?
+    private var head: MemorySegment?
     /// A populated segment made ahead, outside the lock, for the next head (see prepareSpare).
-    private var spare: Segment?
+    private var spare: MemorySegment?
     private var allocated = 0
     private var livePages = 0
     private var nextVersion: UInt64 = 1
@@ -95,7 +95,7 @@ public final class PageStore {
 
     public init(limits: Limits) {
         self.limits = limits
-        let perSegment = limits.segmentBytes / Segment.entrySize
+        let perSegment = limits.segmentBytes / MemorySegment.entrySize
         maxSegments = max(2, Int(limits.capacityBytes / UInt64(limits.segmentBytes)))
         livePageLimit = (maxSegments - 1) * perSegment * 9 / 10
     }
@@ -168,7 +168,7 @@ public final class PageStore {
                 refusedStores += 1
                 throw StoreError.capacityExceeded(requested: vpns.count, livePages: livePages, limitPages: livePageLimit)
             }
-            var current: Segment?  // the head, asked for once per segment filled (not a retain per page)
+            var current: MemorySegment?  // the head, asked for once per segment filled (not a retain per page)
             for (i, vpn) in vpns.enumerated() {
                 if current == nil || current!.isFull { current = try headWithRoom() }
                 let seg = current!
@@ -247,7 +247,7 @@ public final class PageStore {
     /// Pages found by `locate`, and the segments that hold them (kept mapped while this lives).
     public final class LocatedPages {
         public fileprivate(set) var pages: [UnsafeRawBufferPointer] = []
-        fileprivate var segments: [Segment] = []
+        fileprivate var segments: [MemorySegment] = []
         /// How many segments the pages lie in (at most; runs of one segment count once).
         public var segmentCount: Int { segments.count }
 
@@ -419,15 +419,15 @@ public final class PageStore {
         if seg.liveEntries == 0 && seg !== head { release(seg) }
     }
 
-    private func release(_ seg: Segment) {
+    private func release(_ seg: MemorySegment) {
         segments[seg.slot] = nil
         freeSlots.append(seg.slot)
         allocated -= 1
     }
 
-    private func allocate() throws -> Segment {
+    private func allocate() throws -> MemorySegment {
         let slot = freeSlots.popLast() ?? segments.count
-        guard let seg = spare ?? Segment(slot: slot, size: limits.segmentBytes) else {
+        guard let seg = spare ?? MemorySegment(slot: slot, size: limits.segmentBytes) else {
             if slot == segments.count { } else { freeSlots.append(slot) }
             throw StoreError.outOfMemory
         }
@@ -444,7 +444,7 @@ public final class PageStore {
     /// cleaner's reserve.
     private func prepareSpare() {
         guard lock.withLock({ wantsSpare }) else { return }
-        guard let fresh = Segment(slot: -1, size: limits.segmentBytes) else { return }
+        guard let fresh = MemorySegment(slot: -1, size: limits.segmentBytes) else { return }
         lock.withLock { if wantsSpare { spare = fresh } }
         // Not kept (another store made one first): unmapped on return, outside the lock.
     }
@@ -453,7 +453,7 @@ public final class PageStore {
     private var wantsSpare: Bool { spare == nil && allocated + 2 < maxSegments }
 
     /// The head segment with room for one more entry, allocating or cleaning as needed.
-    private func headWithRoom() throws -> Segment {
+    private func headWithRoom() throws -> MemorySegment {
         if let h = head, !h.isFull { return h }
         if let h = head, h.liveEntries == 0 { release(h) }
         head = nil
@@ -484,7 +484,7 @@ public final class PageStore {
                 if s.retained[h.vpn] == loc { s.retained[h.vpn] = moved; target.liveEntries += 1 }
                 cleanedPages += 1
             }
-            offset += Segment.entrySize
+            offset += MemorySegment.entrySize
         }
         victim.liveEntries = 0
         release(victim)

@@ -74,7 +74,7 @@ struct BenchCommand: ParsableCommand {
             log.close()
             // The reader restores use: segments spread over threads and replicas (RAMCloud's partitioned
             // recovery reads), each node told which segment it will be asked for next.
-            let segments = placement.map { LogReplay.Segment(writer: writer, segment: $0.segment, replicas: $0.nodes, epochs: nil) }
+            let segments = placement.map { LogReplay.SegmentReplicas(writer: writer, segment: $0.segment, replicas: $0.nodes, epochs: nil) }
             let replay = LogReplay(secret: s, threads: threads)
             let counts = UnsafeMutableBufferPointer<Int>.allocate(capacity: threads)  // per thread: each counts its own
             defer { counts.deallocate() }

@@ -6,23 +6,6 @@ import LegatoSystem
 /// Taking a checkpoint: freeze, capture the context (registers, signal state, maps, mm fields, fds),
 /// copy every page the process has (resident, buffered or remote), thaw.
 extension Agent {
-    /// A checkpoint refused because PROG holds something that cannot be checkpointed yet.
-    public struct CheckpointRefused: Error, CustomStringConvertible {
-        public let description: String
-    }
-
-    public struct CheckpointResult {
-        public let epoch: UInt64
-        public let parent: UInt64?
-        public let pauseNanos: UInt64
-        public let pages: Int
-        public let bytes: Int
-        /// The changed resident pages were kept in a copy-on-write snapshot.
-        public let snapshot: Bool
-        /// The context record, for the sink once PROG runs again (with the pages in `staging`).
-        public let image: ProcessImage
-    }
-
     /// Captures PROG as checkpoint `epoch`, an increment of `checkpointBase` if there is one: pages
     /// and zero runs into `staging`, for the store once PROG runs again. PROG runs on whatever
     /// happens. If the checkpoint then does not commit, call forgetAllSaved().

@@ -287,18 +287,18 @@ public final class ClusterCheckpointStore: CheckpointStore {
     }
 
     /// The segments of the run's own log, to read for entries of `epochs`.
-    private func ownSegments(epochs: Set<UInt32>) throws -> [LogReplay.Segment] {
-        try log().placement.map { LogReplay.Segment(writer: writerID, segment: $0.segment, replicas: $0.nodes, epochs: epochs) }
+    private func ownSegments(epochs: Set<UInt32>) throws -> [LogReplay.SegmentReplicas] {
+        try log().placement.map { LogReplay.SegmentReplicas(writer: writerID, segment: $0.segment, replicas: $0.nodes, epochs: epochs) }
     }
 
     /// The segments of participant logs, each to read for the epochs given with it.
-    private func participantSegments(_ epochsByWriter: [UInt64: Set<UInt32>]) throws -> [LogReplay.Segment] {
-        var segments: [LogReplay.Segment] = []
+    private func participantSegments(_ epochsByWriter: [UInt64: Set<UInt32>]) throws -> [LogReplay.SegmentReplicas] {
+        var segments: [LogReplay.SegmentReplicas] = []
         for (writer, named) in epochsByWriter {
             let p = try LogWriter(config: .init(writer: writer, secret: secret,
                                                 token: CheckpointLogEntry.participantToken(writer: writer, secret: secret),
                                                 coordinator: coordinatorEndpoint))
-            segments += p.placement.map { LogReplay.Segment(writer: writer, segment: $0.segment, replicas: $0.nodes, epochs: named) }
+            segments += p.placement.map { LogReplay.SegmentReplicas(writer: writer, segment: $0.segment, replicas: $0.nodes, epochs: named) }
             p.close()
         }
         return segments

@@ -56,7 +56,7 @@ import LegatoCore
     @Test func locatedPagesOutliveTheirSegment() throws {
         let s = PageStore(limits: .init(capacityBytes: 4 << 20, segmentBytes: 1 << 20))
         try s.createSpace(7, owner: owner)
-        let perSegment = (1 << 20) / Segment.entrySize
+        let perSegment = (1 << 20) / MemorySegment.entrySize
         try store(s, 7, Array(0..<UInt64(perSegment)))
         var present = [UInt8](repeating: 0, count: 3)
         let wanted: [UInt64] = [0, 5, UInt64(perSegment - 1)]
@@ -165,7 +165,7 @@ import LegatoCore
     @Test func makesTheNextSegmentAheadWithinTheCapacity() throws {
         let s = PageStore(limits: .init(capacityBytes: 4 << 20, segmentBytes: 256 << 10))  // 16 segments
         try s.createSpace(1, owner: owner)
-        let perSegment = (256 << 10) / Segment.entrySize
+        let perSegment = (256 << 10) / MemorySegment.entrySize
         try store(s, 1, [0])  // the spare made first became the head
         #expect(s.stats.segments == 1 && s.stats.spareSegments == 0)
         try store(s, 1, [1])

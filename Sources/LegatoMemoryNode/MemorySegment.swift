@@ -13,7 +13,7 @@ import LegatoCore
 ///
 /// An entry is live while the index points at it; the cleaner copies live entries out and
 /// frees the segment.
-final class Segment {
+final class MemorySegment {
     static let headerSize = 32
     static let entrySize = headerSize + Page.size
 
@@ -35,9 +35,9 @@ final class Segment {
 
     deinit { munmap(base, size) }
 
-    var capacityEntries: Int { size / Segment.entrySize }
-    var entryCount: Int { used / Segment.entrySize }
-    var isFull: Bool { used + Segment.entrySize > size }
+    var capacityEntries: Int { size / MemorySegment.entrySize }
+    var entryCount: Int { used / MemorySegment.entrySize }
+    var isFull: Bool { used + MemorySegment.entrySize > size }
 
     /// Appends an entry and returns its offset. The caller checked `isFull`.
     func append(space: UInt64, vpn: UInt64, version: UInt64, epoch: UInt32, page: UnsafeRawPointer) -> Int {
@@ -48,8 +48,8 @@ final class Segment {
         h.storeBytes(of: version.littleEndian, toByteOffset: 16, as: UInt64.self)
         h.storeBytes(of: epoch.littleEndian, toByteOffset: 24, as: UInt32.self)
         h.storeBytes(of: UInt32(0), toByteOffset: 28, as: UInt32.self)
-        memcpy(h + Segment.headerSize, page, Page.size)
-        used += Segment.entrySize
+        memcpy(h + MemorySegment.headerSize, page, Page.size)
+        used += MemorySegment.entrySize
         return offset
     }
 
@@ -61,5 +61,5 @@ final class Segment {
                 UInt32(littleEndian: h.loadUnaligned(fromByteOffset: 24, as: UInt32.self)))
     }
 
-    func page(at offset: Int) -> UnsafeRawPointer { UnsafeRawPointer(base + offset + Segment.headerSize) }
+    func page(at offset: Int) -> UnsafeRawPointer { UnsafeRawPointer(base + offset + MemorySegment.headerSize) }
 }
