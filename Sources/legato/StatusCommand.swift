@@ -26,24 +26,25 @@ struct StatusCommand: ParsableCommand {
         let clusterSecret = try secret.load()
         let client = try CoordinatorClient(endpoint: ep, secret: clusterSecret)
         let (version, nodes) = try client.nodes()
-        var nodeCounters: [UInt64: Result<[String: Any], Error>] = [:]
+        var nodeCounters: [UInt64: Result<NodeCounters, Error>] = [:]
         if counters {
-            for n in nodes where n.alive { nodeCounters[n.id] = Self.counters(of: n.address, secret: clusterSecret) }
+            for n in nodes where n.alive { nodeCounters[n.id] = Self.counters(of: n, secret: clusterSecret) }
         }
         if json {
-            let list: [[String: Any]] = nodes.map {
-                var n: [String: Any] = ["id": $0.id, "role": $0.role.rawValue, "address": $0.address, "state": $0.alive ? "alive" : "dead",
-                                        "capacity_bytes": $0.capacity, "used_bytes": $0.used, "silent_ms": $0.silentMillis]
-                switch nodeCounters[$0.id] {
-                case .success(let c): n["counters"] = c
-                case .failure(let e): n["counters_error"] = "\(e)"
+            let report = StatusReport(coordinator: ep.description, membershipVersion: version, nodes: nodes.map { n in
+                var r = NodeReport(id: n.id, role: n.role.rawValue, address: n.address, state: n.alive ? "alive" : "dead",
+                                   capacityBytes: n.capacity, usedBytes: n.used, silentMs: n.silentMillis)
+                switch nodeCounters[n.id] {
+                case .success(let c): r.counters = c
+                case .failure(let e): r.countersError = "\(e)"
                 case nil: break
                 }
-                return n
-            }
-            let data = try JSONSerialization.data(withJSONObject: ["coordinator": ep.description, "membership_version": version, "nodes": list],
-                                                  options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
+                return r
+            })
+            let e = JSONEncoder()
+            e.keyEncodingStrategy = .convertToSnakeCase
+            e.outputFormatting = [.sortedKeys]
+            print(String(decoding: try e.encode(report), as: UTF8.self))
             return
         }
         let alive = nodes.filter { $0.alive }.count
@@ -65,24 +66,74 @@ struct StatusCommand: ParsableCommand {
             switch result {
             case .success(let c):
                 print("node \(n.id) (\(n.role.rawValue), \(n.address)):")
-                for key in c.keys.sorted() { print("  \(key) \(c[key]!)") }
+                for (key, value) in c.fields { print("  \(key) \(value)") }
             case .failure(let e):
                 print("node \(n.id) (\(n.role.rawValue), \(n.address)): no counters: \(e)")
             }
         }
     }
 
-    /// A node's STATS answer (a JSON object of counters), asked on a connection of its own.
-    static func counters(of address: String, secret: ClusterSecret) -> Result<[String: Any], Error> {
+    /// A node's STATS answer, read as its role's record, asked on a connection of its own.
+    static func counters(of node: NodeStatus, secret: ClusterSecret) -> Result<NodeCounters, Error> {
         Result {
-            guard let ep = Endpoint(parsing: address) else { throw ValidationError("node address \(address) is not HOST:PORT") }
+            guard let ep = Endpoint(parsing: node.address) else { throw ValidationError("node address \(node.address) is not HOST:PORT") }
             let rpc = try RPCClient(endpoint: ep, secret: secret, token: Sys.randomBytes(Handshake.tokenSize), ioTimeoutSeconds: 5)
             defer { rpc.close() }
             let text = try rpc.stats()
-            guard let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
-                throw LegatoError("STATS answer of \(address) is not a JSON object")
+            switch node.role {
+            case .memory: return .memory(try StatsJSON.decode(MemoryNodeStats.self, from: text))
+            case .log: return .log(try StatsJSON.decode(LogNodeStats.self, from: text))
             }
-            return object
         }
+    }
+}
+
+/// What `legato status --json` prints: `{"coordinator", "membership_version", "nodes": [{"id", "role",
+/// "address", "state", "capacity_bytes", "used_bytes", "silent_ms", "counters" (with --counters)}]}`.
+struct StatusReport: Codable {
+    var coordinator: String
+    var membershipVersion: UInt64
+    var nodes: [NodeReport]
+}
+
+struct NodeReport: Codable {
+    var id: UInt64
+    var role: String
+    var address: String
+    var state: String
+    var capacityBytes: UInt64
+    var usedBytes: UInt64
+    var silentMs: UInt64
+    /// The node's STATS record, as it answers it.
+    var counters: NodeCounters?
+    var countersError: String?
+}
+
+/// A node's STATS record, encoded as the record itself.
+enum NodeCounters: Codable {
+    case memory(MemoryNodeStats)
+    case log(LogNodeStats)
+
+    init(from decoder: Decoder) throws {
+        if let m = try? MemoryNodeStats(from: decoder) { self = .memory(m); return }
+        self = .log(try LogNodeStats(from: decoder))
+    }
+
+    func encode(to encoder: Encoder) throws {
+        switch self {
+        case .memory(let m): try m.encode(to: encoder)
+        case .log(let l): try l.encode(to: encoder)
+        }
+    }
+
+    /// Its fields by name, as STATS names them, for the human listing.
+    var fields: [(String, String)] {
+        let json: String
+        switch self {
+        case .memory(let m): json = StatsJSON.encode(m)
+        case .log(let l): json = StatsJSON.encode(l)
+        }
+        let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]) ?? [:]
+        return object.keys.sorted().map { ($0, "\(object[$0]!)") }
     }
 }
