@@ -19,7 +19,7 @@ extension Agent: FaultSources {
     }
 
     /// Serves a batch of faults: local ones at once; remote ones become fetches answered
-    /// asynchronously (see Agent+Fetch), so the faults of several threads share a round trip; the
+    /// asynchronously (see Fetcher), so the faults of several threads share a round trip; the
     /// lone pages of the batch go out together, one request per node.
     func serveFaults(_ faults: [Sys.UffdEvent]) throws {
         for (k, f) in faults.enumerated() {

@@ -77,7 +77,7 @@ final class Evictor {
     private func evict(_ wanted: Int) throws {
         while writeBack.inflightBytes > WriteBackBuffer.maxInflightBytes && !isStopping() { writeBack.waitForCompletions() }
         if isStopping() { return }
-        var candidates = pickVictims(wanted)
+        var candidates = VictimChoice.pick(wanted, from: mm.table)
         if candidates.isEmpty { return }
 
         let frozenAt = monotonicNanos()
@@ -217,33 +217,6 @@ final class Evictor {
 
     /// What the freeze found of a victim.
     enum Mark { case vanished, clean, dirty, keptLocal }
-
-    /// Up to `wanted` resident pages, oldest first.
-    private func pickVictims(_ wanted: Int) -> [UInt64] {
-        var out: [UInt64] = []
-        out.reserveCapacity(wanted)
-        // First what sequential streams have passed, most recently passed first ...
-        var fromStreams = Set<UInt64>()
-        while out.count < wanted, let a = mm.table.consumed.popPage() {
-            guard let r = mm.table.regions.find(a), r.state(r.index(of: a)).contains(.resident), fromStreams.insert(a).inserted else { continue }
-            out.append(a)
-        }
-        // ... then the oldest installed.
-        var rebuilt = false
-        while out.count < wanted {
-            guard let a = mm.table.victims.pop() else {
-                if rebuilt { break }
-                rebuilt = true
-                mm.table.rebuildVictimQueue()
-                continue
-            }
-            guard let r = mm.table.regions.find(a) else { continue }
-            let i = r.index(of: a)
-            r.remove(i, .queued)
-            if r.state(i).contains(.resident) && !fromStreams.contains(a) { out.append(a) }
-        }
-        return out
-    }
 
     // MARK: reading and discarding
 
