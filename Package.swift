@@ -59,7 +59,7 @@ let package = Package(
         ]),
 
         // Tests: unit tests need no root and start no process; end-to-end tests run `legato` itself.
-        .target(name: "LegatoTestSupport", dependencies: ["LegatoCore", "LegatoWire"], path: "Tests/LegatoTestSupport"),
+        .target(name: "LegatoTestSupport", dependencies: ["LegatoCore", "LegatoSystem", "LegatoWire"], path: "Tests/LegatoTestSupport"),
         .testTarget(name: "LegatoUnitTests", dependencies: [
             "LegatoAgent", "LegatoMemoryNode", "LegatoLogNode", "LegatoCoordinator", "LegatoClients", "LegatoSegmentLog", "LegatoMetrics", "LegatoImage",
             "LegatoWire", "LegatoCore", "LegatoSystem", "LegatoTestSupport",

@@ -3,6 +3,7 @@ import Glibc
 import LegatoClients
 import LegatoCore
 import LegatoSystem
+import LegatoTestSupport
 import LegatoWire
 import Testing
 

@@ -5,6 +5,7 @@ import LegatoCore
 import LegatoLogNode
 import LegatoSegmentLog
 import LegatoSystem
+import LegatoTestSupport
 import LegatoWire
 import Testing
 

@@ -4,6 +4,7 @@ import LegatoClients
 import LegatoCore
 @testable import LegatoMemoryNode
 import LegatoSystem
+import LegatoTestSupport
 @testable import LegatoWire
 import Testing
 
@@ -221,19 +222,7 @@ import Testing
 
     /// Sends raw bytes after a proper handshake; returns what the server answered (nil if it closed).
     func hostile(_ node: MemoryNode, authenticate: Bool = true, _ bytes: [UInt8]) throws -> Frame? {
-        let conn = try Connection.connect("node", host: "127.0.0.1", port: node.endpoint.port)
-        defer { conn.close() }
-        Socket.setTimeout(conn.fd, seconds: 5)
-        if authenticate { try Handshake.connect(conn, secret: secret, token: tokenA) }
-        try bytes.withUnsafeBytes { try Socket.writeFully(conn.fd, [$0]) }
-        shutdown(conn.fd, Int32(SHUT_WR))
-        var last: Frame?
-        while let f = try? conn.receive() { last = f }
-        return last
-    }
-
-    func frame(_ op: UInt8, _ payload: [UInt8], length: UInt32? = nil) -> [UInt8] {
-        FrameHeader(opcode: op, requestID: 9, length: length ?? UInt32(payload.count)).encoded() + payload
+        try sendHostile(to: node.endpoint, secret: secret, authenticate: authenticate, bytes)
     }
 
     @Test func survivesMalformedTruncatedAndHostileMessages() throws {
