@@ -22,6 +22,7 @@ public final class MetricsEndpoint: @unchecked Sendable {
     private let lock = Lock()
     private var counters: [String: Prometheus.Counter] = [:]
     private var gauges: [String: Prometheus.Gauge] = [:]
+    private var started = false
     private var stopped = false
     private var running = false
 
@@ -51,23 +52,26 @@ public final class MetricsEndpoint: @unchecked Sendable {
     }
 
     public func start() {
-        lock.withLock { running = true }
+        lock.withLock {
+            started = true
+            running = true
+        }
         startThread(name: "metrics") { [self] in serve() }
         log.info("metrics at http://\(endpoint)/metrics")
     }
 
+    /// Stops serving and gives the port back (once; later calls do nothing).
     public func stop() {
-        let serving = lock.withLock { () -> Bool in
+        let first = lock.withLock { () -> Bool in
             defer { stopped = true }
-            return running && !stopped
+            return !stopped
         }
+        guard first else { return }
         shutdown(listener, Int32(SHUT_RDWR))
-        guard serving else {
-            if !lock.withLock({ running }) { close(listener) }
-            return
-        }
-        // The accept thread sees the listener shut down and closes it.
         lock.withLock {
+            // Never served: nobody else closes the listener. Else the accept thread sees it shut
+            // down, closes it and says so.
+            guard started else { close(listener); return }
             while running { _ = lock.wait(seconds: 1) }
         }
     }

@@ -70,10 +70,12 @@ import Testing
         let e = try start(Numbers())
         let port = e.endpoint.port
         e.stop()
+        e.stop()  // a second stop does nothing (the port is not closed twice)
         #expect(throws: (any Error).self) { _ = try httpRequest(Endpoint(host: "127.0.0.1", port: port), path: "/metrics") }
         // The port can be listened on again at once.
         let again = try MetricsEndpoint(listen: Endpoint(host: "127.0.0.1", port: port), role: "test",
                                         log: LegatoLogging.logger("test.metrics")) { MetricsReport() }
+        again.stop()  // never started: stop gives the port back too
         again.stop()
     }
 
