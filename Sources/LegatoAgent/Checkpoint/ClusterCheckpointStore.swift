@@ -80,29 +80,31 @@ public final class ClusterCheckpointStore: CheckpointStore {
         Sys.hmacSHA256(key: secret.bytes, data: Array("legato agent \(name)".utf8))
     }
 
-    /// A committed checkpoint's record on the coordinator, its JSON decoded.
+    /// A committed checkpoint on the coordinator, with its record (nil if it does not decode).
     private struct CommittedRecord {
         var epoch: UInt64
         var decidedAt: Double
-        var fields: [String: Any]
+        var record: CommitRecord?
 
         var summary: CheckpointSummary {
-            CheckpointSummary(epoch: epoch, committedAt: decidedAt, pauseMillis: (fields["pause_ms"] as? NSNumber)?.doubleValue ?? 0,
-                              pages: (fields["pages"] as? NSNumber)?.intValue ?? 0, parent: (fields["parent"] as? NSNumber)?.uint64Value)
+            CheckpointSummary(epoch: epoch, committedAt: decidedAt, pauseMillis: record?.pauseMs ?? 0, pages: record?.pages ?? 0,
+                              parent: record?.parent)
         }
 
-        /// The [segment, entry] stored under `key` (the index and context entries' positions).
-        func position(_ key: String) -> LogWriter.Position? {
-            guard let a = fields[key] as? [NSNumber], a.count == 2 else { return nil }
-            return .init(segment: a[0].uint64Value, index: a[1].uint32Value)
+        static func position(_ a: [UInt64]?) -> LogWriter.Position? {
+            guard let a, a.count == 2, a[1] <= UInt64(UInt32.max) else { return nil }
+            return .init(segment: a[0], index: UInt32(a[1]))
         }
+
+        /// Where the epoch's index and context entries are in the run's log.
+        var indexAt: LogWriter.Position? { Self.position(record?.indexAt) }
+        var contextAt: LogWriter.Position? { Self.position(record?.contextAt) }
     }
 
     /// The run's committed checkpoints, oldest first (one request to the coordinator).
     private func committedRecords() throws -> [CommittedRecord] {
         try coordinator.checkpoints(name: name).filter { $0.name == name && $0.state == .committed }.sorted { $0.epoch < $1.epoch }.map { r in
-            CommittedRecord(epoch: r.epoch, decidedAt: r.decidedAt ?? 0,
-                            fields: (try? JSONSerialization.jsonObject(with: r.record) as? [String: Any]) ?? [:])
+            CommittedRecord(epoch: r.epoch, decidedAt: r.decidedAt ?? 0, record: try? CommitRecord.decode(r.record))
         }
     }
 
@@ -163,7 +165,7 @@ public final class ClusterCheckpointStore: CheckpointStore {
     /// restored PROG runs (a page it needs first is fetched ahead of the replay). Nil for a chain
     /// written before indexes existed.
     private func loadStreaming(epoch: UInt64, records: [CommittedRecord]) throws -> RestoreSource? {
-        guard let contextAt = records.last?.position("context_at"), records.allSatisfy({ $0.position("index_at") != nil }) else { return nil }
+        guard let contextAt = records.last?.contextAt, records.allSatisfy({ $0.indexAt != nil }) else { return nil }
         let started = monotonicNanos()
         let w = try log()
         let reader = EntryReader(writer: writerID, placement: Dictionary(w.placement.map { ($0.segment, $0.nodes) }, uniquingKeysWith: { a, _ in a }),
@@ -183,7 +185,7 @@ public final class ClusterCheckpointStore: CheckpointStore {
         for record in records {
             let e = record.epoch
             var index: (runs: [CheckpointLogEntry.IndexedRun], zeros: [(UInt64, Int)])?
-            try reader.visit(record.position("index_at")!) { index = try CheckpointLogEntry.parseIndex($0) }
+            try reader.visit(record.indexAt!) { index = try CheckpointLogEntry.parseIndex($0) }
             let runs = index!.runs
             let e32 = UInt32(truncatingIfNeeded: e)
             let stream = try StreamedPages(epoch: e32, runs: runs)
@@ -309,8 +311,8 @@ public final class ClusterCheckpointStore: CheckpointStore {
     /// (its log could then not be left out of the replay).
     private func retainedSources(_ record: CommittedRecord, runs: [CheckpointLogEntry.IndexedRun], chain: Set<UInt32>,
                                  _ retained: RetainedPages) -> [(node: (index: UInt32, writer: UInt64), source: RetainedPages.Source)] {
-        guard let spaceHex = record.fields["space"] as? String, let space = UInt64(spaceHex, radix: 16),
-              let nodes = record.fields["memory_nodes"] as? [String] else { return [] }
+        guard let spaceHex = record.record?.space, let space = UInt64(spaceHex, radix: 16),
+              let nodes = record.record?.memoryNodes else { return [] }
         let participantRuns = runs.filter { $0.segment == .max }
         guard participantRuns.allSatisfy({ $0.node != CheckpointLogEntry.IndexedRun.noNode && Int($0.node) < nodes.count }) else { return [] }
         let epoch = UInt32(truncatingIfNeeded: record.epoch)
@@ -325,7 +327,7 @@ public final class ClusterCheckpointStore: CheckpointStore {
     private func participants(_ records: [CommittedRecord]) throws -> [UInt64: Set<UInt32>] {
         var out: [UInt64: Set<UInt32>] = [:]
         for r in records {
-            for hex in r.fields["participants"] as? [String] ?? [] {
+            for hex in r.record?.participants ?? [] {
                 guard let writer = UInt64(hex, radix: 16) else { throw LegatoError("checkpoint \(r.epoch) of \(name) names participant log \(hex)") }
                 out[writer, default: []].insert(UInt32(truncatingIfNeeded: r.epoch))
             }
@@ -380,7 +382,7 @@ public final class ClusterCheckpointStore: CheckpointStore {
 final class ClusterTransaction: CheckpointTransaction {
     let store: ClusterCheckpointStore
     let epoch: UInt64
-    private var record: [String: Any] = [:]
+    private var record: CommitRecord?
 
     init(store: ClusterCheckpointStore, epoch: UInt64) {
         self.store = store
@@ -454,20 +456,18 @@ final class ClusterTransaction: CheckpointTransaction {
         let at = try w.append([.init(epoch: e, slab: 0, payload: index), .init(epoch: e, slab: 0, payload: ctx)])
         try w.sync()
         let participantPages = result.prepared.values.reduce(0) { $0 + $1.pages }
-        record = ["writer": String(store.writerID, radix: 16), "pages": pages + participantPages, "pause_ms": pauseMillis,
-                  "committed_at": Date().timeIntervalSince1970,
-                  "participants": result.prepared.values.map { String($0.writer, radix: 16) }.sorted(),
-                  "index_at": [at[0].segment, at[0].index], "context_at": [at[1].segment, at[1].index]]
-        if let p = image.parentEpoch { record["parent"] = p }
-        if let src = staging.frozenSource {
-            record["space"] = String(src.space, radix: 16)
-            record["memory_nodes"] = src.endpoints.map { $0.description }
-        }
+        record = CommitRecord(writer: String(store.writerID, radix: 16), parent: image.parentEpoch, pages: pages + participantPages,
+                              pauseMs: pauseMillis, committedAt: Date().timeIntervalSince1970,
+                              participants: result.prepared.values.map { String($0.writer, radix: 16) }.sorted(),
+                              indexAt: [at[0].segment, UInt64(at[0].index)], contextAt: [at[1].segment, UInt64(at[1].index)],
+                              space: staging.frozenSource.map { String($0.space, radix: 16) },
+                              memoryNodes: staging.frozenSource.map { $0.endpoints.map { $0.description } })
     }
 
     /// Phase two: the decision in the coordinator's store.
     func commit() throws {
-        let r = Array(try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]))
+        guard let record else { throw LegatoError("checkpoint \(epoch) of \(store.name) committed before it was prepared") }
+        let r = try record.encoded()
         try store.decide { try $0.commitCheckpoint(name: store.name, epoch: epoch, record: r) }
     }
 
