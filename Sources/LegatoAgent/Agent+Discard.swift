@@ -106,19 +106,14 @@ extension Agent {
 
     /// Discards the remote copies of pages PROG threw away.
     private func commitDiscard(_ saved: [PendingDiscard.Saved]) {
-        var byNode: [Int: [(vpn: UInt64, count: UInt64)]] = [:]
+        var discards = RemoteDiscards()
         for s in saved {
             let st = PageState(rawValue: s.state)
             guard st.contains(.remote) || st.contains(.inFlight), let node = pool.location(s.key) else { continue }
-            if var last = byNode[node]?.last, last.vpn + last.count == s.key {
-                last.count += 1
-                byNode[node]![byNode[node]!.count - 1] = last
-            } else {
-                byNode[node, default: []].append((s.key, 1))
-            }
+            discards.add(s.key, on: node)
             pool.recordDiscarded(key: s.key)
         }
-        for (node, ranges) in byNode { writeBack.discard(node: node, ranges: ranges) }
+        discards.send(through: writeBack)
     }
 
     /// The start of the first locked mapping overlapping `ranges` (from /proc/PID/smaps), if any.

@@ -43,26 +43,19 @@ extension Agent: FaultSources {
     /// Discards the remote copies of pages that left the program, and forgets those on their way
     /// to a memory node.
     func discardRemoteCopies(of parts: [Region]) {
-        var discards: [Int: [(vpn: UInt64, count: UInt64)]] = [:]
+        var discards = RemoteDiscards()
         for r in parts {
             for i in 0..<r.pageCount {
                 let s = r.state(i)
                 if s.contains(.remote) {
                     let key = r.key(at: i)
-                    if let node = pool.location(key) {
-                        if var last = discards[node]?.last, last.vpn + last.count == key {
-                            last.count += 1
-                            discards[node]![discards[node]!.count - 1] = last
-                        } else {
-                            discards[node, default: []].append((key, 1))
-                        }
-                    }
+                    if let node = pool.location(key) { discards.add(key, on: node) }
                     pool.recordDiscarded(key: key)
                 }
                 if s.contains(.inFlight) { writeBack.forget(key: r.key(at: i)) }
             }
         }
-        for (node, ranges) in discards { writeBack.discard(node: node, ranges: ranges) }
+        discards.send(through: writeBack)
     }
 
     /// Pages removed from the table (an mmap over them, exec): their remote copies go, and they no
