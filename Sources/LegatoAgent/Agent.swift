@@ -293,7 +293,7 @@ public final class Agent {
             stopsPending = true
         }
         if n == 0 && reap && !tracer.freezing {
-            liveness.check(mm, threads: tracer.tracees.values.filter { $0.sharesMemory }, nothingOnItsWay: fetcher.inboundPages == 0)
+            liveness.check(mm, tracer: tracer, nothingOnItsWay: fetcher.inboundPages == 0)
         }
         if reap && stopsPending {
             stopsPending = false

@@ -16,13 +16,14 @@ final class LivenessGuard {
 
     init(log: Logger) { self.log = log }
 
-    /// `threads` are those sharing `mm`; `nothingOnItsWay` says no fetch is due for it.
-    func check(_ mm: AddressSpace, threads: [Tracee], nothingOnItsWay: Bool) {
+    /// Checks the threads of `tracer` that share `mm`; `nothingOnItsWay` says no fetch is due for it.
+    func check(_ mm: AddressSpace, tracer: Tracer, nothingOnItsWay: Bool) {
         let now = monotonicNanos()
         guard mm.isManaged, now - lastCheck >= 1_000_000_000 else { return }
         lastCheck = now
         guard !mm.faults.hasPending, nothingOnItsWay else { suspects = []; return }
-        let waiting = Set(threads.filter { ProcFile.text("/proc/\($0.tid)/wchan") == "handle_userfault" }.map { $0.tid })
+        let waiting = Set(tracer.tracees.values.filter { $0.sharesMemory && ProcFile.text("/proc/\($0.tid)/wchan") == "handle_userfault" }
+            .map { $0.tid })
         // A thread that faulted after the loop's last poll is waiting too, with its message queued:
         // only a thread seen waiting while the uffd has nothing for us, at two checks running, is stuck.
         // (Without this, threads faulting at the moment of each check were taken for a lost fault
