@@ -44,22 +44,14 @@ public enum PagesFile {
     static func header(epoch: UInt64, pages: UInt64, tableCRC: UInt32) -> [UInt8] {
         var h = [UInt8](repeating: 0, count: headerSize)
         for (i, b) in magic.enumerated() { h[i] = b }
-        put(&h, 8, version)
-        put(&h, 10, UInt16(headerSize))
-        put(&h, 16, epoch)
-        put(&h, 24, pages)
-        put(&h, 32, tableCRC)
+        LittleEndian.put(&h, 8, version)
+        LittleEndian.put(&h, 10, UInt16(headerSize))
+        LittleEndian.put(&h, 16, epoch)
+        LittleEndian.put(&h, 24, pages)
+        LittleEndian.put(&h, 32, tableCRC)
         let crc = h.withUnsafeBytes { Sys.crc32c(0, UnsafeRawBufferPointer(rebasing: $0[0..<headerSize - 4])) }
-        put(&h, headerSize - 4, crc)
+        LittleEndian.put(&h, headerSize - 4, crc)
         return h
-    }
-
-    static func put<T: FixedWidthInteger>(_ b: inout [UInt8], _ at: Int, _ v: T) {
-        withUnsafeBytes(of: v.littleEndian) { for (i, x) in $0.enumerated() { b[at + i] = x } }
-    }
-
-    static func get<T: FixedWidthInteger>(_ b: [UInt8], _ at: Int, as: T.Type) -> T {
-        b.withUnsafeBytes { T(littleEndian: $0.loadUnaligned(fromByteOffset: at, as: T.self)) }
     }
 }
 
@@ -100,7 +92,7 @@ public final class PagesFileWriter {
     public func finish() throws {
         precondition(!finished, "a pages file is finished once")
         finished = true
-        let table = crcs.flatMap { c in withUnsafeBytes(of: c.littleEndian) { Array($0) } }
+        let table = crcs.flatMap(LittleEndian.bytes)
         let tableCRC = table.withUnsafeBytes { Sys.crc32c(0, $0) }
         try table.withUnsafeBytes { try writeAll($0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, $0.count,
                                                  at: PagesFile.headerSize + crcs.count * Page.size) }
@@ -135,22 +127,22 @@ public final class PagesFileReader {
             var h = [UInt8](repeating: 0, count: PagesFile.headerSize)
             try Self.readAll(fd, &h, at: 0, path: path)
             guard Array(h[0..<8]) == PagesFile.magic else { throw PagesFile.FormatError.badMagic(path) }
-            let v = PagesFile.get(h, 8, as: UInt16.self)
+            let v = LittleEndian.get(h, 8, as: UInt16.self)
             guard v == PagesFile.version else { throw PagesFile.FormatError.unsupportedVersion(path, v) }
             let crc = h.withUnsafeBytes { Sys.crc32c(0, UnsafeRawBufferPointer(rebasing: $0[0..<PagesFile.headerSize - 4])) }
-            guard crc == PagesFile.get(h, PagesFile.headerSize - 4, as: UInt32.self) else { throw PagesFile.FormatError.headerChecksum(path) }
-            epoch = PagesFile.get(h, 16, as: UInt64.self)
-            let count = PagesFile.get(h, 24, as: UInt64.self)
+            guard crc == LittleEndian.get(h, PagesFile.headerSize - 4, as: UInt32.self) else { throw PagesFile.FormatError.headerChecksum(path) }
+            epoch = LittleEndian.get(h, 16, as: UInt64.self)
+            let count = LittleEndian.get(h, 24, as: UInt64.self)
             guard count < UInt64(Int.max / Page.size), size >= PagesFile.headerSize + Int(count) * (Page.size + 4) else {
                 throw PagesFile.FormatError.truncated(path, pages: Int(clamping: count), bytes: size)
             }
             pages = Int(count)
             var table = [UInt8](repeating: 0, count: pages * 4)
             try Self.readAll(fd, &table, at: PagesFile.headerSize + pages * Page.size, path: path)
-            guard table.withUnsafeBytes({ Sys.crc32c(0, $0) }) == PagesFile.get(h, 32, as: UInt32.self) else {
+            guard table.withUnsafeBytes({ Sys.crc32c(0, $0) }) == LittleEndian.get(h, 32, as: UInt32.self) else {
                 throw PagesFile.FormatError.tableChecksum(path)
             }
-            crcs = (0..<pages).map { PagesFile.get(table, $0 * 4, as: UInt32.self) }
+            crcs = (0..<pages).map { LittleEndian.get(table, $0 * 4, as: UInt32.self) }
         } catch {
             close(fd)
             throw error

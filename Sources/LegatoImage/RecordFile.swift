@@ -58,16 +58,14 @@ public enum RecordFile {
         e.outputFormatting = [.sortedKeys]
         let body = [UInt8](try e.encode(value))
         var out = magic
-        out += le(version) + le(kind.rawValue) + le(UInt32(body.count)) + le(body.withUnsafeBytes { Sys.crc32c(0, $0) })
+        out += LittleEndian.bytes(version) + LittleEndian.bytes(kind.rawValue) + LittleEndian.bytes(UInt32(body.count))
+            + LittleEndian.bytes(body.withUnsafeBytes { Sys.crc32c(0, $0) })
         return out + body
     }
 
     /// The record in `bytes` (a whole file), checked and decoded.
     public static func decode<T: Decodable>(_ type: T.Type, kind: Kind, from bytes: [UInt8], path: String) throws -> T {
-        let body = try checkedBody(kind: kind, from: bytes, path: path)
-        do { return try JSONDecoder().decode(T.self, from: body) } catch {
-            throw FormatError.badBody(path, "\(error)")
-        }
+        try decodeBody(T.self, try checkedBody(kind: kind, from: bytes, path: path), path: path)
     }
 
     /// The JSON body of the record at `path`, its envelope checked (for tools that read it as JSON).
@@ -79,14 +77,14 @@ public enum RecordFile {
     private static func checkedBody(kind: Kind, from bytes: [UInt8], path: String) throws -> Data {
         guard bytes.count >= headerSize else { throw FormatError.shortFile(path) }
         guard Array(bytes[0..<4]) == magic else { throw FormatError.badMagic(path) }
-        let v = UInt16(bytes[4]) | UInt16(bytes[5]) << 8
+        let v = LittleEndian.get(bytes, 4, as: UInt16.self)
         guard v == version else { throw FormatError.unsupportedVersion(path, v) }
-        let k = UInt16(bytes[6]) | UInt16(bytes[7]) << 8
+        let k = LittleEndian.get(bytes, 6, as: UInt16.self)
         guard k == kind.rawValue else { throw FormatError.wrongKind(path, expected: kind, found: k) }
-        let length = Int(u32(bytes, 8))
+        let length = Int(LittleEndian.get(bytes, 8, as: UInt32.self))
         guard length == bytes.count - headerSize else { throw FormatError.lengthMismatch(path, header: length, file: bytes.count - headerSize) }
         let body = Array(bytes[headerSize...])
-        guard body.withUnsafeBytes({ Sys.crc32c(0, $0) }) == u32(bytes, 12) else { throw FormatError.checksum(path) }
+        guard body.withUnsafeBytes({ Sys.crc32c(0, $0) }) == LittleEndian.get(bytes, 12, as: UInt32.self) else { throw FormatError.checksum(path) }
         return Data(body)
     }
 
@@ -101,13 +99,12 @@ public enum RecordFile {
     }
 
     public static func read<T: Decodable>(_ type: T.Type, kind: Kind, from path: String) throws -> T {
-        guard let data = FileManager.default.contents(atPath: path) else { throw SystemError("read \(path)", code: ENOENT) }
-        return try decode(type, kind: kind, from: [UInt8](data), path: path)
+        try decodeBody(T.self, try body(kind: kind, from: path), path: path)
     }
 
-    private static func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
-
-    private static func u32(_ b: [UInt8], _ at: Int) -> UInt32 {
-        (0..<4).reduce(0) { $0 | UInt32(b[at + $1]) << (8 * $1) }
+    private static func decodeBody<T: Decodable>(_ type: T.Type, _ body: Data, path: String) throws -> T {
+        do { return try JSONDecoder().decode(T.self, from: body) } catch {
+            throw FormatError.badBody(path, "\(error)")
+        }
     }
 }
