@@ -155,18 +155,18 @@ struct LsCommand: ParsableCommand {
 
 /// What `legato ls --json` prints: `{"processes":[{"name","state","checkpoints":[{"epoch","committed_at",
 /// "pause_ms","pages","bytes","parent"}]}]}` ("parent" only for an increment).
-struct ProcessListing: Codable {
+struct ProcessListing: Encodable {
     var processes: [ListedProcess]
 }
 
-struct ListedProcess: Codable {
+struct ListedProcess: Encodable {
     var name: String
     /// running, exited or stopped (killed, or its agent died).
     var state: String
     var checkpoints: [ListedCheckpoint]
 }
 
-struct ListedCheckpoint: Codable {
+struct ListedCheckpoint: Encodable {
     var epoch: UInt64
     var committedAt: Double
     var pauseMs: Double

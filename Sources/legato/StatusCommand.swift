@@ -90,13 +90,13 @@ struct StatusCommand: ParsableCommand {
 
 /// What `legato status --json` prints: `{"coordinator", "membership_version", "nodes": [{"id", "role",
 /// "address", "state", "capacity_bytes", "used_bytes", "silent_ms", "counters" (with --counters)}]}`.
-struct StatusReport: Codable {
+struct StatusReport: Encodable {
     var coordinator: String
     var membershipVersion: UInt64
     var nodes: [NodeReport]
 }
 
-struct NodeReport: Codable {
+struct NodeReport: Encodable {
     var id: UInt64
     var role: String
     var address: String
@@ -110,14 +110,9 @@ struct NodeReport: Codable {
 }
 
 /// A node's STATS record, encoded as the record itself.
-enum NodeCounters: Codable {
+enum NodeCounters: Encodable {
     case memory(MemoryNodeStats)
     case log(LogNodeStats)
-
-    init(from decoder: Decoder) throws {
-        if let m = try? MemoryNodeStats(from: decoder) { self = .memory(m); return }
-        self = .log(try LogNodeStats(from: decoder))
-    }
 
     func encode(to encoder: Encoder) throws {
         switch self {
