@@ -3,7 +3,7 @@ import LegatoCore
 import LegatoSystem
 import LegatoWire
 
-/// The caller's side of the coordinator (see CoordinatorService for layouts). Not thread-safe:
+/// The caller's side of the coordinator (messages in Messages/CoordinatorMessages.swift). Not thread-safe:
 /// one client per thread.
 public final class CoordinatorClient {
     public let rpc: RPCClient
@@ -21,124 +21,52 @@ public final class CoordinatorClient {
 
     public func close() { rpc.close() }
 
-    public struct Registration {
-        public let id: UInt64
-        public let heartbeatMillis: UInt32
-        public let deadAfterMillis: UInt32
-    }
-
     public func register(role: NodeRole, address: String, capacity: UInt64, uuid: String) throws -> Registration {
-        var w = WireWriter()
-        w.u8(role.wire)
-        w.string(address)
-        w.u64(capacity)
-        w.string(uuid)
-        var r = WireReader(try rpc.call(.registerNode, w.bytes))
-        return Registration(id: try r.u64(), heartbeatMillis: try r.u32(), deadAfterMillis: try r.u32())
+        try rpc.call(RegisterNode(role: role, address: address, capacity: capacity, uuid: uuid))
     }
 
     public func heartbeat(id: UInt64, used: UInt64, capacity: UInt64) throws {
-        var w = WireWriter()
-        w.u64(id)
-        w.u64(used)
-        w.u64(capacity)
-        _ = try rpc.call(.heartbeat, w.bytes)
+        _ = try rpc.call(Heartbeat(id: id, used: used, capacity: capacity))
     }
 
     public func nodes() throws -> (version: UInt64, nodes: [NodeStatus]) {
-        try decodeMembership(try rpc.call(.listNodes))
+        let m = try rpc.call(ListNodes())
+        return (m.version, m.nodes)
     }
 
     /// Returns when the membership is newer than `known`, or after `timeoutMillis`.
     public func waitMembership(after known: UInt64, timeoutMillis: UInt32) throws -> (version: UInt64, nodes: [NodeStatus]) {
-        var w = WireWriter()
-        w.u64(known)
-        w.u32(timeoutMillis)
-        return try decodeMembership(try rpc.call(.waitMembership, w.bytes))
-    }
-
-    private func decodeMembership(_ b: [UInt8]) throws -> (version: UInt64, nodes: [NodeStatus]) {
-        var r = WireReader(b)
-        let version = try r.u64("version")
-        let n = try r.count(itemSize: 1 + 8 + 2 + 1 + 24, limit: 1 << 20, "nodes")
-        var out: [NodeStatus] = []
-        for _ in 0..<n {
-            let id = try r.u64("id")
-            guard let role = NodeRole(wire: try r.u8("role")) else { throw WireError.malformed("unknown role") }
-            out.append(NodeStatus(id: id, role: role, address: try r.string("address"), alive: try r.u8("alive") == 1,
-                                  capacity: try r.u64("capacity"), used: try r.u64("used"), silentMillis: try r.u64("silent")))
-        }
-        return (version, out)
+        let m = try rpc.call(WaitMembership(known: known, timeoutMillis: timeoutMillis))
+        return (m.version, m.nodes)
     }
 
     public func assignSlab(space: UInt64, slab: UInt64, slabBytes: UInt64) throws -> (id: UInt64, address: String) {
-        var w = WireWriter()
-        w.u64(space)
-        w.u64(slab)
-        w.u64(slabBytes)
-        var r = WireReader(try rpc.call(.assignSlab, w.bytes))
-        return (try r.u64("node"), try r.string("address"))
+        let p = try rpc.call(AssignSlab(space: space, slab: slab, slabBytes: slabBytes))
+        return (p.node, p.address)
     }
 
     public func slabs(space: UInt64) throws -> [(slab: UInt64, node: UInt64)] {
-        var w = WireWriter()
-        w.u64(space)
-        var r = WireReader(try rpc.call(.listSlabs, w.bytes))
-        let n = try r.count(itemSize: 16, limit: 1 << 24, "slabs")
-        return try (0..<n).map { _ in (try r.u64(), try r.u64()) }
+        try rpc.call(ListSlabs(space: space)).slabs.map { ($0.slab, $0.node) }
     }
 
-    public func dropSlabs(space: UInt64) throws {
-        var w = WireWriter()
-        w.u64(space)
-        _ = try rpc.call(.dropSlabs, w.bytes)
-    }
+    public func dropSlabs(space: UInt64) throws { _ = try rpc.call(DropSlabs(space: space)) }
 
     public func beginCheckpoint(name: String, epoch: UInt64, record: [UInt8]) throws {
-        try decision(.beginCheckpoint, name: name, epoch: epoch, record: record)
+        _ = try rpc.call(BeginCheckpoint(name: name, epoch: epoch, record: record))
     }
 
     public func commitCheckpoint(name: String, epoch: UInt64, record: [UInt8]) throws {
-        try decision(.commitCheckpoint, name: name, epoch: epoch, record: record)
-    }
-
-    private func decision(_ op: Opcode, name: String, epoch: UInt64, record: [UInt8]) throws {
-        var w = WireWriter()
-        w.string(name)
-        w.u64(epoch)
-        w.blob(record)
-        _ = try rpc.call(op, w.bytes)
+        _ = try rpc.call(CommitCheckpoint(name: name, epoch: epoch, record: record))
     }
 
     public func abortCheckpoint(name: String, epoch: UInt64, reason: String) throws {
-        var w = WireWriter()
-        w.string(name)
-        w.u64(epoch)
-        w.string(reason)
-        _ = try rpc.call(.abortCheckpoint, w.bytes)
+        _ = try rpc.call(AbortCheckpoint(name: name, epoch: epoch, reason: reason))
     }
 
-    public func checkpoints(name: String = "") throws -> [CheckpointRecord] {
-        var w = WireWriter()
-        w.string(name)
-        var r = WireReader(try rpc.call(.listCheckpoints, w.bytes))
-        let n = try r.count(itemSize: 2 + 8 + 1 + 16 + 4 + 2, limit: 1 << 20, "checkpoints")
-        return try (0..<n).map { _ in
-            let name = try r.string("name"), epoch = try r.u64("epoch")
-            guard let state = CheckpointState(wire: try r.u8("state")) else { throw WireError.malformed("checkpoint state") }
-            let begun = Double(try r.u64("begun")) / 1000, decided = Double(try r.u64("decided")) / 1000
-            let record = try r.blob(limit: Int(WireLimits.maxFramePayload), "record")
-            let reason = try r.string("reason")
-            return CheckpointRecord(name: name, epoch: epoch, state: state, begunAt: begun, decidedAt: decided > 0 ? decided : nil,
-                                    record: Data(record), reason: reason.isEmpty ? nil : reason)
-        }
-    }
+    public func checkpoints(name: String = "") throws -> [CheckpointRecord] { try rpc.call(ListCheckpoints(name: name)).records }
 
     public func deleteCheckpoint(name: String, epoch: UInt64) throws {
-        var w = WireWriter()
-        w.string(name)
-        w.u64(epoch)
-        _ = try rpc.call(.deleteCheckpoint, w.bytes)
+        _ = try rpc.call(DeleteCheckpoint(name: name, epoch: epoch))
     }
 }
 
@@ -181,7 +109,7 @@ public final class ClusterMember {
 
     public func stop() { lock.withLock { stopped = true } }
 
-    private func beat(_ first: CoordinatorClient, _ firstReg: CoordinatorClient.Registration) {
+    private func beat(_ first: CoordinatorClient, _ firstReg: Registration) {
         var client: CoordinatorClient? = first
         var interval = firstReg.heartbeatMillis
         var complained = false

@@ -237,7 +237,7 @@ public final class LogWriter {
         nextSegment += 1
         // The OPEN answers are collected after the first append is sent (see settleOpens): a log
         // node handles a connection's requests in order, so the append's bytes flow in while it opens.
-        s.opening = sendAll(.openReplica, targets, segment: s.id)
+        s.opening = sendAll(OpenReplica.self, targets, segment: s.id)
         s.replicas = s.opening.map { $0.node }
         if s.replicas.isEmpty { throw LogError.noLogNodes }
         segments.append(s)
@@ -252,7 +252,7 @@ public final class LogWriter {
     /// Collects the OPEN answers of segment `s`; returns the nodes that refused or failed (dropped).
     private func settleOpens(_ s: ReplicatedSegment) -> [UInt64] {
         defer { s.opening.removeAll() }
-        return collect(.openReplica, s.opening)
+        return collect(OpenReplica.self, s.opening)
     }
 
     static let requestBytes = 1 << 20
@@ -356,19 +356,20 @@ public final class LogWriter {
 
     /// Sends `op` (OPEN or CLOSE) for `segment` to every node of `ids` without awaiting answers;
     /// returns the requests sent (a node that cannot be sent to is dropped).
-    private func sendAll(_ op: Opcode, _ ids: [UInt64], segment: UInt64) -> [(node: UInt64, request: UInt32)] {
+    private func sendAll<R: ReplicaRequest>(_ op: R.Type, _ ids: [UInt64], segment: UInt64) -> [(node: UInt64, request: UInt32)] {
         var sent: [(node: UInt64, request: UInt32)] = []
+        let request = R(key: ReplicaKey(writer: config.writer, segment: segment))
         for id in ids {
-            do { sent.append((id, try client(id).startSimple(op, config.writer, segment))) } catch { dropNode(id, "\(error)") }
+            do { sent.append((id, try client(id).start(request))) } catch { dropNode(id, "\(error)") }
         }
         return sent
     }
 
     /// Collects the answers to requests `sendAll` sent; returns the nodes that refused or failed (dropped).
-    private func collect(_ op: Opcode, _ sent: [(node: UInt64, request: UInt32)]) -> [UInt64] {
+    private func collect<R: ReplicaRequest>(_ op: R.Type, _ sent: [(node: UInt64, request: UInt32)]) -> [UInt64] {
         var failed: [UInt64] = []
         for (id, req) in sent {
-            do { try client(id).finishSimple(op, req) } catch {
+            do { try client(id).finish(op, req) } catch {
                 failed.append(id)
                 dropNode(id, "\(error)")
             }
@@ -377,8 +378,8 @@ public final class LogWriter {
     }
 
     private func closeSegment(_ s: ReplicatedSegment) throws {
-        let sent = sendAll(.closeReplica, s.replicas, segment: s.id)
-        let refused = collect(.closeReplica, sent)
+        let sent = sendAll(CloseReplica.self, s.replicas, segment: s.id)
+        let refused = collect(CloseReplica.self, sent)
         let closed = sent.map { $0.node }.filter { !refused.contains($0) }
         let lostAny = closed.count < s.replicas.count
         s.replicas = closed

@@ -4,106 +4,67 @@ import LegatoSegmentLog
 import LegatoSystem
 import LegatoWire
 
-/// Requests a log node answers (integers little-endian; a replica is named by (u64 writer, u64 segment)):
-///
-///     OPEN_REPLICA   u64 writer, u64 segment
-///     APPEND_ENTRIES u64 writer, u64 segment, u32 first index, u32 n,
-///                    n entries as on disk (32-byte header with index first+i and CRC, payload)
-///                    -> u32 entries, u64 file bytes
-///     SYNC_REPLICA   u64 writer, u64 segment
-///     CLOSE_REPLICA  u64 writer, u64 segment
-///     FREE_REPLICA   u64 writer, u64 segment
-///     LIST_REPLICAS  u64 writer -> u32 n, n × (u64 segment, u32 entries, u64 payload bytes, u8 closed, u32 corrupt)
-///     READ_REPLICA   u64 writer, u64 segment, u32 first, u32 max entries, u32 max bytes, u32 k, k × u64 slab,
-///                    [u64 segment this client reads next from this node: read ahead]
-///                    -> u32 next, u8 end, u8 closed, u32 corrupt entries skipped, u32 n,
-///                       n entries as on disk (32-byte entry header + payload; each checked against its CRC)
-///
-/// Mutations need the token that opened the replica; reads are open to every authenticated peer
-/// (recovery reads a dead writer's log).
+/// A log node's requests (messages in LegatoClients/Messages/LogNodeMessages.swift, layouts in
+/// Docs/wire-protocol.md), each answered by one method. Mutations need the token that opened the
+/// replica; reads are open to every authenticated peer (recovery reads a dead writer's log).
 public final class LogService: RPCService {
     public let store: ReplicaStore
     private let log: Logger
+    private let requests = LogService.dispatchTable()
 
     public init(store: ReplicaStore, log: Logger) {
         self.store = store
         self.log = log
     }
 
+    private static func dispatchTable() -> DispatchTable<LogService> {
+        var t = DispatchTable<LogService>()
+        t.on(OpenReplica.self) { s in { r, session in try s.store.open(r.key, token: session.token); return NoPayload() } }
+        t.onPayload(AppendEntries.self, LogService.append)
+        t.on(SyncReplica.self) { s in { r, session in try s.store.sync(r.key, token: session.token); return NoPayload() } }
+        t.on(CloseReplica.self) { s in { r, session in try s.store.close(r.key, token: session.token); return NoPayload() } }
+        t.on(FreeReplica.self) { s in { r, session in try s.store.free(r.key, token: session.token); return NoPayload() } }
+        t.on(ListReplicas.self) { s in { r, _ in ReplicaList(s.store.list(writer: r.writer)) } }
+        t.onPayload(ReadReplica.self, LogService.read)
+        return t
+    }
+
     public func handle(opcode: Opcode, payload: [UInt8], session: Session) throws -> Reply {
-        var r = WireReader(payload)
-        func key() throws -> ReplicaStore.Key { ReplicaStore.Key(writer: try r.u64("writer"), segment: try r.u64("segment")) }
         do {
-            switch opcode {
-            case .openReplica:
-                let k = try key()
-                try r.expectEnd("OPEN_REPLICA")
-                try store.open(k, token: session.token)
-                return .empty
-            case .appendEntries:
-                // A small append (a large one arrives through directSink).
-                let (k, first, n) = try appendPrefix(&r)
-                let start = r.offset
-                _ = try r.skip(r.remaining, "entries")
-                let result = try payload.withUnsafeBytes { raw in
-                    let entries = UnsafeRawBufferPointer(rebasing: raw[start...])
-                    do {
-                        try SegmentFormat.forEachEntry(in: entries, count: n) { _, _ in }
-                    } catch let e as SegmentFormat.FormatError {
-                        throw WireError.malformed("APPEND_ENTRIES: \(e)")
-                    }
-                    return try store.append(k, token: session.token, first: first, count: n, raw: entries)
-                }
-                return appendReply(result)
-            case .syncReplica, .closeReplica, .freeReplica:
-                let k = try key()
-                try r.expectEnd("\(opcode)")
-                switch opcode {
-                case .syncReplica: try store.sync(k, token: session.token)
-                case .closeReplica: try store.close(k, token: session.token)
-                default: try store.free(k, token: session.token)
-                }
-                return .empty
-            case .listReplicas:
-                let writer = try r.u64("writer")
-                try r.expectEnd("LIST_REPLICAS")
-                let list = store.list(writer: writer)
-                var w = WireWriter()
-                w.u32(UInt32(list.count))
-                for i in list {
-                    w.u64(i.segment)
-                    w.u32(i.entries)
-                    w.u64(i.bytes)
-                    w.u8(i.closed ? 1 : 0)
-                    w.u32(i.corrupt)
-                }
-                return Reply([w.bytes])
-            case .readReplica:
-                let k = try key()
-                let first = try r.u32("first"), maxEntries = try r.u32("max entries"), maxBytes = try r.u32("max bytes")
-                let ns = try r.count(itemSize: 8, limit: 1 << 20, "slab count")
-                let slabs: Set<UInt64>? = ns == 0 ? nil : Set(try (0..<ns).map { _ in try r.u64("slab") })
-                let readAhead: UInt64? = r.remaining >= 8 ? try r.u64("read-ahead segment") : nil
-                try r.expectEnd("READ_REPLICA")
-                // The entries go out from the session's read buffer as they lie on disk (no copy per entry).
-                let reader = (session.attachment as? ReplicaReader) ?? ReplicaReader(store: store)
-                session.attachment = reader
-                let request = ReplicaReader.Request(key: k, first: first, maxEntries: Int(min(maxEntries, 1 << 16)),
-                                                    maxBytes: Int(min(maxBytes, WireLimits.maxFramePayload / 2)), slabs: slabs)
-                let (buffer, res) = try reader.read(request, readAhead: readAhead)
-                var w = WireWriter(capacity: 16)
-                w.u32(res.next)
-                w.u8(res.end ? 1 : 0)
-                w.u8(res.closed ? 1 : 0)
-                w.u32(res.corruptSkipped)
-                w.u32(UInt32(res.count))
-                return Reply([w.bytes], borrowed: [buffer.bytes(res.start, res.bytes)])
-            default:
-                throw WireError.unknownOpcode(opcode.rawValue)
-            }
+            return try requests.handle(self, opcode: opcode, payload: payload, session: session)
         } catch let e as ReplicaStore.StoreError {
             throw Self.answer(e)
         }
+    }
+
+    /// A small append (a large one arrives through `directSink`).
+    func append(_ payload: [UInt8], _ session: Session) throws -> Reply {
+        var r = WireReader(payload)
+        let head = try AppendEntries.Head(from: &r)
+        let start = r.offset
+        let result = try payload.withUnsafeBytes { raw in
+            let entries = UnsafeRawBufferPointer(rebasing: raw[start...])
+            do {
+                try SegmentFormat.forEachEntry(in: entries, count: head.count) { _, _ in }
+            } catch let e as SegmentFormat.FormatError {
+                throw WireError.malformed("APPEND_ENTRIES: \(e)")
+            }
+            return try store.append(head.key, token: session.token, first: head.first, count: head.count, raw: entries)
+        }
+        return appendReply(result)
+    }
+
+    /// The entries go out from the session's read buffer as they lie on disk (no copy per entry).
+    func read(_ payload: [UInt8], _ session: Session) throws -> Reply {
+        let r = try ReadReplica(decoding: payload)
+        let reader = (session.attachment as? ReplicaReader) ?? ReplicaReader(store: store)
+        session.attachment = reader
+        let request = ReplicaReader.Request(key: r.key, first: r.first, maxEntries: Int(min(r.maxEntries, 1 << 16)),
+                                            maxBytes: Int(min(r.maxBytes, WireLimits.maxFramePayload / 2)),
+                                            slabs: r.slabs.isEmpty ? nil : Set(r.slabs))
+        let (buffer, res) = try reader.read(request, readAhead: r.readAhead)
+        let head = ReplicaPage.Head(next: res.next, end: res.end, closed: res.closed, corrupt: res.corruptSkipped, count: res.count)
+        return Reply([head.encoded], borrowed: [buffer.bytes(res.start, res.bytes)])
     }
 
     private static func answer(_ e: ReplicaStore.StoreError) -> ServiceError {
@@ -117,29 +78,19 @@ public final class LogService: RPCService {
         }
     }
 
-    private func appendPrefix(_ r: inout WireReader) throws -> (ReplicaStore.Key, UInt32, Int) {
-        let k = ReplicaStore.Key(writer: try r.u64("writer"), segment: try r.u64("segment"))
-        let first = try r.u32("first index")
-        let n = Int(try r.u32("entry count"))
-        guard n <= WireLimits.maxEntriesPerRequest else { throw WireError.malformed("APPEND_ENTRIES of \(n) entries") }
-        return (k, first, n)
-    }
-
     private func appendReply(_ result: (UInt32, UInt64)) -> Reply {
-        var w = WireWriter()
-        w.u32(result.0)
-        w.u64(result.1)
-        return Reply([w.bytes])
+        Reply([AppendResult(entries: result.0, fileBytes: result.1).encoded])
     }
 
     // A large append is received into the replica's buffer as it arrives: the entries come in their
     // on-disk form and are checked on the way (AppendSink), never copied again.
 
-    public func directPrefix(for opcode: Opcode) -> Int { opcode == .appendEntries ? 24 : 0 }
+    public func directPrefix(for opcode: Opcode) -> Int { opcode == .appendEntries ? AppendEntries.headSize : 0 }
 
     public func directSink(opcode: Opcode, prefix: [UInt8], count: Int, session: Session) throws -> DirectSink? {
         var r = WireReader(prefix)
-        let (k, first, n) = try appendPrefix(&r)
+        let head = try AppendEntries.Head(from: &r)
+        let (k, first, n) = (head.key, head.first, head.count)
         guard n * SegmentFormat.entryHeaderSize <= count else { throw WireError.malformed("APPEND_ENTRIES: \(n) entries in \(count) bytes") }
         do {
             guard let room = try store.beginAppend(k, token: session.token, first: first, count: n, bytes: count) else {

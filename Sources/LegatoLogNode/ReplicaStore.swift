@@ -12,15 +12,7 @@ import LegatoSystem
 /// durable. `sync` returns once everything appended is on disk and fsync'd. Nothing is acknowledged
 /// that is not stored; on a full disk or an I/O error the writer gets the error and reads go on.
 public final class ReplicaStore {
-    public struct Key: Hashable, CustomStringConvertible {
-        public let writer: UInt64
-        public let segment: UInt64
-        public init(writer: UInt64, segment: UInt64) {
-            self.writer = writer
-            self.segment = segment
-        }
-        public var description: String { "writer \(String(writer, radix: 16)) segment \(segment)" }
-    }
+    public typealias Key = ReplicaKey
 
     public enum StoreError: Error, CustomStringConvertible, Equatable {
         case noSuchReplica(Key)

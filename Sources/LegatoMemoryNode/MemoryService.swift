@@ -3,37 +3,16 @@ import LegatoCore
 import LegatoSystem
 import LegatoWire
 
-/// Requests a memory node answers (payload layouts; all integers little-endian):
-///
-///     CREATE_SPACE   u64 space [, u8 flags]  (bit 0: ephemeral, dropped with the creating token's
-///                    last connection)
-///     STORE_PAGES    u64 space, u32 epoch, u32 n, n × u64 vpn, n × 4096 page bytes
-///     FETCH_PAGES    u64 space, u32 n, n × u64 vpn
-///                    -> n × u8 present, then 4096 bytes for each present page, in order
-///     DISCARD_PAGES  u64 space, u32 n, n × (u64 vpn, u64 pages)  -> u64 discarded
-///     DROP_SPACE     u64 space
-///     FREEZE_SPACE   u64 space                 (one freeze per space at a time)
-///     FETCH_FROZEN   as FETCH_PAGES: each page as it was when the space was frozen
-///     RELEASE_SPACE  u64 space  -> u64 old versions released (the freeze's checkpoint aborted)
-///     COMMIT_SPACE   u64 space, u32 epoch  -> u64 old versions released
-///                    (the freeze's checkpoint `epoch` committed: the space retains it in place of
-///                    the one it retained before)
-///     FETCH_CHECKPOINTED  u64 space, u32 epoch, u32 n, n × u64 vpn  -> as FETCH_PAGES: each page
-///                    as it was at checkpoint `epoch`, which the space must retain
-///     DESCRIBE_SPACE u64 space  -> u32 retained epoch (0: none), u8 frozen, u64 pages
-///     PREPARE_SPACE  u64 space, u32 epoch, u64 log writer, u32 n, n × (u64 address, u32 pages),
-///                    then Σpages × u64 vpn  -> u64 pages persisted
-///                    (the frozen versions of those pages appended to log `writer` and synced:
-///                    this node's PREPARED in a checkpoint; needs --coordinator)
-///
-/// Every page request names its address space, and only the client token that created a
-/// space may touch it.
+/// A memory node's requests (messages in LegatoClients/Messages/MemoryMessages.swift, layouts in
+/// Docs/wire-protocol.md), each answered by one method. Every page request names its address space,
+/// and only the client token that created a space may touch it.
 public final class MemoryService: RPCService {
     public let store: PageStore
     private let log: Logger
-    /// Most segments a fetch answer sent in place may hold (see FETCH_PAGES).
+    /// Most segments a fetch answer sent in place may hold (see `fetch`).
     static let maxPinnedSegments = 4
     let participant: CheckpointParticipant?
+    private let requests = MemoryService.dispatchTable()
 
     public init(store: PageStore, log: Logger, coordinator: Endpoint? = nil, secret: ClusterSecret? = nil) {
         self.store = store
@@ -41,168 +20,126 @@ public final class MemoryService: RPCService {
         if let coordinator, let secret { participant = CheckpointParticipant(coordinator: coordinator, secret: secret) } else { participant = nil }
     }
 
+    private static func dispatchTable() -> DispatchTable<MemoryService> {
+        var t = DispatchTable<MemoryService>()
+        t.on(CreateSpace.self, MemoryService.createSpace)
+        t.onPayload(StorePages.self, MemoryService.storePages)
+        t.onPayload(FetchPages.self, { s in { try s.fetch(.fetchPages, $0, $1) } })
+        t.onPayload(FetchFrozen.self, { s in { try s.fetch(.fetchFrozen, $0, $1) } })
+        t.onPayload(FetchCheckpointed.self, { s in { try s.fetch(.fetchCheckpointed, $0, $1) } })
+        t.on(DiscardPages.self, MemoryService.discard)
+        t.on(DropSpace.self, MemoryService.drop)
+        t.on(FreezeSpace.self, MemoryService.freeze)
+        t.on(ReleaseSpace.self, MemoryService.release)
+        t.on(CommitSpace.self, MemoryService.commit)
+        t.on(DescribeSpace.self, MemoryService.describe)
+        t.on(PrepareSpace.self, MemoryService.prepare)
+        return t
+    }
+
     public func handle(opcode: Opcode, payload: [UInt8], session: Session) throws -> Reply {
         countSession(session)
-        var r = WireReader(payload)
         do {
-            switch opcode {
-            case .createSpace:
-                let space = try r.u64("space")
-                let flags = r.remaining > 0 ? try r.u8("flags") : 0
-                try r.expectEnd("CREATE_SPACE")
-                guard flags & ~1 == 0 else { throw WireError.malformed("CREATE_SPACE flags 0x\(String(flags, radix: 16))") }
-                try store.createSpace(space, owner: session.token, ephemeral: flags & 1 != 0)
-                return .empty
-
-            case .storePages:
-                let space = try r.u64("space")
-                let epoch = try r.u32("epoch")
-                let n = try r.count(itemSize: 8 + Page.size, limit: WireLimits.maxPagesPerRequest, "page count")
-                let vpnOffset = try r.skip(n * 8, "vpns")
-                let pageOffset = try r.skip(n * Page.size, "pages")
-                try r.expectEnd("STORE_PAGES")
-                try payload.withUnsafeBytes { raw in
-                    let vpns = readVPNs(raw, at: vpnOffset, count: n)
-                    try vpns.withUnsafeBufferPointer { v in
-                        try store.store(space: space, owner: session.token, epoch: epoch, vpns: v, pages: raw.baseAddress! + pageOffset)
-                    }
-                }
-                return .empty
-
-            case .fetchPages, .fetchFrozen, .fetchCheckpointed:
-                let space = try r.u64("space")
-                let version: PageStore.Version, what: String
-                switch opcode {
-                case .fetchFrozen: (version, what) = (.frozen, "FETCH_FROZEN")
-                case .fetchCheckpointed: (version, what) = (.checkpoint(try r.u32("epoch")), "FETCH_CHECKPOINTED")
-                default: (version, what) = (.current, "FETCH_PAGES")
-                }
-                let n = try r.count(itemSize: 8, limit: WireLimits.maxPagesPerRequest, "page count")
-                let vpnOffset = try r.skip(n * 8, "vpns")
-                try r.expectEnd(what)
-                let vpns = payload.withUnsafeBytes { readVPNs($0, at: vpnOffset, count: n) }
-                var present = [UInt8](repeating: 0, count: n)
-                // The pages go out from the store's segments, gathered into the send (no copy here).
-                let found = try vpns.withUnsafeBufferPointer { v in
-                    try present.withUnsafeMutableBufferPointer { p in
-                        try store.locate(space: space, owner: session.token, vpns: v, present: p.baseAddress!, version: version)
-                    }
-                }
-                // Pinning many segments for a reply a client may be slow to take would hold released
-                // ones past --capacity: scattered pages are copied out instead.
-                if found.segmentCount > MemoryService.maxPinnedSegments {
-                    let data = [UInt8](unsafeUninitializedCapacity: found.pages.count * Page.size) { buf, count in
-                        found.copy(to: UnsafeMutableRawPointer(buf.baseAddress!))
-                        count = found.pages.count * Page.size
-                    }
-                    return Reply([present, data])
-                }
-                return Reply([present], borrowed: found.pages, keepAlive: found)
-
-            case .discardPages:
-                let space = try r.u64("space")
-                let n = try r.count(itemSize: 16, limit: WireLimits.maxRangesPerRequest, "range count")
-                var ranges: [(vpn: UInt64, count: UInt64)] = []
-                ranges.reserveCapacity(n)
-                for _ in 0..<n {
-                    let vpn = try r.u64("range vpn"), count = try r.u64("range length")
-                    guard count <= 1 << 36 else { throw WireError.malformed("discard range of \(count) pages") }
-                    ranges.append((vpn, count))
-                }
-                try r.expectEnd("DISCARD_PAGES")
-                let discarded = try store.discard(space: space, owner: session.token, ranges: ranges)
-                var w = WireWriter()
-                w.u64(UInt64(discarded))
-                return Reply([w.bytes])
-
-            case .freezeSpace:
-                let space = try r.u64("space")
-                try r.expectEnd("FREEZE_SPACE")
-                try store.freeze(space: space, owner: session.token)
-                return .empty
-
-            case .releaseSpace:
-                let space = try r.u64("space")
-                try r.expectEnd("RELEASE_SPACE")
-                var w = WireWriter()
-                w.u64(UInt64(try store.release(space: space, owner: session.token)))
-                return Reply([w.bytes])
-
-            case .commitSpace:
-                let space = try r.u64("space"), epoch = try r.u32("epoch")
-                try r.expectEnd("COMMIT_SPACE")
-                var w = WireWriter()
-                w.u64(UInt64(try store.commit(space: space, owner: session.token, epoch: epoch)))
-                return Reply([w.bytes])
-
-            case .describeSpace:
-                let space = try r.u64("space")
-                try r.expectEnd("DESCRIBE_SPACE")
-                let d = try store.describe(space: space, owner: session.token)
-                var w = WireWriter()
-                w.u32(d.retainedEpoch)
-                w.u8(d.frozen ? 1 : 0)
-                w.u64(UInt64(d.pages))
-                return Reply([w.bytes])
-
-            case .prepareSpace:
-                let space = try r.u64("space"), epoch = try r.u32("epoch"), writer = try r.u64("log writer")
-                let n = try r.count(itemSize: 12, limit: WireLimits.maxRangesPerRequest, "run count")
-                var shapes: [(UInt64, Int)] = []
-                var total = 0
-                for _ in 0..<n {
-                    let address = try r.u64("run address"), pages = Int(try r.u32("run pages"))
-                    guard address % UInt64(Page.size) == 0, pages > 0, total + pages <= WireLimits.maxPagesPerRequest * 64 else {
-                        throw WireError.malformed("PREPARE_SPACE run of \(pages) pages at 0x\(String(address, radix: 16))")
-                    }
-                    shapes.append((address, pages))
-                    total += pages
-                }
-                let vpnOffset = try r.skip(total * 8, "vpns")
-                try r.expectEnd("PREPARE_SPACE")
-                guard let participant else {
-                    throw ServiceError(.badRequest, "this memory node takes no part in checkpoints: it was started without --coordinator")
-                }
-                let vpns = payload.withUnsafeBytes { readVPNs($0, at: vpnOffset, count: total) }
-                var runs: [CheckpointParticipant.Run] = []
-                var at = 0
-                for (address, pages) in shapes {
-                    runs.append(.init(address: address, vpns: Array(vpns[at..<at + pages])))
-                    at += pages
-                }
-                let persisted: Int
-                do {
-                    persisted = try participant.prepare(store: store, space: space, owner: session.token, epoch: epoch, writer: writer, runs: runs)
-                } catch let e as PageStore.StoreError {
-                    throw e
-                } catch {
-                    log.error("persisting \(total) pages of space \(String(space, radix: 16)) for epoch \(epoch): \(error)")
-                    throw ServiceError(.internalError, "persisting \(total) pages for epoch \(epoch): \(error)")
-                }
-                var w = WireWriter()
-                w.u64(UInt64(persisted))
-                return Reply([w.bytes])
-
-            case .dropSpace:
-                let space = try r.u64("space")
-                try r.expectEnd("DROP_SPACE")
-                try store.drop(space: space, owner: session.token)
-                return .empty
-
-            default:
-                throw WireError.unknownOpcode(opcode.rawValue)
-            }
+            return try requests.handle(self, opcode: opcode, payload: payload, session: session)
         } catch let e as PageStore.StoreError {
             switch e {
             case .noSuchSpace: throw ServiceError(.noSuchSpace, e.description)
             case .notOwner:
-                log.warning("refused \(opcode) from \(session.peer): \(e)")
+                log.warning("refused \(opcode.wireName) from \(session.peer): \(e)")
                 throw ServiceError(.notOwner, e.description)
             case .capacityExceeded: throw ServiceError(.capacityExceeded, e.description)
             case .outOfMemory: throw ServiceError(.internalError, e.description)
             case .frozen: throw ServiceError(.frozen, e.description)
             case .notFrozen, .notRetained: throw ServiceError(.badRequest, e.description)
             }
+        }
+    }
+
+    func createSpace(_ r: CreateSpace, _ session: Session) throws -> NoPayload {
+        try store.createSpace(r.space, owner: session.token, ephemeral: r.ephemeral)
+        return NoPayload()
+    }
+
+    /// The pages are stored from the request's payload where they lie.
+    func storePages(_ payload: [UInt8], _ session: Session) throws -> Reply {
+        let r = try StorePages.Located(payload)
+        try payload.withUnsafeBytes { raw in
+            try r.vpns.withUnsafeBufferPointer { v in
+                try store.store(space: r.space, owner: session.token, epoch: r.epoch, vpns: v, pages: raw.baseAddress! + r.pageOffset)
+            }
+        }
+        return .empty
+    }
+
+    /// The three fetches: the pages go out from the store's segments, gathered into the send (no copy).
+    func fetch(_ opcode: Opcode, _ payload: [UInt8], _ session: Session) throws -> Reply {
+        var reader = WireReader(payload)
+        let r = try PageFetch(opcode: opcode, from: &reader)
+        try reader.expectEnd(opcode.wireName)
+        let version: PageStore.Version
+        switch r.version {
+        case .current: version = .current
+        case .frozen: version = .frozen
+        case .checkpoint(let e): version = .checkpoint(e)
+        }
+        var present = [UInt8](repeating: 0, count: r.vpns.count)
+        let found = try r.vpns.withUnsafeBufferPointer { v in
+            try present.withUnsafeMutableBufferPointer { p in
+                try store.locate(space: r.space, owner: session.token, vpns: v, present: p.baseAddress!, version: version)
+            }
+        }
+        // Pinning many segments for a reply a client may be slow to take would hold released
+        // ones past --capacity: scattered pages are copied out instead.
+        if found.segmentCount > MemoryService.maxPinnedSegments {
+            let data = [UInt8](unsafeUninitializedCapacity: found.pages.count * Page.size) { buf, count in
+                found.copy(to: UnsafeMutableRawPointer(buf.baseAddress!))
+                count = found.pages.count * Page.size
+            }
+            return Reply([FetchedPages(present: present, pages: data).encoded])
+        }
+        return Reply([present], borrowed: found.pages, keepAlive: found)
+    }
+
+    func discard(_ r: DiscardPages, _ session: Session) throws -> Count64 {
+        Count64(UInt64(try store.discard(space: r.space, owner: session.token, ranges: r.runs.map { ($0.first, $0.count) })))
+    }
+
+    func drop(_ r: DropSpace, _ session: Session) throws -> NoPayload {
+        try store.drop(space: r.space, owner: session.token)
+        return NoPayload()
+    }
+
+    func freeze(_ r: FreezeSpace, _ session: Session) throws -> NoPayload {
+        try store.freeze(space: r.space, owner: session.token)
+        return NoPayload()
+    }
+
+    func release(_ r: ReleaseSpace, _ session: Session) throws -> Count64 {
+        Count64(UInt64(try store.release(space: r.space, owner: session.token)))
+    }
+
+    func commit(_ r: CommitSpace, _ session: Session) throws -> Count64 {
+        Count64(UInt64(try store.commit(space: r.space, owner: session.token, epoch: r.epoch)))
+    }
+
+    func describe(_ r: DescribeSpace, _ session: Session) throws -> SpaceDescription {
+        let d = try store.describe(space: r.space, owner: session.token)
+        return SpaceDescription(retainedEpoch: d.retainedEpoch, frozen: d.frozen, pages: UInt64(d.pages))
+    }
+
+    func prepare(_ r: PrepareSpace, _ session: Session) throws -> Count64 {
+        guard let participant else {
+            throw ServiceError(.badRequest, "this memory node takes no part in checkpoints: it was started without --coordinator")
+        }
+        let runs = r.runs.map { CheckpointParticipant.Run(address: $0.address, vpns: $0.vpns) }
+        do {
+            return Count64(UInt64(try participant.prepare(store: store, space: r.space, owner: session.token, epoch: r.epoch,
+                                                          writer: r.writer, runs: runs)))
+        } catch let e as PageStore.StoreError {
+            throw e
+        } catch {
+            log.error("persisting \(r.pageCount) pages of space \(String(r.space, radix: 16)) for epoch \(r.epoch): \(error)")
+            throw ServiceError(.internalError, "persisting \(r.pageCount) pages for epoch \(r.epoch): \(error)")
         }
     }
 
@@ -254,9 +191,5 @@ public final class MemoryService: RPCService {
                                refusedStores: s.refusedStores, retainingSpaces: s.retainingSpaces, retainedVersions: s.retainedVersions,
                                frozenVersions: s.frozenVersions, checkpointParticipant: participant != nil,
                                prepares: participant?.prepares ?? 0, persistedPages: participant?.persistedPages ?? 0)
-    }
-
-    private func readVPNs(_ raw: UnsafeRawBufferPointer, at offset: Int, count: Int) -> [UInt64] {
-        (0..<count).map { UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: offset + $0 * 8, as: UInt64.self)) }
     }
 }

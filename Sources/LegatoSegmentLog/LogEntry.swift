@@ -42,6 +42,17 @@ public struct LogEntry: Equatable {
     }
 }
 
+/// A replica's name: the log (writer) and the segment of it.
+public struct ReplicaKey: Hashable, Sendable, CustomStringConvertible {
+    public let writer: UInt64
+    public let segment: UInt64
+    public init(writer: UInt64, segment: UInt64) {
+        self.writer = writer
+        self.segment = segment
+    }
+    public var description: String { "writer \(String(writer, radix: 16)) segment \(segment)" }
+}
+
 /// What a log node says of one replica it holds (LIST_REPLICAS).
 public struct ReplicaInfo: Equatable {
     public var segment: UInt64

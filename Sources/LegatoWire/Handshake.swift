@@ -3,10 +3,7 @@ import LegatoSystem
 
 /// Mutual authentication with the cluster secret; the secret never crosses the wire.
 ///
-///     server -> HELLO  { u8 minVersion, u8 maxVersion, [32] serverNonce, u8 role, string name }
-///     client -> AUTH   { [32] clientNonce, [32] clientToken, [32] HMAC(secret, "legato-client" | serverNonce | clientNonce | clientToken) }
-///     server -> AUTH|0x80 ok { [32] HMAC(secret, "legato-server" | clientNonce | serverNonce) }
-///               or status notAuthenticated, then the server closes.
+/// The messages are Hello, Auth and AuthProof (layouts in Docs/wire-protocol.md, "Handshake").
 ///
 /// `clientToken` is the client's credential: address spaces belong to the token that created them.
 public enum Handshake {
@@ -37,31 +34,22 @@ public enum Handshake {
     /// Server side. Returns the client's token; throws (after telling the client) if the proof is wrong.
     public static func accept(_ conn: Connection, secret: ClusterSecret, role: Role, name: String) throws -> [UInt8] {
         let serverNonce = Sys.randomBytes(nonceSize)
-        var w = WireWriter()
-        w.u8(FrameHeader.version)
-        w.u8(FrameHeader.version)
-        w.raw(serverNonce)
-        w.u8(role.rawValue)
-        w.string(name)
-        try conn.send(opcode: Opcode.hello.rawValue, requestID: 0, payload: w.bytes)
+        let hello = Hello(minVersion: FrameHeader.version, maxVersion: FrameHeader.version, serverNonce: serverNonce,
+                          role: role.rawValue, name: name)
+        try conn.send(opcode: Opcode.hello.rawValue, requestID: 0, payload: hello.encoded)
         guard let frame = try conn.receive() else { throw WireError.closed }
         guard frame.opcode == Opcode.auth.rawValue else {
             throw WireError.unexpectedOpcode(frame.opcode, expected: Opcode.auth.rawValue)
         }
-        var r = WireReader(frame.payload)
-        let clientNonce = try r.raw(nonceSize, "client nonce")
-        let token = try r.raw(tokenSize, "client token")
-        let proof = try r.raw(32, "client proof")
-        try r.expectEnd("AUTH")
-        guard constantTimeEqual(proof, clientProof(secret, serverNonce: serverNonce, clientNonce: clientNonce, token: token)) else {
-            var e = WireWriter()
-            e.string("wrong cluster secret")
-            try? conn.send(opcode: Opcode.auth.rawValue | FrameHeader.responseBit,
-                           status: WireStatus.notAuthenticated.rawValue, requestID: frame.header.requestID, payload: e.bytes)
+        let auth = try Auth(decoding: frame.payload)
+        let clientNonce = auth.clientNonce, token = auth.clientToken
+        guard constantTimeEqual(auth.proof, clientProof(secret, serverNonce: serverNonce, clientNonce: clientNonce, token: token)) else {
+            try? conn.send(opcode: Opcode.auth.rawValue | FrameHeader.responseBit, status: WireStatus.notAuthenticated.rawValue,
+                           requestID: frame.header.requestID, payload: ErrorMessage("wrong cluster secret").encoded)
             throw WireError.authenticationFailed("peer \(conn.peer) proved a different cluster secret")
         }
         try conn.send(opcode: Opcode.auth.rawValue | FrameHeader.responseBit, requestID: frame.header.requestID,
-                      payload: serverProof(secret, serverNonce: serverNonce, clientNonce: clientNonce))
+                      payload: AuthProof(proof: serverProof(secret, serverNonce: serverNonce, clientNonce: clientNonce)).encoded)
         return token
     }
 
@@ -71,25 +59,26 @@ public enum Handshake {
         precondition(token.count == tokenSize)
         guard let hello = try conn.receive() else { throw WireError.closed }
         guard hello.opcode == Opcode.hello.rawValue else { throw WireError.unexpectedOpcode(hello.opcode, expected: Opcode.hello.rawValue) }
-        var r = WireReader(hello.payload)
-        let minV = try r.u8("min version"), maxV = try r.u8("max version")
-        guard minV <= FrameHeader.version && FrameHeader.version <= maxV else { throw WireError.unsupportedVersion(minV) }
-        let serverNonce = try r.raw(nonceSize, "server nonce")
-        let role = try r.u8("role")
-        let name = try r.string("name")
+        let greeting = try Hello(decoding: hello.payload, what: "HELLO")
+        guard greeting.minVersion <= FrameHeader.version && FrameHeader.version <= greeting.maxVersion else {
+            throw WireError.unsupportedVersion(greeting.minVersion)
+        }
+        let serverNonce = greeting.serverNonce
         let clientNonce = Sys.randomBytes(nonceSize)
         let proof = clientProof(secret, serverNonce: serverNonce, clientNonce: clientNonce, token: token)
-        try conn.send(opcode: Opcode.auth.rawValue, requestID: 1, payload: clientNonce + token + proof)
+        try conn.send(opcode: Opcode.auth.rawValue, requestID: 1,
+                      payload: Auth(clientNonce: clientNonce, clientToken: token, proof: proof).encoded)
         guard let reply = try conn.receive() else {
             throw WireError.authenticationFailed("\(conn.peer) closed the connection during authentication")
         }
         guard reply.status == .ok else {
             throw WireError.authenticationFailed("\(conn.peer) refused our cluster secret")
         }
-        guard constantTimeEqual(reply.payload, serverProof(secret, serverNonce: serverNonce, clientNonce: clientNonce)) else {
+        let answer = try AuthProof(decoding: reply.payload, what: "AUTH reply")
+        guard constantTimeEqual(answer.proof, serverProof(secret, serverNonce: serverNonce, clientNonce: clientNonce)) else {
             throw WireError.authenticationFailed("\(conn.peer) does not know the cluster secret")
         }
-        return (role, name)
+        return (greeting.role, greeting.name)
     }
 
     static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {

@@ -56,8 +56,7 @@ public final class RPCClient {
         if header.status != WireStatus.ok.rawValue {
             var payload = [UInt8](repeating: 0, count: Int(header.length))
             try payload.withUnsafeMutableBytes { try connection.receivePayload(into: $0.baseAddress!, count: Int(header.length)) }
-            var r = WireReader(payload)
-            let message = (try? r.string("error message")) ?? ""
+            let message = (try? ErrorMessage(decoding: payload, what: "error message").message) ?? ""
             throw RemoteError(status: WireStatus(rawValue: header.status) ?? .internalError, message: message, peer: endpoint.description)
         }
         return header
@@ -69,8 +68,8 @@ public final class RPCClient {
         return try receive(opcode, id: id)
     }
 
-    public func ping() throws { _ = try call(.ping) }
+    public func ping() throws { _ = try call(Ping()) }
 
     /// The service's counters as JSON text.
-    public func stats() throws -> String { String(decoding: try call(.stats), as: UTF8.self) }
+    public func stats() throws -> String { try call(Stats()).json }
 }

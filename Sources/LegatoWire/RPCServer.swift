@@ -181,7 +181,7 @@ public final class RPCServer {
                     try conn.receivePayload(reusing: &payload, count: Int(header.length))
                     switch op {
                     case .ping: reply = .empty
-                    case .stats: reply = Reply([Array(service.stats().utf8)])
+                    case .stats: reply = Reply([StatsText(json: service.stats()).encoded])
                     default: reply = try service.handle(opcode: op, payload: payload, session: session)
                     }
                 }
@@ -263,10 +263,9 @@ public final class RPCServer {
     }
 
     private func answer(_ conn: Connection, _ op: UInt8, _ status: WireStatus, _ id: UInt32, _ message: String) -> Bool {
-        var w = WireWriter()
-        w.string(message)
+        let w = ErrorMessage(message).encoded
         do {
-            try conn.send(opcode: op, status: status.rawValue, requestID: id, payload: w.bytes)
+            try conn.send(opcode: op, status: status.rawValue, requestID: id, payload: w)
             return true
         } catch {
             return false

@@ -61,6 +61,21 @@ public struct WireReader {
     public mutating func u32(_ what: String = "u32") throws -> UInt32 { try int(UInt32.self, what) }
     public mutating func u64(_ what: String = "u64") throws -> UInt64 { try int(UInt64.self, what) }
 
+    /// A byte that must be 0 or 1.
+    public mutating func bool(_ what: String) throws -> Bool {
+        let v = try u8(what)
+        guard v <= 1 else { throw WireError.malformed("\(what) is \(v), not 0 or 1") }
+        return v == 1
+    }
+
+    /// `n` u64s in a row (the caller has bounded `n`).
+    public mutating func u64Array(_ n: Int, _ what: String) throws -> [UInt64] {
+        let o = try take(n.multipliedReportingOverflow(by: 8).overflow ? -1 : n * 8, what)
+        return bytes.withUnsafeBytes { raw in
+            (0..<n).map { UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: o + $0 * 8, as: UInt64.self)) }
+        }
+    }
+
     public mutating func raw(_ n: Int, _ what: String = "bytes") throws -> [UInt8] {
         let o = try take(n, what)
         return Array(bytes[o..<o + n])

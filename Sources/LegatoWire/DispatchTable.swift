@@ -1,0 +1,36 @@
+/// A service's requests by opcode: each decoded by its message type and answered by a method of the
+/// service. Built once per service; handlers are unapplied methods, so the table holds no service.
+public struct DispatchTable<Service: AnyObject> {
+    public typealias RawHandler = (Service) -> (_ payload: [UInt8], _ session: Session) throws -> Reply
+    private var handlers: [Opcode: RawHandler] = [:]
+
+    public init() {}
+
+    /// `R` answered by `method`, whose answer is encoded as the reply.
+    public mutating func on<R: WireRequest>(_ type: R.Type, _ method: @escaping (Service) -> (R, Session) throws -> R.Response) {
+        add(R.opcode) { service in
+            { payload, session in
+                let request = try R(decoding: payload)
+                return Reply([try method(service)(request, session).encoded])
+            }
+        }
+    }
+
+    /// A request on a hot path, handled from its payload in place (`R`'s layout helpers decode it)
+    /// and answered with memory the service owns, gathered into the send without a copy.
+    public mutating func onPayload<R: WireRequest>(_ type: R.Type, _ method: @escaping RawHandler) {
+        add(R.opcode, method)
+    }
+
+    private mutating func add(_ opcode: Opcode, _ handler: @escaping RawHandler) {
+        precondition(handlers[opcode] == nil, "\(opcode.wireName) has two handlers")
+        handlers[opcode] = handler
+    }
+
+    public var opcodes: Set<Opcode> { Set(handlers.keys) }
+
+    public func handle(_ service: Service, opcode: Opcode, payload: [UInt8], session: Session) throws -> Reply {
+        guard let handler = handlers[opcode] else { throw WireError.unknownOpcode(opcode.rawValue) }
+        return try handler(service)(payload, session)
+    }
+}
