@@ -43,8 +43,8 @@ extension Agent: TraceEvents {
             discardExit(t, result: ret)
         case .execve:
             if !failed {
-                if let source = pendingRestore {
-                    pendingRestore = nil
+                if let source = restore.pending {
+                    restore.pending = nil
                     try restoreAddressSpace(t, from: source)
                 } else {
                     try setUpAddressSpace(t)

@@ -54,18 +54,13 @@ public final class Agent {
     let log: Logger
 
     // The program
-    var mainPID: pid_t = 0
-    var reaperPID: pid_t = 0
-    /// Closed to let the reaper exit once PROG has (not before a checkpoint in flight is decided:
-    /// the reaper's exit kills its snapshot child).
-    var reaperHoldFD: Int32 = -1
+    var program = ProgramProcess()
+    /// PROG's main thread (its pid, as the agent sees it).
+    var mainPID: pid_t { program.pid }
     /// Every thread of PROG (and what it forks), their stops, freeze and thaw.
     let tracer: Tracer
-    var pendingRestore: RestoreSource?
-    /// A restored run's: drops the spaces its earlier incarnation left on memory nodes. Called when
-    /// the restore is complete and this run has a committed checkpoint of its own, or when PROG
-    /// exits (a later restore then reads those pages from the logs).
-    var releaseEarlierSpaces: (() -> Void)?
+    /// A restore's progress (a run that is not a restore leaves it empty).
+    var restore = RestoreState()
 
     // Its managed memory
     /// The run's local memory budget, over every address space it manages.
@@ -74,7 +69,6 @@ public final class Agent {
     let mm: AddressSpace
     /// Keeps the resident set within the budget (made once the pool is).
     var evictor: Evictor!
-    let evictionBatch: Int
     /// Most pages one fault installs (prefetch or zero-fill ahead), kept below a quarter of the budget.
     let prefetchWindow: Int
 
@@ -88,32 +82,15 @@ public final class Agent {
     // Event loop
     var signalFD: Int32 = -1
     var pollFDs: [pollfd] = []
-    var controlFD: Int32 = -1
-    var checkpointing = false
-    /// The epoch this session's last committed checkpoint has: the next one holds only what changed
-    /// since (pages without `saved`). nil: the next checkpoint is full.
-    var checkpointBase: UInt64?
-    /// Monotonic milliseconds of the last periodic checkpoint (0: none yet).
-    var lastPeriodicCheckpoint: UInt64 = 0
+    /// A named run's control socket and checkpoints (nil for a run without a name).
+    let control: ControlSocket?
+    let checkpointer: Checkpointer?
     /// When the agent was created (restore timing).
     let createdAt = monotonicNanos()
     /// Wakes a fault that was dropped (a bug; logged and counted).
     let liveness: LivenessGuard
-    /// A restored checkpoint's pages still to come back (lazy restore).
-    var restoreBacking: RestoreBacking?
-    /// The fill waits for pages still streaming in: the event loop sleeps 1 ms at a time meanwhile.
-    var restoreFillStalled = false
-    /// Where checkpoints go (made at the first one).
-    var store: CheckpointStore?
-    /// The checkpoint whose two-phase commit is running, and the eventfd its thread signals.
-    var pendingCheckpoint: CheckpointInFlight?
-    let checkpointDoneFD: Int32 = (try? Sys.eventFD()) ?? -1
-    /// Pages copied out during a checkpoint's pause, persisted after it.
-    let staging = CheckpointStaging()
     var stopsPending = false  // SIGCHLD seen; waitpid not yet drained
-    let uffdSpinNanos = Agent.spinNanos("LEGATO_UFFD_SPIN_US", 50)
     var fatalError: String?
-    var pendingTermination: [Int32] = []
 
     /// Pages of zeros, as many as one fault installs ahead at most.
     let zeroPages: UnsafeMutableRawPointer
@@ -121,10 +98,8 @@ public final class Agent {
     var fetcher: Fetcher!
 
     var stats = AgentStats()
-    /// With `--metrics`: the endpoint, what the event loop last published to it, and when.
-    var metricsEndpoint: MetricsEndpoint?
-    let metricsReport = PublishedReport()
-    var metricsPublishedAt: UInt64 = 0
+    /// With `--metrics`: the run's /metrics endpoint.
+    var metrics: RunMetrics?
     let faultCounters = FaultHandler.Counters()
 
     public init(config: Config) throws {
@@ -134,10 +109,16 @@ public final class Agent {
         mm = AddressSpace(budget: budget)
         tracer = Tracer(log: log)
         liveness = LivenessGuard(log: log)
-        evictionBatch = config.evictionBatchPages ?? min(1024, max(16, budget.pages / 16))
         prefetchWindow = max(1, min(config.prefetchMaxPages, budget.pages / 4))
         space = Sys.randomBytes(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } | 1
         token = config.name.map { ClusterCheckpointStore.agentToken(name: $0, secret: config.secret) } ?? Sys.randomBytes(Handshake.tokenSize)
+        if let name = config.name {
+            control = ControlSocket(stateDirectory: config.stateDirectory, name: name, program: config.program, arguments: config.arguments)
+            checkpointer = try Checkpointer(name: name, config: config, log: log)
+        } else {
+            control = nil
+            checkpointer = nil
+        }
         zeroPages = UnsafeMutableRawPointer.allocate(byteCount: prefetchWindow * Page.size, alignment: Page.size)
         memset(zeroPages, 0, prefetchWindow * Page.size)
         tracer.events = self
@@ -148,6 +129,9 @@ public final class Agent {
     deinit {
         zeroPages.deallocate()
     }
+
+    /// How long the event loop polls before it sleeps (LEGATO_UFFD_SPIN_US, 50 µs by default).
+    static let uffdSpinNanos = Agent.spinNanos("LEGATO_UFFD_SPIN_US", 50)
 
     static func spinNanos(_ env: String, _ defaultMicros: UInt64) -> UInt64 {
         (getenv(env).flatMap { UInt64(String(cString: $0)) } ?? defaultMicros) * 1000
@@ -174,7 +158,7 @@ public final class Agent {
         writeBack = WriteBackBuffer(thread: thread, pool: pool, table: mm.table, log: log)
         writeBack.onFailure = { [unowned self] in fail($0) }
         evictor = Evictor(addressSpace: mm, budget: budget, pool: pool, writeBack: writeBack, tracer: tracer,
-                          batchPages: evictionBatch, prefetchWindow: prefetchWindow, log: log)
+                          batchPages: config.evictionBatchPages ?? min(1024, max(16, budget.pages / 16)), prefetchWindow: prefetchWindow, log: log)
         evictor.serve = { [unowned self] in try loop(until: $0) }
         evictor.serveWhileInjecting = { [unowned self] in
             do { try pollOnce(reapStops: false, sleepMillis: 5) } catch { fail("serving faults during eviction: \(error)") }
@@ -197,13 +181,11 @@ public final class Agent {
             shutdownRemote()
             return e.exitCode
         }
-        mainPID = spawned.pid
-        reaperPID = spawned.reaperPID
-        reaperHoldFD = spawned.holdFD
-        pendingRestore = config.restore
-        try openControlSocket()
+        program = ProgramProcess(spawned)
+        restore.pending = config.restore
+        try control?.open()
         tracer.adopt(program: mainPID)
-        log.debug("started \(path) as pid \(mainPID) (reaper \(reaperPID)), budget \(formatSize(UInt64(budget.pages * Page.size)))")
+        log.debug("started \(path) as pid \(mainPID) (reaper \(program.reaperPID)), budget \(formatSize(UInt64(budget.pages * Page.size)))")
 
         do {
             try loop(until: { self.tracer.programStatus != nil || self.fatalError != nil })
@@ -213,9 +195,9 @@ public final class Agent {
         if let why = fatalError {
             waitForCheckpoint()
             releaseReaper()
-            closeControlSocket(exitStatus: nil)
+            control?.close(exitStatus: nil)
             kill(mainPID, SIGKILL)
-            if reaperPID > 0 { kill(reaperPID, SIGKILL) }
+            if program.reaperPID > 0 { kill(program.reaperPID, SIGKILL) }
             writeStderr("legato: stopped \(config.program) (pid \(mainPID)): \(why)\n")
             drainChildren()
             finish(exitStatus: nil)
@@ -225,7 +207,7 @@ public final class Agent {
         waitForCheckpoint()
         releaseReaper()
         dropEarlierSpaces()
-        closeControlSocket(exitStatus: status.exited ? status.exitCode : 128 + status.terminationSignal)
+        control?.close(exitStatus: status.exited ? status.exitCode : 128 + status.terminationSignal)
         finish(exitStatus: status.raw)
         drainChildren()
         if status.exited { return status.exitCode }
@@ -243,11 +225,11 @@ public final class Agent {
     /// Serves uffd events, ptrace stops and write-back completions until `done()` holds.
     func loop(until done: () -> Bool) throws {
         while !done() {
-            try pollOnce(reapStops: true, sleepMillis: restoreBacking != nil ? (restoreFillStalled ? 1 : 0) : periodicCheckpointDue.map { Int32(clamping: max(1, min(1000, Int64($0) - Int64(monotonicNanos() / 1_000_000)))) } ?? 1000)
+            try pollOnce(reapStops: true, sleepMillis: restore.backing != nil ? (restore.fillStalled ? 1 : 0) : periodicCheckpointDue.map { Int32(clamping: max(1, min(1000, Int64($0) - Int64(monotonicNanos() / 1_000_000)))) } ?? 1000)
             if fatalError != nil { return }
             if !tracer.freezing { try maybeEvict() }
             if !tracer.freezing { takePeriodicCheckpoint() }
-            if !tracer.freezing && restoreBacking != nil { try fillFromRestore() }
+            if !tracer.freezing && restore.backing != nil { try fillFromRestore() }
             publishMetricsIfDue()
         }
     }
@@ -262,17 +244,18 @@ public final class Agent {
         pollFDs.append(pollfd(fd: writeBack.thread.wakeFD, events: Int16(POLLIN), revents: 0))
         pollFDs.append(pollfd(fd: mm.pollFD, events: Int16(POLLIN), revents: 0))
         for n in nodes { pollFDs.append(pollfd(fd: n.connection.fd, events: Int16(POLLIN), revents: 0)) }
-        let control = reap && !checkpointing && !tracer.freezing && controlFD >= 0
-        pollFDs.append(pollfd(fd: pendingCheckpoint != nil && reap ? checkpointDoneFD : -1, events: Int16(POLLIN), revents: 0))
-        pollFDs.append(pollfd(fd: control ? controlFD : -1, events: Int16(POLLIN), revents: 0))
+        let serveControl = reap && checkpointer?.busy == false && !tracer.freezing && control?.isOpen == true
+        let decided = reap && checkpointer?.inFlight != nil
+        pollFDs.append(pollfd(fd: decided ? checkpointer!.doneFD : -1, events: Int16(POLLIN), revents: 0))
+        pollFDs.append(pollfd(fd: serveControl ? control!.fd : -1, events: Int16(POLLIN), revents: 0))
         // Answers already received into a connection's buffer do not make its socket readable.
         let buffered = nodes.contains { $0.connection.hasBufferedInput }
         let busy = (mm.faults?.hasPending ?? false) || buffered
         // Poll without sleeping for a little first: on a VM, waking a halted vCPU costs more than
         // the wait for a fault or an answer that is due within microseconds.
         var n = pollFDs.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), 0) }
-        if n == 0 && !busy && uffdSpinNanos > 0 && mm.isManaged {
-            let until = monotonicNanos() + uffdSpinNanos
+        if n == 0 && !busy && Agent.uffdSpinNanos > 0 && mm.isManaged {
+            let until = monotonicNanos() + Agent.uffdSpinNanos
             repeat {
                 n = pollFDs.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), 0) }
             } while n == 0 && monotonicNanos() < until
@@ -300,7 +283,7 @@ public final class Agent {
             try tracer.reapStops()
         }
         if reap && revents[revents.count - 2] != 0 { finishCheckpoint() }
-        if control && revents[revents.count - 1] != 0 { handleControl() }
+        if serveControl && revents[revents.count - 1] != 0 { handleControl() }
     }
 
     func makeSignalFD() throws -> Int32 {
@@ -322,25 +305,13 @@ public final class Agent {
 
     // MARK: metrics
 
-    /// Makes swift-metrics' instruments land in the endpoint's registry (so make this before the
-    /// Fetcher, whose fault-latency timer is one), and starts serving.
     func startMetrics() throws {
         guard let listen = config.metrics else { return }
-        let endpoint = try MetricsEndpoint(listen: listen, role: "run", log: log) { [metricsReport] in metricsReport.current }
-        endpoint.bootstrapMetricsSystem(timerBuckets: [Fetcher.faultTimerLabel: Fetcher.faultTimerBuckets])
-        metricsEndpoint = endpoint
-        publishMetricsIfDue(force: true)
-        endpoint.start()
+        metrics = try RunMetrics(listen: listen, log: log, first: statsRecord(exitStatus: nil).metricsReport)
     }
 
-    /// Publishes the run's numbers for the endpoint, at most twice a second (the loop wakes at
-    /// least once a second).
-    func publishMetricsIfDue(force: Bool = false) {
-        guard metricsEndpoint != nil else { return }
-        let now = monotonicNanos()
-        guard force || now - metricsPublishedAt >= 500_000_000 else { return }
-        metricsPublishedAt = now
-        metricsReport.publish(statsRecord(exitStatus: nil).metricsReport)
+    func publishMetricsIfDue() {
+        metrics?.publishIfDue { statsRecord(exitStatus: nil).metricsReport }
     }
 
     // MARK: finishing
@@ -355,7 +326,7 @@ public final class Agent {
         }
         shutdownRemote()
         mm.reset()
-        metricsEndpoint?.stop()
+        metrics?.stop()
     }
 
     /// The run's numbers now, from every part.
@@ -371,25 +342,21 @@ public final class Agent {
         pool?.dropEverywhere()
     }
 
-    /// Lets the namespace's reaper exit once PROG has.
-    func releaseReaper() {
-        if reaperHoldFD >= 0 { close(reaperHoldFD) }
-        reaperHoldFD = -1
-    }
+    func releaseReaper() { program.releaseReaper() }
 
     /// Drops the spaces a restored run's earlier incarnation left on memory nodes (once).
     func dropEarlierSpaces() {
-        releaseEarlierSpaces?()
-        releaseEarlierSpaces = nil
+        restore.releaseEarlierSpaces?()
+        restore.releaseEarlierSpaces = nil
     }
 
     /// Reaps what is left of PROG's namespace (children PROG left behind die with the namespace).
     func drainChildren() {
         releaseReaper()
         tracer.killAndReapAll()
-        if reaperPID > 0 {
-            kill(reaperPID, SIGKILL)
-            _ = try? Sys.wait(reaperPID, nohang: false)
+        if program.reaperPID > 0 {
+            kill(program.reaperPID, SIGKILL)
+            _ = try? Sys.wait(program.reaperPID, nohang: false)
         }
     }
 

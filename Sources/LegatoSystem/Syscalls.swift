@@ -393,6 +393,28 @@ public enum Sys {
         return Int(r)
     }
 
+    /// Reads `length` bytes of process `pid`'s memory at `address`: process_vm_readv, and where that
+    /// is refused (it honours protections) /proc/PID/mem, which reads PROT_NONE pages too. Only
+    /// present pages: a missing page of a userfaultfd range would fault into its handler.
+    public static func readProcessMemory(pid: pid_t, address: UInt64, length: Int, into dst: UnsafeMutableRawPointer) throws {
+        var addr = address, len = UInt64(length)
+        if let n = try? processRead(pid: pid, into: dst, capacity: length, addresses: &addr, lengths: &len, count: 1), n == length { return }
+        let fd = open("/proc/\(pid)/mem", O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw SystemError.fromErrno("open /proc/\(pid)/mem") }
+        defer { close(fd) }
+        let n = Sys.retryingEINTR { pread(fd, dst, length, off_t(Int64(bitPattern: address))) }
+        if n != length { throw SystemError("read \(describeRange(address, UInt64(length))) of pid \(pid)", code: n < 0 ? errno : EIO) }
+    }
+
+    /// A thread's id in its own (innermost) PID namespace: the last NSpid of its status.
+    public static func namespaceTID(_ tid: pid_t) -> Int32 {
+        let status = ProcFile.text("/proc/\(tid)/status") ?? ""
+        for line in status.split(separator: "\n") where line.hasPrefix("NSpid:") {
+            if let last = line.split(whereSeparator: { $0 == "\t" || $0 == " " }).last, let n = Int32(last) { return n }
+        }
+        return tid
+    }
+
     public static func processWrite(pid: pid_t, from buffer: UnsafeRawPointer, length: Int, to address: UInt64) throws {
         let r = lg_process_vm_write(pid, buffer, UInt64(length), address)
         if r < 0 { throw SystemError("process_vm_writev \(describeRange(address, UInt64(length))) in pid \(pid)", code: Int32(-r)) }

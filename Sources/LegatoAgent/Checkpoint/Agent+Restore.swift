@@ -17,7 +17,7 @@ extension Agent {
         guard let leader = image.threads.first(where: { $0.tid == image.pid }) else {
             throw LegatoError("checkpoint \(image.epoch) of \(image.name) has no thread \(image.pid) (its main thread had exited)")
         }
-        let restoredPID = namespaceTID(pid)
+        let restoredPID = Sys.namespaceTID(pid)
         guard restoredPID == image.pid else {
             throw LegatoError("checkpoint \(image.epoch) of \(image.name) was PID \(image.pid) in its namespace; the restore got PID \(restoredPID)")
         }
@@ -83,13 +83,13 @@ extension Agent {
         marks.mark("uffd")
         try writeUnmanagedPages(pid, backing.bindKeys(mm.table.regions), backing)
         marks.mark("bind")
-        restoreBacking = backing.bound > 0 ? backing : nil
-        restoreBacking?.startReadAhead()
+        restore.backing = backing.bound > 0 ? backing : nil
+        restore.backing?.startReadAhead()
         for o in others { tracer.resume(o) }
         stats.restoreResumeNanos = monotonicNanos() - createdAt
         stats.restoreReadMillis = source.readMillis
         source.startStreaming?()
-        releaseEarlierSpaces = source.releaseEarlierSpaces
+        restore.releaseEarlierSpaces = source.releaseEarlierSpaces
         log.info("restore timing: \(marks.description)")
         log.info("restored \(image.name) epoch \(image.epoch) into pid \(pid): \(image.threads.count) thread(s), \(image.vmas.count) mappings, \(source.pageCount) pages in \(source.layers.count) layer(s), \(backing.bound) to come lazily")
     }

@@ -52,7 +52,7 @@ extension Agent {
         let slot = try calls.args.bytes([UInt8](repeating: 0, count: 8))
         _ = try calls.call("pipe2 for \(name)", .pipe2, slot, 0o2000000)  // O_CLOEXEC
         var ends = [Int32](repeating: 0, count: 2)
-        try ends.withUnsafeMutableBytes { try readProcMem(calls.tid, slot, 8, into: $0.baseAddress!) }
+        try ends.withUnsafeMutableBytes { try Sys.readProcessMemory(pid: calls.tid, address: slot, length: 8, into: $0.baseAddress!) }
         calls.args.reset()
         var moved: [UInt64] = []
         for e in ends {

@@ -9,7 +9,7 @@ import LegatoSystem
 extension Agent {
     /// Serves a fault on a `restoring` page, with the restoring pages right after it (read-around).
     func serveRestoring(_ f: Sys.UffdEvent?, _ r: Region, _ i: Int, run: Int) throws {
-        guard let b = restoreBacking else {
+        guard let b = restore.backing else {
             // No backing (cannot happen): the content is lost; never invent any.
             r.remove(i, .restoring)
             fail("restored page 0x\(String(r.address(at: i), radix: 16)) has no source")
@@ -70,8 +70,8 @@ extension Agent {
 
     /// One step of the background fill (a few hundred pages at most).
     func fillFromRestore() throws {
-        guard let b = restoreBacking else { return }
-        restoreFillStalled = false
+        guard let b = restore.backing else { return }
+        restore.fillStalled = false
         let installedArrivals = installArrivals(b)
         var storeKeys: [UInt64] = []
         var steps = 0
@@ -90,7 +90,7 @@ extension Agent {
                 // No room in PROG: this page goes to a memory node.
                 guard writeBack.inflightBytes + (storeKeys.count + 1) * Page.size <= WriteBackBuffer.maxInflightBytes else { break }
                 guard b.available(b.location(key: key)!) else {
-                    restoreFillStalled = true
+                    restore.fillStalled = true
                     break
                 }
                 storeKeys.append(key)
@@ -104,10 +104,10 @@ extension Agent {
             // Pages still streaming in from the log nodes: the fill waits for them (without holding
             // up the event loop); a fault on them fetches them at once.
             if !b.available(locs[0]) || !b.available(locs[n - 1]) {
-                restoreFillStalled = !installedArrivals
+                restore.fillStalled = !installedArrivals
                 break
             }
-            restoreFillStalled = false
+            restore.fillStalled = false
             let source: UnsafeRawPointer
             if let p = b.inPlace(locs) { source = p } else {
                 try b.read(locs, into: b.buffer)
@@ -123,7 +123,7 @@ extension Agent {
         if b.currentKey() == nil {
             stats.restoreCompleteNanos = monotonicNanos() - createdAt
             log.info("restore complete: \(stats.restoredByFault) pages brought back by faults, \(stats.restoredByFill) by the fill, after \(String(format: "%.0f", Double(stats.restoreCompleteNanos) / 1e6)) ms")
-            restoreBacking = nil
+            restore.backing = nil
             if stats.checkpoints > 0 { dropEarlierSpaces() }
         }
     }

@@ -63,7 +63,7 @@ extension Agent {
     /// The global tid of the thread `nsTID` (an id in PROG's namespace) of process `pid`.
     private func globalTID(of nsTID: Int32, in pid: pid_t) -> pid_t? {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? [] {
-            if let g = pid_t(name), namespaceTID(g) == nsTID { return g }
+            if let g = pid_t(name), Sys.namespaceTID(g) == nsTID { return g }
         }
         return nil
     }

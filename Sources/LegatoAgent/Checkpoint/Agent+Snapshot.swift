@@ -8,7 +8,7 @@ import LegatoSystem
 /// parent; CLONE_FILES so it holds no extra references to PROG's files) keeps the frozen image in a
 /// child that never runs (it is caught at its first stop). The commit thread reads the pages from
 /// it while PROG runs on; the child is killed once the checkpoint is decided. The pause then costs
-/// the page-table copy, not the page copy.
+/// the page-table copy, not the page copy. (CheckpointStaging.dropSnapshot ends it.)
 extension Agent {
 
     /// Forks the frozen PROG through `t`; returns the child's (global) pid, stopped and traced.
@@ -24,9 +24,9 @@ extension Agent {
         }
         guard nsPID > 0 else { throw SystemError("fork a snapshot of pid \(mainPID)", code: Int32(-nsPID)) }
         // Its parent is the reaper; find its global pid among the reaper's children.
-        let parent = reaperPID > 0 ? reaperPID : getpid()
+        let parent = program.reaperPID > 0 ? program.reaperPID : getpid()
         let children = (ProcFile.text("/proc/\(parent)/task/\(parent)/children") ?? "").split(separator: " ").compactMap { pid_t($0) }
-        guard let child = children.first(where: { namespaceTID($0) == Int32(nsPID) }) else {
+        guard let child = children.first(where: { Sys.namespaceTID($0) == Int32(nsPID) }) else {
             throw LegatoError("the snapshot of pid \(mainPID) (pid \(nsPID) in its namespace) is not among pid \(parent)'s children")
         }
         tracer.untracedChildren.insert(child)
@@ -36,10 +36,5 @@ extension Agent {
             if st.stopped { break }
         }
         return child
-    }
-
-    /// Ends a snapshot (its exit is reaped by the event loop and ignored there).
-    func dropSnapshot(_ pid: pid_t) {
-        kill(pid, SIGKILL)
     }
 }

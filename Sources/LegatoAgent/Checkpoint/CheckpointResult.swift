@@ -1,21 +1,21 @@
 import Foundation
 
-/// What capturing a checkpoint gives (Agent+Capture), or why it is refused.
-extension Agent {
-    /// A checkpoint refused because PROG holds something that cannot be checkpointed yet.
-    public struct CheckpointRefused: Error, CustomStringConvertible {
-        public let description: String
-    }
+/// A checkpoint refused because PROG holds something that cannot be checkpointed and restored
+/// exactly (named in `description`); PROG runs on.
+public struct CheckpointRefused: Error, CustomStringConvertible {
+    public let description: String
+    public init(description: String) { self.description = description }
+}
 
-    public struct CheckpointResult {
-        public let epoch: UInt64
-        public let parent: UInt64?
-        public let pauseNanos: UInt64
-        public let pages: Int
-        public let bytes: Int
-        /// The changed resident pages were kept in a copy-on-write snapshot.
-        public let snapshot: Bool
-        /// The context record, for the sink once PROG runs again (with the pages in `staging`).
-        public let image: ProcessImage
-    }
+/// What capturing a checkpoint gives (Agent+Capture).
+public struct CheckpointResult {
+    public let epoch: UInt64
+    public let parent: UInt64?
+    public let pauseNanos: UInt64
+    public let pages: Int
+    public let bytes: Int
+    /// The changed resident pages were kept in a copy-on-write snapshot.
+    public let snapshot: Bool
+    /// The context record, for the sink once PROG runs again (with the pages in `staging`).
+    public let image: ProcessImage
 }

@@ -25,7 +25,15 @@ public final class CheckpointStaging {
     private(set) var batchRuns: [(address: UInt64, count: Int, batch: WriteBackBatch, index: Int)] = []
     /// Runs to read from `snapshot` (a copy-on-write child) rather than from staging memory.
     private(set) var deferred: [(address: UInt64, count: Int)] = []
+    /// The copy-on-write child holding the pause's resident pages (Agent+Snapshot), if one was taken.
     var snapshot: pid_t?
+
+    /// Ends the snapshot, if any (its exit is reaped by the event loop and ignored there).
+    func dropSnapshot() {
+        guard let pid = snapshot else { return }
+        kill(pid, SIGKILL)
+        snapshot = nil
+    }
 
     /// Runs to read from the memory nodes' freeze, with their keys.
     private(set) var frozen: [(node: Int, address: UInt64, keys: [UInt64])] = []

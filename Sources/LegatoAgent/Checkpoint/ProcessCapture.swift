@@ -1,0 +1,207 @@
+import Foundation
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// What a checkpoint records of a frozen process besides its pages: every thread's registers and
+/// signal state (through injected syscalls), signal dispositions, brk and interval timers, the
+/// mm fields, auxv, umask, resource limits, the mappings and the descriptor table. Refuses, by name,
+/// what it cannot restore exactly.
+struct ProcessCapture {
+    let pid: pid_t
+    /// Scratch memory mapped in the process for injected calls' arguments.
+    let scratch: UInt64
+    /// A descriptor the agent keeps in the process (not the program's own), or -1.
+    let agentOwnedFD: Int64
+    let tracer: Tracer
+    /// Runs while an injected call is waiting (other threads' stops must be served).
+    let whileWaiting: () -> Void
+
+    func thread(_ t: Tracee) throws -> ProcessImage.ThreadState {
+        var regs = try Sys.getRegisters(t.tid)
+        // A thread stopped inside a restartable syscall: make the restore re-enter it (as the
+        // kernel's restart logic would), since the restart is not carried over.
+        let ret = Int64(bitPattern: regs.rax)
+        if Int64(bitPattern: regs.orig_rax) >= 0 {
+            switch ret {
+            case -512, -513, -514:  // ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND
+                regs.rax = regs.orig_rax
+                regs.rip -= 2
+            case -516:  // ERESTART_RESTARTBLOCK
+                regs.rax = 219  // restart_syscall
+                regs.rip -= 2
+            default: break
+            }
+        }
+        let xstate = try Sys.getRegisterSet(t.tid, type: Sys.ntX86XState)
+        let rseq = try? Sys.rseqConfiguration(t.tid)
+        let inj = try Sys.Injection(tid: t.tid, stub: scratch, whileWaiting: whileWaiting)
+        defer { tracer.tolerateGone { try inj.cure() } }
+        let tidAddressSlot = scratch + 2048
+        _ = try inj.syscall(.prctl, 40, tidAddressSlot)  // prctl(PR_GET_TID_ADDRESS, &slot)
+        _ = try inj.syscall(.sigaltstack, 0, scratch + 2064)   // sigaltstack(NULL, &old)
+        var words = [UInt64](repeating: 0, count: 6)
+        try words.withUnsafeMutableBytes { try Sys.readProcessMemory(pid: pid, address: tidAddressSlot, length: 48, into: $0.baseAddress!) }
+        let (head, len) = Sys.robustList(t.tid)
+        return ProcessImage.ThreadState(tid: Sys.namespaceTID(t.tid), registers: regs.words, xstate: Data(xstate), sigmask: try Sys.signalMask(t.tid),
+                                        rseq: rseq.map { .init(address: $0.address, size: $0.size, signature: $0.signature) },
+                                        tidAddress: words[0], robustList: head, robustListLength: len,
+                                        sigaltstack: [words[2], words[3], words[4]],
+                                        pendingSignals: try Sys.pendingSignals(t.tid, shared: false).map { Data($0) })
+    }
+
+    /// Every signal's disposition (rt_sigaction(sig, NULL, &old) injected), brk, and the interval timers.
+    func processWide(using t: Tracee) throws -> ([ProcessImage.SigAction], UInt64, [[UInt64]]) {
+        let inj = try Sys.Injection(tid: t.tid, stub: scratch, whileWaiting: whileWaiting)
+        defer {
+            tracer.tolerateGone { try inj.cure() }
+            t.pendingSignals.append(contentsOf: inj.deferredSignals)
+        }
+        var out: [ProcessImage.SigAction] = []
+        let slot = scratch + 3072
+        for sig in 1..<65 where sig != SIGKILL && sig != SIGSTOP {
+            let r = try inj.syscall(.rtSigaction, UInt64(sig), 0, slot, 8)  // rt_sigaction(sig, NULL, &old, 8)
+            guard r == 0 else { continue }
+            var a = [UInt64](repeating: 0, count: 4)
+            try a.withUnsafeMutableBytes { try Sys.readProcessMemory(pid: pid, address: slot, length: 32, into: $0.baseAddress!) }
+            if a[0] != 0 || a[1] != 0 || a[3] != 0 {
+                out.append(.init(signal: Int32(sig), handler: a[0], flags: a[1], restorer: a[2], mask: a[3]))
+            }
+        }
+        let brk = try inj.syscall(.brk, 0)
+        var timers: [[UInt64]] = []
+        for which in 0..<3 {
+            guard try inj.syscall(.getitimer, UInt64(which), slot) == 0 else { timers.append([0, 0, 0, 0]); continue }  // getitimer
+            var v = [UInt64](repeating: 0, count: 4)
+            try v.withUnsafeMutableBytes { try Sys.readProcessMemory(pid: pid, address: slot, length: 32, into: $0.baseAddress!) }
+            timers.append(v)
+        }
+        return (out, UInt64(bitPattern: brk), timers)
+    }
+
+    func mmFields() throws -> ProcessImage.MMFields {
+        guard let stat = ProcFile.text("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else {
+            throw LegatoError("cannot read /proc/\(pid)/stat")
+        }
+        // Fields after "(comm)": state is field 3; we index from field 3 = f[0].
+        let f = stat[stat.index(after: close)...].split(separator: " ").map { UInt64($0) ?? 0 }
+        func field(_ n: Int) -> UInt64 { n - 3 < f.count ? f[n - 3] : 0 }
+        return .init(startCode: field(26), endCode: field(27), startData: field(45), endData: field(46), startBrk: field(47), brk: 0,
+                     startStack: field(28), argStart: field(48), argEnd: field(49), envStart: field(50), envEnd: field(51))
+    }
+
+    func auxv() -> [UInt64] {
+        guard let d = ProcFile.bytes("/proc/\(pid)/auxv") else { return [] }
+        return d.withUnsafeBytes { raw in (0..<raw.count / 8).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) } }
+    }
+
+    func umask() -> UInt32 {
+        let status = ProcFile.text("/proc/\(pid)/status") ?? ""
+        for line in status.split(separator: "\n") where line.hasPrefix("Umask:") {
+            return UInt32(line.dropFirst(6).trimmingCharacters(in: .whitespaces), radix: 8) ?? 0o22
+        }
+        return 0o22
+    }
+
+    func resourceLimits() -> [ProcessImage.RLimit] {
+        (0..<16).compactMap { res in
+            Sys.resourceLimit(pid, Int32(res)).map { .init(resource: Int32(res), soft: $0.soft, hard: $0.hard) }
+        }
+    }
+
+    func vma(_ m: MapsEntry) -> ProcessImage.VMA? {
+        if m.start == scratch { return nil }
+        var prot: UInt32 = 0
+        let p = Array(m.perms)
+        if p[0] == "r" { prot |= 1 }
+        if p[1] == "w" { prot |= 2 }
+        if p[2] == "x" { prot |= 4 }
+        let kind: ProcessImage.VMA.Kind
+        switch m.path {
+        case "[heap]": kind = .heap
+        case "[stack]": kind = .stack
+        case "[vdso]": kind = .vdso
+        case "[vvar]", "[vvar_vclock]": kind = .vvar
+        case "[vsyscall]": kind = .vsyscall
+        default:
+            if !m.isPrivate { kind = .shared } else { kind = m.inode == 0 ? .anonymous : .file }
+        }
+        var v = ProcessImage.VMA(start: m.start, end: m.end, prot: prot, kind: kind, path: m.path.isEmpty ? nil : m.path, offset: m.offset)
+        if kind == .file, let path = v.path {
+            var st = stat()
+            if stat(path, &st) == 0 {
+                v.inode = UInt64(st.st_ino)
+                v.device = String(st.st_dev, radix: 16)
+                v.size = UInt64(st.st_size)
+                v.mtime = Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9
+            }
+        }
+        return v
+    }
+
+    /// The fd table; anything but regular files, pipes, terminals and a few devices refuses the checkpoint.
+    func fileDescriptors() throws -> [ProcessImage.FileDescriptor] {
+        let dir = "/proc/\(pid)/fd"
+        var out: [ProcessImage.FileDescriptor] = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+            guard let fd = Int32(name), Int64(fd) != agentOwnedFD else { continue }  // the agent's own
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + name) else { continue }
+            var flags: UInt32 = 0
+            var pos: Int64 = 0
+            if let info = ProcFile.text("/proc/\(pid)/fdinfo/\(fd)") {
+                for line in info.split(separator: "\n") {
+                    if line.hasPrefix("flags:") { flags = UInt32(line.dropFirst(6).trimmingCharacters(in: .whitespaces), radix: 8) ?? 0 }
+                    if line.hasPrefix("pos:") { pos = Int64(line.dropFirst(4).trimmingCharacters(in: .whitespaces)) ?? 0 }
+                }
+            }
+            let kind: ProcessImage.FileDescriptor.Kind
+            if target == "/dev/null" { kind = .devnull } else if target == "/dev/zero" { kind = .devzero } else if target == "/dev/urandom" || target == "/dev/random" {
+                kind = .devurandom
+            } else if target.hasPrefix("/dev/pts/") || target.hasPrefix("/dev/tty") || target == "/dev/console" {
+                kind = .tty
+            } else if target.hasPrefix("pipe:") {
+                kind = .pipe
+            } else if target.hasPrefix("/") && !target.hasPrefix("/dev/") {
+                var st = stat()
+                if stat(target, &st) == 0 && st.st_mode & S_IFMT == S_IFREG { kind = .regular } else {
+                    throw CheckpointRefused(description: "fd \(fd) is \(target), which is not a regular file; cannot checkpoint it")
+                }
+            } else {
+                throw CheckpointRefused(description: "fd \(fd) is \(target) (\(describeKind(target))); cannot checkpoint it")
+            }
+            var entry = ProcessImage.FileDescriptor(fd: fd, kind: kind, path: target, flags: flags, offset: pos)
+            if kind == .pipe { entry.pipeInode = UInt64(target.dropFirst(6).dropLast()) }
+            out.append(entry)
+        }
+        try pipes(&out)
+        return out.sorted { $0.fd < $1.fd }
+    }
+
+    /// Pipes with both ends in PROG are restored with what they hold; a pipe on fds 0-2 whose other end
+    /// is outside becomes `legato restore`'s own; any other pipe leads outside PROG and is refused.
+    private func pipes(_ fds: inout [ProcessImage.FileDescriptor]) throws {
+        let pipes = Dictionary(grouping: fds.indices.filter { fds[$0].kind == .pipe }, by: { fds[$0].pipeInode ?? 0 })
+        for (inode, members) in pipes {
+            let readers = members.filter { fds[$0].flags & 3 == 0 }, writers = members.filter { fds[$0].flags & 3 == 1 }
+            if readers.isEmpty || writers.isEmpty {
+                if let outside = members.first(where: { fds[$0].fd > 2 }) {
+                    throw CheckpointRefused(description: "fd \(fds[outside].fd) is pipe:[\(inode)], whose other end is outside the program; cannot checkpoint it")
+                }
+                continue
+            }
+            let r = fds[readers[0]].fd
+            let peek = open("/proc/\(pid)/fd/\(r)", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+            if peek < 0 { throw SystemError.fromErrno("open the read end of pipe:[\(inode)] (fd \(r) of pid \(pid))") }
+            defer { close(peek) }
+            fds[readers[0]].pipeData = Data(try Sys.peekPipe(peek, what: "pipe:[\(inode)] (fd \(r) of pid \(pid))"))
+        }
+    }
+
+    private func describeKind(_ target: String) -> String {
+        if target.hasPrefix("socket:") { return "a socket" }
+        if target.hasPrefix("anon_inode:[eventpoll]") { return "an epoll set" }
+        if target.hasPrefix("anon_inode:") { return "an anonymous inode" }
+        if target.hasPrefix("/dev/") { return "a device" }
+        return "unsupported"
+    }
+}

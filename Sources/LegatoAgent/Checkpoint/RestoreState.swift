@@ -1,0 +1,14 @@
+/// A restore's progress through the run: the checkpoint to restore at PROG's first stop, the backing
+/// its pages come back from until every one is in, and the earlier incarnation's spaces to drop.
+struct RestoreState {
+    /// Restored at PROG's first stop (then nil).
+    var pending: RestoreSource?
+    /// A restored checkpoint's pages still to come back (lazy restore); nil once all are in.
+    var backing: RestoreBacking?
+    /// The fill waits for pages still streaming in: the event loop sleeps 1 ms at a time meanwhile.
+    var fillStalled = false
+    /// Drops the spaces the earlier incarnation left on memory nodes. Called when the restore is
+    /// complete and this run has a committed checkpoint of its own, or when PROG exits (a later
+    /// restore then reads those pages from the logs).
+    var releaseEarlierSpaces: (() -> Void)?
+}
