@@ -70,7 +70,7 @@ extension Agent {
         }
         guard api.features & Agent.uffdFeatures.rawValue == Agent.uffdFeatures.rawValue else {
             uffd.close()
-            throw LegatoError("userfaultfd of pid \(pid) lacks features 0x\(String(Agent.uffdFeatures.rawValue & ~api.features, radix: 16))")
+            throw AddressSpaceError.missingUffdFeatures(pid: pid, features: Agent.uffdFeatures.rawValue & ~api.features)
         }
         let handler = FaultHandler(kernel: uffd, table: mm.table, pid: pid, prefetchWindow: prefetchWindow, zeroPages: zeroPages,
                                    counters: faultCounters, log: log)

@@ -63,7 +63,7 @@ final class RemotePool {
                 nodeIDs[n.id] = eps.count
                 eps.append(ep)
             }
-            if eps.isEmpty { throw LegatoError("the coordinator at \(c) knows no live memory node") }
+            if eps.isEmpty { throw RemoteMemoryError.noLiveMemoryNode(coordinator: "\(c)") }
         } else {
             self.coordinator = nil
         }
@@ -77,7 +77,7 @@ final class RemotePool {
     private func connect(_ ep: Endpoint) throws -> Int {
         let client: MemoryClient
         do { client = try MemoryClient(endpoint: ep, secret: secret, token: token) } catch {
-            throw LegatoError("cannot reach memory node \(ep): \(error)")
+            throw RemoteMemoryError.unreachable(node: "\(ep)", "\(error)")
         }
         try client.createSpace(space, ephemeral: ephemeral)
         client.rpc.connection.spinNanos = Agent.spinNanos("LEGATO_FETCH_SPIN_US", 50)

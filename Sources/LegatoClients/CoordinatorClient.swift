@@ -13,9 +13,9 @@ public final class CoordinatorClient {
         do {
             rpc = try RPCClient(endpoint: endpoint, secret: secret, token: token, ioTimeoutSeconds: ioTimeoutSeconds)
         } catch let e as WireError {
-            throw LegatoError("cannot talk to the coordinator at \(endpoint): \(e)")
+            throw CoordinatorConnectionError.cannotTalk(endpoint, "\(e)")
         } catch {
-            throw LegatoError("cannot reach the coordinator at \(endpoint): \(error)")
+            throw CoordinatorConnectionError.cannotReach(endpoint, "\(error)")
         }
     }
 
@@ -67,5 +67,18 @@ public final class CoordinatorClient {
 
     public func deleteCheckpoint(name: String, epoch: UInt64) throws {
         _ = try rpc.call(DeleteCheckpoint(name: name, epoch: epoch))
+    }
+}
+
+/// A coordinator that could not be connected to.
+public enum CoordinatorConnectionError: Error, CustomStringConvertible, Equatable {
+    /// It answered, but the handshake failed (another cluster's secret, another protocol).
+    case cannotTalk(Endpoint, String)
+    case cannotReach(Endpoint, String)
+    public var description: String {
+        switch self {
+        case .cannotTalk(let ep, let why): return "cannot talk to the coordinator at \(ep): \(why)"
+        case .cannotReach(let ep, let why): return "cannot reach the coordinator at \(ep): \(why)"
+        }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import LegatoCore
 import LegatoSystem
+import LegatoWire
 
 /// Reads replicated logs whole (a checkpoint chain at restore, a recovery read), segments in parallel: each of a
 /// few threads takes every n-th segment and reads it from one of its replicas (spread over them,
@@ -59,7 +60,7 @@ public final class LogReplay {
                                 if s.epochs?.contains(e.epoch) ?? true { try visit(t, e.epoch, e.payload) }
                             }
                             if r.corrupt == 0 { read = true } else { why = "\(r.corrupt) corrupt entries on \(ep)" }
-                        } catch let e as LegatoError {
+                        } catch let e where !isTransportFailure(e) {
                             lock.withLock { if failure == nil { failure = e } }  // the entry itself is bad: no use trying elsewhere
                             break
                         } catch {
@@ -70,7 +71,7 @@ public final class LogReplay {
                     }
                     if !read {
                         lock.withLock {
-                            if failure == nil { failure = LegatoError("segment \(s.segment) of log \(String(s.writer, radix: 16)) is unreadable: \(why)") }
+                            if failure == nil { failure = LogWriter.LogError.unreadableLog(writer: s.writer, segment: s.segment, why) }
                         }
                     }
                 }

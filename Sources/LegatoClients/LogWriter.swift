@@ -241,7 +241,7 @@ public final class LogWriter {
                 }
                 for (id, req) in pending {
                     do { try client(id).finishSync(req) } catch let e as RemoteError {
-                        throw LegatoError("log node \(nodes[id]?.endpoint.description ?? "\(id)") could not sync segment \(s.id): \(e.message)")
+                        throw LogError.syncFailed(node: nodes[id]?.endpoint.description ?? "\(id)", segment: s.id, e.message)
                     } catch {
                         failed.append(id)
                         dropNode(id, "\(error)")

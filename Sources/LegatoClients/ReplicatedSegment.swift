@@ -25,12 +25,16 @@ extension LogWriter {
         case noLogNodes
         case lost(segment: UInt64)
         case unreadable(segment: UInt64, String)
+        case unreadableLog(writer: UInt64, segment: UInt64, String)
+        case syncFailed(node: String, segment: UInt64, String)
 
         public var description: String {
             switch self {
             case .noLogNodes: return "no live log node to write to"
             case .lost(let s): return "every replica of segment \(s) is gone"
             case .unreadable(let s, let why): return "no replica of segment \(s) could be read: \(why)"
+            case .unreadableLog(let w, let s, let why): return "segment \(s) of log \(String(w, radix: 16)) is unreadable: \(why)"
+            case .syncFailed(let node, let s, let why): return "log node \(node) could not sync segment \(s): \(why)"
             }
         }
     }

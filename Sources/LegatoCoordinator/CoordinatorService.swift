@@ -55,7 +55,7 @@ public final class CoordinatorService: RPCService {
             case .badName, .epochNotNew, .notBegun: throw ServiceError(.badRequest, e.description)
             case .noMemoryNodes: throw ServiceError(.capacityExceeded, e.description)
             }
-        } catch let e as LegatoError {
+        } catch let e as CoordinatorStoreError {
             log.error("store: \(e)")
             throw ServiceError(.internalError, "the coordinator's store failed: \(e)")
         } catch let e as SystemError {

@@ -27,11 +27,11 @@ public func openCoordinatorStore(_ spec: String) throws -> CoordinatorStore {
             url = String(url[..<slash])
         }
         guard let ep = Endpoint(parsing: url) else {
-            throw LegatoError("--store etcd:http://HOST:PORT[/PREFIX] expected, got '\(spec)'")
+            throw CoordinatorStoreError.badSpec("--store etcd:http://HOST:PORT[/PREFIX] expected, got '\(spec)'")
         }
         return try EtcdStore(endpoint: ep, prefix: prefix)
     }
-    throw LegatoError("--store must be sqlite:PATH or etcd:http://HOST:PORT[/PREFIX], got '\(spec)'")
+    throw CoordinatorStoreError.badSpec("--store must be sqlite:PATH or etcd:http://HOST:PORT[/PREFIX], got '\(spec)'")
 }
 
 public final class SQLiteStore: CoordinatorStore {
@@ -69,12 +69,12 @@ public final class EtcdStore: CoordinatorStore {
     private func call(_ path: String, _ body: [String: Any]) throws -> [String: Any] {
         let r: HTTPClient.Response
         do { r = try HTTPClient.post(host: endpoint.host, port: endpoint.port, path: path, json: body) } catch {
-            throw LegatoError("etcd at \(endpoint) unreachable: \(error)")
+            throw CoordinatorStoreError.etcd("etcd at \(endpoint) unreachable: \(error)")
         }
         guard let obj = try? JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any] else {
-            throw LegatoError("etcd at \(endpoint) answered \(path) with HTTP \(r.status) and no JSON")
+            throw CoordinatorStoreError.etcd("etcd at \(endpoint) answered \(path) with HTTP \(r.status) and no JSON")
         }
-        guard r.status == 200 else { throw LegatoError("etcd at \(endpoint) refused \(path): HTTP \(r.status) \(obj["error"] ?? obj["message"] ?? "")") }
+        guard r.status == 200 else { throw CoordinatorStoreError.etcd("etcd at \(endpoint) refused \(path): HTTP \(r.status) \(obj["error"] ?? obj["message"] ?? "")") }
         return obj
     }
 
@@ -103,6 +103,19 @@ public final class EtcdStore: CoordinatorStore {
                   let key = String(data: k, encoding: .utf8), key.hasPrefix(prefix) else { return nil }
             let v = (kv["value"] as? String).flatMap { Data(base64Encoded: $0) }.map { [UInt8]($0) } ?? []
             return (String(key.dropFirst(prefix.count)), v)
+        }
+    }
+}
+
+/// The coordinator's store refused or failed (answered to peers as internalError).
+public enum CoordinatorStoreError: Error, CustomStringConvertible, Equatable {
+    /// A --store argument that names no store.
+    case badSpec(String)
+    /// etcd unreachable or refusing.
+    case etcd(String)
+    public var description: String {
+        switch self {
+        case .badSpec(let why), .etcd(let why): return why
         }
     }
 }

@@ -80,7 +80,7 @@ public final class ChildDaemon {
         guard n > 0, let port = UInt16(String(decoding: line[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) else {
             kill(child, SIGKILL)
             waitpid(child, nil, 0)
-            throw LegatoError("the embedded \(name) did not start")
+            throw ChildDaemonError.didNotStart(name)
         }
         endpoint = Endpoint(host: "127.0.0.1", port: port)
     }
@@ -95,5 +95,14 @@ public final class ChildDaemon {
         }
         kill(pid, SIGKILL)
         waitpid(pid, nil, 0)
+    }
+}
+
+public enum ChildDaemonError: Error, CustomStringConvertible, Equatable {
+    case didNotStart(String)
+    public var description: String {
+        switch self {
+        case .didNotStart(let name): return "the embedded \(name) did not start"
+        }
     }
 }

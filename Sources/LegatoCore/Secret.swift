@@ -12,11 +12,11 @@ public struct ClusterSecret: Sendable {
     /// Reads a secret file (any bytes; surrounding whitespace ignored). Refuses empty files.
     public static func load(path: String) throws -> ClusterSecret {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw LegatoError("cannot read secret file \(path)")
+            throw SecretError.unreadable(path)
         }
         var bytes = [UInt8](data)
         while let l = bytes.last, l == 10 || l == 13 || l == 32 || l == 9 { bytes.removeLast() }
-        guard bytes.count >= 8 else { throw LegatoError("secret file \(path) holds \(bytes.count) bytes; it needs at least 8") }
+        guard bytes.count >= 8 else { throw SecretError.tooShort(path, bytes: bytes.count) }
         return ClusterSecret(bytes: bytes)
     }
 
@@ -30,7 +30,7 @@ public struct ClusterSecret: Sendable {
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         if fd < 0 {
             if errno == EEXIST { return try load(path: path) }
-            throw LegatoError("cannot create secret file \(path): \(Errno.name(errno))")
+            throw SecretError.cannotCreate(path, Errno.name(errno))
         }
         defer { close(fd) }
         let line = hex + "\n"
@@ -48,7 +48,19 @@ public func defaultStateDirectory() -> String {
 }
 
 /// An error for people: says what was attempted, on what, and why.
-public struct LegatoError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
+/// Why a cluster secret could not be had.
+public enum SecretError: Error, CustomStringConvertible, Equatable {
+    case unreadable(String)
+    case tooShort(String, bytes: Int)
+    case cannotCreate(String, String)
+    case notOnDescriptor(Int32, bytes: Int)
+
+    public var description: String {
+        switch self {
+        case .unreadable(let path): return "cannot read secret file \(path)"
+        case .tooShort(let path, let n): return "secret file \(path) holds \(n) bytes; it needs at least 8"
+        case .cannotCreate(let path, let why): return "cannot create secret file \(path): \(why)"
+        case .notOnDescriptor(let fd, let n): return "no cluster secret on fd \(fd) (\(n) bytes; at least 8 needed)"
+        }
+    }
 }

@@ -6,6 +6,25 @@ import LegatoSystem
 /// agent into its run's log and by memory nodes into their participant logs. The log entry header
 /// carries the epoch; the payload starts with a kind byte.
 public enum CheckpointLogEntry {
+    /// Every way a checkpoint log entry can be malformed.
+    public enum FormatError: Error, CustomStringConvertible, Equatable {
+        case notAnIndex
+        case indexSize(runs: Int, zeroRuns: Int, bytes: Int)
+        case pagesSize(pages: Int, bytes: Int)
+        case unknownKind(epoch: UInt64)
+        case zerosSize(epoch: UInt64, runs: Int, bytes: Int)
+
+        public var description: String {
+            switch self {
+            case .notAnIndex: return "not a checkpoint index entry"
+            case .indexSize(let nr, let nz, let b): return "checkpoint index entry: \(nr) runs and \(nz) zero runs in \(b) bytes"
+            case .pagesSize(let n, let b): return "checkpoint pages entry of \(n) pages in \(b) bytes"
+            case .unknownKind(let e): return "checkpoint log entry of epoch \(e) has an unknown kind"
+            case .zerosSize(let e, let n, let b): return "checkpoint log entry of epoch \(e): \(n) zero runs in \(b) bytes"
+            }
+        }
+    }
+
     public enum Kind: UInt8 {
         case pages = 1     // [kind, 0, 0, 0, count u32, address u64] + count pages
         case zeros = 2     // [kind, 0, 0, 0, runs u32] + runs x [address u64, count u64]
@@ -61,12 +80,12 @@ public enum CheckpointLogEntry {
 
     /// The runs and zero runs of an index entry.
     public static func parseIndex(_ p: UnsafeRawBufferPointer) throws -> (runs: [IndexedRun], zeros: [(UInt64, Int)]) {
-        guard p.count >= 16, p[0] == Kind.index.rawValue else { throw LegatoError("not a checkpoint index entry") }
+        guard p.count >= 16, p[0] == Kind.index.rawValue else { throw FormatError.notAnIndex }
         func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: p.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
         func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: p.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
         let nr = Int(u32(4)), nz = Int(u32(8))
         let withNodes = p[1] & 1 != 0, runBytes = withNodes ? 40 : 32
-        guard p.count == 16 + nr * runBytes + nz * 16 else { throw LegatoError("checkpoint index entry: \(nr) runs and \(nz) zero runs in \(p.count) bytes") }
+        guard p.count == 16 + nr * runBytes + nz * 16 else { throw FormatError.indexSize(runs: nr, zeroRuns: nz, bytes: p.count) }
         let runs = (0..<nr).map { i -> IndexedRun in
             let o = 16 + i * runBytes
             return IndexedRun(address: u64(o), pages: Int(u64(o + 8)), segment: u64(o + 16), entry: u32(o + 24),
@@ -96,7 +115,7 @@ public enum CheckpointLogEntry {
     public static func parsePages(_ p: UnsafeRawBufferPointer) throws -> (address: UInt64, count: Int, data: UnsafeRawBufferPointer)? {
         guard p.count >= 16, p[0] == Kind.pages.rawValue else { return nil }
         let n = Int(UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
-        guard p.count == 16 + n * Page.size else { throw LegatoError("checkpoint pages entry of \(n) pages in \(p.count) bytes") }
+        guard p.count == 16 + n * Page.size else { throw FormatError.pagesSize(pages: n, bytes: p.count) }
         return (UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)), n, UnsafeRawBufferPointer(rebasing: p[16...]))
     }
 

@@ -27,6 +27,7 @@ public enum PagesFile {
         case tableChecksum(String)
         case pageChecksum(String, page: Int)
         case truncated(String, pages: Int, bytes: Int)
+        case pastEnd(String, first: Int, count: Int, pages: Int)
 
         public var description: String {
             switch self {
@@ -37,6 +38,7 @@ public enum PagesFile {
             case .tableChecksum(let p): return "\(p): page checksum table does not match its checksum"
             case .pageChecksum(let p, let page): return "\(p): page \(page) does not match its checksum (the file is corrupt)"
             case .truncated(let p, let pages, let bytes): return "\(p) holds \(bytes) bytes, too few for its \(pages) pages and their checksums"
+            case .pastEnd(let p, let first, let count, let pages): return "pages \(first)..<\(first + count) are past the \(pages) pages of \(p)"
             }
         }
     }
@@ -154,7 +156,7 @@ public final class PagesFileReader {
     /// Copies pages [first, first + count) to `dst`, each checked against its CRC.
     public func read(first: Int, count: Int, into dst: UnsafeMutableRawPointer) throws {
         guard first >= 0, count >= 0, first + count <= pages else {
-            throw LegatoError("pages \(first)..<\(first + count) are past the \(pages) pages of \(path)")
+            throw PagesFile.FormatError.pastEnd(path, first: first, count: count, pages: pages)
         }
         try Sys.preadFully(fd, dst, count: count * Page.size, at: PagesFile.headerSize + first * Page.size,
                            "read \(count) pages at page \(first) of \(path)")

@@ -26,15 +26,7 @@ extension ReplicaStore {
         }
         if !r.buffer.isEmpty {
             if r.fd < 0 { r.fd = Glibc.open(r.path, O_RDWR | O_CLOEXEC) }
-            var done = 0
-            var failure: Int32 = 0
-            while done < r.buffer.count {
-                let n = pwrite(r.fd, r.buffer.base! + done, r.buffer.count - done, off_t(r.fileLength) + off_t(done))
-                if n > 0 { done += n; continue }
-                if n < 0 && errno == EINTR { continue }
-                failure = n < 0 ? errno : ENOSPC
-                break
-            }
+            let (done, failure) = Sys.pwriteAsMuch(r.fd, r.buffer.base!, count: r.buffer.count, at: Int(r.fileLength))
             if failure != 0 {
                 // Keep only whole entries on disk; the rest stays buffered (and acknowledged only as such).
                 let boundary = lastBoundary(r, upTo: r.fileLength + UInt64(done))
@@ -104,11 +96,7 @@ extension ReplicaStore {
         let dfd = Glibc.open(r.path, O_WRONLY | O_CLOEXEC | 0o40000)  // O_DIRECT
         guard dfd >= 0 else { return false }
         defer { Glibc.close(dfd) }
-        var done = 0
-        while done < padded {
-            let n = pwrite(dfd, r.buffer.base! + done, padded - done, off_t(r.fileLength) + off_t(done))
-            if n > 0 { done += n; continue }
-            if n < 0 && errno == EINTR { continue }
+        guard Sys.pwriteAsMuch(dfd, r.buffer.base!, count: padded, at: Int(r.fileLength)).error == 0 else {
             if r.fd < 0 { r.fd = Glibc.open(r.path, O_RDWR | O_CLOEXEC) }
             _ = ftruncate(r.fd >= 0 ? r.fd : dfd, off_t(r.fileLength))
             return false

@@ -65,7 +65,7 @@ final class CheckpointParticipant {
                     }
                 }
                 guard found == n else {
-                    throw LegatoError("\(n - found) of the pages at 0x\(String(run.address + UInt64(at * Page.size), radix: 16)) are not here")
+                    throw ParticipantError.pagesMissing(n - found, address: run.address + UInt64(at * Page.size))
                 }
                 let address = run.address + UInt64(at * Page.size)
                 batch.append(.init(epoch: epoch, slab: address >> 24, payload: CheckpointLogEntry.pages(address: address, count: n, data: buffer)))
@@ -86,5 +86,15 @@ final class CheckpointParticipant {
             prepares += 1
         }
         return pages
+    }
+}
+
+public enum ParticipantError: Error, CustomStringConvertible, Equatable {
+    /// Pages a PREPARE_SPACE named that the frozen space does not hold.
+    case pagesMissing(Int, address: UInt64)
+    public var description: String {
+        switch self {
+        case .pagesMissing(let n, let a): return "\(n) of the pages at 0x\(String(a, radix: 16)) are not here"
+        }
     }
 }

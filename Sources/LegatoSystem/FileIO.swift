@@ -26,6 +26,19 @@ extension Sys {
         try whole(count, short: ENOSPC, what) { done in pwrite(fd, buffer + done, count - done, off_t(offset + done)) }
     }
 
+    /// Writes as much of `count` bytes at `offset` as the file takes: how many were written, and the
+    /// errno that stopped it short (ENOSPC for a write that moved nothing; 0 if all were written).
+    /// For a caller that keeps what did get written (a log keeps the whole entries on disk).
+    public static func pwriteAsMuch(_ fd: Int32, _ buffer: UnsafeRawPointer, count: Int, at offset: Int) -> (written: Int, error: Int32) {
+        var done = 0
+        while done < count {
+            let n = retryingEINTR { pwrite(fd, buffer + done, count - done, off_t(offset + done)) }
+            if n <= 0 { return (done, n < 0 ? errno : ENOSPC) }
+            done += n
+        }
+        return (done, 0)
+    }
+
     /// Writes all `count` bytes of `buffer` at the file's offset.
     public static func writeFully(_ fd: Int32, _ buffer: UnsafeRawPointer, count: Int, _ what: @autoclosure () -> String) throws {
         try whole(count, short: ENOSPC, what) { done in write(fd, buffer + done, count - done) }

@@ -1,3 +1,4 @@
+import LegatoSystem
 /// The frame every Legato message travels in (all integers little-endian):
 ///
 ///     0      4   5      6        8           12         16
@@ -114,4 +115,10 @@ public struct RemoteError: Error, CustomStringConvertible, Equatable {
         self.peer = peer
     }
     public var description: String { "\(peer) answered \(status): \(message)" }
+}
+
+/// Whether `error` is the connection's or the peer's (the peer is unreachable, broke off, refused
+/// the request), not the caller's: a reader tries another replica on these and stops on any other.
+public func isTransportFailure(_ error: Error) -> Bool {
+    error is WireError || error is RemoteError || error is SystemError
 }

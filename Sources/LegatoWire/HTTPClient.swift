@@ -47,14 +47,14 @@ public enum HTTPClient {
 
     static func parse(_ raw: [UInt8], from peer: String) throws -> Response {
         guard let split = raw.firstRange(of: Array("\r\n\r\n".utf8)) else {
-            throw LegatoError("malformed HTTP response from \(peer)")
+            throw HTTPError.malformed("response", peer: peer)
         }
         let head = String(decoding: raw[..<split.lowerBound], as: UTF8.self)
         var body = Array(raw[split.upperBound...])
         let lines = head.split(separator: "\r\n")
         guard let statusLine = lines.first, statusLine.hasPrefix("HTTP/1."),
               let status = Int(statusLine.split(separator: " ").dropFirst().first ?? "") else {
-            throw LegatoError("malformed HTTP status line from \(peer)")
+            throw HTTPError.malformed("status line", peer: peer)
         }
         var headers: [String: String] = [:]
         for line in lines.dropFirst() {
@@ -72,14 +72,25 @@ public enum HTTPClient {
             guard let eol = b[i...].firstRange(of: Array("\r\n".utf8)) else { break }
             let sizeText = String(decoding: b[i..<eol.lowerBound], as: UTF8.self).split(separator: ";").first ?? ""
             guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16) else {
-                throw LegatoError("malformed chunked HTTP body from \(peer)")
+                throw HTTPError.malformed("chunked body", peer: peer)
             }
             if size == 0 { break }
             let start = eol.upperBound
-            guard start + size <= b.count else { throw LegatoError("truncated chunked HTTP body from \(peer)") }
+            guard start + size <= b.count else { throw HTTPError.truncated("chunked body", peer: peer) }
             out += b[start..<start + size]
             i = start + size + 2
         }
         return out
+    }
+}
+
+public enum HTTPError: Error, CustomStringConvertible, Equatable {
+    case malformed(String, peer: String)
+    case truncated(String, peer: String)
+    public var description: String {
+        switch self {
+        case .malformed(let what, let peer): return "malformed HTTP \(what) from \(peer)"
+        case .truncated(let what, let peer): return "truncated HTTP \(what) from \(peer)"
+        }
     }
 }

@@ -87,7 +87,7 @@ struct ClusterCommand: ParsableCommand {
                 while true {
                     let nodes = try client.nodes().nodes.filter { $0.alive }
                     if nodes.filter({ $0.role == .memory }).count >= memory && nodes.filter({ $0.role == .log }).count >= log { break }
-                    if monotonicNanos() > deadline { throw LegatoError("the nodes did not all register within 20 s; see the logs in \(dir)") }
+                    if monotonicNanos() > deadline { throw ClusterUpError.nodesDidNotRegister(logs: dir) }
                     usleep(20_000)
                 }
                 print(coord.endpoint.description)
@@ -123,6 +123,15 @@ struct ClusterCommand: ParsableCommand {
         private func isLegato(_ pid: Int32) -> Bool {
             guard let cmd = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8) else { return false }
             return cmd.contains("legato") && !cmd.isEmpty
+        }
+    }
+}
+
+enum ClusterUpError: Error, CustomStringConvertible {
+    case nodesDidNotRegister(logs: String)
+    var description: String {
+        switch self {
+        case .nodesDidNotRegister(let dir): return "the nodes did not all register within 20 s; see the logs in \(dir)"
         }
     }
 }

@@ -24,7 +24,7 @@ struct EmbeddingOptions: ParsableArguments {
             bytes += buf[0..<n]
         }
         close(fd)
-        guard bytes.count >= 8 else { throw LegatoError("no cluster secret on fd \(fd)") }
+        guard bytes.count >= 8 else { throw SecretError.notOnDescriptor(fd, bytes: bytes.count) }
         return ClusterSecret(bytes: bytes)
     }
 

@@ -21,7 +21,7 @@ struct MapsEntry {
 enum ProcMaps {
     static func read(pid: pid_t) throws -> [MapsEntry] {
         guard let text = ProcFile.text("/proc/\(pid)/maps") else {
-            throw LegatoError("cannot read /proc/\(pid)/maps")
+            throw AddressSpaceError.unreadableMaps(pid: pid)
         }
         return parse(text)
     }

@@ -92,7 +92,7 @@ extension Agent {
                     staging.addDeferred(r.address(at: i), n)
                 case 2:
                     guard let node = pool.location(r.key(at: i)) else {
-                        throw LegatoError("page 0x\(String(r.address(at: i), radix: 16)) has no memory node")
+                        throw CaptureError.pageWithoutNode(address: r.address(at: i))
                     }
                     staging.addFrozen(node: node, address: r.address(at: i), keys: (0..<n).map { r.key(at: i + $0) })
                     frozenNodes.insert(node)
@@ -191,7 +191,7 @@ extension Agent {
             } else if s.contains(.restoring), let backing = restore.backing, let loc = backing.location(key: key) {
                 try backing.read(loc, into: dst + k * Page.size)
             } else {
-                guard let node = pool.location(key) else { throw LegatoError("page 0x\(String(r.address(at: i + k), radix: 16)) has no memory node") }
+                guard let node = pool.location(key) else { throw CaptureError.pageWithoutNode(address: r.address(at: i + k)) }
                 remote[node, default: []].append(k)
             }
             k += 1

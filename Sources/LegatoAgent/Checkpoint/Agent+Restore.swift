@@ -15,11 +15,11 @@ extension Agent {
         let pid = t.tid
         let image = source.image
         guard let leader = image.threads.first(where: { $0.tid == image.pid }) else {
-            throw LegatoError("checkpoint \(image.epoch) of \(image.name) has no thread \(image.pid) (its main thread had exited)")
+            throw RestoreError.mainThreadMissing(name: image.name, epoch: image.epoch, pid: image.pid)
         }
         let restoredPID = Sys.namespaceTID(pid)
         guard restoredPID == image.pid else {
-            throw LegatoError("checkpoint \(image.epoch) of \(image.name) was PID \(image.pid) in its namespace; the restore got PID \(restoredPID)")
+            throw RestoreError.pidMismatch(name: image.name, epoch: image.epoch, checkpointed: image.pid, restored: restoredPID)
         }
         try checkFilesUnchanged(image)
         let current = try ProcMaps.read(pid: pid)
@@ -132,7 +132,7 @@ extension Agent {
         case .shared:
             // A shared file mapping: the file holds its pages; map it again.
             guard let p = v.path, p.hasPrefix("/") else {
-                throw LegatoError("checkpoint \(image.epoch) of \(image.name) has a shared anonymous mapping at \(describeRange(v.start, len)); not supported")
+                throw RestoreError.sharedAnonymous(name: image.name, epoch: image.epoch, range: describeRange(v.start, len))
             }
             let fd = try calls.call("open \(p)", .open, try calls.args.string(p), v.prot & 2 != 0 ? 2 : 0, 0)  // O_RDWR or O_RDONLY
             _ = try calls.call("mmap shared \(p) at \(describeRange(v.start, len))", .mmap, v.start, len, UInt64(v.prot), 0x11, UInt64(fd), v.offset)  // MAP_SHARED|MAP_FIXED
@@ -147,10 +147,10 @@ extension Agent {
         for v in image.vmas where v.kind == .file {
             guard let path = v.path, checked.insert(path).inserted else { continue }
             var st = stat()
-            guard stat(path, &st) == 0 else { throw LegatoError("cannot restore \(image.name): \(path) is gone") }
+            guard stat(path, &st) == 0 else { throw RestoreError.fileGone(name: image.name, path: path) }
             let mtime = Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9
             if let size = v.size, size != UInt64(st.st_size) || (v.mtime.map { abs($0 - mtime) > 1e-6 } ?? false) {
-                throw LegatoError("cannot restore \(image.name): \(path) changed since checkpoint \(image.epoch)")
+                throw RestoreError.fileChanged(name: image.name, path: path, epoch: image.epoch)
             }
         }
     }
@@ -246,7 +246,7 @@ extension Agent {
             if s >= candidate + size { break }
             candidate = Page.alignUp(e)
         }
-        guard candidate + size < 0x7fff_0000_0000 else { throw LegatoError("no room for the injection scratch area") }
+        guard candidate + size < 0x7fff_0000_0000 else { throw RestoreError.noScratchRoom }
         return candidate
     }
 }
@@ -291,7 +291,7 @@ struct ScratchArguments {
 
     mutating func bytes(_ b: [UInt8]) throws -> UInt64 {
         let aligned = (used + 15) & ~15
-        guard aligned + b.count <= size else { throw LegatoError("injection arguments of \(b.count) bytes do not fit the scratch area") }
+        guard aligned + b.count <= size else { throw RestoreError.argumentsTooLarge(b.count) }
         let addr = base + UInt64(aligned)
         if !b.isEmpty { try b.withUnsafeBytes { try Sys.processWrite(pid: pid, from: $0.baseAddress!, length: $0.count, to: addr) } }
         used = aligned + b.count

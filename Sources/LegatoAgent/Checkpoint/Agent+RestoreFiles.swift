@@ -20,7 +20,7 @@ extension Agent {
                 let group = pipes[f.pipeInode ?? 0] ?? [f]
                 let bothEndsInside = group.contains { $0.flags & 3 == 0 } && group.contains { $0.flags & 3 == 1 }
                 if !bothEndsInside {
-                    guard f.fd <= 2 else { throw LegatoError("checkpoint \(image.epoch) of \(image.name): fd \(f.fd) (\(f.path)) leads outside the program") }
+                    guard f.fd <= 2 else { throw RestoreError.descriptorLeadsOutside(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path) }
                     continue
                 }
                 if pipesDone.insert(f.pipeInode ?? 0).inserted { try restorePipe(group, above: high, calls) }
@@ -33,7 +33,7 @@ extension Agent {
                     _ = try calls.call("lseek fd \(f.fd)", .lseek, UInt64(f.fd), UInt64(bitPattern: f.offset), 0)
                 }
             case .other:
-                throw LegatoError("checkpoint \(image.epoch) of \(image.name): fd \(f.fd) (\(f.path)) cannot be restored")
+                throw RestoreError.descriptorUnrestorable(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path)
             }
         }
     }

@@ -18,16 +18,16 @@ extension Agent {
         let ptr = try calls.args.bytes(cloneArgs.withUnsafeBytes { Array($0) })
         let got = try calls.call("clone3 thread \(thread.tid)", .clone3, ptr, UInt64(cloneArgs.count * 8))
         calls.args.reset()
-        guard got == Int64(thread.tid) else { throw LegatoError("restoring \(image.name): clone3 gave thread \(got), not \(thread.tid)") }
+        guard got == Int64(thread.tid) else { throw RestoreError.threadNotRestored(name: image.name, tid: thread.tid, "came back from clone3 as thread \(got)") }
         guard let global = globalTID(of: thread.tid, in: pid) else {
-            throw LegatoError("restoring \(image.name): thread \(thread.tid) is not in /proc/\(pid)/task")
+            throw RestoreError.threadNotRestored(name: image.name, tid: thread.tid, "is not in /proc/\(pid)/task")
         }
         // Its first stop (a PTRACE_EVENT_STOP: it was auto-attached).
         while true {
             guard let (_, st) = try Sys.wait(global, nohang: false) else {
-                throw LegatoError("restoring \(image.name): thread \(thread.tid) (tid \(global)) is not traced")
+                throw RestoreError.threadNotRestored(name: image.name, tid: thread.tid, "(tid \(global)) is not traced")
             }
-            if st.exited || st.signaled { throw LegatoError("restoring \(image.name): thread \(thread.tid) died at birth") }
+            if st.exited || st.signaled { throw RestoreError.threadNotRestored(name: image.name, tid: thread.tid, "died at birth") }
             if st.stopped { break }
         }
         let t = Tracee(tid: global, tgid: pid, sharesMemory: true, classified: true)

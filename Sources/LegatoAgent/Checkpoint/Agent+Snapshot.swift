@@ -27,12 +27,12 @@ extension Agent {
         let parent = program.reaperPID > 0 ? program.reaperPID : getpid()
         let children = (ProcFile.text("/proc/\(parent)/task/\(parent)/children") ?? "").split(separator: " ").compactMap { pid_t($0) }
         guard let child = children.first(where: { Sys.namespaceTID($0) == Int32(nsPID) }) else {
-            throw LegatoError("the snapshot of pid \(mainPID) (pid \(nsPID) in its namespace) is not among pid \(parent)'s children")
+            throw CaptureError.snapshotNotFound(pid: mainPID, namespacePID: nsPID, parent: parent)
         }
         tracer.untracedChildren.insert(child)
         while true {  // its first stop (auto-attached: a PTRACE_EVENT_STOP)
-            guard let (_, st) = try Sys.wait(child, nohang: false) else { throw LegatoError("the snapshot pid \(child) is not traced") }
-            if st.exited || st.signaled { tracer.untracedChildren.remove(child); throw LegatoError("the snapshot pid \(child) died at birth") }
+            guard let (_, st) = try Sys.wait(child, nohang: false) else { throw CaptureError.snapshotNotTraced(child) }
+            if st.exited || st.signaled { tracer.untracedChildren.remove(child); throw CaptureError.snapshotDied(child) }
             if st.stopped { break }
         }
         return child

@@ -16,7 +16,7 @@ final class CheckpointLayerBuilder {
 
     /// Adds an entry; true if it was the context.
     func add(_ p: UnsafeRawBufferPointer) throws -> Bool {
-        guard p.count >= 8, let kind = CheckpointLogEntry.Kind(rawValue: p[0]) else { throw LegatoError("checkpoint log entry of epoch \(epoch) has an unknown kind") }
+        guard p.count >= 8, let kind = CheckpointLogEntry.Kind(rawValue: p[0]) else { throw CheckpointLogEntry.FormatError.unknownKind(epoch: epoch) }
         func u64(_ at: Int) -> UInt64 { UInt64(littleEndian: p.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
         let n = Int(UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
         switch kind {
@@ -25,7 +25,7 @@ final class CheckpointLayerBuilder {
             runs.append((run.address, run.count))
             data.append(contentsOf: run.data)
         case .zeros:
-            guard p.count == 8 + n * 16 else { throw LegatoError("checkpoint log entry of epoch \(epoch): \(n) zero runs in \(p.count) bytes") }
+            guard p.count == 8 + n * 16 else { throw CheckpointLogEntry.FormatError.zerosSize(epoch: epoch, runs: n, bytes: p.count) }
             for k in 0..<n { zeros.append((u64(8 + k * 16), Int(u64(16 + k * 16)))) }
         case .context:
             return true

@@ -118,14 +118,14 @@ public final class ClusterCheckpointStore: CheckpointStore {
     public func load(epoch: UInt64) throws -> RestoreSource {
         let committed = Dictionary(try committedRecords().map { ($0.epoch, $0) }, uniquingKeysWith: { a, _ in a })
         guard committed[epoch] != nil else {
-            throw LegatoError("no committed checkpoint \(epoch) of \(name) on the coordinator at \(coordinatorEndpoint)")
+            throw CheckpointStoreError.noSuchCheckpoint(name: name, epoch: epoch, place: "on the coordinator at \(coordinatorEndpoint)")
         }
         // The chain: the checkpoint and its parents down to a full one.
         var chain: [UInt64] = []
         var next: UInt64? = epoch
         while let e = next {
             guard let r = committed[e], !chain.contains(e) else {
-                throw LegatoError("checkpoint \(epoch) of \(name) builds on \(e), which is not committed")
+                throw CheckpointStoreError.parentNotCommitted(name: name, epoch: epoch, parent: e)
             }
             chain.insert(e, at: 0)
             next = r.summary.parent
@@ -155,7 +155,7 @@ public final class ClusterCheckpointStore: CheckpointStore {
         let ms = Double(monotonicNanos() - started) / 1e6
         logger.info("read checkpoint \(epoch) of \(name): \(segments.count) segments, \(bytes >> 20) MiB from the log nodes in \(Int(ms)) ms")
         readMillis = ms
-        guard let image else { throw LegatoError("checkpoint \(epoch) of \(name) is committed but its context is not in the log") }
+        guard let image else { throw CheckpointStoreError.contextMissing(name: name, epoch: epoch, "committed, but its context is not in the log") }
         let layers = chain.flatMap { e in perThread.compactMap { $0.byEpoch[UInt32(truncatingIfNeeded: e)]?.layer } }
         return RestoreSource(image: image, layers: layers)
     }
@@ -172,10 +172,10 @@ public final class ClusterCheckpointStore: CheckpointStore {
                                  secret: secret)
         var image: ProcessImage?
         try reader.visit(contextAt) { p in
-            guard p.first == Kind.context.rawValue else { throw LegatoError("the entry at segment \(contextAt.segment) #\(contextAt.index) is no context") }
+            guard p.first == Kind.context.rawValue else { throw CheckpointStoreError.contextMissing(name: self.name, epoch: epoch, "the entry at segment \(contextAt.segment) #\(contextAt.index) is no context") }
             image = try Self.image(context: p, epoch: epoch)
         }
-        guard let image else { throw LegatoError("checkpoint \(epoch) of \(name): no context at segment \(contextAt.segment) #\(contextAt.index)") }
+        guard let image else { throw CheckpointStoreError.contextMissing(name: name, epoch: epoch, "no context at segment \(contextAt.segment) #\(contextAt.index)") }
         var layers: [RestoreSource.Layer] = []
         var streams: [UInt32: StreamedPages] = [:]
         let chain = Set(records.map { UInt32(truncatingIfNeeded: $0.epoch) })
@@ -278,7 +278,7 @@ public final class ClusterCheckpointStore: CheckpointStore {
     /// The process image of a context entry, in the format this build restores.
     static func image(context p: UnsafeRawBufferPointer, epoch: UInt64) throws -> ProcessImage {
         let image = try JSONDecoder().decode(ProcessImage.self, from: Data(p[8...]))
-        guard image.version == ProcessImage.version else { throw LegatoError("checkpoint \(epoch) has format version \(image.version)") }
+        guard image.version == ProcessImage.version else { throw CheckpointStoreError.unsupportedVersion(epoch: epoch, version: image.version) }
         return image
     }
 
@@ -328,7 +328,7 @@ public final class ClusterCheckpointStore: CheckpointStore {
         var out: [UInt64: Set<UInt32>] = [:]
         for r in records {
             for hex in r.record?.participants ?? [] {
-                guard let writer = UInt64(hex, radix: 16) else { throw LegatoError("checkpoint \(r.epoch) of \(name) names participant log \(hex)") }
+                guard let writer = UInt64(hex, radix: 16) else { throw CheckpointStoreError.badParticipant(name: name, epoch: r.epoch, log: hex) }
                 out[writer, default: []].insert(UInt32(truncatingIfNeeded: r.epoch))
             }
         }

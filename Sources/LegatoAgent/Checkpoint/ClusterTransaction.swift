@@ -93,7 +93,7 @@ final class ClusterTransaction: CheckpointTransaction {
 
     /// Phase two: the decision in the coordinator's store.
     func commit() throws {
-        guard let record else { throw LegatoError("checkpoint \(epoch) of \(store.name) committed before it was prepared") }
+        guard let record else { throw CheckpointStoreError.committedBeforePrepared(name: store.name, epoch: epoch) }
         let r = try record.encoded()
         try store.decide { try $0.commitCheckpoint(name: store.name, epoch: epoch, record: r) }
     }

@@ -1,6 +1,7 @@
 import LegatoClients
 import LegatoCore
 import LegatoSystem
+import LegatoWire
 
 /// Reads single entries of one writer's log by position, from whichever replica answers (the
 /// index and context of a checkpoint, a run a fault needs before the replay brings it).
@@ -24,7 +25,7 @@ final class EntryReader {
     func visit(_ at: LogWriter.Position, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         try lock.withLock {
             guard let nodes = placement[at.segment], !nodes.isEmpty else {
-                throw LegatoError("segment \(at.segment) of log \(String(writer, radix: 16)) has no replica")
+                throw CheckpointStoreError.segmentWithoutReplica(writer: writer, segment: at.segment)
             }
             var why = ""
             for ep in nodes {
@@ -34,7 +35,7 @@ final class EntryReader {
                         return
                     }
                     why = "\(ep) does not have it"
-                } catch let e as LegatoError {
+                } catch let e where !isTransportFailure(e) {
                     throw e
                 } catch {
                     why = "\(ep): \(error)"
@@ -42,7 +43,7 @@ final class EntryReader {
                     clients[ep] = nil
                 }
             }
-            throw LegatoError("entry \(at.index) of segment \(at.segment) of log \(String(writer, radix: 16)) is unreadable: \(why)")
+            throw CheckpointStoreError.entryUnreadable(writer: writer, segment: at.segment, index: at.index, why)
         }
     }
 
@@ -61,7 +62,7 @@ final class EntryReader {
                     let c = try client(ep)
                     let ids = try list.map { try c.startReadPage(writer: writer, segment: $0.segment, first: $0.index, maxEntries: 1) }
                     for (p, id) in zip(list, ids) where try !take(p, from: c, id, body) { leftover.append(p) }
-                } catch let e as LegatoError {
+                } catch let e where !isTransportFailure(e) {
                     throw e
                 } catch {
                     clients[ep]?.close()

@@ -37,7 +37,7 @@ final class FrozenPages {
             try client(node).fetch(space: space, vpns: k, present: &present, out: dst, version: .frozen)
         }
         guard found == keys.count else {
-            throw LegatoError("memory node \(endpoints[node]) lost \(keys.count - found) of PROG's pages")
+            throw CaptureError.nodeLostPages(node: "\(endpoints[node])", count: keys.count - found)
         }
     }
 

@@ -20,9 +20,11 @@ import LegatoSystem
 /// this role on a cluster.)
 public final class LocalImageStore: CheckpointStore {
     public let root: String
+    public let name: String
 
     public init(stateDirectory: String, name: String) {
         root = stateDirectory + "/processes/" + name
+        self.name = name
     }
 
     public static func names(stateDirectory: String) -> [String] {
@@ -57,7 +59,7 @@ public final class LocalImageStore: CheckpointStore {
         let dir = directory(epoch)
         if FileManager.default.fileExists(atPath: dir + "/context.rec") {
             let image = try RecordFile.read(ProcessImage.self, kind: .context, from: dir + "/context.rec")
-            guard image.version == ProcessImage.version else { throw LegatoError("checkpoint \(epoch) has image version \(image.version)") }
+            guard image.version == ProcessImage.version else { throw CheckpointStoreError.unsupportedVersion(epoch: epoch, version: image.version) }
             let index = try RecordFile.read(PageIndex.self, kind: .pageIndex, from: dir + "/index.rec")
             return (image, .init(epoch: epoch, pageRuns: index.data.map { ($0[0], Int($0[1])) }, zeroRuns: index.zeros.map { ($0[0], Int($0[1])) },
                                  pages: .pagesFile(dir + "/pages.bin")))
@@ -69,10 +71,10 @@ public final class LocalImageStore: CheckpointStore {
     private func legacyLayer(epoch: UInt64) throws -> (ProcessImage, RestoreSource.Layer) {
         let dir = directory(epoch)
         guard let ctx = FileManager.default.contents(atPath: dir + "/context.json") else {
-            throw LegatoError("no checkpoint \(epoch) in \(root)")
+            throw CheckpointStoreError.noSuchCheckpoint(name: name, epoch: epoch, place: "in \(root)")
         }
         let image = try JSONDecoder().decode(ProcessImage.self, from: ctx)
-        guard image.version == ProcessImage.version else { throw LegatoError("checkpoint \(epoch) has format version \(image.version)") }
+        guard image.version == ProcessImage.version else { throw CheckpointStoreError.unsupportedVersion(epoch: epoch, version: image.version) }
         let index = try JSONDecoder().decode(PageIndex.self, from: FileManager.default.contents(atPath: dir + "/pages.json") ?? Data())
         return (image, .init(epoch: epoch, pageRuns: index.data.map { ($0[0], Int($0[1])) }, zeroRuns: index.zeros.map { ($0[0], Int($0[1])) },
                              pages: .file(dir + "/pages.bin")))
@@ -86,7 +88,7 @@ public final class LocalImageStore: CheckpointStore {
         var layers = [top]
         var parent = image.parentEpoch
         while let p = parent {
-            guard layers.count < 100_000 else { throw LegatoError("checkpoint \(epoch) of \(image.name): its parent chain loops") }
+            guard layers.count < 100_000 else { throw CheckpointStoreError.parentChainLoops(name: image.name, epoch: epoch) }
             let (older, l) = try layer(epoch: p)
             layers.insert(l, at: 0)
             parent = older.parentEpoch

@@ -81,7 +81,7 @@ struct ProcessCapture {
 
     func mmFields() throws -> ProcessImage.MMFields {
         guard let stat = ProcFile.text("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else {
-            throw LegatoError("cannot read /proc/\(pid)/stat")
+            throw CaptureError.unreadableProcFile("/proc/\(pid)/stat")
         }
         // Fields after "(comm)": state is field 3; we index from field 3 = f[0].
         let f = stat[stat.index(after: close)...].split(separator: " ").map { UInt64($0) ?? 0 }

@@ -271,7 +271,7 @@ final class RestoreBacking {
         } else if let d = memory[loc.layer], offset + Page.size <= d.count {
             d.withUnsafeBytes { _ = memcpy(dst, $0.baseAddress! + offset, Page.size) }
         } else {
-            throw LegatoError("the restored page at \(offset) of layer \(layers[loc.layer].epoch) is missing")
+            throw RestoreError.pageMissing(offset: offset, layer: layers[loc.layer].epoch)
         }
     }
 }

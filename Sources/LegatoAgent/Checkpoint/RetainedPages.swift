@@ -134,7 +134,7 @@ final class RetainedPages {
         var present = [UInt8](repeating: 0, count: r.pages)
         let found = try c.finishFetch(id, count: r.pages, present: &present, out: buffer, version: .checkpoint(r.source.retained))
         guard found == r.pages else {
-            throw LegatoError("memory node \(r.source.endpoint) retains \(found) of the \(r.pages) pages from key \(r.key) of checkpoint \(r.source.retained)")
+            throw CheckpointStoreError.retainedPagesMissing(node: "\(r.source.endpoint)", found: found, pages: r.pages, key: r.key, checkpoint: r.source.retained)
         }
         r.deliver(buffer)
     }

@@ -143,8 +143,7 @@ public final class StreamedPages {
                     return true
                 }
                 if (replayDone || (!replayStarted && startReplay == nil)) && !fetching.contains(i) {
-                    throw LegatoError("pages at 0x\(String(runs[i].address, radix: 16)) of epoch \(epoch) never arrived from the log nodes"
-                                      + (failure.map { ": \($0)" } ?? ""))
+                    throw CheckpointStoreError.pagesNeverArrived(address: runs[i].address, epoch: UInt64(epoch), why: failure.map { "\($0)" })
                 }
                 _ = lock.wait(seconds: 1)
                 return false

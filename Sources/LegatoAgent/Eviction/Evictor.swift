@@ -287,7 +287,7 @@ final class Evictor {
                 throw SystemError("process_madvise(MADV_DONTNEED) of \(n) ranges injected into tid \(t.tid)", code: Int32(-r))
             }
             if Int(r) != want {
-                throw LegatoError("process_madvise(MADV_DONTNEED) in tid \(t.tid) advised \(r) of \(want) bytes")
+                throw AddressSpaceError.shortAdvice(tid: t.tid, advised: Int(r), wanted: Int(want))
             }
             k += n
         }

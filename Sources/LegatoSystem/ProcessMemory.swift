@@ -1,0 +1,55 @@
+import CShims
+import Glibc
+
+/// Reading and writing another process's memory; pidfds.
+extension Sys {
+    // MARK: process memory
+
+    /// Reads the ranges of `pid` back to back into `buffer`; returns bytes read (may be short).
+    public static func processRead(pid: pid_t, into buffer: UnsafeMutableRawPointer, capacity: Int,
+                                   addresses: UnsafePointer<UInt64>, lengths: UnsafePointer<UInt64>, count: Int) throws -> Int {
+        let r = lg_process_vm_read(pid, buffer, UInt64(capacity), addresses, lengths, Int32(count))
+        if r < 0 { throw SystemError("process_vm_readv of \(count) ranges in pid \(pid)", code: Int32(-r)) }
+        return Int(r)
+    }
+
+    /// Reads `length` bytes of process `pid`'s memory at `address`: process_vm_readv, and where that
+    /// is refused (it honours protections) /proc/PID/mem, which reads PROT_NONE pages too. Only
+    /// present pages: a missing page of a userfaultfd range would fault into its handler.
+    public static func readProcessMemory(pid: pid_t, address: UInt64, length: Int, into dst: UnsafeMutableRawPointer) throws {
+        var addr = address, len = UInt64(length)
+        if let n = try? processRead(pid: pid, into: dst, capacity: length, addresses: &addr, lengths: &len, count: 1), n == length { return }
+        let fd = open("/proc/\(pid)/mem", O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw SystemError.fromErrno("open /proc/\(pid)/mem") }
+        defer { close(fd) }
+        let n = Sys.retryingEINTR { pread(fd, dst, length, off_t(Int64(bitPattern: address))) }
+        if n != length { throw SystemError("read \(describeRange(address, UInt64(length))) of pid \(pid)", code: n < 0 ? errno : EIO) }
+    }
+
+    /// A thread's id in its own (innermost) PID namespace: the last NSpid of its status.
+    public static func namespaceTID(_ tid: pid_t) -> Int32 {
+        let status = ProcFile.text("/proc/\(tid)/status") ?? ""
+        for line in status.split(separator: "\n") where line.hasPrefix("NSpid:") {
+            if let last = line.split(whereSeparator: { $0 == "\t" || $0 == " " }).last, let n = Int32(last) { return n }
+        }
+        return tid
+    }
+
+    public static func processWrite(pid: pid_t, from buffer: UnsafeRawPointer, length: Int, to address: UInt64) throws {
+        let r = lg_process_vm_write(pid, buffer, UInt64(length), address)
+        if r < 0 { throw SystemError("process_vm_writev \(describeRange(address, UInt64(length))) in pid \(pid)", code: Int32(-r)) }
+        if r != length { throw SystemError("process_vm_writev \(describeRange(address, UInt64(length))) in pid \(pid) wrote \(r)", code: EFAULT) }
+    }
+
+    public static func pidfdOpen(_ pid: pid_t) throws -> Int32 {
+        let r = lg_pidfd_open(pid)
+        if r < 0 { throw SystemError("pidfd_open(\(pid))", code: -r) }
+        return r
+    }
+
+    public static func pidfdGetFD(pidfd: Int32, targetFD: Int32, pid: pid_t) throws -> Int32 {
+        let r = lg_pidfd_getfd(pidfd, targetFD)
+        if r < 0 { throw SystemError("pidfd_getfd(fd \(targetFD) of pid \(pid))", code: -r) }
+        return r
+    }
+}
