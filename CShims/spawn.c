@@ -28,7 +28,7 @@
 
 #include "CShims.h"
 
-enum { STAGE_RELEASE = 1, STAGE_SECCOMP = 2, STAGE_EXEC = 3, STAGE_FORK = 4 };
+enum { STAGE_RELEASE = 1, STAGE_SECCOMP = 2, STAGE_EXEC = 3, STAGE_FORK = 4, STAGE_FDS = 5 };
 
 static void report(int fd, int stage, int err) {
     int32_t msg[2] = {stage, err};
@@ -49,6 +49,33 @@ static void reset_signals(const struct lg_spawn_args *a) {
     sigprocmask(SIG_SETMASK, a->sigmask ? a->sigmask : &empty, NULL);
 }
 
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+/* Every descriptor above 2 but the kept ones closes at exec (kept ones keep their own FD_CLOEXEC):
+ * PROG starts with what it was given, not with whatever its caller's shell left open. */
+static int close_inherited_at_exec(const struct lg_spawn_args *a) {
+    int flags[64];
+    int n = a->keep_count < 64 ? a->keep_count : 64;
+    for (int i = 0; i < n; i++) flags[i] = fcntl(a->keep_fds[i], F_GETFD);
+    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) != 0) return errno;
+    for (int i = 0; i < n; i++) {
+        if (flags[i] >= 0) fcntl(a->keep_fds[i], F_SETFD, flags[i]);
+    }
+    return 0;
+}
+
+/* Writes PROG's pid into "LISTEN_PID=" + 10 spaces (async-signal-safe). */
+static void set_listen_pid(char *entry) {
+    char *digits = entry + 11;
+    char tmp[12];
+    int len = 0;
+    for (pid_t v = getpid(); v > 0 && len < 10; v /= 10) tmp[len++] = (char)('0' + v % 10);
+    for (int i = 0; i < len; i++) digits[i] = tmp[len - 1 - i];
+    digits[len] = 0;
+}
+
 static _Noreturn void run_prog(const struct lg_spawn_args *a, int release_rd, int err_wr) {
     reset_signals(a);
     prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
@@ -62,6 +89,12 @@ static _Noreturn void run_prog(const struct lg_spawn_args *a, int release_rd, in
         _exit(127);
     }
     close(release_rd);
+    int e = close_inherited_at_exec(a);
+    if (e != 0) {
+        report(err_wr, STAGE_FDS, e);
+        _exit(127);
+    }
+    if (a->listen_pid_env) set_listen_pid(a->listen_pid_env);
     if (a->filter) {
         struct sock_fprog prog = {.len = (unsigned short)a->filter_len, .filter = (struct sock_filter *)a->filter};
         if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {

@@ -175,6 +175,10 @@ struct lg_spawn_args {
     int new_pidns;             /* 1: PROG is PID 2 of a fresh PID namespace, under a reaper at PID 1 */
     const sigset_t *sigmask;   /* signal mask PROG starts with */
     const sigset_t *ignored;   /* signals PROG starts with set to SIG_IGN (the rest SIG_DFL) */
+    const int *keep_fds;       /* descriptors above 2 PROG keeps (the rest are closed at its exec) */
+    int keep_count;
+    char *listen_pid_env;      /* an envp entry "LISTEN_PID=" with room for 10 digits, set to PROG's
+                                  own pid (as it sees it) before exec; or NULL */
 };
 struct lg_spawn_result {
     pid_t prog_pid;            /* PROG's pid as the agent sees it */

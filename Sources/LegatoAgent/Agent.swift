@@ -37,6 +37,8 @@ public final class Agent {
         public var evictionBatchPages: Int?
         /// Serve Prometheus metrics at http://HOST:PORT/metrics while the run lasts.
         public var metrics: Endpoint?
+        /// Inherited descriptors above stderr that PROG keeps (the rest are closed at its exec).
+        public var keptDescriptors = KeptDescriptors()
 
         public init(program: String, arguments: [String], environment: [String], memoryNodes: [Endpoint],
                     localBudgetBytes: UInt64, secret: ClusterSecret, statsJSONPath: String?) {
@@ -175,7 +177,7 @@ public final class Agent {
             path = try Launcher.resolve(config.program)
             spawned = try Launcher.launch(path: path, arguments: [config.program] + config.arguments,
                                           environment: config.environment, signals: inheritedSignals.state,
-                                          newPIDNamespace: config.newPIDNamespace)
+                                          newPIDNamespace: config.newPIDNamespace, kept: config.keptDescriptors)
         } catch let e as Launcher.LaunchError {
             writeStderr("legato: \(e.description)\n")
             shutdownRemote()

@@ -52,11 +52,14 @@ enum Launcher {
                                                    .traceSeccomp, .exitKill]
 
     /// Spawns and seizes PROG; returns once it has exec'd (its exec stop is then pending for the tracer).
+    /// PROG gets stdin, stdout, stderr and the `kept` descriptors; what else the agent inherited is
+    /// closed at PROG's exec.
     static func launch(path: String, arguments: [String], environment: [String], signals: InheritedSignals,
-                       newPIDNamespace: Bool) throws -> Sys.Spawned {
+                       newPIDNamespace: Bool, kept: KeptDescriptors = KeptDescriptors()) throws -> Sys.Spawned {
         let filter = try Sys.SeccompFilter(tracing: Syscall.traced.map { Int32($0.rawValue) })
         let spawned = try Sys.spawn(path: path, arguments: arguments, environment: environment, filter: filter,
-                                    newPIDNamespace: newPIDNamespace, signalMask: signals.mask, ignoredSignals: signals.ignored)
+                                    newPIDNamespace: newPIDNamespace, signalMask: signals.mask, ignoredSignals: signals.ignored,
+                                    keepDescriptors: kept.reasons.keys.sorted(), setListenPID: kept.socketActivation)
         defer { close(spawned.errorFD) }
         do {
             try Sys.ptraceSeize(spawned.pid, options: ptraceOptions)
@@ -76,7 +79,7 @@ enum Launcher {
             if spawned.holdFD >= 0 { close(spawned.holdFD) }
             _ = try? Sys.wait(spawned.pid, nohang: false)
             if spawned.reaperPID > 0 { _ = try? Sys.wait(spawned.reaperPID, nohang: false) }
-            let stage = ["", "waiting for the agent", "installing the seccomp filter", "exec", "fork"][Int(min(4, max(0, report[0])))]
+            let stage = ["", "waiting for the agent", "installing the seccomp filter", "exec", "fork", "closing inherited descriptors"][Int(min(5, max(0, report[0])))]
             let code: Int32 = report[1] == ENOENT ? 127 : (report[1] == EACCES || report[1] == ENOEXEC ? 126 : 125)
             throw LaunchError(description: "cannot run \(path): \(stage) failed: \(Errno.name(report[1]))", exitCode: code)
         }

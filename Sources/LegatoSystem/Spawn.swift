@@ -30,10 +30,21 @@ extension Sys {
     }
 
     /// Forks PROG (optionally as PID 2 of a new PID namespace) stopped before exec until released.
+    /// Descriptors above 2 that PROG does not keep are closed at its exec. With `setListenPID`, an
+    /// environment entry LISTEN_PID is set to PROG's own pid (systemd's socket activation names the
+    /// process the descriptors are for).
     public static func spawn(path: String, arguments: [String], environment: [String], filter: SeccompFilter?,
-                             newPIDNamespace: Bool, signalMask: sigset_t, ignoredSignals: sigset_t) throws -> Spawned {
+                             newPIDNamespace: Bool, signalMask: sigset_t, ignoredSignals: sigset_t,
+                             keepDescriptors: [Int32] = [], setListenPID: Bool = false) throws -> Spawned {
         var cArgs = arguments.map { strdup($0) } + [nil]
-        var cEnv = environment.map { strdup($0) } + [nil]
+        var env = environment
+        if setListenPID {
+            env.removeAll { $0.hasPrefix("LISTEN_PID=") }
+            env.append("LISTEN_PID=" + String(repeating: " ", count: 10))
+        }
+        var cEnv = env.map { strdup($0) } + [nil]
+        let listenPIDEntry = setListenPID ? cEnv[env.count - 1] : nil
+        let keep = Array(keepDescriptors.prefix(64))
         defer {
             cArgs.forEach { free($0) }
             cEnv.forEach { free($0) }
@@ -46,11 +57,14 @@ extension Sys {
                 cEnv.withUnsafeMutableBufferPointer { envp in
                     withUnsafePointer(to: &mask) { maskPtr in
                         withUnsafePointer(to: &ignored) { ignPtr in
-                            var a = lg_spawn_args(
-                                path: cPath, argv: argv.baseAddress, envp: envp.baseAddress,
-                                filter: filter.map { UnsafeRawPointer($0.program) }, filter_len: filter?.instructionCount ?? 0,
-                                new_pidns: newPIDNamespace ? 1 : 0, sigmask: maskPtr, ignored: ignPtr)
-                            return lg_spawn(&a, &result)
+                            keep.withUnsafeBufferPointer { keepPtr in
+                                var a = lg_spawn_args(
+                                    path: cPath, argv: argv.baseAddress, envp: envp.baseAddress,
+                                    filter: filter.map { UnsafeRawPointer($0.program) }, filter_len: filter?.instructionCount ?? 0,
+                                    new_pidns: newPIDNamespace ? 1 : 0, sigmask: maskPtr, ignored: ignPtr,
+                                    keep_fds: keepPtr.baseAddress, keep_count: Int32(keepPtr.count), listen_pid_env: listenPIDEntry)
+                                return lg_spawn(&a, &result)
+                            }
                         }
                     }
                 }

@@ -118,12 +118,19 @@ struct RunCommand: ParsableCommand {
     @Flag(name: .customLong("no-pid-namespace"), help: .hidden)
     var noPIDNamespace = false
 
+    @Option(name: .customLong("keep-fd"), help: ArgumentHelp("Give PROG this inherited descriptor too (repeatable). PROG gets stdin, stdout and stderr; other descriptors legato run inherited are closed, but those systemd passes (LISTEN_FDS).", valueName: "N"))
+    var keepFD: [Int32] = []
+
     @Argument(parsing: .captureForPassthrough, help: "The program and its arguments (after --).")
     var command: [String] = []
 
     func validate() throws {
         if command.first == "--" && command.count == 1 || command.isEmpty { throw ValidationError("no program given: legato run [options] -- PROG [ARGS...]") }
         if let n = name, !validProcessName(n) { throw ValidationError("--name must be 1-64 of A-Z a-z 0-9 . _ -") }
+        for fd in keepFD {
+            guard fd > 2 else { throw ValidationError("--keep-fd \(fd): stdin, stdout and stderr are always PROG's") }
+            guard fcntl(fd, F_GETFD) >= 0 else { throw ValidationError("--keep-fd \(fd): legato run has no descriptor \(fd)") }
+        }
     }
 
     func run() throws {
@@ -134,6 +141,7 @@ struct RunCommand: ParsableCommand {
         }
         let code = try options.runAgent(program: argv[0], arguments: Array(argv.dropFirst()), noPIDNamespace: noPIDNamespace) { c in
             c.name = name
+            c.keptDescriptors = KeptDescriptors(keep: keepFD, environment: ProcessInfo.processInfo.environment)
         }
         throw ExitCode(code)
     }

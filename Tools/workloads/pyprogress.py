@@ -2,6 +2,7 @@
 """pyprogress.py - a Python computation that reports as it goes, for checkpoint/restore tests.
 
 Usage: pyprogress.py [STEPS] [MODE]   (default 30; MODE "socket": it also holds a UDP socket;
+       MODE "shm": it also maps shared anonymous memory; "memfd": a memfd, mapped shared;
        MODE "pending": SIGUSR1 (to the process) and SIGUSR2 (to the main thread) are sent at the
        start while blocked, and their handlers only run at the end, when they are unblocked)
 
@@ -14,6 +15,16 @@ mode = sys.argv[2] if len(sys.argv) > 2 else ""
 if mode == "socket":
     import socket
     held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+if mode == "shm":
+    import mmap
+    held = mmap.mmap(-1, 65536)  # MAP_SHARED | MAP_ANONYMOUS
+    held[0:5] = b"hello"
+if mode == "memfd":
+    import mmap, os
+    fd = os.memfd_create("pyprogress")
+    os.ftruncate(fd, 65536)
+    held = mmap.mmap(fd, 65536)
+    os.close(fd)
 if mode == "pending":
     import os, signal, threading
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1, signal.SIGUSR2])

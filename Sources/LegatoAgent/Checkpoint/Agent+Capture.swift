@@ -23,17 +23,15 @@ extension Agent {
         guard let injector = tracer.injectableThread else {
             throw CheckpointRefused(description: "no thread of the program is in a stop fit for injection; try again")
         }
-        let context = ProcessCapture(pid: pid, scratch: mm.scratch, agentOwnedFD: mm.processMadvisePidfd, tracer: tracer,
+        var context = ProcessCapture(pid: pid, scratch: mm.scratch, agentOwnedFD: mm.processMadvisePidfd, tracer: tracer,
                                      whileWaiting: { [self] in try? pollOnce(reapStops: false, sleepMillis: 5) })
+        context.kept = config.keptDescriptors
         let fds = try context.fileDescriptors()
         let threads = try tracer.programThreads.map { try context.thread($0) }
         let (sigactions, brk, itimers) = try context.processWide(using: injector)
         var mmFields = try context.mmFields()
         mmFields.brk = brk
-        let vmas = try ProcMaps.read(pid: pid).compactMap { context.vma($0) }
-        if let shm = vmas.first(where: { $0.kind == .shared && !($0.path?.hasPrefix("/") ?? false) }) {
-            throw CheckpointRefused(description: "shared anonymous memory at \(describeRange(shm.start, shm.end - shm.start)) (\(shm.path ?? "anonymous")) cannot be checkpointed yet")
-        }
+        let vmas = try context.mappings()
 
         phases.mark("context")
         // Pages written since the last checkpoint: get-and-clear the kernel's written bits (the pages
@@ -73,6 +71,9 @@ extension Agent {
             return s.contains(.remote) ? 2 : 3
         }
         var frozenNodes = Set<Int>()
+        // A fork does not copy MADV_DONTFORK memory and zeroes MADV_WIPEONFORK memory: the snapshot
+        // child cannot give those pages, so they are copied in the pause.
+        let notInSnapshot = AddressRanges(vmas.filter { ($0.vmFlags ?? []).contains { $0 == "dc" || $0 == "wf" } }.map { $0.start..<$0.end })
         for r in mm.table.regions.regions {
             let states = r.states  // nothing below changes them
             var i = 0
@@ -88,7 +89,7 @@ extension Agent {
                     n += 1
                 }
                 switch from {
-                case 0 where staging.snapshot != nil:
+                case 0 where staging.snapshot != nil && !notInSnapshot.overlaps(r.address(at: i), n):
                     staging.addDeferred(r.address(at: i), n)
                 case 2:
                     guard let node = pool.location(r.key(at: i)) else {
@@ -205,5 +206,16 @@ extension Agent {
             try keys.withUnsafeBufferPointer { try pool.fetch(node: node, keys: $0, present: present, out: tmp) }
             for (j, off) in offsets.enumerated() { memcpy(dst + off * Page.size, tmp + j * Page.size, Page.size) }
         }
+    }
+}
+
+/// A few address ranges, asked whether a run of pages touches any of them.
+struct AddressRanges {
+    let ranges: [Range<UInt64>]
+    init(_ ranges: [Range<UInt64>]) { self.ranges = ranges }
+
+    func overlaps(_ address: UInt64, _ pages: Int) -> Bool {
+        let run = address..<address + UInt64(pages * Page.size)
+        return ranges.contains { $0.overlaps(run) }
     }
 }

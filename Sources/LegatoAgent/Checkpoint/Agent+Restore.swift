@@ -114,7 +114,32 @@ extension Agent {
     }
 
     private func restoreMapping(_ v: ProcessImage.VMA, _ image: ProcessImage, _ calls: RestoreCalls) throws {
+        try mapAgain(v, image, calls)
+        try restoreAdvice(v, calls)
+    }
+
+    /// The mapping's madvise advice, and the name of a named anonymous mapping (PR_SET_VMA_ANON_NAME).
+    private func restoreAdvice(_ v: ProcessImage.VMA, _ calls: RestoreCalls) throws {
+        switch v.kind {
+        case .vdso, .vvar, .vsyscall: return  // the kernel's own, with its own flags
+        default: break
+        }
         let len = v.end - v.start
+        for f in v.vmFlags ?? [] {
+            guard let advice = MappingFlags.restored[f], advice != 0 else { continue }
+            _ = try calls.call("madvise(\(describeRange(v.start, len)), \(f))", .madvise, v.start, len, advice)
+        }
+        if let path = v.path, path.hasPrefix("[anon:"), path.hasSuffix("]") {
+            let name = String(path.dropFirst(6).dropLast())
+            _ = try calls.call("prctl(PR_SET_VMA_ANON_NAME, \(describeRange(v.start, len)), \(name))", .prctl,
+                               0x5356_4d41, 0, v.start, len, try calls.args.string(name))  // PR_SET_VMA, PR_SET_VMA_ANON_NAME
+            calls.args.reset()
+        }
+    }
+
+    private func mapAgain(_ v: ProcessImage.VMA, _ image: ProcessImage, _ calls: RestoreCalls) throws {
+        let len = v.end - v.start
+        let noReserve: UInt64 = (v.vmFlags ?? []).contains("nr") ? 0x4000 : 0  // MAP_NORESERVE
         switch v.kind {
         case .vsyscall, .vvar:
             return
@@ -123,18 +148,20 @@ extension Agent {
             _ = try calls.call("arch_prctl(ARCH_MAP_VDSO_64, 0x\(String(vvar, radix: 16)))", .archPrctl, 0x2003, vvar)
         case .file:
             let fd = try calls.call("open \(v.path ?? "")", .open, try calls.args.string(v.path ?? ""), 0, 0)  // O_RDONLY
-            _ = try calls.call("mmap \(v.path ?? "") at \(describeRange(v.start, len))", .mmap, v.start, len, UInt64(v.prot), 0x12, UInt64(fd), v.offset)  // MAP_PRIVATE|MAP_FIXED
+            _ = try calls.call("mmap \(v.path ?? "") at \(describeRange(v.start, len))", .mmap, v.start, len, UInt64(v.prot), 0x12 | noReserve, UInt64(fd), v.offset)  // MAP_PRIVATE|MAP_FIXED
             _ = try calls.call("close", .close, UInt64(fd))
             calls.args.reset()
         case .anonymous, .heap, .stack:
-            let flags: UInt64 = 0x32 | (v.kind == .stack ? 0x100 : 0)  // MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS [|MAP_GROWSDOWN]
+            let flags: UInt64 = 0x32 | (v.kind == .stack ? 0x100 : 0) | noReserve  // MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS [|MAP_GROWSDOWN]
             _ = try calls.call("mmap anonymous \(describeRange(v.start, len))", .mmap, v.start, len, UInt64(v.prot), flags, UInt64(bitPattern: -1), 0)
         case .shared:
             // A shared file mapping: the file holds its pages; map it again.
             guard let p = v.path, p.hasPrefix("/") else {
                 throw RestoreError.sharedAnonymous(name: image.name, epoch: image.epoch, range: describeRange(v.start, len))
             }
-            let fd = try calls.call("open \(p)", .open, try calls.args.string(p), v.prot & 2 != 0 ? 2 : 0, 0)  // O_RDWR or O_RDONLY
+            // Opened for writing if the mapping may be made writable ("mw"), as it was.
+            let mayWrite = v.vmFlags.map { $0.contains("mw") } ?? (v.prot & 2 != 0)
+            let fd = try calls.call("open \(p)", .open, try calls.args.string(p), mayWrite ? 2 : 0, 0)  // O_RDWR or O_RDONLY
             _ = try calls.call("mmap shared \(p) at \(describeRange(v.start, len))", .mmap, v.start, len, UInt64(v.prot), 0x11, UInt64(fd), v.offset)  // MAP_SHARED|MAP_FIXED
             _ = try calls.call("close", .close, UInt64(fd))
             calls.args.reset()

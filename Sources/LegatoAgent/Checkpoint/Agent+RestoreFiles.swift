@@ -65,8 +65,11 @@ extension Agent {
             _ = try calls.call("dup3 \(name) to fd \(f.fd)", .dup3, end, UInt64(f.fd), f.flags & 0o2000000 != 0 ? 0o2000000 : 0)
             _ = try calls.call("fcntl(F_SETFL) fd \(f.fd)", .fcntl, UInt64(f.fd), 4, UInt64(f.flags & 0o4000))  // O_NONBLOCK
         }
-        if let data = group.compactMap({ $0.pipeData }).first, !data.isEmpty {
-            if data.count > 65536 { _ = try calls.call("fcntl(F_SETPIPE_SZ) \(name)", .fcntl, writeEnd, 1031, UInt64(data.count)) }
+        let data = group.compactMap({ $0.pipeData }).first ?? Data()
+        // The pipe's capacity as it was (it holds what it held, at least).
+        let size = max(group.compactMap { $0.pipeSize }.first ?? 65536, data.count)
+        if size != 65536 { _ = try calls.call("fcntl(F_SETPIPE_SZ, \(size)) \(name)", .fcntl, writeEnd, 1031, UInt64(size)) }
+        if !data.isEmpty {
             let w = open("/proc/\(calls.tid)/fd/\(writeEnd)", O_WRONLY | O_NONBLOCK | O_CLOEXEC)
             if w < 0 { throw SystemError.fromErrno("open the restored \(name) in pid \(calls.tid)") }
             defer { close(w) }

@@ -16,6 +16,8 @@ struct ProcessCapture {
     let tracer: Tracer
     /// Runs while an injected call is waiting (other threads' stops must be served).
     let whileWaiting: () -> Void
+    /// The descriptors PROG kept from what `legato run` inherited (named in refusals).
+    var kept = KeptDescriptors()
 
     func thread(_ t: Tracee) throws -> ProcessImage.ThreadState {
         var regs = try Sys.getRegisters(t.tid)
@@ -109,6 +111,45 @@ struct ProcessCapture {
         }
     }
 
+    /// Every mapping of the process (but the agent's scratch area) with its flags; refuses, naming
+    /// each, the mappings a restore cannot bring back exactly.
+    func mappings() throws -> [ProcessImage.VMA] {
+        let flags = MappingFlags.read(pid: pid)
+        var out: [ProcessImage.VMA] = []
+        var refused: [String] = []
+        for m in try ProcMaps.read(pid: pid) {
+            guard var v = vma(m) else { continue }
+            v.vmFlags = flags[v.start]
+            if let why = Self.unrestorable(v) { refused.append("\(why) at \(describeRange(v.start, v.end - v.start))") }
+            out.append(v)
+        }
+        if !refused.isEmpty {
+            throw CheckpointRefused(description: "the program maps " + refused.joined(separator: "; ") + "; cannot checkpoint it yet")
+        }
+        return out
+    }
+
+    /// Why mapping `v` has no exact restore (nil: it has one). A mapping of something unlinked
+    /// ("(deleted)": shared anonymous memory is /dev/zero's, SysV shared memory and memfds are
+    /// shmem files, the aio ring is a file of its own) cannot be mapped again by path.
+    static func unrestorable(_ v: ProcessImage.VMA) -> String? {
+        switch v.kind {
+        case .vdso, .vvar, .vsyscall: return nil
+        default: break
+        }
+        if let path = v.path, path.hasSuffix(" (deleted)") {
+            let file = String(path.dropLast(" (deleted)".count))
+            if file == "/dev/zero" { return "shared anonymous memory (\(path))" }
+            if file.hasPrefix("/SYSV") { return "SysV shared memory (\(path))" }
+            if file.hasPrefix("/memfd:") { return "a memfd (\(path))" }
+            if file == "/[aio]" { return "an aio ring (\(path))" }
+            return "the unlinked file \(file)"
+        }
+        if v.kind == .shared && !(v.path?.hasPrefix("/") ?? false) { return "shared anonymous memory (\(v.path ?? "anonymous"))" }
+        if v.kind == .shared, let path = v.path, path.hasPrefix("/dev/") { return "a shared mapping of the device \(path)" }
+        return v.vmFlags.flatMap(MappingFlags.refusal)
+    }
+
     func vma(_ m: MapsEntry) -> ProcessImage.VMA? {
         if m.start == scratch { return nil }
         var prot: UInt32 = 0
@@ -143,6 +184,7 @@ struct ProcessCapture {
     func fileDescriptors() throws -> [ProcessImage.FileDescriptor] {
         let dir = "/proc/\(pid)/fd"
         var out: [ProcessImage.FileDescriptor] = []
+        var refused: [String] = []
         for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
             guard let fd = Int32(name), Int64(fd) != agentOwnedFD else { continue }  // the agent's own
             guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + name) else { continue }
@@ -161,31 +203,47 @@ struct ProcessCapture {
                 kind = .tty
             } else if target.hasPrefix("pipe:") {
                 kind = .pipe
+            } else if target.hasSuffix(" (deleted)") {
+                let what = target.hasPrefix("/memfd:") ? "a memfd" : "a file unlinked while open"
+                refused.append(describe(fd, "\(target) (\(what))"))
+                continue
             } else if target.hasPrefix("/") && !target.hasPrefix("/dev/") {
                 var st = stat()
                 if stat(target, &st) == 0 && st.st_mode & S_IFMT == S_IFREG { kind = .regular } else {
-                    throw CheckpointRefused(description: "fd \(fd) is \(target), which is not a regular file; cannot checkpoint it")
+                    refused.append(describe(fd, "\(target), which is not a regular file"))
+                    continue
                 }
             } else {
-                throw CheckpointRefused(description: "fd \(fd) is \(target) (\(describeKind(target))); cannot checkpoint it")
+                refused.append(describe(fd, "\(target) (\(describeKind(target)))"))
+                continue
             }
             var entry = ProcessImage.FileDescriptor(fd: fd, kind: kind, path: target, flags: flags, offset: pos)
             if kind == .pipe { entry.pipeInode = UInt64(target.dropFirst(6).dropLast()) }
             out.append(entry)
         }
-        try pipes(&out)
+        refused += try pipes(&out)
+        if !refused.isEmpty {
+            throw CheckpointRefused(description: refused.sorted().joined(separator: "; ") + "; cannot checkpoint \(refused.count == 1 ? "it" : "them")")
+        }
         return out.sorted { $0.fd < $1.fd }
+    }
+
+    /// "fd 5 is WHAT", with the flag that kept it if PROG inherited it from `legato run`.
+    private func describe(_ fd: Int32, _ what: String) -> String {
+        "fd \(fd) is \(what)" + (kept.reason(fd).map { ", kept open by \($0)" } ?? "")
     }
 
     /// Pipes with both ends in PROG are restored with what they hold; a pipe on fds 0-2 whose other end
     /// is outside becomes `legato restore`'s own; any other pipe leads outside PROG and is refused.
-    private func pipes(_ fds: inout [ProcessImage.FileDescriptor]) throws {
+    /// Returns the refusals: pipes above fd 2 whose other end is outside the program.
+    private func pipes(_ fds: inout [ProcessImage.FileDescriptor]) throws -> [String] {
         let pipes = Dictionary(grouping: fds.indices.filter { fds[$0].kind == .pipe }, by: { fds[$0].pipeInode ?? 0 })
+        var refused: [String] = []
         for (inode, members) in pipes {
             let readers = members.filter { fds[$0].flags & 3 == 0 }, writers = members.filter { fds[$0].flags & 3 == 1 }
             if readers.isEmpty || writers.isEmpty {
-                if let outside = members.first(where: { fds[$0].fd > 2 }) {
-                    throw CheckpointRefused(description: "fd \(fds[outside].fd) is pipe:[\(inode)], whose other end is outside the program; cannot checkpoint it")
+                for m in members where fds[m].fd > 2 {
+                    refused.append(describe(fds[m].fd, "pipe:[\(inode)], whose other end is outside the program"))
                 }
                 continue
             }
@@ -194,7 +252,10 @@ struct ProcessCapture {
             if peek < 0 { throw SystemError.fromErrno("open the read end of pipe:[\(inode)] (fd \(r) of pid \(pid))") }
             defer { close(peek) }
             fds[readers[0]].pipeData = Data(try Sys.peekPipe(peek, what: "pipe:[\(inode)] (fd \(r) of pid \(pid))"))
+            let size = fcntl(peek, 1032)  // F_GETPIPE_SZ
+            if size > 0 { for m in members { fds[m].pipeSize = Int(size) } }
         }
+        return refused
     }
 
     private func describeKind(_ target: String) -> String {

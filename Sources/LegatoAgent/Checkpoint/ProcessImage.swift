@@ -49,6 +49,10 @@ public struct ProcessImage: Codable, Equatable {
         public var device: String?
         public var size: UInt64?
         public var mtime: Double?
+        /// smaps' VmFlags when the checkpoint was taken (nil in checkpoints written before they were
+        /// kept): the advice and MAP_NORESERVE come back (MappingFlags), "mw" reopens a shared
+        /// file for writing.
+        public var vmFlags: [String]?
     }
 
     public struct ThreadState: Codable, Equatable {
@@ -90,6 +94,8 @@ public struct ProcessImage: Codable, Equatable {
         /// Pipes: the pipe's inode (fds on one pipe share it) and, on one fd of each pipe, what it held.
         public var pipeInode: UInt64?
         public var pipeData: Data?
+        /// Pipes with both ends in the program: the pipe's capacity (F_GETPIPE_SZ).
+        public var pipeSize: Int?
     }
 
     public struct RLimit: Codable, Equatable {

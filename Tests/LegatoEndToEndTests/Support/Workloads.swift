@@ -8,10 +8,10 @@ enum Workloads {
     private static var built: [String: String] = [:]
     private static let outputDirectory = TestEnvironment.temporaryDirectory("workloads")
 
-    static func path(_ name: String) throws -> String {
+    static func path(_ name: String, directory: String = "workloads") throws -> String {
         try lock.withLock {
             if let p = built[name] { return p }
-            let source = TestEnvironment.repositoryRoot + "/Tools/workloads/\(name).c"
+            let source = TestEnvironment.repositoryRoot + "/Tools/\(directory)/\(name).c"
             let output = outputDirectory + "/" + name
             let r = try runCommand(["cc", "-O2", "-pthread", "-Wall", "-o", output, source, "-lm"])
             guard r.status == 0 else { throw TestFailure("cc \(source) failed:\n\(r.stderr)") }
@@ -19,6 +19,9 @@ enum Workloads {
             return output
         }
     }
+
+    /// A state program of Tools/state (sets one kind of state up, waits, checks it: PASS or FAIL).
+    static func stateProgram(_ name: String) throws -> String { try path(name, directory: "state") }
 
     static func script(_ name: String) -> String {
         TestEnvironment.repositoryRoot + "/Tools/workloads/\(name)"

@@ -1,0 +1,116 @@
+import Foundation
+import Glibc
+import Testing
+import LegatoSystem
+
+/// What PROG starts with and what a checkpoint keeps exactly: descriptors inherited from the
+/// caller, state programs of Tools/state (set up, checkpointed, killed, restored, checked), and the
+/// kinds of state that are refused by name while PROG runs on.
+@Suite(.serialized) struct ExactStateTests {
+    init() throws { try requireAgentCapabilities() }
+
+    typealias NamedRun = CheckpointTests.NamedRun
+
+    /// PROG's descriptors below 1000: the agent keeps one of its own at 1000 or above (a pidfd for
+    /// its injected process_madvise, where the kernel has no PIDFD_SELF), which no checkpoint saves.
+    static let listFDs = "import os; print(sorted(int(x) for x in os.listdir('/proc/self/fd') if int(x) < 1000))"
+
+    /// A shell's extra descriptor (fd 9, a pipe to the test: as a CI runner's or make's) is not PROG's;
+    /// `--keep-fd 9` gives it to PROG.
+    @Test func inheritedDescriptorsAreClosedUnlessKept() throws {
+        let legato = TestEnvironment.legato
+        let plain = try runCommand(["sh", "-c", "exec 9>&2; exec '\(legato)' run --local-mem 64M -- python3 -c \"\(Self.listFDs)\""])
+        #expect(plain.status == 0, "\(plain.stderr)")
+        #expect(plain.stdout == "[0, 1, 2, 3]\n", "PROG sees only stdin, stdout, stderr (and listdir's own): \(plain.stdout)")
+        let kept = try runCommand(["sh", "-c", "exec 9>&2; exec '\(legato)' run --local-mem 64M --keep-fd 9 -- python3 -c \"\(Self.listFDs)\""])
+        #expect(kept.status == 0, "\(kept.stderr)")
+        #expect(kept.stdout == "[0, 1, 2, 3, 9]\n", "--keep-fd 9 keeps fd 9: \(kept.stdout)")
+        let missing = try runCommand([legato, "run", "--keep-fd", "77", "--", "true"])
+        #expect(missing.status == 64, "a --keep-fd of no descriptor is a usage error: \(missing.status) \(missing.stderr)")
+        #expect(missing.stderr.contains("--keep-fd 77"), "\(missing.stderr)")
+    }
+
+    /// systemd's socket activation: the descriptors LISTEN_FDS names (for legato run's own pid) are
+    /// PROG's, and LISTEN_PID is PROG's pid as PROG sees it.
+    @Test func socketActivationDescriptorsArePassedOn() throws {
+        let legato = TestEnvironment.legato
+        let script = "import os; print(os.environ['LISTEN_PID'] == str(os.getpid()), os.environ['LISTEN_FDS'], sorted(int(x) for x in os.listdir('/proc/self/fd') if int(x) < 1000))"
+        let r = try runCommand(["sh", "-c", "exec 3</dev/null 4</dev/null 9>&2; LISTEN_FDS=2 LISTEN_PID=$$ exec '\(legato)' run --local-mem 64M -- python3 -c \"\(script)\""])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "True 2 [0, 1, 2, 3, 4, 5]\n", "fds 3 and 4 passed on, 9 closed, LISTEN_PID is PROG's: \(r.stdout)")
+        let other = try runCommand(["sh", "-c", "exec 3</dev/null; LISTEN_FDS=1 LISTEN_PID=1 exec '\(legato)' run --local-mem 64M -- python3 -c \"\(Self.listFDs)\""])
+        #expect(other.stdout == "[0, 1, 2, 3]\n", "LISTEN_FDS for another process passes nothing on: \(other.stdout)")
+    }
+
+    /// Started with an extra inherited descriptor, a program checkpoints and restores as if it had none.
+    @Test func aRunStartedWithAnExtraDescriptorCheckpoints() throws {
+        let dir = TestEnvironment.temporaryDirectory("state-extra-fd")
+        let argv = ["python3", Workloads.script("pyprogress.py"), "14"]
+        let plain = try runCommand(argv)
+        let run = try NamedRun(name: "extrafd", stateDir: dir + "/state", output: dir + "/out", localMem: "32M", argv: argv, shell: "exec 9>&2")
+        try run.waitForLines(3)
+        let ck = try run.checkpoint()
+        #expect(ck.status == 0, "the inherited fd 9 is not PROG's, so it does not refuse the checkpoint: \(ck.stderr)")
+        run.killHard()
+        let r = try run.restore()
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout)
+    }
+
+    /// A kept descriptor that leads outside the program is refused with the flag that kept it.
+    @Test func aKeptDescriptorLeadingOutsideIsRefusedByName() throws {
+        let dir = TestEnvironment.temporaryDirectory("state-kept-fd")
+        let argv = ["python3", Workloads.script("pyprogress.py"), "12"]
+        let plain = try runCommand(argv)
+        let run = try NamedRun(name: "keptfd", stateDir: dir + "/state", output: dir + "/out", localMem: "32M", argv: argv,
+                               options: ["--keep-fd", "9"], shell: "exec 9>&2")
+        try run.waitForLines(2)
+        let ck = try run.checkpoint()
+        #expect(ck.status != 0)
+        #expect(ck.stderr.contains("fd 9 is pipe:"), "\(ck.stderr)")
+        #expect(ck.stderr.contains("--keep-fd 9"), "the refusal names the flag that kept it: \(ck.stderr)")
+        let r = try run.command.wait(timeoutSeconds: 120)
+        #expect(r.status == 0, "the program runs on: \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout)
+    }
+
+    /// Shared memory cannot be restored yet: refused by name, PROG runs on to the plain run's end.
+    @Test(arguments: [("shm", "shared anonymous memory"), ("memfd", "a memfd")])
+    func sharedMemoryIsRefusedByName(_ mode: String, _ named: String) throws {
+        let dir = TestEnvironment.temporaryDirectory("state-\(mode)")
+        let argv = ["python3", Workloads.script("pyprogress.py"), "10", mode]
+        let plain = try runCommand(argv)
+        let run = try NamedRun(name: mode, stateDir: dir + "/state", output: dir + "/out", localMem: "32M", argv: argv)
+        try run.waitForLines(2)
+        let ck = try run.checkpoint()
+        #expect(ck.status != 0, "\(ck.stdout)")
+        #expect(ck.stderr.contains(named), "the refusal names \(named): \(ck.stderr)")
+        let r = try run.command.wait(timeoutSeconds: 120)
+        #expect(r.status == 0, "the program runs on: \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout)
+    }
+
+    /// Each state program: set up, checkpointed (the advice one through a copy-on-write snapshot,
+    /// which a fork would give without its dontfork and wipeonfork pages), killed, restored; then it
+    /// checks its state and must print what a plain run prints: PASS.
+    @Test(arguments: [("advice", ["--snapshot-above", "1"]), ("fdflags", [])])
+    func stateComesBackExactly(_ mode: String, _ options: [String]) throws {
+        let dir = TestEnvironment.temporaryDirectory("state-\(mode)")
+        let program = try Workloads.stateProgram("statecheck")
+        let plainTrigger = dir + "/plain-trigger"
+        FileManager.default.createFile(atPath: plainTrigger, contents: nil)
+        let plain = try runCommand([program, mode, plainTrigger])
+        #expect(plain.stdout == "ready\nPASS \(mode)\n", "a plain run passes: \(plain.stdout) \(plain.stderr)")
+        let trigger = dir + "/trigger"
+        let run = try NamedRun(name: "state-\(mode)", stateDir: dir + "/state", output: dir + "/out", localMem: "32M",
+                               argv: [program, mode, trigger], options: options)
+        try run.waitForLines(1)
+        let ck = try run.checkpoint()
+        #expect(ck.status == 0, "\(ck.stderr)")
+        run.killHard()
+        FileManager.default.createFile(atPath: trigger, contents: nil)
+        let r = try run.restore()
+        #expect(r.status == 0, "the restored program checked its state: \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout)
+    }
+}

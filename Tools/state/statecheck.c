@@ -1,0 +1,215 @@
+/*
+ * statecheck: sets up one kind of process state, waits, then checks that the state is exactly as
+ * it set it up, for checkpoint/restore tests (checkpointed, killed and restored while it waits).
+ *
+ *   statecheck MODE TRIGGER
+ *
+ * Prints "ready" once the state is set up, then waits until the file TRIGGER exists (or SIGUSR1
+ * arrives), checks, and prints "PASS MODE" or "FAIL MODE: what differs" (exit status 0 or 1).
+ *
+ * Modes:
+ *   advice   madvise advice (random, sequential, dontfork, dontdump, wipeonfork), MAP_NORESERVE and
+ *            an anonymous mapping's name (PR_SET_VMA_ANON_NAME), each on a mapping whose contents
+ *            are checked too (a fork-based snapshot would lose dontfork and wipeonfork pages)
+ *   fdflags  descriptors' status flags (O_APPEND, O_NONBLOCK), FD_CLOEXEC, access modes, a pipe's
+ *            size (F_SETPIPE_SZ) with what it holds, and O_NONBLOCK on a pipe end
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef PR_SET_VMA
+#define PR_SET_VMA 0x53564d41
+#define PR_SET_VMA_ANON_NAME 0
+#endif
+
+static volatile sig_atomic_t poked;
+static void on_usr1(int sig) { (void)sig; poked = 1; }
+
+static char failures[4096];
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    size_t len = strlen(failures);
+    if (len) { strncat(failures, "; ", sizeof failures - len - 1); len += 2; }
+    if (len < sizeof failures) vsnprintf(failures + len, sizeof failures - len, fmt, ap);
+    va_end(ap);
+}
+
+static void wait_for(const char *trigger) {
+    struct stat st;
+    while (!poked && stat(trigger, &st) != 0) usleep(10000);
+}
+
+/* The VmFlags of the mapping that starts at `addr`, from /proc/self/smaps. */
+static int vmflags_of(void *addr, char *out, size_t cap) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[512];
+    int in = 0;
+    unsigned long want = (unsigned long)addr;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long start, end;
+        if (sscanf(line, "%lx-%lx ", &start, &end) == 2 && strchr(line, '-') < strchr(line, ' ')) in = start == want;
+        else if (in && strncmp(line, "VmFlags:", 8) == 0) {
+            snprintf(out, cap, "%s", line + 8);
+            fclose(f);
+            return 0;
+        }
+    }
+    fclose(f);
+    return -1;
+}
+
+static int has_flag(const char *flags, const char *flag) {
+    char pad[520];
+    snprintf(pad, sizeof pad, " %s", flags);
+    char want[8];
+    snprintf(want, sizeof want, " %s", flag);
+    char *p = strstr(pad, want);
+    return p && (p[3] == ' ' || p[3] == '\n' || p[3] == 0);
+}
+
+/* The name /proc/self/maps gives the mapping at `addr`. */
+static int maps_name_of(void *addr, char *out, size_t cap) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return -1;
+    char line[512];
+    unsigned long want = (unsigned long)addr;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long start;
+        if (sscanf(line, "%lx-", &start) == 1 && start == want) {
+            char *name = strchr(line, '[');
+            snprintf(out, cap, "%s", name ? name : "");
+            out[strcspn(out, "\n")] = 0;
+            fclose(f);
+            return 0;
+        }
+    }
+    fclose(f);
+    return -1;
+}
+
+enum { PAGES = 16 };
+
+static void fill(char *p, int seed) {
+    for (int i = 0; i < PAGES * 4096; i += 64) p[i] = (char)(seed * 31 + i / 4096);
+}
+static int filled(const char *p, int seed) {
+    for (int i = 0; i < PAGES * 4096; i += 64) if (p[i] != (char)(seed * 31 + i / 4096)) return 0;
+    return 1;
+}
+
+static int advice(const char *trigger) {
+    struct { const char *name; int advice; const char *flag; } kinds[] = {
+        {"random", MADV_RANDOM, "rr"}, {"sequential", MADV_SEQUENTIAL, "sr"}, {"dontfork", MADV_DONTFORK, "dc"},
+        {"dontdump", MADV_DONTDUMP, "dd"}, {"wipeonfork", MADV_WIPEONFORK, "wf"},
+    };
+    enum { N = sizeof kinds / sizeof kinds[0] };
+    char *maps[N + 2];
+    /* A gap page between mappings keeps the kernel from merging them. */
+    char *base = mmap(NULL, (N + 2) * (PAGES + 1) * 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) { perror("mmap"); return 2; }
+    for (int i = 0; i < N + 2; i++) {
+        int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | (i == N ? MAP_NORESERVE : 0);
+        maps[i] = mmap(base + i * (PAGES + 1) * 4096, PAGES * 4096, PROT_READ | PROT_WRITE, flags, -1, 0);
+        if (maps[i] == MAP_FAILED) { perror("mmap"); return 2; }
+        if (i < N && madvise(maps[i], PAGES * 4096, kinds[i].advice) != 0) { perror(kinds[i].name); return 2; }
+        fill(maps[i], i + 1);
+    }
+    /* Named anonymous mappings need CONFIG_ANON_VMA_NAME (EINVAL without it: nothing to check). */
+    int named = prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)maps[N + 1], PAGES * 4096, "legato-test") == 0;
+    if (!named && errno != EINVAL) { perror("PR_SET_VMA"); return 2; }
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    char flags[512];
+    for (int i = 0; i < N + 1; i++) {
+        const char *name = i < N ? kinds[i].name : "noreserve";
+        const char *flag = i < N ? kinds[i].flag : "nr";
+        if (vmflags_of(maps[i], flags, sizeof flags) != 0) fail("no mapping at %p (%s)", (void *)maps[i], name);
+        else if (!has_flag(flags, flag)) fail("%s mapping lacks %s (VmFlags:%.*s)", name, flag, (int)strcspn(flags, "\n"), flags);
+    }
+    for (int i = 0; i < N + 2; i++) if (!filled(maps[i], i + 1)) fail("mapping %d lost its contents", i);
+    char name[128];
+    if (named && (maps_name_of(maps[N + 1], name, sizeof name) != 0 || strcmp(name, "[anon:legato-test]") != 0))
+        fail("the named mapping is called '%s'", name);
+    return 0;
+}
+
+static int fdflags(const char *trigger) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s.data", trigger);
+    int app = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int nb = open(path, O_RDONLY | O_NONBLOCK);
+    int wo = open(path, O_WRONLY);
+    if (app < 0 || nb < 0 || wo < 0) { perror("open"); return 2; }
+    if (write(app, "abc", 3) != 3) { perror("write"); return 2; }
+    int small[2], big[2];
+    if (pipe(small) != 0 || pipe2(big, O_NONBLOCK) != 0) { perror("pipe"); return 2; }
+    fcntl(small[0], F_SETFL, O_NONBLOCK);
+    fcntl(small[1], F_SETFD, FD_CLOEXEC);
+    if (fcntl(big[1], F_SETPIPE_SZ, 1 << 20) < 0) { perror("F_SETPIPE_SZ"); return 2; }
+    static char chunk[200000];
+    for (size_t i = 0; i < sizeof chunk; i++) chunk[i] = (char)(i * 7);
+    if (write(big[1], chunk, sizeof chunk) != (ssize_t)sizeof chunk) { perror("fill the pipe"); return 2; }
+    if (write(small[1], "xyz", 3) != 3) { perror("write"); return 2; }
+    int want_big = fcntl(big[1], F_GETPIPE_SZ);
+    struct { int fd; const char *name; int fl; int fd_flags; } fds[] = {
+        {app, "O_APPEND file", O_RDWR | O_APPEND, FD_CLOEXEC}, {nb, "O_NONBLOCK file", O_RDONLY | O_NONBLOCK, 0},
+        {wo, "write-only file", O_WRONLY, 0}, {small[0], "non-blocking pipe end", O_RDONLY | O_NONBLOCK, 0},
+        {small[1], "close-on-exec pipe end", O_WRONLY, FD_CLOEXEC}, {big[0], "O_NONBLOCK pipe (read)", O_RDONLY | O_NONBLOCK, 0},
+        {big[1], "O_NONBLOCK pipe (write)", O_WRONLY | O_NONBLOCK, 0},
+    };
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    int mask = O_ACCMODE | O_APPEND | O_NONBLOCK;
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+        int fl = fcntl(fds[i].fd, F_GETFL), fdf = fcntl(fds[i].fd, F_GETFD);
+        if (fl < 0) { fail("%s (fd %d) is gone", fds[i].name, fds[i].fd); continue; }
+        if ((fl & mask) != fds[i].fl) fail("%s (fd %d) has status flags 0%o, not 0%o", fds[i].name, fds[i].fd, fl & mask, fds[i].fl);
+        if (fdf != fds[i].fd_flags) fail("%s (fd %d) has fd flags %d, not %d", fds[i].name, fds[i].fd, fdf, fds[i].fd_flags);
+    }
+    int got_big = fcntl(big[1], F_GETPIPE_SZ);
+    if (got_big != want_big) fail("the big pipe holds %d bytes at most, not %d", got_big, want_big);
+    static char back[200000];
+    ssize_t n = read(big[0], back, sizeof back);
+    if (n != (ssize_t)sizeof back || memcmp(back, chunk, sizeof back) != 0) fail("the big pipe gave back %zd bytes, not its 200000", n);
+    char three[4] = {0};
+    if (read(small[0], three, 3) != 3 || strcmp(three, "xyz") != 0) fail("the small pipe gave back '%s'", three);
+    if (write(app, "d", 1) != 1 || lseek(app, 0, SEEK_CUR) != 4) fail("the O_APPEND file did not append (offset %ld)", (long)lseek(app, 0, SEEK_CUR));
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) {
+        fprintf(stderr, "usage: statecheck advice|fdflags TRIGGER\n");
+        return 2;
+    }
+    signal(SIGUSR1, on_usr1);
+    int r;
+    if (strcmp(argv[1], "advice") == 0) r = advice(argv[2]);
+    else if (strcmp(argv[1], "fdflags") == 0) r = fdflags(argv[2]);
+    else {
+        fprintf(stderr, "statecheck: unknown mode %s\n", argv[1]);
+        return 2;
+    }
+    if (r != 0) return r;
+    if (failures[0]) {
+        printf("FAIL %s: %s\n", argv[1], failures);
+        return 1;
+    }
+    printf("PASS %s\n", argv[1]);
+    return 0;
+}
