@@ -9,11 +9,14 @@ extension Agent: TraceEvents {
         let regs: Registers
         do { regs = try Sys.getRegisters(t.tid) } catch let e as SystemError where e.code == ESRCH { return }
         guard let call = Syscall(rawValue: Int(regs.orig_rax)) else { return }
+        if t.sharesMemory { mm.tracedMemoryCalls &+= 1 }
         switch call {
-        case .mmap, .mremap, .brk:
+        case .mmap, .mremap, .brk, .mlock, .munlock, .mlockall, .munlockall, .mlock2, .mseal:
             if t.sharesMemory { t.awaitingExit = call }
         case .madvise:
             try madviseEntry(t, regs)
+            // Advice changes mappings' flags: its exit is counted too (see MappingFlags.Reading).
+            if t.sharesMemory && t.awaitingExit == nil { t.awaitingExit = .madvise }
         case .processMadvise:
             try processMadviseEntry(t, regs)
         case .clone:
@@ -38,6 +41,8 @@ extension Agent: TraceEvents {
         do { regs = try Sys.getRegisters(t.tid) } catch let e as SystemError where e.code == ESRCH { return }
         let ret = Int64(bitPattern: regs.rax)
         let failed = ret < 0 && ret > -4096
+        // Counted at entry and at exit: a call still running when smaps was read shows as a change.
+        if t.sharesMemory { mm.tracedMemoryCalls &+= 1 }
         switch call {
         case .madvise, .processMadvise:
             discardExit(t, result: ret)

@@ -20,12 +20,12 @@ public final class LogService: RPCService {
     private static func dispatchTable() -> DispatchTable<LogService> {
         var t = DispatchTable<LogService>()
         t.on(OpenReplica.self) { s in { r, session in try s.store.open(r.key, token: session.token); return NoPayload() } }
-        t.onPayload(AppendEntries.self, LogService.append)
+        t.onPayload(AppendEntries.self) { s, payload, session in try s.append(payload, session) }
         t.on(SyncReplica.self) { s in { r, session in try s.store.sync(r.key, token: session.token); return NoPayload() } }
         t.on(CloseReplica.self) { s in { r, session in try s.store.close(r.key, token: session.token); return NoPayload() } }
         t.on(FreeReplica.self) { s in { r, session in try s.store.free(r.key, token: session.token); return NoPayload() } }
         t.on(ListReplicas.self) { s in { r, _ in ReplicaList(s.store.list(writer: r.writer)) } }
-        t.onPayload(ReadReplica.self, LogService.read)
+        t.onPayload(ReadReplica.self) { s, payload, session in try s.read(payload, session) }
         return t
     }
 

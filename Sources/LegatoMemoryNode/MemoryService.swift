@@ -23,10 +23,10 @@ public final class MemoryService: RPCService {
     private static func dispatchTable() -> DispatchTable<MemoryService> {
         var t = DispatchTable<MemoryService>()
         t.on(CreateSpace.self, MemoryService.createSpace)
-        t.onPayload(StorePages.self, MemoryService.storePages)
-        t.onPayload(FetchPages.self, { s in { try s.fetch(.fetchPages, $0, $1) } })
-        t.onPayload(FetchFrozen.self, { s in { try s.fetch(.fetchFrozen, $0, $1) } })
-        t.onPayload(FetchCheckpointed.self, { s in { try s.fetch(.fetchCheckpointed, $0, $1) } })
+        t.onPayload(StorePages.self) { s, payload, session in try s.storePages(payload, session) }
+        t.onPayload(FetchPages.self, { s, payload, session in try s.fetch(.fetchPages, payload, session) })
+        t.onPayload(FetchFrozen.self, { s, payload, session in try s.fetch(.fetchFrozen, payload, session) })
+        t.onPayload(FetchCheckpointed.self, { s, payload, session in try s.fetch(.fetchCheckpointed, payload, session) })
         t.on(DiscardPages.self, MemoryService.discard)
         t.on(DropSpace.self, MemoryService.drop)
         t.on(FreezeSpace.self, MemoryService.freeze)

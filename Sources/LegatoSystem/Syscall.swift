@@ -23,6 +23,10 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case umask = 95
     case rtSigqueueinfo = 129
     case sigaltstack = 131
+    case mlock = 149
+    case munlock = 150
+    case mlockall = 151
+    case munlockall = 152
     case prctl = 157
     case archPrctl = 158
     case setTidAddress = 218
@@ -31,10 +35,12 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case pipe2 = 293
     case rtTgsigqueueinfo = 297
     case userfaultfd = 323
+    case mlock2 = 325
     case rseq = 334
     case pidfdOpen = 434
     case clone3 = 435
     case processMadvise = 440
+    case mseal = 462
 
     /// The name as in the kernel's table (`rt_sigaction`).
     public var description: String {
@@ -61,6 +67,12 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
         case .umask: return "umask"
         case .rtSigqueueinfo: return "rt_sigqueueinfo"
         case .sigaltstack: return "sigaltstack"
+        case .mlock: return "mlock"
+        case .munlock: return "munlock"
+        case .mlockall: return "mlockall"
+        case .munlockall: return "munlockall"
+        case .mlock2: return "mlock2"
+        case .mseal: return "mseal"
         case .prctl: return "prctl"
         case .archPrctl: return "arch_prctl"
         case .setTidAddress: return "set_tid_address"

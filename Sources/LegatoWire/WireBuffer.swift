@@ -105,8 +105,9 @@ public struct WireReader {
         return n
     }
 
-    public func expectEnd(_ what: String) throws {
-        guard remaining == 0 else { throw WireError.malformed("\(remaining) trailing bytes after \(what)") }
+    /// `what` names the message in the error (built only then: this runs on every request).
+    public func expectEnd(_ what: @autoclosure () -> String) throws {
+        guard remaining == 0 else { throw WireError.malformed("\(remaining) trailing bytes after \(what())") }
     }
 }
 

@@ -14,10 +14,10 @@ extension WireMessage {
     }
 
     /// Decodes `bytes`, which must hold exactly this message (`what` names it in errors).
-    public init(decoding bytes: [UInt8], what: String) throws {
+    public init(decoding bytes: [UInt8], what: @autoclosure () -> String) throws {
         var r = WireReader(bytes)
         try self.init(from: &r)
-        try r.expectEnd(what)
+        try r.expectEnd(what())
     }
 }
 
@@ -65,12 +65,14 @@ extension RPCClient {
 
 extension Opcode {
     /// The name Docs/wire-protocol.md gives the opcode: `storePages` is STORE_PAGES.
-    public var wireName: String {
+    public var wireName: String { Opcode.wireNames[self]! }
+
+    private static let wireNames: [Opcode: String] = Dictionary(uniqueKeysWithValues: allCases.map { op in
         var out = ""
-        for c in "\(self)" {
+        for c in "\(op)" {
             if c.isUppercase { out.append("_") }
             out.append(contentsOf: c.uppercased())
         }
-        return out
-    }
+        return (op, out)
+    })
 }

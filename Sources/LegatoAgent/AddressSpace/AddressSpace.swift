@@ -19,6 +19,8 @@ final class AddressSpace {
     var scratch: UInt64 = 0
     /// The pidfd (or PIDFD_SELF) that injected process_madvise calls name this process by.
     var processMadvisePidfd: Int64 = -1
+    /// Calls of PROG's the seccomp filter trapped (each may have changed a mapping or its flags).
+    var tracedMemoryCalls: UInt64 = 0
     var currentBrk: UInt64 = 0
 
     init(budget: LocalBudget) { table = PageTable(budget: budget) }

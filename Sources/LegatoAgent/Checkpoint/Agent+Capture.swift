@@ -12,6 +12,8 @@ extension Agent {
     func capture(into checkpointer: Checkpointer, epoch: UInt64) throws -> CheckpointResult {
         let name = checkpointer.name, staging = checkpointer.staging
         guard mm.isManaged, tracer.programStatus == nil else { throw CheckpointRefused(description: "the program is not running") }
+        // smaps is slow to read: read it while PROG runs, and only check in the pause that it holds.
+        let earlyFlags = MappingFlags.Reading(pid: mainPID, tracedCalls: mm.tracedMemoryCalls)
         try fetcher.drainAll()
         let started = monotonicNanos()
         var phases = PhaseTimer(since: started)
@@ -31,7 +33,7 @@ extension Agent {
         let (sigactions, brk, itimers) = try context.processWide(using: injector)
         var mmFields = try context.mmFields()
         mmFields.brk = brk
-        let vmas = try context.mappings()
+        let vmas = try context.mappings(early: earlyFlags, tracedCalls: mm.tracedMemoryCalls)
 
         phases.mark("context")
         // Pages written since the last checkpoint: get-and-clear the kernel's written bits (the pages

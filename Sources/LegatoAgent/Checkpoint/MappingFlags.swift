@@ -37,23 +37,44 @@ enum MappingFlags {
         "de": "a mapping the kernel may not expand (VM_DONTEXPAND)",
     ]
 
-    /// The VmFlags of every mapping of `pid`, by start address.
-    static func read(pid: pid_t) -> [UInt64: [String]] {
-        guard let text = ProcFile.text("/proc/\(pid)/smaps") else { return [:] }
-        var out: [UInt64: [String]] = [:]
-        var current: UInt64?
-        for line in text.split(separator: "\n") {
-            if line.hasPrefix("VmFlags:") {
-                if let start = current { out[start] = line.dropFirst(8).split(separator: " ").map(String.init) }
-                continue
+    /// smaps as read at one moment: each mapping's VmFlags by start address, and the mappings
+    /// themselves as /proc/PID/maps lists them.
+    ///
+    /// Reading smaps walks every page table entry (12 ms for 1 GiB of 4 KiB pages), so a checkpoint
+    /// reads it before its pause and, in the pause, only checks that it still holds: /proc/PID/maps
+    /// unchanged (boundaries, permissions, names) and no call that changes flags in between (every
+    /// such call is trapped by the seccomp filter: madvise, mmap, mremap, the mlocks, mseal).
+    struct Reading {
+        let flags: [UInt64: [String]]
+        let mapsLines: [Substring]
+        /// AddressSpace.tracedMemoryCalls when it was read.
+        let tracedCalls: UInt64
+
+        init(pid: pid_t, tracedCalls: UInt64) {
+            self.tracedCalls = tracedCalls
+            var flags: [UInt64: [String]] = [:]
+            var lines: [Substring] = []
+            var current: UInt64?
+            for line in (ProcFile.text("/proc/\(pid)/smaps") ?? "").split(separator: "\n") {
+                if line.hasPrefix("VmFlags:") {
+                    if let start = current { flags[start] = line.dropFirst(8).split(separator: " ").map(String.init) }
+                    continue
+                }
+                // A mapping's first line, as in maps: "start-end perms offset dev inode path".
+                if let dash = line.firstIndex(of: "-"), let start = UInt64(line[..<dash], radix: 16),
+                   line[line.index(after: dash)...].first?.isHexDigit == true {
+                    current = start
+                    lines.append(line)
+                }
             }
-            // A mapping's first line: "start-end perms offset dev inode path".
-            if let dash = line.firstIndex(of: "-"), let start = UInt64(line[..<dash], radix: 16),
-               line[line.index(after: dash)...].first?.isHexDigit == true {
-                current = start
-            }
+            self.flags = flags
+            mapsLines = lines
         }
-        return out
+
+        /// Whether this reading still describes the process whose maps are `mapsText` now.
+        func holds(mapsText: String, tracedCalls now: UInt64) -> Bool {
+            now == tracedCalls && mapsText.split(separator: "\n").elementsEqual(mapsLines)
+        }
     }
 
     /// Why `flags` cannot be restored exactly (nil: they can).

@@ -113,11 +113,18 @@ struct ProcessCapture {
 
     /// Every mapping of the process (but the agent's scratch area) with its flags; refuses, naming
     /// each, the mappings a restore cannot bring back exactly.
-    func mappings() throws -> [ProcessImage.VMA] {
-        let flags = MappingFlags.read(pid: pid)
+    /// `early`: smaps read before the pause, used if it still holds (else smaps is read again now).
+    func mappings(early: MappingFlags.Reading?, tracedCalls: UInt64) throws -> [ProcessImage.VMA] {
+        guard let mapsText = ProcFile.text("/proc/\(pid)/maps") else { throw AddressSpaceError.unreadableMaps(pid: pid) }
+        let flags: [UInt64: [String]]
+        if let early, early.holds(mapsText: mapsText, tracedCalls: tracedCalls) {
+            flags = early.flags
+        } else {
+            flags = MappingFlags.Reading(pid: pid, tracedCalls: tracedCalls).flags
+        }
         var out: [ProcessImage.VMA] = []
         var refused: [String] = []
-        for m in try ProcMaps.read(pid: pid) {
+        for m in ProcMaps.parse(mapsText) {
             guard var v = vma(m) else { continue }
             v.vmFlags = flags[v.start]
             if let why = Self.unrestorable(v) { refused.append("\(why) at \(describeRange(v.start, v.end - v.start))") }
