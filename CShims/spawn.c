@@ -21,6 +21,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -121,8 +122,18 @@ static void await_release(int hold_rd) {
     while (read(hold_rd, &b, 1) != 0 && errno == EINTR) {}
 }
 
+/* The namespace's own /proc: a mount namespace of its own whose mounts follow the host's (slave
+ * propagation: the rest of the file system stays shared) and whose /proc shows this PID namespace,
+ * so what PROG reads there is about itself. Without it (no CAP_SYS_ADMIN) PROG sees the host's. */
+static void mount_own_proc(void) {
+    if (unshare(CLONE_NEWNS) != 0) return;
+    if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) != 0) return;
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+}
+
 static _Noreturn void run_reaper(const struct lg_spawn_args *a, int release_rd, int err_wr, int ready_wr, int hold_rd) {
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    mount_own_proc();
     pid_t prog = (pid_t)syscall(SYS_fork);
     if (prog < 0) {
         report(err_wr, STAGE_FORK, errno);

@@ -62,21 +62,17 @@ public struct AuthProof: WireMessage, Equatable {
     public init(from r: inout WireReader) throws { proof = try r.raw(32, "server proof") }
 }
 
-public struct Ping: WireRequest, Equatable {
+public struct Ping: WireRequest, EmptyMessage, Equatable {
     public typealias Response = NoPayload
     public static let opcode = Opcode.ping
     public init() {}
-    public func encode(to w: inout WireWriter) {}
-    public init(from r: inout WireReader) throws {}
 }
 
 /// STATS: the service's counters as one JSON object.
-public struct Stats: WireRequest, Equatable {
+public struct Stats: WireRequest, EmptyMessage, Equatable {
     public typealias Response = StatsText
     public static let opcode = Opcode.stats
     public init() {}
-    public func encode(to w: inout WireWriter) {}
-    public init(from r: inout WireReader) throws {}
 }
 
 public struct StatsText: WireMessage, Equatable {

@@ -32,11 +32,18 @@ extension WireRequest {
     public init(decoding bytes: [UInt8]) throws { try self.init(decoding: bytes, what: Self.opcode.wireName) }
 }
 
-/// An empty body (a request that names nothing, an answer that says only "ok").
-public struct NoPayload: WireMessage, Equatable {
-    public init() {}
+/// A message with no bytes (a request that names nothing, an answer that says only "ok").
+public protocol EmptyMessage: WireMessage {
+    init()
+}
+
+extension EmptyMessage {
     public func encode(to w: inout WireWriter) {}
-    public init(from r: inout WireReader) throws {}
+    public init(from r: inout WireReader) throws { self.init() }
+}
+
+public struct NoPayload: EmptyMessage, Equatable {
+    public init() {}
 }
 
 /// Requests and answers that carry only a count (`u64 n`).

@@ -42,6 +42,18 @@ import LegatoSystem
         #expect(other.stdout == "[0, 1, 2, 3]\n", "LISTEN_FDS for another process passes nothing on: \(other.stdout)")
     }
 
+    /// PROG, PID 2 of its own PID namespace, reads its own /proc: the processes there are its
+    /// namespace's (the reaper and itself), /proc/self is PROG, and the rest of the file system is the host's.
+    @Test func theProgramSeesItsOwnProc() throws {
+        let script = "import os; print(sorted(int(x) for x in os.listdir('/proc') if x.isdigit()), os.readlink('/proc/self'), os.path.exists('\(TestEnvironment.repositoryRoot)/Package.swift'))"
+        let r = try runCommand([TestEnvironment.legato, "run", "--local-mem", "64M", "--", "python3", "-c", script])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "[1, 2] 2 True\n", "\(r.stdout)")
+        // The host's /proc is untouched: no proc mount of PROG's leaked out.
+        let mounts = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
+        #expect(mounts.split(separator: "\n").filter { $0.hasPrefix("proc /proc ") }.count == 1, "\(mounts)")
+    }
+
     /// Started with an extra inherited descriptor, a program checkpoints and restores as if it had none.
     @Test func aRunStartedWithAnExtraDescriptorCheckpoints() throws {
         let dir = TestEnvironment.temporaryDirectory("state-extra-fd")
@@ -98,7 +110,7 @@ import LegatoSystem
         let dir = TestEnvironment.temporaryDirectory("state-\(mode)")
         let program = try Workloads.stateProgram("statecheck")
         let plainTrigger = dir + "/plain-trigger"
-        FileManager.default.createFile(atPath: plainTrigger, contents: nil)
+        _ = FileManager.default.createFile(atPath: plainTrigger, contents: nil)
         let plain = try runCommand([program, mode, plainTrigger])
         #expect(plain.stdout == "ready\nPASS \(mode)\n", "a plain run passes: \(plain.stdout) \(plain.stderr)")
         let trigger = dir + "/trigger"
@@ -108,7 +120,7 @@ import LegatoSystem
         let ck = try run.checkpoint()
         #expect(ck.status == 0, "\(ck.stderr)")
         run.killHard()
-        FileManager.default.createFile(atPath: trigger, contents: nil)
+        _ = FileManager.default.createFile(atPath: trigger, contents: nil)
         let r = try run.restore()
         #expect(r.status == 0, "the restored program checked its state: \(r.stderr)")
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout)

@@ -78,12 +78,10 @@ public struct Heartbeat: WireRequest, Equatable {
     }
 }
 
-public struct ListNodes: WireRequest, Equatable {
+public struct ListNodes: WireRequest, EmptyMessage, Equatable {
     public typealias Response = Membership
     public static let opcode = Opcode.listNodes
     public init() {}
-    public func encode(to w: inout WireWriter) {}
-    public init(from r: inout WireReader) throws {}
 }
 
 /// WAIT_MEMBERSHIP: answered once the membership is newer than `known`, or at the timeout (≤ 60 s).
