@@ -93,6 +93,11 @@ int lg_pidfd_getfd(int pidfd, int targetfd) {
     return r < 0 ? -errno : (int)r;
 }
 
+int lg_kcmp_file(pid_t pid, int fd1, int fd2) {
+    long r = syscall(SYS_kcmp, pid, pid, 0 /* KCMP_FILE */, fd1, fd2);
+    return r < 0 ? -errno : (int)r;
+}
+
 int lg_pidfd_send_signal(int pidfd, int sig) {
     long r = syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
     return r < 0 ? -errno : 0;

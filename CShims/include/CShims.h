@@ -140,6 +140,8 @@ int64_t lg_process_vm_read(pid_t pid, void *local, uint64_t local_len,
 int64_t lg_process_vm_write(pid_t pid, const void *local, uint64_t len, uint64_t remote_addr);
 int lg_pidfd_open(pid_t pid);
 int lg_pidfd_getfd(int pidfd, int targetfd);
+/* kcmp(KCMP_FILE): 0 if fds fd1 and fd2 of pid are one open file description; -errno. */
+int lg_kcmp_file(pid_t pid, int fd1, int fd2);
 int lg_pidfd_send_signal(int pidfd, int sig);
 
 /* A signalfd for SIGCHLD (blocks SIGCHLD in the calling thread's mask). */

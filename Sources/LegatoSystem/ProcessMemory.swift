@@ -47,6 +47,14 @@ extension Sys {
         return r
     }
 
+    /// Whether descriptors `fd1` and `fd2` of `pid` are one open file description (a dup: they share
+    /// the offset and the status flags).
+    public static func sameOpenFile(pid: pid_t, _ fd1: Int32, _ fd2: Int32) throws -> Bool {
+        let r = lg_kcmp_file(pid, fd1, fd2)
+        if r < 0 { throw SystemError("kcmp(KCMP_FILE, fds \(fd1) and \(fd2) of pid \(pid))", code: -r) }
+        return r == 0
+    }
+
     public static func pidfdGetFD(pidfd: Int32, targetFD: Int32, pid: pid_t) throws -> Int32 {
         let r = lg_pidfd_getfd(pidfd, targetFD)
         if r < 0 { throw SystemError("pidfd_getfd(fd \(targetFD) of pid \(pid))", code: -r) }

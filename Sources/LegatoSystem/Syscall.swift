@@ -22,6 +22,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case chdir = 80
     case umask = 95
     case rtSigqueueinfo = 129
+    case personality = 135
     case sigaltstack = 131
     case mlock = 149
     case munlock = 150
@@ -66,6 +67,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
         case .chdir: return "chdir"
         case .umask: return "umask"
         case .rtSigqueueinfo: return "rt_sigqueueinfo"
+        case .personality: return "personality"
         case .sigaltstack: return "sigaltstack"
         case .mlock: return "mlock"
         case .munlock: return "munlock"

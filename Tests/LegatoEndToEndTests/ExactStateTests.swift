@@ -102,10 +102,28 @@ import LegatoSystem
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout)
     }
 
+    /// State with no exact restore yet is refused by name; the program runs on and ends as a plain run does.
+    @Test(arguments: [("timer", "POSIX timer"), ("flock", "file lock (FLOCK)"), ("seccomp", "seccomp filter(s) the program installed")])
+    func stateWithoutAnExactRestoreIsRefused(_ mode: String, _ named: String) throws {
+        let dir = TestEnvironment.temporaryDirectory("refuse-\(mode)")
+        let program = try Workloads.stateProgram("statecheck")
+        let trigger = dir + "/trigger"
+        let run = try NamedRun(name: "refuse-\(mode)", stateDir: dir + "/state", output: dir + "/out", localMem: "32M",
+                               argv: [program, mode, trigger])
+        try run.waitForLines(1)
+        let ck = try run.checkpoint()
+        #expect(ck.status != 0, "\(ck.stdout)")
+        #expect(ck.stderr.contains(named), "the refusal names \(named): \(ck.stderr)")
+        _ = FileManager.default.createFile(atPath: trigger, contents: nil)
+        let r = try run.command.wait(timeoutSeconds: 60)
+        #expect(r.status == 0, "the program runs on: \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == "ready\ndone\n")
+    }
+
     /// Each state program: set up, checkpointed (the advice one through a copy-on-write snapshot,
     /// which a fork would give without its dontfork and wipeonfork pages), killed, restored; then it
     /// checks its state and must print what a plain run prints: PASS.
-    @Test(arguments: [("advice", ["--snapshot-above", "1"]), ("fdflags", [])])
+    @Test(arguments: [("advice", ["--snapshot-above", "1"]), ("fdflags", []), ("attrs", [])])
     func stateComesBackExactly(_ mode: String, _ options: [String]) throws {
         let dir = TestEnvironment.temporaryDirectory("state-\(mode)")
         let program = try Workloads.stateProgram("statecheck")

@@ -11,10 +11,16 @@
  *   advice   madvise advice (random, sequential, dontfork, dontdump, wipeonfork), MAP_NORESERVE and
  *            an anonymous mapping's name (PR_SET_VMA_ANON_NAME), each on a mapping whose contents
  *            are checked too (a fork-based snapshot would lose dontfork and wipeonfork pages)
- *   fdflags  descriptors' status flags (O_APPEND, O_NONBLOCK), FD_CLOEXEC, access modes, a pipe's
- *            size (F_SETPIPE_SZ) with what it holds, and O_NONBLOCK on a pipe end
+ *   fdflags  descriptors' status flags (O_APPEND, O_NONBLOCK), FD_CLOEXEC, access modes, a dup
+ *            sharing its offset, a pipe's size (F_SETPIPE_SZ) with what it holds, O_NONBLOCK on a pipe end
+ *   attrs    thread names (PR_SET_NAME, pthread_setname_np), personality, oom_score_adj, and prctl's
+ *            child subreaper, parent-death signal, timer slack, no_new_privs and dumpable
+ *   timer, flock, seccomp
+ *            state a checkpoint must refuse (a POSIX timer, a file lock, a seccomp filter of its own):
+ *            set up, then "done" once triggered (the test checks the refusal names it)
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -24,7 +30,14 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
+#include <sys/file.h>
+#include <sys/personality.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef PR_SET_VMA
@@ -155,6 +168,8 @@ static int fdflags(const char *trigger) {
     int wo = open(path, O_WRONLY);
     if (app < 0 || nb < 0 || wo < 0) { perror("open"); return 2; }
     if (write(app, "abc", 3) != 3) { perror("write"); return 2; }
+    int dupped = dup(wo);  /* one open file description under two numbers: one offset */
+    if (dupped < 0 || write(wo, "xy", 2) != 2) { perror("dup"); return 2; }
     int small[2], big[2];
     if (pipe(small) != 0 || pipe2(big, O_NONBLOCK) != 0) { perror("pipe"); return 2; }
     fcntl(small[0], F_SETFL, O_NONBLOCK);
@@ -189,18 +204,114 @@ static int fdflags(const char *trigger) {
     char three[4] = {0};
     if (read(small[0], three, 3) != 3 || strcmp(three, "xyz") != 0) fail("the small pipe gave back '%s'", three);
     if (write(app, "d", 1) != 1 || lseek(app, 0, SEEK_CUR) != 4) fail("the O_APPEND file did not append (offset %ld)", (long)lseek(app, 0, SEEK_CUR));
+    if (write(dupped, "z", 1) != 1 || lseek(wo, 0, SEEK_CUR) != 3 || lseek(dupped, 0, SEEK_CUR) != 3)
+        fail("a dup does not share its offset (%ld and %ld, not 3)", (long)lseek(wo, 0, SEEK_CUR), (long)lseek(dupped, 0, SEEK_CUR));
+    return 0;
+}
+
+static void *worker(void *arg) {
+    (void)arg;
+    pthread_setname_np(pthread_self(), "sc-worker");
+    for (;;) pause();
+    return NULL;
+}
+
+static int read_int_file(const char *path) {
+    FILE *f = fopen(path, "r");
+    int v = -99999;
+    if (f) { if (fscanf(f, "%d", &v) != 1) v = -99999; fclose(f); }
+    return v;
+}
+
+static void read_comm(pid_t tid, char *out, size_t cap) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/comm", (int)tid);
+    FILE *f = fopen(path, "r");
+    out[0] = 0;
+    if (f) { if (!fgets(out, (int)cap, f)) out[0] = 0; fclose(f); }
+    out[strcspn(out, "\n")] = 0;
+}
+
+static int attrs(const char *trigger) {
+    prctl(PR_SET_NAME, "sc-main", 0, 0, 0);
+    pthread_t th;
+    if (pthread_create(&th, NULL, worker, NULL) != 0) { perror("pthread_create"); return 2; }
+    if (personality(PER_LINUX | ADDR_NO_RANDOMIZE) < 0) { perror("personality"); return 2; }
+    FILE *f = fopen("/proc/self/oom_score_adj", "w");
+    if (!f || fprintf(f, "321\n") < 0 || fclose(f) != 0) { perror("oom_score_adj"); return 2; }
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 || prctl(PR_SET_PDEATHSIG, SIGUSR2, 0, 0, 0) != 0 ||
+        prctl(PR_SET_TIMERSLACK, 123456, 0, 0, 0) != 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) { perror("prctl"); return 2; }
+    usleep(50000);  /* the worker names itself */
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    int per = personality(0xffffffff);
+    if (per != (PER_LINUX | ADDR_NO_RANDOMIZE)) fail("personality 0x%x", per);
+    int oom = read_int_file("/proc/self/oom_score_adj");
+    if (oom != 321) fail("oom_score_adj %d", oom);
+    int v = 0;
+    if (prctl(PR_GET_CHILD_SUBREAPER, &v, 0, 0, 0) != 0 || v != 1) fail("child subreaper %d", v);
+    v = 0;
+    if (prctl(PR_GET_PDEATHSIG, &v, 0, 0, 0) != 0 || v != SIGUSR2) fail("parent-death signal %d", v);
+    long slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+    if (slack != 123456) fail("timer slack %ld", slack);
+    if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1) fail("no_new_privs off");
+    if (prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0) fail("dumpable on");
+    char name[32];
+    read_comm(getpid(), name, sizeof name);
+    if (strcmp(name, "sc-main") != 0) fail("main thread named '%s'", name);
+    int workers = 0;
+    DIR *tasks = opendir("/proc/self/task");
+    struct dirent *e;
+    while (tasks && (e = readdir(tasks))) {
+        pid_t t = (pid_t)atoi(e->d_name);
+        if (t <= 0 || t == getpid()) continue;
+        read_comm(t, name, sizeof name);
+        if (strcmp(name, "sc-worker") == 0) workers++;
+        else fail("thread %d named '%s'", (int)t, name);
+    }
+    if (tasks) closedir(tasks);
+    if (workers != 1) fail("%d threads named sc-worker", workers);
+    return 0;
+}
+
+/* State with no exact restore yet: a checkpoint must refuse it (by name) and let the program run on. */
+static int refused(const char *mode, const char *trigger) {
+    if (strcmp(mode, "timer") == 0) {
+        timer_t t;
+        struct sigevent ev = {.sigev_notify = SIGEV_NONE};
+        struct itimerspec its = {.it_value = {.tv_sec = 3600}};
+        if (timer_create(CLOCK_MONOTONIC, &ev, &t) != 0 || timer_settime(t, 0, &its, NULL) != 0) { perror("timer"); return 2; }
+    } else if (strcmp(mode, "flock") == 0) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s.lock", trigger);
+        int fd = open(path, O_RDWR | O_CREAT, 0644);
+        if (fd < 0 || flock(fd, LOCK_EX) != 0) { perror("flock"); return 2; }
+    } else {
+        struct sock_filter allow[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+        struct sock_fprog prog = {.len = 1, .filter = allow};
+        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) { perror("seccomp"); return 2; }
+    }
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    printf("done\n");
     return 0;
 }
 
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|timer|flock|seccomp TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
     int r;
     if (strcmp(argv[1], "advice") == 0) r = advice(argv[2]);
     else if (strcmp(argv[1], "fdflags") == 0) r = fdflags(argv[2]);
+    else if (strcmp(argv[1], "attrs") == 0) r = attrs(argv[2]);
+    else if (strcmp(argv[1], "timer") == 0 || strcmp(argv[1], "flock") == 0 || strcmp(argv[1], "seccomp") == 0) return refused(argv[1], argv[2]);
     else {
         fprintf(stderr, "statecheck: unknown mode %s\n", argv[1]);
         return 2;

@@ -30,10 +30,14 @@ extension Agent {
         context.kept = config.keptDescriptors
         let fds = try context.fileDescriptors()
         let threads = try tracer.programThreads.map { try context.thread($0) }
-        let (sigactions, brk, itimers) = try context.processWide(using: injector)
+        let wide = try context.processWide(using: injector)
         var mmFields = try context.mmFields()
-        mmFields.brk = brk
+        mmFields.brk = wide.brk
         let vmas = try context.mappings(early: earlyFlags, tracedCalls: mm.tracedMemoryCalls)
+        let unrestorable = context.unrestorableState(fds)
+        if !unrestorable.isEmpty {
+            throw CheckpointRefused(description: "the program holds " + unrestorable.joined(separator: "; ") + "; cannot checkpoint it yet")
+        }
 
         phases.mark("context")
         // Pages written since the last checkpoint: get-and-clear the kernel's written bits (the pages
@@ -137,8 +141,8 @@ extension Agent {
                                  exe: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? config.program,
                                  cwd: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")) ?? "/",
                                  umask: context.umask(), mm: mmFields, auxv: context.auxv(), vmas: vmas, threads: threads,
-                                 sigactions: sigactions, fds: fds, rlimits: context.resourceLimits(), itimers: itimers,
-                                 pendingSignals: try Sys.pendingSignals(pid, shared: true).map { Data($0) })
+                                 sigactions: wide.sigactions, fds: fds, rlimits: context.resourceLimits(), itimers: wide.itimers,
+                                 pendingSignals: try Sys.pendingSignals(pid, shared: true).map { Data($0) }, attributes: wide.attributes)
         phases.mark("files")
         let pause = monotonicNanos() - started
         log.info("checkpoint \(name) epoch \(epoch) pause: \(phases.description)")

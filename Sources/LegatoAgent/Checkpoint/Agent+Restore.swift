@@ -69,6 +69,7 @@ extension Agent {
         calls.args.reset()
         _ = try calls.call("umask", .umask, UInt64(image.umask))
         for l in image.rlimits { try? Sys.setResourceLimit(pid, l.resource, soft: l.soft, hard: l.hard) }
+        if let a = image.attributes { try restoreAttributes(a, pid: pid, calls) }
         // 8. The other threads, each with its own tid, then the main thread's own state.
         let others = try image.threads.filter { $0.tid != image.pid }.map { try restoreThread($0, image, calls) }
         try restoreThreadState(leader, of: t, calls)
@@ -97,6 +98,19 @@ extension Agent {
     /// The signals that were pending: the process's with rt_sigqueueinfo, each thread's with
     /// rt_tgsigqueueinfo, their siginfo as it was (PROG sends them to itself, which Linux allows
     /// for any si_code).
+    /// The process-wide prctl settings, personality and oom_score_adj as they were.
+    private func restoreAttributes(_ a: ProcessImage.Attributes, pid: pid_t, _ calls: RestoreCalls) throws {
+        _ = try calls.call("personality(0x\(String(a.personality, radix: 16)))", .personality, a.personality)
+        _ = try calls.call("prctl(PR_SET_CHILD_SUBREAPER, \(a.childSubreaper))", .prctl, 36, a.childSubreaper ? 1 : 0)
+        _ = try calls.call("prctl(PR_SET_DUMPABLE, \(a.dumpable))", .prctl, 4, UInt64(a.dumpable))
+        let path = "/proc/\(pid)/oom_score_adj"
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError.fromErrno("open \(path)") }
+        defer { close(fd) }
+        let text = Array("\(a.oomScoreAdj)\n".utf8)
+        try Sys.writeFully(fd, text, count: text.count, "write \(a.oomScoreAdj) to \(path)")
+    }
+
     private func queuePendingSignals(_ image: ProcessImage, _ calls: RestoreCalls) throws {
         func signo(_ info: Data) -> UInt64 { UInt64(info.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }) }
         for info in image.pendingSignals ?? [] where info.count == 128 {

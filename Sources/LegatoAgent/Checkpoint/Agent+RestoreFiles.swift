@@ -25,6 +25,10 @@ extension Agent {
                 }
                 if pipesDone.insert(f.pipeInode ?? 0).inserted { try restorePipe(group, above: high, calls) }
             case .regular, .devnull, .devzero, .devurandom:
+                if let first = f.dupOf {  // one open file description with `first` (restored before it)
+                    _ = try calls.call("dup3 fd \(first) to fd \(f.fd)", .dup3, UInt64(first), UInt64(f.fd), f.flags & 0o2000000 != 0 ? 0o2000000 : 0)
+                    continue
+                }
                 let flags = UInt64(f.flags) & ~UInt64(0o100 | 0o200 | 0o1000)  // no O_CREAT, O_EXCL, O_TRUNC
                 let fd = try calls.call("open \(f.path)", .open, try calls.args.string(f.path), flags, 0o644)
                 calls.args.reset()

@@ -49,6 +49,15 @@ extension Agent {
             _ = try calls.call("sigaltstack", .sigaltstack, stack, 0)
             calls.args.reset()
         }
+        // The thread's own prctl settings (no_new_privs only ever goes on; each thread sets its own
+        // after the others were created, so none inherits another's).
+        if let sig = thread.parentDeathSignal { _ = try calls.call("prctl(PR_SET_PDEATHSIG, \(sig))", .prctl, 1, UInt64(sig)) }
+        if let slack = thread.timerSlackNanos { _ = try calls.call("prctl(PR_SET_TIMERSLACK, \(slack))", .prctl, 29, slack) }
+        if thread.noNewPrivileges == true { _ = try calls.call("prctl(PR_SET_NO_NEW_PRIVS)", .prctl, 38, 1, 0, 0, 0) }
+        if let name = thread.name {
+            _ = try calls.call("prctl(PR_SET_NAME, \(name))", .prctl, 15, try calls.args.string(String(decoding: name.utf8.prefix(15), as: UTF8.self)))
+            calls.args.reset()
+        }
     }
 
     /// Registers, FPU/SSE/AVX state and signal mask (after the injections into the thread are cured).

@@ -42,6 +42,9 @@ struct ProcessCapture {
         let tidAddressSlot = scratch + 2048
         _ = try inj.syscall(.prctl, 40, tidAddressSlot)  // prctl(PR_GET_TID_ADDRESS, &slot)
         _ = try inj.syscall(.sigaltstack, 0, scratch + 2064)   // sigaltstack(NULL, &old)
+        let deathSignalSlot = scratch + 2112
+        let deathSignal = try inj.syscall(.prctl, 2, deathSignalSlot) == 0 ? deathSignalSlot : nil  // PR_GET_PDEATHSIG
+        let slack = try inj.syscall(.prctl, 30)  // PR_GET_TIMERSLACK
         var words = [UInt64](repeating: 0, count: 6)
         try words.withUnsafeMutableBytes { try Sys.readProcessMemory(pid: pid, address: tidAddressSlot, length: 48, into: $0.baseAddress!) }
         let (head, len) = Sys.robustList(t.tid)
@@ -49,11 +52,28 @@ struct ProcessCapture {
                                         rseq: rseq.map { .init(address: $0.address, size: $0.size, signature: $0.signature) },
                                         tidAddress: words[0], robustList: head, robustListLength: len,
                                         sigaltstack: [words[2], words[3], words[4]],
+                                        name: ProcFile.text("/proc/\(t.tid)/comm").map { String($0.dropLast($0.hasSuffix("\n") ? 1 : 0)) },
+                                        parentDeathSignal: try deathSignal.map { slot in
+                                            var v: Int32 = 0
+                                            try withUnsafeMutableBytes(of: &v) { try Sys.readProcessMemory(pid: pid, address: slot, length: 4, into: $0.baseAddress!) }
+                                            return v
+                                        },
+                                        timerSlackNanos: slack > 0 ? UInt64(slack) : nil,
+                                        noNewPrivileges: statusField("NoNewPrivs", of: t.tid) == "1",
                                         pendingSignals: try Sys.pendingSignals(t.tid, shared: false).map { Data($0) })
     }
 
-    /// Every signal's disposition (rt_sigaction(sig, NULL, &old) injected), brk, and the interval timers.
-    func processWide(using t: Tracee) throws -> ([ProcessImage.SigAction], UInt64, [[UInt64]]) {
+    /// What one injection reads for the whole process.
+    struct ProcessWide {
+        var sigactions: [ProcessImage.SigAction]
+        var brk: UInt64
+        var itimers: [[UInt64]]
+        var attributes: ProcessImage.Attributes
+    }
+
+    /// Every signal's disposition, brk, the interval timers and the prctl attributes, by injection;
+    /// the attributes /proc shows from there.
+    func processWide(using t: Tracee) throws -> ProcessWide {
         let inj = try Sys.Injection(tid: t.tid, stub: scratch, whileWaiting: whileWaiting)
         defer {
             tracer.tolerateGone { try inj.cure() }
@@ -78,7 +98,48 @@ struct ProcessCapture {
             try v.withUnsafeMutableBytes { try Sys.readProcessMemory(pid: pid, address: slot, length: 32, into: $0.baseAddress!) }
             timers.append(v)
         }
-        return (out, UInt64(bitPattern: brk), timers)
+        func prctlInt(_ option: UInt64) throws -> Int32 {  // options that write an int through arg2
+            guard try inj.syscall(.prctl, option, slot) == 0 else { return 0 }
+            var v: Int32 = 0
+            try withUnsafeMutableBytes(of: &v) { try Sys.readProcessMemory(pid: pid, address: slot, length: 4, into: $0.baseAddress!) }
+            return v
+        }
+        let attributes = ProcessImage.Attributes(
+            personality: UInt64(ProcFile.text("/proc/\(pid)/personality")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "0", radix: 16) ?? 0,
+            oomScoreAdj: Int32(ProcFile.text("/proc/\(pid)/oom_score_adj")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "0") ?? 0,
+            childSubreaper: try prctlInt(37) != 0,          // PR_GET_CHILD_SUBREAPER
+            dumpable: Int32(clamping: try inj.syscall(.prctl, 3)))   // PR_GET_DUMPABLE
+        return ProcessWide(sigactions: out, brk: UInt64(bitPattern: brk), itimers: timers, attributes: attributes)
+    }
+
+    /// A field of /proc/PID/status ("Seccomp_filters" -> "1").
+    func statusField(_ name: String, of tid: pid_t? = nil) -> String? {
+        for line in (ProcFile.text("/proc/\(tid ?? pid)/status") ?? "").split(separator: "\n") where line.hasPrefix(name + ":") {
+            return line.dropFirst(name.count + 1).trimmingCharacters(in: .whitespaces)
+        }
+        return nil
+    }
+
+    /// What the process holds that no restore brings back yet, named: POSIX timers, seccomp filters
+    /// of its own (beyond the agent's), file locks and leases.
+    func unrestorableState(_ fds: [ProcessImage.FileDescriptor]) -> [String] {
+        var out: [String] = []
+        if let timers = ProcFile.text("/proc/\(pid)/timers"), !timers.isEmpty {
+            let n = timers.split(separator: "\n").filter { $0.hasPrefix("ID:") }.count
+            out.append("\(n) POSIX timer(s) (timer_create)")
+        }
+        if let n = statusField("Seccomp_filters").flatMap({ Int($0) }), n > 1 {
+            out.append("\(n - 1) seccomp filter(s) the program installed")
+        }
+        for f in fds {
+            guard let info = ProcFile.text("/proc/\(pid)/fdinfo/\(f.fd)") else { continue }
+            for line in info.split(separator: "\n") where line.hasPrefix("lock:") {
+                let kind = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst(2).first.map(String.init) ?? "lock"
+                out.append("a \(kind == "LEASE" ? "lease" : "file lock (\(kind))") on fd \(f.fd) (\(f.path))")
+                break
+            }
+        }
+        return out
     }
 
     func mmFields() throws -> ProcessImage.MMFields {
@@ -229,10 +290,26 @@ struct ProcessCapture {
             out.append(entry)
         }
         refused += try pipes(&out)
+        try markDuplicates(&out)
         if !refused.isEmpty {
             throw CheckpointRefused(description: refused.sorted().joined(separator: "; ") + "; cannot checkpoint \(refused.count == 1 ? "it" : "them")")
         }
         return out.sorted { $0.fd < $1.fd }
+    }
+
+    /// Files that are one open file description under several numbers (a dup, `2>&1`): each but the
+    /// lowest is restored as a dup of it, so they share the offset again. (Pipes are grouped by their
+    /// inode; ttys stay what `legato restore` has.)
+    private func markDuplicates(_ fds: inout [ProcessImage.FileDescriptor]) throws {
+        let files = fds.indices.filter { [.regular, .devnull, .devzero, .devurandom].contains(fds[$0].kind) }.sorted { fds[$0].fd < fds[$1].fd }
+        for (k, i) in files.enumerated() {
+            for j in files[..<k] where fds[j].dupOf == nil && fds[j].path == fds[i].path {
+                if try Sys.sameOpenFile(pid: pid, fds[j].fd, fds[i].fd) {
+                    fds[i].dupOf = fds[j].fd
+                    break
+                }
+            }
+        }
     }
 
     /// "fd 5 is WHAT", with the flag that kept it if PROG inherited it from `legato run`.

@@ -28,6 +28,17 @@ public struct ProcessImage: Codable, Equatable {
     public var itimers: [[UInt64]]
     /// Signals pending for the whole process: raw siginfo records, oldest first.
     public var pendingSignals: [Data]?
+    /// Process-wide attributes (nil in checkpoints written before they were kept).
+    public var attributes: Attributes?
+
+    /// What prctl, personality and /proc/PID/oom_score_adj set for the whole process (the
+    /// per-thread ones are in ThreadState).
+    public struct Attributes: Codable, Equatable {
+        public var personality: UInt64
+        public var oomScoreAdj: Int32
+        public var childSubreaper: Bool
+        public var dumpable: Int32
+    }
 
     /// The mm fields prctl(PR_SET_MM_MAP) restores.
     public struct MMFields: Codable, Equatable {
@@ -66,6 +77,11 @@ public struct ProcessImage: Codable, Equatable {
         public var robustList: UInt64
         public var robustListLength: UInt64
         public var sigaltstack: [UInt64]? // ss_sp, ss_flags, ss_size
+        /// The thread's name (/proc/TID/comm, PR_SET_NAME) and its own prctl settings.
+        public var name: String?
+        public var parentDeathSignal: Int32?
+        public var timerSlackNanos: UInt64?
+        public var noNewPrivileges: Bool?
         /// Signals pending for this thread only: raw siginfo records (128 bytes), oldest first.
         public var pendingSignals: [Data]?
     }
@@ -96,6 +112,8 @@ public struct ProcessImage: Codable, Equatable {
         public var pipeData: Data?
         /// Pipes with both ends in the program: the pipe's capacity (F_GETPIPE_SZ).
         public var pipeSize: Int?
+        /// The lowest fd that is the same open file description as this one (a dup), if another is.
+        public var dupOf: Int32?
     }
 
     public struct RLimit: Codable, Equatable {
