@@ -19,6 +19,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case vfork = 58
     case execve = 59
     case fcntl = 72
+    case flock = 73
     case chdir = 80
     case umask = 95
     case rtSigqueueinfo = 129
@@ -64,6 +65,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
         case .vfork: return "vfork"
         case .execve: return "execve"
         case .fcntl: return "fcntl"
+        case .flock: return "flock"
         case .chdir: return "chdir"
         case .umask: return "umask"
         case .rtSigqueueinfo: return "rt_sigqueueinfo"

@@ -103,7 +103,7 @@ import LegatoSystem
     }
 
     /// State with no exact restore yet is refused by name; the program runs on and ends as a plain run does.
-    @Test(arguments: [("timer", "POSIX timer"), ("flock", "file lock (FLOCK)"), ("seccomp", "seccomp filter(s) the program installed")])
+    @Test(arguments: [("timer", "POSIX timer"), ("lease", "a lease"), ("seccomp", "seccomp filter(s) the program installed")])
     func stateWithoutAnExactRestoreIsRefused(_ mode: String, _ named: String) throws {
         let dir = TestEnvironment.temporaryDirectory("refuse-\(mode)")
         let program = try Workloads.stateProgram("statecheck")
@@ -120,10 +120,26 @@ import LegatoSystem
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == "ready\ndone\n")
     }
 
+    /// A program with a child (bash running sleep) is refused, naming the child, and runs on to its
+    /// end: a checkpoint of the parent alone would restore without the child's work.
+    @Test func aProgramWithAChildIsRefused() throws {
+        let dir = TestEnvironment.temporaryDirectory("refuse-child")
+        let run = try NamedRun(name: "child", stateDir: dir + "/state", output: dir + "/out", localMem: "32M",
+                               argv: ["bash", "-c", "echo started; sleep 3; echo done"])
+        try run.waitForLines(1)
+        usleep(200_000)
+        let ck = try run.checkpoint()
+        #expect(ck.status != 0, "\(ck.stdout)")
+        #expect(ck.stderr.contains("child process") && ck.stderr.contains("(sleep"), "the refusal names the child: \(ck.stderr)")
+        let r = try run.command.wait(timeoutSeconds: 60)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == "started\ndone\n")
+    }
+
     /// Each state program: set up, checkpointed (the advice one through a copy-on-write snapshot,
     /// which a fork would give without its dontfork and wipeonfork pages), killed, restored; then it
     /// checks its state and must print what a plain run prints: PASS.
-    @Test(arguments: [("advice", ["--snapshot-above", "1"]), ("fdflags", []), ("attrs", [])])
+    @Test(arguments: [("advice", ["--snapshot-above", "1"]), ("fdflags", []), ("attrs", []), ("locks", [])])
     func stateComesBackExactly(_ mode: String, _ options: [String]) throws {
         let dir = TestEnvironment.temporaryDirectory("state-\(mode)")
         let program = try Workloads.stateProgram("statecheck")

@@ -15,8 +15,10 @@
  *            sharing its offset, a pipe's size (F_SETPIPE_SZ) with what it holds, O_NONBLOCK on a pipe end
  *   attrs    thread names (PR_SET_NAME, pthread_setname_np), personality, oom_score_adj, and prctl's
  *            child subreaper, parent-death signal, timer slack, no_new_privs and dumpable
- *   timer, flock, seccomp
- *            state a checkpoint must refuse (a POSIX timer, a file lock, a seccomp filter of its own):
+ *   locks    a flock, an open-file-description read lock and a POSIX write lock on a range, each
+ *            checked from another open file description (which they must block)
+ *   timer, lease, seccomp
+ *            state a checkpoint must refuse (a POSIX timer, a lease, a seccomp filter of its own):
  *            set up, then "done" once triggered (the test checks the refusal names it)
  */
 #define _GNU_SOURCE
@@ -276,6 +278,36 @@ static int attrs(const char *trigger) {
     return 0;
 }
 
+static int ofd_lock(int fd, short type, off_t start, off_t len, int cmd) {
+    struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = len};
+    return fcntl(fd, cmd, &fl);
+}
+
+static int locks(const char *trigger) {
+    char a[4096], b[4096], c[4096];
+    snprintf(a, sizeof a, "%s.flock", trigger);
+    snprintf(b, sizeof b, "%s.ofd", trigger);
+    snprintf(c, sizeof c, "%s.posix", trigger);
+    int fa = open(a, O_RDWR | O_CREAT, 0644), fb = open(b, O_RDWR | O_CREAT, 0644), fc = open(c, O_RDWR | O_CREAT, 0644);
+    if (fa < 0 || fb < 0 || fc < 0) { perror("open"); return 2; }
+    if (flock(fa, LOCK_EX) != 0 || ofd_lock(fb, F_RDLCK, 0, 0, F_OFD_SETLK) != 0 || ofd_lock(fc, F_WRLCK, 100, 50, F_SETLK) != 0) {
+        perror("lock");
+        return 2;
+    }
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    /* Other open file descriptions of the same files: each lock must block them. */
+    int oa = open(a, O_RDWR), ob = open(b, O_RDWR), oc = open(c, O_RDWR);
+    if (flock(oa, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK) fail("the flock is gone");
+    if (ofd_lock(ob, F_WRLCK, 0, 0, F_OFD_SETLK) == 0) fail("the OFD read lock is gone");
+    if (ofd_lock(ob, F_RDLCK, 0, 0, F_OFD_SETLK) != 0) fail("the OFD lock became a write lock");
+    struct flock q = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(oc, F_OFD_GETLK, &q) != 0 || q.l_type != F_WRLCK || q.l_start != 100 || q.l_len != 50)
+        fail("the POSIX lock is not a write lock on [100, 150) (type %d, %ld+%ld)", q.l_type, (long)q.l_start, (long)q.l_len);
+    return 0;
+}
+
 /* State with no exact restore yet: a checkpoint must refuse it (by name) and let the program run on. */
 static int refused(const char *mode, const char *trigger) {
     if (strcmp(mode, "timer") == 0) {
@@ -283,11 +315,11 @@ static int refused(const char *mode, const char *trigger) {
         struct sigevent ev = {.sigev_notify = SIGEV_NONE};
         struct itimerspec its = {.it_value = {.tv_sec = 3600}};
         if (timer_create(CLOCK_MONOTONIC, &ev, &t) != 0 || timer_settime(t, 0, &its, NULL) != 0) { perror("timer"); return 2; }
-    } else if (strcmp(mode, "flock") == 0) {
+    } else if (strcmp(mode, "lease") == 0) {
         char path[4096];
-        snprintf(path, sizeof path, "%s.lock", trigger);
-        int fd = open(path, O_RDWR | O_CREAT, 0644);
-        if (fd < 0 || flock(fd, LOCK_EX) != 0) { perror("flock"); return 2; }
+        snprintf(path, sizeof path, "%s.lease", trigger);
+        int fd = open(path, O_RDONLY | O_CREAT, 0644);
+        if (fd < 0 || fcntl(fd, F_SETLEASE, F_RDLCK) != 0) { perror("F_SETLEASE"); return 2; }
     } else {
         struct sock_filter allow[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
         struct sock_fprog prog = {.len = 1, .filter = allow};
@@ -303,7 +335,7 @@ static int refused(const char *mode, const char *trigger) {
 
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|timer|flock|seccomp TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|timer|lease|seccomp TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -311,7 +343,8 @@ int main(int argc, char **argv) {
     if (strcmp(argv[1], "advice") == 0) r = advice(argv[2]);
     else if (strcmp(argv[1], "fdflags") == 0) r = fdflags(argv[2]);
     else if (strcmp(argv[1], "attrs") == 0) r = attrs(argv[2]);
-    else if (strcmp(argv[1], "timer") == 0 || strcmp(argv[1], "flock") == 0 || strcmp(argv[1], "seccomp") == 0) return refused(argv[1], argv[2]);
+    else if (strcmp(argv[1], "locks") == 0) r = locks(argv[2]);
+    else if (strcmp(argv[1], "timer") == 0 || strcmp(argv[1], "lease") == 0 || strcmp(argv[1], "seccomp") == 0) return refused(argv[1], argv[2]);
     else {
         fprintf(stderr, "statecheck: unknown mode %s\n", argv[1]);
         return 2;

@@ -34,7 +34,7 @@ extension Agent {
         var mmFields = try context.mmFields()
         mmFields.brk = wide.brk
         let vmas = try context.mappings(early: earlyFlags, tracedCalls: mm.tracedMemoryCalls)
-        let unrestorable = context.unrestorableState(fds)
+        let unrestorable = context.unrestorableState()
         if !unrestorable.isEmpty {
             throw CheckpointRefused(description: "the program holds " + unrestorable.joined(separator: "; ") + "; cannot checkpoint it yet")
         }

@@ -313,6 +313,12 @@ final class RestoreCalls {
         if r < 0 && r > -4096 { throw SystemError("\(context): \(what) in tid \(tid)", code: Int32(-r)) }
         return r
     }
+
+    /// The call's raw result (-errno on failure), for callers that tell failures apart.
+    func callResult(_ call: Syscall, _ a: UInt64...) throws -> Int64 {
+        let p = a + Array(repeating: 0, count: 6 - a.count)
+        return try inj.syscall(call, p[0], p[1], p[2], p[3], p[4], p[5])
+    }
 }
 
 /// Small arguments (paths, structs) written into the scratch area for injected syscalls.

@@ -40,6 +40,33 @@ extension Agent {
                 throw RestoreError.descriptorUnrestorable(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path)
             }
         }
+        try restoreLocks(image, calls)
+    }
+
+    /// Each lock taken again through the descriptor that held it, without waiting: one someone
+    /// else holds now fails the restore (nothing of the checkpoint is lost; it can be tried again).
+    private func restoreLocks(_ image: ProcessImage, _ calls: RestoreCalls) throws {
+        for f in image.fds where f.dupOf == nil {
+            for l in f.locks ?? [] {
+                let what = "\(l.kind.rawValue) \(l.write ? "write" : "read") lock on fd \(f.fd) (\(f.path))"
+                let r: Int64
+                switch l.kind {
+                case .flock:
+                    r = try calls.callResult(.flock, UInt64(f.fd), (l.write ? 2 : 1) | 4)  // LOCK_EX or LOCK_SH, LOCK_NB
+                case .posix, .openFileDescription:
+                    var rec = [UInt8](repeating: 0, count: 32)  // struct flock: type, whence (SEEK_SET), start, len, pid
+                    let length = l.end.map { $0 - l.start + 1 } ?? 0  // 0: to the end
+                    rec.withUnsafeMutableBytes { p in
+                        p.storeBytes(of: Int16(l.write ? 1 : 0).littleEndian, toByteOffset: 0, as: Int16.self)  // F_WRLCK or F_RDLCK
+                        p.storeBytes(of: l.start.littleEndian, toByteOffset: 8, as: UInt64.self)
+                        p.storeBytes(of: length.littleEndian, toByteOffset: 16, as: UInt64.self)
+                    }
+                    r = try calls.callResult(.fcntl, UInt64(f.fd), l.kind == .posix ? 6 : 37, try calls.args.bytes(rec))  // F_SETLK, F_OFD_SETLK
+                    calls.args.reset()
+                }
+                if r < 0 { throw RestoreError.lockTaken(name: image.name, lock: what, errno: Int32(-r)) }
+            }
+        }
     }
 
     /// Moves a fresh fd to the number `f` had, with its close-on-exec flag.

@@ -70,6 +70,7 @@ public enum RestoreError: Error, CustomStringConvertible, Equatable {
     case descriptorLeadsOutside(name: String, epoch: UInt64, fd: Int32, path: String)
     case descriptorUnrestorable(name: String, epoch: UInt64, fd: Int32, path: String)
     case pageMissing(offset: Int, layer: UInt64)
+    case lockTaken(name: String, lock: String, errno: Int32)
 
     public var description: String {
         switch self {
@@ -87,6 +88,8 @@ public enum RestoreError: Error, CustomStringConvertible, Equatable {
             return "checkpoint \(e) of \(name): fd \(fd) (\(path)) leads outside the program"
         case .descriptorUnrestorable(let name, let e, let fd, let path): return "checkpoint \(e) of \(name): fd \(fd) (\(path)) cannot be restored"
         case .pageMissing(let offset, let layer): return "the restored page at \(offset) of layer \(layer) is missing"
+        case .lockTaken(let name, let lock, let e):
+            return "cannot restore \(name): its \(lock) cannot be taken again (\(Errno.name(e)): another process holds it now)"
         }
     }
 }

@@ -121,8 +121,8 @@ struct ProcessCapture {
     }
 
     /// What the process holds that no restore brings back yet, named: POSIX timers, seccomp filters
-    /// of its own (beyond the agent's), file locks and leases.
-    func unrestorableState(_ fds: [ProcessImage.FileDescriptor]) -> [String] {
+    /// of its own (beyond the agent's), child processes. (Leases are refused with the descriptors.)
+    func unrestorableState() -> [String] {
         var out: [String] = []
         if let timers = ProcFile.text("/proc/\(pid)/timers"), !timers.isEmpty {
             let n = timers.split(separator: "\n").filter { $0.hasPrefix("ID:") }.count
@@ -131,13 +131,18 @@ struct ProcessCapture {
         if let n = statusField("Seccomp_filters").flatMap({ Int($0) }), n > 1 {
             out.append("\(n - 1) seccomp filter(s) the program installed")
         }
-        for f in fds {
-            guard let info = ProcFile.text("/proc/\(pid)/fdinfo/\(f.fd)") else { continue }
-            for line in info.split(separator: "\n") where line.hasPrefix("lock:") {
-                let kind = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst(2).first.map(String.init) ?? "lock"
-                out.append("a \(kind == "LEASE" ? "lease" : "file lock (\(kind))") on fd \(f.fd) (\(f.path))")
-                break
+        // A child, running or a zombie whose status is still to be collected, would be missing
+        // from the restored program (its wait would find no child).
+        let children = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []).flatMap { task in
+            (ProcFile.text("/proc/\(pid)/task/\(task)/children") ?? "").split(separator: " ").compactMap { pid_t($0) }
+        }
+        if !children.isEmpty {
+            let named = children.sorted().prefix(8).map { child -> String in
+                let comm = ProcFile.text("/proc/\(child)/comm")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+                let zombie = ProcFile.text("/proc/\(child)/stat").map { $0.contains(") Z ") } ?? false
+                return "pid \(Sys.namespaceTID(child)) (\(comm)\(zombie ? ", exited, its status not yet collected" : ""))"
             }
+            out.append("\(children.count) child process(es): \(named.joined(separator: ", ")) (process trees cannot be checkpointed yet)")
         }
         return out
     }
@@ -258,10 +263,18 @@ struct ProcessCapture {
             guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + name) else { continue }
             var flags: UInt32 = 0
             var pos: Int64 = 0
+            var locks: [ProcessImage.FileLock] = []
             if let info = ProcFile.text("/proc/\(pid)/fdinfo/\(fd)") {
                 for line in info.split(separator: "\n") {
                     if line.hasPrefix("flags:") { flags = UInt32(line.dropFirst(6).trimmingCharacters(in: .whitespaces), radix: 8) ?? 0 }
                     if line.hasPrefix("pos:") { pos = Int64(line.dropFirst(4).trimmingCharacters(in: .whitespaces)) ?? 0 }
+                    if line.hasPrefix("lock:") {
+                        do {
+                            if let l = try ProcessImage.FileLock.parse(line, fd: fd) { locks.append(l) }
+                        } catch let e as CheckpointRefused {
+                            refused.append(e.description)
+                        }
+                    }
                 }
             }
             let kind: ProcessImage.FileDescriptor.Kind
@@ -286,6 +299,13 @@ struct ProcessCapture {
                 continue
             }
             var entry = ProcessImage.FileDescriptor(fd: fd, kind: kind, path: target, flags: flags, offset: pos)
+            if !locks.isEmpty {
+                guard kind == .regular else {
+                    refused.append(describe(fd, "\(target), locked (only regular files' locks are taken again)"))
+                    continue
+                }
+                entry.locks = locks
+            }
             if kind == .pipe { entry.pipeInode = UInt64(target.dropFirst(6).dropLast()) }
             out.append(entry)
         }

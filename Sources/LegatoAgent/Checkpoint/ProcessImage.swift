@@ -114,6 +114,32 @@ public struct ProcessImage: Codable, Equatable {
         public var pipeSize: Int?
         /// The lowest fd that is the same open file description as this one (a dup), if another is.
         public var dupOf: Int32?
+        /// Locks this open file description holds (fdinfo's `lock:` lines), taken again at restore.
+        public var locks: [FileLock]?
+    }
+
+    /// A flock, an open-file-description lock or a POSIX record lock.
+    public struct FileLock: Codable, Equatable {
+        public enum Kind: String, Codable { case flock = "FLOCK", openFileDescription = "OFDLCK", posix = "POSIX" }
+        public var kind: Kind
+        public var write: Bool
+        /// Byte range; `end` nil: to the end of the file, however long.
+        public var start: UInt64
+        public var end: UInt64?
+
+        /// Parses fdinfo's "lock:\t1: FLOCK  ADVISORY  WRITE 812 08:01:1234 0 EOF". Throws a refusal
+        /// for what has no exact restore (leases, delegations, mandatory locks).
+        static func parse(_ line: Substring, fd: Int32) throws -> FileLock? {
+            let f = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            // lock:, id:, kind, ADVISORY, READ|WRITE, pid, dev:inode, start, end|EOF
+            guard f.count >= 9, f[0] == "lock:" else { return nil }
+            guard let kind = Kind(rawValue: String(f[2])) else {
+                throw CheckpointRefused(description: "fd \(fd) holds a \(f[2] == "LEASE" ? "lease" : String(f[2]).lowercased()) (F_SETLEASE), which cannot be checkpointed yet")
+            }
+            guard f[3] == "ADVISORY" else { throw CheckpointRefused(description: "fd \(fd) holds a mandatory lock, which cannot be checkpointed") }
+            guard f[4] == "READ" || f[4] == "WRITE", let start = UInt64(f[7]) else { return nil }
+            return FileLock(kind: kind, write: f[4] == "WRITE", start: start, end: f[8] == "EOF" ? nil : UInt64(f[8]))
+        }
     }
 
     public struct RLimit: Codable, Equatable {
