@@ -120,6 +120,28 @@ import LegatoSystem
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == "ready\ndone\n")
     }
 
+    /// Started under a seccomp filter of its own (as in a container), `legato run` checkpoints: a
+    /// filter PROG inherited is not one PROG installed, and the restore, started the same way, has it.
+    @Test func aRunUnderAnInheritedSeccompFilterCheckpoints() throws {
+        let dir = TestEnvironment.temporaryDirectory("inherited-seccomp")
+        let wrapper = try Workloads.stateProgram("withseccomp")
+        let argv = ["python3", Workloads.script("pyprogress.py"), "12"]
+        let plain = try runCommand(argv)
+        let quoted = argv.map { "'\($0)'" }.joined(separator: " ")
+        let state = dir + "/state", out = dir + "/out"
+        let run = try SpawnedCommand(["sh", "-c", "exec '\(wrapper)' '\(TestEnvironment.legato)' run --name seccomp --state-dir '\(state)' --local-mem 32M -- \(quoted) > '\(out)'"])
+        let deadline = monotonicNanos() + 60_000_000_000
+        while ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").split(separator: "\n").count < 3 && monotonicNanos() < deadline { usleep(20_000) }
+        let ck = try runCommand([TestEnvironment.legato, "checkpoint", "seccomp", "--state-dir", state], timeoutSeconds: 120)
+        #expect(ck.status == 0, "\(ck.stderr)")
+        run.signal(SIGKILL)
+        _ = try? run.wait(timeoutSeconds: 20)
+        usleep(300_000)
+        let r = try runCommand([wrapper, TestEnvironment.legato, "restore", "seccomp", "--state-dir", state, "--local-mem", "16M"], timeoutSeconds: 120)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try String(contentsOfFile: out, encoding: .utf8) == plain.stdout)
+    }
+
     /// A program with a child (bash running sleep) is refused, naming the child, and runs on to its
     /// end: a checkpoint of the parent alone would restore without the child's work.
     @Test func aProgramWithAChildIsRefused() throws {

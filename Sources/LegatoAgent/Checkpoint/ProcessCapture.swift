@@ -112,6 +112,14 @@ struct ProcessCapture {
         return ProcessWide(sigactions: out, brk: UInt64(bitPattern: brk), itimers: timers, attributes: attributes)
     }
 
+    /// The seccomp filters the agent's own process runs under (inherited from whatever started it).
+    static let inheritedSeccompFilters: Int = {
+        for line in (ProcFile.text("/proc/self/status") ?? "").split(separator: "\n") where line.hasPrefix("Seccomp_filters:") {
+            return Int(line.dropFirst(16).trimmingCharacters(in: .whitespaces)) ?? 0
+        }
+        return 0
+    }()
+
     /// A field of /proc/PID/status ("Seccomp_filters" -> "1").
     func statusField(_ name: String, of tid: pid_t? = nil) -> String? {
         for line in (ProcFile.text("/proc/\(tid ?? pid)/status") ?? "").split(separator: "\n") where line.hasPrefix(name + ":") {
@@ -128,8 +136,10 @@ struct ProcessCapture {
             let n = timers.split(separator: "\n").filter { $0.hasPrefix("ID:") }.count
             out.append("\(n) POSIX timer(s) (timer_create)")
         }
-        if let n = statusField("Seccomp_filters").flatMap({ Int($0) }), n > 1 {
-            out.append("\(n - 1) seccomp filter(s) the program installed")
+        // Filters `legato run` itself inherited (a container's, a systemd unit's) are PROG's too, and a
+        // restore started the same way has them again; one more is the agent's own.
+        if let n = statusField("Seccomp_filters").flatMap({ Int($0) }), n > Self.inheritedSeccompFilters + 1 {
+            out.append("\(n - Self.inheritedSeccompFilters - 1) seccomp filter(s) the program installed")
         }
         // A child, running or a zombie whose status is still to be collected, would be missing
         // from the restored program (its wait would find no child).
