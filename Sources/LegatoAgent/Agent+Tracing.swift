@@ -5,13 +5,17 @@ import LegatoSystem
 /// The agent's side of ptrace stops (the Tracer's TraceEvents): the calls the seccomp filter traps
 /// change PROG's memory (mmap, brk, mremap, madvise) or copy it (fork); an exec replaces it.
 extension Agent: TraceEvents {
+    /// MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, _PRIVATE_EXPEDITED, _PRIVATE_EXPEDITED_SYNC_CORE,
+    /// _PRIVATE_EXPEDITED_RSEQ: what a restore registers again.
+    static let membarrierRegistrations: Set<UInt64> = [1 << 2, 1 << 4, 1 << 6, 1 << 8]
+
     func syscallEntry(_ t: Tracee) throws {
         let regs: Registers
         do { regs = try Sys.getRegisters(t.tid) } catch let e as SystemError where e.code == ESRCH { return }
         guard let call = Syscall(rawValue: Int(regs.orig_rax)) else { return }
         if t.sharesMemory { mm.tracedMemoryCalls &+= 1 }
         switch call {
-        case .mmap, .mremap, .brk, .mlock, .munlock, .mlockall, .munlockall, .mlock2, .mseal:
+        case .mmap, .mremap, .brk, .mlock, .munlock, .mlockall, .munlockall, .mlock2, .mseal, .membarrier:
             if t.sharesMemory { t.awaitingExit = call }
         case .madvise:
             try madviseEntry(t, regs)
@@ -46,6 +50,9 @@ extension Agent: TraceEvents {
         switch call {
         case .madvise, .processMadvise:
             discardExit(t, result: ret)
+        case .membarrier where ret == 0 && t.sharesMemory:
+            // (The first argument is still in rdi at the exit stop.)
+            if Agent.membarrierRegistrations.contains(regs.rdi) { mm.membarrierRegistrations.insert(regs.rdi) }
         case .execve:
             if !failed {
                 if let source = restore.pending {

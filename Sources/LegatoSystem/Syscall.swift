@@ -37,6 +37,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case pipe2 = 293
     case rtTgsigqueueinfo = 297
     case userfaultfd = 323
+    case membarrier = 324
     case mlock2 = 325
     case rseq = 334
     case pidfdOpen = 434
@@ -76,6 +77,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
         case .mlockall: return "mlockall"
         case .munlockall: return "munlockall"
         case .mlock2: return "mlock2"
+        case .membarrier: return "membarrier"
         case .mseal: return "mseal"
         case .prctl: return "prctl"
         case .archPrctl: return "arch_prctl"

@@ -15,6 +15,8 @@
  *            sharing its offset, a pipe's size (F_SETPIPE_SZ) with what it holds, O_NONBLOCK on a pipe end
  *   attrs    thread names (PR_SET_NAME, pthread_setname_np), personality, oom_score_adj, and prctl's
  *            child subreaper, parent-death signal, timer slack, no_new_privs and dumpable
+ *   membarrier  a MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED registration (the command it allows
+ *            fails with EPERM without one)
  *   locks    a flock, an open-file-description read lock and a POSIX write lock on a range, each
  *            checked from another open file description (which they must block)
  *   timer, lease, seccomp
@@ -308,6 +310,18 @@ static int locks(const char *trigger) {
     return 0;
 }
 
+static int membarrier_registered(const char *trigger) {
+    enum { QUERY = 0, PRIVATE_EXPEDITED = 1 << 3, REGISTER_PRIVATE_EXPEDITED = 1 << 4 };
+    long supported = syscall(SYS_membarrier, QUERY, 0, 0);
+    if (supported < 0 || !(supported & REGISTER_PRIVATE_EXPEDITED)) { fprintf(stderr, "no membarrier here\n"); return 2; }
+    if (syscall(SYS_membarrier, REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0) { perror("membarrier register"); return 2; }
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    if (syscall(SYS_membarrier, PRIVATE_EXPEDITED, 0, 0) != 0) fail("MEMBARRIER_CMD_PRIVATE_EXPEDITED: %s (not registered)", strerror(errno));
+    return 0;
+}
+
 /* State with no exact restore yet: a checkpoint must refuse it (by name) and let the program run on. */
 static int refused(const char *mode, const char *trigger) {
     if (strcmp(mode, "timer") == 0) {
@@ -335,7 +349,7 @@ static int refused(const char *mode, const char *trigger) {
 
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|timer|lease|seccomp TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|timer|lease|seccomp TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -344,6 +358,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "fdflags") == 0) r = fdflags(argv[2]);
     else if (strcmp(argv[1], "attrs") == 0) r = attrs(argv[2]);
     else if (strcmp(argv[1], "locks") == 0) r = locks(argv[2]);
+    else if (strcmp(argv[1], "membarrier") == 0) r = membarrier_registered(argv[2]);
     else if (strcmp(argv[1], "timer") == 0 || strcmp(argv[1], "lease") == 0 || strcmp(argv[1], "seccomp") == 0) return refused(argv[1], argv[2]);
     else {
         fprintf(stderr, "statecheck: unknown mode %s\n", argv[1]);

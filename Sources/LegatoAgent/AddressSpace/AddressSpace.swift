@@ -21,6 +21,8 @@ final class AddressSpace {
     var processMadvisePidfd: Int64 = -1
     /// Calls of PROG's the seccomp filter trapped (each may have changed a mapping or its flags).
     var tracedMemoryCalls: UInt64 = 0
+    /// membarrier(MEMBARRIER_CMD_REGISTER_*) commands PROG made for this mm (no call reads them back).
+    var membarrierRegistrations: Set<UInt64> = []
     var currentBrk: UInt64 = 0
 
     init(budget: LocalBudget) { table = PageTable(budget: budget) }
@@ -50,6 +52,7 @@ final class AddressSpace {
         scratch = 0
         processMadvisePidfd = -1
         currentBrk = 0
+        membarrierRegistrations = []
     }
 
     /// PAGEMAP_SCAN over [start, end) calling `body` for each matching range (and its categories);

@@ -142,7 +142,8 @@ extension Agent {
                                  cwd: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")) ?? "/",
                                  umask: context.umask(), mm: mmFields, auxv: context.auxv(), vmas: vmas, threads: threads,
                                  sigactions: wide.sigactions, fds: fds, rlimits: context.resourceLimits(), itimers: wide.itimers,
-                                 pendingSignals: try Sys.pendingSignals(pid, shared: true).map { Data($0) }, attributes: wide.attributes)
+                                 pendingSignals: try Sys.pendingSignals(pid, shared: true).map { Data($0) }, attributes: wide.attributes,
+                                 membarrierRegistrations: mm.membarrierRegistrations.sorted())
         phases.mark("files")
         let pause = monotonicNanos() - started
         log.info("checkpoint \(name) epoch \(epoch) pause: \(phases.description)")

@@ -70,6 +70,9 @@ extension Agent {
         _ = try calls.call("umask", .umask, UInt64(image.umask))
         for l in image.rlimits { try? Sys.setResourceLimit(pid, l.resource, soft: l.soft, hard: l.hard) }
         if let a = image.attributes { try restoreAttributes(a, pid: pid, calls) }
+        for cmd in image.membarrierRegistrations ?? [] {
+            _ = try calls.call("membarrier(register 0x\(String(cmd, radix: 16)))", .membarrier, cmd, 0, 0)
+        }
         // 8. The other threads, each with its own tid, then the main thread's own state.
         let others = try image.threads.filter { $0.tid != image.pid }.map { try restoreThread($0, image, calls) }
         try restoreThreadState(leader, of: t, calls)
@@ -80,6 +83,7 @@ extension Agent {
         marks.mark("state")
         // 9. From here PROG is a managed process like any other.
         try takeUserfaultfd(pid)
+        mm.membarrierRegistrations = Set(image.membarrierRegistrations ?? [])
         try manageExistingMappings(pid)
         marks.mark("uffd")
         try writeUnmanagedPages(pid, backing.bindKeys(mm.table.regions), backing)

@@ -30,6 +30,8 @@ public struct ProcessImage: Codable, Equatable {
     public var pendingSignals: [Data]?
     /// Process-wide attributes (nil in checkpoints written before they were kept).
     public var attributes: Attributes?
+    /// membarrier registration commands the process had made (MEMBARRIER_CMD_REGISTER_*).
+    public var membarrierRegistrations: [UInt64]?
 
     /// What prctl, personality and /proc/PID/oom_score_adj set for the whole process (the
     /// per-thread ones are in ThreadState).

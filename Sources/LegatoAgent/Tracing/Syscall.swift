@@ -4,7 +4,9 @@ extension Syscall {
     /// The calls the seccomp filter sends to the agent (their entry stops; see Agent+Tracing).
     static let traced: [Syscall] = [.mmap, .brk, .mremap, .madvise, .clone, .fork, .vfork, .clone3, .processMadvise,
                                     // change mappings' flags without changing /proc/PID/maps (MappingFlags.Reading)
-                                    .mlock, .munlock, .mlockall, .munlockall, .mlock2, .mseal]
+                                    .mlock, .munlock, .mlockall, .munlockall, .mlock2, .mseal,
+                                    // registrations a restore must make again
+                                    .membarrier]
 }
 
 /// clone(2) flags the tracer reads to tell a thread from a process.
