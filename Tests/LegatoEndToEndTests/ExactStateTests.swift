@@ -103,7 +103,9 @@ import LegatoSystem
     }
 
     /// State with no exact restore yet is refused by name; the program runs on and ends as a plain run does.
-    @Test(arguments: [("timer", "POSIX timer"), ("lease", "a lease"), ("seccomp", "seccomp filter(s) the program installed")])
+    @Test(arguments: [("timer", "POSIX timer"), ("lease", "a lease"), ("seccomp", "seccomp filter(s) the program installed"),
+                      ("sysv", "SysV shared memory"), ("aio", "an aio ring"), ("unlinked", "the unlinked file"),
+                      ("mlock", "locked memory (mlock)"), ("mseal", "sealed memory (mseal)")])
     func stateWithoutAnExactRestoreIsRefused(_ mode: String, _ named: String) throws {
         let dir = TestEnvironment.temporaryDirectory("refuse-\(mode)")
         let program = try Workloads.stateProgram("statecheck")

@@ -19,8 +19,10 @@
  *            fails with EPERM without one)
  *   locks    a flock, an open-file-description read lock and a POSIX write lock on a range, each
  *            checked from another open file description (which they must block)
- *   timer, lease, seccomp
- *            state a checkpoint must refuse (a POSIX timer, a lease, a seccomp filter of its own):
+ *   timer, lease, seccomp, sysv, aio, unlinked, mlock, mseal
+ *            state a checkpoint must refuse (a POSIX timer, a lease, a seccomp filter of its own,
+ *            SysV shared memory, an aio ring, a mapping of an unlinked file, locked memory, sealed
+ *            memory):
  *            set up, then "done" once triggered (the test checks the refusal names it)
  */
 #define _GNU_SOURCE
@@ -38,7 +40,9 @@
 #include <linux/seccomp.h>
 #include <pthread.h>
 #include <sys/file.h>
+#include <sys/ipc.h>
 #include <sys/personality.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -329,6 +333,27 @@ static int refused(const char *mode, const char *trigger) {
         struct sigevent ev = {.sigev_notify = SIGEV_NONE};
         struct itimerspec its = {.it_value = {.tv_sec = 3600}};
         if (timer_create(CLOCK_MONOTONIC, &ev, &t) != 0 || timer_settime(t, 0, &its, NULL) != 0) { perror("timer"); return 2; }
+    } else if (strcmp(mode, "sysv") == 0) {
+        int id = shmget(IPC_PRIVATE, 65536, IPC_CREAT | 0600);
+        if (id < 0 || shmat(id, NULL, 0) == (void *)-1) { perror("shm"); return 2; }
+        shmctl(id, IPC_RMID, NULL);  /* gone once detached: nothing left behind */
+    } else if (strcmp(mode, "aio") == 0) {
+        unsigned long ctx = 0;
+        if (syscall(SYS_io_setup, 8, &ctx) != 0) { perror("io_setup"); return 2; }
+    } else if (strcmp(mode, "unlinked") == 0) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s.mapped", trigger);
+        int fd = open(path, O_RDWR | O_CREAT, 0644);
+        if (fd < 0 || ftruncate(fd, 65536) != 0) { perror("open"); return 2; }
+        if (mmap(NULL, 65536, PROT_READ, MAP_PRIVATE, fd, 0) == MAP_FAILED) { perror("mmap"); return 2; }
+        close(fd);
+        unlink(path);
+    } else if (strcmp(mode, "mlock") == 0 || strcmp(mode, "mseal") == 0) {
+        char *p = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) { perror("mmap"); return 2; }
+        p[0] = 1;
+        int r = strcmp(mode, "mlock") == 0 ? mlock(p, 65536) : (int)syscall(462 /* mseal */, p, 65536, 0);
+        if (r != 0) { perror(mode); return 2; }
     } else if (strcmp(mode, "lease") == 0) {
         char path[4096];
         snprintf(path, sizeof path, "%s.lease", trigger);
@@ -349,7 +374,7 @@ static int refused(const char *mode, const char *trigger) {
 
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|timer|lease|seccomp TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|timer|lease|seccomp|sysv|aio|unlinked|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -359,7 +384,9 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "attrs") == 0) r = attrs(argv[2]);
     else if (strcmp(argv[1], "locks") == 0) r = locks(argv[2]);
     else if (strcmp(argv[1], "membarrier") == 0) r = membarrier_registered(argv[2]);
-    else if (strcmp(argv[1], "timer") == 0 || strcmp(argv[1], "lease") == 0 || strcmp(argv[1], "seccomp") == 0) return refused(argv[1], argv[2]);
+    else if (strcmp(argv[1], "timer") == 0 || strcmp(argv[1], "lease") == 0 || strcmp(argv[1], "seccomp") == 0 ||
+             strcmp(argv[1], "sysv") == 0 || strcmp(argv[1], "aio") == 0 || strcmp(argv[1], "unlinked") == 0 ||
+             strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);
     else {
         fprintf(stderr, "statecheck: unknown mode %s\n", argv[1]);
         return 2;
