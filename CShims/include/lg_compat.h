@@ -85,4 +85,9 @@ struct pm_scan_arg {
 #define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
 #endif
 
+/* 6.14: a guard region (MADV_GUARD_INSTALL) in PAGEMAP_SCAN's categories. */
+#ifndef PAGE_IS_GUARD
+#define PAGE_IS_GUARD (1 << 8)
+#endif
+
 #endif

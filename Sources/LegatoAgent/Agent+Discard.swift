@@ -23,7 +23,7 @@ extension Agent {
         var saved: [Saved]
     }
 
-    static let discardAdvice: Set<UInt64> = [4, 8, 9, 24]  // DONTNEED, FREE, REMOVE, DONTNEED_LOCKED
+    static let discardAdvice: Set<UInt64> = [4, 8, 9, 24, 102]  // DONTNEED, FREE, REMOVE, DONTNEED_LOCKED, GUARD_INSTALL (zaps)
 
     /// madvise entry: rewrite MADV_FREE to MADV_DONTNEED (Linux may always free at once) and mark the range.
     func madviseEntry(_ t: Tracee, _ regs: Registers) throws {

@@ -87,6 +87,7 @@ extension Sys {
         public static let present = PageCategory(rawValue: UInt64(PAGE_IS_PRESENT))
         public static let swapped = PageCategory(rawValue: UInt64(PAGE_IS_SWAPPED))
         public static let pfnZero = PageCategory(rawValue: UInt64(PAGE_IS_PFNZERO))
+        public static let guardRegion = PageCategory(rawValue: UInt64(PAGE_IS_GUARD))
     }
 
     public struct ScanFlags: OptionSet, Sendable {

@@ -163,7 +163,8 @@ import LegatoSystem
     /// Each state program: set up, checkpointed (the advice one through a copy-on-write snapshot,
     /// which a fork would give without its dontfork and wipeonfork pages), killed, restored; then it
     /// checks its state and must print what a plain run prints: PASS.
-    @Test(arguments: [("advice", ["--snapshot-above", "1"]), ("fdflags", []), ("attrs", []), ("locks", []), ("membarrier", [])])
+    @Test(arguments: [("advice", ["--snapshot-above", "1"]), ("fdflags", []), ("attrs", []), ("locks", []), ("membarrier", []),
+                      ("guard", ["--snapshot-above", "1"])])
     func stateComesBackExactly(_ mode: String, _ options: [String]) throws {
         let dir = TestEnvironment.temporaryDirectory("state-\(mode)")
         let program = try Workloads.stateProgram("statecheck")

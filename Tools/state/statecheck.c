@@ -15,6 +15,8 @@
  *            sharing its offset, a pipe's size (F_SETPIPE_SZ) with what it holds, O_NONBLOCK on a pipe end
  *   attrs    thread names (PR_SET_NAME, pthread_setname_np), personality, oom_score_adj, and prctl's
  *            child subreaper, parent-death signal, timer slack, no_new_privs and dumpable
+ *   guard    guard regions (MADV_GUARD_INSTALL) inside a mapping whose other pages hold data: a
+ *            guard page must still fault (SIGSEGV), the others keep their contents
  *   membarrier  a MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED registration (the command it allows
  *            fails with EPERM without one)
  *   locks    a flock, an open-file-description read lock and a POSIX write lock on a range, each
@@ -29,6 +31,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -314,6 +317,38 @@ static int locks(const char *trigger) {
     return 0;
 }
 
+static sigjmp_buf guard_jump;
+static void on_guard_fault(int sig) { (void)sig; siglongjmp(guard_jump, 1); }
+
+static int faults(volatile char *p) {
+    struct sigaction sa = {.sa_handler = on_guard_fault}, old;
+    sigaction(SIGSEGV, &sa, &old);
+    int faulted = 0;
+    if (sigsetjmp(guard_jump, 1) == 0) { char c = *p; (void)c; } else faulted = 1;
+    sigaction(SIGSEGV, &old, NULL);
+    return faulted;
+}
+
+static int guard(const char *trigger) {
+    enum { N = 64 };
+    char *p = mmap(NULL, N * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) { perror("mmap"); return 2; }
+    for (int i = 0; i < N; i++) memset(p + i * 4096, 'a' + i % 26, 4096);
+    if (madvise(p + 8 * 4096, 4 * 4096, 102 /* MADV_GUARD_INSTALL */) != 0 || madvise(p + 40 * 4096, 4096, 102) != 0) {
+        perror("MADV_GUARD_INSTALL");
+        return 2;
+    }
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    for (int i = 0; i < N; i++) {
+        int is_guard = (i >= 8 && i < 12) || i == 40;
+        if (is_guard && !faults(p + i * 4096)) fail("page %d is no longer a guard page", i);
+        if (!is_guard && (faults(p + i * 4096) || p[i * 4096] != 'a' + i % 26)) fail("page %d lost its contents", i);
+    }
+    return 0;
+}
+
 static int membarrier_registered(const char *trigger) {
     enum { QUERY = 0, PRIVATE_EXPEDITED = 1 << 3, REGISTER_PRIVATE_EXPEDITED = 1 << 4 };
     long supported = syscall(SYS_membarrier, QUERY, 0, 0);
@@ -374,7 +409,7 @@ static int refused(const char *mode, const char *trigger) {
 
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|timer|lease|seccomp|sysv|aio|unlinked|mlock|mseal TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|timer|lease|seccomp|sysv|aio|unlinked|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -384,6 +419,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "attrs") == 0) r = attrs(argv[2]);
     else if (strcmp(argv[1], "locks") == 0) r = locks(argv[2]);
     else if (strcmp(argv[1], "membarrier") == 0) r = membarrier_registered(argv[2]);
+    else if (strcmp(argv[1], "guard") == 0) r = guard(argv[2]);
     else if (strcmp(argv[1], "timer") == 0 || strcmp(argv[1], "lease") == 0 || strcmp(argv[1], "seccomp") == 0 ||
              strcmp(argv[1], "sysv") == 0 || strcmp(argv[1], "aio") == 0 || strcmp(argv[1], "unlinked") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);

@@ -57,6 +57,23 @@ final class AddressSpace {
 
     /// PAGEMAP_SCAN over [start, end) calling `body` for each matching range (and its categories);
     /// with `writeProtect`, the matched pages are write-protected again (get-and-clear of WRITTEN).
+    /// The guard regions (MADV_GUARD_INSTALL) in [start, end), as [start, end) ranges.
+    func guardRanges(start: UInt64, end: UInt64) throws -> [[UInt64]] {
+        let cap = 512
+        let vec = UnsafeMutablePointer<Sys.PageRegion>.allocate(capacity: cap)
+        defer { vec.deallocate() }
+        var out: [[UInt64]] = []
+        var from = start
+        while from < end {
+            let (n, walkEnd) = try Sys.pagemapScan(fd: pagemapFD, pid: pid, start: from, end: end, flags: [], required: .guardRegion,
+                                                    returned: .guardRegion, into: vec, capacity: cap)
+            for k in 0..<n { out.append([vec[k].start, vec[k].end]) }
+            if n < cap || walkEnd >= end || walkEnd <= from { break }
+            from = walkEnd
+        }
+        return out
+    }
+
     func scan(start: UInt64, end: UInt64, required: Sys.PageCategory, absent: Sys.PageCategory = [], writeProtect: Bool,
               _ body: (UInt64, UInt64, Sys.PageCategory) throws -> Void) throws {
         let cap = 512

@@ -33,7 +33,10 @@ extension Agent {
         let wide = try context.processWide(using: injector)
         var mmFields = try context.mmFields()
         mmFields.brk = wide.brk
-        let vmas = try context.mappings(early: earlyFlags, tracedCalls: mm.tracedMemoryCalls)
+        var vmas = try context.mappings(early: earlyFlags, tracedCalls: mm.tracedMemoryCalls)
+        for i in vmas.indices where vmas[i].vmFlags?.contains("gu") == true {
+            vmas[i].guardRanges = try mm.guardRanges(start: vmas[i].start, end: vmas[i].end)
+        }
         let unrestorable = context.unrestorableState()
         if !unrestorable.isEmpty {
             throw CheckpointRefused(description: "the program holds " + unrestorable.joined(separator: "; ") + "; cannot checkpoint it yet")

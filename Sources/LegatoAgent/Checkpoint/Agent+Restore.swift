@@ -147,6 +147,9 @@ extension Agent {
             guard let advice = MappingFlags.restored[f], advice != 0 else { continue }
             _ = try calls.call("madvise(\(describeRange(v.start, len)), \(f))", .madvise, v.start, len, advice)
         }
+        for r in v.guardRanges ?? [] where r.count == 2 && r[1] > r[0] {
+            _ = try calls.call("madvise(\(describeRange(r[0], r[1] - r[0])), MADV_GUARD_INSTALL)", .madvise, r[0], r[1] - r[0], 102)
+        }
         if let path = v.path, path.hasPrefix("[anon:"), path.hasSuffix("]") {
             let name = String(path.dropFirst(6).dropLast())
             _ = try calls.call("prctl(PR_SET_VMA_ANON_NAME, \(describeRange(v.start, len)), \(name))", .prctl,

@@ -16,6 +16,7 @@ enum MappingFlags {
         "dd": 16,   // MADV_DONTDUMP
         "wf": 18,   // MADV_WIPEONFORK
         "nr": 0,    // MAP_NORESERVE, given to mmap
+        "gu": 0,    // guard regions: their ranges are kept with the mapping and installed again
     ]
 
     /// Flags that follow from the mapping's permissions and kind, from the agent's own userfaultfd

@@ -66,6 +66,8 @@ public struct ProcessImage: Codable, Equatable {
         /// kept): the advice and MAP_NORESERVE come back (MappingFlags), "mw" reopens a shared
         /// file for writing.
         public var vmFlags: [String]?
+        /// Guard regions inside the mapping (VmFlags "gu"), as [start, end) ranges; installed again.
+        public var guardRanges: [[UInt64]]?
     }
 
     public struct ThreadState: Codable, Equatable {
