@@ -59,22 +59,13 @@ final class AddressSpace {
     /// with `writeProtect`, the matched pages are write-protected again (get-and-clear of WRITTEN).
     /// The guard regions (MADV_GUARD_INSTALL) in [start, end), as [start, end) ranges.
     func guardRanges(start: UInt64, end: UInt64) throws -> [[UInt64]] {
-        let cap = 512
-        let vec = UnsafeMutablePointer<Sys.PageRegion>.allocate(capacity: cap)
-        defer { vec.deallocate() }
         var out: [[UInt64]] = []
-        var from = start
-        while from < end {
-            let (n, walkEnd) = try Sys.pagemapScan(fd: pagemapFD, pid: pid, start: from, end: end, flags: [], required: .guardRegion,
-                                                    returned: .guardRegion, into: vec, capacity: cap)
-            for k in 0..<n { out.append([vec[k].start, vec[k].end]) }
-            if n < cap || walkEnd >= end || walkEnd <= from { break }
-            from = walkEnd
-        }
+        try scan(start: start, end: end, required: .guardRegion, returned: .guardRegion, writeProtect: false) { s, e, _ in out.append([s, e]) }
         return out
     }
 
-    func scan(start: UInt64, end: UInt64, required: Sys.PageCategory, absent: Sys.PageCategory = [], writeProtect: Bool,
+    func scan(start: UInt64, end: UInt64, required: Sys.PageCategory, absent: Sys.PageCategory = [],
+              returned: Sys.PageCategory = [.present, .written], writeProtect: Bool,
               _ body: (UInt64, UInt64, Sys.PageCategory) throws -> Void) throws {
         let cap = 512
         let vec = UnsafeMutablePointer<Sys.PageRegion>.allocate(capacity: cap)
@@ -83,7 +74,7 @@ final class AddressSpace {
         while from < end {
             let flags: Sys.ScanFlags = writeProtect ? [.writeProtectMatching, .checkWPAsync] : []
             let (n, walkEnd) = try Sys.pagemapScan(fd: pagemapFD, pid: pid, start: from, end: end, flags: flags,
-                                                    required: required, absent: absent, returned: [.present, .written],
+                                                    required: required, absent: absent, returned: returned,
                                                     into: vec, capacity: cap)
             for k in 0..<n { try body(vec[k].start, vec[k].end, Sys.PageCategory(rawValue: vec[k].categories)) }
             if n < cap || walkEnd >= end || walkEnd <= from { break }
