@@ -15,8 +15,11 @@ extension Agent: TraceEvents {
         guard let call = Syscall(rawValue: Int(regs.orig_rax)) else { return }
         if t.sharesMemory { mm.tracedMemoryCalls &+= 1 }
         switch call {
-        case .mmap, .mremap, .brk, .mlock, .munlock, .mlockall, .munlockall, .mlock2, .mseal, .membarrier:
+        case .mmap, .mremap, .brk, .mlock, .munlock, .mlockall, .munlockall, .mlock2, .mseal:
             if t.sharesMemory { t.awaitingExit = call }
+        case .membarrier:
+            // Only a registration needs its result (a barrier itself may be frequent: one stop is enough).
+            if t.sharesMemory && Agent.membarrierRegistrations.contains(regs.rdi) { t.awaitingExit = call }
         case .madvise:
             try madviseEntry(t, regs)
             // Advice changes mappings' flags: its exit is counted too (see MappingFlags.Reading).
