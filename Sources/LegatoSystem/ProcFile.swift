@@ -19,4 +19,13 @@ public enum ProcFile {
     public static func text(_ path: String) -> String? {
         bytes(path).map { String(decoding: $0, as: UTF8.self) }
     }
+
+    /// A field of /proc/PID/status (PID a number or "self"), its value trimmed: ("812", "Umask") -> "0022".
+    public static func statusField(_ pid: String, _ name: String) -> String? {
+        for line in (text("/proc/\(pid)/status") ?? "").split(separator: "\n") where line.hasPrefix(name + ":") {
+            let value = line.dropFirst(name.count + 1).drop { $0 == " " || $0 == "\t" }
+            return String(value.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+        }
+        return nil
+    }
 }

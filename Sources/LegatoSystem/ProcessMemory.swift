@@ -28,11 +28,7 @@ extension Sys {
 
     /// A thread's id in its own (innermost) PID namespace: the last NSpid of its status.
     public static func namespaceTID(_ tid: pid_t) -> Int32 {
-        let status = ProcFile.text("/proc/\(tid)/status") ?? ""
-        for line in status.split(separator: "\n") where line.hasPrefix("NSpid:") {
-            if let last = line.split(whereSeparator: { $0 == "\t" || $0 == " " }).last, let n = Int32(last) { return n }
-        }
-        return tid
+        ProcFile.statusField("\(tid)", "NSpid")?.split(whereSeparator: { $0 == "\t" || $0 == " " }).last.flatMap { Int32($0) } ?? tid
     }
 
     public static func processWrite(pid: pid_t, from buffer: UnsafeRawPointer, length: Int, to address: UInt64) throws {

@@ -26,8 +26,6 @@ public struct DispatchTable<Service: AnyObject> {
         handlers[Int(opcode.rawValue)] = handler
     }
 
-    public var opcodes: Set<Opcode> { Set(Opcode.allCases.filter { handlers[Int($0.rawValue)] != nil }) }
-
     public func handle(_ service: Service, opcode: Opcode, payload: [UInt8], session: Session) throws -> Reply {
         guard let handler = handlers[Int(opcode.rawValue)] else { throw WireError.unknownOpcode(opcode.rawValue) }
         return try handler(service, payload, session)

@@ -113,20 +113,10 @@ struct ProcessCapture {
     }
 
     /// The seccomp filters the agent's own process runs under (inherited from whatever started it).
-    static let inheritedSeccompFilters: Int = {
-        for line in (ProcFile.text("/proc/self/status") ?? "").split(separator: "\n") where line.hasPrefix("Seccomp_filters:") {
-            return Int(line.dropFirst(16).trimmingCharacters(in: .whitespaces)) ?? 0
-        }
-        return 0
-    }()
+    static let inheritedSeccompFilters = ProcFile.statusField("self", "Seccomp_filters").flatMap { Int($0) } ?? 0
 
-    /// A field of /proc/PID/status ("Seccomp_filters" -> "1").
-    func statusField(_ name: String, of tid: pid_t? = nil) -> String? {
-        for line in (ProcFile.text("/proc/\(tid ?? pid)/status") ?? "").split(separator: "\n") where line.hasPrefix(name + ":") {
-            return line.dropFirst(name.count + 1).trimmingCharacters(in: .whitespaces)
-        }
-        return nil
-    }
+    /// A field of /proc/PID/status of the process, or of its thread `tid`.
+    func statusField(_ name: String, of tid: pid_t? = nil) -> String? { ProcFile.statusField("\(tid ?? pid)", name) }
 
     /// What the process holds that no restore brings back yet, named: POSIX timers, seccomp filters
     /// of its own (beyond the agent's), child processes. (Leases are refused with the descriptors.)
@@ -174,11 +164,7 @@ struct ProcessCapture {
     }
 
     func umask() -> UInt32 {
-        let status = ProcFile.text("/proc/\(pid)/status") ?? ""
-        for line in status.split(separator: "\n") where line.hasPrefix("Umask:") {
-            return UInt32(line.dropFirst(6).trimmingCharacters(in: .whitespaces), radix: 8) ?? 0o22
-        }
-        return 0o22
+        statusField("Umask").flatMap { UInt32($0, radix: 8) } ?? 0o22
     }
 
     func resourceLimits() -> [ProcessImage.RLimit] {

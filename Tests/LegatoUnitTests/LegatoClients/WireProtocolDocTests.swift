@@ -94,11 +94,8 @@ import LegatoWire
             }
         }
         return [
-            Sample(key: "HELLO", bytes: Hello(minVersion: 1, maxVersion: 2, serverNonce: Array(repeating: 7, count: 32), role: 3, name: "memd-a").encoded,
-                   context: [:], expect: ["min version": [1], "max version": [2], "role": [3], "name": ["memd-a"], "server nonce": [.bytes(Array(repeating: 7, count: 32))]]) {
-                let h = Hello(minVersion: 1, maxVersion: 2, serverNonce: Array(repeating: 7, count: 32), role: 3, name: "memd-a")
-                return try Hello(decoding: h.encoded, what: "HELLO") == h
-            },
+            reply("HELLO", Hello(minVersion: 1, maxVersion: 2, serverNonce: Array(repeating: 7, count: 32), role: 3, name: "memd-a"),
+                  ["min version": [1], "max version": [2], "role": [3], "name": ["memd-a"], "server nonce": [.bytes(Array(repeating: 7, count: 32))]]),
             request(Auth(clientNonce: Array(repeating: 1, count: 32), clientToken: Array(repeating: 2, count: 32), proof: Array(repeating: 3, count: 32)),
                     ["client nonce": [.bytes(Array(repeating: 1, count: 32))], "client token": [.bytes(Array(repeating: 2, count: 32))],
                      "client proof": [.bytes(Array(repeating: 3, count: 32))]]),
