@@ -16,7 +16,10 @@ extension Agent {
     struct PendingDiscard {
         struct Saved {
             let address: UInt64
+            /// Where its remote copy was (a fork's shared key, or its own).
             let key: UInt64
+            /// Its own key: tells the page's region from one mapped at its address since.
+            let storeKey: UInt64
             let state: UInt8
         }
         var ranges: [(UInt64, UInt64)]
@@ -27,7 +30,7 @@ extension Agent {
 
     /// madvise entry: rewrite MADV_FREE to MADV_DONTNEED (Linux may always free at once) and mark the range.
     func madviseEntry(_ t: Tracee, _ regs: Registers) throws {
-        guard t.sharesMemory, Agent.discardAdvice.contains(regs.rdx) else { return }
+        guard let mm = t.space, Agent.discardAdvice.contains(regs.rdx) else { return }
         if regs.rdx == 8 {
             var r = regs
             r.rdx = 4
@@ -35,47 +38,49 @@ extension Agent {
         }
         let start = regs.rdi, length = Page.alignUp(regs.rsi)
         guard start & Page.mask == 0, length > 0, start &+ length > start else { return }  // the kernel refuses these
-        t.pendingDiscard = markDiscarded([(start, start + length)])
+        t.pendingDiscard = markDiscarded([(start, start + length)], in: mm)
         t.awaitingExit = .madvise
     }
 
     /// process_madvise entry: only calls aimed at PROG itself discard PROG's memory.
     func processMadviseEntry(_ t: Tracee, _ regs: Registers) throws {
-        guard t.sharesMemory, Agent.discardAdvice.contains(regs.r10), regs.rdx > 0, regs.rdx <= 1024 else { return }
+        guard let mm = t.space, Agent.discardAdvice.contains(regs.r10), regs.rdx > 0, regs.rdx <= 1024 else { return }
         let pidfd = Int64(bitPattern: regs.rdi)
         let target: pid_t? = pidfd == Agent.pidfdSelfThreadGroup || pidfd == -10000 ? t.tgid : pidOfPidfd(t.tid, Int32(truncatingIfNeeded: pidfd))
-        guard target == mainPID else { return }
+        // (A process aimed at another's memory: process_madvise allows no discard of another process.)
+        guard target == t.tgid || (target == mm.pid && mm.pid != 0) else { return }
         var ranges: [(UInt64, UInt64)] = []
         for k in 0..<regs.rdx {
-            let base = try readProgramWord(at: regs.rsi + k * 16, tid: t.tid)
-            let len = try readProgramWord(at: regs.rsi + k * 16 + 8, tid: t.tid)
+            let base = try readProgramWord(at: regs.rsi + k * 16, tid: t.tid, in: mm)
+            let len = try readProgramWord(at: regs.rsi + k * 16 + 8, tid: t.tid, in: mm)
             let start = Page.alignDown(base), end = Page.alignUp(base &+ len)
             if end > start { ranges.append((start, end)) }
         }
-        t.pendingDiscard = markDiscarded(ranges)
+        t.pendingDiscard = markDiscarded(ranges, in: mm)
         t.awaitingExit = .processMadvise
     }
 
     /// At the exit stop: commit (discard the remote copies) or restore what the kernel did not zap.
     func discardExit(_ t: Tracee, result: Int64) {
-        guard let pending = t.pendingDiscard else { return }
+        guard let pending = t.pendingDiscard, let mm = t.space else { return }
         t.pendingDiscard = nil
         if result >= 0 || result == -Int64(ENOMEM) {
             commitDiscard(pending.saved)
             return
         }
         // Failed: madvise stops at the first mapping it may not discard (mlock'd ...). Pages before it are gone.
-        let firstRefused = firstLockedMapping(in: pending.ranges) ?? 0
+        let firstRefused = firstLockedMapping(in: pending.ranges, of: t.tgid) ?? 0
         var gone: [PendingDiscard.Saved] = []
         var restored = 0
         for s in pending.saved {
-            guard s.address >= firstRefused, let r = mm.table.regions.find(s.address), r.key(at: r.index(of: s.address)) == s.key else {
+            guard s.address >= firstRefused, let r = mm.table.regions.find(s.address), r.storeKey(at: r.index(of: s.address)) == s.storeKey else {
                 gone.append(s)
                 continue
             }
             let i = r.index(of: s.address)
             // A fetch that was on its way has been answered and dropped meanwhile: the page is remote again.
             r.setState(i, PageState(rawValue: s.state).subtracting(.fetching).union(r.state(i).intersection(.queued)))
+            r.setInherited(i, key: s.key)
             if PageState(rawValue: s.state).contains(.resident) { restored += 1 }
         }
         mm.table.noteResident(restored)
@@ -83,7 +88,7 @@ extension Agent {
     }
 
     /// Marks every page of `ranges` untouched (keeping what is needed to undo it).
-    private func markDiscarded(_ ranges: [(UInt64, UInt64)]) -> PendingDiscard {
+    private func markDiscarded(_ ranges: [(UInt64, UInt64)], in mm: AddressSpace) -> PendingDiscard {
         var saved: [PendingDiscard.Saved] = []
         var wasResident = 0
         let keep = PageState.queued.rawValue
@@ -93,9 +98,10 @@ extension Agent {
                 let r = mm.table.regions.regions[k]
                 let from = r.index(of: max(r.start, start)), to = r.index(of: min(r.end, end))
                 for i in from..<to where r.states[i] & ~keep != 0 {
-                    saved.append(.init(address: r.address(at: i), key: r.key(at: i), state: r.states[i] & ~keep))
+                    saved.append(.init(address: r.address(at: i), key: r.key(at: i), storeKey: r.storeKey(at: i), state: r.states[i] & ~keep))
                     if r.state(i).contains(.resident) { wasResident += 1 }
                     r.setState(i, PageState(rawValue: r.states[i] & keep))
+                    _ = r.dropInherited(i)  // released in commitDiscard
                 }
                 k += 1
             }
@@ -109,7 +115,7 @@ extension Agent {
         var discards = RemoteDiscards()
         for s in saved {
             let st = PageState(rawValue: s.state)
-            guard st.contains(.remote) || st.contains(.inFlight), let node = pool.location(s.key) else { continue }
+            guard st.contains(.remote) || st.contains(.inFlight), sharedKeys.release(s.key), let node = pool.location(s.key) else { continue }
             discards.add(s.key, on: node)
             pool.recordDiscarded(key: s.key)
         }
@@ -117,8 +123,8 @@ extension Agent {
     }
 
     /// The start of the first locked mapping overlapping `ranges` (from /proc/PID/smaps), if any.
-    private func firstLockedMapping(in ranges: [(UInt64, UInt64)]) -> UInt64? {
-        guard let text = ProcFile.text("/proc/\(mainPID)/smaps") else { return nil }
+    private func firstLockedMapping(in ranges: [(UInt64, UInt64)], of pid: pid_t) -> UInt64? {
+        guard let text = ProcFile.text("/proc/\(pid)/smaps") else { return nil }
         var current: UInt64?
         var best: UInt64?
         for line in text.split(separator: "\n") {

@@ -6,42 +6,45 @@ import LegatoSystem
 /// userfaultfd rules; the agent decides when to evict between them, and is the handler's
 /// `FaultSources` (the write-back buffer, memory nodes, a restored checkpoint).
 extension Agent: FaultSources {
-    func handleUffd() throws {
-        try mm.faults.readEvents()
-        try serveFaults(mm.faults.takePending())
+    func handleUffd(_ space: AddressSpace) throws {
+        try space.faults.readEvents()
+        guard space.isManaged else { return }
+        try serveFaults(space.faults.takePending(), in: space)
     }
 
     /// Evicts if the budget needs it, then serves the faults that waited for the room.
     func maybeEvict() throws {
         guard try evictor.evictIfNeeded(inbound: fetcher.inboundPages) else { return }
-        // (The freeze serves events: an exec may have ended the address space meanwhile.)
-        if mm.faults?.hasPending == true { try handleUffd() }
+        // (The freeze serves events: an exec may have ended an address space meanwhile.)
+        for s in managedSpaces where s.faults.hasPending { try handleUffd(s) }
     }
 
     /// Serves a batch of faults: local ones at once; remote ones become fetches answered
     /// asynchronously (see Fetcher), so the faults of several threads share a round trip; the
     /// lone pages of the batch go out together, one request per node.
-    func serveFaults(_ faults: [Sys.UffdEvent]) throws {
+    func serveFaults(_ faults: [Sys.UffdEvent], in space: AddressSpace) throws {
         for (k, f) in faults.enumerated() {
             if !tracer.freezing && evictor.needsEviction(extra: fetcher.inboundPages) {
                 // Evict before installing more; the rest are served right after.
-                mm.faults.requeue(faults[k...])
+                space.faults.requeue(faults[k...])
                 break
             }
-            try mm.faults.serve(f)
+            try space.faults.serve(f)
             if fatalError != nil { return }
         }
         try fetcher.sendGathered()
     }
 
-    func fetch(_ fault: Sys.UffdEvent, _ r: Region, _ i: Int, run: Int) throws { try fetcher.fetch(fault, r, i, run: run) }
+    func fetch(_ h: FaultHandler, _ fault: Sys.UffdEvent, _ r: Region, _ i: Int, run: Int) throws { try fetcher.fetch(h, fault, r, i, run: run) }
 
-    func readAhead(thread: UInt32, _ r: Region, _ i: Int, run: Int) throws { try fetcher.readAhead(thread: thread, r, i, run: run) }
+    func readAhead(_ h: FaultHandler, thread: UInt32, _ r: Region, _ i: Int, run: Int) throws {
+        try fetcher.readAhead(h, thread: thread, r, i, run: run)
+    }
 
     func bufferedPage(key: UInt64) -> UnsafeRawPointer? { writeBack.page(key: key) }
 
-    /// Discards the remote copies of pages that left the program, and forgets those on their way
-    /// to a memory node.
+    /// Discards the remote copies of pages that left the program (a copy a fork shared goes with
+    /// its last holder), and forgets those on their way to a memory node.
     func discardRemoteCopies(of parts: [Region]) {
         var discards = RemoteDiscards()
         for r in parts {
@@ -49,8 +52,10 @@ extension Agent: FaultSources {
                 let s = r.state(i)
                 if s.contains(.remote) {
                     let key = r.key(at: i)
-                    if let node = pool.location(key) { discards.add(key, on: node) }
-                    pool.recordDiscarded(key: key)
+                    if sharedKeys.release(key) {
+                        if let node = pool.location(key) { discards.add(key, on: node) }
+                        pool.recordDiscarded(key: key)
+                    }
                 }
                 if s.contains(.inFlight) { writeBack.forget(key: r.key(at: i)) }
             }
@@ -58,51 +63,63 @@ extension Agent: FaultSources {
         discards.send(through: writeBack)
     }
 
-    /// Pages removed from the table (an mmap over them, exec): their remote copies go, and they no
-    /// longer count as resident.
-    func forget(_ parts: [Region]) {
+    /// Lets go of remote copies under `keys` (a fork's shared copies no longer read by one holder):
+    /// those with no holder left are discarded.
+    func releaseRemoteCopies(keys: [UInt64]) {
+        var discards = RemoteDiscards()
+        for key in keys where sharedKeys.release(key) {
+            if let node = pool.location(key) { discards.add(key, on: node) }
+            pool.recordDiscarded(key: key)
+        }
+        discards.send(through: writeBack)
+    }
+
+    /// Pages removed from `space`'s table (an mmap over them, exec): their remote copies go, and
+    /// they no longer count as resident.
+    func forget(_ parts: [Region], in space: AddressSpace) {
         discardRemoteCopies(of: parts)
-        mm.table.forget(parts)
+        space.table.forget(parts)
     }
 
     // MARK: bringing pages in outside a fault
 
-    /// Installs `page` if it is managed and not resident, so the agent can read it safely.
-    func ensureResident(_ page: UInt64) throws {
-        guard let r = mm.table.regions.find(page) else { return }
+    /// Installs `page` of `space` if it is managed and not resident, so the agent can read it safely.
+    func ensureResident(_ page: UInt64, in space: AddressSpace) throws {
+        guard space.isManaged, let r = space.table.regions.find(page) else { return }
         let i = r.index(of: page)
         let st = r.state(i)
         if st.contains(.resident) { return }
-        try bringIn(r, i)
+        try bringIn(r, i, in: space)
     }
 
-    private func bringIn(_ r: Region, _ i: Int) throws {
+    private func bringIn(_ r: Region, _ i: Int, in space: AddressSpace) throws {
+        let h: FaultHandler = space.faults
         if r.state(i).contains(.fetching), let node = pool.location(r.key(at: i)) {
             try fetcher.drain(node: node)
             if r.state(i).contains(.resident) || fatalError != nil { return }
         }
         let st = r.state(i)
         if st.contains(.inFlight), let page = writeBack.page(key: r.key(at: i)) {
-            mm.faults.install(nil, r, i, count: 1, from: page)
+            h.install(nil, r, i, count: 1, from: page)
         } else if st.contains(.remote) {
-            try fetcher.fetchNow(r, i)
+            try fetcher.fetchNow(h, r, i)
         } else if st.contains(.restoring) {
             try serveRestoring(nil, r, i, run: 0)
         } else {
-            mm.faults.installZero(r, i)
+            h.installZero(r, i)
         }
     }
 
-    /// Brings every remote or buffered page back into PROG (before a fork: the child is unmanaged
-    /// and must find its copy of every page present). The budget is exceeded until eviction catches up.
-    func materializeAll() throws {
-        try fetcher.drainAll()
+    /// Brings the pages of `space` in `states` that are not resident into its process (before a
+    /// fork: pages a write-back batch no node will take, and a restore's pages not back yet, are
+    /// not where a child could share them). The budget is exceeded until eviction catches up.
+    func materialize(_ states: PageState, in space: AddressSpace) throws {
         var n = 0
-        for r in mm.table.regions.regions {
+        for r in space.table.regions.regions {
             for i in 0..<r.pageCount {
                 let s = r.state(i)
-                if !s.contains(.resident) && !s.isDisjoint(with: [.remote, .inFlight, .restoring]) {
-                    try bringIn(r, i)
+                if !s.contains(.resident) && !s.isDisjoint(with: states) {
+                    try bringIn(r, i, in: space)
                     n += 1
                     if fatalError != nil { return }
                 }
@@ -110,7 +127,7 @@ extension Agent: FaultSources {
         }
         if n > 0 {
             stats.materializedPages += n
-            log.info("fork: brought \(n) pages (\(formatSize(UInt64(n * Page.size)))) back into pid \(mainPID) for the child")
+            log.info("fork: brought \(n) pages (\(formatSize(UInt64(n * Page.size)))) back into pid \(space.pid) before it forked")
         }
     }
 }

@@ -2,27 +2,31 @@ import Glibc
 import LegatoCore
 import LegatoSystem
 
-/// Taking over PROG's address space after exec, and registering memory as it appears.
+/// Taking over an address space after exec (PROG's, or that of a process of its tree), and
+/// registering memory as it appears.
 extension Agent {
     static let scratchBytes: UInt64 = 64 * 1024
     /// No EVENT_REMOVE: PROG's discards are caught by seccomp (see Agent+Discard), so the agent's own
-    /// process_madvise does not wait for one event per range.
-    static let uffdFeatures: Sys.UffdFeatures = [.eventRemap, .eventUnmap, .threadID, .wpAsync]
+    /// process_madvise does not wait for one event per range. EVENT_FORK hands over a forked child's
+    /// copy of the address space, still registered (see Agent+Fork).
+    static let uffdFeatures: Sys.UffdFeatures = [.eventRemap, .eventUnmap, .threadID, .wpAsync, .eventFork]
     static let pidfdSelfThreadGroup: Int64 = -20000
 
     /// At the syscall-exit stop of execve: map a scratch page, create PROG's userfaultfd and take a
     /// copy of it, then register every private anonymous mapping that exists already.
     func setUpAddressSpace(_ t: Tracee) throws {
+        guard let space = t.space else { return }
         let started = monotonicNanos()
-        try makeScratch(t.tid, at: nil)
-        try takeUserfaultfd(t.tid)
-        try manageExistingMappings(t.tid)
-        log.debug("took over pid \(t.tid): uffd \(mm.pollFD), scratch 0x\(String(mm.scratch, radix: 16)), \(mm.table.regions.regions.count) regions, \(budget.residentPages) pages resident, in \((monotonicNanos() - started) / 1000) µs")
+        try makeScratch(t.tid, at: nil, in: space)
+        try takeUserfaultfd(t.tid, into: space)
+        try manageExistingMappings(t.tid, in: space)
+        stats.addressSpaces += 1
+        log.debug("took over pid \(t.tid): uffd \(space.pollFD), scratch 0x\(String(space.scratch, radix: 16)), \(space.table.regions.regions.count) regions, \(budget.residentPages) pages resident, in \((monotonicNanos() - started) / 1000) µs")
     }
 
     /// A scratch mapping for the injection stub and small arguments (never managed), at `at` if given.
     /// The first injection runs a stub poked over the word at the thread's RIP.
-    func makeScratch(_ pid: pid_t, at hint: UInt64?) throws {
+    func makeScratch(_ pid: pid_t, at hint: UInt64?, in mm: AddressSpace) throws {
         let first = try Sys.Injection(tid: pid, stub: 0, whileWaiting: nil)
         let prot: UInt64 = 0x7  // RWX
         let flags: UInt64 = 0x22 | (hint != nil ? 0x100000 : 0)  // MAP_PRIVATE|MAP_ANONYMOUS [|MAP_FIXED_NOREPLACE]
@@ -34,7 +38,7 @@ extension Agent {
     }
 
     /// userfaultfd() inside PROG, copied out with pidfd_getfd, closed inside again; UFFDIO_API.
-    func takeUserfaultfd(_ pid: pid_t) throws {
+    func takeUserfaultfd(_ pid: pid_t, into mm: AddressSpace) throws {
         let inj = try Sys.Injection(tid: pid, stub: mm.scratch, whileWaiting: nil)
         defer { try? inj.cure() }
         let oCloexec: UInt64 = 0o2000000, oNonblock: UInt64 = 0o4000
@@ -72,22 +76,26 @@ extension Agent {
             uffd.close()
             throw AddressSpaceError.missingUffdFeatures(pid: pid, features: Agent.uffdFeatures.rawValue & ~api.features)
         }
-        let handler = FaultHandler(kernel: uffd, table: mm.table, pid: pid, prefetchWindow: prefetchWindow, zeroPages: zeroPages,
+        try mm.attach(pid: pid, uffd: uffd, faults: makeFaultHandler(uffd, table: mm.table, pid: pid))
+    }
+
+    func makeFaultHandler(_ uffd: Userfaultfd, table: PageTable, pid: pid_t) -> FaultHandler {
+        let handler = FaultHandler(kernel: uffd, table: table, pid: pid, prefetchWindow: prefetchWindow, zeroPages: zeroPages,
                                    counters: faultCounters, log: log)
         handler.sources = self
-        try mm.attach(pid: pid, uffd: uffd, faults: handler)
+        return handler
     }
 
     /// Registers what exists already: the stack, .bss, the heap if any.
-    func manageExistingMappings(_ pid: pid_t) throws {
+    func manageExistingMappings(_ pid: pid_t, in mm: AddressSpace) throws {
         for m in try ProcMaps.read(pid: pid) where m.isManageableAnonymous && m.start != mm.scratch {
-            try manage(start: m.start, end: m.end, growsDown: m.path == "[stack]")
+            try manage(start: m.start, end: m.end, growsDown: m.path == "[stack]", in: mm)
         }
     }
 
     /// Registers [start, end) with the uffd (missing + write-protect) and adds it to the table.
     /// Pages already present (a MAP_POPULATE, the stack at exec) become resident and dirty.
-    func manage(start: UInt64, end: UInt64, growsDown: Bool) throws {
+    func manage(start: UInt64, end: UInt64, growsDown: Bool, in mm: AddressSpace) throws {
         guard mm.isManaged, start < end else { return }
         if end - start > 1 << 40 {
             log.warning("not managing the \(formatSize(end - start)) mapping at 0x\(String(start, radix: 16)): too large")
@@ -101,12 +109,12 @@ extension Agent {
         }
         log.trace("manage \(describeRange(start, end - start))")
         let (region, removed) = mm.table.regions.add(start: start, end: end, growsDown: growsDown)
-        forget(removed)
-        try adoptPresentPages(region, from: 0, to: region.pageCount)
+        forget(removed, in: mm)
+        try adoptPresentPages(region, from: 0, to: region.pageCount, in: mm)
     }
 
     /// Marks pages of `region` that are already present as resident+dirty and write-protects them.
-    func adoptPresentPages(_ region: Region, from: Int, to: Int) throws {
+    func adoptPresentPages(_ region: Region, from: Int, to: Int, in mm: AddressSpace) throws {
         let start = region.address(at: from), end = region.address(at: to)
         var found = 0
         try mm.scan(start: start, end: end, required: .present, writeProtect: false) { s, e, _ in
@@ -127,10 +135,18 @@ extension Agent {
         }
     }
 
-    /// PROG exec'd: its old address space is gone. Forget every page and the old uffd.
-    func resetAddressSpace() {
-        try? fetcher?.drainAll()
-        if mm.isManaged { discardRemoteCopies(of: mm.table.regions.regions) }
+    /// The process of `mm` exec'd or exited: its old address space is gone. Forget every page
+    /// (their remote copies go) and the old uffd; answers still on their way for it are dropped.
+    func resetAddressSpace(_ mm: AddressSpace) {
+        if mm.isManaged {
+            mm.faults.retired = true
+            discardRemoteCopies(of: mm.table.regions.regions)
+        }
+        if let (child, fd) = mm.forkedChild {
+            close(fd)
+            discardRemoteCopies(of: child.table.regions.regions)
+            child.reset()
+        }
         mm.reset()
     }
 }

@@ -69,6 +69,13 @@ public final class Agent {
     let budget: LocalBudget
     /// The program's address space (its mm): page table, userfaultfd and fault handler.
     let mm: AddressSpace
+    /// Every managed address space of the run by the pid of its process: PROG's (`mm`) and those
+    /// of the processes it forked.
+    var spaces: [pid_t: AddressSpace] = [:]
+    /// The keys pages are stored under, for every address space of the run.
+    let keys = KeyAllocator()
+    /// Remote copies a fork left to more than one address space.
+    let sharedKeys = SharedKeys()
     /// Keeps the resident set within the budget (made once the pool is).
     var evictor: Evictor!
     /// Most pages one fault installs (prefetch or zero-fill ahead), kept below a quarter of the budget.
@@ -108,7 +115,7 @@ public final class Agent {
         self.config = config
         log = LegatoLogging.logger("legato.run")
         budget = LocalBudget(pages: max(16, Int(config.localBudgetBytes / UInt64(Page.size))))
-        mm = AddressSpace(budget: budget)
+        mm = AddressSpace(budget: budget, keys: keys)
         tracer = Tracer(log: log)
         liveness = LivenessGuard(log: log)
         prefetchWindow = max(1, min(config.prefetchMaxPages, budget.pages / 4))
@@ -125,7 +132,7 @@ public final class Agent {
         memset(zeroPages, 0, prefetchWindow * Page.size)
         tracer.events = self
         tracer.isStopping = { [unowned self] in fatalError != nil }
-        tracer.onFreezingChange = { [unowned self] frozen in mm.faults?.singlePagesOnly = frozen }
+        tracer.onFreezingChange = { space, frozen in space.faults?.singlePagesOnly = frozen }
     }
 
     deinit {
@@ -157,16 +164,17 @@ public final class Agent {
                               ephemeral: config.name == nil)
         let thread = try WriteBack(endpoints: pool.endpoints, secret: config.secret, token: token, space: space)
         pool.onNewNode = { [thread] ep in thread.addEndpoint(ep) }
-        writeBack = WriteBackBuffer(thread: thread, pool: pool, table: mm.table, log: log)
+        writeBack = WriteBackBuffer(thread: thread, pool: pool, log: log)
         writeBack.onFailure = { [unowned self] in fail($0) }
-        evictor = Evictor(addressSpace: mm, budget: budget, pool: pool, writeBack: writeBack, tracer: tracer,
+        evictor = Evictor(spaces: { [unowned self] in managedSpaces }, budget: budget, pool: pool, writeBack: writeBack, tracer: tracer,
                           batchPages: config.evictionBatchPages ?? min(1024, max(16, budget.pages / 16)), prefetchWindow: prefetchWindow, log: log)
         evictor.serve = { [unowned self] in try loop(until: $0) }
         evictor.serveWhileInjecting = { [unowned self] in
             do { try pollOnce(reapStops: false, sleepMillis: 5) } catch { fail("serving faults during eviction: \(error)") }
         }
         evictor.isStopping = { [unowned self] in fatalError != nil }
-        fetcher = Fetcher(pool: pool, addressSpace: mm, budget: budget, prefetchWindow: prefetchWindow,
+        evictor.releaseShared = { [unowned self] in releaseRemoteCopies(keys: $0) }
+        fetcher = Fetcher(pool: pool, budget: budget, prefetchWindow: prefetchWindow,
                           maxPrefetchPages: config.prefetchMaxPages, log: log)
         fetcher.onFailure = { [unowned self] in fail($0) }
         fetcher.isStopping = { [unowned self] in fatalError != nil }
@@ -186,7 +194,8 @@ public final class Agent {
         program = ProgramProcess(spawned)
         restore.pending = config.restore
         try control?.open()
-        tracer.adopt(program: mainPID)
+        spaces[mainPID] = mm
+        tracer.adopt(program: mainPID, space: mm)
         log.debug("started \(path) as pid \(mainPID) (reaper \(program.reaperPID)), budget \(formatSize(UInt64(budget.pages * Page.size)))")
 
         do {
@@ -244,7 +253,9 @@ public final class Agent {
         pollFDs.removeAll(keepingCapacity: true)
         pollFDs.append(pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0))
         pollFDs.append(pollfd(fd: writeBack.thread.wakeFD, events: Int16(POLLIN), revents: 0))
-        pollFDs.append(pollfd(fd: mm.pollFD, events: Int16(POLLIN), revents: 0))
+        let managed = managedSpaces
+        for s in managed { pollFDs.append(pollfd(fd: s.pollFD, events: Int16(POLLIN), revents: 0)) }
+        let firstNode = pollFDs.count
         for n in nodes { pollFDs.append(pollfd(fd: n.connection.fd, events: Int16(POLLIN), revents: 0)) }
         let serveControl = reap && checkpointer?.busy == false && !tracer.freezing && control?.isOpen == true
         let decided = reap && checkpointer?.inFlight != nil
@@ -252,11 +263,11 @@ public final class Agent {
         pollFDs.append(pollfd(fd: serveControl ? control!.fd : -1, events: Int16(POLLIN), revents: 0))
         // Answers already received into a connection's buffer do not make its socket readable.
         let buffered = nodes.contains { $0.connection.hasBufferedInput }
-        let busy = (mm.faults?.hasPending ?? false) || buffered
+        let busy = managed.contains { $0.faults.hasPending } || buffered
         // Poll without sleeping for a little first: on a VM, waking a halted vCPU costs more than
         // the wait for a fault or an answer that is due within microseconds.
         var n = pollFDs.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), 0) }
-        if n == 0 && !busy && Agent.uffdSpinNanos > 0 && mm.isManaged {
+        if n == 0 && !busy && Agent.uffdSpinNanos > 0 && !managed.isEmpty {
             let until = monotonicNanos() + Agent.uffdSpinNanos
             repeat {
                 n = pollFDs.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), 0) }
@@ -267,18 +278,21 @@ public final class Agent {
         }
         if n < 0 && errno != EINTR { throw SystemError.fromErrno("poll") }
         let revents = pollFDs.map { $0.revents }
-        for (k, node) in nodes.enumerated() where revents[3 + k] != 0 || node.connection.hasBufferedInput {
+        for (k, node) in nodes.enumerated() where revents[firstNode + k] != 0 || node.connection.hasBufferedInput {
             try fetcher.receive(node: node.node)
             if fatalError != nil { return }
         }
-        if mm.isManaged && (revents[2] != 0 || mm.faults.hasPending) { try handleUffd() }
+        for (k, s) in managed.enumerated() where s.isManaged && (revents[2 + k] != 0 || s.faults.hasPending) {
+            try handleUffd(s)
+            if fatalError != nil { return }
+        }
         if revents[1] != 0 { writeBack.processCompletions() }
         if revents[0] != 0 || n == 0 {
             readSignals()
             stopsPending = true
         }
         if n == 0 && reap && !tracer.freezing {
-            liveness.check(mm, tracer: tracer, nothingOnItsWay: fetcher.inboundPages == 0)
+            liveness.check(managed, tracer: tracer, nothingOnItsWay: fetcher.inboundPages == 0)
         }
         if reap && stopsPending {
             stopsPending = false
@@ -286,6 +300,12 @@ public final class Agent {
         }
         if reap && revents[revents.count - 2] != 0 { finishCheckpoint() }
         if serveControl && revents[revents.count - 1] != 0 { handleControl() }
+    }
+
+    /// The address spaces whose faults the agent serves now.
+    var managedSpaces: [AddressSpace] {
+        if spaces.count == 1 { return mm.isManaged ? [mm] : [] }
+        return spaces.keys.sorted().compactMap { spaces[$0]!.isManaged ? spaces[$0] : nil }
     }
 
     func makeSignalFD() throws -> Int32 {
@@ -327,7 +347,7 @@ public final class Agent {
             }
         }
         shutdownRemote()
-        mm.reset()
+        for s in spaces.values { s.reset() }
         metrics?.stop()
     }
 

@@ -2,7 +2,9 @@
 /// buffer's and the budget's are theirs);
 /// RunStatsRecord puts them all together.
 struct AgentStats {
-    var materializedPages = 0  // remote pages brought back before a fork
+    var materializedPages = 0  // pages only the agent held, brought back before a fork
+    var addressSpaces = 0      // address spaces taken over (at an exec of any process of the tree, or at a fork)
+    var managedForks = 0       // forks whose child was taken over with its parent's pages where they were
     var checkpoints = 0
     var restoreResumeNanos: UInt64 = 0  // agent start to the restored PROG resuming
     var restoreCompleteNanos: UInt64 = 0  // agent start to every restored page back (in PROG or on memory nodes)

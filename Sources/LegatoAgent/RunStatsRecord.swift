@@ -32,6 +32,8 @@ struct RunStatsRecord: Codable {
     var inboundHits: Int
     var staleFaults: Int
     var materializedPages: Int
+    var addressSpaces: Int
+    var managedForks: Int
     var keptLocalPages: Int
     var checkpoints: Int
     var lostFaultWakes: Int
@@ -67,6 +69,8 @@ struct RunStatsRecord: Codable {
         inboundHits = f.inboundHits
         staleFaults = f.staleFaults
         materializedPages = s.materializedPages
+        addressSpaces = s.addressSpaces
+        managedForks = s.managedForks
         keptLocalPages = w.keptLocalPages
         checkpoints = s.checkpoints
         lostFaultWakes = liveness.wakes
@@ -105,7 +109,9 @@ extension RunStatsRecord: MetricsReporting {
         r.counter("buffer_hits_total", bufferHits, help: "Faults served from the write-back buffer")
         r.counter("inbound_hits_total", inboundHits, help: "Faults on pages already on their way")
         r.counter("stale_faults_total", staleFaults, help: "Faults on pages already present")
-        r.counter("pages_materialized_total", materializedPages, help: "Remote pages brought back before a fork")
+        r.counter("pages_materialized_total", materializedPages, help: "Pages only the agent held, brought back before a fork")
+        r.counter("address_spaces_total", addressSpaces, help: "Address spaces taken over (execs and forks of the program's tree)")
+        r.counter("managed_forks_total", managedForks, help: "Forks whose child was managed from its first instruction")
         r.counter("pages_kept_local_total", keptLocalPages, help: "Pages kept local because every memory node was full")
         r.counter("checkpoints_total", checkpoints, help: "Checkpoints committed")
         r.counter("lost_fault_wakes_total", lostFaultWakes, help: "Times the liveness guard woke a forgotten fault (a bug)")

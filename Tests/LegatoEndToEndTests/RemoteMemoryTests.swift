@@ -24,14 +24,6 @@ import Testing
         try Legato.compareWithPlainRun([try Workloads.path("dontneed"), "64"], footprintBytes: 64 << 20)
     }
 
-    @Test func forkAndSystemKeepWorking() throws {
-        // A fork brings every remote page back for the (unmanaged) child: the budget is passed until
-        // eviction catches up, so the peak is not checked here; the end state is.
-        let stats = try Legato.compareWithPlainRun([try Workloads.path("forksys"), "64"], footprintBytes: 64 << 20, checkPeak: false)
-        #expect(stats.int("materialized_pages") > 0, "the fork should have brought remote pages back for the child")
-        #expect(stats.int("resident_bytes_at_exit") <= 8 << 20)
-    }
-
     @Test func sequentialScanPrefetches() throws {
         let stats = try Legato.compareWithPlainRun([try Workloads.path("seqscan"), "64", "2"], footprintBytes: 64 << 20)
         #expect(stats.prefetchedPages > stats.fetchedPages / 2, "a sequential scan should be served mostly by prefetch")

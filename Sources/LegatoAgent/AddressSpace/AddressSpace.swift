@@ -3,14 +3,27 @@ import LegatoCore
 import LegatoSystem
 
 /// One managed address space (one mm): its page table always; once the agent has taken the
-/// process over (after exec), its userfaultfd with the fault handler, its /proc/PID/pagemap, the
-/// scratch area injected calls use, the pidfd its process_madvise names, and its brk.
+/// process over (after exec, or at the fork that made it), its userfaultfd with the fault handler,
+/// its /proc/PID/pagemap, the scratch area injected calls use, the pidfd its process_madvise names,
+/// and its brk.
 ///
 /// Owned by the event-loop thread.
 final class AddressSpace {
     let table: PageTable
     /// The thread group whose mm this is (0 until taken over).
     private(set) var pid: pid_t = 0
+    /// The thread of this process inside a fork (from its entry stop to its ptrace fork event):
+    /// the userfaultfd's fork event, which comes in between, belongs to it. One at a time.
+    var forkingThread: pid_t?
+    /// The child's address space and its userfaultfd (a descriptor of the agent's), made at the
+    /// userfaultfd's fork event, until the ptrace event names the child's pid.
+    var forkedChild: (space: AddressSpace, uffd: Int32)?
+    /// `processMadvisePidfd` is the descriptor number a fork copied from the parent: it names the
+    /// parent, and is replaced (same number) by one naming this process before the first discard.
+    var pidfdInherited = false
+    /// A madvise of this process asked for MADV_DONTFORK or MADV_WIPEONFORK: a fork's child does not
+    /// get all of its pages (read from the child's smaps at the fork).
+    var usesForkAdvice = false
     private(set) var uffd: Userfaultfd?
     /// Serves `uffd`; nil while the space is not managed (before exec's take-over, after a reset).
     private(set) var faults: FaultHandler!
@@ -25,7 +38,7 @@ final class AddressSpace {
     var membarrierRegistrations: Set<UInt64> = []
     var currentBrk: UInt64 = 0
 
-    init(budget: LocalBudget) { table = PageTable(budget: budget) }
+    init(budget: LocalBudget, keys: KeyAllocator) { table = PageTable(budget: budget, keys: keys) }
 
     var isManaged: Bool { faults != nil }
     /// The uffd descriptor to poll (-1 when not managed).
@@ -38,6 +51,17 @@ final class AddressSpace {
         self.faults = faults
         pagemapFD = open("/proc/\(pid)/pagemap", O_RDONLY | O_CLOEXEC)
         if pagemapFD < 0 { throw SystemError.fromErrno("open /proc/\(pid)/pagemap") }
+    }
+
+    /// A fork's child: its userfaultfd came with the fork event; the fork copied the scratch area,
+    /// the brk and the injected pidfd's number from `parent`.
+    func attachFork(pid: pid_t, uffd: Userfaultfd, faults: FaultHandler, parent: AddressSpace) throws {
+        try attach(pid: pid, uffd: uffd, faults: faults)
+        scratch = parent.scratch
+        processMadvisePidfd = parent.processMadvisePidfd
+        pidfdInherited = parent.processMadvisePidfd >= 0
+        currentBrk = parent.currentBrk
+        usesForkAdvice = parent.usesForkAdvice
     }
 
     /// The address space is gone (exec) or the run is over: forgets every page and closes the
@@ -53,6 +77,10 @@ final class AddressSpace {
         processMadvisePidfd = -1
         currentBrk = 0
         membarrierRegistrations = []
+        pidfdInherited = false
+        usesForkAdvice = false
+        forkingThread = nil
+        forkedChild = nil
     }
 
     /// PAGEMAP_SCAN over [start, end) calling `body` for each matching range (and its categories);

@@ -7,16 +7,19 @@ import LegatoSystem
 protocol FaultSources: AnyObject {
     /// The newest content of evicted page `key`, while its write-back batch is unacknowledged.
     func bufferedPage(key: UInt64) -> UnsafeRawPointer?
-    /// Fetches the faulting remote page r[i] (and on a stream of `run` faults, pages after it);
-    /// the answer's install wakes the thread.
-    func fetch(_ fault: Sys.UffdEvent, _ r: Region, _ i: Int, run: Int) throws
+    /// Fetches the faulting remote page r[i] of `h`'s address space (and on a stream of `run`
+    /// faults, pages after it); the answer's install wakes the thread.
+    func fetch(_ h: FaultHandler, _ fault: Sys.UffdEvent, _ r: Region, _ i: Int, run: Int) throws
     /// Keeps a stream's read-ahead going past r[i], whose fetch is on its way already.
-    func readAhead(thread: UInt32, _ r: Region, _ i: Int, run: Int) throws
+    func readAhead(_ h: FaultHandler, thread: UInt32, _ r: Region, _ i: Int, run: Int) throws
     /// Serves a page a restored checkpoint holds and that is not back yet.
     func serveRestoring(_ fault: Sys.UffdEvent?, _ r: Region, _ i: Int, run: Int) throws
     /// The program unmapped these parts (taken out of the page table, their states as they were):
     /// their remote copies are to be discarded.
     func discardRemoteCopies(of parts: [Region])
+    /// The process forked: the kernel made `uffd` (a descriptor of the agent's) for the child's
+    /// copy of the address space `h` serves.
+    func forked(_ h: FaultHandler, uffd: Int32)
 }
 
 /// Serves one address space's userfaultfd by its rules:
@@ -65,6 +68,8 @@ final class FaultHandler {
     private static let eventBatch = 64
     /// Faults read and not yet served (or to be retried).
     private(set) var pending: [Sys.UffdEvent] = []
+    /// The process is gone (exit): answers still on their way for it are dropped.
+    var retired = false
 
     init(kernel: UserfaultKernel, table: PageTable, pid: pid_t, prefetchWindow: Int, zeroPages: UnsafeRawPointer,
          counters: Counters, log: Logger) {
@@ -108,7 +113,9 @@ final class FaultHandler {
                 case .remap:
                     log.trace("REMAP \(describeRange(e.addr, e.a3)) -> 0x\(String(e.a2, radix: 16))")
                     table.regions.move(from: e.addr, to: e.a2, length: e.a3)
-                case .remove, .fork, .other: log.warning("unexpected userfaultfd event \(e.kind)/\(e.flags) in pid \(pid)")
+                case .fork:
+                    if let sources { sources.forked(self, uffd: Int32(truncatingIfNeeded: e.a2)) } else { close(Int32(truncatingIfNeeded: e.a2)) }
+                case .remove, .other: log.warning("unexpected userfaultfd event \(e.kind)/\(e.flags) in pid \(pid)")
                 }
             }
             if n < FaultHandler.eventBatch { break }
@@ -138,7 +145,7 @@ final class FaultHandler {
         if st.contains(.fetching) {
             // On its way (prefetched or asked for by another thread): the install wakes this thread.
             counters.inboundHits += 1
-            if run > 0 { try sources?.readAhead(thread: f.tid, r, i, run: run) }
+            if run > 0 { try sources?.readAhead(self, thread: f.tid, r, i, run: run) }
         } else if st.contains(.resident) {
             // Stale (already present: EEXIST wakes it) or dropped behind our back: Linux gives zeros then.
             install(f, r, i, count: 1, from: zeroPages)
@@ -146,7 +153,7 @@ final class FaultHandler {
             counters.bufferHits += 1
             install(f, r, i, count: 1, from: buffered)
         } else if st.contains(.remote) {
-            try sources?.fetch(f, r, i, run: run)
+            try sources?.fetch(self, f, r, i, run: run)
         } else if st.contains(.restoring) {
             try sources?.serveRestoring(f, r, i, run: run)
         } else {

@@ -16,24 +16,29 @@ final class LivenessGuard {
 
     init(log: Logger) { self.log = log }
 
-    /// Checks the threads of `tracer` that share `mm`; `nothingOnItsWay` says no fetch is due for it.
-    func check(_ mm: AddressSpace, tracer: Tracer, nothingOnItsWay: Bool) {
+    /// Checks the threads of `tracer` in each of `spaces`; `nothingOnItsWay` says no fetch is due.
+    func check(_ spaces: [AddressSpace], tracer: Tracer, nothingOnItsWay: Bool) {
         let now = monotonicNanos()
-        guard mm.isManaged, now - lastCheck >= 1_000_000_000 else { return }
+        guard !spaces.isEmpty, now - lastCheck >= 1_000_000_000 else { return }
         lastCheck = now
-        guard !mm.faults.hasPending, nothingOnItsWay else { suspects = []; return }
-        let waiting = Set(tracer.tracees.values.filter { $0.sharesMemory && ProcFile.text("/proc/\($0.tid)/wchan") == "handle_userfault" }
-            .map { $0.tid })
-        // A thread that faulted after the loop's last poll is waiting too, with its message queued:
-        // only a thread seen waiting while the uffd has nothing for us, at two checks running, is stuck.
-        // (Without this, threads faulting at the moment of each check were taken for a lost fault
-        // now and then in busy runs.)
-        var pending = pollfd(fd: mm.pollFD, events: Int16(POLLIN), revents: 0)
-        guard !waiting.isEmpty, poll(&pending, 1, 0) == 0 else { suspects = []; return }
-        let still = waiting.intersection(suspects)
-        suspects = waiting
-        guard !still.isEmpty else { return }
-        suspects = []
+        guard nothingOnItsWay, !spaces.contains(where: { $0.faults.hasPending }) else { suspects = []; return }
+        var seen: Set<Int32> = []
+        for mm in spaces {
+            let waiting = Set(tracer.threads(in: mm).filter { ProcFile.text("/proc/\($0.tid)/wchan") == "handle_userfault" }.map { $0.tid })
+            // A thread that faulted after the loop's last poll is waiting too, with its message queued:
+            // only a thread seen waiting while the uffd has nothing for us, at two checks running, is stuck.
+            // (Without this, threads faulting at the moment of each check were taken for a lost fault
+            // now and then in busy runs.)
+            var pending = pollfd(fd: mm.pollFD, events: Int16(POLLIN), revents: 0)
+            guard !waiting.isEmpty, poll(&pending, 1, 0) == 0 else { continue }
+            let still = waiting.intersection(suspects)
+            seen.formUnion(waiting.subtracting(still))
+            if !still.isEmpty { wake(mm, threads: still) }
+        }
+        suspects = seen
+    }
+
+    private func wake(_ mm: AddressSpace, threads still: Set<Int32>) {
         wakes += 1
         // Nothing is on its way, so no page can be waiting for a fetch answer: a `fetching` bit left
         // behind (an answer dropped while its range changed) would make every refault wait forever.

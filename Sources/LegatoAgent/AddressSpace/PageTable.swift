@@ -6,13 +6,16 @@ import LegatoCore
 ///
 /// Owned by the event-loop thread; no locks.
 final class PageTable {
-    let regions = RegionTable()
+    let regions: RegionTable
     var victims = VictimQueue()
     var consumed = ConsumedRanges()
     let budget: LocalBudget
     private(set) var residentPages = 0
 
-    init(budget: LocalBudget) { self.budget = budget }
+    init(budget: LocalBudget, keys: KeyAllocator = KeyAllocator()) {
+        self.budget = budget
+        regions = RegionTable(keys: keys)
+    }
 
     func noteResident(_ delta: Int) {
         residentPages += delta
@@ -46,12 +49,37 @@ final class PageTable {
         noteResident(added)
     }
 
-    /// The region and index holding `key` (keys are contiguous within a region).
+    /// The region and index of the page whose copy is under `key` (its store key, or a fork's shared key).
     func region(forKey key: UInt64) -> (region: Region, index: Int)? {
         for r in regions.regions where key >= r.keyBase && key < r.keyBase + UInt64(r.pageCount) {
-            return (r, Int(key - r.keyBase))
+            let i = Int(key - r.keyBase)
+            if r.key(at: i) == key { return (r, i) }
+        }
+        for r in regions.regions {
+            if let inh = r.inherited, let i = inh.firstIndex(of: key) { return (r, i) }
         }
         return nil
+    }
+
+    /// Fills this (empty) table with a fork's copy of `parent`: the same regions and pages, resident
+    /// ones counted against the budget and queued as victims (the child's page tables hold them,
+    /// shared copy-on-write with the parent's), remote ones reading the parent's copies under keys
+    /// now shared (`shared` is told each), and both sides storing under fresh keys from now on.
+    func copyForFork(of parent: PageTable, shared: (UInt64) -> Void) {
+        precondition(regions.isEmpty)
+        let keep: PageState = [.resident, .remote, .dirty]
+        for r in parent.regions.regions {
+            r.shareRemoteCopies(newKeyBase: parent.regions.allocateKeys(r.pageCount), shared)
+            regions.insert(r.forkCopy(keyBase: regions.allocateKeys(r.pageCount), keeping: keep))
+        }
+        var resident = 0
+        for r in regions.regions {
+            for i in 0..<r.pageCount where r.state(i).contains(.resident) {
+                pushVictim(r, i)
+                resident += 1
+            }
+        }
+        noteResident(resident)
     }
 
     /// Pages of `parts` (taken out of the table) are gone: they no longer count as resident and

@@ -4,17 +4,15 @@ import LegatoCore
 /// Owned by the agent's event-loop thread.
 final class RegionTable {
     private(set) var regions: [Region] = []
-    private var nextKey: UInt64 = 1 << 20
+    let keys: KeyAllocator
     private var lastHit: Region?
+
+    init(keys: KeyAllocator = KeyAllocator()) { self.keys = keys }
 
     var isEmpty: Bool { regions.isEmpty }
 
-    /// Allocates `pages` fresh keys (never reused within this address space).
-    func allocateKeys(_ pages: Int) -> UInt64 {
-        let k = nextKey
-        nextKey += UInt64(pages) + 1
-        return k
-    }
+    /// Allocates `pages` fresh keys (never reused within the run).
+    func allocateKeys(_ pages: Int) -> UInt64 { keys.allocate(pages) }
 
     /// The region holding `address`, if any.
     @inline(__always)

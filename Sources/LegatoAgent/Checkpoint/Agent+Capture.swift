@@ -17,12 +17,12 @@ extension Agent {
         try fetcher.drainAll()
         let started = monotonicNanos()
         var phases = PhaseTimer(since: started)
-        try tracer.freeze(serve: loop(until:))
+        try tracer.freeze(mm, serve: loop(until:))
         phases.mark("freeze")
         defer { tracer.thaw() }
         if tracer.programStatus != nil || fatalError != nil { throw CheckpointRefused(description: "the program ended during the checkpoint") }
         let pid = mainPID
-        guard let injector = tracer.injectableThread else {
+        guard let injector = tracer.injectableThread(in: mm) else {
             throw CheckpointRefused(description: "no thread of the program is in a stop fit for injection; try again")
         }
         var context = ProcessCapture(pid: pid, scratch: mm.scratch, agentOwnedFD: mm.processMadvisePidfd, tracer: tracer,

@@ -24,7 +24,7 @@ extension Agent {
         try checkFilesUnchanged(image)
         let current = try ProcMaps.read(pid: pid)
         let hole = try findHole(size: Agent.scratchBytes, avoiding: image.vmas.map { ($0.start, $0.end) } + current.map { ($0.start, $0.end) })
-        try makeScratch(pid, at: hole)
+        try makeScratch(pid, at: hole, in: mm)
         let calls = try RestoreCalls(tid: pid, scratch: mm.scratch, context: "restoring \(image.name)")
 
         var marks = PhaseTimer(since: createdAt)
@@ -82,9 +82,9 @@ extension Agent {
 
         marks.mark("state")
         // 9. From here PROG is a managed process like any other.
-        try takeUserfaultfd(pid)
+        try takeUserfaultfd(pid, into: mm)
         mm.membarrierRegistrations = Set(image.membarrierRegistrations ?? [])
-        try manageExistingMappings(pid)
+        try manageExistingMappings(pid, in: mm)
         marks.mark("uffd")
         try writeUnmanagedPages(pid, backing.bindKeys(mm.table.regions), backing)
         marks.mark("bind")

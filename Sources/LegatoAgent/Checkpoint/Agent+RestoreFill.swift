@@ -140,7 +140,7 @@ extension Agent {
             var start = 0
             while start < nodeKeys.count {
                 let chunk = Array(nodeKeys[start..<min(nodeKeys.count, start + 1024)])
-                let wb = writeBack.makeBatch(node: node, keys: chunk)
+                let wb = writeBack.makeBatch(node: node, keys: chunk, table: mm.table)
                 for (k, key) in chunk.enumerated() {
                     guard let (r, i) = mm.table.region(forKey: key), let loc = b.location(key: key) else { continue }
                     try b.read(loc, into: wb.page(k))

@@ -30,7 +30,7 @@ extension Agent {
             if st.exited || st.signaled { throw RestoreError.threadNotRestored(name: image.name, tid: thread.tid, "died at birth") }
             if st.stopped { break }
         }
-        let t = Tracee(tid: global, tgid: pid, sharesMemory: true, classified: true)
+        let t = Tracee(tid: global, tgid: pid, space: mm, classified: true)
         tracer.add(t)
         let own = try RestoreCalls(tid: global, scratch: mm.scratch, context: calls.context)
         try restoreThreadState(thread, of: t, own)

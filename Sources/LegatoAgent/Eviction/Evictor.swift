@@ -2,7 +2,8 @@ import Glibc
 import LegatoCore
 import LegatoSystem
 
-/// Keeps the program's resident managed memory within the run's budget:
+/// Keeps the resident managed memory of the run's address spaces within its one budget, one
+/// address space a round (the one with the most resident pages):
 ///
 ///     pick victims -> freeze threads -> PAGEMAP_SCAN (which victims were written) -> read dirty
 ///     victims (process_vm_readv) into write-back batches -> injected process_madvise(MADV_DONTNEED)
@@ -27,7 +28,8 @@ final class Evictor {
     /// Pages kept free for the single-page faults served while threads are being frozen.
     static let freezeSlack = 16
 
-    let mm: AddressSpace
+    /// The address spaces to take victims from (every managed one of the run).
+    let spaces: () -> [AddressSpace]
     let budget: LocalBudget
     let pool: RemotePool
     let writeBack: WriteBackBuffer
@@ -43,11 +45,13 @@ final class Evictor {
     var serve: (_ until: () -> Bool) throws -> Void = { _ in }
     var serveWhileInjecting: () -> Void = {}
     var isStopping: () -> Bool = { false }
+    /// Told the keys of shared remote copies (a fork's) that pages stored anew no longer read.
+    var releaseShared: ([UInt64]) -> Void = { _ in }
     private let log: Logger
 
-    init(addressSpace: AddressSpace, budget: LocalBudget, pool: RemotePool, writeBack: WriteBackBuffer, tracer: Tracer,
+    init(spaces: @escaping () -> [AddressSpace], budget: LocalBudget, pool: RemotePool, writeBack: WriteBackBuffer, tracer: Tracer,
          batchPages: Int, prefetchWindow: Int, log: Logger) {
-        mm = addressSpace
+        self.spaces = spaces
         self.budget = budget
         self.pool = pool
         self.writeBack = writeBack
@@ -59,7 +63,7 @@ final class Evictor {
 
     /// Installing `extra` more pages plus one more fault's worth could pass the budget.
     func needsEviction(extra: Int = 0) -> Bool {
-        mm.isManaged && budget.residentPages + extra + prefetchWindow + Evictor.freezeSlack > budget.pages
+        budget.residentPages + extra + prefetchWindow + Evictor.freezeSlack > budget.pages
             && budget.residentPages > floor
     }
 
@@ -77,11 +81,14 @@ final class Evictor {
     private func evict(_ wanted: Int) throws {
         while writeBack.inflightBytes > WriteBackBuffer.maxInflightBytes && !isStopping() { writeBack.waitForCompletions() }
         if isStopping() { return }
+        // Not a space inside a fork: the child's copy of its table is being made from it.
+        guard let mm = spaces().filter({ $0.isManaged && $0.forkingThread == nil && $0.table.residentPages > 0 })
+            .max(by: { $0.table.residentPages < $1.table.residentPages }) else { return }
         var candidates = VictimChoice.pick(wanted, from: mm.table)
         if candidates.isEmpty { return }
 
         let frozenAt = monotonicNanos()
-        try tracer.freeze(serve: serve)
+        try tracer.freeze(mm, serve: serve)
         let frozen = monotonicNanos()
         counters.phaseNanos[0] += frozen - frozenAt
         defer {
@@ -89,7 +96,7 @@ final class Evictor {
             counters.freezeNanos += monotonicNanos() - frozenAt
         }
         if tracer.programStatus != nil || isStopping() || !mm.isManaged { return }
-        guard let injector = tracer.injectableThread else {
+        guard let injector = tracer.injectableThread(in: mm) else {
             // Every thread is inside a syscall stop; put the victims back and try after they move on.
             counters.evictionsDeferred += 1
             for a in candidates { if let r = mm.table.regions.find(a) { mm.table.pushVictim(r, r.index(of: a)) } }
@@ -145,10 +152,12 @@ final class Evictor {
         // Route dirty pages to memory nodes; a page with nowhere to go stays.
         var byNode: [Int: (keys: [UInt64], addresses: [UInt64])] = [:]
         var kept = 0
+        var unshared: [UInt64] = []
         for (ri, (r, idx)) in perRegion.enumerated() {
             for (j, i) in idx.enumerated() where marks[ri][j] == .dirty {
-                let key = r.key(at: i)
+                let key = r.storeKey(at: i)
                 if let node = pool.route(key) {
+                    if let old = r.dropInherited(i) { unshared.append(old) }
                     byNode[node, default: ([], [])].keys.append(key)
                     byNode[node, default: ([], [])].addresses.append(r.address(at: i))
                 } else {
@@ -166,8 +175,8 @@ final class Evictor {
             var start = 0
             while start < pages.keys.count {
                 let end = min(pages.keys.count, start + 1024)
-                let b = writeBack.makeBatch(node: node, keys: Array(pages.keys[start..<end]))
-                try readPages(Array(pages.addresses[start..<end]), into: b.buffer)
+                let b = writeBack.makeBatch(node: node, keys: Array(pages.keys[start..<end]), table: mm.table)
+                try readPages(mm, Array(pages.addresses[start..<end]), into: b.buffer)
                 newBatches.append(b)
                 start = end
             }
@@ -210,9 +219,10 @@ final class Evictor {
         counters.cleanEvictions += clean
         counters.evictions += 1
 
-        try discardInProgram(discard, using: injector)
+        try discardInProgram(mm, discard, using: injector)
         counters.phaseNanos[3] += monotonicNanos() - read
         for b in newBatches { writeBack.send(b) }
+        if !unshared.isEmpty { releaseShared(unshared) }
     }
 
     /// What the freeze found of a victim.
@@ -221,7 +231,7 @@ final class Evictor {
     // MARK: reading and discarding
 
     /// Reads pages of PROG (all present; threads frozen) into `buffer`, page k at buffer + k*4096.
-    private func readPages(_ addresses: [UInt64], into buffer: UnsafeMutableRawPointer) throws {
+    private func readPages(_ mm: AddressSpace, _ addresses: [UInt64], into buffer: UnsafeMutableRawPointer) throws {
         // Contiguous victims are read as one range (a scan evicts megabytes of consecutive pages).
         var runStarts: [UInt64] = [], runLengths: [UInt64] = []
         for a in addresses {
@@ -247,22 +257,22 @@ final class Evictor {
                 var a = addresses[k]
                 var len = Page.size.u64
                 let n = (try? Sys.processRead(pid: mm.pid, into: dst, capacity: Page.size, addresses: &a, lengths: &len, count: 1)) ?? 0
-                if n < Page.size { try readViaProcMem(addresses[k], into: dst) }
+                if n < Page.size { try readViaProcMem(mm.pid, addresses[k], into: dst) }
                 k += 1
             }
         }
     }
 
-    private func readViaProcMem(_ address: UInt64, into dst: UnsafeMutableRawPointer) throws {
-        let fd = open("/proc/\(mm.pid)/mem", O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw SystemError.fromErrno("open /proc/\(mm.pid)/mem") }
+    private func readViaProcMem(_ pid: pid_t, _ address: UInt64, into dst: UnsafeMutableRawPointer) throws {
+        let fd = open("/proc/\(pid)/mem", O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw SystemError.fromErrno("open /proc/\(pid)/mem") }
         defer { close(fd) }
         let n = pread(fd, dst, Page.size, off_t(Int64(bitPattern: address)))
-        if n != Page.size { throw SystemError.fromErrno("read page 0x\(String(address, radix: 16)) of pid \(mm.pid)") }
+        if n != Page.size { throw SystemError.fromErrno("read page 0x\(String(address, radix: 16)) of pid \(pid)") }
     }
 
-    /// process_madvise(MADV_DONTNEED) on `addresses` (sorted), injected into a frozen thread of PROG.
-    private func discardInProgram(_ addresses: [UInt64], using t: Tracee) throws {
+    /// process_madvise(MADV_DONTNEED) on `addresses` (sorted), injected into a frozen thread of `mm`.
+    private func discardInProgram(_ mm: AddressSpace, _ addresses: [UInt64], using t: Tracee) throws {
         guard !addresses.isEmpty else { return }
         var runs: [(UInt64, UInt64)] = []
         for a in addresses {
@@ -273,6 +283,7 @@ final class Evictor {
             tracer.tolerateGone { try inj.cure() }
             t.pendingSignals.append(contentsOf: inj.deferredSignals)
         }
+        if mm.pidfdInherited { try replaceInheritedPidfd(mm, inj) }
         var k = 0
         while k < runs.count {
             let n = min(1024, runs.count - k)
@@ -291,5 +302,18 @@ final class Evictor {
             }
             k += n
         }
+    }
+
+    /// A fork's child holds, under the number its injected calls use, the parent's pidfd: it is
+    /// replaced in place (dup3 over it) by a pidfd of the child, made inside the child.
+    private func replaceInheritedPidfd(_ mm: AddressSpace, _ inj: Sys.Injection) throws {
+        let me = try inj.syscall(.getpid)
+        let fd = try inj.syscall(.pidfdOpen, UInt64(me), 0)
+        guard fd >= 0 else { throw SystemError("pidfd_open injected into pid \(mm.pid)", code: Int32(-fd)) }
+        let oCloexec: UInt64 = 0o2000000
+        let r = try inj.syscall(.dup3, UInt64(fd), UInt64(mm.processMadvisePidfd), oCloexec)
+        _ = try inj.syscall(.close, UInt64(fd))
+        guard r >= 0 else { throw SystemError("dup3 of the injected pidfd over fd \(mm.processMadvisePidfd) in pid \(mm.pid)", code: Int32(-r)) }
+        mm.pidfdInherited = false
     }
 }

@@ -4,7 +4,7 @@ import Metrics
 import LegatoSystem
 import LegatoWire
 
-/// Brings pages of an address space from memory nodes, asynchronously.
+/// Brings pages of the run's address spaces from memory nodes, asynchronously.
 ///
 /// A fetch is sent and its pages marked `fetching`; the event loop polls each node's connection
 /// (`connections`) and calls `receive(node:)`, which installs the answer (answers come back in
@@ -25,6 +25,8 @@ final class Fetcher {
 
     /// A FETCH_PAGES request on its way.
     struct Inbound {
+        /// The address space's fault handler the pages are for.
+        let handler: FaultHandler
         let region: Region
         let index: Int
         let count: Int
@@ -48,7 +50,6 @@ final class Fetcher {
     static let slots = 16
 
     let pool: RemotePool
-    let mm: AddressSpace
     let budget: LocalBudget
     /// Most pages one fault asks for ahead.
     let prefetchWindow: Int
@@ -71,15 +72,14 @@ final class Fetcher {
     private let addresses: UnsafeMutablePointer<UInt64>
     private var freeSlots: [Int] = Array(0..<Fetcher.slots)
     private var inbound: [Int: [Inbound]] = [:]  // per node, in request order
-    private var gathered: [Int: [(region: Region, index: Int)]] = [:]  // lone pages to fetch, per node (see sendGathered)
+    private var gathered: [Int: [(handler: FaultHandler, region: Region, index: Int)]] = [:]  // lone pages to fetch, per node (see sendGathered)
     // One page fetched synchronously (fetchNow).
     private let syncPage = UnsafeMutableRawPointer.allocate(byteCount: Page.size, alignment: Page.size)
     private let syncPresent = UnsafeMutablePointer<UInt8>.allocate(capacity: 1)
     private let syncKey = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
 
-    init(pool: RemotePool, addressSpace: AddressSpace, budget: LocalBudget, prefetchWindow: Int, maxPrefetchPages: Int, log: Logger) {
+    init(pool: RemotePool, budget: LocalBudget, prefetchWindow: Int, maxPrefetchPages: Int, log: Logger) {
         self.pool = pool
-        self.mm = addressSpace
         self.budget = budget
         self.prefetchWindow = prefetchWindow
         self.log = log
@@ -101,24 +101,24 @@ final class Fetcher {
     }
 
     /// Fetches the faulting page r[i] (and, on a stream, the remote pages after it).
-    func fetch(_ f: Sys.UffdEvent, _ r: Region, _ i: Int, run: Int) throws {
+    func fetch(_ h: FaultHandler, _ f: Sys.UffdEvent, _ r: Region, _ i: Int, run: Int) throws {
         if run == 0 {
             // A lone page (no stream to read ahead for): asked for with the batch's other lone pages.
             guard let node = node(holding: r, i) else { return }
             r.insert(i, .fetching)
             inboundPages += 1
-            gathered[node, default: []].append((r, i))
+            gathered[node, default: []].append((h, r, i))
             return
         }
         let want = min(prefetchWindow, 1 << min(run + 1, 8))
-        guard let sent = try sendFetch(r, i, maxPages: want, forFault: true) else { return }
-        mm.faults.streams.advance(thread: f.tid, to: r.address(at: i + sent - 1), in: mm.table.regions)
-        if run >= 2 { try readAhead(thread: f.tid, r, i, run: run) }
+        guard let sent = try sendFetch(h, r, i, maxPages: want, forFault: true) else { return }
+        h.streams.advance(thread: f.tid, to: r.address(at: i + sent - 1), in: h.table.regions)
+        if run >= 2 { try readAhead(h, thread: f.tid, r, i, run: run) }
     }
 
     /// Keeps up to `readAheadWindows` windows of a stream on their way beyond the faulting page r[i].
-    func readAhead(thread tid: UInt32, _ r: Region, _ i: Int, run: Int) throws {
-        guard let s = mm.faults.streams[tid], r.contains(s.frontier) else { return }
+    func readAhead(_ h: FaultHandler, thread tid: UInt32, _ r: Region, _ i: Int, run: Int) throws {
+        guard let s = h.streams[tid], r.contains(s.frontier) else { return }
         let window = min(prefetchWindow, 1 << min(run + 1, 8))
         var next = r.index(of: s.frontier) + 1
         // Read-ahead never takes the room of the budget: what is on its way counts as resident.
@@ -126,9 +126,9 @@ final class Fetcher {
                 && budget.residentPages + inboundPages + 2 * window <= budget.pages {
             let st = r.state(next)
             guard st.contains(.remote), !st.contains(.resident), !st.contains(.fetching), !st.contains(.inFlight),
-                  let sent = try sendFetch(r, next, maxPages: window, forFault: false) else { break }
+                  let sent = try sendFetch(h, r, next, maxPages: window, forFault: false) else { break }
             next += sent
-            mm.faults.streams.advance(thread: tid, to: r.address(at: next - 1), in: mm.table.regions)
+            h.streams.advance(thread: tid, to: r.address(at: next - 1), in: h.table.regions)
         }
     }
 
@@ -143,7 +143,7 @@ final class Fetcher {
 
     /// Sends one fetch for up to `maxPages` consecutive remote pages from r[i] on one node.
     /// Returns how many pages it asked for (nil when the node failed).
-    private func sendFetch(_ r: Region, _ i: Int, maxPages: Int, forFault: Bool) throws -> Int? {
+    private func sendFetch(_ h: FaultHandler, _ r: Region, _ i: Int, maxPages: Int, forFault: Bool) throws -> Int? {
         guard let node = node(holding: r, i) else { return nil }
         var n = 1
         while n < maxPages && i + n < r.pageCount {
@@ -152,7 +152,7 @@ final class Fetcher {
                   pool.location(r.key(at: i + n)) == node else { break }
             n += 1
         }
-        let sent = try startRequest(node: node, count: n, region: r, index: i, forFault: forFault) { keys, _ in
+        let sent = try startRequest(node: node, count: n, handler: h, region: r, index: i, forFault: forFault) { keys, _ in
             for k in 0..<n { keys[k] = r.key(at: i + k) }
         }
         guard sent else { return nil }
@@ -164,7 +164,7 @@ final class Fetcher {
     /// Takes a fetch slot (receiving the oldest answer due if none is free), lets `fill` write the
     /// request's `count` keys (and a gathered request's addresses) into it, sends the request and
     /// records it as on its way. False when the node failed (the run is stopping).
-    private func startRequest(node: Int, count n: Int, region r: Region, index i: Int, forFault: Bool, gathered: Bool = false,
+    private func startRequest(node: Int, count n: Int, handler h: FaultHandler, region r: Region, index i: Int, forFault: Bool, gathered: Bool = false,
                               fill: (_ keys: UnsafeMutablePointer<UInt64>, _ addresses: UnsafeMutablePointer<UInt64>) -> Void) throws -> Bool {
         if freeSlots.isEmpty { try receiveOldest() }
         if isStopping() { return false }
@@ -178,7 +178,7 @@ final class Fetcher {
             return false
         }
         counters.fetchRequests += 1
-        inbound[node, default: []].append(Inbound(region: r, index: i, count: n, id: id, slot: slot, started: monotonicNanos(),
+        inbound[node, default: []].append(Inbound(handler: h, region: r, index: i, count: n, id: id, slot: slot, started: monotonicNanos(),
                                                   forFault: forFault, gathered: gathered))
         return true
     }
@@ -190,16 +190,18 @@ final class Fetcher {
         guard !gathered.isEmpty else { return }
         let all = gathered
         gathered.removeAll(keepingCapacity: true)
-        for (node, pages) in all {
+        for (node, all) in all {
+          // One request carries pages of one address space (a gathered answer is installed into one).
+          for pages in Fetcher.splitByHandler(all) {
             var k = 0
             while k < pages.count {
                 let n = min(slotPages, pages.count - k)
                 let sent: Bool
                 do {
-                    sent = try startRequest(node: node, count: n, region: pages[k].region, index: pages[k].index,
+                    sent = try startRequest(node: node, count: n, handler: pages[k].handler, region: pages[k].region, index: pages[k].index,
                                             forFault: true, gathered: true) { keys, addresses in
                         for j in 0..<n {
-                            let (r, i) = pages[k + j]
+                            let (_, r, i) = pages[k + j]
                             keys[j] = r.key(at: i)
                             addresses[j] = r.address(at: i)
                         }
@@ -213,7 +215,22 @@ final class Fetcher {
                 if !sent { return }
                 k += n
             }
+          }
         }
+    }
+
+    private static func splitByHandler(_ pages: [(handler: FaultHandler, region: Region, index: Int)]) -> [[(handler: FaultHandler, region: Region, index: Int)]] {
+        guard let first = pages.first, pages.contains(where: { $0.handler !== first.handler }) else { return [pages] }
+        var groups: [ObjectIdentifier: Int] = [:]
+        var out: [[(handler: FaultHandler, region: Region, index: Int)]] = []
+        for p in pages {
+            let id = ObjectIdentifier(p.handler)
+            if let g = groups[id] { out[g].append(p) } else {
+                groups[id] = out.count
+                out.append([p])
+            }
+        }
+        return out
     }
 
     /// The nodes with answers to wait for, and their connections (for the event loop to poll).
@@ -237,19 +254,22 @@ final class Fetcher {
             return
         }
         // Install what is still expected: the range may have been unmapped, discarded or moved
-        // (keys follow moved pages) meanwhile.
-        if p.gathered {
-            try installGathered(count: p.count, keys: slotKeys, addresses: addresses + p.slot * slotPages, from: pages)
-        } else if mm.table.regions.find(p.region.address(at: p.index)) === p.region && p.region.contains(p.region.address(at: p.index + p.count - 1)) {
-            try installExpected(p.region, p.index, count: p.count, keys: slotKeys, from: pages)
+        // (keys follow moved pages) meanwhile, or the process may have ended.
+        let h = p.handler
+        if h.retired {
+            // Nothing to install into: the answer is dropped.
+        } else if p.gathered {
+            try installGathered(h, count: p.count, keys: slotKeys, addresses: addresses + p.slot * slotPages, from: pages)
+        } else if h.table.regions.find(p.region.address(at: p.index)) === p.region && p.region.contains(p.region.address(at: p.index + p.count - 1)) {
+            try installExpected(h, p.region, p.index, count: p.count, keys: slotKeys, from: pages)
         } else {
             for k in 0..<p.count {
-                if let (r, i) = mm.table.region(forKey: slotKeys[k]) {
-                    try installExpected(r, i, count: 1, keys: slotKeys + k, from: pages + k * Page.size)
+                if let (r, i) = h.table.region(forKey: slotKeys[k]) {
+                    try installExpected(h, r, i, count: 1, keys: slotKeys + k, from: pages + k * Page.size)
                 }
             }
             // A thread may wait on the old address of a page that moved or vanished: let it retry.
-            mm.faults.kernel.wake(start: p.region.address(at: p.index), length: UInt64(p.count * Page.size))
+            h.kernel.wake(start: p.region.address(at: p.index), length: UInt64(p.count * Page.size))
         }
         counters.fetchedPages += p.count
         if p.gathered {
@@ -270,23 +290,23 @@ final class Fetcher {
 
     /// Installs the pages of a gathered answer still waiting, each found where it was asked for or,
     /// if it moved, by its key; a thread waiting at an address its page left is woken to retry.
-    private func installGathered(count: Int, keys: UnsafePointer<UInt64>, addresses: UnsafePointer<UInt64>,
+    private func installGathered(_ h: FaultHandler, count: Int, keys: UnsafePointer<UInt64>, addresses: UnsafePointer<UInt64>,
                                  from buffer: UnsafeRawPointer) throws {
         for k in 0..<count {
             let address = addresses[k]
-            if let r = mm.table.regions.find(address), case let i = r.index(of: address), r.key(at: i) == keys[k] {
-                try installExpected(r, i, count: 1, keys: keys + k, from: buffer + k * Page.size)
+            if let r = h.table.regions.find(address), case let i = r.index(of: address), r.key(at: i) == keys[k] {
+                try installExpected(h, r, i, count: 1, keys: keys + k, from: buffer + k * Page.size)
                 continue
             }
-            if let (r, i) = mm.table.region(forKey: keys[k]) {
-                try installExpected(r, i, count: 1, keys: keys + k, from: buffer + k * Page.size)
+            if let (r, i) = h.table.region(forKey: keys[k]) {
+                try installExpected(h, r, i, count: 1, keys: keys + k, from: buffer + k * Page.size)
             }
-            mm.faults.kernel.wake(start: address, length: Page.size.u64)
+            h.kernel.wake(start: address, length: Page.size.u64)
         }
     }
 
     /// Installs the pages of r[i..<i+count] still waiting for these keys (those still `fetching`).
-    private func installExpected(_ r: Region, _ i: Int, count: Int, keys: UnsafePointer<UInt64>, from buffer: UnsafeRawPointer) throws {
+    private func installExpected(_ h: FaultHandler, _ r: Region, _ i: Int, count: Int, keys: UnsafePointer<UInt64>, from buffer: UnsafeRawPointer) throws {
         var k = 0
         while k < count {
             guard r.state(i + k).contains(.fetching), r.key(at: i + k) == keys[k] else {
@@ -295,40 +315,40 @@ final class Fetcher {
             }
             var n = 1
             while k + n < count && r.state(i + k + n).contains(.fetching) && r.key(at: i + k + n) == keys[k + n] { n += 1 }
-            try installRetrying(r, i + k, count: n, keys: keys + k, from: buffer + k * Page.size)
+            try installRetrying(h, r, i + k, count: n, keys: keys + k, from: buffer + k * Page.size)
             k += n
         }
     }
 
     /// Installs fetched pages; while the address space is changing (EAGAIN), reads the pending
     /// events first (they are what holds the change) and tries again.
-    private func installRetrying(_ r: Region, _ i: Int, count: Int, keys: UnsafePointer<UInt64>, from src: UnsafeRawPointer) throws {
+    private func installRetrying(_ h: FaultHandler, _ r: Region, _ i: Int, count: Int, keys: UnsafePointer<UInt64>, from src: UnsafeRawPointer) throws {
         for _ in 0..<10_000 {
-            switch mm.faults.install(nil, r, i, count: count, from: src) {
+            switch h.install(nil, r, i, count: count, from: src) {
             case .done: return
             case .gone:
                 for k in i..<i + count { r.remove(k, .fetching) }
                 return
             case .again:
-                try mm.faults.readEvents()
-                guard mm.table.regions.find(r.address(at: i)) === r else {
+                try h.readEvents()
+                guard h.table.regions.find(r.address(at: i)) === r else {
                     // The range changed under the answer: whatever of it still waits is fetched anew.
-                    abandonFetch(keys: keys, count: count)
+                    abandonFetch(h, keys: keys, count: count)
                     return
                 }
             }
         }
         log.warning("gave up installing \(describeRange(r.address(at: i), UInt64(count * Page.size))): the address space kept changing")
-        abandonFetch(keys: keys, count: count)
+        abandonFetch(h, keys: keys, count: count)
     }
 
     /// Pages whose fetch answer cannot be installed: no longer `fetching` (so a fault on them fetches
     /// again rather than wait for an answer that has come and gone), and their waiters woken.
-    private func abandonFetch(keys: UnsafePointer<UInt64>, count: Int) {
+    private func abandonFetch(_ h: FaultHandler, keys: UnsafePointer<UInt64>, count: Int) {
         for k in 0..<count {
-            guard let (r, i) = mm.table.region(forKey: keys[k]), r.state(i).contains(.fetching) else { continue }
+            guard let (r, i) = h.table.region(forKey: keys[k]), r.state(i).contains(.fetching) else { continue }
             r.remove(i, .fetching)
-            mm.faults.kernel.wake(start: r.address(at: i), length: Page.size.u64)
+            h.kernel.wake(start: r.address(at: i), length: Page.size.u64)
         }
     }
 
@@ -339,7 +359,7 @@ final class Fetcher {
 
     /// Fetches remote page r[i] now, on its node's connection (after the answers due on it), and
     /// installs it. For pages the agent must read outside a fault.
-    func fetchNow(_ r: Region, _ i: Int) throws {
+    func fetchNow(_ h: FaultHandler, _ r: Region, _ i: Int) throws {
         let key = r.key(at: i)
         guard let node = pool.location(key) else { return }
         do {
@@ -350,7 +370,7 @@ final class Fetcher {
             onFailure(e.description)
             return
         }
-        if mm.faults.install(nil, r, i, count: 1, from: syncPage) == .done { counters.fetchedPages += 1 }
+        if h.install(nil, r, i, count: 1, from: syncPage) == .done { counters.fetchedPages += 1 }
     }
 
     /// Receives every answer still due from `node` (before a synchronous request on its connection).

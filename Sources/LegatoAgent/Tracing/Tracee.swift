@@ -5,9 +5,10 @@ import LegatoSystem
 final class Tracee {
     let tid: pid_t
     var tgid: pid_t
-    /// Runs in PROG's managed address space (a thread of PROG, or a vfork child before it execs).
-    var sharesMemory: Bool
-    /// Its parent's clone event has been seen, so `tgid` and `sharesMemory` are known.
+    /// The address space it runs in: its process's, or its parent's for a vfork child until it
+    /// execs (nil: none the agent manages).
+    var space: AddressSpace?
+    /// Its parent's clone event has been seen, so `tgid` and `space` are known.
     var classified: Bool
     /// A stop the agent holds (parked while freezing, or before classification).
     var parked: Sys.WaitStatus?
@@ -23,11 +24,13 @@ final class Tracee {
     var pendingDiscard: Agent.PendingDiscard?
     /// Signals to deliver when it is next resumed (arrived while we injected).
     var pendingSignals: [Int32] = []
+    /// Held at the entry of a fork while another thread of its process forks (`parked` keeps the stop).
+    var heldAtForkEntry = false
 
-    init(tid: pid_t, tgid: pid_t, sharesMemory: Bool, classified: Bool) {
+    init(tid: pid_t, tgid: pid_t, space: AddressSpace?, classified: Bool) {
         self.tid = tid
         self.tgid = tgid
-        self.sharesMemory = sharesMemory
+        self.space = space
         self.classified = classified
     }
 }

@@ -12,11 +12,15 @@ protocol TraceEvents: AnyObject {
     func syscallExit(_ t: Tracee, call: Syscall) throws
     /// `t` exec'd (the other threads of its process are gone): its process has a new address space.
     func execed(_ t: Tracee)
+    /// `parent` forked a process (a clone without CLONE_VM): the child's address space, if managed.
+    func forkedSpace(parent: Tracee, child: pid_t) -> AddressSpace?
+    /// The last thread in `space` is gone (its process exited, or exec'd into a new one).
+    func spaceEnded(_ space: AddressSpace)
 }
 
 /// Every thread the agent traces, and their stops: ptrace events, syscall stops, signals, job
-/// control, exits; and freezing all threads of the program's address space (for an eviction or a
-/// checkpoint) and thawing them.
+/// control, exits; and freezing all threads of one address space (for an eviction or a checkpoint)
+/// and thawing them.
 ///
 /// Contract: one thread (the event loop's, which ptrace binds the tracees to) calls everything.
 /// Every signal is passed on as a plain run would get it; a group stop is kept with PTRACE_LISTEN.
@@ -29,11 +33,12 @@ final class Tracer {
     private(set) var programStatus: Sys.WaitStatus?
     /// Children of the agent that are not traced (checkpoint snapshots), reaped as they die.
     var untracedChildren = Set<pid_t>()
-    /// Threads of the program's address space are being (or have been) stopped.
-    private(set) var freezing = false {
-        didSet { onFreezingChange(freezing) }
+    /// The address space whose threads are being (or have been) stopped.
+    private(set) var frozenSpace: AddressSpace? {
+        didSet { (frozenSpace ?? oldValue).map { onFreezingChange($0, frozenSpace != nil) } }
     }
-    var onFreezingChange: (Bool) -> Void = { _ in }
+    var freezing: Bool { frozenSpace != nil }
+    var onFreezingChange: (AddressSpace, Bool) -> Void = { _, _ in }
     /// True once the run is stopping: a freeze does not wait for threads then.
     var isStopping: () -> Bool = { false }
     weak var events: TraceEvents?
@@ -41,10 +46,10 @@ final class Tracer {
 
     init(log: Logger) { self.log = log }
 
-    /// PROG, seized by the launcher, is the first tracee.
-    func adopt(program pid: pid_t) {
+    /// PROG, seized by the launcher, is the first tracee; `space` is what its exec makes.
+    func adopt(program pid: pid_t, space: AddressSpace) {
         mainPID = pid
-        tracees[pid] = Tracee(tid: pid, tgid: pid, sharesMemory: true, classified: true)
+        tracees[pid] = Tracee(tid: pid, tgid: pid, space: space, classified: true)
     }
 
     /// A thread the agent made itself (a restored thread).
@@ -52,11 +57,16 @@ final class Tracer {
 
     /// The threads of PROG's process, in tid order.
     var programThreads: [Tracee] {
-        tracees.values.filter { $0.sharesMemory && $0.tgid == mainPID }.sorted { $0.tid < $1.tid }
+        tracees.values.filter { $0.tgid == mainPID }.sorted { $0.tid < $1.tid }
     }
 
-    /// A frozen thread of the program's address space in a stop where a syscall can be injected.
-    var injectableThread: Tracee? { tracees.values.first { $0.sharesMemory && Tracer.isInjectable($0.parked) } }
+    /// The threads running in `space`.
+    func threads(in space: AddressSpace) -> [Tracee] { tracees.values.filter { $0.space === space } }
+
+    /// A frozen thread of `space` in a stop where a syscall can be injected.
+    func injectableThread(in space: AddressSpace) -> Tracee? {
+        tracees.values.first { $0.space === space && Tracer.isInjectable($0.parked) }
+    }
 
     /// Collects every pending ptrace stop and exit (until `isStopping`).
     func reapStops() throws {
@@ -74,7 +84,7 @@ final class Tracer {
         guard let t = tracees[tid] else {
             if status.stopped {
                 // A new thread or child reported its first stop before its parent's clone event.
-                let t = Tracee(tid: tid, tgid: tid, sharesMemory: false, classified: false)
+                let t = Tracee(tid: tid, tgid: tid, space: nil, classified: false)
                 t.parked = status
                 tracees[tid] = t
             }
@@ -83,6 +93,7 @@ final class Tracer {
         if status.exited || status.signaled {
             tracees[tid] = nil
             if tid == mainPID { programStatus = status }
+            if let s = t.space, !tracees.values.contains(where: { $0.space === s }) { events?.spaceEnded(s) }
             return
         }
         guard status.stopped else { return }
@@ -90,12 +101,13 @@ final class Tracer {
         t.interruptSent = false
         // While freezing, only stops fit for injection are held; a syscall or event stop is handled,
         // and the thread resumed and interrupted again.
-        if !t.classified || (freezing && Tracer.isInjectable(status)) {
+        let inFrozenSpace = frozenSpace != nil && t.space === frozenSpace
+        if !t.classified || (inFrozenSpace && Tracer.isInjectable(status)) {
             t.parked = status
             return
         }
         try handleStop(t, status)
-        if freezing && t.sharesMemory && t.parked == nil && tracees[tid] != nil {
+        if frozenSpace != nil && t.space === frozenSpace && t.parked == nil && tracees[tid] != nil {
             t.interruptSent = true
             tolerateGone { try Sys.ptraceInterrupt(tid) }
         }
@@ -106,7 +118,12 @@ final class Tracer {
         let sig = status.stopSignal
         switch status.event {
         case Sys.PtraceEvent.seccomp.rawValue:
+            t.heldAtForkEntry = false
             try events?.syscallEntry(t)
+            if t.heldAtForkEntry {
+                t.parked = status
+                return
+            }
             resume(t)
         case Sys.PtraceEvent.clone.rawValue, Sys.PtraceEvent.fork.rawValue, Sys.PtraceEvent.vfork.rawValue:
             try handleCloneEvent(t, event: status.event)
@@ -158,12 +175,12 @@ final class Tracer {
         let flags = parent.cloneFlags ?? (event == Sys.PtraceEvent.vfork.rawValue ? CloneFlag.vm | CloneFlag.vfork :
                                           event == Sys.PtraceEvent.clone.rawValue ? CloneFlag.vm | CloneFlag.thread : 0)
         parent.cloneFlags = nil
-        let child = tracees[childTID] ?? Tracee(tid: childTID, tgid: childTID, sharesMemory: false, classified: false)
+        let child = tracees[childTID] ?? Tracee(tid: childTID, tgid: childTID, space: nil, classified: false)
         tracees[childTID] = child
         child.tgid = flags & CloneFlag.thread != 0 ? parent.tgid : childTID
-        child.sharesMemory = parent.sharesMemory && flags & CloneFlag.vm != 0
+        child.space = flags & CloneFlag.vm != 0 ? parent.space : events?.forkedSpace(parent: parent, child: childTID)
         child.classified = true
-        if let st = child.parked, !freezing {
+        if let st = child.parked, !(frozenSpace != nil && child.space === frozenSpace) {
             child.parked = nil
             try handleStop(child, st)
         }
@@ -176,7 +193,9 @@ final class Tracer {
         for (tid, other) in tracees where other.tgid == t.tgid && tid != t.tid { tracees[tid] = nil }
         if former != t.tid { tracees[former] = nil }
         t.awaitingExit = nil
+        let old = t.space
         events?.execed(t)
+        if let old, old !== t.space, !tracees.values.contains(where: { $0.space === old }) { events?.spaceEnded(old) }
         resume(t)
     }
 
@@ -190,26 +209,40 @@ final class Tracer {
 
     // MARK: freeze and thaw
 
-    /// Interrupts every thread in PROG's address space; `serve(until:)` (the event loop) serves
-    /// faults and stops until all are held, PROG has ended or the run is stopping.
-    func freeze(serve: (_ until: () -> Bool) throws -> Void) throws {
-        freezing = true
-        for t in tracees.values where t.sharesMemory && t.parked == nil && !t.interruptSent {
+    /// Interrupts every thread in `space`; `serve(until:)` (the event loop) serves faults and stops
+    /// until all are held, PROG (or the process of `space`) has ended or the run is stopping.
+    func freeze(_ space: AddressSpace, serve: (_ until: () -> Bool) throws -> Void) throws {
+        precondition(frozenSpace == nil, "one freeze at a time")
+        frozenSpace = space
+        for t in tracees.values where t.space === space && t.parked == nil && !t.interruptSent {
             t.interruptSent = true
             tolerateGone { try Sys.ptraceInterrupt(t.tid) }
         }
         try serve { [self] in
-            programStatus != nil || isStopping() || tracees.values.allSatisfy { !$0.sharesMemory || $0.parked != nil }
+            programStatus != nil || isStopping() || tracees.values.allSatisfy { $0.space !== space || $0.parked != nil }
         }
     }
 
     /// Lets every held thread go on (acting on the stop it reported while frozen).
     func thaw() {
-        freezing = false
+        frozenSpace = nil
         for tid in tracees.keys.sorted() {
             guard let t = tracees[tid], t.classified, let st = t.parked else { continue }
             t.parked = nil
             do { try handleStop(t, st) } catch { log.warning("resuming tid \(tid): \(error)") }
+        }
+    }
+
+    /// Lets the threads of `space` held at a fork's entry go on (the fork before them is done); those
+    /// of a frozen space go on at the thaw.
+    func releaseHeldForks(in space: AddressSpace) {
+        guard frozenSpace !== space else { return }
+        for tid in tracees.keys.sorted() {
+            guard let t = tracees[tid], t.space === space, t.heldAtForkEntry, let st = t.parked else { continue }
+            t.parked = nil
+            t.heldAtForkEntry = false
+            do { try handleStop(t, st) } catch { log.warning("resuming tid \(tid): \(error)") }
+            if space.forkingThread != nil { return }  // it forks now: the others wait for it
         }
     }
 

@@ -8,11 +8,14 @@ final class WriteBackBatch {
     var node: Int
     let keys: [UInt64]
     let buffer: UnsafeMutableRawPointer
+    /// The page table of the address space the pages belong to (their `inFlight` bits).
+    weak var table: PageTable?
 
     private let buffers: BatchBuffers
 
-    init(id: UInt64, node: Int, keys: [UInt64], buffers: BatchBuffers) {
+    init(id: UInt64, node: Int, keys: [UInt64], table: PageTable, buffers: BatchBuffers) {
         self.id = id
+        self.table = table
         self.node = node
         self.keys = keys
         self.buffers = buffers

@@ -20,7 +20,6 @@ final class WriteBackBuffer {
 
     let thread: WriteBack
     let pool: RemotePool
-    let table: PageTable
     private(set) var counters = Counters()
     private(set) var inflightBytes = 0
     private var batches: [UInt64: WriteBackBatch] = [:]
@@ -33,17 +32,17 @@ final class WriteBackBuffer {
     /// Told why the run cannot go on (a memory node died holding pages of the program).
     var onFailure: (String) -> Void = { _ in }
 
-    init(thread: WriteBack, pool: RemotePool, table: PageTable, log: Logger) {
+    init(thread: WriteBack, pool: RemotePool, log: Logger) {
         self.thread = thread
         self.pool = pool
-        self.table = table
         self.log = log
     }
 
-    /// A new batch of `keys` for `node`, its buffer to be filled by the caller before `send`.
-    func makeBatch(node: Int, keys: [UInt64]) -> WriteBackBatch {
+    /// A new batch of `keys` (pages of `table`'s address space) for `node`, its buffer to be filled
+    /// by the caller before `send`.
+    func makeBatch(node: Int, keys: [UInt64], table: PageTable) -> WriteBackBatch {
         defer { nextBatchID += 1 }
-        return WriteBackBatch(id: nextBatchID, node: node, keys: keys, buffers: buffers)
+        return WriteBackBatch(id: nextBatchID, node: node, keys: keys, table: table, buffers: buffers)
     }
 
     /// Records the batch's pages as here (the caller marks them `inFlight`), without sending it yet.
@@ -116,6 +115,9 @@ final class WriteBackBuffer {
         writeStderr("legato: warning: every memory node is full; keeping pages local, over the --local-mem budget\n")
     }
 
+    /// Batches on their way to a node (not those no node would take).
+    var sendingBatches: Int { batches.count - stuckBatches.count }
+
     /// Blocks until the write-back thread completes something (or a second passes).
     func waitForCompletions() {
         var pfd = pollfd(fd: thread.wakeFD, events: Int16(POLLIN), revents: 0)
@@ -128,7 +130,7 @@ final class WriteBackBuffer {
         for (k, key) in b.keys.enumerated() {
             if let loc = inflight[key], loc.batch == b.id, loc.index == Int32(k) {
                 inflight[key] = nil
-                if let r = table.region(forKey: key) { r.region.remove(r.index, .inFlight) }
+                if let r = b.table?.region(forKey: key) { r.region.remove(r.index, .inFlight) }
             }
         }
         batches[b.id] = nil

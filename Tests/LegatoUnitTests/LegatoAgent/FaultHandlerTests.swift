@@ -46,11 +46,13 @@ final class RecordingSources: FaultSources {
     private(set) var discarded: [Region] = []
 
     func bufferedPage(key: UInt64) -> UnsafeRawPointer? { buffered[key] }
-    func fetch(_ fault: Sys.UffdEvent, _ r: Region, _ i: Int, run: Int) throws {
+    private(set) var forks: [Int32] = []
+    func fetch(_ h: FaultHandler, _ fault: Sys.UffdEvent, _ r: Region, _ i: Int, run: Int) throws {
         r.insert(i, .fetching)
         fetched.append((r.address(at: i), run))
     }
-    func readAhead(thread: UInt32, _ r: Region, _ i: Int, run: Int) throws {}
+    func readAhead(_ h: FaultHandler, thread: UInt32, _ r: Region, _ i: Int, run: Int) throws {}
+    func forked(_ h: FaultHandler, uffd: Int32) { forks.append(uffd) }
     func serveRestoring(_ fault: Sys.UffdEvent?, _ r: Region, _ i: Int, run: Int) throws {}
     func discardRemoteCopies(of parts: [Region]) { discarded.append(contentsOf: parts) }
 }
