@@ -80,14 +80,18 @@ extension Agent {
     func forkExit(_ t: Tracee, in space: AddressSpace) {
         guard space.forkingThread == t.tid else { return }
         space.forkingThread = nil
-        if let (child, fd) = space.forkedChild {
-            space.forkedChild = nil
-            close(fd)
-            discardRemoteCopies(of: child.table.regions.regions)
-            child.table.forget(child.table.regions.regions)
-            child.reset()
-        }
+        dropForkedChild(of: space)
         tracer.releaseHeldForks(in: space)
+    }
+
+    /// A fork's copy that no process will run (the fork failed, or the parent is gone): its
+    /// userfaultfd closed, its shared keys let go, its pages no longer counted.
+    func dropForkedChild(of space: AddressSpace) {
+        guard let (child, fd) = space.forkedChild else { return }
+        space.forkedChild = nil
+        close(fd)
+        discardRemoteCopies(of: child.table.regions.regions)
+        child.reset()
     }
 
     /// The child's mappings are the parent's but for MADV_DONTFORK ones (not copied) and

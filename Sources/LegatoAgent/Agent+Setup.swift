@@ -142,11 +142,7 @@ extension Agent {
             mm.faults.retired = true
             discardRemoteCopies(of: mm.table.regions.regions)
         }
-        if let (child, fd) = mm.forkedChild {
-            close(fd)
-            discardRemoteCopies(of: child.table.regions.regions)
-            child.reset()
-        }
+        dropForkedChild(of: mm)
         mm.reset()
     }
 }
