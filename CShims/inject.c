@@ -24,6 +24,7 @@ int lg_inject_prepare(struct lg_inject *s, pid_t tid, uint64_t stub) {
     s->deferred_count = 0;
     s->exited = 0;
     s->exit_status = 0;
+    s->fault_signal = 0;
     if (ptrace(PTRACE_GETREGS, tid, 0, &s->saved) == -1) return -errno;
     if (stub == 0) {
         stub = s->saved.rip;
@@ -50,6 +51,13 @@ static int wait_for_stop(struct lg_inject *s, int *status) {
         }
         s->hook(s->hook_ctx);
     }
+}
+
+/* Whether the signal the thread stopped with came from the kernel (a fault), not from kill(). */
+static int kernel_sent(pid_t tid) {
+    siginfo_t si;
+    if (ptrace(PTRACE_GETSIGINFO, tid, 0, &si) == -1) return 0;
+    return si.si_code > 0;
 }
 
 static void defer_signal(struct lg_inject *s, int sig) {
@@ -92,6 +100,11 @@ int lg_inject_syscall(struct lg_inject *s, long nr, const uint64_t args[6], int6
             }
             /* A SIGTRAP that is not our step (e.g. sent by someone): keep it for later. */
             defer_signal(s, SIGTRAP);
+        } else if ((sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGFPE) && event == 0 && kernel_sent(s->tid)) {
+            /* The thread faults where we run it (an unmapped stub, an rseq area gone): stepping it
+               again would fault again, forever. The injected call failed. */
+            s->fault_signal = sig;
+            return -EFAULT;
         } else if (event != 0 || sig == (SIGTRAP | 0x80)) {
             /* ptrace-event stop (seccomp trap of the injected call, interrupt, group-stop): go on. */
         } else {

@@ -93,8 +93,8 @@ int lg_pidfd_getfd(int pidfd, int targetfd) {
     return r < 0 ? -errno : (int)r;
 }
 
-int lg_kcmp_file(pid_t pid, int fd1, int fd2) {
-    long r = syscall(SYS_kcmp, pid, pid, 0 /* KCMP_FILE */, fd1, fd2);
+int lg_kcmp_file(pid_t pid1, int fd1, pid_t pid2, int fd2) {
+    long r = syscall(SYS_kcmp, pid1, pid2, 0 /* KCMP_FILE */, fd1, fd2);
     return r < 0 ? -errno : (int)r;
 }
 

@@ -77,6 +77,7 @@ struct lg_inject {
     void *hook_ctx;
     int exited;                      /* the thread died during injection */
     int exit_status;
+    int fault_signal;                /* the fault (SIGSEGV...) an injected call stopped with, or 0 */
 };
 
 /* Save the registers of stopped thread `tid`. If `stub` is 0, write a
@@ -141,7 +142,8 @@ int64_t lg_process_vm_write(pid_t pid, const void *local, uint64_t len, uint64_t
 int lg_pidfd_open(pid_t pid);
 int lg_pidfd_getfd(int pidfd, int targetfd);
 /* kcmp(KCMP_FILE): 0 if fds fd1 and fd2 of pid are one open file description; -errno. */
-int lg_kcmp_file(pid_t pid, int fd1, int fd2);
+/* kcmp(KCMP_FILE): 0 when fd1 of pid1 and fd2 of pid2 are one open file description. */
+int lg_kcmp_file(pid_t pid1, int fd1, pid_t pid2, int fd2);
 int lg_pidfd_send_signal(int pidfd, int sig);
 
 /* A signalfd for SIGCHLD (blocks SIGCHLD in the calling thread's mask). */

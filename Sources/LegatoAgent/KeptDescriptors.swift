@@ -23,4 +23,9 @@ public struct KeptDescriptors: Equatable, Sendable {
 
     /// What kept `fd`, if it was kept.
     public func reason(_ fd: Int32) -> String? { reasons[fd] }
+
+    /// "fd 5 is WHAT", with the flag that kept it if PROG inherited it from `legato run`.
+    public func describe(_ fd: Int32, _ what: String) -> String {
+        "fd \(fd) is \(what)" + (reason(fd).map { ", kept open by \($0)" } ?? "")
+    }
 }

@@ -43,6 +43,9 @@ extension Sys {
             }
             if r < 0 {
                 if state.exited != 0 { throw InjectionTargetDied(tid: tid, status: WaitStatus(raw: state.exit_status)) }
+                if state.fault_signal != 0 {
+                    throw SystemError("injected \(call) in tid \(tid): the thread faulted (signal \(state.fault_signal))", code: EFAULT)
+                }
                 throw SystemError("injected \(call) in tid \(tid)", code: -r)
             }
             return ret

@@ -28,4 +28,10 @@ public enum ProcFile {
         }
         return nil
     }
+
+    /// /proc/PID/stat's fields after "(comm)": [0] is field 3 (state), [1] field 4 (ppid)...
+    public static func statFields(_ pid: Int32) -> [Substring]? {
+        guard let stat = text("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
+        return stat[stat.index(after: close)...].split(separator: " ")
+    }
 }

@@ -46,8 +46,13 @@ extension Sys {
     /// Whether descriptors `fd1` and `fd2` of `pid` are one open file description (a dup: they share
     /// the offset and the status flags).
     public static func sameOpenFile(pid: pid_t, _ fd1: Int32, _ fd2: Int32) throws -> Bool {
-        let r = lg_kcmp_file(pid, fd1, fd2)
-        if r < 0 { throw SystemError("kcmp(KCMP_FILE, fds \(fd1) and \(fd2) of pid \(pid))", code: -r) }
+        try sameOpenFile(pid, fd1, pid, fd2)
+    }
+
+    /// Whether fd1 of pid1 and fd2 of pid2 are one open file description (kcmp KCMP_FILE).
+    public static func sameOpenFile(_ pid1: pid_t, _ fd1: Int32, _ pid2: pid_t, _ fd2: Int32) throws -> Bool {
+        let r = lg_kcmp_file(pid1, fd1, pid2, fd2)
+        if r < 0 { throw SystemError("kcmp(KCMP_FILE, fd \(fd1) of pid \(pid1) and fd \(fd2) of pid \(pid2))", code: -r) }
         return r == 0
     }
 

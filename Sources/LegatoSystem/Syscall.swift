@@ -22,6 +22,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case flock = 73
     case chdir = 80
     case umask = 95
+    case setpgid = 109
     case rtSigqueueinfo = 129
     case personality = 135
     case sigaltstack = 131
@@ -42,6 +43,8 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case rseq = 334
     case pidfdOpen = 434
     case clone3 = 435
+    case closeRange = 436
+    case pidfdGetfd = 438
     case processMadvise = 440
     case mseal = 462
 
@@ -69,6 +72,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
         case .flock: return "flock"
         case .chdir: return "chdir"
         case .umask: return "umask"
+        case .setpgid: return "setpgid"
         case .rtSigqueueinfo: return "rt_sigqueueinfo"
         case .personality: return "personality"
         case .sigaltstack: return "sigaltstack"
@@ -90,6 +94,8 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
         case .rseq: return "rseq"
         case .pidfdOpen: return "pidfd_open"
         case .clone3: return "clone3"
+        case .closeRange: return "close_range"
+        case .pidfdGetfd: return "pidfd_getfd"
         case .processMadvise: return "process_madvise"
         }
     }

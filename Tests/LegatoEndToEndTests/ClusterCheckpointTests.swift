@@ -25,7 +25,7 @@ import LegatoWire
         let dir = TestEnvironment.temporaryDirectory("cluster-ckpt")
         let argv = [try Workloads.path("teamwork"), "30", "4", "32", dir + "/data"]
         let plain = try runCommand(argv)
-        let run = try CheckpointTests.NamedRun(name: "teamwork", stateDir: dir + "/state", output: dir + "/out", localMem: "8M",
+        let run = try NamedRun(name: "teamwork", stateDir: dir + "/state", output: dir + "/out", localMem: "8M",
                                                argv: argv, options: clusterOptions(cluster))
         try run.waitForLines(4)
         let first = try run.checkpoint()
@@ -89,7 +89,7 @@ import LegatoWire
         let dir = TestEnvironment.temporaryDirectory("cluster-crash")
         let argv = [try Workloads.path("dirtier"), "16", "100", "12"]
         let plain = try runCommand(argv + ["0"])
-        let run = try CheckpointTests.NamedRun(name: "crash", stateDir: dir + "/state", output: dir + "/out", localMem: "8M",
+        let run = try NamedRun(name: "crash", stateDir: dir + "/state", output: dir + "/out", localMem: "8M",
                                                argv: argv + ["200"], options: clusterOptions(cluster))
         try run.waitForLines(2)
         #expect(try run.checkpoint().status == 0)
@@ -102,5 +102,22 @@ import LegatoWire
         let r = try run.restore(extra: clusterOptions(cluster))
         #expect(r.status == 0, "restore failed (\(r.status)): \(r.stderr)")
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
+    }
+
+    /// Until the cluster's store holds process trees, a tree is refused there by name and runs on.
+    @Test func aTreeIsRefusedOnAClusterByName() throws {
+        let cluster = try TestCluster(memory: 1, log: 1)
+        defer { cluster.down() }
+        let dir = TestEnvironment.temporaryDirectory("tree-refused")
+        let run = try NamedRun(name: "tree", stateDir: dir + "/state", output: dir + "/out", localMem: "32M",
+                               argv: ["bash", "-c", "echo started; sleep 2; echo done"], options: clusterOptions(cluster))
+        try run.waitForLines(1)
+        usleep(200_000)
+        let ck = try run.checkpoint()
+        #expect(ck.status != 0, "\(ck.stdout)")
+        #expect(ck.stderr.contains("child process") && ck.stderr.contains("(sleep"), "the refusal names the child: \(ck.stderr)")
+        let r = try run.command.wait(timeoutSeconds: 60)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == "started\ndone\n")
     }
 }

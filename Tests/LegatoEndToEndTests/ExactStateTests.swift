@@ -9,7 +9,6 @@ import LegatoSystem
 @Suite(.serialized) struct ExactStateTests {
     init() throws { try requireAgentCapabilities() }
 
-    typealias NamedRun = CheckpointTests.NamedRun
 
     /// PROG's descriptors below 1000: the agent keeps one of its own at 1000 or above (a pidfd for
     /// its injected process_madvise, where the kernel has no PIDFD_SELF), which no checkpoint saves.
@@ -142,22 +141,6 @@ import LegatoSystem
         let r = try runCommand([wrapper, TestEnvironment.legato, "restore", "seccomp", "--state-dir", state, "--local-mem", "16M"], timeoutSeconds: 120)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(try String(contentsOfFile: out, encoding: .utf8) == plain.stdout)
-    }
-
-    /// A program with a child (bash running sleep) is refused, naming the child, and runs on to its
-    /// end: a checkpoint of the parent alone would restore without the child's work.
-    @Test func aProgramWithAChildIsRefused() throws {
-        let dir = TestEnvironment.temporaryDirectory("refuse-child")
-        let run = try NamedRun(name: "child", stateDir: dir + "/state", output: dir + "/out", localMem: "32M",
-                               argv: ["bash", "-c", "echo started; sleep 3; echo done"])
-        try run.waitForLines(1)
-        usleep(200_000)
-        let ck = try run.checkpoint()
-        #expect(ck.status != 0, "\(ck.stdout)")
-        #expect(ck.stderr.contains("child process") && ck.stderr.contains("(sleep"), "the refusal names the child: \(ck.stderr)")
-        let r = try run.command.wait(timeoutSeconds: 60)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == "started\ndone\n")
     }
 
     /// Each state program: set up, checkpointed (the advice one through a copy-on-write snapshot,

@@ -40,13 +40,7 @@ extension Agent {
         let backing = try placePages(pid, source)
         marks.mark("pages")
         // 4. mm fields (brk, arg/env areas, auxv). The exe link is already right: we exec'd the same file.
-        let m = image.mm
-        var mmap: [UInt64] = [m.startCode, m.endCode, m.startData, m.endData, m.startBrk, m.brk, m.startStack, m.argStart, m.argEnd,
-                              m.envStart, m.envEnd]
-        mmap.append(try calls.args.bytes(image.auxv.withUnsafeBytes { Array($0) }))
-        mmap.append(UInt64(image.auxv.count * 8) | UInt64(UInt32.max) << 32)  // exe_fd -1: unchanged
-        _ = try calls.call("prctl(PR_SET_MM_MAP)", .prctl, 35, 14, try calls.args.bytes(mmap.withUnsafeBytes { Array($0) }), 104)
-        calls.args.reset()
+        try setMMFields(image, calls, exeFD: nil)
         // 5. Signal handlers and interval timers. Every signal stays blocked in PROG until its
         //    threads get their own masks (the threads created below inherit this one), so the
         //    pending signals queued at the end are not delivered while we inject.
@@ -62,8 +56,10 @@ extension Agent {
             _ = try calls.call("setitimer(\(which))", .setitimer, UInt64(which), try calls.args.bytes(v.withUnsafeBytes { Array($0) }), 0)
             calls.args.reset()
         }
-        // 6. Files and pipes.
-        try restoreFileDescriptors(image, calls)
+        // 6. Files and pipes (a tree's: each open file description once, see TreeRestore).
+        let members = image.members ?? []
+        let tree = members.isEmpty ? nil : TreeRestore(images: [image] + members)
+        try restoreFileDescriptors(image, calls, tree: tree)
         // 7. cwd, umask, limits.
         _ = try calls.call("chdir \(image.cwd)", .chdir, try calls.args.string(image.cwd))
         calls.args.reset()
@@ -77,6 +73,13 @@ extension Agent {
         let others = try image.threads.filter { $0.tid != image.pid }.map { try restoreThread($0, image, calls) }
         try restoreThreadState(leader, of: t, calls)
         try queuePendingSignals(image, calls)
+        // 8b. The rest of the tree, each process forked from its restored parent (Agent+RestoreTree).
+        var restored: [RestoredMember] = []
+        if let tree {
+            try restoreChildren(of: image, pid: pid, calls: calls, scratch: mm.scratch, source, tree, into: &restored)
+            try closeParked(tree, prog: image, progCalls: calls, members: restored)
+            marks.mark("tree")
+        }
         try calls.inj.cure()
         try setThreadRegisters(leader, of: t)
 
@@ -90,20 +93,38 @@ extension Agent {
         marks.mark("bind")
         restore.backing = backing.bound > 0 ? backing : nil
         restore.backing?.startReadAhead()
+        for m in restored { try takeOver(m) }
         for o in others { tracer.resume(o) }
+        for m in restored {
+            for o in m.threads { tracer.resume(o) }
+            tracer.resume(m.leader)
+        }
         stats.restoreResumeNanos = monotonicNanos() - createdAt
         stats.restoreReadMillis = source.readMillis
         source.startStreaming?()
         restore.releaseEarlierSpaces = source.releaseEarlierSpaces
         log.info("restore timing: \(marks.description)")
+        if !restored.isEmpty { log.info("restored \(restored.count) more process(es) of the tree: \(restored.map { "pid \($0.image.pid)" }.joined(separator: ", "))") }
         log.info("restored \(image.name) epoch \(image.epoch) into pid \(pid): \(image.threads.count) thread(s), \(image.vmas.count) mappings, \(source.pageCount) pages in \(source.layers.count) layer(s), \(backing.bound) to come lazily")
+    }
+
+    /// The mm fields (code, data, brk, stack, arg and env areas, auxv) as they were, in one
+    /// PR_SET_MM_MAP; with `exeFD` (a descriptor in the process) its executable link too.
+    func setMMFields(_ image: ProcessImage, _ calls: RestoreCalls, exeFD: Int32?) throws {
+        let m = image.mm
+        var map: [UInt64] = [m.startCode, m.endCode, m.startData, m.endData, m.startBrk, m.brk, m.startStack, m.argStart, m.argEnd,
+                             m.envStart, m.envEnd]
+        map.append(try calls.args.bytes(image.auxv.withUnsafeBytes { Array($0) }))
+        map.append(UInt64(image.auxv.count * 8) | UInt64(UInt32(bitPattern: exeFD ?? -1)) << 32)  // exe_fd -1: unchanged
+        _ = try calls.call("prctl(PR_SET_MM_MAP)", .prctl, 35, 14, try calls.args.bytes(map.withUnsafeBytes { Array($0) }), 104)
+        calls.args.reset()
     }
 
     /// The signals that were pending: the process's with rt_sigqueueinfo, each thread's with
     /// rt_tgsigqueueinfo, their siginfo as it was (PROG sends them to itself, which Linux allows
     /// for any si_code).
     /// The process-wide prctl settings, personality and oom_score_adj as they were.
-    private func restoreAttributes(_ a: ProcessImage.Attributes, pid: pid_t, _ calls: RestoreCalls) throws {
+    func restoreAttributes(_ a: ProcessImage.Attributes, pid: pid_t, _ calls: RestoreCalls) throws {
         _ = try calls.call("personality(0x\(String(a.personality, radix: 16)))", .personality, a.personality)
         _ = try calls.call("prctl(PR_SET_CHILD_SUBREAPER, \(a.childSubreaper))", .prctl, 36, a.childSubreaper ? 1 : 0)
         _ = try calls.call("prctl(PR_SET_DUMPABLE, \(a.dumpable))", .prctl, 4, UInt64(a.dumpable))
@@ -115,7 +136,7 @@ extension Agent {
         try Sys.writeFully(fd, text, count: text.count, "write \(a.oomScoreAdj) to \(path)")
     }
 
-    private func queuePendingSignals(_ image: ProcessImage, _ calls: RestoreCalls) throws {
+    func queuePendingSignals(_ image: ProcessImage, _ calls: RestoreCalls) throws {
         func signo(_ info: Data) -> UInt64 { UInt64(info.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }) }
         for info in image.pendingSignals ?? [] where info.count == 128 {
             let p = try calls.args.bytes(Array(info))
@@ -131,7 +152,7 @@ extension Agent {
         }
     }
 
-    private func restoreMapping(_ v: ProcessImage.VMA, _ image: ProcessImage, _ calls: RestoreCalls) throws {
+    func restoreMapping(_ v: ProcessImage.VMA, _ image: ProcessImage, _ calls: RestoreCalls) throws {
         try mapAgain(v, image, calls)
         try restoreAdvice(v, calls)
     }
@@ -190,7 +211,7 @@ extension Agent {
     }
 
     /// A checkpoint maps files by path: they must still be the files it saw.
-    private func checkFilesUnchanged(_ image: ProcessImage) throws {
+    func checkFilesUnchanged(_ image: ProcessImage) throws {
         var checked = Set<String>()
         for v in image.vmas where v.kind == .file {
             guard let path = v.path, checked.insert(path).inserted else { continue }
@@ -208,7 +229,7 @@ extension Agent {
     /// written now through /proc/PID/mem; pages of anonymous mappings are left to `backing`, which
     /// serves them lazily once the regions exist (a later layer's page or zero run replaces an
     /// earlier one's).
-    private func placePages(_ pid: pid_t, _ source: RestoreSource) throws -> RestoreBacking {
+    func placePages(_ pid: pid_t, _ source: RestoreSource) throws -> RestoreBacking {
         let image = source.image
         let backing = try RestoreBacking(layers: source.layers,
                                          areas: image.vmas.filter { [.anonymous, .heap, .stack].contains($0.kind) }.map { ($0.start, $0.end) })
@@ -278,7 +299,7 @@ extension Agent {
     }
 
     /// The backing's pages that no managed region holds (a mapping the uffd refused): written now.
-    private func writeUnmanagedPages(_ pid: pid_t, _ pages: [(UInt64, RestoreBacking.Location)], _ backing: RestoreBacking) throws {
+    func writeUnmanagedPages(_ pid: pid_t, _ pages: [(UInt64, RestoreBacking.Location)], _ backing: RestoreBacking) throws {
         guard !pages.isEmpty else { return }
         let mem = try RestoredPageWriter(pid: pid, backing: backing)
         for (a, loc) in pages { try mem.write(a, loc) }

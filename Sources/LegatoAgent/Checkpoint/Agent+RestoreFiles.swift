@@ -7,15 +7,39 @@ import LegatoSystem
 /// are recreated with what they held; terminals and pipes on 0-2 that lead outside stay what
 /// `legato restore` has.
 extension Agent {
-    func restoreFileDescriptors(_ image: ProcessImage, _ calls: RestoreCalls) throws {
-        let pipes = Dictionary(grouping: image.fds.filter { $0.kind == .pipe }, by: { $0.pipeInode ?? 0 })
+    /// With `tree` (a process tree's restore): descriptions an earlier process holds are taken from
+    /// it (pidfd_getfd), a pipe of the tree is made by its first holder, which keeps the ends it does
+    /// not hold for the others (TreeRestore.parked); a member (`member`) starts with no descriptor.
+    func restoreFileDescriptors(_ image: ProcessImage, _ calls: RestoreCalls, tree: TreeRestore? = nil, member: Bool = false) throws {
+        let pipes = Dictionary(grouping: image.fds.filter { $0.kind == .pipe && $0.sharedWith == nil }, by: { $0.pipeInode ?? 0 })
         var pipesDone = Set<UInt64>()
         // Temporaries live above every fd the checkpoint has, so no placement can close one.
-        let high = UInt64((image.fds.map { $0.fd }.max() ?? 2) + 1)
+        let high = tree?.high ?? UInt64((image.fds.map { $0.fd }.max() ?? 2) + 1)
         for f in image.fds {
+            if let tree, let from = f.sharedWith, from.count == 2 {
+                try takeDescriptor(from: from[0], fd: from[1], to: f, calls, tree)
+                continue
+            }
             switch f.kind {
             case .tty:
+                // PROG keeps `legato restore`'s terminal; a member's own opening of one is made again.
+                if member {
+                    let fd = try calls.call("open \(f.path)", .open, try calls.args.string(f.path), UInt64(f.flags) & (0o3 | 0o4000 | 0o2000 | 0o400), 0)
+                    calls.args.reset()
+                    try place(fd, at: f, calls)
+                }
                 continue
+            case .pipe where f.pipeInTree == true && tree != nil:
+                let inode = f.pipeInode ?? 0
+                if pipesDone.contains(inode) { continue }  // placed with the pipe this process made
+                if let made = tree!.pipes[inode] {
+                    try takeDescriptor(from: made.holder, fd: f.flags & 3 == 1 ? made.write : made.read, to: f, calls, tree!)
+                } else if pipesDone.insert(inode).inserted {
+                    try restorePipe(pipes[inode] ?? [f], above: high, calls) { read, write in
+                        tree!.pipes[inode] = (image.pid, read, write)
+                        tree!.parked[image.pid, default: []] += [read, write]
+                    }
+                }
             case .pipe:
                 let group = pipes[f.pipeInode ?? 0] ?? [f]
                 let bothEndsInside = group.contains { $0.flags & 3 == 0 } && group.contains { $0.flags & 3 == 1 }
@@ -70,15 +94,31 @@ extension Agent {
     }
 
     /// Moves a fresh fd to the number `f` had, with its close-on-exec flag.
-    private func place(_ fd: Int64, at f: ProcessImage.FileDescriptor, _ calls: RestoreCalls) throws {
+    func place(_ fd: Int64, at f: ProcessImage.FileDescriptor, _ calls: RestoreCalls) throws {
         let cloexec = f.flags & 0o2000000 != 0
         guard fd != Int64(f.fd) else { return }
         _ = try calls.call("dup3 to fd \(f.fd)", .dup3, UInt64(fd), UInt64(f.fd), cloexec ? 0o2000000 : 0)
         _ = try calls.call("close", .close, UInt64(fd))
     }
 
+    /// Takes fd `fd` of the restored process `ns` (its pid in PROG's namespace) into this one at
+    /// `f`'s number: pidfd_open + pidfd_getfd, injected here. The description is the same one.
+    func takeDescriptor(from ns: Int32, fd: Int32, to f: ProcessImage.FileDescriptor, _ calls: RestoreCalls, _ tree: TreeRestore) throws {
+        let pidfd = try calls.call("pidfd_open(\(ns)) to take its fd \(fd) as fd \(f.fd)", .pidfdOpen, UInt64(ns), 0)
+        let got = try calls.call("pidfd_getfd(fd \(fd) of pid \(ns)) as fd \(f.fd)", .pidfdGetfd, UInt64(pidfd), UInt64(fd), 0)
+        _ = try calls.call("close", .close, UInt64(pidfd))
+        if got == Int64(f.fd) {
+            // pidfd_getfd sets close-on-exec; the descriptor may not have had it.
+            if f.flags & 0o2000000 == 0 { _ = try calls.call("fcntl(F_SETFD, 0) fd \(f.fd)", .fcntl, UInt64(f.fd), 2, 0) }
+        } else {
+            try place(got, at: f, calls)
+        }
+    }
+
     /// One pipe: pipe2, both ends moved above `high`, dup'd to every fd of the group, refilled.
-    private func restorePipe(_ group: [ProcessImage.FileDescriptor], above high: UInt64, _ calls: RestoreCalls) throws {
+    /// With `keep`, the moved ends stay open (for other processes of a tree) and are handed to it.
+    func restorePipe(_ group: [ProcessImage.FileDescriptor], above high: UInt64, _ calls: RestoreCalls,
+                     keep: ((_ read: Int32, _ write: Int32) -> Void)? = nil) throws {
         let name = group[0].path
         let slot = try calls.args.bytes([UInt8](repeating: 0, count: 8))
         _ = try calls.call("pipe2 for \(name)", .pipe2, slot, 0o2000000)  // O_CLOEXEC
@@ -107,6 +147,10 @@ extension Agent {
             let n = data.withUnsafeBytes { write(w, $0.baseAddress, $0.count) }
             if n != data.count { throw SystemError("refill \(name) with \(data.count) bytes", code: n < 0 ? errno : EAGAIN) }
         }
-        for e in moved { _ = try calls.call("close", .close, e) }
+        if let keep {
+            keep(Int32(readEnd), Int32(writeEnd))
+        } else {
+            for e in moved { _ = try calls.call("close", .close, e) }
+        }
     }
 }

@@ -8,7 +8,8 @@ import LegatoSystem
 /// clones), gets its kernel-side registrations by injection, then its registers.
 extension Agent {
     /// Recreates `thread` in the process `calls` injects into; returns it stopped, registers set.
-    func restoreThread(_ thread: ProcessImage.ThreadState, _ image: ProcessImage, _ calls: RestoreCalls) throws -> Tracee {
+    func restoreThread(_ thread: ProcessImage.ThreadState, _ image: ProcessImage, _ calls: RestoreCalls, space: AddressSpace? = nil) throws -> Tracee {
+        let space = space ?? mm
         let pid = calls.tid
         // CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM, no stack: it never runs on
         // the injector's registers, it is stopped before returning to user space and gets its own.
@@ -30,9 +31,9 @@ extension Agent {
             if st.exited || st.signaled { throw RestoreError.threadNotRestored(name: image.name, tid: thread.tid, "died at birth") }
             if st.stopped { break }
         }
-        let t = Tracee(tid: global, tgid: pid, space: mm, classified: true)
+        let t = Tracee(tid: global, tgid: pid, space: space, classified: true)
         tracer.add(t)
-        let own = try RestoreCalls(tid: global, scratch: mm.scratch, context: calls.context)
+        let own = try RestoreCalls(tid: global, scratch: space.scratch, context: calls.context)
         try restoreThreadState(thread, of: t, own)
         try own.inj.cure()
         try setThreadRegisters(thread, of: t)
@@ -70,7 +71,7 @@ extension Agent {
     }
 
     /// The global tid of the thread `nsTID` (an id in PROG's namespace) of process `pid`.
-    private func globalTID(of nsTID: Int32, in pid: pid_t) -> pid_t? {
+    func globalTID(of nsTID: Int32, in pid: pid_t) -> pid_t? {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? [] {
             if let g = pid_t(name), Sys.namespaceTID(g) == nsTID { return g }
         }

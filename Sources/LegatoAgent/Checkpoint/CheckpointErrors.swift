@@ -67,6 +67,7 @@ public enum RestoreError: Error, CustomStringConvertible, Equatable {
     case noScratchRoom
     case argumentsTooLarge(Int)
     case threadNotRestored(name: String, tid: Int32, String)
+    case processNotRestored(name: String, pid: Int32, String)
     case descriptorLeadsOutside(name: String, epoch: UInt64, fd: Int32, path: String)
     case descriptorUnrestorable(name: String, epoch: UInt64, fd: Int32, path: String)
     case pageMissing(offset: Int, layer: UInt64)
@@ -84,6 +85,7 @@ public enum RestoreError: Error, CustomStringConvertible, Equatable {
         case .noScratchRoom: return "no room for the injection scratch area"
         case .argumentsTooLarge(let n): return "injection arguments of \(n) bytes do not fit the scratch area"
         case .threadNotRestored(let name, let tid, let why): return "restoring \(name): thread \(tid) \(why)"
+        case .processNotRestored(let name, let pid, let why): return "restoring \(name): process \(pid) \(why)"
         case .descriptorLeadsOutside(let name, let e, let fd, let path):
             return "checkpoint \(e) of \(name): fd \(fd) (\(path)) leads outside the program"
         case .descriptorUnrestorable(let name, let e, let fd, let path): return "checkpoint \(e) of \(name): fd \(fd) (\(path)) cannot be restored"

@@ -4,7 +4,13 @@ import Foundation
 /// exactly (named in `description`); PROG runs on.
 public struct CheckpointRefused: Error, CustomStringConvertible {
     public let description: String
-    public init(description: String) { self.description = description }
+    /// A passing state (a process in the middle of an exec, none of its threads at a stop fit for
+    /// injection): the capture is tried again a few times before it is refused.
+    public let transient: Bool
+    public init(description: String, transient: Bool = false) {
+        self.description = description
+        self.transient = transient
+    }
 }
 
 /// What capturing a checkpoint gives (Agent+Capture).

@@ -35,6 +35,10 @@ final class Checkpointer {
 
     /// Whether the memory nodes keep each committed checkpoint's versions (see CheckpointStore).
     var retainsOnMemoryNodes: Bool { store?.retainsOnMemoryNodes == true }
+    /// Whether the store takes checkpoints of process trees (see CheckpointStore).
+    var storesProcessTrees: Bool { (try? checkpointStore())?.storesProcessTrees == true }
+    /// The base's processes besides PROG, by namespace pid: which incarnation each was.
+    var baseMembers: [Int32: ProcessImage.TreeLinks] = [:]
 
     /// The store this run's checkpoints go to: the cluster's log and coordinator, or the state directory.
     func checkpointStore() throws -> CheckpointStore {
@@ -138,7 +142,10 @@ final class Checkpointer {
         busy = false
         staging.dropSnapshot()
         staging.reset()
-        if c.failure == nil { base = c.result.epoch }
+        if c.failure == nil {
+            base = c.result.epoch
+            baseMembers = Dictionary((c.result.image.members ?? []).compactMap { m in m.links.map { (m.pid, $0) } }, uniquingKeysWith: { a, _ in a })
+        }
         return c
     }
 

@@ -18,6 +18,8 @@ struct ProcessCapture {
     let whileWaiting: () -> Void
     /// The descriptors PROG kept from what `legato run` inherited (named in refusals).
     var kept = KeptDescriptors()
+    /// The processes of the tree being checkpointed with it (their children are not refused).
+    var tree: Set<pid_t> = []
 
     func thread(_ t: Tracee) throws -> ProcessImage.ThreadState {
         var regs = try Sys.getRegisters(t.tid)
@@ -119,7 +121,7 @@ struct ProcessCapture {
     func statusField(_ name: String, of tid: pid_t? = nil) -> String? { ProcFile.statusField("\(tid ?? pid)", name) }
 
     /// What the process holds that no restore brings back yet, named: POSIX timers, seccomp filters
-    /// of its own (beyond the agent's), child processes. (Leases are refused with the descriptors.)
+    /// of its own (beyond the agent's), child processes outside the tree (zombies). (Leases are refused with the descriptors.)
     func unrestorableState() -> [String] {
         var out: [String] = []
         if let timers = ProcFile.text("/proc/\(pid)/timers"), !timers.isEmpty {
@@ -131,18 +133,18 @@ struct ProcessCapture {
         if let n = statusField("Seccomp_filters").flatMap({ Int($0) }), n > Self.inheritedSeccompFilters + 1 {
             out.append("\(n - Self.inheritedSeccompFilters - 1) seccomp filter(s) the program installed")
         }
-        // A child, running or a zombie whose status is still to be collected, would be missing
-        // from the restored program (its wait would find no child).
+        // A child that is not part of the tree the agent manages (a zombie whose status is still to
+        // be collected) would be missing from the restored program (its wait would find no child).
         let children = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []).flatMap { task in
             (ProcFile.text("/proc/\(pid)/task/\(task)/children") ?? "").split(separator: " ").compactMap { pid_t($0) }
-        }
+        }.filter { !tree.contains($0) }
         if !children.isEmpty {
             let named = children.sorted().prefix(8).map { child -> String in
                 let comm = ProcFile.text("/proc/\(child)/comm")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
-                let zombie = ProcFile.text("/proc/\(child)/stat").map { $0.contains(") Z ") } ?? false
-                return "pid \(Sys.namespaceTID(child)) (\(comm)\(zombie ? ", exited, its status not yet collected" : ""))"
+                let zombie = ProcFile.statFields(child)?.first == "Z"
+                return "pid \(Sys.namespaceTID(child)) (\(comm)\(zombie ? ", exited, its status not yet collected" : ", not traced"))"
             }
-            out.append("\(children.count) child process(es): \(named.joined(separator: ", ")) (process trees cannot be checkpointed yet)")
+            out.append("\(children.count) child process(es) that cannot be checkpointed yet: \(named.joined(separator: ", "))")
         }
         return out
     }
@@ -193,7 +195,7 @@ struct ProcessCapture {
             out.append(v)
         }
         if !refused.isEmpty {
-            throw CheckpointRefused(description: "the program maps " + refused.joined(separator: "; ") + "; cannot checkpoint it yet")
+            throw CheckpointRefused(description: "it maps " + refused.joined(separator: "; "))
         }
         return out
     }
@@ -305,7 +307,6 @@ struct ProcessCapture {
             if kind == .pipe { entry.pipeInode = UInt64(target.dropFirst(6).dropLast()) }
             out.append(entry)
         }
-        refused += try pipes(&out)
         try markDuplicates(&out)
         if !refused.isEmpty {
             throw CheckpointRefused(description: refused.sorted().joined(separator: "; ") + "; cannot checkpoint \(refused.count == 1 ? "it" : "them")")
@@ -329,34 +330,7 @@ struct ProcessCapture {
     }
 
     /// "fd 5 is WHAT", with the flag that kept it if PROG inherited it from `legato run`.
-    private func describe(_ fd: Int32, _ what: String) -> String {
-        "fd \(fd) is \(what)" + (kept.reason(fd).map { ", kept open by \($0)" } ?? "")
-    }
-
-    /// Pipes with both ends in PROG are restored with what they hold; a pipe on fds 0-2 whose other end
-    /// is outside becomes `legato restore`'s own; any other pipe leads outside PROG and is refused.
-    /// Returns the refusals: pipes above fd 2 whose other end is outside the program.
-    private func pipes(_ fds: inout [ProcessImage.FileDescriptor]) throws -> [String] {
-        let pipes = Dictionary(grouping: fds.indices.filter { fds[$0].kind == .pipe }, by: { fds[$0].pipeInode ?? 0 })
-        var refused: [String] = []
-        for (inode, members) in pipes {
-            let readers = members.filter { fds[$0].flags & 3 == 0 }, writers = members.filter { fds[$0].flags & 3 == 1 }
-            if readers.isEmpty || writers.isEmpty {
-                for m in members where fds[m].fd > 2 {
-                    refused.append(describe(fds[m].fd, "pipe:[\(inode)], whose other end is outside the program"))
-                }
-                continue
-            }
-            let r = fds[readers[0]].fd
-            let peek = open("/proc/\(pid)/fd/\(r)", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-            if peek < 0 { throw SystemError.fromErrno("open the read end of pipe:[\(inode)] (fd \(r) of pid \(pid))") }
-            defer { close(peek) }
-            fds[readers[0]].pipeData = Data(try Sys.peekPipe(peek, what: "pipe:[\(inode)] (fd \(r) of pid \(pid))"))
-            let size = fcntl(peek, 1032)  // F_GETPIPE_SZ
-            if size > 0 { for m in members { fds[m].pipeSize = Int(size) } }
-        }
-        return refused
-    }
+    private func describe(_ fd: Int32, _ what: String) -> String { kept.describe(fd, what) }
 
     private func describeKind(_ target: String) -> String {
         if target.hasPrefix("socket:") { return "a socket" }

@@ -32,6 +32,48 @@ public struct ProcessImage: Codable, Equatable {
     public var attributes: Attributes?
     /// membarrier registration commands the process had made (MEMBARRIER_CMD_REGISTER_*).
     public var membarrierRegistrations: [UInt64]?
+    /// Where the process sits in PROG's tree (nil for PROG in checkpoints of one process).
+    public var links: TreeLinks?
+    /// PROG's image only: every other process of its tree, parents before their children (the
+    /// order they are restored in). Their pages are the checkpoint's runs tagged with their pid
+    /// (TreePages); nil or empty: PROG alone.
+    public var members: [ProcessImage]?
+    /// PROG's image only: the memory objects of the tree that no path maps again (SharedObjects),
+    /// their pages saved with the checkpoint; mappings name them by `VMA.object`.
+    public var sharedObjects: [SharedObject]?
+
+    /// A shared memory object or an unlinked file that mappings of the tree map: its content is
+    /// saved (tagged pages, TreePages.objectAddress) and it is made again at restore.
+    public struct SharedObject: Codable, Equatable {
+        public enum Kind: String, Codable {
+            case anonymous     // MAP_SHARED|MAP_ANONYMOUS (maps shows "/dev/zero (deleted)")
+            case memfd         // memfd_create ("/memfd:NAME (deleted)")
+            case unlinkedFile  // a file unlinked while mapped (e.g. a POSIX semaphore's /dev/shm/sem.*)
+        }
+        public var id: Int
+        public var kind: Kind
+        /// The path maps shows, without " (deleted)".
+        public var name: String
+        public var size: UInt64
+        /// Permission bits (an unlinked file is made again with them), memfd seals (F_GET_SEALS).
+        public var mode: UInt32
+        public var seals: Int32?
+    }
+
+    /// A process's place in the tree, ids in PROG's PID namespace.
+    public struct TreeLinks: Codable, Equatable {
+        public var parent: Int32
+        /// 0: PROG's group (which came from outside its namespace).
+        public var processGroup: Int32
+        public var session: Int32
+        /// /proc/PID/stat's start time (clock ticks after boot): one incarnation of a pid.
+        public var startTime: UInt64
+        /// The signal its parent gets when it exits (stat's exit_signal; SIGCHLD for a fork).
+        public var exitSignal: Int32
+        /// The first epoch of the chain that holds this incarnation: older layers hold another
+        /// process's pages under the same pid, if any.
+        public var since: UInt64
+    }
 
     /// What prctl, personality and /proc/PID/oom_score_adj set for the whole process (the
     /// per-thread ones are in ThreadState).
@@ -68,6 +110,8 @@ public struct ProcessImage: Codable, Equatable {
         public var vmFlags: [String]?
         /// Guard regions inside the mapping (VmFlags "gu"), as [start, end) ranges; installed again.
         public var guardRanges: [[UInt64]]?
+        /// The shared object (SharedObject.id) this mapping maps, where no path can map it again.
+        public var object: Int?
     }
 
     public struct ThreadState: Codable, Equatable {
@@ -120,6 +164,12 @@ public struct ProcessImage: Codable, Equatable {
         public var dupOf: Int32?
         /// Locks this open file description holds (fdinfo's `lock:` lines), taken again at restore.
         public var locks: [FileLock]?
+        /// The same open file description as fd [1] of process [0] (a pid in PROG's namespace),
+        /// restored before this one (a descriptor a fork shared): taken from there at restore.
+        public var sharedWith: [Int32]?
+        /// Pipes: both ends are within PROG's tree (nil in checkpoints of one process: then
+        /// both ends within the process).
+        public var pipeInTree: Bool?
     }
 
     /// A flock, an open-file-description lock or a POSIX record lock.

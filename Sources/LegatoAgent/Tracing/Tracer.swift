@@ -34,10 +34,18 @@ final class Tracer {
     /// Children of the agent that are not traced (checkpoint snapshots), reaped as they die.
     var untracedChildren = Set<pid_t>()
     /// The address space whose threads are being (or have been) stopped.
-    private(set) var frozenSpace: AddressSpace? {
-        didSet { (frozenSpace ?? oldValue).map { onFreezingChange($0, frozenSpace != nil) } }
+    /// The address spaces whose threads are being (or have been) stopped: one for an eviction,
+    /// every one of the tree for a checkpoint.
+    private(set) var frozenSpaces: [AddressSpace] = [] {
+        didSet { for s in (frozenSpaces.isEmpty ? oldValue : frozenSpaces) { onFreezingChange(s, !frozenSpaces.isEmpty) } }
     }
-    var freezing: Bool { frozenSpace != nil }
+    var freezing: Bool { !frozenSpaces.isEmpty }
+
+    /// `t` runs in a frozen address space.
+    @inline(__always) func isFrozen(_ t: Tracee) -> Bool {
+        guard let s = t.space, !frozenSpaces.isEmpty else { return false }
+        return frozenSpaces.contains { $0 === s }
+    }
     var onFreezingChange: (AddressSpace, Bool) -> Void = { _, _ in }
     /// True once the run is stopping: a freeze does not wait for threads then.
     var isStopping: () -> Bool = { false }
@@ -101,13 +109,12 @@ final class Tracer {
         t.interruptSent = false
         // While freezing, only stops fit for injection are held; a syscall or event stop is handled,
         // and the thread resumed and interrupted again.
-        let inFrozenSpace = frozenSpace != nil && t.space === frozenSpace
-        if !t.classified || (inFrozenSpace && Tracer.isInjectable(status)) {
+        if !t.classified || (isFrozen(t) && Tracer.isInjectable(status)) {
             t.parked = status
             return
         }
         try handleStop(t, status)
-        if frozenSpace != nil && t.space === frozenSpace && t.parked == nil && tracees[tid] != nil {
+        if t.parked == nil && isFrozen(t) && tracees[tid] != nil {
             t.interruptSent = true
             tolerateGone { try Sys.ptraceInterrupt(tid) }
         }
@@ -180,7 +187,7 @@ final class Tracer {
         child.tgid = flags & CloneFlag.thread != 0 ? parent.tgid : childTID
         child.space = flags & CloneFlag.vm != 0 ? parent.space : events?.forkedSpace(parent: parent, child: childTID)
         child.classified = true
-        if let st = child.parked, !(frozenSpace != nil && child.space === frozenSpace) {
+        if let st = child.parked, !isFrozen(child) {
             child.parked = nil
             try handleStop(child, st)
         }
@@ -212,20 +219,25 @@ final class Tracer {
     /// Interrupts every thread in `space`; `serve(until:)` (the event loop) serves faults and stops
     /// until all are held, PROG (or the process of `space`) has ended or the run is stopping.
     func freeze(_ space: AddressSpace, serve: (_ until: () -> Bool) throws -> Void) throws {
-        precondition(frozenSpace == nil, "one freeze at a time")
-        frozenSpace = space
-        for t in tracees.values where t.space === space && t.parked == nil && !t.interruptSent {
+        try freeze([space], serve: serve)
+    }
+
+    /// Interrupts every thread in each of `spaces` (a checkpoint's: the whole tree), as `freeze`.
+    func freeze(_ spaces: [AddressSpace], serve: (_ until: () -> Bool) throws -> Void) throws {
+        precondition(frozenSpaces.isEmpty, "one freeze at a time")
+        frozenSpaces = spaces
+        for t in tracees.values where isFrozen(t) && t.parked == nil && !t.interruptSent {
             t.interruptSent = true
             tolerateGone { try Sys.ptraceInterrupt(t.tid) }
         }
         try serve { [self] in
-            programStatus != nil || isStopping() || tracees.values.allSatisfy { $0.space !== space || $0.parked != nil }
+            programStatus != nil || isStopping() || tracees.values.allSatisfy { !isFrozen($0) || $0.parked != nil }
         }
     }
 
     /// Lets every held thread go on (acting on the stop it reported while frozen).
     func thaw() {
-        frozenSpace = nil
+        frozenSpaces = []
         for tid in tracees.keys.sorted() {
             guard let t = tracees[tid], t.classified, let st = t.parked else { continue }
             t.parked = nil
@@ -236,7 +248,7 @@ final class Tracer {
     /// Lets the threads of `space` held at a fork's entry go on (the fork before them is done); those
     /// of a frozen space go on at the thaw.
     func releaseHeldForks(in space: AddressSpace) {
-        guard frozenSpace !== space else { return }
+        guard !frozenSpaces.contains(where: { $0 === space }) else { return }
         for tid in tracees.keys.sorted() {
             guard let t = tracees[tid], t.space === space, t.heldAtForkEntry, let st = t.parked else { continue }
             t.parked = nil

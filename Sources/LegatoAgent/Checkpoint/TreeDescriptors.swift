@@ -1,0 +1,80 @@
+import Foundation
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// The descriptors of a tree's processes seen together: open file descriptions several processes
+/// share (what a fork shared, found with kcmp), and pipes, whose ends may lie in different
+/// processes. A pipe with both ends in the tree is restored with what it held; one whose other end
+/// is outside is refused above fd 2 (on 0-2 it becomes `legato restore`'s own).
+enum TreeDescriptors {
+    /// Marks `sharedWith` and the pipes of `images` (PROG first, in restore order; `pids` as the
+    /// agent sees them); throws the refusals, each named.
+    static func resolve(_ images: inout [ProcessImage], pids: [pid_t], kept: KeptDescriptors) throws {
+        try markShared(&images, pids: pids)
+        let refused = try resolvePipes(&images, pids: pids, kept: kept)
+        if !refused.isEmpty {
+            throw CheckpointRefused(description: refused.sorted().joined(separator: "; ") + "; cannot checkpoint \(refused.count == 1 ? "it" : "them")")
+        }
+    }
+
+    /// Each descriptor of a later process that is an open file description of an earlier one points
+    /// at its first holder (so the restore takes it from there and the offset, flags and locks stay
+    /// one). Only descriptions with a path alike are compared.
+    private static func markShared(_ images: inout [ProcessImage], pids: [pid_t]) throws {
+        guard images.count > 1 else { return }
+        for k in images.indices.dropFirst() {
+            for fi in images[k].fds.indices where images[k].fds[fi].dupOf == nil {
+                let f = images[k].fds[fi]
+                search: for j in 0..<k {
+                    for g in images[j].fds where g.dupOf == nil && g.sharedWith == nil && g.kind == f.kind && g.path == f.path {
+                        if try Sys.sameOpenFile(pids[j], g.fd, pids[k], f.fd) {
+                            images[k].fds[fi].sharedWith = [images[j].pid, g.fd]
+                            break search
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pipes grouped by inode over the whole tree: with a reader and a writer inside, what the pipe
+    /// holds is copied (tee(2), not consumed) onto its first holder's entry and its size kept.
+    private static func resolvePipes(_ images: inout [ProcessImage], pids: [pid_t], kept: KeptDescriptors) throws -> [String] {
+        var ends: [UInt64: [(process: Int, fd: Int)]] = [:]
+        var order: [UInt64] = []
+        for (k, image) in images.enumerated() {
+            for (fi, f) in image.fds.enumerated() where f.kind == .pipe {
+                let inode = f.pipeInode ?? 0
+                if ends[inode] == nil { order.append(inode) }
+                ends[inode, default: []].append((k, fi))
+            }
+        }
+        var refused: [String] = []
+        for inode in order {
+            let members = ends[inode]!
+            func entry(_ m: (process: Int, fd: Int)) -> ProcessImage.FileDescriptor { images[m.process].fds[m.fd] }
+            let readers = members.filter { entry($0).flags & 3 == 0 }, writers = members.filter { entry($0).flags & 3 == 1 }
+            if readers.isEmpty || writers.isEmpty {
+                for m in members where entry(m).fd > 2 || (m.process > 0 && entry(m).sharedWith == nil) {
+                    let what = "pipe:[\(inode)], whose other end is outside the program"
+                    refused.append(m.process == 0 ? kept.describe(entry(m).fd, what) : "pid \(images[m.process].pid): fd \(entry(m).fd) is \(what)")
+                }
+                continue
+            }
+            let r = readers[0]
+            let path = "/proc/\(pids[r.process])/fd/\(entry(r).fd)"
+            let peek = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+            if peek < 0 { throw SystemError.fromErrno("open the read end of pipe:[\(inode)] (\(path))") }
+            defer { close(peek) }
+            let data = Data(try Sys.peekPipe(peek, what: "pipe:[\(inode)] (\(path))"))
+            let size = fcntl(peek, 1032)  // F_GETPIPE_SZ
+            images[members[0].process].fds[members[0].fd].pipeData = data
+            for m in members {
+                if size > 0 { images[m.process].fds[m.fd].pipeSize = Int(size) }
+                if images.count > 1 { images[m.process].fds[m.fd].pipeInTree = true }
+            }
+        }
+        return refused
+    }
+}
