@@ -32,6 +32,6 @@ public enum ProcFile {
     /// /proc/PID/stat's fields after "(comm)": [0] is field 3 (state), [1] field 4 (ppid)...
     public static func statFields(_ pid: Int32) -> [Substring]? {
         guard let stat = text("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
-        return stat[stat.index(after: close)...].split(separator: " ")
+        return stat[stat.index(after: close)...].split(whereSeparator: { $0 == " " || $0 == "\n" })
     }
 }

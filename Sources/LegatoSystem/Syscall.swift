@@ -19,10 +19,13 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case vfork = 58
     case execve = 59
     case fcntl = 72
+    case ftruncate = 77
     case flock = 73
     case chdir = 80
+    case unlink = 87
     case umask = 95
     case setpgid = 109
+    case rtSigtimedwait = 128
     case rtSigqueueinfo = 129
     case personality = 135
     case sigaltstack = 131
@@ -33,12 +36,17 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case prctl = 157
     case archPrctl = 158
     case setTidAddress = 218
+    case timerCreate = 222
+    case timerSettime = 223
+    case timerGettime = 224
+    case exitGroup = 231
     case setRobustList = 273
     case dup3 = 292
     case pipe2 = 293
     case rtTgsigqueueinfo = 297
     case userfaultfd = 323
     case membarrier = 324
+    case memfdCreate = 319
     case mlock2 = 325
     case rseq = 334
     case pidfdOpen = 434
@@ -69,11 +77,19 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
         case .vfork: return "vfork"
         case .execve: return "execve"
         case .fcntl: return "fcntl"
+        case .ftruncate: return "ftruncate"
+        case .unlink: return "unlink"
+        case .memfdCreate: return "memfd_create"
         case .flock: return "flock"
         case .chdir: return "chdir"
         case .umask: return "umask"
         case .setpgid: return "setpgid"
+        case .rtSigtimedwait: return "rt_sigtimedwait"
         case .rtSigqueueinfo: return "rt_sigqueueinfo"
+        case .exitGroup: return "exit_group"
+        case .timerCreate: return "timer_create"
+        case .timerSettime: return "timer_settime"
+        case .timerGettime: return "timer_gettime"
         case .personality: return "personality"
         case .sigaltstack: return "sigaltstack"
         case .mlock: return "mlock"

@@ -41,4 +41,54 @@ import Testing
         let image = try checkpointKillRestore(["bash", "-c", script], name: "stream", localMem: "16M", afterLines: 10)
         #expect(members(image).count >= 2, "every stage is in the checkpoint: \(members(image).map(exe))")
     }
+
+    func sharedObjects(_ image: [String: Any]) -> [[String: Any]] { image["sharedObjects"] as? [[String: Any]] ?? [] }
+
+    @Test func aPythonMultiprocessingPoolMidWork() throws {
+        // Two forked workers fed task by task through the pool's pipes, its locks POSIX semaphores
+        // in /dev/shm, unlinked once mapped: all of them come back shared.
+        let image = try checkpointKillRestore(["python3", Workloads.script("pypoolwork.py"), "150"], name: "pool", localMem: "32M", afterLines: 12)
+        #expect(members(image).count >= 2, "both workers are in the checkpoint: \(members(image).map(exe))")
+        let objects = sharedObjects(image)
+        #expect(objects.contains { $0["kind"] as? String == "unlinkedFile" && ($0["name"] as? String ?? "").hasPrefix("/dev/shm/sem.") },
+                "the pool's semaphores are saved: \(objects)")
+    }
+
+    @Test func forkedWorkersSharingMemoryAndPipes() throws {
+        // sharedwork: MAP_SHARED anonymous memory, a memfd and an unlinked file, mapped before the
+        // fork by all; a pipe each way to every worker. It checks every answer against the shared
+        // memory it sees itself, and the workers' exit statuses at the end.
+        let image = try checkpointKillRestore([try Workloads.path("sharedwork"), "60", "3", "8"], name: "sharedwork", localMem: "16M", afterLines: 8)
+        #expect(members(image).count == 3)
+        let kinds = Set(sharedObjects(image).compactMap { $0["kind"] as? String })
+        #expect(kinds == ["anonymous", "memfd", "unlinkedFile"], "\(sharedObjects(image))")
+        // Each object is saved once however many map it: every process maps all three.
+        #expect(sharedObjects(image).count == 3)
+    }
+
+    @Test func makeBuildingACProjectWithTwoJobs() throws {
+        // make -j2: its jobserver pipe, the stdin pipe it gives jobs (its write end closed), two cc
+        // drivers with their cc1 and as, temporary files; checkpointed while two jobs compile.
+        let dir = TestEnvironment.temporaryDirectory("make-project")
+        let made = try runCommand(["sh", Workloads.script("cproject.sh"), dir + "/src", "6", "300"])
+        #expect(made.status == 0, "\(made.stderr)")
+        let build = "D=\(dir); rm -rf $D/build && cp -r $D/src $D/build && echo building && make -s -j2 -C $D/build && $D/build/prog"
+        let image = try checkpointKillRestore(["bash", "-c", build], name: "make", localMem: "32M", afterLines: 1, thenSeconds: 1.5,
+                                              restoresTwice: false)
+        #expect(members(image).contains { exe($0).hasSuffix("/make") }, "\(members(image).map(exe))")
+    }
+
+    @Test func gccCompiling() throws {
+        // The gcc driver waiting for cc1 (or as) on temporary files: gcc collects its child's status
+        // after the restore and goes on to link.
+        let dir = TestEnvironment.temporaryDirectory("gcc")
+        let made = try runCommand(["sh", Workloads.script("cproject.sh"), dir + "/src", "4", "300"])
+        #expect(made.status == 0, "\(made.stderr)")
+        let sources = ["m0", "m1", "m2", "m3", "main"].map { "\(dir)/src/\($0).c" }.joined(separator: " ")
+        let script = "echo compiling; gcc -O2 -o \(dir)/prog \(sources) && \(dir)/prog"
+        let image = try checkpointKillRestore(["bash", "-c", script], name: "gcc", localMem: "32M", afterLines: 1, thenSeconds: 1,
+                                              restoresTwice: false)
+        let names = ([image] + members(image)).map(exe)
+        #expect(names.contains { $0.hasSuffix("/cc1") || $0.hasSuffix("/as") }, "gcc's compiler or assembler is in the checkpoint: \(names)")
+    }
 }

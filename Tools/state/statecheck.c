@@ -21,10 +21,15 @@
  *            fails with EPERM without one)
  *   locks    a flock, an open-file-description read lock and a POSIX write lock on a range, each
  *            checked from another open file description (which they must block)
- *   timer, lease, seccomp, sysv, aio, unlinked, mlock, mseal
- *            state a checkpoint must refuse (a POSIX timer, a lease, a seccomp filter of its own,
- *            SysV shared memory, an aio ring, a mapping of an unlinked file, locked memory, sealed
- *            memory):
+ *   unlinked a file unlinked while mapped privately (some pages copied on write) and shared
+ *            (written through): each page's contents, and that both still map one file
+ *   zombies  three children that exited (3, 0, killed by SIGTERM) and are not collected yet: each
+ *            is collected after the restore with its pid and status, and no child is left
+ *   timers   POSIX timers: periodic, one-shot, disarmed, one signalling a thread: /proc/self/timers
+ *            reads the same, the time left is no more than before, the periodic one still fires
+ *   lease, seccomp, sysv, aio, mlock, mseal
+ *            state a checkpoint must refuse (a lease, a seccomp filter of its own,
+ *            SysV shared memory, an aio ring, locked memory, sealed memory):
  *            set up, then "done" once triggered (the test checks the refusal names it)
  */
 #define _GNU_SOURCE
@@ -48,6 +53,7 @@
 #include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -361,28 +367,141 @@ static int membarrier_registered(const char *trigger) {
     return 0;
 }
 
+/* A file unlinked while mapped, twice: privately (some pages then written: copy-on-write, the
+   rest still the file's) and shared (written through the mapping: the file holds it). Both map
+   the same file, so a write through the shared mapping shows in the private one's unwritten pages. */
+static int unlinked(const char *trigger) {
+    enum { N = 16 };
+    char path[4096];
+    snprintf(path, sizeof path, "%s.mapped", trigger);
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0640);
+    if (fd < 0) { perror("open"); return 2; }
+    for (int i = 0; i < N; i++) {
+        char page[4096];
+        memset(page, 'A' + i, sizeof page);
+        if (write(fd, page, sizeof page) != (ssize_t)sizeof page) { perror("write"); return 2; }
+    }
+    char *priv = mmap(NULL, N * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    char *shared = mmap(NULL, N * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (priv == MAP_FAILED || shared == MAP_FAILED) { perror("mmap"); return 2; }
+    close(fd);
+    unlink(path);
+    for (int i = 0; i < N; i += 4) memset(priv + i * 4096, 'p', 4096);  /* private copies */
+    memset(shared + 1 * 4096, 's', 4096);                                 /* into the file */
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    for (int i = 0; i < N; i++) {
+        char want = i % 4 == 0 ? 'p' : i == 1 ? 's' : 'A' + i;
+        if (priv[i * 4096] != want || priv[i * 4096 + 4095] != want) fail("private page %d holds '%c', not '%c'", i, priv[i * 4096], want);
+        char file = i == 1 ? 's' : 'A' + i;
+        if (shared[i * 4096] != file) fail("shared page %d holds '%c', not '%c'", i, shared[i * 4096], file);
+    }
+    memset(shared + 2 * 4096, 't', 4096);
+    if (priv[2 * 4096] != 't') fail("the two mappings no longer map one file");
+    return 0;
+}
+
+/* POSIX timers (raw syscalls: the kernel's ids): a periodic one signalling the process, a one-shot
+   far off with no signal, a disarmed one, one signalling the main thread with a value. After the
+   restore /proc/self/timers reads the same (ids, signals, values, notification, clocks), the
+   one-shot has no more time left than before, the disarmed one stays so, and the periodic one
+   goes on firing. */
+static volatile sig_atomic_t ticks;
+static void on_tick(int sig) { (void)sig; ticks++; }
+
+static int posix_timers(const char *trigger) {
+    signal(SIGUSR2, on_tick);
+    signal(SIGRTMIN + 1, on_tick);
+    int ids[4];
+    struct sigevent ev[4] = {
+        {.sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGUSR2},
+        {.sigev_notify = SIGEV_NONE},
+        {.sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGUSR2, .sigev_value.sival_ptr = (void *)0x5eed},
+        {.sigev_notify = SIGEV_THREAD_ID, .sigev_signo = SIGRTMIN + 1, .sigev_value.sival_ptr = (void *)0xdeadbeef},
+    };
+    ev[3]._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+    clockid_t clocks[4] = {CLOCK_MONOTONIC, CLOCK_BOOTTIME, CLOCK_REALTIME, CLOCK_MONOTONIC};
+    for (int k = 0; k < 4; k++)
+        if (syscall(SYS_timer_create, clocks[k], &ev[k], &ids[k]) != 0) { perror("timer_create"); return 2; }
+    struct itimerspec periodic = {.it_interval = {0, 20 * 1000 * 1000}, .it_value = {0, 20 * 1000 * 1000}};
+    struct itimerspec far = {.it_value = {3600, 0}}, hourly = {.it_interval = {3600, 0}, .it_value = {1800, 0}};
+    if (syscall(SYS_timer_settime, ids[0], 0, &periodic, NULL) != 0 || syscall(SYS_timer_settime, ids[1], 0, &far, NULL) != 0 ||
+        syscall(SYS_timer_settime, ids[3], 0, &hourly, NULL) != 0) { perror("timer_settime"); return 2; }
+    char before[4096] = "", after[4096] = "";
+    FILE *f = fopen("/proc/self/timers", "r");
+    if (!f || fread(before, 1, sizeof before - 1, f) == 0) { perror("/proc/self/timers"); return 2; }
+    fclose(f);
+    struct itimerspec left0;
+    syscall(SYS_timer_gettime, ids[1], &left0);
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    f = fopen("/proc/self/timers", "r");
+    if (!f || fread(after, 1, sizeof after - 1, f) == 0) fail("/proc/self/timers cannot be read");
+    if (f) fclose(f);
+    if (strcmp(before, after) != 0) fail("/proc/self/timers was:\n%s\nand is:\n%s", before, after);
+    struct itimerspec left, off, hour;
+    if (syscall(SYS_timer_gettime, ids[1], &left) != 0) fail("timer %d is gone", ids[1]);
+    else if (left.it_value.tv_sec == 0 || left.it_value.tv_sec > left0.it_value.tv_sec) fail("the one-shot timer has %lds left, had %lds", (long)left.it_value.tv_sec, (long)left0.it_value.tv_sec);
+    if (syscall(SYS_timer_gettime, ids[2], &off) != 0 || off.it_value.tv_sec != 0 || off.it_value.tv_nsec != 0) fail("the disarmed timer is armed");
+    if (syscall(SYS_timer_gettime, ids[3], &hour) != 0 || hour.it_interval.tv_sec != 3600) fail("the thread's timer lost its interval");
+    sig_atomic_t seen = ticks;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {  /* (each tick cuts a sleep short) */
+        usleep(10 * 1000);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+    } while ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec) < 200 * 1000000L);
+    if (ticks < seen + 3) fail("the periodic timer fired %d times in 200 ms", (int)(ticks - seen));
+    return 0;
+}
+
+/* Children that exited, their statuses not collected yet: one exited 3, one 0, one was killed by
+   SIGTERM. After the restore each is still there to collect, with its pid and its status, and
+   then there is no child left. */
+static int zombies(const char *trigger) {
+    pid_t pids[3];
+    for (int k = 0; k < 3; k++) {
+        pids[k] = fork();
+        if (pids[k] < 0) { perror("fork"); return 2; }
+        if (pids[k] == 0) {
+            if (k == 2) {
+                signal(SIGTERM, SIG_DFL);
+                raise(SIGTERM);
+            }
+            _exit(k == 0 ? 3 : 0);
+        }
+    }
+    /* Until all three are zombies: waitid with WNOWAIT leaves them so. */
+    for (int k = 0; k < 3; k++) {
+        siginfo_t si;
+        if (waitid(P_PID, pids[k], &si, WEXITED | WNOWAIT) != 0) { perror("waitid"); return 2; }
+    }
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    for (int k = 0; k < 3; k++) {
+        int st = 0;
+        pid_t got = waitpid(pids[k], &st, WNOHANG);
+        if (got != pids[k]) { fail("child %d (pid %d) is not there to collect (waitpid: %d)", k, pids[k], got); continue; }
+        if (k == 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 3)) fail("child 0: status 0x%x, not exit 3", st);
+        if (k == 1 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) fail("child 1: status 0x%x, not exit 0", st);
+        if (k == 2 && !(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM && !WCOREDUMP(st))) fail("child 2: status 0x%x, not killed by SIGTERM", st);
+    }
+    if (waitpid(-1, NULL, WNOHANG) != -1 || errno != ECHILD) fail("a child is left over");
+    return 0;
+}
+
 /* State with no exact restore yet: a checkpoint must refuse it (by name) and let the program run on. */
 static int refused(const char *mode, const char *trigger) {
-    if (strcmp(mode, "timer") == 0) {
-        timer_t t;
-        struct sigevent ev = {.sigev_notify = SIGEV_NONE};
-        struct itimerspec its = {.it_value = {.tv_sec = 3600}};
-        if (timer_create(CLOCK_MONOTONIC, &ev, &t) != 0 || timer_settime(t, 0, &its, NULL) != 0) { perror("timer"); return 2; }
-    } else if (strcmp(mode, "sysv") == 0) {
+    if (strcmp(mode, "sysv") == 0) {
         int id = shmget(IPC_PRIVATE, 65536, IPC_CREAT | 0600);
         if (id < 0 || shmat(id, NULL, 0) == (void *)-1) { perror("shm"); return 2; }
         shmctl(id, IPC_RMID, NULL);  /* gone once detached: nothing left behind */
     } else if (strcmp(mode, "aio") == 0) {
         unsigned long ctx = 0;
         if (syscall(SYS_io_setup, 8, &ctx) != 0) { perror("io_setup"); return 2; }
-    } else if (strcmp(mode, "unlinked") == 0) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s.mapped", trigger);
-        int fd = open(path, O_RDWR | O_CREAT, 0644);
-        if (fd < 0 || ftruncate(fd, 65536) != 0) { perror("open"); return 2; }
-        if (mmap(NULL, 65536, PROT_READ, MAP_PRIVATE, fd, 0) == MAP_FAILED) { perror("mmap"); return 2; }
-        close(fd);
-        unlink(path);
     } else if (strcmp(mode, "mlock") == 0 || strcmp(mode, "mseal") == 0) {
         char *p = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) { perror("mmap"); return 2; }
@@ -409,7 +528,7 @@ static int refused(const char *mode, const char *trigger) {
 
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|timer|lease|seccomp|sysv|aio|unlinked|mlock|mseal TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|lease|seccomp|sysv|aio|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -420,8 +539,11 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "locks") == 0) r = locks(argv[2]);
     else if (strcmp(argv[1], "membarrier") == 0) r = membarrier_registered(argv[2]);
     else if (strcmp(argv[1], "guard") == 0) r = guard(argv[2]);
-    else if (strcmp(argv[1], "timer") == 0 || strcmp(argv[1], "lease") == 0 || strcmp(argv[1], "seccomp") == 0 ||
-             strcmp(argv[1], "sysv") == 0 || strcmp(argv[1], "aio") == 0 || strcmp(argv[1], "unlinked") == 0 ||
+    else if (strcmp(argv[1], "unlinked") == 0) r = unlinked(argv[2]);
+    else if (strcmp(argv[1], "zombies") == 0) r = zombies(argv[2]);
+    else if (strcmp(argv[1], "timers") == 0) r = posix_timers(argv[2]);
+    else if (strcmp(argv[1], "lease") == 0 || strcmp(argv[1], "seccomp") == 0 ||
+             strcmp(argv[1], "sysv") == 0 || strcmp(argv[1], "aio") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);
     else {
         fprintf(stderr, "statecheck: unknown mode %s\n", argv[1]);

@@ -2,7 +2,8 @@
 """pyprogress.py - a Python computation that reports as it goes, for checkpoint/restore tests.
 
 Usage: pyprogress.py [STEPS] [MODE]   (default 30; MODE "socket": it also holds a UDP socket;
-       MODE "shm": it also maps shared anonymous memory; "memfd": a memfd, mapped shared;
+       MODE "shm": it also maps shared anonymous memory, which keeps a count over the steps (printed
+       at the end); "memfd": a memfd, mapped shared;
        MODE "pending": SIGUSR1 (to the process) and SIGUSR2 (to the main thread) are sent at the
        start while blocked, and their handlers only run at the end, when they are unblocked)
 
@@ -38,9 +39,13 @@ for s in range(steps):
         data[k] = data[k][::-1] + str(s)
         acc.update(data[k].encode())
         total += len(data[k]) * 0.5
+    if mode == "shm":  # the shared mapping carries a count across the steps
+        held[8:16] = (int.from_bytes(held[8:16], "little") + s).to_bytes(8, "little")
     print(f"step {s} {acc.hexdigest()[:16]} {total!r}", flush=True)
     time.sleep(0.1)
 print("done", acc.hexdigest(), total, flush=True)
+if mode == "shm":
+    print("shared:", bytes(held[0:5]), int.from_bytes(held[8:16], "little"), flush=True)
 if mode == "pending":
     got = []
     signal.signal(signal.SIGUSR1, lambda n, f: got.append("SIGUSR1"))

@@ -41,7 +41,7 @@ extension Agent {
         for (k, p) in tree.enumerated() {
             do {
                 images.append(try captureContext(p, tree: Set(tree.map { $0.pid }), early: early[k], name: name, epoch: epoch,
-                                                 parent: checkpointer.base))
+                                                 parent: checkpointer.base, storesTrees: checkpointer.storesProcessTrees))
             } catch let e as CheckpointRefused where !tree.isEmpty {
                 refusals.append(tree.count == 1 ? e : CheckpointRefused(description: "pid \(p.nsPID) (\(p.command)): \(e.description)", transient: e.transient))
             }
@@ -95,7 +95,8 @@ extension Agent {
     }
 
     /// Everything of one frozen process but its pages; refuses (CheckpointRefused) what cannot be restored.
-    private func captureContext(_ p: TreeProcess, tree: Set<pid_t>, early: MappingFlags.Reading, name: String, epoch: UInt64, parent: UInt64?) throws -> ProcessImage {
+    private func captureContext(_ p: TreeProcess, tree: Set<pid_t>, early: MappingFlags.Reading, name: String, epoch: UInt64, parent: UInt64?,
+                                storesTrees: Bool) throws -> ProcessImage {
         let pid = p.pid, space = p.space
         guard let injector = tracer.injectableThread(in: space) else {
             throw CheckpointRefused(description: "no thread of the program is in a stop fit for injection; try again", transient: true)
@@ -118,6 +119,12 @@ extension Agent {
         }
         let held = context.unrestorableState()
         if !held.isEmpty { refused.append("it holds " + held.joined(separator: ", ")) }
+        let children = context.childrenOutsideTree()
+        if !children.refused.isEmpty {
+            let refusal = "it has " + children.refused.joined(separator: ", ")
+            if refused.isEmpty && children.passing { throw CheckpointRefused(description: refusal + "; try again", transient: true) }
+            refused.append(refusal)
+        }
         if !refused.isEmpty {
             throw CheckpointRefused(description: refused.joined(separator: "; ") + "; cannot checkpoint it yet")
         }
@@ -128,7 +135,16 @@ extension Agent {
                                  sigactions: wide.sigactions, fds: fds, rlimits: context.resourceLimits(), itimers: wide.itimers,
                                  pendingSignals: try Sys.pendingSignals(pid, shared: true).map { Data($0) }, attributes: wide.attributes,
                                  membarrierRegistrations: space.membarrierRegistrations.sorted())
+        if !wide.posixTimers.isEmpty { image.posixTimers = wide.posixTimers }
         if p.tag != 0 { image.links = p.links }
+        if !children.zombies.isEmpty {
+            guard storesTrees else {
+                throw CheckpointRefused(description: "it has exited children whose status it has not collected: "
+                                        + children.zombies.map { "pid \($0.pid) (\($0.command))" }.joined(separator: ", ")
+                                        + "; process trees are checkpointed into the local state directory only so far (not on a cluster)")
+            }
+            image.zombies = children.zombies
+        }
         return image
     }
 

@@ -33,8 +33,14 @@ extension Agent {
         for m in current where m.start != mm.scratch && m.path != "[vsyscall]" {
             _ = try calls.call("munmap \(describeRange(m.start, m.end - m.start))", .munmap, m.start, m.end - m.start)
         }
-        // 2. The checkpoint's mappings, each at its address.
-        for v in image.vmas { try restoreMapping(v, image, calls) }
+        // 2. The tree's shared objects (made in PROG), then the checkpoint's mappings, each at its address.
+        let members = image.members ?? []
+        let tree = members.isEmpty && (image.sharedObjects ?? []).isEmpty && (image.zombies ?? []).isEmpty ? nil : TreeRestore(images: [image] + members)
+        if let tree { try makeSharedObjects(image, pid: pid, calls, source, tree) }
+        var noneTaken: [Int: Int64] = [:]
+        for v in image.vmas {
+            try restoreMapping(v, image, calls) { try self.objectDescriptor($0, calls, tree!, prog: image.pid, member: false, taken: &noneTaken) }
+        }
         marks.mark("mappings")
         // 3. Pages of file mappings now; the others wait in `backing` for the regions.
         let backing = try placePages(pid, source)
@@ -57,8 +63,6 @@ extension Agent {
             calls.args.reset()
         }
         // 6. Files and pipes (a tree's: each open file description once, see TreeRestore).
-        let members = image.members ?? []
-        let tree = members.isEmpty ? nil : TreeRestore(images: [image] + members)
         try restoreFileDescriptors(image, calls, tree: tree)
         // 7. cwd, umask, limits.
         _ = try calls.call("chdir \(image.cwd)", .chdir, try calls.args.string(image.cwd))
@@ -71,15 +75,18 @@ extension Agent {
         }
         // 8. The other threads, each with its own tid, then the main thread's own state.
         let others = try image.threads.filter { $0.tid != image.pid }.map { try restoreThread($0, image, calls) }
+        try restorePosixTimers(image, calls)  // (after the threads: a timer may signal one)
         try restoreThreadState(leader, of: t, calls)
-        try queuePendingSignals(image, calls)
-        // 8b. The rest of the tree, each process forked from its restored parent (Agent+RestoreTree).
+        // 8b. The rest of the tree, each process forked from its restored parent (Agent+RestoreTree),
+        //     and the children that had exited; then the signals that were pending.
         var restored: [RestoredMember] = []
         if let tree {
             try restoreChildren(of: image, pid: pid, calls: calls, scratch: mm.scratch, source, tree, into: &restored)
+            try finishSharedObjects(image, tree)
             try closeParked(tree, prog: image, progCalls: calls, members: restored)
             marks.mark("tree")
         }
+        try queuePendingSignals(image, calls)
         try calls.inj.cure()
         try setThreadRegisters(leader, of: t)
 
@@ -120,6 +127,35 @@ extension Agent {
         calls.args.reset()
     }
 
+    /// POSIX timers with their ids (PR_TIMER_CREATE_RESTORE_IDS: timer_create takes the id it is
+    /// handed), clocks, notification and the time they had left, re-armed relative to now.
+    func restorePosixTimers(_ image: ProcessImage, _ calls: RestoreCalls) throws {
+        let timers = image.posixTimers ?? []
+        guard !timers.isEmpty else { return }
+        _ = try calls.call("prctl(PR_TIMER_CREATE_RESTORE_IDS, on)", .prctl, 77, 1, 0, 0, 0)
+        for t in timers.reversed() {  // (/proc lists the newest first: made oldest first, they list as before)
+            var event = [UInt8](repeating: 0, count: 64)  // struct sigevent: value, signo, notify, tid
+            event.withUnsafeMutableBytes { p in
+                p.storeBytes(of: t.value, toByteOffset: 0, as: UInt64.self)
+                p.storeBytes(of: t.signal, toByteOffset: 8, as: Int32.self)
+                p.storeBytes(of: t.notify, toByteOffset: 12, as: Int32.self)
+                p.storeBytes(of: t.thread, toByteOffset: 16, as: Int32.self)
+            }
+            let eventAddress = try calls.args.bytes(event)
+            let idAddress = try calls.args.bytes(withUnsafeBytes(of: t.id) { Array($0) })
+            _ = try calls.call("timer_create(id \(t.id), clock \(t.clock))", .timerCreate, UInt64(t.clock), eventAddress, idAddress)
+            var got: Int32 = -1
+            try withUnsafeMutableBytes(of: &got) { try Sys.readProcessMemory(pid: calls.tid, address: idAddress, length: 4, into: $0.baseAddress!) }
+            guard got == t.id else { throw RestoreError.timerNotRestored(name: image.name, id: t.id, got: got) }
+            if t.setting.count == 4 && (t.setting[2] != 0 || t.setting[3] != 0) {
+                let setting = try calls.args.bytes(t.setting.withUnsafeBytes { Array($0) })
+                _ = try calls.call("timer_settime(\(t.id))", .timerSettime, UInt64(t.id), 0, setting, 0)
+            }
+            calls.args.reset()
+        }
+        _ = try calls.call("prctl(PR_TIMER_CREATE_RESTORE_IDS, off)", .prctl, 77, 0, 0, 0, 0)
+    }
+
     /// The signals that were pending: the process's with rt_sigqueueinfo, each thread's with
     /// rt_tgsigqueueinfo, their siginfo as it was (PROG sends them to itself, which Linux allows
     /// for any si_code).
@@ -152,8 +188,16 @@ extension Agent {
         }
     }
 
-    func restoreMapping(_ v: ProcessImage.VMA, _ image: ProcessImage, _ calls: RestoreCalls) throws {
-        try mapAgain(v, image, calls)
+    /// `object`: the descriptor, in the process, of a shared object (for a mapping that maps one).
+    func restoreMapping(_ v: ProcessImage.VMA, _ image: ProcessImage, _ calls: RestoreCalls, object: (Int) throws -> UInt64) throws {
+        if let id = v.object {
+            let len = v.end - v.start, fd = try object(id)
+            let noReserve: UInt64 = (v.vmFlags ?? []).contains("nr") ? 0x4000 : 0
+            let flags: UInt64 = (v.kind == .shared ? 0x11 : 0x12) | noReserve  // MAP_SHARED or MAP_PRIVATE, MAP_FIXED
+            _ = try calls.call("mmap \(v.path ?? "shared object \(id)") at \(describeRange(v.start, len))", .mmap, v.start, len, UInt64(v.prot), flags, fd, v.offset)
+        } else {
+            try mapAgain(v, image, calls)
+        }
         try restoreAdvice(v, calls)
     }
 
@@ -213,7 +257,7 @@ extension Agent {
     /// A checkpoint maps files by path: they must still be the files it saw.
     func checkFilesUnchanged(_ image: ProcessImage) throws {
         var checked = Set<String>()
-        for v in image.vmas where v.kind == .file {
+        for v in image.vmas where v.kind == .file && v.object == nil {
             guard let path = v.path, checked.insert(path).inserted else { continue }
             var st = stat()
             guard stat(path, &st) == 0 else { throw RestoreError.fileGone(name: image.name, path: path) }

@@ -43,7 +43,7 @@ extension Agent {
             case .pipe:
                 let group = pipes[f.pipeInode ?? 0] ?? [f]
                 let bothEndsInside = group.contains { $0.flags & 3 == 0 } && group.contains { $0.flags & 3 == 1 }
-                if !bothEndsInside {
+                if !bothEndsInside && f.pipeOtherEndClosed != true {
                     guard f.fd <= 2 else { throw RestoreError.descriptorLeadsOutside(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path) }
                     continue
                 }

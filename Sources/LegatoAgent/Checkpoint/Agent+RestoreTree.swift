@@ -26,6 +26,71 @@ extension Agent {
         for m in source.image.members ?? [] where m.links?.parent == parent.pid {
             try restoreMember(m, parentPID: parentPID, parentCalls: calls, scratch: scratch, source, tree, into: &out)
         }
+        let zombies = parent.zombies ?? []
+        for z in zombies { try restoreZombie(z, of: parent, parentPID: parentPID, parentCalls: calls, scratch: scratch) }
+        // Their exits signalled the parent now; what it had pending at the checkpoint is queued after.
+        let signals = Set(zombies.map { $0.exitSignal }.filter { $0 > 0 && $0 < 65 })
+        if !signals.isEmpty {
+            let set = signals.reduce(UInt64(0)) { $0 | 1 << UInt64($1 - 1) }
+            let setAddress = try calls.args.bytes(withUnsafeBytes(of: set) { Array($0) })
+            let noWait = try calls.args.bytes([UInt8](repeating: 0, count: 16))
+            for _ in signals { _ = try calls.callResult(.rtSigtimedwait, setAddress, 0, noWait, 8) }
+            calls.args.reset()
+        }
+    }
+
+    /// Forks a child of the restored process `parentPID` (injected into through `parentCalls`) with
+    /// the pid `pid` (clone3 set_tid) and `exitSignal`; returns it (as the agent sees it) at its
+    /// first stop: it is auto-attached.
+    private func forkChild(pid wanted: Int32, exitSignal: Int32, name: String, parentPID: pid_t, parentCalls: RestoreCalls) throws -> pid_t {
+        let pidArray = try parentCalls.args.bytes(withUnsafeBytes(of: wanted) { Array($0) })
+        let cloneArgs: [UInt64] = [0, 0, 0, 0, UInt64(exitSignal), 0, 0, 0, pidArray, 1, 0]
+        let ptr = try parentCalls.args.bytes(cloneArgs.withUnsafeBytes { Array($0) })
+        let got = try parentCalls.call("clone3 process \(wanted)", .clone3, ptr, UInt64(cloneArgs.count * 8))
+        parentCalls.args.reset()
+        guard got == Int64(wanted) else { throw RestoreError.processNotRestored(name: name, pid: wanted, "came back from clone3 as \(got)") }
+        let children = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(parentPID)/task")) ?? []).flatMap { task in
+            (ProcFile.text("/proc/\(parentPID)/task/\(task)/children") ?? "").split(separator: " ").compactMap { pid_t($0) }
+        }
+        guard let pid = children.first(where: { Sys.namespaceTID($0) == wanted }) else {
+            throw RestoreError.processNotRestored(name: name, pid: wanted, "is not a child of pid \(Sys.namespaceTID(parentPID))")
+        }
+        while true {  // its first stop (auto-attached: a PTRACE_EVENT_STOP)
+            guard let (_, st) = try Sys.wait(pid, nohang: false) else { throw RestoreError.processNotRestored(name: name, pid: wanted, "is not traced") }
+            if st.exited || st.signaled { throw RestoreError.processNotRestored(name: name, pid: wanted, "died at birth") }
+            if st.stopped { return pid }
+        }
+    }
+
+    /// A child that had exited, its status not collected: forked with its pid, it exits at once as
+    /// it did (exit_group with its code, or killed by its signal, without a core), and the agent
+    /// lets its parent have it.
+    private func restoreZombie(_ z: ProcessImage.Zombie, of parent: ProcessImage, parentPID: pid_t, parentCalls: RestoreCalls, scratch: UInt64) throws {
+        let name = "\(parent.name) pid \(z.pid) (\(z.command), exited)"
+        let pid = try forkChild(pid: z.pid, exitSignal: z.exitSignal, name: parent.name, parentPID: parentPID, parentCalls: parentCalls)
+        let calls = try RestoreCalls(tid: pid, scratch: scratch, context: "restoring \(name)")
+        let status = Sys.WaitStatus(raw: z.status)
+        if status.exited {
+            do {
+                _ = try calls.call("exit_group(\(status.exitCode))", .exitGroup, UInt64(status.exitCode))
+                throw RestoreError.processNotRestored(name: parent.name, pid: z.pid, "did not exit")
+            } catch is Sys.InjectionTargetDied {}
+        } else {
+            let sig = status.terminationSignal
+            try Sys.setResourceLimit(pid, 4, soft: 0, hard: 0)  // RLIMIT_CORE: it died without a core
+            let act = try calls.args.bytes([UInt64](repeating: 0, count: 4).withUnsafeBytes { Array($0) })  // SIG_DFL
+            _ = try calls.call("rt_sigaction(\(sig), SIG_DFL)", .rtSigaction, UInt64(sig), act, 0, 8)
+            calls.args.reset()
+            try calls.inj.cure()
+            try Sys.setSignalMask(pid, 0)
+            kill(pid, sig)
+            try Sys.ptraceCont(pid)  // (it stays stopped until resumed: then the signal's stop comes)
+            while true {
+                guard let (_, st) = try Sys.wait(pid, nohang: false) else { break }
+                if st.exited || st.signaled { break }
+                try Sys.ptraceCont(pid, signal: st.stopped && st.event == 0 && st.stopSignal == sig ? sig : 0)
+            }
+        }
     }
 
     private func restoreMember(_ image: ProcessImage, parentPID: pid_t, parentCalls: RestoreCalls, scratch: UInt64,
@@ -36,23 +101,7 @@ extension Agent {
         }
         try checkFilesUnchanged(image)
         // 1. A fork of its parent, with its pid.
-        let pidArray = try parentCalls.args.bytes(withUnsafeBytes(of: image.pid) { Array($0) })
-        let cloneArgs: [UInt64] = [0, 0, 0, 0, UInt64(links.exitSignal), 0, 0, 0, pidArray, 1, 0]
-        let ptr = try parentCalls.args.bytes(cloneArgs.withUnsafeBytes { Array($0) })
-        let got = try parentCalls.call("clone3 process \(image.pid)", .clone3, ptr, UInt64(cloneArgs.count * 8))
-        parentCalls.args.reset()
-        guard got == Int64(image.pid) else { throw RestoreError.processNotRestored(name: image.name, pid: image.pid, "came back from clone3 as \(got)") }
-        let children = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(parentPID)/task")) ?? []).flatMap { task in
-            (ProcFile.text("/proc/\(parentPID)/task/\(task)/children") ?? "").split(separator: " ").compactMap { pid_t($0) }
-        }
-        guard let pid = children.first(where: { Sys.namespaceTID($0) == image.pid }) else {
-            throw RestoreError.processNotRestored(name: image.name, pid: image.pid, "is not a child of pid \(Sys.namespaceTID(parentPID))")
-        }
-        while true {  // its first stop (auto-attached: a PTRACE_EVENT_STOP)
-            guard let (_, st) = try Sys.wait(pid, nohang: false) else { throw RestoreError.processNotRestored(name: image.name, pid: image.pid, "is not traced") }
-            if st.exited || st.signaled { throw RestoreError.processNotRestored(name: image.name, pid: image.pid, "died at birth") }
-            if st.stopped { break }
-        }
+        let pid = try forkChild(pid: image.pid, exitSignal: links.exitSignal, name: image.name, parentPID: parentPID, parentCalls: parentCalls)
         let space = AddressSpace(budget: budget, keys: keys)
         space.scratch = scratch
         spaces[pid] = space
@@ -69,7 +118,10 @@ extension Agent {
         for m in try ProcMaps.read(pid: pid) where m.start != scratch && m.path != "[vsyscall]" {
             _ = try calls.call("munmap \(describeRange(m.start, m.end - m.start))", .munmap, m.start, m.end - m.start)
         }
-        for v in image.vmas { try restoreMapping(v, image, calls) }
+        var taken: [Int: Int64] = [:]  // shared objects' fds taken from PROG (closed with the fork's in step 5)
+        for v in image.vmas {
+            try restoreMapping(v, image, calls) { try self.objectDescriptor($0, calls, tree, prog: source.image.pid, member: true, taken: &taken) }
+        }
         let own = RestoreSource(image: image, layers: TreePages.view(source.layers, member: image.pid, since: links.since))
         let backing = try placePages(pid, own)
         try writeUnmanagedPages(pid, backing.bindKeys(RegionTable()), backing)
@@ -118,6 +170,7 @@ extension Agent {
         // 7. Its own children, then its threads and its own state.
         try restoreChildren(of: image, pid: pid, calls: calls, scratch: scratch, source, tree, into: &out)
         let others = try image.threads.filter { $0.tid != image.pid }.map { try restoreThread($0, image, calls, space: space) }
+        try restorePosixTimers(image, calls)
         try restoreThreadState(leader, of: t, calls)
         try queuePendingSignals(image, calls)
         try calls.inj.cure()

@@ -62,6 +62,8 @@ public enum RestoreError: Error, CustomStringConvertible, Equatable {
     case mainThreadMissing(name: String, epoch: UInt64, pid: Int32)
     case pidMismatch(name: String, epoch: UInt64, checkpointed: Int32, restored: Int32)
     case sharedAnonymous(name: String, epoch: UInt64, range: String)
+    case sharedObjectMissing(id: Int)
+    case timerNotRestored(name: String, id: Int32, got: Int32)
     case fileGone(name: String, path: String)
     case fileChanged(name: String, path: String, epoch: UInt64)
     case noScratchRoom
@@ -80,6 +82,9 @@ public enum RestoreError: Error, CustomStringConvertible, Equatable {
         case .pidMismatch(let name, let e, let want, let got):
             return "checkpoint \(e) of \(name) was PID \(want) in its namespace; the restore got PID \(got)"
         case .sharedAnonymous(let name, let e, let range): return "checkpoint \(e) of \(name) has a shared anonymous mapping at \(range); not supported"
+        case .sharedObjectMissing(let id): return "a mapping names shared object \(id), which the checkpoint does not hold"
+        case .timerNotRestored(let name, let id, let got):
+            return "restoring \(name): POSIX timer \(id) came back as timer \(got) (this kernel does not take a timer's id: PR_TIMER_CREATE_RESTORE_IDS)"
         case .fileGone(let name, let path): return "cannot restore \(name): \(path) is gone"
         case .fileChanged(let name, let path, let e): return "cannot restore \(name): \(path) changed since checkpoint \(e)"
         case .noScratchRoom: return "no room for the injection scratch area"

@@ -71,6 +71,7 @@ struct ProcessCapture {
         var brk: UInt64
         var itimers: [[UInt64]]
         var attributes: ProcessImage.Attributes
+        var posixTimers: [ProcessImage.PosixTimer]
     }
 
     /// Every signal's disposition, brk, the interval timers and the prctl attributes, by injection;
@@ -111,7 +112,47 @@ struct ProcessCapture {
             oomScoreAdj: Int32(ProcFile.text("/proc/\(pid)/oom_score_adj")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "0") ?? 0,
             childSubreaper: try prctlInt(37) != 0,          // PR_GET_CHILD_SUBREAPER
             dumpable: Int32(clamping: try inj.syscall(.prctl, 3)))   // PR_GET_DUMPABLE
-        return ProcessWide(sigactions: out, brk: UInt64(bitPattern: brk), itimers: timers, attributes: attributes)
+        var posix: [ProcessImage.PosixTimer] = []
+        for var t in Self.posixTimers(ProcFile.text("/proc/\(pid)/timers") ?? "") {
+            let r = try inj.syscall(.timerGettime, UInt64(t.id), slot)
+            guard r == 0 else { throw SystemError("timer_gettime(\(t.id)) in pid \(pid)", code: Int32(-r)) }
+            var v = [UInt64](repeating: 0, count: 4)
+            try v.withUnsafeMutableBytes { try Sys.readProcessMemory(pid: pid, address: slot, length: 32, into: $0.baseAddress!) }
+            t.setting = v
+            posix.append(t)
+        }
+        return ProcessWide(sigactions: out, brk: UInt64(bitPattern: brk), itimers: timers, attributes: attributes, posixTimers: posix)
+    }
+
+    /// The timers /proc/PID/timers lists (their settings still to be read):
+    /// "ID: 0", "signal: 14/00000000deadbeef", "notify: signal/tid.812", "ClockID: 1" per timer; the
+    /// pid or tid is as the agent's /proc sees it.
+    static func posixTimers(_ text: String) -> [ProcessImage.PosixTimer] {
+        var out: [ProcessImage.PosixTimer] = []
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2 else { continue }
+            switch parts[0] {
+            case "ID":
+                out.append(.init(id: Int32(parts[1]) ?? 0, clock: 0, notify: 0, signal: 0, value: 0, thread: 0, setting: []))
+            case "signal" where !out.isEmpty:
+                let f = parts[1].split(separator: "/")
+                out[out.count - 1].signal = Int32(f.first ?? "") ?? 0
+                out[out.count - 1].value = f.count > 1 ? UInt64(f[1], radix: 16) ?? 0 : 0
+            case "notify" where !out.isEmpty:
+                // "signal/pid.N", "none/pid.N", "signal/tid.N" (SIGEV_THREAD_ID)
+                let f = parts[1].split(separator: "/")
+                let how = f.first.map(String.init) ?? "signal"
+                let target = f.count > 1 ? f[1].split(separator: ".") : []
+                let byThread = target.first == "tid"
+                out[out.count - 1].notify = (how == "none" ? 1 : how == "thread" ? 2 : 0) | (byThread ? 4 : 0)
+                if byThread, target.count > 1, let tid = pid_t(target[1]) { out[out.count - 1].thread = Sys.namespaceTID(tid) }
+            case "ClockID" where !out.isEmpty:
+                out[out.count - 1].clock = Int32(parts[1]) ?? 0
+            default: continue
+            }
+        }
+        return out
     }
 
     /// The seccomp filters the agent's own process runs under (inherited from whatever started it).
@@ -120,33 +161,42 @@ struct ProcessCapture {
     /// A field of /proc/PID/status of the process, or of its thread `tid`.
     func statusField(_ name: String, of tid: pid_t? = nil) -> String? { ProcFile.statusField("\(tid ?? pid)", name) }
 
-    /// What the process holds that no restore brings back yet, named: POSIX timers, seccomp filters
-    /// of its own (beyond the agent's), child processes outside the tree (zombies). (Leases are refused with the descriptors.)
+    /// What the process holds that no restore brings back yet, named: seccomp filters of its own
+    /// (beyond the agent's). (Leases are refused with the descriptors.)
     func unrestorableState() -> [String] {
         var out: [String] = []
-        if let timers = ProcFile.text("/proc/\(pid)/timers"), !timers.isEmpty {
-            let n = timers.split(separator: "\n").filter { $0.hasPrefix("ID:") }.count
-            out.append("\(n) POSIX timer(s) (timer_create)")
-        }
         // Filters `legato run` itself inherited (a container's, a systemd unit's) are PROG's too, and a
         // restore started the same way has them again; one more is the agent's own.
         if let n = statusField("Seccomp_filters").flatMap({ Int($0) }), n > Self.inheritedSeccompFilters + 1 {
             out.append("\(n - Self.inheritedSeccompFilters - 1) seccomp filter(s) the program installed")
         }
-        // A child that is not part of the tree the agent manages (a zombie whose status is still to
-        // be collected) would be missing from the restored program (its wait would find no child).
+        return out
+    }
+
+    /// The process's children outside the tree: those that exited with their status not collected
+    /// yet (zombies, saved), and the others, named: live ones the agent has not taken over yet (a
+    /// fork a moment ago: `passing`), and zombies a restore cannot make again (a core dumped).
+    func childrenOutsideTree() -> (zombies: [ProcessImage.Zombie], refused: [String], passing: Bool) {
         let children = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []).flatMap { task in
             (ProcFile.text("/proc/\(pid)/task/\(task)/children") ?? "").split(separator: " ").compactMap { pid_t($0) }
-        }.filter { !tree.contains($0) }
-        if !children.isEmpty {
-            let named = children.sorted().prefix(8).map { child -> String in
-                let comm = ProcFile.text("/proc/\(child)/comm")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
-                let zombie = ProcFile.statFields(child)?.first == "Z"
-                return "pid \(Sys.namespaceTID(child)) (\(comm)\(zombie ? ", exited, its status not yet collected" : ", not traced"))"
+        }.filter { !tree.contains($0) }.sorted()
+        var zombies: [ProcessImage.Zombie] = [], refused: [String] = []
+        var passing = true
+        for child in children {
+            let comm = ProcFile.text("/proc/\(child)/comm")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+            let name = "pid \(Sys.namespaceTID(child)) (\(comm))"
+            // stat: state is f[0], exit_signal f[35], exit_code (a wait status) f[49].
+            guard let f = ProcFile.statFields(child), f.count > 49 else { refused.append("\(name), a child that went away"); continue }
+            guard f[0] == "Z" else { refused.append("\(name), a child not taken over yet"); continue }
+            guard let status = Int32(f[49]), let exitSignal = Int32(f[35]) else { refused.append("\(name), an exited child"); passing = false; continue }
+            if status & 0x80 != 0 {
+                refused.append("\(name), a child that dumped core, its status not yet collected")
+                passing = false
+                continue
             }
-            out.append("\(children.count) child process(es) that cannot be checkpointed yet: \(named.joined(separator: ", "))")
+            zombies.append(.init(pid: Sys.namespaceTID(child), command: comm, status: status, exitSignal: exitSignal))
         }
-        return out
+        return (zombies, refused, passing && !refused.isEmpty)
     }
 
     func mmFields() throws -> ProcessImage.MMFields {
@@ -201,13 +251,14 @@ struct ProcessCapture {
     }
 
     /// Why mapping `v` has no exact restore (nil: it has one). A mapping of something unlinked
-    /// ("(deleted)": shared anonymous memory is /dev/zero's, SysV shared memory and memfds are
-    /// shmem files, the aio ring is a file of its own) cannot be mapped again by path.
+    /// ("(deleted)") is brought back as a shared object (SharedObjects) but SysV shared memory
+    /// and the aio ring, whose ids a restore cannot give back.
     static func unrestorable(_ v: ProcessImage.VMA) -> String? {
         switch v.kind {
         case .vdso, .vvar, .vsyscall: return nil
         default: break
         }
+        if SharedObjects.kind(of: v) != nil { return nil }  // saved with the checkpoint (SharedObjects)
         if let path = v.path, path.hasSuffix(" (deleted)") {
             let file = String(path.dropLast(" (deleted)".count))
             if file == "/dev/zero" { return "shared anonymous memory (\(path))" }

@@ -26,6 +26,21 @@ public struct ProcessImage: Codable, Equatable {
     public var rlimits: [RLimit]
     /// getitimer(ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF): interval and value, seconds and microseconds.
     public var itimers: [[UInt64]]
+    /// POSIX timers (timer_create) with their ids, clocks, notification and setting.
+    public var posixTimers: [PosixTimer]?
+
+    public struct PosixTimer: Codable, Equatable {
+        public var id: Int32
+        public var clock: Int32
+        /// sigev_notify (SIGEV_SIGNAL 0, SIGEV_NONE 1, SIGEV_THREAD_ID 4), the signal, its
+        /// sigev_value, and for SIGEV_THREAD_ID the thread (a tid in PROG's namespace).
+        public var notify: Int32
+        public var signal: Int32
+        public var value: UInt64
+        public var thread: Int32
+        /// timer_gettime: interval (s, ns), time left (s, ns); all 0 when disarmed.
+        public var setting: [UInt64]
+    }
     /// Signals pending for the whole process: raw siginfo records, oldest first.
     public var pendingSignals: [Data]?
     /// Process-wide attributes (nil in checkpoints written before they were kept).
@@ -38,6 +53,19 @@ public struct ProcessImage: Codable, Equatable {
     /// order they are restored in). Their pages are the checkpoint's runs tagged with their pid
     /// (TreePages); nil or empty: PROG alone.
     public var members: [ProcessImage]?
+    /// Children that have exited and whose status the process has not collected yet: made again
+    /// at restore (forked with their pid, then exiting with their status) for it to collect.
+    public var zombies: [Zombie]?
+
+    public struct Zombie: Codable, Equatable {
+        /// Its pid in PROG's namespace, its name, and what wait() will say (a wait status).
+        public var pid: Int32
+        public var command: String
+        public var status: Int32
+        /// The signal its parent gets when it exits (SIGCHLD for a fork).
+        public var exitSignal: Int32
+    }
+
     /// PROG's image only: the memory objects of the tree that no path maps again (SharedObjects),
     /// their pages saved with the checkpoint; mappings name them by `VMA.object`.
     public var sharedObjects: [SharedObject]?
@@ -170,6 +198,9 @@ public struct ProcessImage: Codable, Equatable {
         /// Pipes: both ends are within PROG's tree (nil in checkpoints of one process: then
         /// both ends within the process).
         public var pipeInTree: Bool?
+        /// Pipes: the other end is closed everywhere (a read end nobody can write to, or a write
+        /// end nobody reads); restored as a pipe whose other end is closed.
+        public var pipeOtherEndClosed: Bool?
     }
 
     /// A flock, an open-file-description lock or a POSIX record lock.

@@ -5,8 +5,9 @@ import LegatoSystem
 
 /// The descriptors of a tree's processes seen together: open file descriptions several processes
 /// share (what a fork shared, found with kcmp), and pipes, whose ends may lie in different
-/// processes. A pipe with both ends in the tree is restored with what it held; one whose other end
-/// is outside is refused above fd 2 (on 0-2 it becomes `legato restore`'s own).
+/// processes. A pipe with both ends in the tree is restored with what it held, as is one whose other
+/// end no process holds any more; one whose other end is outside is refused above fd 2 (on 0-2 it
+/// becomes `legato restore`'s own).
 enum TreeDescriptors {
     /// Marks `sharedWith` and the pipes of `images` (PROG first, in restore order; `pids` as the
     /// agent sees them); throws the refusals, each named.
@@ -55,14 +56,19 @@ enum TreeDescriptors {
             let members = ends[inode]!
             func entry(_ m: (process: Int, fd: Int)) -> ProcessImage.FileDescriptor { images[m.process].fds[m.fd] }
             let readers = members.filter { entry($0).flags & 3 == 0 }, writers = members.filter { entry($0).flags & 3 == 1 }
-            if readers.isEmpty || writers.isEmpty {
+            let otherEndClosed = try (readers.isEmpty || writers.isEmpty) && otherEndIsClosed(pids[members[0].process], entry(members[0]))
+            if (readers.isEmpty || writers.isEmpty) && !otherEndClosed {
                 for m in members where entry(m).fd > 2 || (m.process > 0 && entry(m).sharedWith == nil) {
                     let what = "pipe:[\(inode)], whose other end is outside the program"
                     refused.append(m.process == 0 ? kept.describe(entry(m).fd, what) : "pid \(images[m.process].pid): fd \(entry(m).fd) is \(what)")
                 }
                 continue
             }
-            let r = readers[0]
+            for m in members where otherEndClosed { images[m.process].fds[m.fd].pipeOtherEndClosed = true }
+            guard let r = readers.first else {  // only writers, and no reader anywhere: nothing to read
+                for m in members where images.count > 1 { images[m.process].fds[m.fd].pipeInTree = true }
+                continue
+            }
             let path = "/proc/\(pids[r.process])/fd/\(entry(r).fd)"
             let peek = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
             if peek < 0 { throw SystemError.fromErrno("open the read end of pipe:[\(inode)] (\(path))") }
@@ -76,5 +82,20 @@ enum TreeDescriptors {
             }
         }
         return refused
+    }
+
+    /// Whether the pipe end `f` of process `pid` is the only kind left: a read end no process can
+    /// write to any more (poll says POLLHUP), or a write end no process reads (POLLERR) — make's
+    /// stdin for its jobs is such a pipe. Asked on the very description (pidfd_getfd): a reopening
+    /// through /proc would be a new reader or writer.
+    private static func otherEndIsClosed(_ pid: pid_t, _ f: ProcessImage.FileDescriptor) throws -> Bool {
+        let pidfd = try Sys.pidfdOpen(pid)
+        defer { close(pidfd) }
+        let fd = try Sys.pidfdGetFD(pidfd: pidfd, targetFD: f.fd, pid: pid)
+        defer { close(fd) }
+        let reads = f.flags & 3 == 0
+        var p = pollfd(fd: fd, events: Int16(reads ? POLLIN : POLLOUT), revents: 0)
+        guard poll(&p, 1, 0) >= 0 else { throw SystemError.fromErrno("poll pipe \(f.path) (fd \(f.fd) of pid \(pid))") }
+        return reads ? p.revents & Int16(POLLHUP) != 0 : p.revents & Int16(POLLERR) != 0
     }
 }

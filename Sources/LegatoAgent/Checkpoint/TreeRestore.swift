@@ -1,14 +1,22 @@
+import Glibc
+
 /// A process tree's restore in progress (PROG first, then each member forked from its restored
-/// parent): where every open file description restored so far can be taken from by the processes
-/// restored after it. Event-loop thread only.
+/// parent): where every open file description and shared object restored so far can be taken from
+/// by the processes restored after it. Event-loop thread only.
 final class TreeRestore {
     /// A pipe made by its first holder (a namespace pid), with the fds there of its two ends: ones it
     /// holds, or ones it keeps for the others (`parked`).
     var pipes: [UInt64: (holder: Int32, read: Int32, write: Int32)] = [:]
     /// Descriptors kept in a process for later ones, closed once every process has its own.
     var parked: [Int32: [Int32]] = [:]
+    /// Shared objects (SharedObjects) made again in PROG: their fds there, and the agent's own
+    /// descriptors of them (open until their seals are set).
+    var objects: [Int: Int32] = [:]
+    var objectFiles: [Int: Int32] = [:]
     /// Above every descriptor number of any of the tree's tables: room for temporaries.
     let high: UInt64
+
+    deinit { for fd in objectFiles.values { close(fd) } }
 
     init(images: [ProcessImage]) {
         high = UInt64((images.flatMap { $0.fds.map { $0.fd } }.max() ?? 2) + 1)
