@@ -50,8 +50,8 @@ r = [x.split() for x in '$incs'.split(';') if x]
 print('$full'.replace(' ', ':'), str(statistics.median(float(a) for a, b in r)) + ':' + r[0][1], ','.join(a for a, b in r))"
     echo "$breakdown" > "$WORK/$name.breakdown"
 }
-TREE=$(measure tbench-tree "$WORK/treedirtier" 8 "$MIB" "$PAGES" 4 1500)
-ONE=$(measure tbench-one "$WORK/dirtier" "$MIB" "$PAGES" 4 1500)
+TREE=$(measure tbench-tree "$WORK/treedirtier" 8 "$MIB" "$PAGES" 4 5000)
+ONE=$(measure tbench-one "$WORK/dirtier" "$MIB" "$PAGES" 4 5000)
 
 echo "# Legato process-tree checkpoint benchmark — $(date -u +%Y-%m-%d) — $(nproc) cores, $MIB MiB, all resident"
 echo

@@ -84,7 +84,11 @@ struct ProcessCapture {
         }
         var out: [ProcessImage.SigAction] = []
         let slot = scratch + 3072
-        for sig in 1..<65 where sig != SIGKILL && sig != SIGSTOP {
+        // Only the signals with a handler or ignored (status' SigCgt, SigIgn) and SIGCHLD (whose
+        // SA_NOCLDSTOP/SA_NOCLDWAIT count even with the default action) are asked: for any other,
+        // the default action's flags and mask change nothing.
+        let caught = (UInt64(statusField("SigCgt") ?? "", radix: 16) ?? UInt64.max) | (UInt64(statusField("SigIgn") ?? "", radix: 16) ?? UInt64.max)
+        for sig in 1..<65 where sig != SIGKILL && sig != SIGSTOP && (sig == SIGCHLD || caught & (1 << UInt64(sig - 1)) != 0) {
             let r = try inj.syscall(.rtSigaction, UInt64(sig), 0, slot, 8)  // rt_sigaction(sig, NULL, &old, 8)
             guard r == 0 else { continue }
             var a = [UInt64](repeating: 0, count: 4)
