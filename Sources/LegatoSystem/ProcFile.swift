@@ -20,6 +20,15 @@ public enum ProcFile {
         bytes(path).map { String(decoding: $0, as: UTF8.self) }
     }
 
+    /// Writes `text` to a /proc (or /sys) file in one write: "value\n" to a sysctl, a PID's setting.
+    public static func write(_ path: String, _ text: String) throws {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError.fromErrno("open \(path)") }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        try Sys.writeFully(fd, bytes, count: bytes.count, "write \(text.split(separator: "\n").first ?? "") to \(path)")
+    }
+
     /// A field of /proc/PID/status (PID a number or "self"), its value trimmed: ("812", "Umask") -> "0022".
     public static func statusField(_ pid: String, _ name: String) -> String? {
         for line in (text("/proc/\(pid)/status") ?? "").split(separator: "\n") where line.hasPrefix(name + ":") {

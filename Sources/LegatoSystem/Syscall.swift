@@ -11,6 +11,8 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case rtSigprocmask = 14
     case mremap = 25
     case madvise = 28
+    case shmget = 29
+    case shmat = 30
     case getitimer = 36
     case setitimer = 38
     case getpid = 39
@@ -69,6 +71,8 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
         case .rtSigprocmask: return "rt_sigprocmask"
         case .mremap: return "mremap"
         case .madvise: return "madvise"
+        case .shmget: return "shmget"
+        case .shmat: return "shmat"
         case .getitimer: return "getitimer"
         case .setitimer: return "setitimer"
         case .getpid: return "getpid"

@@ -104,20 +104,29 @@ import LegatoWire
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
     }
 
-    /// Until the cluster's store holds process trees, a tree is refused there by name and runs on.
-    @Test func aTreeIsRefusedOnAClusterByName() throws {
-        let cluster = try TestCluster(memory: 1, log: 1)
+    /// A process tree through the cluster: a multiprocessing Pool mid-work (its workers' pages
+    /// partly on the memory nodes, its semaphores shared objects), two checkpoints into the run's
+    /// log, kill -9, a restore of the increment from the log nodes and the memory nodes.
+    @Test func aProcessTreeThroughTheCluster() throws {
+        let cluster = try TestCluster(memory: 2, log: 3)
         defer { cluster.down() }
-        let dir = TestEnvironment.temporaryDirectory("tree-refused")
-        let run = try NamedRun(name: "tree", stateDir: dir + "/state", output: dir + "/out", localMem: "32M",
-                               argv: ["bash", "-c", "echo started; sleep 2; echo done"], options: clusterOptions(cluster))
-        try run.waitForLines(1)
-        usleep(200_000)
-        let ck = try run.checkpoint()
-        #expect(ck.status != 0, "\(ck.stdout)")
-        #expect(ck.stderr.contains("child process") && ck.stderr.contains("(sleep"), "the refusal names the child: \(ck.stderr)")
-        let r = try run.command.wait(timeoutSeconds: 60)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == "started\ndone\n")
+        let dir = TestEnvironment.temporaryDirectory("cluster-tree")
+        let argv = ["python3", Workloads.script("pypoolwork.py"), "200"]
+        let plain = try runCommand(argv)
+        let run = try NamedRun(name: "pool", stateDir: dir + "/state", output: dir + "/out", localMem: "8M", argv: argv,
+                               options: clusterOptions(cluster))
+        try run.waitForLines(10)
+        let first = try run.checkpoint()
+        #expect(first.status == 0, "\(first.stderr)")
+        try run.waitForLines(30)
+        let second = try run.checkpoint()
+        #expect(second.status == 0 && second.stdout.contains("epoch 2 committed"), "\(second.stdout) \(second.stderr)")
+        run.killHard()
+        #expect(try committedEpochs(cluster, stateDir: run.stateDir) == [1, 2])
+        let r = try run.restore(extra: clusterOptions(cluster), localMem: "8M")
+        #expect(r.status == 0, "restore failed (\(r.status)): \(r.stderr)")
+        let restored = try String(contentsOfFile: run.output, encoding: .utf8)
+        #expect(restored == plain.stdout, "output differs from an uninterrupted run: \(firstDifference(restored, plain.stdout))")
+        #expect(r.stderr.contains("more process(es) of the tree"), "the workers were restored: \(r.stderr)")
     }
 }

@@ -27,9 +27,11 @@
  *            is collected after the restore with its pid and status, and no child is left
  *   timers   POSIX timers: periodic, one-shot, disarmed, one signalling a thread: /proc/self/timers
  *            reads the same, the time left is no more than before, the periodic one still fires
- *   lease, seccomp, sysv, aio, mlock, mseal
+ *   sysv     SysV shared memory: a private segment marked for removal and a keyed one attached
+ *            read-only: ids, keys, sizes, modes, attachments, contents
+ *   lease, seccomp, aio, mlock, mseal
  *            state a checkpoint must refuse (a lease, a seccomp filter of its own,
- *            SysV shared memory, an aio ring, locked memory, sealed memory):
+ *            an aio ring, locked memory, sealed memory):
  *            set up, then "done" once triggered (the test checks the refusal names it)
  */
 #define _GNU_SOURCE
@@ -457,6 +459,42 @@ static int posix_timers(const char *trigger) {
     return 0;
 }
 
+/* SysV shared memory: a private segment marked for removal (gone once detached), attached
+   read-write, and a keyed one attached read-only, each holding a pattern. After the restore both
+   have their ids, keys, sizes, modes and contents, the first is still marked for removal, each has
+   one attachment, and a write through the first lands. The keyed one is removed at the end. */
+static int sysv(const char *trigger) {
+    key_t key = (key_t)(0x4c470000 | (getpid() & 0xffff));
+    int priv = shmget(IPC_PRIVATE, 65536, IPC_CREAT | 0600), keyed = shmget(key, 3 * 4096, IPC_CREAT | IPC_EXCL | 0640);
+    if (priv < 0 || keyed < 0) { perror("shmget"); return 2; }
+    unsigned char *a = shmat(priv, NULL, 0), *b = shmat(keyed, NULL, 0);
+    if (a == (void *)-1 || b == (void *)-1) { perror("shmat"); return 2; }
+    for (int i = 0; i < 65536; i++) a[i] = (unsigned char)(i * 7);
+    for (int i = 0; i < 3 * 4096; i++) b[i] = (unsigned char)(i * 13 + 1);
+    shmdt(b);
+    b = shmat(keyed, NULL, SHM_RDONLY);
+    if (b == (void *)-1) { perror("shmat"); return 2; }
+    shmctl(priv, IPC_RMID, NULL);
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    struct shmid_ds ds;
+    if (shmctl(priv, IPC_STAT, &ds) != 0) fail("the private segment %d is gone", priv);
+    else {
+        if (ds.shm_segsz != 65536 || (ds.shm_perm.mode & 0777) != 0600 || ds.shm_nattch != 1) fail("the private segment: size %zu mode %o nattch %lu", ds.shm_segsz, ds.shm_perm.mode, (unsigned long)ds.shm_nattch);
+        if (!(ds.shm_perm.mode & SHM_DEST)) fail("the private segment is no longer marked for removal");
+    }
+    if (shmget(key, 0, 0) != keyed) fail("key 0x%x no longer names segment %d", key, keyed);
+    if (shmctl(keyed, IPC_STAT, &ds) != 0) fail("the keyed segment %d is gone", keyed);
+    else if (ds.shm_segsz != 3 * 4096 || (ds.shm_perm.mode & 0777) != 0640 || ds.shm_nattch != 1) fail("the keyed segment: size %zu mode %o nattch %lu", ds.shm_segsz, ds.shm_perm.mode, (unsigned long)ds.shm_nattch);
+    for (int i = 0; i < 65536; i++) if (a[i] != (unsigned char)(i * 7)) { fail("private byte %d differs", i); break; }
+    for (int i = 0; i < 3 * 4096; i++) if (b[i] != (unsigned char)(i * 13 + 1)) { fail("keyed byte %d differs", i); break; }
+    a[5] = 0xAB;
+    if (a[5] != 0xAB) fail("the private segment is not writable");
+    shmctl(keyed, IPC_RMID, NULL);
+    return 0;
+}
+
 /* Children that exited, their statuses not collected yet: one exited 3, one 0, one was killed by
    SIGTERM. After the restore each is still there to collect, with its pid and its status, and
    then there is no child left. */
@@ -495,11 +533,7 @@ static int zombies(const char *trigger) {
 
 /* State with no exact restore yet: a checkpoint must refuse it (by name) and let the program run on. */
 static int refused(const char *mode, const char *trigger) {
-    if (strcmp(mode, "sysv") == 0) {
-        int id = shmget(IPC_PRIVATE, 65536, IPC_CREAT | 0600);
-        if (id < 0 || shmat(id, NULL, 0) == (void *)-1) { perror("shm"); return 2; }
-        shmctl(id, IPC_RMID, NULL);  /* gone once detached: nothing left behind */
-    } else if (strcmp(mode, "aio") == 0) {
+    if (strcmp(mode, "aio") == 0) {
         unsigned long ctx = 0;
         if (syscall(SYS_io_setup, 8, &ctx) != 0) { perror("io_setup"); return 2; }
     } else if (strcmp(mode, "mlock") == 0 || strcmp(mode, "mseal") == 0) {
@@ -528,7 +562,7 @@ static int refused(const char *mode, const char *trigger) {
 
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|lease|seccomp|sysv|aio|mlock|mseal TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|lease|seccomp|aio|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -542,8 +576,9 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "unlinked") == 0) r = unlinked(argv[2]);
     else if (strcmp(argv[1], "zombies") == 0) r = zombies(argv[2]);
     else if (strcmp(argv[1], "timers") == 0) r = posix_timers(argv[2]);
+    else if (strcmp(argv[1], "sysv") == 0) r = sysv(argv[2]);
     else if (strcmp(argv[1], "lease") == 0 || strcmp(argv[1], "seccomp") == 0 ||
-             strcmp(argv[1], "sysv") == 0 || strcmp(argv[1], "aio") == 0 ||
+             strcmp(argv[1], "aio") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);
     else {
         fprintf(stderr, "statecheck: unknown mode %s\n", argv[1]);

@@ -26,7 +26,7 @@ extension Agent {
     private func captureOnce(into checkpointer: Checkpointer, epoch: UInt64) throws -> CheckpointResult {
         let name = checkpointer.name, staging = checkpointer.staging
         guard mm.isManaged, tracer.programStatus == nil else { throw CheckpointRefused(description: "the program is not running") }
-        let tree = try treeProcesses(storesTrees: checkpointer.storesProcessTrees)
+        let tree = try treeProcesses()
         // smaps is slow to read: read it while the tree runs, and only check in the pause that it holds.
         let early = tree.map { MappingFlags.Reading(pid: $0.pid, tracedCalls: $0.space.tracedMemoryCalls) }
         try fetcher.drainAll()
@@ -41,7 +41,7 @@ extension Agent {
         for (k, p) in tree.enumerated() {
             do {
                 images.append(try captureContext(p, tree: Set(tree.map { $0.pid }), early: early[k], name: name, epoch: epoch,
-                                                 parent: checkpointer.base, storesTrees: checkpointer.storesProcessTrees))
+                                                 parent: checkpointer.base))
             } catch let e as CheckpointRefused where !tree.isEmpty {
                 refusals.append(tree.count == 1 ? e : CheckpointRefused(description: "pid \(p.nsPID) (\(p.command)): \(e.description)", transient: e.transient))
             }
@@ -52,10 +52,6 @@ extension Agent {
         try TreeDescriptors.resolve(&images, pids: tree.map { $0.pid }, kept: config.keptDescriptors)
         let objects = try SharedObjects.find(&images, pids: tree.map { $0.pid })
         defer { for o in objects { close(o.fd) } }
-        if !objects.isEmpty && !checkpointer.storesProcessTrees {
-            throw CheckpointRefused(description: "the program maps " + objects.map { "\($0.object.name) (deleted)" }.joined(separator: ", ")
-                                    + ": shared objects are checkpointed into the local state directory only so far (not on a cluster)")
-        }
         // A member checkpointed before (the same incarnation of its pid) keeps the epoch it started in.
         for k in images.indices.dropFirst() {
             let started = images[k].links?.startTime
@@ -95,8 +91,7 @@ extension Agent {
     }
 
     /// Everything of one frozen process but its pages; refuses (CheckpointRefused) what cannot be restored.
-    private func captureContext(_ p: TreeProcess, tree: Set<pid_t>, early: MappingFlags.Reading, name: String, epoch: UInt64, parent: UInt64?,
-                                storesTrees: Bool) throws -> ProcessImage {
+    private func captureContext(_ p: TreeProcess, tree: Set<pid_t>, early: MappingFlags.Reading, name: String, epoch: UInt64, parent: UInt64?) throws -> ProcessImage {
         let pid = p.pid, space = p.space
         guard let injector = tracer.injectableThread(in: space) else {
             throw CheckpointRefused(description: "no thread of the program is in a stop fit for injection; try again", transient: true)
@@ -138,11 +133,6 @@ extension Agent {
         if !wide.posixTimers.isEmpty { image.posixTimers = wide.posixTimers }
         if p.tag != 0 { image.links = p.links }
         if !children.zombies.isEmpty {
-            guard storesTrees else {
-                throw CheckpointRefused(description: "it has exited children whose status it has not collected: "
-                                        + children.zombies.map { "pid \($0.pid) (\($0.command))" }.joined(separator: ", ")
-                                        + "; process trees are checkpointed into the local state directory only so far (not on a cluster)")
-            }
             image.zombies = children.zombies
         }
         return image

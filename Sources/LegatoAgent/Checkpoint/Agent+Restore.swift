@@ -189,12 +189,19 @@ extension Agent {
     }
 
     /// `object`: the descriptor, in the process, of a shared object (for a mapping that maps one).
-    func restoreMapping(_ v: ProcessImage.VMA, _ image: ProcessImage, _ calls: RestoreCalls, object: (Int) throws -> UInt64) throws {
+    func restoreMapping(_ v: ProcessImage.VMA, _ image: ProcessImage, _ calls: RestoreCalls, object: (Int) throws -> SharedMapping) throws {
         if let id = v.object {
-            let len = v.end - v.start, fd = try object(id)
-            let noReserve: UInt64 = (v.vmFlags ?? []).contains("nr") ? 0x4000 : 0
-            let flags: UInt64 = (v.kind == .shared ? 0x11 : 0x12) | noReserve  // MAP_SHARED or MAP_PRIVATE, MAP_FIXED
-            _ = try calls.call("mmap \(v.path ?? "shared object \(id)") at \(describeRange(v.start, len))", .mmap, v.start, len, UInt64(v.prot), flags, fd, v.offset)
+            let len = v.end - v.start
+            switch try object(id) {
+            case .descriptor(let fd):
+                let noReserve: UInt64 = (v.vmFlags ?? []).contains("nr") ? 0x4000 : 0
+                let flags: UInt64 = (v.kind == .shared ? 0x11 : 0x12) | noReserve  // MAP_SHARED or MAP_PRIVATE, MAP_FIXED
+                _ = try calls.call("mmap \(v.path ?? "shared object \(id)") at \(describeRange(v.start, len))", .mmap, v.start, len, UInt64(v.prot), flags, fd, v.offset)
+            case .segment(let shmid):
+                let flags: UInt64 = (v.prot & 2 == 0 ? 0o10000 : 0) | (v.prot & 4 != 0 ? 0o100000 : 0)  // SHM_RDONLY, SHM_EXEC
+                let at = try calls.call("shmat(\(shmid)) at \(describeRange(v.start, len))", .shmat, UInt64(shmid), v.start, flags)
+                guard UInt64(at) == v.start else { throw RestoreError.segmentNotRestored(name: v.path ?? "", shmid: shmid, got: -1) }
+            }
         } else {
             try mapAgain(v, image, calls)
         }

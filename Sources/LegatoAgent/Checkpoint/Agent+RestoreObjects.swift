@@ -9,12 +9,24 @@ import LegatoSystem
 /// where it was — and kept open there, above every restored descriptor, until the whole tree is
 /// restored. The agent writes the content through its own descriptor of it; every mapping of it,
 /// PROG's or a member's (which takes PROG's descriptor with pidfd_getfd), maps it at its offset.
+/// A SysV segment is made with its key and id (the IPC namespace's shm_next_id), filled by the
+/// agent attached to it, and attached by each process where it was (shmat: no descriptor).
 extension Agent {
+    /// How a process maps a shared object again: through a descriptor, or by attaching a segment.
+    enum SharedMapping {
+        case descriptor(UInt64)
+        case segment(Int32)
+    }
+
     func makeSharedObjects(_ image: ProcessImage, pid: pid_t, _ calls: RestoreCalls, _ source: RestoreSource, _ tree: TreeRestore) throws {
         let objects = image.sharedObjects ?? []
         guard !objects.isEmpty else { return }
         let reader = try RestoreBacking(layers: source.layers, areas: [])
         for o in objects {
+            if o.kind == .sysv {
+                try makeSegment(o, calls, source, reader, tree)
+                continue
+            }
             let made = try makeObject(o, calls)
             let fd = try calls.call("fcntl(F_DUPFD_CLOEXEC) for \(o.name)", .fcntl, UInt64(made), 1030, tree.high)
             _ = try calls.call("close", .close, UInt64(made))
@@ -24,14 +36,47 @@ extension Agent {
             let own = open(path, O_RDWR | O_CLOEXEC)
             guard own >= 0 else { throw SystemError.fromErrno("open \(path) (\(o.name), made again) to write its content") }
             tree.objectFiles[o.id] = own
-            try writeContent(of: o, to: own, from: source, reader)
+            try writeContent(of: o, from: source, reader) { offset, page, bytes in
+                try Sys.pwriteFully(own, page, count: bytes, at: Int(offset), "write \(o.name) (made again) at \(offset)")
+            }
         }
+    }
+
+    /// A SysV segment with its key, size, permissions and id, made in PROG; its content written by
+    /// the agent through an attachment of its own.
+    private func makeSegment(_ o: ProcessImage.SharedObject, _ calls: RestoreCalls, _ source: RestoreSource, _ reader: RestoreBacking,
+                             _ tree: TreeRestore) throws {
+        guard let shmid = o.shmid, let key = o.key else { throw RestoreError.sharedObjectMissing(id: o.id) }
+        let next = "/proc/sys/kernel/shm_next_id"
+        try ProcFile.write(next, "\(shmid)\n")
+        defer { try? ProcFile.write(next, "-1\n") }
+        let got = try calls.callResult(.shmget, UInt64(UInt32(bitPattern: key)), o.size, UInt64(o.mode) | 0o1000 | 0o2000)  // IPC_CREAT|IPC_EXCL
+        if got == -Int64(EEXIST) || got == -Int64(ENOSPC) {
+            // The segment outlived the run (a keyed one not marked for removal): if it is the one,
+            // attached by nobody, it is given the checkpoint's content.
+            var ds = shmid_ds()
+            guard shmctl(shmid, IPC_STAT, &ds) == 0, ds.shm_perm.__key == key, UInt64(ds.shm_segsz) == o.size, ds.shm_nattch == 0 else {
+                throw RestoreError.segmentNotRestored(name: o.name, shmid: shmid, got: -2)
+            }
+        } else if got < 0 {
+            throw SystemError("restoring \(o.name): shmget(key \(key), \(o.size) bytes, 0\(String(o.mode, radix: 8))) as SysV shared memory \(shmid)", code: Int32(-got))
+        } else if got != Int64(shmid) {
+            throw RestoreError.segmentNotRestored(name: o.name, shmid: shmid, got: Int32(truncatingIfNeeded: got))
+        }
+        guard let at = shmat(shmid, nil, 0), at != UnsafeMutableRawPointer(bitPattern: -1) else {
+            throw SystemError.fromErrno("attach SysV shared memory \(shmid) to the agent to write its content")
+        }
+        defer { shmdt(at) }
+        try writeContent(of: o, from: source, reader) { offset, page, bytes in memcpy(at + Int(offset), page, bytes) }
+        tree.segments[o.id] = shmid
     }
 
     /// A new object like `o`, at some descriptor of the process `calls` injects into.
     private func makeObject(_ o: ProcessImage.SharedObject, _ calls: RestoreCalls) throws -> Int64 {
         let size = Page.alignUp(max(o.size, 1))
         switch o.kind {
+        case .sysv:  // made by makeSegment, with no descriptor
+            throw RestoreError.sharedObjectMissing(id: o.id)
         case .anonymous:
             let at = UInt64(try calls.call("mmap shared anonymous \(size) bytes", .mmap, 0, size, 3, 0x21, UInt64(bitPattern: -1), 0))  // MAP_SHARED|MAP_ANONYMOUS
             let path = "/proc/self/map_files/\(String(at, radix: 16))-\(String(at + size, radix: 16))"
@@ -68,8 +113,10 @@ extension Agent {
         }
     }
 
-    /// The object's saved pages (the newest checkpoint's: each holds all of an object) into `fd`.
-    private func writeContent(of o: ProcessImage.SharedObject, to fd: Int32, from source: RestoreSource, _ reader: RestoreBacking) throws {
+    /// The object's saved pages (the newest checkpoint's: each holds all of an object), each handed
+    /// to `write` with its offset and how many of its bytes are the object's.
+    private func writeContent(of o: ProcessImage.SharedObject, from source: RestoreSource, _ reader: RestoreBacking,
+                              _ write: (UInt64, UnsafeRawPointer, Int) throws -> Void) throws {
         let newest = source.layers.last?.epoch
         let page = UnsafeMutableRawPointer.allocate(byteCount: Page.size, alignment: Page.size)
         defer { page.deallocate() }
@@ -84,7 +131,7 @@ extension Agent {
                     let offset = address - low + UInt64(k * Page.size)
                     let bytes = Int(min(UInt64(Page.size), o.size > offset ? o.size - offset : 0))
                     guard bytes > 0 else { continue }
-                    try Sys.pwriteFully(fd, page, count: bytes, at: Int(offset), "write \(o.name) (made again) at \(offset)")
+                    try write(offset, page, bytes)
                 }
             }
         }
@@ -93,6 +140,10 @@ extension Agent {
     /// Seals go on once every mapping is back (a write seal forbids the shared writable ones
     /// made before it); then the agent's descriptors close.
     func finishSharedObjects(_ image: ProcessImage, _ tree: TreeRestore) throws {
+        for o in image.sharedObjects ?? [] where o.removed == true {
+            guard let shmid = tree.segments[o.id] else { continue }
+            if shmctl(shmid, IPC_RMID, nil) != 0 { throw SystemError.fromErrno("shmctl(IPC_RMID) on SysV shared memory \(shmid) (\(o.name))") }
+        }
         for o in image.sharedObjects ?? [] {
             guard let fd = tree.objectFiles.removeValue(forKey: o.id) else { continue }
             defer { close(fd) }
@@ -106,14 +157,15 @@ extension Agent {
     /// or (for a member) PROG's taken with pidfd_getfd, once per member (`taken`); a member's
     /// temporaries go with the descriptors its fork copied.
     func objectDescriptor(_ id: Int, _ calls: RestoreCalls, _ tree: TreeRestore, prog: Int32, member: Bool,
-                          taken: inout [Int: Int64]) throws -> UInt64 {
+                          taken: inout [Int: Int64]) throws -> SharedMapping {
+        if let shmid = tree.segments[id] { return .segment(shmid) }
         guard let fd = tree.objects[id] else { throw RestoreError.sharedObjectMissing(id: id) }
-        if !member { return UInt64(fd) }
-        if let got = taken[id] { return UInt64(got) }
+        if !member { return .descriptor(UInt64(fd)) }
+        if let got = taken[id] { return .descriptor(UInt64(got)) }
         let pidfd = try calls.call("pidfd_open(\(prog)) for shared object \(id)", .pidfdOpen, UInt64(prog), 0)
         let got = try calls.call("pidfd_getfd(fd \(fd) of pid \(prog))", .pidfdGetfd, UInt64(pidfd), UInt64(fd), 0)
         _ = try calls.call("close", .close, UInt64(pidfd))
         taken[id] = got
-        return UInt64(got)
+        return .descriptor(UInt64(got))
     }
 }

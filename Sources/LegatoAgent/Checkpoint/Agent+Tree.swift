@@ -19,7 +19,7 @@ struct TreeProcess {
 /// children (the order a restore recreates them in); what keeps a tree from being checkpointed is
 /// refused by name.
 extension Agent {
-    func treeProcesses(storesTrees: Bool) throws -> [TreeProcess] {
+    func treeProcesses() throws -> [TreeProcess] {
         func command(_ pid: pid_t) -> String {
             ProcFile.text("/proc/\(pid)/comm")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
         }
@@ -50,11 +50,6 @@ extension Agent {
             let links = ProcessImage.TreeLinks(parent: Sys.namespaceTID(ppid), processGroup: pgrp == progGroup ? 0 : Sys.namespaceTID(pgrp), session: 0,
                                                startTime: start, exitSignal: exitSignal, since: 0)
             members[pid] = TreeProcess(pid: pid, nsPID: ns, space: space, tag: ns, links: links, command: command(pid))
-        }
-        guard storesTrees else {
-            let named = others.prefix(8).map { "pid \(Sys.namespaceTID($0.key)) (\(command($0.key)))" }
-            throw CheckpointRefused(description: "the program has \(others.count) child process(es): \(named.joined(separator: ", ")); "
-                                    + "process trees are checkpointed into the local state directory only so far (not on a cluster)")
         }
         // A process group led by a process outside the tree, or a parent outside it (an orphan the
         // reaper took), cannot be made again.

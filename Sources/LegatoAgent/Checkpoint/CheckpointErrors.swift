@@ -64,6 +64,7 @@ public enum RestoreError: Error, CustomStringConvertible, Equatable {
     case sharedAnonymous(name: String, epoch: UInt64, range: String)
     case sharedObjectMissing(id: Int)
     case timerNotRestored(name: String, id: Int32, got: Int32)
+    case segmentNotRestored(name: String, shmid: Int32, got: Int32)
     case fileGone(name: String, path: String)
     case fileChanged(name: String, path: String, epoch: UInt64)
     case noScratchRoom
@@ -83,6 +84,12 @@ public enum RestoreError: Error, CustomStringConvertible, Equatable {
             return "checkpoint \(e) of \(name) was PID \(want) in its namespace; the restore got PID \(got)"
         case .sharedAnonymous(let name, let e, let range): return "checkpoint \(e) of \(name) has a shared anonymous mapping at \(range); not supported"
         case .sharedObjectMissing(let id): return "a mapping names shared object \(id), which the checkpoint does not hold"
+        case .segmentNotRestored(let name, let shmid, let got):
+            switch got {
+            case -1: return "SysV shared memory \(shmid) (\(name)) could not be attached where it was"
+            case -2: return "SysV shared memory \(shmid) (\(name)): a segment with its key or id exists and is another one, or attached"
+            default: return "SysV shared memory \(shmid) (\(name)) came back as \(got) (another segment has the id)"
+            }
         case .timerNotRestored(let name, let id, let got):
             return "restoring \(name): POSIX timer \(id) came back as timer \(got) (this kernel does not take a timer's id: PR_TIMER_CREATE_RESTORE_IDS)"
         case .fileGone(let name, let path): return "cannot restore \(name): \(path) is gone"

@@ -17,8 +17,6 @@ public protocol CheckpointStore: AnyObject {
     /// restore may fetch them from there): then every node is frozen at each pause, and the
     /// freezes of a committed checkpoint become the nodes' retained checkpoint.
     var retainsOnMemoryNodes: Bool { get }
-    /// Whether it holds checkpoints of a process tree (PROG's image with members, their pages tagged).
-    var storesProcessTrees: Bool { get }
 }
 
 public protocol CheckpointTransaction: AnyObject {

@@ -35,8 +35,6 @@ final class Checkpointer {
 
     /// Whether the memory nodes keep each committed checkpoint's versions (see CheckpointStore).
     var retainsOnMemoryNodes: Bool { store?.retainsOnMemoryNodes == true }
-    /// Whether the store takes checkpoints of process trees (see CheckpointStore).
-    var storesProcessTrees: Bool { (try? checkpointStore())?.storesProcessTrees == true }
     /// The base's processes besides PROG, by namespace pid: which incarnation each was.
     var baseMembers: [Int32: ProcessImage.TreeLinks] = [:]
 

@@ -73,8 +73,6 @@ public final class ClusterCheckpointStore: CheckpointStore {
     public func committed() throws -> [CheckpointSummary] { try committedRecords().map { $0.summary } }
 
     public var retainsOnMemoryNodes: Bool { true }
-    /// Not yet: a tree's pages would need a restore that streams them into every process.
-    public var storesProcessTrees: Bool { false }
 
     /// The credential a named run's agent uses on memory nodes (derived from the name and the
     /// cluster secret): a restore of the run can then read the spaces its earlier incarnation left.

@@ -82,7 +82,6 @@ public final class LocalImageStore: CheckpointStore {
 
     /// Checkpoint `epoch` ready to restore: its context and its layers, from the full one it builds on.
     public var retainsOnMemoryNodes: Bool { false }  // the embedded memory node dies with the run
-    public var storesProcessTrees: Bool { true }
 
     public func load(epoch: UInt64) throws -> RestoreSource {
         let (image, top) = try layer(epoch: epoch)

@@ -77,6 +77,7 @@ public struct ProcessImage: Codable, Equatable {
             case anonymous     // MAP_SHARED|MAP_ANONYMOUS (maps shows "/dev/zero (deleted)")
             case memfd         // memfd_create ("/memfd:NAME (deleted)")
             case unlinkedFile  // a file unlinked while mapped (e.g. a POSIX semaphore's /dev/shm/sem.*)
+            case sysv          // a SysV shared memory segment ("/SYSV<key> (deleted)")
         }
         public var id: Int
         public var kind: Kind
@@ -86,6 +87,11 @@ public struct ProcessImage: Codable, Equatable {
         /// Permission bits (an unlinked file is made again with them), memfd seals (F_GET_SEALS).
         public var mode: UInt32
         public var seals: Int32?
+        /// SysV segments: the key, the id (made again with the same one), and whether it was marked
+        /// for removal (IPC_RMID: it goes when the last process detaches it).
+        public var key: Int32?
+        public var shmid: Int32?
+        public var removed: Bool?
     }
 
     /// A process's place in the tree, ids in PROG's PID namespace.

@@ -10,14 +10,16 @@ import LegatoSystem
 /// TreePages.objectAddress, and notes on each mapping which object it maps. A restore makes each
 /// object again in PROG and maps it wherever it was mapped (Agent+RestoreObjects).
 ///
-/// SysV shared memory and the aio ring are not among them (they are refused by name): a segment's
-/// id and an aio context must come back with the same numbers.
+/// A SysV segment is one too, made again with its key and id; it must be attached only by processes
+/// of the tree, each mapping the whole of it. The aio ring is not (it is refused by name): its
+/// context must come back with the same number.
 enum SharedObjects {
     /// The kind of object a mapping maps, nil for one a path or the agent's own paging brings back.
     static func kind(of v: ProcessImage.VMA) -> ProcessImage.SharedObject.Kind? {
         guard v.kind == .shared || v.kind == .file, let path = v.path, path.hasSuffix(deletedSuffix) else { return nil }
         let file = String(path.dropLast(deletedSuffix.count))
-        if file.hasPrefix("/SYSV") || file == "/[aio]" { return nil }
+        if file == "/[aio]" { return nil }
+        if file.hasPrefix("/SYSV") { return v.kind == .shared ? .sysv : nil }
         if file == "/dev/zero" { return v.kind == .shared ? .anonymous : nil }
         if file.hasPrefix("/memfd:") { return .memfd }
         return .unlinkedFile
@@ -37,6 +39,7 @@ enum SharedObjects {
     static func find(_ images: inout [ProcessImage], pids: [pid_t]) throws -> [Found] {
         var found: [Found] = []
         var byFile: [String: Int] = [:]
+        var attached: [Int: Int] = [:]  // SysV segments' nattch, by object id
         do {
             for (k, pid) in pids.enumerated() {
                 for i in images[k].vmas.indices {
@@ -68,17 +71,55 @@ enum SharedObjects {
                     }
                     let seals = kind == .memfd ? fcntl(fd, 1034) : -1  // F_GET_SEALS
                     let name = String(v.path!.dropLast(deletedSuffix.count))
-                    found.append(Found(object: .init(id: id, kind: kind, name: name, size: UInt64(st.st_size), mode: UInt32(st.st_mode) & 0o7777,
-                                                      seals: seals >= 0 ? seals : nil), fd: fd))
+                    var object = ProcessImage.SharedObject(id: id, kind: kind, name: name, size: UInt64(st.st_size), mode: UInt32(st.st_mode) & 0o7777,
+                                                           seals: seals >= 0 ? seals : nil)
+                    if kind == .sysv {
+                        do { attached[id] = try describeSegment(&object, shmid: Int32(truncatingIfNeeded: st.st_ino)) } catch { close(fd); throw error }
+                    }
+                    found.append(Found(object: object, fd: fd))
                     byFile[identity] = id
                     images[k].vmas[i].object = id
                 }
             }
+            try checkSegmentsAttachedInTree(found, images, attached: attached)
         } catch {
             for f in found { close(f.fd) }
             throw error
         }
         return found
+    }
+
+    /// A SysV segment's key, permissions and state from /proc/sysvipc/shm (a segment's shmem file has
+    /// its id for inode number); returns how many attachments it has (nattch).
+    private static func describeSegment(_ o: inout ProcessImage.SharedObject, shmid: Int32) throws -> Int {
+        // key shmid perms size cpid lpid nattch uid gid cuid cgid atime dtime ctime rss swap
+        for line in (ProcFile.text("/proc/sysvipc/shm") ?? "").split(separator: "\n").dropFirst() {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.count > 6, Int32(f[1]) == shmid, let key = Int32(f[0]), let perms = UInt32(f[2], radix: 8), let size = UInt64(f[3]),
+                  let attached = Int(f[6]) else { continue }
+            o.key = key
+            o.shmid = shmid
+            o.mode = perms & 0o777
+            o.removed = perms & 0o1000 != 0  // SHM_DEST
+            o.size = size
+            return attached
+        }
+        throw CheckpointRefused(description: "SysV shared memory \(shmid) (\(o.name)) is not in /proc/sysvipc/shm")
+    }
+
+    /// Each segment is attached only by the tree (nattch counts one per mapping), whole, at offset 0:
+    /// a restore attaches it again with shmat, which maps all of it.
+    private static func checkSegmentsAttachedInTree(_ found: [Found], _ images: [ProcessImage], attached: [Int: Int]) throws {
+        for f in found where f.object.kind == .sysv {
+            let maps = images.flatMap { $0.vmas }.filter { $0.object == f.object.id }
+            let id = f.object.shmid ?? -1
+            if let n = attached[f.object.id], n != maps.count {
+                throw CheckpointRefused(description: "SysV shared memory \(id) (\(f.object.name)) is attached \(n) times, \(maps.count) of them by the program")
+            }
+            if let part = maps.first(where: { $0.offset != 0 || $0.end - $0.start != Page.alignUp(f.object.size) }) {
+                throw CheckpointRefused(description: "SysV shared memory \(id) (\(f.object.name)) is mapped in part at \(describeRange(part.start, part.end - part.start))")
+            }
+        }
     }
 
     /// Stages the content of each object (its data, not its holes); returns the pages staged.

@@ -13,6 +13,8 @@ final class TreeRestore {
     /// descriptors of them (open until their seals are set).
     var objects: [Int: Int32] = [:]
     var objectFiles: [Int: Int32] = [:]
+    /// SysV segments made again: their ids, by object id.
+    var segments: [Int: Int32] = [:]
     /// Above every descriptor number of any of the tree's tables: room for temporaries.
     let high: UInt64
 
