@@ -197,6 +197,11 @@ int lg_ptrace_get_rseq(pid_t tid, uint64_t *addr, uint32_t *size, uint32_t *sig)
     return 0;
 }
 
+long lg_ptrace_seccomp_filter(pid_t tid, unsigned long index, void *insns) {
+    long n = ptrace(0x420c /* PTRACE_SECCOMP_GET_FILTER */, tid, (void *)index, insns);
+    return n < 0 ? -errno : n;
+}
+
 int lg_get_robust_list(pid_t tid, uint64_t *head, uint64_t *len) {
     void *h = NULL;
     size_t l = 0;

@@ -48,6 +48,9 @@ int lg_ptrace_getsigmask(pid_t tid, uint64_t *mask);
 int lg_ptrace_setsigmask(pid_t tid, uint64_t mask);
 /* The thread's registered rseq area (PTRACE_GET_RSEQ_CONFIGURATION); addr 0 when none. */
 int lg_ptrace_get_rseq(pid_t tid, uint64_t *addr, uint32_t *size, uint32_t *sig);
+/* The `index`-th seccomp filter of stopped `tid` (0: the oldest): its instruction count, and with
+   `insns` (room for that many 8-byte sock_filter) the instructions; -errno on failure. */
+long lg_ptrace_seccomp_filter(pid_t tid, unsigned long index, void *insns);
 int lg_get_robust_list(pid_t tid, uint64_t *head, uint64_t *len);
 int lg_ptrace_peek_siginfo(pid_t tid, int shared, void *buf, int max);
 /* prlimit64 on another process: reads the limit into cur/max, sets it first if set_* are given. */

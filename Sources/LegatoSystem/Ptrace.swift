@@ -146,6 +146,17 @@ extension Sys {
         return (0..<Int(n)).map { Array(buf[$0 * 128..<($0 + 1) * 128]) }
     }
 
+    /// The `index`-th seccomp filter of stopped thread `tid` (0: the oldest), as its BPF
+    /// instructions (8 bytes each: code, jt, jf, k).
+    public static func seccompFilter(_ tid: pid_t, index: Int) throws -> [UInt8] {
+        let n = lg_ptrace_seccomp_filter(tid, UInt(index), nil)
+        if n < 0 { throw SystemError("PTRACE_SECCOMP_GET_FILTER \(index) of tid \(tid)", code: Int32(-n)) }
+        var insns = [UInt8](repeating: 0, count: Int(n) * 8)
+        let m = insns.withUnsafeMutableBytes { lg_ptrace_seccomp_filter(tid, UInt(index), $0.baseAddress) }
+        if m < 0 { throw SystemError("PTRACE_SECCOMP_GET_FILTER \(index) of tid \(tid)", code: Int32(-m)) }
+        return Array(insns.prefix(Int(m) * 8))
+    }
+
     public static func robustList(_ tid: pid_t) -> (head: UInt64, length: UInt64) {
         var h: UInt64 = 0, l: UInt64 = 0
         return lg_get_robust_list(tid, &h, &l) == 0 ? (h, l) : (0, 0)

@@ -48,6 +48,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case rtTgsigqueueinfo = 297
     case userfaultfd = 323
     case membarrier = 324
+    case seccomp = 317
     case memfdCreate = 319
     case mlock2 = 325
     case rseq = 334
@@ -84,6 +85,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
         case .ftruncate: return "ftruncate"
         case .unlink: return "unlink"
         case .memfdCreate: return "memfd_create"
+        case .seccomp: return "seccomp"
         case .flock: return "flock"
         case .chdir: return "chdir"
         case .umask: return "umask"

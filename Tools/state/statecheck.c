@@ -29,9 +29,9 @@
  *            reads the same, the time left is no more than before, the periodic one still fires
  *   sysv     SysV shared memory: a private segment marked for removal and a keyed one attached
  *            read-only: ids, keys, sizes, modes, attachments, contents
- *   lease, seccomp, aio, mlock, mseal
- *            state a checkpoint must refuse (a lease, a seccomp filter of its own,
- *            an aio ring, locked memory, sealed memory):
+ *   seccomp  two seccomp filters of its own (each failing one call with its errno): both hold
+ *   lease, aio, mlock, mseal
+ *            state a checkpoint must refuse (a lease, an aio ring, locked memory, sealed memory):
  *            set up, then "done" once triggered (the test checks the refusal names it)
  */
 #define _GNU_SOURCE
@@ -459,6 +459,43 @@ static int posix_timers(const char *trigger) {
     return 0;
 }
 
+/* Two seccomp filters of its own over the agent's: one makes uname fail with errno 42, the next
+   getppid with 43. After the restore both still hold, in their order, everything else runs, and
+   the process has as many filters as before. */
+static int filter_failing(int nr, int err) {
+    struct sock_filter insns[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0),  /* seccomp_data.nr */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (unsigned)err),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = 4, .filter = insns};
+    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+}
+
+static int seccomp_filters(const char *trigger) {
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    if (filter_failing(SYS_uname, 42) != 0 || filter_failing(SYS_getppid, 43) != 0) { perror("seccomp"); return 2; }
+    char before[256] = "", after[256] = "";
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    while (f && fgets(line, sizeof line, f)) if (strncmp(line, "Seccomp_filters:", 16) == 0) snprintf(before, sizeof before, "%s", line);
+    if (f) fclose(f);
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    f = fopen("/proc/self/status", "r");
+    while (f && fgets(line, sizeof line, f)) if (strncmp(line, "Seccomp_filters:", 16) == 0) snprintf(after, sizeof after, "%s", line);
+    if (f) fclose(f);
+    if (strcmp(before, after) != 0) fail("seccomp filters: %s before, %s now", before, after);
+    errno = 0;
+    if (syscall(SYS_uname, NULL) != -1 || errno != 42) fail("uname is no longer refused with 42 (errno %d)", errno);
+    errno = 0;
+    if (syscall(SYS_getppid) != -1 || errno != 43) fail("getppid is no longer refused with 43 (errno %d)", errno);
+    if (getpid() <= 0) fail("getpid fails");
+    return 0;
+}
+
 /* SysV shared memory: a private segment marked for removal (gone once detached), attached
    read-write, and a keyed one attached read-only, each holding a pattern. After the restore both
    have their ids, keys, sizes, modes and contents, the first is still marked for removal, each has
@@ -547,11 +584,6 @@ static int refused(const char *mode, const char *trigger) {
         snprintf(path, sizeof path, "%s.lease", trigger);
         int fd = open(path, O_RDONLY | O_CREAT, 0644);
         if (fd < 0 || fcntl(fd, F_SETLEASE, F_RDLCK) != 0) { perror("F_SETLEASE"); return 2; }
-    } else {
-        struct sock_filter allow[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
-        struct sock_fprog prog = {.len = 1, .filter = allow};
-        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-        if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) { perror("seccomp"); return 2; }
     }
     printf("ready\n");
     fflush(stdout);
@@ -562,7 +594,7 @@ static int refused(const char *mode, const char *trigger) {
 
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|lease|seccomp|aio|mlock|mseal TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|lease|aio|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -577,7 +609,8 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "zombies") == 0) r = zombies(argv[2]);
     else if (strcmp(argv[1], "timers") == 0) r = posix_timers(argv[2]);
     else if (strcmp(argv[1], "sysv") == 0) r = sysv(argv[2]);
-    else if (strcmp(argv[1], "lease") == 0 || strcmp(argv[1], "seccomp") == 0 ||
+    else if (strcmp(argv[1], "seccomp") == 0) r = seccomp_filters(argv[2]);
+    else if (strcmp(argv[1], "lease") == 0 ||
              strcmp(argv[1], "aio") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);
     else {

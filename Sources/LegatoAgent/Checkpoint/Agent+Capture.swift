@@ -131,6 +131,8 @@ extension Agent {
                                  pendingSignals: try Sys.pendingSignals(pid, shared: true).map { Data($0) }, attributes: wide.attributes,
                                  membarrierRegistrations: space.membarrierRegistrations.sorted())
         if !wide.posixTimers.isEmpty { image.posixTimers = wide.posixTimers }
+        let filters = try context.ownSeccompFilters(threads: try tracer.threads(in: space).filter { $0.tgid == pid }.map { $0.tid })
+        if !filters.isEmpty { image.seccompFilters = filters }
         if p.tag != 0 { image.links = p.links }
         if !children.zombies.isEmpty {
             image.zombies = children.zombies

@@ -101,6 +101,9 @@ extension Agent {
         restore.backing = backing.bound > 0 ? backing : nil
         restore.backing?.startReadAhead()
         for m in restored { try takeOver(m) }
+        // Last, once nothing more is injected: a filter could refuse what the restore injects.
+        try installSeccompFilters(image, tid: pid, scratch: mm.scratch)
+        for m in restored { try installSeccompFilters(m.image, tid: m.leader.tid, scratch: m.space.scratch) }
         for o in others { tracer.resume(o) }
         for m in restored {
             for o in m.threads { tracer.resume(o) }
@@ -125,6 +128,27 @@ extension Agent {
         map.append(UInt64(image.auxv.count * 8) | UInt64(UInt32(bitPattern: exeFD ?? -1)) << 32)  // exe_fd -1: unchanged
         _ = try calls.call("prctl(PR_SET_MM_MAP)", .prctl, 35, 14, try calls.args.bytes(map.withUnsafeBytes { Array($0) }), 104)
         calls.args.reset()
+    }
+
+    /// The seccomp filters the process installed itself, oldest first, on all its threads at once
+    /// (SECCOMP_FILTER_FLAG_TSYNC: they were created under the same filters, the agent's).
+    func installSeccompFilters(_ image: ProcessImage, tid: pid_t, scratch: UInt64) throws {
+        let filters = image.seccompFilters ?? []
+        guard !filters.isEmpty else { return }
+        let calls = try RestoreCalls(tid: tid, scratch: scratch, context: "restoring \(image.name) pid \(image.pid)")
+        for (k, f) in filters.enumerated() {
+            let insns = try calls.args.bytes(Array(f))
+            var prog = [UInt8](repeating: 0, count: 16)  // struct sock_fprog: len, (pad), filter
+            prog.withUnsafeMutableBytes { p in
+                p.storeBytes(of: UInt16(f.count / 8), as: UInt16.self)
+                p.storeBytes(of: insns, toByteOffset: 8, as: UInt64.self)
+            }
+            let what = "seccomp(SECCOMP_SET_MODE_FILTER, TSYNC) of its filter \(k + 1) of \(filters.count)"
+            let r = try calls.call(what, .seccomp, 1, 1, try calls.args.bytes(prog))
+            guard r == 0 else { throw SystemError("\(calls.context): \(what): thread \(r) cannot take it", code: EBUSY) }
+            calls.args.reset()
+        }
+        try calls.inj.cure()
     }
 
     /// POSIX timers with their ids (PR_TIMER_CREATE_RESTORE_IDS: timer_create takes the id it is

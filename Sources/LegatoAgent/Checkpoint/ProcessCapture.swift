@@ -165,16 +165,24 @@ struct ProcessCapture {
     /// A field of /proc/PID/status of the process, or of its thread `tid`.
     func statusField(_ name: String, of tid: pid_t? = nil) -> String? { ProcFile.statusField("\(tid ?? pid)", name) }
 
-    /// What the process holds that no restore brings back yet, named: seccomp filters of its own
-    /// (beyond the agent's). (Leases are refused with the descriptors.)
+    /// What the process holds that no restore brings back yet, named. (Leases are refused with the descriptors.)
     func unrestorableState() -> [String] {
         var out: [String] = []
-        // Filters `legato run` itself inherited (a container's, a systemd unit's) are PROG's too, and a
-        // restore started the same way has them again; one more is the agent's own.
-        if let n = statusField("Seccomp_filters").flatMap({ Int($0) }), n > Self.inheritedSeccompFilters + 1 {
-            out.append("\(n - Self.inheritedSeccompFilters - 1) seccomp filter(s) the program installed")
-        }
         return out
+    }
+
+    /// The seccomp filters the process installed itself, oldest first: those beyond what `legato
+    /// run` inherited (a container's, a systemd unit's: a restore started the same way has them)
+    /// and the agent's own. Its threads must all run under the same ones (else refused by name).
+    func ownSeccompFilters(threads: [pid_t]) throws -> [Data] {
+        func count(_ tid: pid_t) -> Int { statusField("Seccomp_filters", of: tid).flatMap { Int($0) } ?? 0 }
+        let own = count(pid) - Self.inheritedSeccompFilters - 1
+        guard own > 0 else { return [] }
+        if let other = threads.first(where: { count($0) != count(pid) }) {
+            throw CheckpointRefused(description: "thread \(Sys.namespaceTID(other)) runs under other seccomp filters than the process's \(own)")
+        }
+        let first = count(pid) - own  // (index 0 is the oldest filter)
+        return try (first..<count(pid)).map { Data(try Sys.seccompFilter(pid, index: $0)) }
     }
 
     /// The process's children outside the tree: those that exited with their status not collected

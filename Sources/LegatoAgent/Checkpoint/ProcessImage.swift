@@ -26,6 +26,9 @@ public struct ProcessImage: Codable, Equatable {
     public var rlimits: [RLimit]
     /// getitimer(ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF): interval and value, seconds and microseconds.
     public var itimers: [[UInt64]]
+    /// Seccomp filters the process installed itself (beyond what `legato run` inherited and the
+    /// agent's own), oldest first, as BPF programs (8-byte instructions); all its threads run under them.
+    public var seccompFilters: [Data]?
     /// POSIX timers (timer_create) with their ids, clocks, notification and setting.
     public var posixTimers: [PosixTimer]?
 
