@@ -27,6 +27,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case unlink = 87
     case umask = 95
     case setpgid = 109
+    case setsid = 112
     case rtSigtimedwait = 128
     case rtSigqueueinfo = 129
     case personality = 135
@@ -90,6 +91,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
         case .chdir: return "chdir"
         case .umask: return "umask"
         case .setpgid: return "setpgid"
+        case .setsid: return "setsid"
         case .rtSigtimedwait: return "rt_sigtimedwait"
         case .rtSigqueueinfo: return "rt_sigqueueinfo"
         case .exitGroup: return "exit_group"

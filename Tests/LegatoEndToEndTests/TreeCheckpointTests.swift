@@ -24,6 +24,17 @@ import Testing
         #expect((m.first?["links"] as? [String: Any])?["parent"] as? Int == image["pid"] as? Int, "its parent is PROG")
     }
 
+    @Test func aChildInASessionOfItsOwn() throws {
+        // setsid(1) makes bash's child the leader of a new session (and group); its sleeps are in it.
+        let script = "echo start; setsid bash -c \"for i in 1 2 3 4 5 6 7 8; do sleep 0.3; echo in session \\$i; done\"; echo end"
+        let image = try checkpointKillRestore(["bash", "-c", script], name: "session", localMem: "16M", afterLines: 3)
+        let leaders = members(image).filter { m in
+            let links = m["links"] as? [String: Any]
+            return links?["session"] as? Int == m["pid"] as? Int && links?["processGroup"] as? Int == m["pid"] as? Int
+        }
+        #expect(leaders.count == 1, "the setsid'd bash leads its session and group: \(members(image).map { $0["links"] ?? "" })")
+    }
+
     @Test func aPipelineWithDataInItsPipe() throws {
         // seq fills the pipe and blocks; the reader (a subshell of bash) sleeps, then reads it all.
         // Checkpointed while the pipe is full: it comes back holding the same bytes.

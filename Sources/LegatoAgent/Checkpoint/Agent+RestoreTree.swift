@@ -163,8 +163,11 @@ extension Agent {
         for cmd in image.membarrierRegistrations ?? [] {
             _ = try calls.call("membarrier(register 0x\(String(cmd, radix: 16)))", .membarrier, cmd, 0, 0)
         }
+        // A session of its own (setsid makes it the leader of a group of its own too); then its group.
+        let leadsSession = links.session == image.pid
+        if leadsSession { _ = try calls.call("setsid", .setsid) }
         let parentGroup = ProcFile.statFields(parentPID).flatMap { pid_t($0[2]) }.map { Sys.namespaceTID($0) }
-        if links.processGroup != 0 && links.processGroup != parentGroup {
+        if links.processGroup != 0 && links.processGroup != parentGroup && !(leadsSession && links.processGroup == image.pid) {
             _ = try calls.call("setpgid(0, \(links.processGroup))", .setpgid, 0, UInt64(links.processGroup == image.pid ? 0 : links.processGroup))
         }
         // 7. Its own children, then its threads and its own state.

@@ -33,6 +33,7 @@ extension Agent {
         var members: [pid_t: TreeProcess] = [:]
         var parentOf: [pid_t: pid_t] = [:]
         var groupOf: [pid_t: pid_t] = [:]
+        var sessionOf: [pid_t: pid_t] = [:]
         let progGroup = pid_t(progStat[2]) ?? 0
         for (pid, space) in others {
             let ns = Sys.namespaceTID(pid)
@@ -42,12 +43,18 @@ extension Agent {
                   let start = UInt64(f[19]), let exitSignal = Int32(f[35]) else {
                 refusals.append("\(name): its /proc/PID/stat cannot be read"); continue
             }
-            guard f[3] == session else { refusals.append("\(name) is in a session of its own (setsid)"); continue }
+            // A session of its own (setsid) without a controlling terminal comes back with a setsid.
+            guard let sid = pid_t(f[3]), let tty = Int(f[4]) else { refusals.append("\(name): its /proc/PID/stat cannot be read"); continue }
+            if f[3] != session && sid == pid && tty != 0 {
+                refusals.append("\(name) leads a session of its own with a controlling terminal"); continue
+            }
             guard ns > 0, ns <= TreePages.largestPID else { refusals.append("\(name) has a pid a checkpoint cannot tag its pages with"); continue }
             parentOf[pid] = ppid
             groupOf[pid] = pgrp
+            sessionOf[pid] = f[3] == session ? 0 : sid
             // processGroup 0: PROG's, which came from outside the namespace (the shell's job).
-            let links = ProcessImage.TreeLinks(parent: Sys.namespaceTID(ppid), processGroup: pgrp == progGroup ? 0 : Sys.namespaceTID(pgrp), session: 0,
+            let links = ProcessImage.TreeLinks(parent: Sys.namespaceTID(ppid), processGroup: pgrp == progGroup ? 0 : Sys.namespaceTID(pgrp),
+                                               session: f[3] == session ? 0 : Sys.namespaceTID(sid),
                                                startTime: start, exitSignal: exitSignal, since: 0)
             members[pid] = TreeProcess(pid: pid, nsPID: ns, space: space, tag: ns, links: links, command: command(pid))
         }
@@ -63,6 +70,11 @@ extension Agent {
             }
             if group != progGroup && !treePIDs.contains(group) {
                 refusals.append("pid \(m.nsPID) (\(m.command)) is in a process group whose leader is outside the program")
+            }
+            // A session is made by its leader's setsid: every other process of it must be forked
+            // from one in it.
+            if let sid = sessionOf[pid], sid != 0 && sid != pid && sessionOf[ppid] != sid {
+                refusals.append("pid \(m.nsPID) (\(m.command)) is in a session its parent is not in")
             }
             let parentGroup = ppid == mainPID ? progGroup : groupOf[ppid]
             if group == progGroup && parentGroup != progGroup {

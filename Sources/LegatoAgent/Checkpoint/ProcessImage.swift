@@ -102,6 +102,7 @@ public struct ProcessImage: Codable, Equatable {
         public var parent: Int32
         /// 0: PROG's group (which came from outside its namespace).
         public var processGroup: Int32
+        /// 0: PROG's session; else its leader's pid (the process itself after a setsid).
         public var session: Int32
         /// /proc/PID/stat's start time (clock ticks after boot): one incarnation of a pid.
         public var startTime: UInt64
