@@ -1,6 +1,7 @@
 /// The x86-64 system calls Legato traps in a traced program or injects into one, by name
 /// (their numbers are kernel ABI, arch/x86/entry/syscalls/syscall_64.tbl).
 public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
+    case write = 1
     case open = 2
     case close = 3
     case lseek = 8
@@ -63,6 +64,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     /// The name as in the kernel's table (`rt_sigaction`).
     public var description: String {
         switch self {
+        case .write: return "write"
         case .open: return "open"
         case .close: return "close"
         case .lseek: return "lseek"

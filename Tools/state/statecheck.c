@@ -30,6 +30,7 @@
  *   sysv     SysV shared memory: a private segment marked for removal and a keyed one attached
  *            read-only: ids, keys, sizes, modes, attachments, contents
  *   seccomp  two seccomp filters of its own (each failing one call with its errno): both hold
+ *   loginuid the audit login uid it set itself (4242)
  *   lease, aio, mlock, mseal
  *            state a checkpoint must refuse (a lease, an aio ring, locked memory, sealed memory):
  *            set up, then "done" once triggered (the test checks the refusal names it)
@@ -496,6 +497,23 @@ static int seccomp_filters(const char *trigger) {
     return 0;
 }
 
+/* The audit login uid, set by the process itself (as a login does): it reads the same after the
+   restore, which starts from whatever `legato restore`'s caller has. */
+static int loginuid(const char *trigger) {
+    int fd = open("/proc/self/loginuid", O_WRONLY);
+    if (fd < 0 || write(fd, "4242", 4) != 4) { perror("/proc/self/loginuid"); return 2; }
+    close(fd);
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    char buf[32] = "";
+    fd = open("/proc/self/loginuid", O_RDONLY);
+    if (fd < 0 || read(fd, buf, sizeof buf - 1) <= 0) fail("/proc/self/loginuid cannot be read");
+    else if (strcmp(buf, "4242") != 0) fail("loginuid is %s, not 4242", buf);
+    if (fd >= 0) close(fd);
+    return 0;
+}
+
 /* SysV shared memory: a private segment marked for removal (gone once detached), attached
    read-write, and a keyed one attached read-only, each holding a pattern. After the restore both
    have their ids, keys, sizes, modes and contents, the first is still marked for removal, each has
@@ -594,7 +612,7 @@ static int refused(const char *mode, const char *trigger) {
 
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|lease|aio|mlock|mseal TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -610,6 +628,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "timers") == 0) r = posix_timers(argv[2]);
     else if (strcmp(argv[1], "sysv") == 0) r = sysv(argv[2]);
     else if (strcmp(argv[1], "seccomp") == 0) r = seccomp_filters(argv[2]);
+    else if (strcmp(argv[1], "loginuid") == 0) r = loginuid(argv[2]);
     else if (strcmp(argv[1], "lease") == 0 ||
              strcmp(argv[1], "aio") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);

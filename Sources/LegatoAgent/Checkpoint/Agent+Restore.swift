@@ -188,12 +188,19 @@ extension Agent {
         _ = try calls.call("personality(0x\(String(a.personality, radix: 16)))", .personality, a.personality)
         _ = try calls.call("prctl(PR_SET_CHILD_SUBREAPER, \(a.childSubreaper))", .prctl, 36, a.childSubreaper ? 1 : 0)
         _ = try calls.call("prctl(PR_SET_DUMPABLE, \(a.dumpable))", .prctl, 4, UInt64(a.dumpable))
-        let path = "/proc/\(pid)/oom_score_adj"
-        let fd = open(path, O_WRONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemError.fromErrno("open \(path)") }
-        defer { close(fd) }
-        let text = Array("\(a.oomScoreAdj)\n".utf8)
-        try Sys.writeFully(fd, text, count: text.count, "write \(a.oomScoreAdj) to \(path)")
+        try ProcFile.write("/proc/\(pid)/oom_score_adj", "\(a.oomScoreAdj)\n")
+        // The login uid, where it differs: only the process itself may write it (and it needs
+        // CAP_AUDIT_CONTROL, or the uid unset and not locked by audit=loginuid_immutable).
+        let current = ProcFile.text("/proc/\(pid)/loginuid").flatMap { UInt32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        if let uid = a.loginuid, let current, uid != current {
+            let path = "/proc/self/loginuid"
+            let fd = try calls.call("open \(path)", .open, try calls.args.string(path), UInt64(O_WRONLY | O_CLOEXEC), 0)
+            let text = Array("\(uid)".utf8)
+            let r = try calls.callResult(.write, UInt64(fd), try calls.args.bytes(text), UInt64(text.count))
+            calls.args.reset()
+            _ = try calls.call("close", .close, UInt64(fd))
+            if r < 0 { throw RestoreError.loginuidNotRestored(uid: uid, current: current, errno: Int32(-r)) }
+        }
     }
 
     func queuePendingSignals(_ image: ProcessImage, _ calls: RestoreCalls) throws {

@@ -65,6 +65,7 @@ public enum RestoreError: Error, CustomStringConvertible, Equatable {
     case sharedObjectMissing(id: Int)
     case timerNotRestored(name: String, id: Int32, got: Int32)
     case segmentNotRestored(name: String, shmid: Int32, got: Int32)
+    case loginuidNotRestored(uid: UInt32, current: UInt32, errno: Int32)
     case fileGone(name: String, path: String)
     case fileChanged(name: String, path: String, epoch: UInt64)
     case noScratchRoom
@@ -84,6 +85,8 @@ public enum RestoreError: Error, CustomStringConvertible, Equatable {
             return "checkpoint \(e) of \(name) was PID \(want) in its namespace; the restore got PID \(got)"
         case .sharedAnonymous(let name, let e, let range): return "checkpoint \(e) of \(name) has a shared anonymous mapping at \(range); not supported"
         case .sharedObjectMissing(let id): return "a mapping names shared object \(id), which the checkpoint does not hold"
+        case .loginuidNotRestored(let uid, let current, let e):
+            return "the checkpoint's audit login uid is \(uid), this session's \(current), and it cannot be set here: \(String(cString: strerror(e))) (it needs CAP_AUDIT_CONTROL, and no audit=loginuid_immutable)"
         case .segmentNotRestored(let name, let shmid, let got):
             switch got {
             case -1: return "SysV shared memory \(shmid) (\(name)) could not be attached where it was"

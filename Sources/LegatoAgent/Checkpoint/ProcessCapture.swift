@@ -115,7 +115,8 @@ struct ProcessCapture {
             personality: UInt64(ProcFile.text("/proc/\(pid)/personality")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "0", radix: 16) ?? 0,
             oomScoreAdj: Int32(ProcFile.text("/proc/\(pid)/oom_score_adj")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "0") ?? 0,
             childSubreaper: try prctlInt(37) != 0,          // PR_GET_CHILD_SUBREAPER
-            dumpable: Int32(clamping: try inj.syscall(.prctl, 3)))   // PR_GET_DUMPABLE
+            dumpable: Int32(clamping: try inj.syscall(.prctl, 3)),   // PR_GET_DUMPABLE
+            loginuid: ProcFile.text("/proc/\(pid)/loginuid").flatMap { UInt32($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
         var posix: [ProcessImage.PosixTimer] = []
         for var t in Self.posixTimers(ProcFile.text("/proc/\(pid)/timers") ?? "") {
             let r = try inj.syscall(.timerGettime, UInt64(t.id), slot)

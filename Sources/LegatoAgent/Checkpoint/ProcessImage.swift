@@ -120,6 +120,8 @@ public struct ProcessImage: Codable, Equatable {
         public var oomScoreAdj: Int32
         public var childSubreaper: Bool
         public var dumpable: Int32
+        /// The audit login uid (/proc/PID/loginuid; 4294967295: not set), nil in older checkpoints.
+        public var loginuid: UInt32? = nil
     }
 
     /// The mm fields prctl(PR_SET_MM_MAP) restores.
