@@ -31,8 +31,10 @@
  *            read-only: ids, keys, sizes, modes, attachments, contents
  *   seccomp  two seccomp filters of its own (each failing one call with its errno): both hold
  *   loginuid the audit login uid it set itself (4242)
- *   lease, aio, mlock, mseal
- *            state a checkpoint must refuse (a lease, an aio ring, locked memory, sealed memory):
+ *   lease    a read lease with its own break signal: held, it holds an open for writing back and
+ *            its break arrives as that signal
+ *   aio, mlock, mseal
+ *            state a checkpoint must refuse (an aio ring, locked memory, sealed memory):
  *            set up, then "done" once triggered (the test checks the refusal names it)
  */
 #define _GNU_SOURCE
@@ -497,6 +499,40 @@ static int seccomp_filters(const char *trigger) {
     return 0;
 }
 
+/* A read lease with its own break signal (F_SETSIG): after the restore the lease is held, an
+   open for writing from another process is refused while it breaks (O_NONBLOCK: EWOULDBLOCK),
+   and the break arrives as that signal. */
+static int lease(const char *trigger) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s.lease", trigger);
+    int fd = open(path, O_RDONLY | O_CREAT, 0644);
+    int sig = SIGRTMIN + 2;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    if (fd < 0 || fcntl(fd, F_SETSIG, sig) != 0 || fcntl(fd, F_SETLEASE, F_RDLCK) != 0) { perror("F_SETLEASE"); return 2; }
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    if (fcntl(fd, F_GETLEASE) != F_RDLCK) fail("the read lease is gone (F_GETLEASE %d)", fcntl(fd, F_GETLEASE));
+    if (fcntl(fd, F_GETSIG) != sig) fail("the break signal is %d, not %d", fcntl(fd, F_GETSIG), sig);
+    pid_t child = fork();
+    if (child == 0) {
+        int w = open(path, O_WRONLY | O_NONBLOCK);
+        _exit(w < 0 && errno == EWOULDBLOCK ? 0 : 1);
+    }
+    int st = 0;
+    waitpid(child, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) fail("an open for writing was not held back by the lease");
+    struct timespec wait = {2, 0};
+    siginfo_t si;
+    if (sigtimedwait(&set, &si, &wait) != sig) fail("no lease-break signal");
+    else if (si.si_fd != fd) fail("the lease-break signal names fd %d, not %d", si.si_fd, fd);
+    fcntl(fd, F_SETLEASE, F_UNLCK);
+    return 0;
+}
+
 /* The audit login uid, set by the process itself (as a login does): it reads the same after the
    restore, which starts from whatever `legato restore`'s caller has. */
 static int loginuid(const char *trigger) {
@@ -597,11 +633,6 @@ static int refused(const char *mode, const char *trigger) {
         p[0] = 1;
         int r = strcmp(mode, "mlock") == 0 ? mlock(p, 65536) : (int)syscall(462 /* mseal */, p, 65536, 0);
         if (r != 0) { perror(mode); return 2; }
-    } else if (strcmp(mode, "lease") == 0) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s.lease", trigger);
-        int fd = open(path, O_RDONLY | O_CREAT, 0644);
-        if (fd < 0 || fcntl(fd, F_SETLEASE, F_RDLCK) != 0) { perror("F_SETLEASE"); return 2; }
     }
     printf("ready\n");
     fflush(stdout);
@@ -629,8 +660,8 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "sysv") == 0) r = sysv(argv[2]);
     else if (strcmp(argv[1], "seccomp") == 0) r = seccomp_filters(argv[2]);
     else if (strcmp(argv[1], "loginuid") == 0) r = loginuid(argv[2]);
-    else if (strcmp(argv[1], "lease") == 0 ||
-             strcmp(argv[1], "aio") == 0 ||
+    else if (strcmp(argv[1], "lease") == 0) r = lease(argv[2]);
+    else if (strcmp(argv[1], "aio") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);
     else {
         fprintf(stderr, "statecheck: unknown mode %s\n", argv[1]);

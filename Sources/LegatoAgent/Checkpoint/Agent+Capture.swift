@@ -104,7 +104,8 @@ extension Agent {
         var fds: [ProcessImage.FileDescriptor] = []
         do { fds = try context.fileDescriptors() } catch let e as CheckpointRefused { refused.append(e.description) }
         let threads = try tracer.threads(in: space).filter { $0.tgid == pid }.sorted { $0.tid < $1.tid }.map { try context.thread($0) }
-        let wide = try context.processWide(using: injector)
+        let wide = try context.processWide(using: injector, signalsOf: fds.filter { $0.locks?.contains { $0.kind == .lease } == true }.map { $0.fd })
+        for i in fds.indices { if let sig = wide.descriptorSignals[fds[i].fd] { fds[i].signal = sig } }
         var mmFields = try context.mmFields()
         mmFields.brk = wide.brk
         var vmas: [ProcessImage.VMA] = []

@@ -77,6 +77,9 @@ extension Agent {
                 switch l.kind {
                 case .flock:
                     r = try calls.callResult(.flock, UInt64(f.fd), (l.write ? 2 : 1) | 4)  // LOCK_EX or LOCK_SH, LOCK_NB
+                case .lease:
+                    if let sig = f.signal, sig != 0 { _ = try calls.call("fcntl(F_SETSIG, \(sig)) fd \(f.fd)", .fcntl, UInt64(f.fd), 10, UInt64(sig)) }
+                    r = try calls.callResult(.fcntl, UInt64(f.fd), 1024, l.write ? 1 : 0)  // F_SETLEASE F_WRLCK or F_RDLCK
                 case .posix, .openFileDescription:
                     var rec = [UInt8](repeating: 0, count: 32)  // struct flock: type, whence (SEEK_SET), start, len, pid
                     let length = l.end.map { $0 - l.start + 1 } ?? 0  // 0: to the end

@@ -72,11 +72,13 @@ struct ProcessCapture {
         var itimers: [[UInt64]]
         var attributes: ProcessImage.Attributes
         var posixTimers: [ProcessImage.PosixTimer]
+        /// F_GETSIG of the descriptors asked for, where not 0.
+        var descriptorSignals: [Int32: Int32]
     }
 
     /// Every signal's disposition, brk, the interval timers and the prctl attributes, by injection;
     /// the attributes /proc shows from there.
-    func processWide(using t: Tracee) throws -> ProcessWide {
+    func processWide(using t: Tracee, signalsOf descriptors: [Int32] = []) throws -> ProcessWide {
         let inj = try Sys.Injection(tid: t.tid, stub: scratch, whileWaiting: whileWaiting)
         defer {
             tracer.tolerateGone { try inj.cure() }
@@ -126,7 +128,13 @@ struct ProcessCapture {
             t.setting = v
             posix.append(t)
         }
-        return ProcessWide(sigactions: out, brk: UInt64(bitPattern: brk), itimers: timers, attributes: attributes, posixTimers: posix)
+        var signals: [Int32: Int32] = [:]
+        for fd in descriptors {
+            let sig = try inj.syscall(.fcntl, UInt64(fd), 11)  // F_GETSIG
+            if sig > 0 { signals[fd] = Int32(sig) }
+        }
+        return ProcessWide(sigactions: out, brk: UInt64(bitPattern: brk), itimers: timers, attributes: attributes, posixTimers: posix,
+                           descriptorSignals: signals)
     }
 
     /// The timers /proc/PID/timers lists (their settings still to be read):

@@ -213,25 +213,33 @@ public struct ProcessImage: Codable, Equatable {
         /// Pipes: the other end is closed everywhere (a read end nobody can write to, or a write
         /// end nobody reads); restored as a pipe whose other end is closed.
         public var pipeOtherEndClosed: Bool?
+        /// The signal F_SETSIG set (sent for a lease's break, or for O_ASYNC), where one was asked for.
+        public var signal: Int32?
     }
 
     /// A flock, an open-file-description lock or a POSIX record lock.
     public struct FileLock: Codable, Equatable {
-        public enum Kind: String, Codable { case flock = "FLOCK", openFileDescription = "OFDLCK", posix = "POSIX" }
+        public enum Kind: String, Codable { case flock = "FLOCK", openFileDescription = "OFDLCK", posix = "POSIX", lease = "LEASE" }
         public var kind: Kind
         public var write: Bool
         /// Byte range; `end` nil: to the end of the file, however long.
         public var start: UInt64
         public var end: UInt64?
 
-        /// Parses fdinfo's "lock:\t1: FLOCK  ADVISORY  WRITE 812 08:01:1234 0 EOF". Throws a refusal
-        /// for what has no exact restore (leases, delegations, mandatory locks).
+        /// Parses fdinfo's "lock:\t1: FLOCK  ADVISORY  WRITE 812 08:01:1234 0 EOF" (a lease:
+        /// "LEASE  ACTIVE  READ ..."). Throws a refusal for what has no exact restore (a lease being
+        /// broken, delegations, mandatory locks).
         static func parse(_ line: Substring, fd: Int32) throws -> FileLock? {
             let f = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
             // lock:, id:, kind, ADVISORY, READ|WRITE, pid, dev:inode, start, end|EOF
             guard f.count >= 9, f[0] == "lock:" else { return nil }
             guard let kind = Kind(rawValue: String(f[2])) else {
-                throw CheckpointRefused(description: "fd \(fd) holds a \(f[2] == "LEASE" ? "lease" : String(f[2]).lowercased()) (F_SETLEASE), which cannot be checkpointed yet")
+                throw CheckpointRefused(description: "fd \(fd) holds a \(String(f[2]).lowercased()), which cannot be checkpointed yet")
+            }
+            if kind == .lease {
+                guard f[3] == "ACTIVE" else { throw CheckpointRefused(description: "fd \(fd) holds a lease being broken (\(f[3])), which cannot be checkpointed") }
+                guard f[4] == "READ" || f[4] == "WRITE" else { return nil }
+                return FileLock(kind: kind, write: f[4] == "WRITE", start: 0, end: nil)
             }
             guard f[3] == "ADVISORY" else { throw CheckpointRefused(description: "fd \(fd) holds a mandatory lock, which cannot be checkpointed") }
             guard f[4] == "READ" || f[4] == "WRITE", let start = UInt64(f[7]) else { return nil }
