@@ -49,6 +49,7 @@ extension Agent {
         if !refusals.isEmpty {
             throw CheckpointRefused(description: refusals.map { $0.description }.joined(separator: "; "), transient: refusals.allSatisfy { $0.transient })
         }
+        if tree.count > 1 { phases.mark("processes") }  // (then the tree's descriptors and shared objects)
         try TreeDescriptors.resolve(&images, pids: tree.map { $0.pid }, kept: config.keptDescriptors)
         let objects = try SharedObjects.find(&images, pids: tree.map { $0.pid })
         defer { for o in objects { close(o.fd) } }
@@ -59,7 +60,7 @@ extension Agent {
             images[k].links?.since = before ?? epoch
         }
 
-        phases.mark("context")
+        phases.mark(tree.count > 1 ? "descriptors" : "context")
         staging.reset()
         var pages = 0
         var frozenNodes = Set<Int>()
@@ -68,6 +69,7 @@ extension Agent {
                                     frozenNodes: &frozenNodes, into: staging)
             if k == 0 { phases.mark(staging.snapshot != nil ? "snapshot+pages" : "pages") }
         }
+        if tree.count > 1 { phases.mark("other processes' pages") }
         pages += try SharedObjects.stage(objects, into: staging)
         // The memory nodes keep those pages as they are now until the commit thread has read them
         // (and, where the store has them retain checkpoints, every node keeps this one's versions).
