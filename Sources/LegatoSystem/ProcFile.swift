@@ -20,6 +20,20 @@ public enum ProcFile {
         bytes(path).map { String(decoding: $0, as: UTF8.self) }
     }
 
+    /// The children of every thread of process `pid` (/proc/PID/task/*/children), as pids the
+    /// reader's /proc sees.
+    public static func children(of pid: pid_t) -> [pid_t] {
+        guard let dir = opendir("/proc/\(pid)/task") else { return [] }
+        defer { closedir(dir) }
+        var out: [pid_t] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let tid = pid_t(name) else { continue }
+            out += (text("/proc/\(pid)/task/\(tid)/children") ?? "").split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { pid_t($0) }
+        }
+        return out
+    }
+
     /// Writes `text` to a /proc (or /sys) file in one write: "value\n" to a sysctl, a PID's setting.
     public static func write(_ path: String, _ text: String) throws {
         let fd = open(path, O_WRONLY | O_CLOEXEC)

@@ -38,9 +38,10 @@ extension Agent {
         if tracer.programStatus != nil || fatalError != nil { throw CheckpointRefused(description: "the program ended during the checkpoint") }
         var images: [ProcessImage] = []
         var refusals: [CheckpointRefused] = []
+        let treePIDs = Set(tree.map { $0.pid })
         for (k, p) in tree.enumerated() {
             do {
-                images.append(try captureContext(p, tree: Set(tree.map { $0.pid }), early: early[k], name: name, epoch: epoch,
+                images.append(try captureContext(p, tree: treePIDs, early: early[k], name: name, epoch: epoch,
                                                  parent: checkpointer.base))
             } catch let e as CheckpointRefused where !tree.isEmpty {
                 refusals.append(tree.count == 1 ? e : CheckpointRefused(description: "pid \(p.nsPID) (\(p.command)): \(e.description)", transient: e.transient))
@@ -105,7 +106,8 @@ extension Agent {
         var refused: [String] = []
         var fds: [ProcessImage.FileDescriptor] = []
         do { fds = try context.fileDescriptors() } catch let e as CheckpointRefused { refused.append(e.description) }
-        let threads = try tracer.threads(in: space).filter { $0.tgid == pid }.sorted { $0.tid < $1.tid }.map { try context.thread($0) }
+        let tracees = tracer.threads(in: space).filter { $0.tgid == pid }.sorted { $0.tid < $1.tid }
+        let threads = try tracees.map { try context.thread($0) }
         let wide = try context.processWide(using: injector, signalsOf: fds.filter { $0.locks?.contains { $0.kind == .lease } == true }.map { $0.fd })
         for i in fds.indices { if let sig = wide.descriptorSignals[fds[i].fd] { fds[i].signal = sig } }
         var mmFields = try context.mmFields()
@@ -115,8 +117,6 @@ extension Agent {
         for i in vmas.indices where vmas[i].vmFlags?.contains("gu") == true {
             vmas[i].guardRanges = try space.guardRanges(start: vmas[i].start, end: vmas[i].end)
         }
-        let held = context.unrestorableState()
-        if !held.isEmpty { refused.append("it holds " + held.joined(separator: ", ")) }
         let children = context.childrenOutsideTree()
         if !children.refused.isEmpty {
             let refusal = "it has " + children.refused.joined(separator: ", ")
@@ -134,7 +134,7 @@ extension Agent {
                                  pendingSignals: try Sys.pendingSignals(pid, shared: true).map { Data($0) }, attributes: wide.attributes,
                                  membarrierRegistrations: space.membarrierRegistrations.sorted())
         if !wide.posixTimers.isEmpty { image.posixTimers = wide.posixTimers }
-        let filters = try context.ownSeccompFilters(threads: try tracer.threads(in: space).filter { $0.tgid == pid }.map { $0.tid })
+        let filters = try context.ownSeccompFilters(threads: tracees.map { $0.tid })
         if !filters.isEmpty { image.seccompFilters = filters }
         if p.tag != 0 { image.links = p.links }
         if !children.zombies.isEmpty {

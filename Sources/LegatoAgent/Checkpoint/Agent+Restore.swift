@@ -58,21 +58,11 @@ extension Agent {
             _ = try calls.call("rt_sigaction(\(a.signal))", .rtSigaction, UInt64(a.signal), act, 0, 8)
             calls.args.reset()
         }
-        for (which, v) in image.itimers.enumerated() where v.count == 4 && (v[2] != 0 || v[3] != 0) {
-            _ = try calls.call("setitimer(\(which))", .setitimer, UInt64(which), try calls.args.bytes(v.withUnsafeBytes { Array($0) }), 0)
-            calls.args.reset()
-        }
+        try restoreIntervalTimers(image, calls)
         // 6. Files and pipes (a tree's: each open file description once, see TreeRestore).
         try restoreFileDescriptors(image, calls, tree: tree)
-        // 7. cwd, umask, limits.
-        _ = try calls.call("chdir \(image.cwd)", .chdir, try calls.args.string(image.cwd))
-        calls.args.reset()
-        _ = try calls.call("umask", .umask, UInt64(image.umask))
-        for l in image.rlimits { try? Sys.setResourceLimit(pid, l.resource, soft: l.soft, hard: l.hard) }
-        if let a = image.attributes { try restoreAttributes(a, pid: pid, calls) }
-        for cmd in image.membarrierRegistrations ?? [] {
-            _ = try calls.call("membarrier(register 0x\(String(cmd, radix: 16)))", .membarrier, cmd, 0, 0)
-        }
+        // 7. cwd, umask, limits, attributes, membarrier registrations.
+        try restoreProcessSettings(image, pid: pid, calls)
         // 8. The other threads, each with its own tid, then the main thread's own state.
         let others = try image.threads.filter { $0.tid != image.pid }.map { try restoreThread($0, image, calls) }
         try restorePosixTimers(image, calls)  // (after the threads: a timer may signal one)
@@ -178,6 +168,27 @@ extension Agent {
             calls.args.reset()
         }
         _ = try calls.call("prctl(PR_TIMER_CREATE_RESTORE_IDS, off)", .prctl, 77, 0, 0, 0, 0)
+    }
+
+    /// The interval timers (setitimer) that were armed.
+    func restoreIntervalTimers(_ image: ProcessImage, _ calls: RestoreCalls) throws {
+        for (which, v) in image.itimers.enumerated() where v.count == 4 && (v[2] != 0 || v[3] != 0) {
+            _ = try calls.call("setitimer(\(which))", .setitimer, UInt64(which), try calls.args.bytes(v.withUnsafeBytes { Array($0) }), 0)
+            calls.args.reset()
+        }
+    }
+
+    /// cwd, umask, resource limits, the prctl attributes and membarrier registrations of process
+    /// `pid`, injected through `calls`.
+    func restoreProcessSettings(_ image: ProcessImage, pid: pid_t, _ calls: RestoreCalls) throws {
+        _ = try calls.call("chdir \(image.cwd)", .chdir, try calls.args.string(image.cwd))
+        calls.args.reset()
+        _ = try calls.call("umask", .umask, UInt64(image.umask))
+        for l in image.rlimits { try? Sys.setResourceLimit(pid, l.resource, soft: l.soft, hard: l.hard) }
+        if let a = image.attributes { try restoreAttributes(a, pid: pid, calls) }
+        for cmd in image.membarrierRegistrations ?? [] {
+            _ = try calls.call("membarrier(register 0x\(String(cmd, radix: 16)))", .membarrier, cmd, 0, 0)
+        }
     }
 
     /// The signals that were pending: the process's with rt_sigqueueinfo, each thread's with

@@ -107,15 +107,23 @@ extension Agent {
     /// Takes fd `fd` of the restored process `ns` (its pid in PROG's namespace) into this one at
     /// `f`'s number: pidfd_open + pidfd_getfd, injected here. The description is the same one.
     func takeDescriptor(from ns: Int32, fd: Int32, to f: ProcessImage.FileDescriptor, _ calls: RestoreCalls, _ tree: TreeRestore) throws {
-        let pidfd = try calls.call("pidfd_open(\(ns)) to take its fd \(fd) as fd \(f.fd)", .pidfdOpen, UInt64(ns), 0)
-        let got = try calls.call("pidfd_getfd(fd \(fd) of pid \(ns)) as fd \(f.fd)", .pidfdGetfd, UInt64(pidfd), UInt64(fd), 0)
-        _ = try calls.call("close", .close, UInt64(pidfd))
+        let got = try takeFromProcess(ns, fd: fd, calls, for: "fd \(f.fd)")
         if got == Int64(f.fd) {
             // pidfd_getfd sets close-on-exec; the descriptor may not have had it.
             if f.flags & 0o2000000 == 0 { _ = try calls.call("fcntl(F_SETFD, 0) fd \(f.fd)", .fcntl, UInt64(f.fd), 2, 0) }
         } else {
             try place(got, at: f, calls)
         }
+    }
+
+    /// A copy, in the process `calls` injects into, of fd `fd` of the restored process `ns` (its pid in
+    /// PROG's namespace): pidfd_open + pidfd_getfd, injected there; the same open file description,
+    /// close-on-exec, at the lowest free number.
+    func takeFromProcess(_ ns: Int32, fd: Int32, _ calls: RestoreCalls, for what: String) throws -> Int64 {
+        let pidfd = try calls.call("pidfd_open(\(ns)) to take its fd \(fd) as \(what)", .pidfdOpen, UInt64(ns), 0)
+        let got = try calls.call("pidfd_getfd(fd \(fd) of pid \(ns)) as \(what)", .pidfdGetfd, UInt64(pidfd), UInt64(fd), 0)
+        _ = try calls.call("close", .close, UInt64(pidfd))
+        return got
     }
 
     /// One pipe: pipe2, both ends moved above `high`, dup'd to every fd of the group, refilled.

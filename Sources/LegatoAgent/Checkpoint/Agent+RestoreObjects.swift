@@ -162,9 +162,7 @@ extension Agent {
         guard let fd = tree.objects[id] else { throw RestoreError.sharedObjectMissing(id: id) }
         if !member { return .descriptor(UInt64(fd)) }
         if let got = taken[id] { return .descriptor(UInt64(got)) }
-        let pidfd = try calls.call("pidfd_open(\(prog)) for shared object \(id)", .pidfdOpen, UInt64(prog), 0)
-        let got = try calls.call("pidfd_getfd(fd \(fd) of pid \(prog))", .pidfdGetfd, UInt64(pidfd), UInt64(fd), 0)
-        _ = try calls.call("close", .close, UInt64(pidfd))
+        let got = try takeFromProcess(prog, fd: fd, calls, for: "shared object \(id)")
         taken[id] = got
         return .descriptor(UInt64(got))
     }

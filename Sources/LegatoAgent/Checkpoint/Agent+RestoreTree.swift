@@ -49,10 +49,7 @@ extension Agent {
         let got = try parentCalls.call("clone3 process \(wanted)", .clone3, ptr, UInt64(cloneArgs.count * 8))
         parentCalls.args.reset()
         guard got == Int64(wanted) else { throw RestoreError.processNotRestored(name: name, pid: wanted, "came back from clone3 as \(got)") }
-        let children = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(parentPID)/task")) ?? []).flatMap { task in
-            (ProcFile.text("/proc/\(parentPID)/task/\(task)/children") ?? "").split(separator: " ").compactMap { pid_t($0) }
-        }
-        guard let pid = children.first(where: { Sys.namespaceTID($0) == wanted }) else {
+        guard let pid = ProcFile.children(of: parentPID).first(where: { Sys.namespaceTID($0) == wanted }) else {
             throw RestoreError.processNotRestored(name: name, pid: wanted, "is not a child of pid \(Sys.namespaceTID(parentPID))")
         }
         while true {  // its first stop (auto-attached: a PTRACE_EVENT_STOP)
@@ -147,22 +144,12 @@ extension Agent {
             _ = try calls.callResult(.rtSigaction, UInt64(sig), act, 0, 8)  // (a few signals refuse a handler: ignored)
             calls.args.reset()
         }
-        for (which, v) in image.itimers.enumerated() where v.count == 4 && (v[2] != 0 || v[3] != 0) {
-            _ = try calls.call("setitimer(\(which))", .setitimer, UInt64(which), try calls.args.bytes(v.withUnsafeBytes { Array($0) }), 0)
-            calls.args.reset()
-        }
+        try restoreIntervalTimers(image, calls)
         // 5. Its descriptors: none of what the fork copied stays; each comes from where it is now.
         _ = try calls.call("close_range(0, ~0)", .closeRange, 0, UInt64(UInt32.max), 0)
         try restoreFileDescriptors(image, calls, tree: tree, member: true)
         // 6. cwd, umask, limits, attributes, its process group.
-        _ = try calls.call("chdir \(image.cwd)", .chdir, try calls.args.string(image.cwd))
-        calls.args.reset()
-        _ = try calls.call("umask", .umask, UInt64(image.umask))
-        for l in image.rlimits { try? Sys.setResourceLimit(pid, l.resource, soft: l.soft, hard: l.hard) }
-        if let a = image.attributes { try restoreAttributes(a, pid: pid, calls) }
-        for cmd in image.membarrierRegistrations ?? [] {
-            _ = try calls.call("membarrier(register 0x\(String(cmd, radix: 16)))", .membarrier, cmd, 0, 0)
-        }
+        try restoreProcessSettings(image, pid: pid, calls)
         // A session of its own (setsid makes it the leader of a group of its own too); then its group.
         let leadsSession = links.session == image.pid
         if leadsSession { _ = try calls.call("setsid", .setsid) }

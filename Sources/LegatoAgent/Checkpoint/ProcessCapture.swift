@@ -174,12 +174,6 @@ struct ProcessCapture {
     /// A field of /proc/PID/status of the process, or of its thread `tid`.
     func statusField(_ name: String, of tid: pid_t? = nil) -> String? { ProcFile.statusField("\(tid ?? pid)", name) }
 
-    /// What the process holds that no restore brings back yet, named. (Leases are refused with the descriptors.)
-    func unrestorableState() -> [String] {
-        var out: [String] = []
-        return out
-    }
-
     /// The seccomp filters the process installed itself, oldest first: those beyond what `legato
     /// run` inherited (a container's, a systemd unit's: a restore started the same way has them)
     /// and the agent's own. Its threads must all run under the same ones (else refused by name).
@@ -198,9 +192,7 @@ struct ProcessCapture {
     /// yet (zombies, saved), and the others, named: live ones the agent has not taken over yet (a
     /// fork a moment ago: `passing`), and zombies a restore cannot make again (a core dumped).
     func childrenOutsideTree() -> (zombies: [ProcessImage.Zombie], refused: [String], passing: Bool) {
-        let children = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []).flatMap { task in
-            (ProcFile.text("/proc/\(pid)/task/\(task)/children") ?? "").split(separator: " ").compactMap { pid_t($0) }
-        }.filter { !tree.contains($0) }.sorted()
+        let children = ProcFile.children(of: pid).filter { !tree.contains($0) }.sorted()
         var zombies: [ProcessImage.Zombie] = [], refused: [String] = []
         var passing = true
         for child in children {
