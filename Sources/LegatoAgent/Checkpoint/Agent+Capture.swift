@@ -65,12 +65,15 @@ extension Agent {
         staging.reset()
         var pages = 0
         var frozenNodes = Set<Int>()
+        let copies = PauseCopies()
         for (k, p) in tree.enumerated() {
             pages += try stagePages(p, vmas: images[k].vmas, parent: checkpointer.base, snapshotAllowed: k == 0,
-                                    frozenNodes: &frozenNodes, into: staging)
-            if k == 0 { phases.mark(staging.snapshot != nil ? "snapshot+pages" : "pages") }
+                                    frozenNodes: &frozenNodes, copies: copies, into: staging)
+            if k == 0 && tree.count > 1 { phases.mark(staging.snapshot != nil ? "PROG's snapshot" : "PROG's pages") }
         }
-        if tree.count > 1 { phases.mark("other processes' pages") }
+        let copied = copies.pages
+        try copies.run()
+        phases.mark(tree.count > 1 ? "pages (\(copied) copied by two threads)" : staging.snapshot != nil ? "snapshot+pages" : "pages")
         pages += try SharedObjects.stage(objects, into: staging)
         // The memory nodes keep those pages as they are now until the commit thread has read them
         // (and, where the store has them retain checkpoints, every node keeps this one's versions).
@@ -145,9 +148,10 @@ extension Agent {
 
     /// Stages the pages of one process changed since `parent` (all with content if nil), tagged
     /// with its pid unless it is PROG; returns how many. PROG's many changed resident pages may go
-    /// into a copy-on-write snapshot (`snapshotAllowed`).
+    /// into a copy-on-write snapshot (`snapshotAllowed`); other resident ones are added to `copies`,
+    /// whose destinations hold nothing until the caller runs it.
     private func stagePages(_ p: TreeProcess, vmas: [ProcessImage.VMA], parent: UInt64?, snapshotAllowed: Bool,
-                            frozenNodes: inout Set<Int>, into staging: CheckpointStaging) throws -> Int {
+                            frozenNodes: inout Set<Int>, copies: PauseCopies, into staging: CheckpointStaging) throws -> Int {
         let space = p.space
         @inline(__always) func tagged(_ a: UInt64) -> UInt64 { TreePages.tagged(a, pid: p.tag) }
         // Pages written since the last checkpoint: get-and-clear the kernel's written bits (the pages
@@ -213,8 +217,8 @@ extension Agent {
                     staging.addZeros(tagged(r.address(at: i)), n)
                 case 1:
                     try stageLocalElsewhere(r, i, n, pid: p.pid, tag: p.tag, into: staging)
-                default:
-                    try readPagesForCheckpoint(r, i, n, pid: p.pid, into: try staging.reserve(tagged(r.address(at: i)), n))
+                default:  // resident: copied once every process is staged (PauseCopies)
+                    copies.add(pid: p.pid, address: r.address(at: i), pages: n, into: try staging.reserve(tagged(r.address(at: i)), n))
                 }
                 if from != 3 { pages += n }
                 i += n
@@ -225,7 +229,7 @@ extension Agent {
                 var a = s
                 while a < e {
                     let n = Int(min(UInt64(CheckpointStaging.runPages), (e - a) >> Page.shift))
-                    try Sys.readProcessMemory(pid: p.pid, address: a, length: n * Page.size, into: try staging.reserve(tagged(a), n))
+                    copies.add(pid: p.pid, address: a, pages: n, into: try staging.reserve(tagged(a), n))
                     pages += n
                     a += UInt64(n * Page.size)
                 }
