@@ -16,7 +16,7 @@ final class PauseCopies {
         let pages: Int
         let into: UnsafeMutableRawPointer
     }
-    private(set) var copies: [Copy] = []
+    private var copies: [Copy] = []
     private(set) var pages = 0
     /// Below this many pages the helper is not worth its wake-up.
     static let helperAbovePages = 1024
