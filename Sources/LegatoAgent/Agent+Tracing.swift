@@ -17,7 +17,8 @@ extension Agent: TraceEvents {
         guard let space = t.space else { return }
         space.tracedMemoryCalls &+= 1
         switch call {
-        case .mmap, .mremap, .brk, .mlock, .munlock, .mlockall, .munlockall, .mlock2, .mseal:
+        case .mmap, .mremap, .brk, .mlock, .munlock, .mlockall, .munlockall, .mlock2, .mseal,
+             .ioSetup, .ioSubmit, .ioGetevents, .ioPgetevents, .ioDestroy:
             t.awaitingExit = call
         case .membarrier:
             // Only a registration needs its result (a barrier itself may be frequent: one stop is enough).
@@ -59,6 +60,16 @@ extension Agent: TraceEvents {
             if call == .madvise && ret == 0 && (regs.rdx == 10 || regs.rdx == 18) { mm.usesForkAdvice = true }
         case .clone, .clone3, .fork:
             forkExit(t, in: mm)
+        case .ioSetup where ret == 0:
+            // io_setup(nr_events, &ctx): the new context's id is in *ctx.
+            let id = try readProgramWord(at: regs.rsi, tid: t.tid, in: mm)
+            mm.aio.setUp(id, requested: UInt32(truncatingIfNeeded: regs.rdi))
+        case .ioSubmit:
+            mm.aio.submitted(regs.rdi, ret)
+        case .ioGetevents, .ioPgetevents:
+            mm.aio.reaped(regs.rdi, ret)
+        case .ioDestroy where ret == 0:
+            mm.aio.destroyed(regs.rdi)
         case .membarrier where ret == 0:
             // (The first argument is still in rdi at the exit stop.)
             if Agent.membarrierRegistrations.contains(regs.rdi) { mm.membarrierRegistrations.insert(regs.rdi) }
@@ -87,6 +98,8 @@ extension Agent: TraceEvents {
         case .mremap where !failed:
             let oldSize = Page.alignUp(regs.rsi), newSize = Page.alignUp(regs.rdx)
             let at = UInt64(bitPattern: ret)
+            // An aio ring moved: its context's id is its new address (the kernel's aio_ring_mremap).
+            if at != regs.rdi { mm.aio.moved(regs.rdi, to: at) }
             // A move was reported by the REMAP event already; a managed region that grew keeps its
             // uffd registration (the VMA was expanded), so only the table needs the new pages.
             if newSize > oldSize, mm.table.regions.find(at) != nil || mm.table.regions.find(at + oldSize - Page.size.u64) != nil {

@@ -39,6 +39,10 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case munlockall = 152
     case prctl = 157
     case archPrctl = 158
+    case ioSetup = 206
+    case ioDestroy = 207
+    case ioGetevents = 208
+    case ioSubmit = 209
     case setTidAddress = 218
     case timerCreate = 222
     case timerSettime = 223
@@ -53,6 +57,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case seccomp = 317
     case memfdCreate = 319
     case mlock2 = 325
+    case ioPgetevents = 333
     case rseq = 334
     case pidfdOpen = 434
     case clone3 = 435
@@ -111,6 +116,11 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
         case .mseal: return "mseal"
         case .prctl: return "prctl"
         case .archPrctl: return "arch_prctl"
+        case .ioSetup: return "io_setup"
+        case .ioDestroy: return "io_destroy"
+        case .ioGetevents: return "io_getevents"
+        case .ioSubmit: return "io_submit"
+        case .ioPgetevents: return "io_pgetevents"
         case .setTidAddress: return "set_tid_address"
         case .setRobustList: return "set_robust_list"
         case .dup3: return "dup3"

@@ -33,8 +33,13 @@
  *   loginuid the audit login uid it set itself (4242)
  *   lease    a read lease with its own break signal: held, it holds an open for writing back and
  *            its break arrives as that signal
- *   aio, mlock, mseal
- *            state a checkpoint must refuse (an aio ring, locked memory, sealed memory):
+ *   aio      aio contexts: one whose ring has wrapped, holding 3 unreaped reads; one of several
+ *            pages holding 3; a destroyed one between them: rings' headers (index, capacity, head,
+ *            tail), the events and what they read, then new requests and a new context (which must
+ *            get the freed index)
+ *   aio-inflight, mlock, mseal
+ *            state a checkpoint must refuse (an aio request in flight: a poll on an empty pipe;
+ *            locked memory, sealed memory):
  *            set up, then "done" once triggered (the test checks the refusal names it)
  */
 #define _GNU_SOURCE
@@ -49,9 +54,11 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <linux/aio_abi.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
+#include <poll.h>
 #include <sys/file.h>
 #include <sys/ipc.h>
 #include <sys/personality.h>
@@ -622,11 +629,104 @@ static int zombies(const char *trigger) {
     return 0;
 }
 
+/* The kernel's aio ring header (fs/aio.c), followed by its io_events. */
+struct aio_ring_header {
+    unsigned id, nr, head, tail, magic, compat_features, incompat_features, header_length;
+};
+
+static long aio_read_at(aio_context_t ctx, int fd, char *buf, long offset, unsigned long tag) {
+    struct iocb cb = {0};
+    struct iocb *list[1] = {&cb};
+    cb.aio_data = tag;
+    cb.aio_lio_opcode = IOCB_CMD_PREAD;
+    cb.aio_fildes = (unsigned)fd;
+    cb.aio_buf = (unsigned long)buf;
+    cb.aio_nbytes = 16;
+    cb.aio_offset = offset;
+    return syscall(SYS_io_submit, ctx, 1L, list);
+}
+
+static char aio_expected(long offset, int i) { return (char)('a' + (offset / 4096 + i) % 26); }
+
+/* Reaps exactly `n` events of ctx, each a 16-byte read: their tags in order must be first_tag..,
+ * each buffer (buffers[tag - first_tag]) what the file holds at its offset (offsets[...]). */
+static void aio_expect(const char *which, aio_context_t ctx, int n, unsigned long first_tag, char bufs[][16], const long *offsets) {
+    struct io_event ev[8];
+    struct timespec wait = {2, 0};
+    long got = syscall(SYS_io_getevents, ctx, (long)n, 8L, ev, &wait);
+    if (got != n) { fail("%s: io_getevents got %ld events, not %d", which, got, n); return; }
+    for (int k = 0; k < n; k++) {
+        unsigned long i = ev[k].data - first_tag;
+        if (ev[k].data != first_tag + (unsigned long)k) fail("%s: event %d has tag %llu, not %lu", which, k, (unsigned long long)ev[k].data, first_tag + k);
+        if (ev[k].res != 16) fail("%s: event %d read %lld bytes", which, k, (long long)ev[k].res);
+        if (i < 8)
+            for (int b = 0; b < 16; b++)
+                if (bufs[i][b] != aio_expected(offsets[i], b)) { fail("%s: event %d's buffer differs at %d", which, k, b); break; }
+    }
+    struct timespec none = {0, 0};
+    if ((got = syscall(SYS_io_getevents, ctx, 0L, 8L, ev, &none)) != 0) fail("%s: %ld more events", which, got);
+}
+
+static int aio_rings(const char *trigger) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s.aio-data", trigger);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) { perror(path); return 2; }
+    static char data[16 * 4096];
+    for (long off = 0; off < (long)sizeof data; off += 4096)
+        for (int i = 0; i < 4096; i++) data[off + i] = aio_expected(off, i);
+    if (write(fd, data, sizeof data) != (ssize_t)sizeof data) { perror("write"); return 2; }
+    aio_context_t a = 0, gone = 0, b = 0;
+    if (syscall(SYS_io_setup, 8L, &a) != 0 || syscall(SYS_io_setup, 4L, &gone) != 0 || syscall(SYS_io_setup, 700L, &b) != 0) { perror("io_setup"); return 2; }
+    if (syscall(SYS_io_destroy, gone) != 0) { perror("io_destroy"); return 2; }
+    struct aio_ring_header *ra = (struct aio_ring_header *)a, *rb = (struct aio_ring_header *)b;
+    /* Ring a: requests reaped one by one until its head is at its last slot, then 3 not reaped (its tail wraps). */
+    static char scratch[16], abufs[3][16], bbufs[5][16];
+    struct io_event ev[8];
+    for (unsigned k = 0; k + 1 < ra->nr; k++) {
+        if (aio_read_at(a, fd, scratch, 0, 1) != 1 || syscall(SYS_io_getevents, a, 1L, 1L, ev, NULL) != 1) { perror("aio cycle"); return 2; }
+    }
+    long aoff[3] = {4096, 3 * 4096, 5 * 4096}, boff[5] = {0, 2 * 4096, 4 * 4096, 6 * 4096, 8 * 4096};
+    for (int k = 0; k < 3; k++) if (aio_read_at(a, fd, abufs[k], aoff[k], 100 + k) != 1) { perror("io_submit a"); return 2; }
+    for (int k = 0; k < 5; k++) if (aio_read_at(b, fd, bbufs[k], boff[k], 200 + k) != 1) { perror("io_submit b"); return 2; }
+    if (syscall(SYS_io_getevents, b, 2L, 2L, ev, NULL) != 2 || ev[0].data != 200 || ev[1].data != 201) { perror("io_getevents b"); return 2; }
+    struct aio_ring_header ha = *ra, hb = *rb;
+    if (ha.tail >= ha.head) { fprintf(stderr, "ring a did not wrap (head %u tail %u)\n", ha.head, ha.tail); return 2; }
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    if (memcmp(ra, &ha, sizeof ha) != 0) fail("ring a's header: index %u nr %u head %u tail %u, was %u %u %u %u", ra->id, ra->nr, ra->head, ra->tail, ha.id, ha.nr, ha.head, ha.tail);
+    if (memcmp(rb, &hb, sizeof hb) != 0) fail("ring b's header: index %u nr %u head %u tail %u, was %u %u %u %u", rb->id, rb->nr, rb->head, rb->tail, hb.id, hb.nr, hb.head, hb.tail);
+    aio_expect("ring a", a, 3, 100, abufs, aoff);
+    aio_expect("ring b", b, 3, 202, bbufs + 2, boff + 2);
+    /* Both contexts take new requests (ring a past its full lap). */
+    long more[2] = {7 * 4096, 9 * 4096};
+    char mbufs[2][16];
+    for (int k = 0; k < 2; k++) if (aio_read_at(k ? b : a, fd, mbufs[k], more[k], 300) != 1) fail("io_submit to ring %c after the restore: %s", k ? 'b' : 'a', strerror(errno));
+    aio_expect("ring a, new request", a, 1, 300, mbufs, more);
+    aio_expect("ring b, new request", b, 1, 300, mbufs + 1, more + 1);
+    aio_context_t c = 0;
+    if (syscall(SYS_io_setup, 4L, &c) != 0) fail("io_setup after the restore: %s", strerror(errno));
+    else if (((struct aio_ring_header *)c)->id != 1) fail("a new context got index %u, not the freed 1", ((struct aio_ring_header *)c)->id);
+    if (syscall(SYS_io_destroy, a) != 0 || syscall(SYS_io_destroy, b) != 0 || (c && syscall(SYS_io_destroy, c) != 0)) fail("io_destroy: %s", strerror(errno));
+    close(fd);
+    unlink(path);
+    return 0;
+}
+
 /* State with no exact restore yet: a checkpoint must refuse it (by name) and let the program run on. */
 static int refused(const char *mode, const char *trigger) {
-    if (strcmp(mode, "aio") == 0) {
-        unsigned long ctx = 0;
-        if (syscall(SYS_io_setup, 8, &ctx) != 0) { perror("io_setup"); return 2; }
+    aio_context_t ctx = 0;
+    int pipefd[2] = {-1, -1};
+    if (strcmp(mode, "aio-inflight") == 0) {
+        /* A poll of an empty pipe: in flight until the pipe has data. */
+        struct iocb cb = {0};
+        struct iocb *list[1] = {&cb};
+        if (syscall(SYS_io_setup, 8L, &ctx) != 0 || pipe2(pipefd, O_CLOEXEC) != 0) { perror("io_setup"); return 2; }
+        cb.aio_lio_opcode = IOCB_CMD_POLL;
+        cb.aio_fildes = (unsigned)pipefd[0];
+        cb.aio_buf = POLLIN;
+        if (syscall(SYS_io_submit, ctx, 1L, list) != 1) { perror("io_submit"); return 2; }
     } else if (strcmp(mode, "mlock") == 0 || strcmp(mode, "mseal") == 0) {
         char *p = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) { perror("mmap"); return 2; }
@@ -637,13 +737,17 @@ static int refused(const char *mode, const char *trigger) {
     printf("ready\n");
     fflush(stdout);
     wait_for(trigger);
+    if (ctx) {
+        struct io_event ev;
+        if (write(pipefd[1], "x", 1) != 1 || syscall(SYS_io_getevents, ctx, 1L, 1L, &ev, NULL) != 1) { perror("aio poll"); return 2; }
+    }
     printf("done\n");
     return 0;
 }
 
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|mlock|mseal TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|aio-inflight|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -661,7 +765,8 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "seccomp") == 0) r = seccomp_filters(argv[2]);
     else if (strcmp(argv[1], "loginuid") == 0) r = loginuid(argv[2]);
     else if (strcmp(argv[1], "lease") == 0) r = lease(argv[2]);
-    else if (strcmp(argv[1], "aio") == 0 ||
+    else if (strcmp(argv[1], "aio") == 0) r = aio_rings(argv[2]);
+    else if (strcmp(argv[1], "aio-inflight") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);
     else {
         fprintf(stderr, "statecheck: unknown mode %s\n", argv[1]);

@@ -36,6 +36,8 @@ final class AddressSpace {
     var tracedMemoryCalls: UInt64 = 0
     /// membarrier(MEMBARRIER_CMD_REGISTER_*) commands PROG made for this mm (no call reads them back).
     var membarrierRegistrations: Set<UInt64> = []
+    /// The process's aio contexts and their requests (a fork's child has none: rings are not copied).
+    var aio = AioContexts()
     var currentBrk: UInt64 = 0
 
     init(budget: LocalBudget, keys: KeyAllocator) { table = PageTable(budget: budget, keys: keys) }
@@ -77,6 +79,7 @@ final class AddressSpace {
         processMadvisePidfd = -1
         currentBrk = 0
         membarrierRegistrations = []
+        aio.removeAll()
         pidfdInherited = false
         usesForkAdvice = false
         forkingThread = nil

@@ -120,6 +120,8 @@ extension Agent {
         for i in vmas.indices where vmas[i].vmFlags?.contains("gu") == true {
             vmas[i].guardRanges = try space.guardRanges(start: vmas[i].start, end: vmas[i].end)
         }
+        let aio = try AioRings.capture(vmas, pid: pid, contexts: space.aio)
+        refused += aio.refused
         let children = context.childrenOutsideTree()
         if !children.refused.isEmpty {
             let refusal = "it has " + children.refused.joined(separator: ", ")
@@ -137,6 +139,7 @@ extension Agent {
                                  pendingSignals: try Sys.pendingSignals(pid, shared: true).map { Data($0) }, attributes: wide.attributes,
                                  membarrierRegistrations: space.membarrierRegistrations.sorted())
         if !wide.posixTimers.isEmpty { image.posixTimers = wide.posixTimers }
+        if !aio.rings.isEmpty { image.aioRings = aio.rings }
         let filters = try context.ownSeccompFilters(threads: tracees.map { $0.tid })
         if !filters.isEmpty { image.seccompFilters = filters }
         if p.tag != 0 { image.links = p.links }

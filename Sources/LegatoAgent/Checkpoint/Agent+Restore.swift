@@ -41,6 +41,7 @@ extension Agent {
         for v in image.vmas {
             try restoreMapping(v, image, calls) { try self.objectDescriptor($0, calls, tree!, prog: image.pid, member: false, taken: &noneTaken) }
         }
+        try restoreAioRings(image, calls)
         marks.mark("mappings")
         // 3. Pages of file mappings now; the others wait in `backing` for the regions.
         let backing = try placePages(pid, source)
@@ -84,6 +85,7 @@ extension Agent {
         // 9. From here PROG is a managed process like any other.
         try takeUserfaultfd(pid, into: mm)
         mm.membarrierRegistrations = Set(image.membarrierRegistrations ?? [])
+        mm.aio = AioRings.contexts(of: image.aioRings)
         try manageExistingMappings(pid, in: mm)
         marks.mark("uffd")
         try writeUnmanagedPages(pid, backing.bindKeys(mm.table.regions), backing)
@@ -232,6 +234,7 @@ extension Agent {
 
     /// `object`: the descriptor, in the process, of a shared object (for a mapping that maps one).
     func restoreMapping(_ v: ProcessImage.VMA, _ image: ProcessImage, _ calls: RestoreCalls, object: (Int) throws -> SharedMapping) throws {
+        if AioRings.isRing(v) { return }  // made with its context once every mapping is back (restoreAioRings)
         if let id = v.object {
             let len = v.end - v.start
             switch try object(id) {

@@ -119,6 +119,7 @@ extension Agent {
         for v in image.vmas {
             try restoreMapping(v, image, calls) { try self.objectDescriptor($0, calls, tree, prog: source.image.pid, member: true, taken: &taken) }
         }
+        try restoreAioRings(image, calls)
         let own = RestoreSource(image: image, layers: TreePages.view(source.layers, member: image.pid, since: links.since))
         let backing = try placePages(pid, own)
         try writeUnmanagedPages(pid, backing.bindKeys(RegionTable()), backing)
@@ -191,6 +192,7 @@ extension Agent {
     func takeOver(_ m: RestoredMember) throws {
         try takeUserfaultfd(m.leader.tid, into: m.space)
         m.space.membarrierRegistrations = Set(m.image.membarrierRegistrations ?? [])
+        m.space.aio = AioRings.contexts(of: m.image.aioRings)
         try manageExistingMappings(m.leader.tid, in: m.space)
         stats.addressSpaces += 1
     }

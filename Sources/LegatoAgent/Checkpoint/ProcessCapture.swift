@@ -265,7 +265,7 @@ struct ProcessCapture {
 
     /// Why mapping `v` has no exact restore (nil: it has one). A mapping of something unlinked
     /// ("(deleted)") is brought back as a shared object (SharedObjects) but SysV shared memory
-    /// and the aio ring, whose ids a restore cannot give back.
+    /// and the aio ring (AioRings).
     static func unrestorable(_ v: ProcessImage.VMA) -> String? {
         switch v.kind {
         case .vdso, .vvar, .vsyscall: return nil
@@ -277,7 +277,7 @@ struct ProcessCapture {
             if file == "/dev/zero" { return "shared anonymous memory (\(path))" }
             if file.hasPrefix("/SYSV") { return "SysV shared memory (\(path))" }
             if file.hasPrefix("/memfd:") { return "a memfd (\(path))" }
-            if file == "/[aio]" { return "an aio ring (\(path))" }
+            if file == "/[aio]" { return v.kind == .shared ? nil : "an aio ring (\(path)) mapped privately" }  // AioRings
             return "the unlinked file \(file)"
         }
         if v.kind == .shared && !(v.path?.hasPrefix("/") ?? false) { return "shared anonymous memory (\(v.path ?? "anonymous"))" }

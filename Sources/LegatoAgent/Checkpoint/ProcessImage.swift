@@ -50,6 +50,24 @@ public struct ProcessImage: Codable, Equatable {
     public var attributes: Attributes?
     /// membarrier registration commands the process had made (MEMBARRIER_CMD_REGISTER_*).
     public var membarrierRegistrations: [UInt64]?
+    /// The process's aio contexts (io_setup), each with its ring as it was; none had a request in
+    /// flight (AioRings).
+    public var aioRings: [AioRing]?
+
+    public struct AioRing: Codable, Equatable {
+        /// The ring's address (the context's id, what io_submit names) and length.
+        public var start: UInt64
+        public var length: UInt64
+        /// The kernel's index of the context in the process (the ring header's id).
+        public var index: UInt32
+        /// What io_setup was asked for; the ring's capacity (its header's nr), head and tail.
+        public var requested: UInt32
+        public var capacity: UInt32
+        public var head: UInt32
+        public var tail: UInt32
+        /// The ring's bytes after its header: the events (those from head to tail not reaped yet).
+        public var events: Data
+    }
     /// Where the process sits in PROG's tree (nil for PROG in checkpoints of one process).
     public var links: TreeLinks?
     /// PROG's image only: every other process of its tree, parents before their children (the

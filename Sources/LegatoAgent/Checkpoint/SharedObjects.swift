@@ -11,8 +11,8 @@ import LegatoSystem
 /// object again in PROG and maps it wherever it was mapped (Agent+RestoreObjects).
 ///
 /// A SysV segment is one too, made again with its key and id; it must be attached only by processes
-/// of the tree, each mapping the whole of it. The aio ring is not (it is refused by name): its
-/// context must come back with the same number.
+/// of the tree, each mapping the whole of it. The aio ring is not: it comes back with its context
+/// (AioRings).
 enum SharedObjects {
     /// The kind of object a mapping maps, nil for one a path or the agent's own paging brings back.
     static func kind(of v: ProcessImage.VMA) -> ProcessImage.SharedObject.Kind? {

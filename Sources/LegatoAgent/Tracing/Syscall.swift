@@ -6,7 +6,9 @@ extension Syscall {
                                     // change mappings' flags without changing /proc/PID/maps (MappingFlags.Reading)
                                     .mlock, .munlock, .mlockall, .munlockall, .mlock2, .mseal,
                                     // registrations a restore must make again
-                                    .membarrier]
+                                    .membarrier,
+                                    // aio requests, counted so a checkpoint knows none is in flight (AioContexts)
+                                    .ioSetup, .ioSubmit, .ioGetevents, .ioPgetevents, .ioDestroy]
 }
 
 /// clone(2) flags the tracer reads to tell a thread from a process.
