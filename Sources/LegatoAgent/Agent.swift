@@ -27,6 +27,9 @@ public final class Agent {
         /// (a fork's page-table copy, ~80 ns a resident page) rather than copying them in the pause
         /// (0.7-2 µs a page, more where evictions left the resident pages scattered).
         public var snapshotAbovePages = 4096
+        /// ... and only when they are at least 1/this of all resident pages (the fork copies every
+        /// resident page's table entry, about a fifth of a page copy each); 0: the count alone decides.
+        public var snapshotCopyRatio = 5
         /// Restore this checkpoint instead of starting PROG afresh.
         public var restore: RestoreSource?
         public var localBudgetBytes: UInt64

@@ -84,7 +84,10 @@ struct MemoryOptions: ParsableArguments {
         config.newPIDNamespace = !noPIDNamespace
         config.stateDirectory = stateDirectory
         config.checkpointEverySeconds = checkpointEvery?.seconds
-        if let n = snapshotAbovePages { config.snapshotAbovePages = max(1, n) }
+        if let n = snapshotAbovePages {  // (for tests: the count alone decides)
+            config.snapshotAbovePages = max(1, n)
+            config.snapshotCopyRatio = 0
+        }
         configure(&config)
         if config.checkpointEverySeconds != nil && config.name == nil {
             writeError("legato: --checkpoint-every needs --name")

@@ -30,19 +30,44 @@ extension Agent {
         // smaps is slow to read: read it while the tree runs, and only check in the pause that it holds.
         let early = tree.map { MappingFlags.Reading(pid: $0.pid, tracedCalls: $0.space.tracedMemoryCalls) }
         try fetcher.drainAll()
+        // Staging memory for what the pause will likely copy, faulted in while the tree still runs.
+        staging.reset()
+        try staging.prepare(pages: try expectedCopies(tree, parent: checkpointer.base))
         let started = monotonicNanos()
         var phases = PhaseTimer(since: started)
         try tracer.freeze(tree.map { $0.space }, serve: loop(until:))
         phases.mark("freeze")
         defer { tracer.thaw() }
         if tracer.programStatus != nil || fatalError != nil { throw CheckpointRefused(description: "the program ended during the checkpoint") }
+        // The managed pages first, so a helper copies them while the contexts are captured (PauseCopies);
+        // PROG's, when it takes a snapshot (which needs its mappings' flags), after its context.
+        var pages = 0
+        var frozenNodes = Set<Int>()
+        let copies = PauseCopies()
+        defer { copies.abandon() }
+        for p in tree { try noteWrittenPages(p.space) }
+        // A snapshot's fork copies PROG's page tables: it pays when many pages changed (Config.snapshotCopyRatio).
+        let resident = residentPages(tree[0].space, parent: checkpointer.base)
+        let progSnapshot = snapshotPays(changed: resident.changed, all: resident.all)
+        for (k, p) in tree.enumerated() where !(k == 0 && progSnapshot) {
+            pages += try stageManagedPages(p, parent: checkpointer.base, snapshot: false, notInSnapshot: AddressRanges([]),
+                                           frozenNodes: &frozenNodes, copies: copies, into: staging)
+        }
+        copies.start()
+        phases.mark("pages to copy")
         var images: [ProcessImage] = []
         var refusals: [CheckpointRefused] = []
         let treePIDs = Set(tree.map { $0.pid })
+        let captures = tree.map { processCapture($0, tree: treePIDs) }
+        // Each process's /proc side on a helper thread, while this one (ptrace's) does the rest.
+        let reads = ProcessFileReads(captures, early: early, tracedCalls: tree.map { $0.space.tracedMemoryCalls }, aio: tree.map { $0.space.aio })
+        defer { reads.wait() }
+        let traced = tree.indices.map { k in Result { try captureTraced(tree[k], captures[k]) } }
+        let files = reads.wait()
         for (k, p) in tree.enumerated() {
             do {
-                images.append(try captureContext(p, tree: treePIDs, early: early[k], name: name, epoch: epoch,
-                                                 parent: checkpointer.base))
+                images.append(try assembleContext(p, captures[k], traced: try traced[k].get(), files: try files[k].get(),
+                                                  name: name, epoch: epoch, parent: checkpointer.base))
             } catch let e as CheckpointRefused where !tree.isEmpty {
                 refusals.append(tree.count == 1 ? e : CheckpointRefused(description: "pid \(p.nsPID) (\(p.command)): \(e.description)", transient: e.transient))
             }
@@ -62,18 +87,19 @@ extension Agent {
         }
 
         phases.mark(tree.count > 1 ? "descriptors" : "context")
-        staging.reset()
-        var pages = 0
-        var frozenNodes = Set<Int>()
-        let copies = PauseCopies()
-        for (k, p) in tree.enumerated() {
-            pages += try stagePages(p, vmas: images[k].vmas, parent: checkpointer.base, snapshotAllowed: k == 0,
-                                    frozenNodes: &frozenNodes, copies: copies, into: staging)
-            if k == 0 && tree.count > 1 { phases.mark(staging.snapshot != nil ? "PROG's snapshot" : "PROG's pages") }
+        if progSnapshot {
+            if let injector = tracer.injectableThread(in: tree[0].space) { staging.snapshot = try takeSnapshot(using: injector) }
+            // A fork does not copy MADV_DONTFORK memory and zeroes MADV_WIPEONFORK memory: the snapshot
+            // child cannot give those pages, so they are copied in the pause.
+            let notInSnapshot = AddressRanges(images[0].vmas.filter { ($0.vmFlags ?? []).contains { $0 == "dc" || $0 == "wf" } }.map { $0.start..<$0.end })
+            pages += try stageManagedPages(tree[0], parent: checkpointer.base, snapshot: staging.snapshot != nil, notInSnapshot: notInSnapshot,
+                                           frozenNodes: &frozenNodes, copies: copies, into: staging)
+            phases.mark(staging.snapshot != nil ? "PROG's snapshot" : "PROG's pages")
         }
+        for (k, p) in tree.enumerated() { pages += try stageFileMappingPages(p, vmas: images[k].vmas, copies: copies, into: staging) }
         let copied = copies.pages
-        try copies.run()
-        phases.mark(tree.count > 1 ? "pages (\(copied) copied by two threads)" : staging.snapshot != nil ? "snapshot+pages" : "pages")
+        try copies.finish()
+        phases.mark("pages (\(copied) copied, from the freeze on, by two threads)")
         pages += try SharedObjects.stage(objects, into: staging)
         // The memory nodes keep those pages as they are now until the commit thread has read them
         // (and, where the store has them retain checkpoints, every node keeps this one's versions).
@@ -96,51 +122,70 @@ extension Agent {
                                 snapshot: staging.snapshot != nil, image: image)
     }
 
-    /// Everything of one frozen process but its pages; refuses (CheckpointRefused) what cannot be restored.
-    private func captureContext(_ p: TreeProcess, tree: Set<pid_t>, early: MappingFlags.Reading, name: String, epoch: UInt64, parent: UInt64?) throws -> ProcessImage {
-        let pid = p.pid, space = p.space
-        guard let injector = tracer.injectableThread(in: space) else {
-            throw CheckpointRefused(description: "no thread of the program is in a stop fit for injection; try again", transient: true)
-        }
-        var context = ProcessCapture(pid: pid, scratch: space.scratch, agentOwnedFD: space.processMadvisePidfd, tracer: tracer,
+    private func processCapture(_ p: TreeProcess, tree: Set<pid_t>) -> ProcessCapture {
+        var context = ProcessCapture(pid: p.pid, scratch: p.space.scratch, agentOwnedFD: p.space.processMadvisePidfd, tracer: tracer,
                                      whileWaiting: { [self] in try? pollOnce(reapStops: false, sleepMillis: 5) })
         context.kept = config.keptDescriptors
         context.tree = tree
-        var refused: [String] = []
-        var fds: [ProcessImage.FileDescriptor] = []
-        do { fds = try context.fileDescriptors() } catch let e as CheckpointRefused { refused.append(e.description) }
-        let tracees = tracer.threads(in: space).filter { $0.tgid == pid }.sorted { $0.tid < $1.tid }
-        let threads = try tracees.map { try context.thread($0) }
-        let wide = try context.processWide(using: injector, signalsOf: fds.filter { $0.locks?.contains { $0.kind == .lease } == true }.map { $0.fd })
-        for i in fds.indices { if let sig = wide.descriptorSignals[fds[i].fd] { fds[i].signal = sig } }
-        var mmFields = try context.mmFields()
-        mmFields.brk = wide.brk
-        var vmas: [ProcessImage.VMA] = []
-        do { vmas = try context.mappings(early: early, tracedCalls: space.tracedMemoryCalls) } catch let e as CheckpointRefused { refused.append(e.description) }
-        for i in vmas.indices where vmas[i].vmFlags?.contains("gu") == true {
-            vmas[i].guardRanges = try space.guardRanges(start: vmas[i].start, end: vmas[i].end)
+        return context
+    }
+
+    /// What of a frozen process only its tracer can read: threads' registers and state, and what
+    /// injected calls ask (ProcessCapture.ProcessWide).
+    private struct TracedState {
+        var injector: Tracee
+        var tracees: [Tracee]
+        var threads: [ProcessImage.ThreadState]
+        var wide: ProcessCapture.ProcessWide
+        var pendingSignals: [Data]
+        var seccompFilters: Result<[Data], Error>
+    }
+
+    private func captureTraced(_ p: TreeProcess, _ context: ProcessCapture) throws -> TracedState {
+        guard let injector = tracer.injectableThread(in: p.space) else {
+            throw CheckpointRefused(description: "no thread of the program is in a stop fit for injection; try again", transient: true)
         }
-        let aio = try AioRings.capture(vmas, pid: pid, contexts: space.aio)
-        refused += aio.refused
-        let children = context.childrenOutsideTree()
+        let tracees = tracer.threads(in: p.space).filter { $0.tgid == p.pid }.sorted { $0.tid < $1.tid }
+        return TracedState(injector: injector, tracees: tracees, threads: try tracees.map { try context.thread($0) },
+                           wide: try context.processWide(using: injector),
+                           pendingSignals: try Sys.pendingSignals(p.pid, shared: true).map { Data($0) },
+                           seccompFilters: Result { try context.ownSeccompFilters(threads: tracees.map { $0.tid }) })
+    }
+
+    /// Everything of one frozen process but its pages, from what was read of it; refuses
+    /// (CheckpointRefused) what cannot be restored.
+    private func assembleContext(_ p: TreeProcess, _ context: ProcessCapture, traced: TracedState, files f: ProcessCapture.Files,
+                                 name: String, epoch: UInt64, parent: UInt64?) throws -> ProcessImage {
+        var refused = f.refused
+        var fds = f.fds
+        let signals = try context.descriptorSignals(using: traced.injector, fds.filter { $0.locks?.contains { $0.kind == .lease } == true }.map { $0.fd })
+        for i in fds.indices { if let sig = signals[fds[i].fd] { fds[i].signal = sig } }
+        var mmFields = f.mmFields
+        mmFields.brk = traced.wide.brk
+        var vmas = f.vmas
+        for i in vmas.indices where vmas[i].vmFlags?.contains("gu") == true {
+            vmas[i].guardRanges = try p.space.guardRanges(start: vmas[i].start, end: vmas[i].end)
+        }
+        let children = f.children
         if !children.refused.isEmpty {
             let refusal = "it has " + children.refused.joined(separator: ", ")
             if refused.isEmpty && children.passing { throw CheckpointRefused(description: refusal + "; try again", transient: true) }
             refused.append(refusal)
         }
+        let filters: [Data]
+        do { filters = try traced.seccompFilters.get() } catch let e as CheckpointRefused { refused.append(e.description); filters = [] }
         if !refused.isEmpty {
             throw CheckpointRefused(description: refused.joined(separator: "; ") + "; cannot checkpoint it yet")
         }
+        let wide = traced.wide
         var image = ProcessImage(name: name, epoch: epoch, pid: p.nsPID, parentEpoch: parent, createdAt: Date().timeIntervalSince1970,
-                                 exe: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? config.program,
-                                 cwd: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd")) ?? "/",
-                                 umask: context.umask(), mm: mmFields, auxv: context.auxv(), vmas: vmas, threads: threads,
-                                 sigactions: wide.sigactions, fds: fds, rlimits: context.resourceLimits(), itimers: wide.itimers,
-                                 pendingSignals: try Sys.pendingSignals(pid, shared: true).map { Data($0) }, attributes: wide.attributes,
-                                 membarrierRegistrations: space.membarrierRegistrations.sorted())
+                                 exe: f.exe ?? config.program, cwd: f.cwd ?? "/",
+                                 umask: f.umask, mm: mmFields, auxv: f.auxv, vmas: vmas, threads: traced.threads,
+                                 sigactions: wide.sigactions, fds: fds, rlimits: f.resourceLimits, itimers: wide.itimers,
+                                 pendingSignals: traced.pendingSignals, attributes: wide.attributes,
+                                 membarrierRegistrations: p.space.membarrierRegistrations.sorted())
         if !wide.posixTimers.isEmpty { image.posixTimers = wide.posixTimers }
-        if !aio.rings.isEmpty { image.aioRings = aio.rings }
-        let filters = try context.ownSeccompFilters(threads: tracees.map { $0.tid })
+        if !f.aioRings.isEmpty { image.aioRings = f.aioRings }
         if !filters.isEmpty { image.seccompFilters = filters }
         if p.tag != 0 { image.links = p.links }
         if !children.zombies.isEmpty {
@@ -149,16 +194,34 @@ extension Agent {
         return image
     }
 
-    /// Stages the pages of one process changed since `parent` (all with content if nil), tagged
-    /// with its pid unless it is PROG; returns how many. PROG's many changed resident pages may go
-    /// into a copy-on-write snapshot (`snapshotAllowed`); other resident ones are added to `copies`,
-    /// whose destinations hold nothing until the caller runs it.
-    private func stagePages(_ p: TreeProcess, vmas: [ProcessImage.VMA], parent: UInt64?, snapshotAllowed: Bool,
-                            frozenNodes: inout Set<Int>, copies: PauseCopies, into staging: CheckpointStaging) throws -> Int {
-        let space = p.space
-        @inline(__always) func tagged(_ a: UInt64) -> UInt64 { TreePages.tagged(a, pid: p.tag) }
-        // Pages written since the last checkpoint: get-and-clear the kernel's written bits (the pages
-        // stay dirty for eviction: their memory-node copy, if any, is older).
+    /// Whether PROG's `changed` resident pages, of `all`, go into a snapshot (Config.snapshotAbovePages, snapshotCopyRatio).
+    private func snapshotPays(changed: Int, all: Int) -> Bool {
+        changed >= config.snapshotAbovePages && (config.snapshotCopyRatio == 0 || changed * config.snapshotCopyRatio >= all)
+    }
+
+    /// About how many resident pages of `tree` a pause now would copy: those changed since `parent`
+    /// (all if nil) and those written since (counted from the kernel's written bits, not cleared),
+    /// but PROG's if they are enough for a snapshot.
+    private func expectedCopies(_ tree: [TreeProcess], parent: UInt64?) throws -> Int {
+        var n = 0
+        for (k, p) in tree.enumerated() {
+            let resident = residentPages(p.space, parent: parent)
+            var changed = resident.changed
+            if parent != nil {
+                for r in p.space.table.regions.regions {
+                    try p.space.scan(start: r.start, end: r.end, required: .written, writeProtect: false) { s, e, _ in changed += Int((e - s) >> Page.shift) }
+                }
+            }
+            if k == 0 && snapshotPays(changed: changed, all: resident.all) { continue }
+            n += changed
+        }
+        return n
+    }
+
+    /// Gets and clears the kernel's written bits of the process's managed pages: each page written
+    /// since the last checkpoint is no longer saved (and stays dirty for eviction: its memory-node
+    /// copy, if any, is older).
+    private func noteWrittenPages(_ space: AddressSpace) throws {
         for r in space.table.regions.regions {
             try space.scan(start: r.start, end: r.end, required: .written, writeProtect: true) { s, e, _ in
                 for k in r.index(of: s)..<r.index(of: e) {
@@ -167,20 +230,30 @@ extension Agent {
                 }
             }
         }
-        // Managed pages: all with content (full), or those changed since the base (incremental, where
-        // a changed page without content is a zero run). Then the written pages of file mappings.
-        var pages = 0
-        // Many changed resident pages: keep them in a copy-on-write snapshot rather than copy them now.
-        // (The walks below read each region's states from a local copy: nothing in them changes any.)
-        var changedResident = 0
+    }
+
+    /// Resident managed pages changed since `parent` (all of them if nil), once the written bits
+    /// are noted, and all resident ones.
+    private func residentPages(_ space: AddressSpace, parent: UInt64?) -> (changed: Int, all: Int) {
+        var changed = 0, all = 0
         let resident = PageState.resident.rawValue, saved = PageState.saved.rawValue
         for r in space.table.regions.regions {
-            let states = r.states
-            for b in states where b & resident != 0 && (parent == nil || b & saved == 0) { changedResident += 1 }
+            for b in r.states where b & resident != 0 {
+                all += 1
+                if parent == nil || b & saved == 0 { changed += 1 }
+            }
         }
-        if snapshotAllowed && changedResident >= config.snapshotAbovePages, let injector = tracer.injectableThread(in: space) {
-            staging.snapshot = try takeSnapshot(using: injector)
-        }
+        return (changed, all)
+    }
+
+    /// Stages the managed pages of one process changed since `parent` (all with content if nil),
+    /// tagged with its pid unless it is PROG; returns how many. With `snapshot`, resident ones not in
+    /// `notInSnapshot` are read later from the snapshot child; other resident ones are added to
+    /// `copies`, whose destinations hold nothing until it has run.
+    private func stageManagedPages(_ p: TreeProcess, parent: UInt64?, snapshot: Bool, notInSnapshot: AddressRanges,
+                                   frozenNodes: inout Set<Int>, copies: PauseCopies, into staging: CheckpointStaging) throws -> Int {
+        let space = p.space
+        @inline(__always) func tagged(_ a: UInt64) -> UInt64 { TreePages.tagged(a, pid: p.tag) }
         // Each changed page by where its content is: resident (copied now, or read from the snapshot
         // later), local elsewhere (write-back buffer, restore backing: copied now), only on a memory
         // node (read later from the node's freeze), or nowhere (a zero run).
@@ -189,10 +262,7 @@ extension Agent {
             if s.contains(.inFlight) || s.contains(.restoring) { return 1 }
             return s.contains(.remote) ? 2 : 3
         }
-        // A fork does not copy MADV_DONTFORK memory and zeroes MADV_WIPEONFORK memory: the snapshot
-        // child cannot give those pages, so they are copied in the pause.
-        let notInSnapshot = AddressRanges(vmas.filter { ($0.vmFlags ?? []).contains { $0 == "dc" || $0 == "wf" } }.map { $0.start..<$0.end })
-        let snapshot = snapshotAllowed && staging.snapshot != nil
+        var pages = 0
         for r in space.table.regions.regions {
             let states = r.states  // nothing below changes them
             var i = 0
@@ -220,19 +290,26 @@ extension Agent {
                     staging.addZeros(tagged(r.address(at: i)), n)
                 case 1:
                     try stageLocalElsewhere(r, i, n, pid: p.pid, tag: p.tag, into: staging)
-                default:  // resident: copied once every process is staged (PauseCopies)
+                default:  // resident: copied by PauseCopies
                     copies.add(pid: p.pid, address: r.address(at: i), pages: n, into: try staging.reserve(tagged(r.address(at: i)), n))
                 }
                 if from != 3 { pages += n }
                 i += n
             }
         }
+        return pages
+    }
+
+    /// Stages the written pages of the process's private file mappings (every checkpoint holds all
+    /// of them) into `copies`; returns how many.
+    private func stageFileMappingPages(_ p: TreeProcess, vmas: [ProcessImage.VMA], copies: PauseCopies, into staging: CheckpointStaging) throws -> Int {
+        var pages = 0
         for v in vmas where v.kind == .file {
-            try space.scan(start: v.start, end: v.end, required: .present, absent: .file, writeProtect: false) { s, e, _ in
+            try p.space.scan(start: v.start, end: v.end, required: .present, absent: .file, writeProtect: false) { s, e, _ in
                 var a = s
                 while a < e {
                     let n = Int(min(UInt64(CheckpointStaging.runPages), (e - a) >> Page.shift))
-                    copies.add(pid: p.pid, address: a, pages: n, into: try staging.reserve(tagged(a), n))
+                    copies.add(pid: p.pid, address: a, pages: n, into: try staging.reserve(TreePages.tagged(a, pid: p.tag), n))
                     pages += n
                     a += UInt64(n * Page.size)
                 }

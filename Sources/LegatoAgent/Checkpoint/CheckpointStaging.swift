@@ -106,17 +106,26 @@ public final class CheckpointStaging {
             chunk += 1
             used = 0
         }
-        if chunk == chunks.count {
-            guard let p = mmap(nil, CheckpointStaging.chunkBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0),
-                  p != MAP_FAILED else {
-                throw SystemError.fromErrno("allocate \(CheckpointStaging.chunkBytes >> 20) MiB for checkpoint staging")
-            }
-            chunks.append(p)
-        }
+        if chunk == chunks.count { try addChunk() }
         let p = chunks[chunk] + used
         used += bytes
         runs.append((address, count, p))
         return p
+    }
+
+    /// Room for at least `pages` pages in chunks already faulted in, so a pause that stages no more
+    /// allocates nothing (a run never spans two chunks: each may leave up to a run unused).
+    func prepare(pages: Int) throws {
+        let perChunk = CheckpointStaging.chunkBytes / Page.size - CheckpointStaging.runPages
+        while chunks.count * perChunk < pages { try addChunk() }
+    }
+
+    private func addChunk() throws {
+        guard let p = mmap(nil, CheckpointStaging.chunkBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0),
+              p != MAP_FAILED else {
+            throw SystemError.fromErrno("allocate \(CheckpointStaging.chunkBytes >> 20) MiB for checkpoint staging")
+        }
+        chunks.append(p)
     }
 
     /// Empties the staging area, keeping some chunks for the next checkpoint.

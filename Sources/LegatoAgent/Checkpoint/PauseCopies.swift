@@ -3,50 +3,100 @@ import Glibc
 import LegatoCore
 import LegatoSystem
 
-/// The resident pages a pause copies into staging, gathered while it decides what each process
-/// stages and then copied by two threads at once: the pause's own and a helper. Copying is the
-/// largest cost of a tree's pause (only PROG gets a snapshot), and the tree is frozen, so its
-/// pages do not change while they are read.
+/// The resident pages a pause copies into staging. Copying is the largest cost of a tree's pause
+/// (only PROG gets a snapshot), so it starts as early as it can: the managed pages of every process
+/// are gathered right after the freeze and a helper thread starts copying them (`start`) while the
+/// pause's own thread captures the processes' contexts; what is added later (file mappings'
+/// written pages) joins the same queue, and `finish` has the pause's thread take copies from it
+/// too until none is left. The tree is frozen, so nothing read changes while it is copied, and the
+/// contexts' injected calls touch only the scratch area, which is never copied.
 ///
-/// Contract: `run` returns (or throws) only when both threads are done with every destination.
-final class PauseCopies {
+/// Contract: every destination is reserved by the caller before `add`; `finish` (or `abandon`)
+/// returns only when no thread writes to any destination any more. One pause's thread calls
+/// everything; the helper only takes copies.
+final class PauseCopies: @unchecked Sendable {
     struct Copy {
         let pid: pid_t
         let address: UInt64
         let pages: Int
         let into: UnsafeMutableRawPointer
     }
-    private var copies: [Copy] = []
+    private let lock = Lock()
+    private var queue: [Copy] = []
+    private var next = 0
+    private var failure: Error?
+    private var helper: DispatchSemaphore?
     private(set) var pages = 0
-    /// Below this many pages the helper is not worth its wake-up.
+    /// Below this many pages a helper is not worth its wake-up.
     static let helperAbovePages = 1024
 
     func add(pid: pid_t, address: UInt64, pages n: Int, into dst: UnsafeMutableRawPointer) {
-        copies.append(Copy(pid: pid, address: address, pages: n, into: dst))
+        lock.withLock { queue.append(Copy(pid: pid, address: address, pages: n, into: dst)) }
         pages += n
     }
 
-    /// Copies everything added; the first failure is thrown.
-    func run() throws {
-        defer { copies.removeAll(); pages = 0 }
-        guard pages >= Self.helperAbovePages else { return try Self.copy(copies[...]) }
-        // The helper takes the second half by pages.
-        var split = 0, first = 0
-        while split < copies.count && first < pages / 2 { first += copies[split].pages; split += 1 }
-        final class Outcome: @unchecked Sendable { var error: Error? }
-        let helper = Outcome(), done = DispatchSemaphore(value: 0)
-        let second = copies[split...]
-        startThread(name: "pause-copy") {
-            do { try PauseCopies.copy(second) } catch { helper.error = error }
+    /// Starts the helper on what is queued and what will be (if there is enough to copy).
+    func start() {
+        guard helper == nil, pages >= Self.helperAbovePages else { return }
+        let done = DispatchSemaphore(value: 0)
+        helper = done
+        startThread(name: "pause-copy") { [self] in
+            drain()
             done.signal()
         }
-        var mine: Error?
-        do { try Self.copy(copies[..<split]) } catch { mine = error }
-        done.wait()
-        if let e = mine ?? helper.error { throw e }
     }
 
-    private static func copy(_ copies: ArraySlice<Copy>) throws {
-        for c in copies { try Sys.readProcessMemory(pid: c.pid, address: c.address, length: c.pages * Page.size, into: c.into) }
+    /// Copies what is left, with the helper (started now if it was not), and waits for it; the
+    /// first failure is thrown.
+    func finish() throws {
+        start()
+        drain()
+        join()
+        let e = lock.withLock { failure }
+        reset()
+        if let e { throw e }
+    }
+
+    /// Stops taking copies and waits for the helper's last one (the pause failed).
+    func abandon() {
+        lock.withLock { next = queue.count }
+        join()
+        reset()
+    }
+
+    private func join() {
+        helper?.wait()
+        helper = nil
+    }
+
+    private func reset() {
+        lock.withLock {
+            queue.removeAll()
+            next = 0
+            failure = nil
+        }
+        pages = 0
+    }
+
+    /// Takes and copies queued copies until none is left (or one failed).
+    private func drain() {
+        while let c = take() {
+            do {
+                try Sys.readProcessMemory(pid: c.pid, address: c.address, length: c.pages * Page.size, into: c.into)
+            } catch {
+                lock.withLock {
+                    if failure == nil { failure = error }
+                    next = queue.count
+                }
+            }
+        }
+    }
+
+    private func take() -> Copy? {
+        lock.withLock {
+            guard next < queue.count else { return nil }
+            defer { next += 1 }
+            return queue[next]
+        }
     }
 }

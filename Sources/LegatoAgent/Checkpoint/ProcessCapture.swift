@@ -72,13 +72,11 @@ struct ProcessCapture {
         var itimers: [[UInt64]]
         var attributes: ProcessImage.Attributes
         var posixTimers: [ProcessImage.PosixTimer]
-        /// F_GETSIG of the descriptors asked for, where not 0.
-        var descriptorSignals: [Int32: Int32]
     }
 
     /// Every signal's disposition, brk, the interval timers and the prctl attributes, by injection;
     /// the attributes /proc shows from there.
-    func processWide(using t: Tracee, signalsOf descriptors: [Int32] = []) throws -> ProcessWide {
+    func processWide(using t: Tracee) throws -> ProcessWide {
         let inj = try Sys.Injection(tid: t.tid, stub: scratch, whileWaiting: whileWaiting)
         defer {
             tracer.tolerateGone { try inj.cure() }
@@ -128,13 +126,53 @@ struct ProcessCapture {
             t.setting = v
             posix.append(t)
         }
+        return ProcessWide(sigactions: out, brk: UInt64(bitPattern: brk), itimers: timers, attributes: attributes, posixTimers: posix)
+    }
+
+    /// F_GETSIG of each of `descriptors` (a lease's break signal), where not 0, by injection.
+    func descriptorSignals(using t: Tracee, _ descriptors: [Int32]) throws -> [Int32: Int32] {
+        guard !descriptors.isEmpty else { return [:] }
+        let inj = try Sys.Injection(tid: t.tid, stub: scratch, whileWaiting: whileWaiting)
+        defer {
+            tracer.tolerateGone { try inj.cure() }
+            t.pendingSignals.append(contentsOf: inj.deferredSignals)
+        }
         var signals: [Int32: Int32] = [:]
         for fd in descriptors {
             let sig = try inj.syscall(.fcntl, UInt64(fd), 11)  // F_GETSIG
             if sig > 0 { signals[fd] = Int32(sig) }
         }
-        return ProcessWide(sigactions: out, brk: UInt64(bitPattern: brk), itimers: timers, attributes: attributes, posixTimers: posix,
-                           descriptorSignals: signals)
+        return signals
+    }
+
+    /// What of a frozen process is read from /proc and from its memory, with no ptrace (so any
+    /// thread may read it while the tracer's injects), and why any of it cannot be kept.
+    struct Files {
+        var fds: [ProcessImage.FileDescriptor] = []
+        var vmas: [ProcessImage.VMA] = []
+        var aioRings: [ProcessImage.AioRing] = []
+        var mmFields: ProcessImage.MMFields
+        var auxv: [UInt64]
+        var umask: UInt32
+        var resourceLimits: [ProcessImage.RLimit]
+        var children: (zombies: [ProcessImage.Zombie], refused: [String], passing: Bool)
+        var exe: String?
+        var cwd: String?
+        var refused: [String] = []
+    }
+
+    /// `early`: smaps read before the pause (see mappings); `tracedCalls`, `aio`: the address
+    /// space's, read on the tracer's thread before.
+    func files(early: MappingFlags.Reading, tracedCalls: UInt64, aio: AioContexts) throws -> Files {
+        var f = Files(mmFields: try mmFields(), auxv: auxv(), umask: umask(), resourceLimits: resourceLimits(), children: childrenOutsideTree(),
+                      exe: try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe"),
+                      cwd: try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd"))
+        do { f.fds = try fileDescriptors() } catch let e as CheckpointRefused { f.refused.append(e.description) }
+        do { f.vmas = try mappings(early: early, tracedCalls: tracedCalls) } catch let e as CheckpointRefused { f.refused.append(e.description) }
+        let rings = try AioRings.capture(f.vmas, pid: pid, contexts: aio)
+        f.aioRings = rings.rings
+        f.refused += rings.refused
+        return f
     }
 
     /// The timers /proc/PID/timers lists (their settings still to be read):
