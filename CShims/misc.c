@@ -89,3 +89,10 @@ void lg_copy_nontemporal(void *dst, const void *src, size_t n) {
 #else
 void lg_copy_nontemporal(void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
 #endif
+
+#include <sys/vfs.h>
+
+long lg_fs_type(int fd) {
+    struct statfs fs;
+    return fstatfs(fd, &fs) == 0 ? (long)fs.f_type : -1;
+}

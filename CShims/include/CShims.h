@@ -207,6 +207,8 @@ int lg_sqlite_bind_text(sqlite3_stmt *st, int idx, const char *s);
 int lg_spawn_close_from(void *actions, int from);
 int64_t lg_pipe_peek(int fd, void *buf, uint64_t cap);
 void lg_copy_nontemporal(void *dst, const void *src, size_t n);
+/* The statfs f_type of the file system fd is on; -1 with errno set on failure. */
+long lg_fs_type(int fd);
 
 /* ------------------------------------------------------------------ */
 /* checksums and MACs                                                  */

@@ -1,3 +1,4 @@
+import CShims
 import Glibc
 
 /// Whole reads and writes of files, with the one EINTR policy of Swift code here: an interrupted
@@ -12,6 +13,13 @@ extension Sys {
             if r < 0 && errno == EINTR { continue }
             return r
         }
+    }
+
+    /// The statfs f_type of the file system `fd` is on (PROC_SUPER_MAGIC, EXT4_SUPER_MAGIC...).
+    public static func fileSystemType(_ fd: Int32, _ what: @autoclosure () -> String) throws -> UInt32 {
+        let t = lg_fs_type(fd)
+        guard t >= 0 else { throw SystemError.fromErrno("fstatfs \(what())") }
+        return UInt32(truncatingIfNeeded: t)
     }
 
     /// Reads exactly `count` bytes at `offset` into `buffer`.

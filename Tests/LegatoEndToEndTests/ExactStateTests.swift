@@ -173,4 +173,37 @@ import LegatoSystem
         #expect(r.status == 0, "the restored program checked its state: \(r.stderr)")
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout)
     }
+
+    /// Files the program holds open change after the checkpoint (the run went on: one rewritten,
+    /// one deleted, one appended to): the restore puts each back as it was, and the program finds
+    /// them so (statecheck openfiles); the one left alone is not touched.
+    @Test func openFilesComeBackAsAtTheCheckpoint() throws {
+        let dir = TestEnvironment.temporaryDirectory("state-openfiles")
+        let program = try Workloads.stateProgram("statecheck")
+        let plainTrigger = dir + "/plain-trigger"
+        _ = FileManager.default.createFile(atPath: plainTrigger, contents: nil)
+        let plain = try runCommand([program, "openfiles", plainTrigger])
+        #expect(plain.stdout == "ready\nPASS openfiles\n", "a plain run passes: \(plain.stdout) \(plain.stderr)")
+        let trigger = dir + "/trigger"
+        let run = try NamedRun(name: "state-openfiles", stateDir: dir + "/state", output: dir + "/out", localMem: "32M",
+                               argv: [program, "openfiles", trigger])
+        try run.waitForLines(1)
+        let ck = try run.checkpoint()
+        #expect(ck.status == 0, "\(ck.stderr)")
+        run.killHard()
+        try Data("rewritten after the checkpoint".utf8).write(to: URL(fileURLWithPath: trigger + ".scratch"))
+        try FileManager.default.removeItem(atPath: trigger + ".input")
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: trigger + ".log"))
+        try log.seekToEnd()
+        try log.write(contentsOf: Data("written after the checkpoint\n".utf8))
+        try log.close()
+        _ = FileManager.default.createFile(atPath: trigger, contents: nil)
+        let r = try run.restore()
+        #expect(r.status == 0, "the restored program checked its files: \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout)
+        for (file, why) in [(".scratch", "changed"), (".input", "gone"), (".log", "changed")] {
+            #expect(r.stderr.contains("\(trigger)\(file) (\(why))"), "the restore says it put \(file) back: \(r.stderr)")
+        }
+        #expect(!r.stderr.contains(trigger + ".same"), "the file left alone is not put back: \(r.stderr)")
+    }
 }

@@ -37,6 +37,9 @@
  *            pages holding 3; a destroyed one between them: rings' headers (index, capacity, head,
  *            tail), the events and what they read, then new requests and a new context (which must
  *            get the freed index)
+ *   openfiles regular files it holds open (read-write, read-only, O_APPEND, one left alone), which
+ *            the test changes, deletes and appends to between the kill and the restore: each is
+ *            back as at the checkpoint, with its offset, mode and (the one left alone) mtime
  *   aio-inflight, mlock, mseal
  *            state a checkpoint must refuse (an aio request in flight: a poll on an empty pipe;
  *            locked memory, sealed memory):
@@ -745,9 +748,84 @@ static int refused(const char *mode, const char *trigger) {
     return 0;
 }
 
+/* Regular files it holds open, beside TRIGGER, which the test changes between the kill and the
+   restore (the run "went on"): .scratch (read-write, at offset 5000) it rewrites shorter, .input
+   (read-only, mode 0640, read up to 3000) it deletes, .log (O_APPEND) it appends to, .same
+   (read-only) it leaves alone. After the restore each holds what it held at the checkpoint, its
+   descriptor is on the file at its path at the same offset, .input is back with its mode, the log
+   appends after the checkpoint's end, and .same was not touched (its mtime). */
+static void pattern(char *p, size_t n, int seed) { for (size_t i = 0; i < n; i++) p[i] = (char)(seed * 7 + i * 13 + i / 4096); }
+
+static int check_file(int fd, const char *path, size_t size, int seed, off_t offset, const char *what) {
+    struct stat a, b;
+    if (fstat(fd, &a) != 0 || stat(path, &b) != 0) { fail("%s: %s is gone", what, path); return 1; }
+    if (a.st_ino != b.st_ino || a.st_dev != b.st_dev) fail("%s: its descriptor is not on the file at %s", what, path);
+    if ((size_t)a.st_size != size) fail("%s: %ld bytes, not %zu", what, (long)a.st_size, size);
+    if (lseek(fd, 0, SEEK_CUR) != offset) fail("%s: at offset %ld, not %ld", what, (long)lseek(fd, 0, SEEK_CUR), (long)offset);
+    if (seed >= 0) {
+        char *want = malloc(size), *got = malloc(size);
+        pattern(want, size, seed);
+        if (pread(fd, got, size, 0) != (ssize_t)size || memcmp(want, got, size) != 0) fail("%s: its content differs", what);
+        free(want);
+        free(got);
+    }
+    return 0;
+}
+
+static int open_files(const char *trigger) {
+    char scratch[4096], input[4096], logp[4096], same[4096];
+    snprintf(scratch, sizeof scratch, "%s.scratch", trigger);
+    snprintf(input, sizeof input, "%s.input", trigger);
+    snprintf(logp, sizeof logp, "%s.log", trigger);
+    snprintf(same, sizeof same, "%s.same", trigger);
+    enum { SCRATCH = 3 * 4096 + 100, INPUT = 10000, SAME = 5000 };
+    static char buf[SCRATCH + INPUT];
+    int w = open(scratch, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    pattern(buf, SCRATCH, 1);
+    if (w < 0 || write(w, buf, SCRATCH) != SCRATCH || lseek(w, 5000, SEEK_SET) != 5000) { perror(scratch); return 2; }
+    int c = open(input, O_WRONLY | O_CREAT | O_TRUNC, 0640);
+    pattern(buf, INPUT, 2);
+    if (c < 0 || fchmod(c, 0640) != 0 || write(c, buf, INPUT) != INPUT) { perror(input); return 2; }
+    close(c);
+    int r = open(input, O_RDONLY);
+    if (r < 0 || read(r, buf, 3000) != 3000) { perror(input); return 2; }
+    int l = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
+    if (l < 0 || write(l, "line 1\n", 7) != 7 || write(l, "line 2\n", 7) != 7) { perror(logp); return 2; }
+    c = open(same, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pattern(buf, SAME, 3);
+    if (c < 0 || write(c, buf, SAME) != SAME) { perror(same); return 2; }
+    close(c);
+    int s = open(same, O_RDONLY);
+    struct stat before;
+    if (s < 0 || fstat(s, &before) != 0) { perror(same); return 2; }
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    check_file(w, scratch, SCRATCH, 1, 5000, "the read-write file");
+    check_file(r, input, INPUT, 2, 3000, "the read-only file");
+    struct stat st;
+    if (stat(input, &st) == 0 && (st.st_mode & 07777) != 0640) fail("the read-only file has mode 0%o, not 0640", st.st_mode & 07777);
+    check_file(s, same, SAME, 3, 0, "the untouched file");
+    struct stat after;
+    if (fstat(s, &after) == 0 && (after.st_mtim.tv_sec != before.st_mtim.tv_sec || after.st_mtim.tv_nsec != before.st_mtim.tv_nsec))
+        fail("the untouched file was written (its mtime moved)");
+    check_file(l, logp, 14, -1, 14, "the log");
+    char text[64] = "";
+    int lr = open(logp, O_RDONLY);
+    if (write(l, "line 3\n", 7) != 7 || lr < 0 || read(lr, text, sizeof text - 1) != 21 || strcmp(text, "line 1\nline 2\nline 3\n") != 0)
+        fail("the log holds \"%s\" after one more line", text);
+    if (read(r, buf, 100) != 100) fail("the read-only file cannot be read on");
+    else {
+        char want[3100];
+        pattern(want, sizeof want, 2);
+        if (memcmp(buf, want + 3000, 100) != 0) fail("the read-only file reads on with other bytes");
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|aio-inflight|mlock|mseal TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|aio-inflight|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -766,6 +844,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "loginuid") == 0) r = loginuid(argv[2]);
     else if (strcmp(argv[1], "lease") == 0) r = lease(argv[2]);
     else if (strcmp(argv[1], "aio") == 0) r = aio_rings(argv[2]);
+    else if (strcmp(argv[1], "openfiles") == 0) r = open_files(argv[2]);
     else if (strcmp(argv[1], "aio-inflight") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);
     else {

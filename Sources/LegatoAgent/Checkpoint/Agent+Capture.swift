@@ -79,6 +79,8 @@ extension Agent {
         try TreeDescriptors.resolve(&images, pids: tree.map { $0.pid }, kept: config.keptDescriptors)
         let objects = try SharedObjects.find(&images, pids: tree.map { $0.pid })
         defer { for o in objects { close(o.fd) } }
+        let openFiles = try OpenFiles.find(images, pids: tree.map { $0.pid }, firstID: objects.count)
+        defer { for f in openFiles.saved { close(f.fd) } }
         // A member checkpointed before (the same incarnation of its pid) keeps the epoch it started in.
         for k in images.indices.dropFirst() {
             let started = images[k].links?.startTime
@@ -101,6 +103,7 @@ extension Agent {
         try copies.finish()
         phases.mark("pages (\(copied) copied, from the freeze on, by two threads)")
         pages += try SharedObjects.stage(objects, into: staging)
+        pages += try OpenFiles.stage(openFiles.saved, into: staging)
         // The memory nodes keep those pages as they are now until the commit thread has read them
         // (and, where the store has them retain checkpoints, every node keeps this one's versions).
         if checkpointer.retainsOnMemoryNodes { frozenNodes.formUnion(pool.liveNodes) }
@@ -116,6 +119,11 @@ extension Agent {
         var image = images[0]
         if images.count > 1 { image.members = Array(images.dropFirst()) }
         if !objects.isEmpty { image.sharedObjects = objects.map { $0.object } }
+        if !openFiles.saved.isEmpty { image.openFiles = openFiles.saved.map { $0.file } }
+        if !openFiles.tooLarge.isEmpty {
+            let large = openFiles.tooLarge.map { "\($0.path) (\(formatBytes($0.size)))" }.joined(separator: ", ")
+            log.info("checkpoint \(name) epoch \(epoch): \(openFiles.tooLarge.count) open file(s) too large to save with it (a restore finds them as they are then): \(large)")
+        }
         let pause = monotonicNanos() - started
         log.info("checkpoint \(name) epoch \(epoch) pause: \(phases.description)\(tree.count > 1 ? " (\(tree.count) processes)" : "")")
         return CheckpointResult(epoch: epoch, parent: checkpointer.base, pauseNanos: pause, pages: pages, bytes: pages * Page.size,

@@ -21,7 +21,11 @@ extension Agent {
         guard restoredPID == image.pid else {
             throw RestoreError.pidMismatch(name: image.name, epoch: image.epoch, checkpointed: image.pid, restored: restoredPID)
         }
-        try checkFilesUnchanged(image)
+        let putBack = try putOpenFilesBack(image, from: source)
+        if !putBack.isEmpty {
+            log.info("restore: \(putBack.count) file(s) put back as they were at checkpoint \(image.epoch): \(putBack.joined(separator: ", "))")
+        }
+        try checkFilesUnchanged(image, saved: image)
         let current = try ProcMaps.read(pid: pid)
         let hole = try findHole(size: Agent.scratchBytes, avoiding: image.vmas.map { ($0.start, $0.end) } + current.map { ($0.start, $0.end) })
         try makeScratch(pid, at: hole, in: mm)
@@ -307,8 +311,9 @@ extension Agent {
     }
 
     /// A checkpoint maps files by path: they must still be the files it saw.
-    func checkFilesUnchanged(_ image: ProcessImage) throws {
-        var checked = Set<String>()
+    /// (Files `saved` — PROG's image — holds with their content are as they were already.)
+    func checkFilesUnchanged(_ image: ProcessImage, saved: ProcessImage) throws {
+        var checked = Set((saved.openFiles ?? []).map { $0.path })
         for v in image.vmas where v.kind == .file && v.object == nil {
             guard let path = v.path, checked.insert(path).inserted else { continue }
             var st = stat()

@@ -57,7 +57,7 @@ extension Agent {
                 let fd = try calls.call("open \(f.path)", .open, try calls.args.string(f.path), flags, 0o644)
                 calls.args.reset()
                 try place(fd, at: f, calls)
-                if f.kind == .regular && f.flags & 0o2000 == 0 {  // not O_APPEND
+                if f.kind == .regular {  // (an O_APPEND one's too: writes go to the end, but lseek(SEEK_CUR) reads it)
                     _ = try calls.call("lseek fd \(f.fd)", .lseek, UInt64(f.fd), UInt64(bitPattern: f.offset), 0)
                 }
             case .other:

@@ -115,12 +115,19 @@ extension Agent {
 
     /// The object's saved pages (the newest checkpoint's: each holds all of an object), each handed
     /// to `write` with its offset and how many of its bytes are the object's.
-    private func writeContent(of o: ProcessImage.SharedObject, from source: RestoreSource, _ reader: RestoreBacking,
-                              _ write: (UInt64, UnsafeRawPointer, Int) throws -> Void) throws {
+    func writeContent(of o: ProcessImage.SharedObject, from source: RestoreSource, _ reader: RestoreBacking,
+                      _ write: (UInt64, UnsafeRawPointer, Int) throws -> Void) throws {
+        try writeContent(id: o.id, size: o.size, from: source, reader, write)
+    }
+
+    /// Hands `write` each saved page of object `id` (of `size` bytes) with its offset and how many
+    /// of its bytes are the object's; holes are not handed.
+    func writeContent(id: Int, size: UInt64, from source: RestoreSource, _ reader: RestoreBacking,
+                      _ write: (UInt64, UnsafeRawPointer, Int) throws -> Void) throws {
         let newest = source.layers.last?.epoch
         let page = UnsafeMutableRawPointer.allocate(byteCount: Page.size, alignment: Page.size)
         defer { page.deallocate() }
-        let low = TreePages.objectAddress(o.id, 0), high = TreePages.objectAddress(o.id + 1, 0)
+        let low = TreePages.objectAddress(id, 0), high = TreePages.objectAddress(id + 1, 0)
         for (n, layer) in source.layers.enumerated() where layer.epoch == newest {
             var index: Int64 = 0
             for (address, count) in layer.pageRuns {
@@ -129,7 +136,7 @@ extension Agent {
                 for k in 0..<count {
                     try reader.read(.init(layer: n, page: index + Int64(k)), into: page)
                     let offset = address - low + UInt64(k * Page.size)
-                    let bytes = Int(min(UInt64(Page.size), o.size > offset ? o.size - offset : 0))
+                    let bytes = Int(min(UInt64(Page.size), size > offset ? size - offset : 0))
                     guard bytes > 0 else { continue }
                     try write(offset, page, bytes)
                 }

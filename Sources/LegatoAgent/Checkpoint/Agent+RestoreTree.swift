@@ -96,7 +96,7 @@ extension Agent {
         guard let leader = image.threads.first(where: { $0.tid == image.pid }) else {
             throw RestoreError.mainThreadMissing(name: image.name, epoch: image.epoch, pid: image.pid)
         }
-        try checkFilesUnchanged(image)
+        try checkFilesUnchanged(image, saved: source.image)
         // 1. A fork of its parent, with its pid.
         let pid = try forkChild(pid: image.pid, exitSignal: links.exitSignal, name: image.name, parentPID: parentPID, parentCalls: parentCalls)
         let space = AddressSpace(budget: budget, keys: keys)

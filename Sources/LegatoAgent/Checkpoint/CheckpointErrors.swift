@@ -68,6 +68,7 @@ public enum RestoreError: Error, CustomStringConvertible, Equatable {
     case loginuidNotRestored(uid: UInt32, current: UInt32, errno: Int32)
     case fileGone(name: String, path: String)
     case fileChanged(name: String, path: String, epoch: UInt64)
+    case openFileReplaced(name: String, path: String)
     case noScratchRoom
     case argumentsTooLarge(Int)
     case threadNotRestored(name: String, tid: Int32, String)
@@ -97,6 +98,7 @@ public enum RestoreError: Error, CustomStringConvertible, Equatable {
             return "restoring \(name): POSIX timer \(id) came back as timer \(got) (this kernel does not take a timer's id: PR_TIMER_CREATE_RESTORE_IDS)"
         case .fileGone(let name, let path): return "cannot restore \(name): \(path) is gone"
         case .fileChanged(let name, let path, let e): return "cannot restore \(name): \(path) changed since checkpoint \(e)"
+        case .openFileReplaced(let name, let path): return "cannot restore \(name): \(path), a regular file it had open, is now something else"
         case .noScratchRoom: return "no room for the injection scratch area"
         case .argumentsTooLarge(let n): return "injection arguments of \(n) bytes do not fit the scratch area"
         case .threadNotRestored(let name, let tid, let why): return "restoring \(name): thread \(tid) \(why)"

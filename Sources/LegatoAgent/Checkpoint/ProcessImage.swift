@@ -91,6 +91,22 @@ public struct ProcessImage: Codable, Equatable {
     /// their pages saved with the checkpoint; mappings name them by `VMA.object`.
     public var sharedObjects: [SharedObject]?
 
+    /// PROG's image only: the regular files the tree held open (OpenFiles), their content saved with
+    /// the checkpoint; a restore puts back each one that changed or went since.
+    public var openFiles: [OpenFile]?
+
+    /// A regular file a process of the tree held open: its content is saved as pages tagged
+    /// TreePages.objectAddress(id, offset) (ids after the shared objects').
+    public struct OpenFile: Codable, Equatable {
+        public var id: Int
+        public var path: String
+        public var size: UInt64
+        /// Permission bits, owner and group (a file that went is made again with them).
+        public var mode: UInt32
+        public var uid: UInt32
+        public var gid: UInt32
+    }
+
     /// A shared memory object or an unlinked file that mappings of the tree map: its content is
     /// saved (tagged pages, TreePages.objectAddress) and it is made again at restore.
     public struct SharedObject: Codable, Equatable {

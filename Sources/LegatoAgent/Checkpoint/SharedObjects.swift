@@ -124,40 +124,43 @@ enum SharedObjects {
 
     /// Stages the content of each object (its data, not its holes); returns the pages staged.
     static func stage(_ found: [Found], into staging: CheckpointStaging) throws -> Int {
+        try found.reduce(0) { $0 + (try stageContent(of: $1.fd, id: $1.object.id, size: $1.object.size, name: $1.object.name, into: staging)) }
+    }
+
+    /// Stages the data of the file `fd` (`size` bytes, holes left out) as object `id`'s pages;
+    /// returns how many.
+    static func stageContent(of fd: Int32, id: Int, size fileSize: UInt64, name: String, into staging: CheckpointStaging) throws -> Int {
         var pages = 0
-        let end = { (size: UInt64) in Page.alignUp(size) }
-        for f in found {
-            let size = end(f.object.size)
-            var at: UInt64 = 0
-            while at < size {
-                let data = lseek(f.fd, off_t(at), 3)  // SEEK_DATA
-                if data < 0 {
-                    if errno == ENXIO { break }  // only a hole is left
-                    throw SystemError.fromErrno("lseek(SEEK_DATA) in \(f.object.name)")
-                }
-                let hole = lseek(f.fd, data, 4)  // SEEK_HOLE
-                let first = UInt64(data) & ~UInt64(Page.size - 1)
-                let last = min(size, hole < 0 ? size : Page.alignUp(UInt64(hole)))
-                var a = first
-                while a < last {
-                    let n = Int(min(UInt64(CheckpointStaging.runPages), (last - a) >> UInt64(Page.shift)))
-                    let dst = try staging.reserve(TreePages.objectAddress(f.object.id, a), n)
-                    var done = 0
-                    while done < n * Page.size {
-                        let got = pread(f.fd, dst + done, n * Page.size - done, off_t(a) + off_t(done))
-                        if got < 0 && errno == EINTR { continue }
-                        if got < 0 { throw SystemError.fromErrno("read \(f.object.name) at \(a + UInt64(done))") }
-                        if got == 0 {  // the file's end inside its last page: the rest reads as zeros
-                            memset(dst + done, 0, n * Page.size - done)
-                            break
-                        }
-                        done += got
-                    }
-                    pages += n
-                    a += UInt64(n * Page.size)
-                }
-                at = last
+        let size = Page.alignUp(fileSize)
+        var at: UInt64 = 0
+        while at < size {
+            let data = lseek(fd, off_t(at), 3)  // SEEK_DATA
+            if data < 0 {
+                if errno == ENXIO { break }  // only a hole is left
+                throw SystemError.fromErrno("lseek(SEEK_DATA) in \(name)")
             }
+            let hole = lseek(fd, data, 4)  // SEEK_HOLE
+            let first = UInt64(data) & ~UInt64(Page.size - 1)
+            let last = min(size, hole < 0 ? size : Page.alignUp(UInt64(hole)))
+            var a = first
+            while a < last {
+                let n = Int(min(UInt64(CheckpointStaging.runPages), (last - a) >> UInt64(Page.shift)))
+                let dst = try staging.reserve(TreePages.objectAddress(id, a), n)
+                var done = 0
+                while done < n * Page.size {
+                    let got = pread(fd, dst + done, n * Page.size - done, off_t(a) + off_t(done))
+                    if got < 0 && errno == EINTR { continue }
+                    if got < 0 { throw SystemError.fromErrno("read \(name) at \(a + UInt64(done))") }
+                    if got == 0 {  // the file's end inside its last page: the rest reads as zeros
+                        memset(dst + done, 0, n * Page.size - done)
+                        break
+                    }
+                    done += got
+                }
+                pages += n
+                a += UInt64(n * Page.size)
+            }
+            at = last
         }
         return pages
     }
