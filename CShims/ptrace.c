@@ -98,6 +98,12 @@ int lg_kcmp_file(pid_t pid1, int fd1, pid_t pid2, int fd2) {
     return r < 0 ? -errno : (int)r;
 }
 
+int lg_kcmp_epoll_target(pid_t pid, int epfd, int tfd, unsigned toff, int fd) {
+    struct { uint32_t efd, tfd, toff; } slot = { (uint32_t)epfd, (uint32_t)tfd, toff };
+    long r = syscall(SYS_kcmp, pid, pid, 7 /* KCMP_EPOLL_TFD */, fd, (unsigned long)&slot);
+    return r < 0 ? -errno : (int)r;
+}
+
 int lg_pidfd_send_signal(int pidfd, int sig) {
     long r = syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
     return r < 0 ? -errno : 0;

@@ -147,6 +147,9 @@ int lg_pidfd_getfd(int pidfd, int targetfd);
 /* kcmp(KCMP_FILE): 0 if fds fd1 and fd2 of pid are one open file description; -errno. */
 /* kcmp(KCMP_FILE): 0 when fd1 of pid1 and fd2 of pid2 are one open file description. */
 int lg_kcmp_file(pid_t pid1, int fd1, pid_t pid2, int fd2);
+/* 0 if fd of pid is the file epoll set epfd of pid watches as its toff-th entry for fd number tfd
+   (kcmp KCMP_EPOLL_TFD), 1-3 if not, -errno on failure (ENOENT: no such entry). */
+int lg_kcmp_epoll_target(pid_t pid, int epfd, int tfd, unsigned toff, int fd);
 int lg_pidfd_send_signal(int pidfd, int sig);
 
 /* A signalfd for SIGCHLD (blocks SIGCHLD in the calling thread's mask). */

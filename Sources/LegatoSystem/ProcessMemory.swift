@@ -56,6 +56,15 @@ extension Sys {
         return r == 0
     }
 
+    /// Whether fd `fd` of `pid` is the file its epoll set `epfd` watches under fd number `tfd`
+    /// (kcmp KCMP_EPOLL_TFD); false where the set has no such entry.
+    public static func epollWatches(pid: pid_t, epfd: Int32, tfd: Int32, isFD fd: Int32) throws -> Bool {
+        let r = lg_kcmp_epoll_target(pid, epfd, tfd, 0, fd)
+        if r == -ENOENT || r == -EBADF { return false }
+        if r < 0 { throw SystemError("kcmp(KCMP_EPOLL_TFD, epoll fd \(epfd) entry \(tfd) and fd \(fd) of pid \(pid))", code: -r) }
+        return r == 0
+    }
+
     public static func pidfdGetFD(pidfd: Int32, targetFD: Int32, pid: pid_t) throws -> Int32 {
         let r = lg_pidfd_getfd(pidfd, targetFD)
         if r < 0 { throw SystemError("pidfd_getfd(fd \(targetFD) of pid \(pid))", code: -r) }

@@ -5,6 +5,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case open = 2
     case close = 3
     case lseek = 8
+    case ioctl = 16
     case mmap = 9
     case munmap = 11
     case brk = 12
@@ -48,6 +49,13 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case timerSettime = 223
     case timerGettime = 224
     case exitGroup = 231
+    case epollWait = 232
+    case epollCtl = 233
+    case timerfdCreate = 283
+    case timerfdSettime = 286
+    case signalfd4 = 289
+    case eventfd2 = 290
+    case epollCreate1 = 291
     case setRobustList = 273
     case dup3 = 292
     case pipe2 = 293
@@ -73,6 +81,14 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
         case .open: return "open"
         case .close: return "close"
         case .lseek: return "lseek"
+        case .ioctl: return "ioctl"
+        case .epollCtl: return "epoll_ctl"
+        case .epollWait: return "epoll_wait"
+        case .timerfdCreate: return "timerfd_create"
+        case .timerfdSettime: return "timerfd_settime"
+        case .signalfd4: return "signalfd4"
+        case .eventfd2: return "eventfd2"
+        case .epollCreate1: return "epoll_create1"
         case .mmap: return "mmap"
         case .munmap: return "munmap"
         case .brk: return "brk"

@@ -40,9 +40,12 @@
  *   openfiles regular files it holds open (read-write, read-only, O_APPEND, one left alone), which
  *            the test changes, deletes and appends to between the kill and the restore: each is
  *            back as at the checkpoint, with its offset, mode and (the one left alone) mtime
- *   aio-inflight, mlock, mseal
+ *   events   eventfds (a semaphore one with a dup, one above 32 bits), timerfds (periodic, fired
+ *            one-shot, disarmed), a signalfd with a signal pending, an epoll set of them (edge,
+ *            one-shot, level) and of a pipe, and an epoll set of that set
+ *   aio-inflight, epoll-moved, mlock, mseal
  *            state a checkpoint must refuse (an aio request in flight: a poll on an empty pipe;
- *            locked memory, sealed memory):
+ *            an epoll entry whose file moved to another fd number; locked memory, sealed memory):
  *            set up, then "done" once triggered (the test checks the refusal names it)
  */
 #define _GNU_SOURCE
@@ -55,7 +58,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <sys/prctl.h>
 #include <linux/aio_abi.h>
 #include <linux/filter.h>
@@ -730,6 +737,11 @@ static int refused(const char *mode, const char *trigger) {
         cb.aio_fildes = (unsigned)pipefd[0];
         cb.aio_buf = POLLIN;
         if (syscall(SYS_io_submit, ctx, 1L, list) != 1) { perror("io_submit"); return 2; }
+    } else if (strcmp(mode, "epoll-moved") == 0) {
+        /* An epoll entry added as fd A, whose file then moved to fd B (dup2, close A). */
+        int ep = epoll_create1(0), e = eventfd(0, 0);
+        struct epoll_event ev = {EPOLLIN, {.u64 = 1}};
+        if (ep < 0 || e < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, e, &ev) != 0 || dup2(e, 40) != 40 || close(e) != 0) { perror("epoll-moved"); return 2; }
     } else if (strcmp(mode, "mlock") == 0 || strcmp(mode, "mseal") == 0) {
         char *p = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) { perror("mmap"); return 2; }
@@ -823,9 +835,134 @@ static int open_files(const char *trigger) {
     return 0;
 }
 
+/* The "tfd N events E data D" triples of an epoll set's fdinfo, one per line by fd, into out
+   (fdinfo lists them in the kernel's order, by file address). */
+static int by_fd(const void *a, const void *b) { return atoi(*(char *const *)a) - atoi(*(char *const *)b); }
+static void epoll_entries(int epfd, char *out, size_t cap) {
+    char path[64], line[512], *lines[64];
+    int n = 0;
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", epfd);
+    FILE *f = fopen(path, "r");
+    out[0] = 0;
+    if (!f) return;
+    while (n < 64 && fgets(line, sizeof line, f)) {
+        int tfd;
+        unsigned events;
+        unsigned long long data;
+        if (sscanf(line, "tfd: %d events: %x data: %llx", &tfd, &events, &data) == 3) {
+            lines[n] = malloc(64);
+            snprintf(lines[n++], 64, "%d %x %llx\n", tfd, events, data);
+        }
+    }
+    fclose(f);
+    qsort(lines, n, sizeof *lines, by_fd);
+    for (int i = 0; i < n; i++) {
+        strncat(out, lines[i], cap - strlen(out) - 1);
+        free(lines[i]);
+    }
+}
+
+/* Event descriptors: a semaphore eventfd holding 5 (non-blocking) and a dup of it, an eventfd
+   holding more than 32 bits, a periodic timerfd, a one-shot timerfd that fired unread, a disarmed
+   one, a signalfd for SIGUSR2 and SIGRTMIN+1 with SIGUSR2 pending, an epoll set watching them
+   (edge-triggered, one-shot that fired, level) and a pipe with data, and an epoll set watching
+   that set. After the restore: counters, settings, unread expirations, the mask and the pending
+   signal, each set's entries (events and data) and what a level-triggered wait reports. */
+static int events(const char *trigger) {
+    int sem = eventfd(5, EFD_NONBLOCK | EFD_SEMAPHORE), big = eventfd(0, EFD_CLOEXEC);
+    uint64_t v = 0x100000003ULL;
+    if (sem < 0 || big < 0 || write(big, &v, 8) != 8) { perror("eventfd"); return 2; }
+    int semdup = dup(sem);
+    int periodic = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK), once = timerfd_create(CLOCK_BOOTTIME, 0), idle = timerfd_create(CLOCK_REALTIME, TFD_CLOEXEC);
+    struct itimerspec every = {{2, 500000000}, {100, 0}}, soon = {{0, 0}, {0, 1000000}};
+    if (periodic < 0 || once < 0 || idle < 0 || timerfd_settime(periodic, 0, &every, NULL) != 0 || timerfd_settime(once, 0, &soon, NULL) != 0) {
+        perror("timerfd");
+        return 2;
+    }
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGUSR2);
+    sigaddset(&mask, SIGRTMIN + 1);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    int sfd = signalfd(-1, &mask, SFD_NONBLOCK);
+    if (sfd < 0) { perror("signalfd"); return 2; }
+    kill(getpid(), SIGUSR2);
+    int pipefd[2];
+    if (pipe(pipefd) != 0 || write(pipefd[1], "xyz", 3) != 3) { perror("pipe"); return 2; }
+    int ep = epoll_create1(EPOLL_CLOEXEC), outer = epoll_create1(0);
+    struct epoll_event e1 = {EPOLLIN | EPOLLET, {.u64 = 0x1122334455667788ULL}}, e2 = {EPOLLIN | EPOLLONESHOT, {.u64 = 42}},
+                       e3 = {EPOLLIN, {.u64 = 7}}, e4 = {EPOLLOUT, {.u64 = 8}}, e5 = {EPOLLIN, {.u64 = 9}}, e6 = {EPOLLIN, {.u64 = 10}};
+    if (ep < 0 || outer < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, sem, &e1) || epoll_ctl(ep, EPOLL_CTL_ADD, once, &e2) ||
+        epoll_ctl(ep, EPOLL_CTL_ADD, pipefd[0], &e3) || epoll_ctl(ep, EPOLL_CTL_ADD, pipefd[1], &e4) ||
+        epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &e5) || epoll_ctl(outer, EPOLL_CTL_ADD, ep, &e6)) {
+        perror("epoll_ctl");
+        return 2;
+    }
+    usleep(20000);  /* the one-shot timer fires */
+    struct epoll_event got[8];
+    int n = epoll_wait(ep, got, 8, 1000);  /* takes the edge and the one-shot: both quiet from now */
+    if (n < 1) { fprintf(stderr, "epoll_wait: %d\n", n); return 2; }
+    char before[1024], before_outer[256];
+    epoll_entries(ep, before, sizeof before);
+    epoll_entries(outer, before_outer, sizeof before_outer);
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+
+    char after[1024], after_outer[256];
+    epoll_entries(ep, after, sizeof after);
+    epoll_entries(outer, after_outer, sizeof after_outer);
+    if (strcmp(before, after) != 0) fail("the epoll set's entries are\n%s, not\n%s", after, before);
+    if (strcmp(before_outer, after_outer) != 0) fail("the outer epoll set's entries are %s, not %s", after_outer, before_outer);
+    /* Level-triggered: the pipe's read end (data), its write end, the signalfd (SIGUSR2 pending). */
+    n = epoll_wait(ep, got, 8, 0);
+    int seen7 = 0, seen8 = 0, seen9 = 0, seen42 = 0;
+    for (int i = 0; i < n; i++) {
+        if (got[i].data.u64 == 7) seen7 = 1;
+        if (got[i].data.u64 == 8) seen8 = 1;
+        if (got[i].data.u64 == 9) seen9 = 1;
+        if (got[i].data.u64 == 42) seen42 = 1;
+    }
+    if (!seen7 || !seen8 || !seen9) fail("a level-triggered wait misses the pipe (%d, %d) or the signalfd (%d)", seen7, seen8, seen9);
+    if (seen42) fail("the one-shot entry that fired reports again");
+    if (epoll_wait(outer, got, 8, 0) != 1 || got[0].data.u64 != 10) fail("the outer set does not report the inner one");
+    int fl = fcntl(sem, F_GETFL);
+    if (!(fl & O_NONBLOCK)) fail("the semaphore eventfd lost O_NONBLOCK");
+    if (!(fcntl(big, F_GETFD) & FD_CLOEXEC) || (fcntl(sem, F_GETFD) & FD_CLOEXEC)) fail("an eventfd's close-on-exec flag differs");
+    uint64_t one = 1;
+    if (write(semdup, &one, 8) != 8) fail("the dup of the eventfd cannot be written");
+    int reads = 0;
+    while (read(sem, &v, 8) == 8) { if (v != 1) fail("a semaphore read gives %llu", (unsigned long long)v); if (++reads > 10) break; }
+    if (reads != 6) fail("the semaphore eventfd (5, plus 1 through its dup) gave %d reads, not 6", reads);
+    if (read(big, &v, 8) != 8 || v != 0x100000003ULL) fail("the large eventfd holds %llx", (unsigned long long)v);
+    struct itimerspec now;
+    if (timerfd_gettime(periodic, &now) != 0 || now.it_interval.tv_sec != 2 || now.it_interval.tv_nsec != 500000000 ||
+        now.it_value.tv_sec > 100 || now.it_value.tv_sec < 50)
+        fail("the periodic timer is at %ld.%09ld every %ld.%09ld", (long)now.it_value.tv_sec, now.it_value.tv_nsec,
+             (long)now.it_interval.tv_sec, now.it_interval.tv_nsec);
+    if (!(fcntl(periodic, F_GETFL) & O_NONBLOCK)) fail("the periodic timer lost TFD_NONBLOCK");
+    uint64_t ticks = 0;
+    if (read(once, &ticks, 8) != 8 || ticks != 1) fail("the fired one-shot timer reads %llu expirations, not 1", (unsigned long long)ticks);
+    if (timerfd_gettime(once, &now) != 0 || now.it_value.tv_sec || now.it_value.tv_nsec) fail("the one-shot timer is armed again");
+    if (timerfd_gettime(idle, &now) != 0 || now.it_value.tv_sec || now.it_value.tv_nsec) fail("the disarmed timer is armed");
+    struct signalfd_siginfo si;
+    if (read(sfd, &si, sizeof si) != sizeof si || si.ssi_signo != SIGUSR2) fail("the signalfd does not give the pending SIGUSR2");
+    if (read(sfd, &si, sizeof si) >= 0 || errno != EAGAIN) fail("the signalfd gives a second signal or blocks");
+    char mbuf[1024];
+    snprintf(mbuf, sizeof mbuf, "/proc/self/fdinfo/%d", sfd);
+    FILE *f = fopen(mbuf, "r");
+    unsigned long long m = 0;
+    while (f && fgets(mbuf, sizeof mbuf, f)) sscanf(mbuf, "sigmask: %llx", &m);
+    if (f) fclose(f);
+    if (m != ((1ULL << (SIGUSR2 - 1)) | (1ULL << (SIGRTMIN + 1 - 1)))) fail("the signalfd's mask is %llx", m);
+    char data[8];
+    if (read(pipefd[0], data, 8) != 3 || memcmp(data, "xyz", 3) != 0) fail("the watched pipe lost its data");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|aio-inflight|mlock|mseal TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|aio-inflight|epoll-moved|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -845,7 +982,8 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "lease") == 0) r = lease(argv[2]);
     else if (strcmp(argv[1], "aio") == 0) r = aio_rings(argv[2]);
     else if (strcmp(argv[1], "openfiles") == 0) r = open_files(argv[2]);
-    else if (strcmp(argv[1], "aio-inflight") == 0 ||
+    else if (strcmp(argv[1], "events") == 0) r = events(argv[2]);
+    else if (strcmp(argv[1], "aio-inflight") == 0 || strcmp(argv[1], "epoll-moved") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);
     else {
         fprintf(stderr, "statecheck: unknown mode %s\n", argv[1]);

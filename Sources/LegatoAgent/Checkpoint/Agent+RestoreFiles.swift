@@ -60,10 +60,17 @@ extension Agent {
                 if f.kind == .regular {  // (an O_APPEND one's too: writes go to the end, but lseek(SEEK_CUR) reads it)
                     _ = try calls.call("lseek fd \(f.fd)", .lseek, UInt64(f.fd), UInt64(bitPattern: f.offset), 0)
                 }
+            case .eventfd, .timerfd, .signalfd, .epoll:
+                if let first = f.dupOf {
+                    _ = try calls.call("dup3 fd \(first) to fd \(f.fd)", .dup3, UInt64(first), UInt64(f.fd), f.flags & 0o2000000 != 0 ? 0o2000000 : 0)
+                } else {
+                    try restoreEventDescriptor(f, image, calls)
+                }
             case .other:
                 throw RestoreError.descriptorUnrestorable(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path)
             }
         }
+        try fillEpollSets(image, calls)
         try restoreLocks(image, calls)
     }
 

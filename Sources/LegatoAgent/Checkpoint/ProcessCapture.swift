@@ -364,7 +364,8 @@ struct ProcessCapture {
             var flags: UInt32 = 0
             var pos: Int64 = 0
             var locks: [ProcessImage.FileLock] = []
-            if let info = ProcFile.text("/proc/\(pid)/fdinfo/\(fd)") {
+            let fdinfo = ProcFile.text("/proc/\(pid)/fdinfo/\(fd)")
+            if let info = fdinfo {
                 for line in info.split(separator: "\n") {
                     if line.hasPrefix("flags:") { flags = UInt32(line.dropFirst(6).trimmingCharacters(in: .whitespaces), radix: 8) ?? 0 }
                     if line.hasPrefix("pos:") { pos = Int64(line.dropFirst(4).trimmingCharacters(in: .whitespaces)) ?? 0 }
@@ -384,6 +385,8 @@ struct ProcessCapture {
                 kind = .tty
             } else if target.hasPrefix("pipe:") {
                 kind = .pipe
+            } else if let event = EventDescriptors.kind(of: target) {
+                kind = event
             } else if target.hasSuffix(" (deleted)") {
                 let what = target.hasPrefix("/memfd:") ? "a memfd" : "a file unlinked while open"
                 refused.append(describe(fd, "\(target) (\(what))"))
@@ -407,6 +410,7 @@ struct ProcessCapture {
                 entry.locks = locks
             }
             if kind == .pipe { entry.pipeInode = UInt64(target.dropFirst(6).dropLast()) }
+            if EventDescriptors.kind(of: target) != nil { try EventDescriptors.read(&entry, fdinfo: fdinfo ?? "", pid: pid) }
             out.append(entry)
         }
         try markDuplicates(&out)
@@ -420,7 +424,7 @@ struct ProcessCapture {
     /// lowest is restored as a dup of it, so they share the offset again. (Pipes are grouped by their
     /// inode; ttys stay what `legato restore` has.)
     private func markDuplicates(_ fds: inout [ProcessImage.FileDescriptor]) throws {
-        let files = fds.indices.filter { [.regular, .devnull, .devzero, .devurandom].contains(fds[$0].kind) }.sorted { fds[$0].fd < fds[$1].fd }
+        let files = fds.indices.filter { [.regular, .devnull, .devzero, .devurandom, .eventfd, .timerfd, .signalfd, .epoll].contains(fds[$0].kind) }.sorted { fds[$0].fd < fds[$1].fd }
         for (k, i) in files.enumerated() {
             for j in files[..<k] where fds[j].dupOf == nil && fds[j].path == fds[i].path {
                 if try Sys.sameOpenFile(pid: pid, fds[j].fd, fds[i].fd) {

@@ -223,7 +223,7 @@ public struct ProcessImage: Codable, Equatable {
     }
 
     public struct FileDescriptor: Codable, Equatable {
-        public enum Kind: String, Codable { case regular, tty, pipe, devnull, devzero, devurandom, other }
+        public enum Kind: String, Codable { case regular, tty, pipe, devnull, devzero, devurandom, eventfd, timerfd, signalfd, epoll, other }
         public var fd: Int32
         public var kind: Kind
         public var path: String
@@ -249,6 +249,35 @@ public struct ProcessImage: Codable, Equatable {
         public var pipeOtherEndClosed: Bool?
         /// The signal F_SETSIG set (sent for a lease's break, or for O_ASYNC), where one was asked for.
         public var signal: Int32?
+        /// Event descriptors (EventDescriptors), each kind its own: an eventfd's counter, a
+        /// timerfd's setting, a signalfd's mask, an epoll set's entries.
+        public var eventfd: EventCounter?
+        public var timerfd: TimerSetting?
+        public var signalMask: UInt64?
+        public var epoll: [EpollEntry]?
+    }
+
+    public struct EventCounter: Codable, Equatable {
+        public var count: UInt64
+        public var semaphore: Bool
+    }
+
+    /// A timerfd: its clock, the expirations not read yet, timerfd_settime's flags (TFD_TIMER_ABSTIME,
+    /// TFD_TIMER_CANCEL_ON_SET) and the time left and interval as [seconds, nanoseconds].
+    public struct TimerSetting: Codable, Equatable {
+        public var clock: Int32
+        public var ticks: UInt64
+        public var flags: Int32
+        public var value: [Int64]
+        public var interval: [Int64]
+    }
+
+    /// One file an epoll set watches: the process's fd that is it, the events asked for (with
+    /// EPOLLET, EPOLLONESHOT...; a one-shot entry that fired keeps only those flags) and the data.
+    public struct EpollEntry: Codable, Equatable {
+        public var fd: Int32
+        public var events: UInt32
+        public var data: UInt64
     }
 
     /// A flock, an open-file-description lock or a POSIX record lock.
