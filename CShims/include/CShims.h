@@ -150,6 +150,30 @@ int lg_kcmp_file(pid_t pid1, int fd1, pid_t pid2, int fd2);
 /* 0 if fd of pid is the file epoll set epfd of pid watches as its toff-th entry for fd number tfd
    (kcmp KCMP_EPOLL_TFD), 1-3 if not, -errno on failure (ENOENT: no such entry). */
 int lg_kcmp_epoll_target(pid_t pid, int epfd, int tfd, unsigned toff, int fd);
+
+/* A UNIX socket as sock_diag shows it. name: the address's path (a leading 0 byte: abstract),
+   name_length 0 for an unnamed socket; peer: the inode of the socket it is connected to (0: none);
+   shutdown: SHUT_RD/SHUT_WR bits (RCV_SHUTDOWN 1, SEND_SHUTDOWN 2); pending_connections: of a
+   listening one (and icons, the first of the sockets that connected to it). */
+struct lg_unix_socket {
+    uint32_t inode, peer;
+    uint8_t type, state, shutdown, pad;
+    uint32_t receive_queue, send_queue, pending_connections;
+    int32_t name_length;
+    char name[108];
+    uint32_t icons[32];  /* a listener's: the inodes of the first sockets waiting to be accepted */
+};
+
+/* Every UNIX socket of the caller's network namespace, up to capacity of them into out; returns
+   how many there are (more than capacity: call again with more room), or -errno. */
+int lg_unix_sockets(struct lg_unix_socket *out, int capacity);
+
+/* Peeks every message queued on socket fd without consuming any (SO_PEEK_OFF, put back after):
+   their bytes back to back into buf and each one's length into lengths (a stream socket's bytes
+   come in runs of whatever the kernel hands at once); returns how many, or -errno (E2BIG: more
+   than capacity or max_messages). *descriptors_in_flight is set if any carries SCM_RIGHTS (the
+   descriptors a peek installs are closed). */
+long lg_socket_peek_queue(int fd, void *buf, size_t capacity, uint32_t *lengths, int max_messages, int *descriptors_in_flight);
 int lg_pidfd_send_signal(int pidfd, int sig);
 
 /* A signalfd for SIGCHLD (blocks SIGCHLD in the calling thread's mask). */

@@ -18,6 +18,10 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case getitimer = 36
     case setitimer = 38
     case getpid = 39
+    case socket = 41
+    case bind = 49
+    case listen = 50
+    case socketpair = 53
     case clone = 56
     case fork = 57
     case vfork = 58
@@ -82,6 +86,10 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
         case .close: return "close"
         case .lseek: return "lseek"
         case .ioctl: return "ioctl"
+        case .socket: return "socket"
+        case .bind: return "bind"
+        case .listen: return "listen"
+        case .socketpair: return "socketpair"
         case .epollCtl: return "epoll_ctl"
         case .epollWait: return "epoll_wait"
         case .timerfdCreate: return "timerfd_create"

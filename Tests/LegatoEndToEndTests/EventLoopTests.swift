@@ -22,4 +22,35 @@ import Testing
         #expect(sets.contains { ($0["epoll"] as? [Any])?.isEmpty == false }, "node's epoll sets and their entries are saved: \(sets)")
         #expect(!descriptors(image, kind: "eventfd").isEmpty, "node's eventfds are saved")
     }
+
+    @Test func pythonAsyncioWithQueuesThreadsAndASocketPair() throws {
+        // asyncio's loop: its epoll set, its self-pipe (a socket pair), a socket pair of the
+        // program's own with a line in flight either way, the executor's threads.
+        let image = try checkpointKillRestore(["python3", Workloads.script("pyasync.py"), "60"], name: "asyncio", localMem: "64M", afterLines: 15)
+        let sockets = descriptors(image, kind: "unixSocket")
+        #expect(sockets.count >= 4, "asyncio's socket pairs are saved: \(sockets)")
+        #expect(!descriptors(image, kind: "epoll").isEmpty, "asyncio's epoll set is saved")
+    }
+
+    @Test func aUNIXSocketConnectedOutsideIsRefusedByNameAndRunsOn() throws {
+        // The program connects to a listener the test holds: its peer is outside, refused.
+        let dir = TestEnvironment.temporaryDirectory("unix-outside")
+        let path = dir + "/listener.sock"
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8) + [0]) }
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        #expect(bound == 0 && listen(listener, 4) == 0, "the test's listener: errno \(errno)")
+        let script = "import socket, time\ns = socket.socket(socket.AF_UNIX)\ns.connect(\"\(path)\")\nprint(\"ready\", flush=True)\ntime.sleep(2)\nprint(\"done\")"
+        let run = try NamedRun(name: "unix-outside", stateDir: dir + "/state", output: dir + "/out", localMem: "32M", argv: ["python3", "-c", script])
+        try run.waitForLines(1)
+        let ck = try run.checkpoint()
+        #expect(ck.status != 0, "\(ck.stdout)")
+        #expect(ck.stderr.contains("a UNIX stream socket whose peer is outside the program"), "the refusal names it: \(ck.stderr)")
+        let r = try run.command.wait(timeoutSeconds: 60)
+        #expect(r.status == 0, "the program runs on: \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == "ready\ndone\n")
+    }
 }

@@ -153,7 +153,7 @@ import LegatoSystem
     /// which a fork would give without its dontfork and wipeonfork pages), killed, restored; then it
     /// checks its state and must print what a plain run prints: PASS.
     @Test(arguments: [("advice", ["--snapshot-above", "1"]), ("fdflags", []), ("attrs", []), ("locks", []), ("membarrier", []),
-                      ("guard", ["--snapshot-above", "1"]), ("unlinked", []), ("zombies", []), ("timers", []), ("sysv", []), ("seccomp", []), ("loginuid", []), ("lease", []), ("aio", []), ("events", [])])
+                      ("guard", ["--snapshot-above", "1"]), ("unlinked", []), ("zombies", []), ("timers", []), ("sysv", []), ("seccomp", []), ("loginuid", []), ("lease", []), ("aio", []), ("events", []), ("unix", [])])
     func stateComesBackExactly(_ mode: String, _ options: [String]) throws {
         let dir = TestEnvironment.temporaryDirectory("state-\(mode)")
         let program = try Workloads.stateProgram("statecheck")

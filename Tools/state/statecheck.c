@@ -43,6 +43,9 @@
  *   events   eventfds (a semaphore one with a dup, one above 32 bits), timerfds (periodic, fired
  *            one-shot, disarmed), a signalfd with a signal pending, an epoll set of them (edge,
  *            one-shot, level) and of a pipe, and an epoll set of that set
+ *   unix     UNIX sockets: stream, datagram and seqpacket pairs holding data (one end shut for
+ *            writing, one non-blocking, one with a small SO_SNDBUF), listeners on a path and on an
+ *            abstract name, and a pair shared with a child that answers over it after the restore
  *   aio-inflight, epoll-moved, mlock, mseal
  *            state a checkpoint must refuse (an aio request in flight: a poll on an empty pipe;
  *            an epoll entry whose file moved to another fd number; locked memory, sealed memory):
@@ -62,6 +65,10 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <stddef.h>
 #include <sys/timerfd.h>
 #include <sys/prctl.h>
 #include <linux/aio_abi.h>
@@ -960,9 +967,100 @@ static int events(const char *trigger) {
     return 0;
 }
 
+/* Reads everything queued on fd, not waiting, into buf: returns how many bytes (-1 on error but EAGAIN). */
+static ssize_t drain(int fd, char *buf, size_t cap) {
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = recv(fd, buf + got, cap - got, MSG_DONTWAIT);
+        if (n > 0) { got += (size_t)n; continue; }
+        if (n == 0 || errno == EAGAIN) return (ssize_t)got;
+        return -1;
+    }
+}
+
+/* UNIX sockets: a stream pair holding data each way (70000 bytes one way) with one end shut for
+   writing; a datagram pair and a seqpacket pair holding messages; a small SO_SNDBUF; a
+   non-blocking end; listening sockets on a path and on an abstract name; a stream pair shared
+   with a child, which answers over it once told to. After the restore: every byte and message
+   boundary, the end of stream where it was, the buffer size, the flags, the names, connections
+   accepted, and the child's answer. */
+static int unix_sockets(const char *trigger) {
+    int st[2], dg[2], sp[2], ch[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, st) || socketpair(AF_UNIX, SOCK_DGRAM, 0, dg) ||
+        socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK, 0, sp) || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ch)) {
+        perror("socketpair");
+        return 2;
+    }
+    static char big[70000], buf[80000];
+    pattern(big, sizeof big, 4);
+    int small = 16384;
+    if (setsockopt(dg[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small)) { perror("SO_SNDBUF"); return 2; }
+    if (write(st[0], "hello", 5) != 5 || write(st[1], big, sizeof big) != (ssize_t)sizeof big || shutdown(st[1], SHUT_WR)) { perror("stream"); return 2; }
+    if (send(dg[0], "one", 3, 0) != 3 || send(dg[0], "two2", 4, 0) != 4 || send(dg[1], "back", 4, 0) != 4) { perror("dgram"); return 2; }
+    if (send(sp[1], "first", 5, 0) != 5 || send(sp[1], "second!", 7, 0) != 7) { perror("seqpacket"); return 2; }
+    char path[4096];
+    snprintf(path, sizeof path, "%s.sock", trigger);
+    unlink(path);
+    int lp = socket(AF_UNIX, SOCK_STREAM, 0), la = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    struct sockaddr_un ap = {AF_UNIX, {0}}, aa = {AF_UNIX, {0}};
+    if (strlen(path) >= sizeof ap.sun_path) { fprintf(stderr, "%s: too long for a socket's name\n", path); return 2; }
+    memcpy(ap.sun_path, path, strlen(path) + 1);
+    int alen = snprintf(aa.sun_path + 1, sizeof aa.sun_path - 1, "legato-statecheck-%d", getpid()) + 1;
+    if (lp < 0 || la < 0 || bind(lp, (struct sockaddr *)&ap, sizeof ap) || listen(lp, 7) ||
+        bind(la, (struct sockaddr *)&aa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + alen)) || listen(la, 3)) {
+        perror("listen");
+        return 2;
+    }
+    pid_t child = fork();
+    if (child == 0) {
+        close(ch[0]);
+        char go[8];
+        if (read(ch[1], go, 2) != 2 || memcmp(go, "go", 2) != 0) _exit(3);
+        _exit(write(ch[1], "ack", 3) == 3 ? 0 : 4);
+    }
+    close(ch[1]);
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+
+    ssize_t n = drain(st[0], buf, sizeof buf);
+    if (n != (ssize_t)sizeof big || memcmp(buf, big, sizeof big) != 0) fail("the stream end got %zd bytes back, not its 70000", n);
+    if (recv(st[0], buf, 1, MSG_DONTWAIT) != 0) fail("the stream end does not see the end of stream after its data");
+    if (recv(st[1], buf, 16, MSG_DONTWAIT) != 5 || memcmp(buf, "hello", 5) != 0) fail("the other stream end lost its 5 bytes");
+    if (send(st[1], "x", 1, MSG_NOSIGNAL) >= 0 || errno != EPIPE) fail("the end shut for writing can write");
+    const char *want[] = {"one", "two2"};
+    for (int i = 0; i < 2; i++) {
+        n = recv(dg[1], buf, sizeof buf, MSG_DONTWAIT);
+        if (n != (ssize_t)strlen(want[i]) || memcmp(buf, want[i], (size_t)n) != 0) fail("datagram %d is %zd bytes, not \"%s\"", i, n, want[i]);
+    }
+    if (recv(dg[1], buf, sizeof buf, MSG_DONTWAIT) >= 0) fail("a third datagram came");
+    if (recv(dg[0], buf, sizeof buf, MSG_DONTWAIT) != 4 || memcmp(buf, "back", 4) != 0) fail("the datagram sent back is lost");
+    int v = 0;
+    socklen_t vl = sizeof v;
+    if (getsockopt(dg[0], SOL_SOCKET, SO_SNDBUF, &v, &vl) || v != 2 * small) fail("SO_SNDBUF is %d, not %d", v, 2 * small);
+    if (!(fcntl(sp[0], F_GETFL) & O_NONBLOCK)) fail("the seqpacket end lost O_NONBLOCK");
+    if (recv(sp[0], buf, sizeof buf, 0) != 5 || recv(sp[0], buf + 5, sizeof buf, 0) != 7 || memcmp(buf, "firstsecond!", 12) != 0)
+        fail("the seqpacket messages differ");
+    if (recv(sp[0], buf, sizeof buf, 0) >= 0 || errno != EAGAIN) fail("the non-blocking seqpacket end blocks or has more");
+    if (!(fcntl(ch[0], F_GETFD) & FD_CLOEXEC)) fail("the child's pair lost close-on-exec");
+    struct sockaddr_un got;
+    socklen_t gl = sizeof got;
+    if (getsockname(lp, (struct sockaddr *)&got, &gl) || strcmp(got.sun_path, path) != 0) fail("the listener is not on %s", path);
+    int c1 = socket(AF_UNIX, SOCK_STREAM, 0), c2 = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    if (connect(c1, (struct sockaddr *)&ap, sizeof ap) || connect(c2, (struct sockaddr *)&aa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + alen)))
+        fail("cannot connect to the listeners: %s", strerror(errno));
+    int s1 = accept(lp, NULL, NULL), s2 = accept(la, NULL, NULL);
+    if (s1 < 0 || s2 < 0 || write(c1, "hi", 2) != 2 || read(s1, buf, 2) != 2) fail("the listeners do not accept");
+    if (write(ch[0], "go", 2) != 2 || read(ch[0], buf, 3) != 3 || memcmp(buf, "ack", 3) != 0) fail("the child does not answer over its pair");
+    int status = 0;
+    if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) fail("the child ended with status %x", status);
+    unlink(path);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|aio-inflight|epoll-moved|mlock|mseal TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|aio-inflight|epoll-moved|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -983,6 +1081,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "aio") == 0) r = aio_rings(argv[2]);
     else if (strcmp(argv[1], "openfiles") == 0) r = open_files(argv[2]);
     else if (strcmp(argv[1], "events") == 0) r = events(argv[2]);
+    else if (strcmp(argv[1], "unix") == 0) r = unix_sockets(argv[2]);
     else if (strcmp(argv[1], "aio-inflight") == 0 || strcmp(argv[1], "epoll-moved") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);
     else {

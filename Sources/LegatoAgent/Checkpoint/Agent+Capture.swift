@@ -78,6 +78,7 @@ extension Agent {
         if tree.count > 1 { phases.mark("processes") }  // (then the tree's descriptors and shared objects)
         try TreeDescriptors.resolve(&images, pids: tree.map { $0.pid }, kept: config.keptDescriptors)
         try EventDescriptors.checkEpollSets(images, pids: tree.map { $0.pid })
+        try UnixSocketDescriptors.checkPeers(images, kept: config.keptDescriptors)
         let objects = try SharedObjects.find(&images, pids: tree.map { $0.pid })
         defer { for o in objects { close(o.fd) } }
         let openFiles = try OpenFiles.find(images, pids: tree.map { $0.pid }, firstID: objects.count)

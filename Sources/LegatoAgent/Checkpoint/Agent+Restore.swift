@@ -39,7 +39,8 @@ extension Agent {
         }
         // 2. The tree's shared objects (made in PROG), then the checkpoint's mappings, each at its address.
         let members = image.members ?? []
-        let tree = members.isEmpty && (image.sharedObjects ?? []).isEmpty && (image.zombies ?? []).isEmpty ? nil : TreeRestore(images: [image] + members)
+        let sockets = image.fds.contains { $0.kind == .unixSocket }  // (pairs are made as a tree's are)
+        let tree = members.isEmpty && (image.sharedObjects ?? []).isEmpty && (image.zombies ?? []).isEmpty && !sockets ? nil : TreeRestore(images: [image] + members)
         if let tree { try makeSharedObjects(image, pid: pid, calls, source, tree) }
         var noneTaken: [Int: Int64] = [:]
         for v in image.vmas {

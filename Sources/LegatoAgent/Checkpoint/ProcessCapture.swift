@@ -163,11 +163,12 @@ struct ProcessCapture {
 
     /// `early`: smaps read before the pause (see mappings); `tracedCalls`, `aio`: the address
     /// space's, read on the tracer's thread before.
-    func files(early: MappingFlags.Reading, tracedCalls: UInt64, aio: AioContexts) throws -> Files {
+    /// `sockets`: every UNIX socket, by inode (Sys.unixSockets), read once for the pause.
+    func files(early: MappingFlags.Reading, tracedCalls: UInt64, aio: AioContexts, sockets: Result<[UInt64: UnixSocketInfo], Error>) throws -> Files {
         var f = Files(mmFields: try mmFields(), auxv: auxv(), umask: umask(), resourceLimits: resourceLimits(), children: childrenOutsideTree(),
                       exe: try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe"),
                       cwd: try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/cwd"))
-        do { f.fds = try fileDescriptors() } catch let e as CheckpointRefused { f.refused.append(e.description) }
+        do { f.fds = try fileDescriptors(sockets: sockets) } catch let e as CheckpointRefused { f.refused.append(e.description) }
         do { f.vmas = try mappings(early: early, tracedCalls: tracedCalls) } catch let e as CheckpointRefused { f.refused.append(e.description) }
         let rings = try AioRings.capture(f.vmas, pid: pid, contexts: aio)
         f.aioRings = rings.rings
@@ -354,7 +355,7 @@ struct ProcessCapture {
     }
 
     /// The fd table; anything but regular files, pipes, terminals and a few devices refuses the checkpoint.
-    func fileDescriptors() throws -> [ProcessImage.FileDescriptor] {
+    func fileDescriptors(sockets: Result<[UInt64: UnixSocketInfo], Error>) throws -> [ProcessImage.FileDescriptor] {
         let dir = "/proc/\(pid)/fd"
         var out: [ProcessImage.FileDescriptor] = []
         var refused: [String] = []
@@ -379,6 +380,7 @@ struct ProcessCapture {
                 }
             }
             let kind: ProcessImage.FileDescriptor.Kind
+            var unixSocket: ProcessImage.UnixSocketState?
             if target == "/dev/null" { kind = .devnull } else if target == "/dev/zero" { kind = .devzero } else if target == "/dev/urandom" || target == "/dev/random" {
                 kind = .devurandom
             } else if target.hasPrefix("/dev/pts/") || target.hasPrefix("/dev/tty") || target == "/dev/console" {
@@ -387,6 +389,14 @@ struct ProcessCapture {
                 kind = .pipe
             } else if let event = EventDescriptors.kind(of: target) {
                 kind = event
+            } else if target.hasPrefix("socket:["), let inode = UInt64(target.dropFirst(8).dropLast()), let info = try sockets.get()[inode] {
+                kind = .unixSocket
+                do {
+                    unixSocket = try UnixSocketDescriptors.read(fd: fd, pid: pid, info: info, table: try sockets.get()) { describe(fd, $0) }
+                } catch let e as CheckpointRefused {
+                    refused.append(e.description)
+                    continue
+                }
             } else if target.hasSuffix(" (deleted)") {
                 let what = target.hasPrefix("/memfd:") ? "a memfd" : "a file unlinked while open"
                 refused.append(describe(fd, "\(target) (\(what))"))
@@ -402,6 +412,7 @@ struct ProcessCapture {
                 continue
             }
             var entry = ProcessImage.FileDescriptor(fd: fd, kind: kind, path: target, flags: flags, offset: pos)
+            entry.unixSocket = unixSocket
             if !locks.isEmpty {
                 guard kind == .regular else {
                     refused.append(describe(fd, "\(target), locked (only regular files' locks are taken again)"))
@@ -424,7 +435,7 @@ struct ProcessCapture {
     /// lowest is restored as a dup of it, so they share the offset again. (Pipes are grouped by their
     /// inode; ttys stay what `legato restore` has.)
     private func markDuplicates(_ fds: inout [ProcessImage.FileDescriptor]) throws {
-        let files = fds.indices.filter { [.regular, .devnull, .devzero, .devurandom, .eventfd, .timerfd, .signalfd, .epoll].contains(fds[$0].kind) }.sorted { fds[$0].fd < fds[$1].fd }
+        let files = fds.indices.filter { [.regular, .devnull, .devzero, .devurandom, .eventfd, .timerfd, .signalfd, .epoll, .unixSocket].contains(fds[$0].kind) }.sorted { fds[$0].fd < fds[$1].fd }
         for (k, i) in files.enumerated() {
             for j in files[..<k] where fds[j].dupOf == nil && fds[j].path == fds[i].path {
                 if try Sys.sameOpenFile(pid: pid, fds[j].fd, fds[i].fd) {
@@ -439,7 +450,7 @@ struct ProcessCapture {
     private func describe(_ fd: Int32, _ what: String) -> String { kept.describe(fd, what) }
 
     private func describeKind(_ target: String) -> String {
-        if target.hasPrefix("socket:") { return "a socket" }
+        if target.hasPrefix("socket:") { return "a socket (not a UNIX one: TCP, UDP, netlink... are not kept yet)" }
         if target.hasPrefix("anon_inode:[eventpoll]") { return "an epoll set" }
         if target.hasPrefix("anon_inode:") { return "an anonymous inode" }
         if target.hasPrefix("/dev/") { return "a device" }

@@ -14,7 +14,8 @@ final class ProcessFileReads: @unchecked Sendable {
     /// Starts reading; `captures[k]` reads with `early[k]`, `tracedCalls[k]` and `aio[k]`.
     init(_ captures: [ProcessCapture], early: [MappingFlags.Reading], tracedCalls: [UInt64], aio: [AioContexts]) {
         startThread(name: "pause-proc") { [self] in
-            results = captures.indices.map { k in Result { try captures[k].files(early: early[k], tracedCalls: tracedCalls[k], aio: aio[k]) } }
+            let sockets = Result { try Sys.unixSockets() }
+            results = captures.indices.map { k in Result { try captures[k].files(early: early[k], tracedCalls: tracedCalls[k], aio: aio[k], sockets: sockets) } }
             done.signal()
         }
     }

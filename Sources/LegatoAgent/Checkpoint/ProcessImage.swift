@@ -223,7 +223,7 @@ public struct ProcessImage: Codable, Equatable {
     }
 
     public struct FileDescriptor: Codable, Equatable {
-        public enum Kind: String, Codable { case regular, tty, pipe, devnull, devzero, devurandom, eventfd, timerfd, signalfd, epoll, other }
+        public enum Kind: String, Codable { case regular, tty, pipe, devnull, devzero, devurandom, eventfd, timerfd, signalfd, epoll, unixSocket, other }
         public var fd: Int32
         public var kind: Kind
         public var path: String
@@ -255,6 +255,34 @@ public struct ProcessImage: Codable, Equatable {
         public var timerfd: TimerSetting?
         public var signalMask: UInt64?
         public var epoll: [EpollEntry]?
+        /// A UNIX socket (UnixSocketDescriptors).
+        public var unixSocket: UnixSocketState?
+    }
+
+    /// A UNIX socket: one end of a connected pair both of whose ends are in the tree, a listening
+    /// socket, or an unconnected one.
+    public struct UnixSocketState: Codable, Equatable {
+        public var inode: UInt64
+        /// SOCK_STREAM 1, SOCK_DGRAM 2, SOCK_SEQPACKET 5.
+        public var type: Int32
+        /// Connected: the other end's inode.
+        public var peer: UInt64?
+        /// The address it is bound to (sun_path's bytes; a leading 0: an abstract name).
+        public var name: Data?
+        /// Listening, with this backlog.
+        public var backlog: Int32?
+        /// RCV_SHUTDOWN 1, SEND_SHUTDOWN 2.
+        public var shutdown: UInt8
+        /// What waits to be read on this end, oldest first (a stream's bytes as one message).
+        public var queue: [Data]?
+        /// SO_SNDBUF and SO_RCVBUF as getsockopt gives them (twice what was set), SO_PASSCRED, SO_PEEK_OFF (where not -1).
+        public var sendBuffer: Int32
+        public var receiveBuffer: Int32
+        public var passCredentials: Bool?
+        public var peekOffset: Int32?
+        /// (Never saved: such a socket refuses the checkpoint.) Connected to a listener, this one's
+        /// inode, that has not accepted it yet.
+        public var waitingOn: UInt64?
     }
 
     public struct EventCounter: Codable, Equatable {

@@ -7,6 +7,10 @@ final class TreeRestore {
     /// A pipe made by its first holder (a namespace pid), with the fds there of its two ends: ones it
     /// holds, or ones it keeps for the others (`parked`).
     var pipes: [UInt64: (holder: Int32, read: Int32, write: Int32)] = [:]
+    /// UNIX socket pairs made by the first holder of either end: where each end (by inode) is
+    /// there (parked); and every socket's saved state, by inode, for the end made with its peer.
+    var sockets: [UInt64: (holder: Int32, fd: Int32)] = [:]
+    let socketStates: [UInt64: ProcessImage.UnixSocketState]
     /// Descriptors kept in a process for later ones, closed once every process has its own.
     var parked: [Int32: [Int32]] = [:]
     /// Shared objects (SharedObjects) made again in PROG: their fds there, and the agent's own
@@ -22,5 +26,8 @@ final class TreeRestore {
 
     init(images: [ProcessImage]) {
         high = UInt64((images.flatMap { $0.fds.map { $0.fd } }.max() ?? 2) + 1)
+        var states: [UInt64: ProcessImage.UnixSocketState] = [:]
+        for f in images.flatMap({ $0.fds }) { if let s = f.unixSocket { states[s.inode] = s } }
+        socketStates = states
     }
 }

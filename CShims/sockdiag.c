@@ -1,0 +1,141 @@
+/* The UNIX sockets of the network namespace, from sock_diag (NETLINK_SOCK_DIAG, UNIX_DIAG). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
+#include "CShims.h"
+
+static void fill_unix(struct lg_unix_socket *s, struct unix_diag_msg *m, int len) {
+    memset(s, 0, sizeof *s);
+    s->inode = m->udiag_ino;
+    s->type = m->udiag_type;
+    s->state = m->udiag_state;
+    struct rtattr *a = (struct rtattr *)(m + 1);
+    int left = len - (int)NLMSG_LENGTH(sizeof *m);
+    for (; RTA_OK(a, left); a = RTA_NEXT(a, left)) {
+        void *v = RTA_DATA(a);
+        int n = (int)RTA_PAYLOAD(a);
+        switch (a->rta_type) {
+        case UNIX_DIAG_NAME:
+            s->name_length = n > (int)sizeof s->name ? (int)sizeof s->name : n;
+            memcpy(s->name, v, (size_t)s->name_length);
+            break;
+        case UNIX_DIAG_PEER:
+            if (n >= 4) memcpy(&s->peer, v, 4);
+            break;
+        case UNIX_DIAG_RQLEN:
+            if (n >= (int)sizeof(struct unix_diag_rqlen)) {
+                struct unix_diag_rqlen *q = v;
+                s->receive_queue = q->udiag_rqueue;
+                s->send_queue = q->udiag_wqueue;
+            }
+            break;
+        case UNIX_DIAG_ICONS:
+            s->pending_connections = (uint32_t)(n / 4);
+            memcpy(s->icons, v, (size_t)(n / 4 < 32 ? n / 4 : 32) * 4);
+            break;
+        case UNIX_DIAG_SHUTDOWN:
+            if (n >= 1) s->shutdown = *(uint8_t *)v;
+            break;
+        }
+    }
+}
+
+int lg_unix_sockets(struct lg_unix_socket *out, int capacity) {
+    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0) return -errno;
+    struct {
+        struct nlmsghdr h;
+        struct unix_diag_req r;
+    } req;
+    memset(&req, 0, sizeof req);
+    req.h.nlmsg_len = sizeof req;
+    req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    req.r.sdiag_family = AF_UNIX;
+    req.r.udiag_states = ~0u;
+    req.r.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_ICONS;
+    if (send(fd, &req, sizeof req, 0) != (ssize_t)sizeof req) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    enum { BUFFER = 65536 };
+    char *buf = malloc(BUFFER);
+    if (!buf) {
+        close(fd);
+        return -ENOMEM;
+    }
+    int count = 0;
+    for (;;) {
+        ssize_t n = recv(fd, buf, BUFFER, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            int e = errno;
+            free(buf);
+            close(fd);
+            return -e;
+        }
+        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n)) {
+            if (h->nlmsg_type == NLMSG_DONE) {
+                free(buf);
+                close(fd);
+                return count;
+            }
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                struct nlmsgerr *err = NLMSG_DATA(h);
+                int e = err->error ? err->error : -EIO;
+                free(buf);
+                close(fd);
+                return e;
+            }
+            if (count < capacity) fill_unix(&out[count], NLMSG_DATA(h), (int)h->nlmsg_len);
+            count++;
+        }
+    }
+}
+
+long lg_socket_peek_queue(int fd, void *buf, size_t capacity, uint32_t *lengths, int max_messages, int *descriptors_in_flight) {
+    int old = -1, zero = 0;
+    socklen_t len = sizeof old;
+    *descriptors_in_flight = 0;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &old, &len) != 0) return -errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero) != 0) return -errno;
+    size_t used = 0;
+    long count = 0, result = 0;
+    for (;;) {
+        if (count == max_messages) { result = -E2BIG; break; }
+        char control[512] __attribute__((aligned(8)));
+        struct iovec iov = { (char *)buf + used, capacity - used };
+        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control };
+        ssize_t n = recvmsg(fd, &m, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN) result = -errno;
+            break;
+        }
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+                int *fds = (int *)CMSG_DATA(c);
+                size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                for (size_t i = 0; i < k; i++) close(fds[i]);  /* the peek installed them here */
+                *descriptors_in_flight = 1;
+            }
+        }
+        if (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) { result = -E2BIG; break; }
+        if (n == 0 && used == capacity) { result = -E2BIG; break; }
+        int type = 0;
+        socklen_t tl = sizeof type;
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl);
+        if (n == 0 && type == SOCK_STREAM) break;  /* the end of the stream: the peer shut down */
+        lengths[count++] = (uint32_t)n;
+        used += (size_t)n;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &old, sizeof old);
+    return result < 0 ? result : count;
+}

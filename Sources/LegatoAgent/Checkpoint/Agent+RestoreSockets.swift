@@ -1,0 +1,124 @@
+import Foundation
+import Glibc
+import LegatoCore
+import LegatoSystem
+
+/// Restoring UNIX sockets (UnixSocketDescriptors). A connected pair is made with socketpair by the
+/// first process of the tree that holds either end; both ends are kept there above every restored
+/// descriptor (TreeRestore.parked) for the processes restored after it, which take theirs with
+/// pidfd_getfd. The agent, through copies of its own of both ends, gives them their buffer sizes,
+/// refills each end's receive queue by sending what it held from the other end (message by
+/// message), then shuts them down as they were and sets their options. A listening socket is bound
+/// to its name again (a stale socket file left there by the killed run is removed first) and
+/// listens with its backlog; an unconnected one is made and bound.
+extension Agent {
+    func restoreUnixSocket(_ f: ProcessImage.FileDescriptor, _ image: ProcessImage, _ calls: RestoreCalls, _ tree: TreeRestore) throws {
+        guard let s = f.unixSocket else { throw RestoreError.descriptorUnrestorable(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path) }
+        let kind = UnixSocketDescriptors.typeName(s.type)
+        if let peer = s.peer {
+            if let made = tree.sockets[s.inode] {
+                try takeDescriptor(from: made.holder, fd: made.fd, to: f, calls, tree)
+            } else {
+                let slot = try calls.args.bytes([UInt8](repeating: 0, count: 8))
+                _ = try calls.call("socketpair(AF_UNIX, \(kind)) for fd \(f.fd)", .socketpair, 1, UInt64(s.type) | 0o2000000, 0, slot)
+                var ends = [Int32](repeating: 0, count: 2)
+                try ends.withUnsafeMutableBytes { try Sys.readProcessMemory(pid: calls.tid, address: slot, length: 8, into: $0.baseAddress!) }
+                calls.args.reset()
+                var moved: [Int32] = []
+                for e in ends {
+                    moved.append(Int32(try calls.call("fcntl(F_DUPFD_CLOEXEC) for a UNIX \(kind) socket", .fcntl, UInt64(e), 1030, tree.high)))
+                    _ = try calls.call("close", .close, UInt64(e))
+                }
+                tree.sockets[s.inode] = (image.pid, moved[0])
+                tree.sockets[peer] = (image.pid, moved[1])
+                tree.parked[image.pid, default: []] += moved
+                let own = try moved.map { try UnixSocketDescriptors.takeDescriptor($0, of: calls.tid) }
+                defer { for fd in own { close(fd) } }
+                try configurePair(own[0], s, own[1], tree.socketStates[peer], what: "the UNIX \(kind) socket pair of fd \(f.fd)")
+                _ = try calls.call("dup3 a UNIX \(kind) socket to fd \(f.fd)", .dup3, UInt64(moved[0]), UInt64(f.fd), f.flags & 0o2000000 != 0 ? 0o2000000 : 0)
+            }
+        } else {
+            let fd = try calls.call("socket(AF_UNIX, \(kind)) for fd \(f.fd)", .socket, 1, UInt64(s.type) | UInt64(f.flags & 0o2000000), 0)
+            if let name = s.name {
+                let display = UnixSocketDescriptors.display(Array(name))
+                try removeStaleSocketFile(name, display)
+                let address = try calls.args.bytes([1, 0] + Array(name))  // sockaddr_un: AF_UNIX, then the name
+                _ = try calls.call("bind fd \(f.fd) to \(display)", .bind, UInt64(fd), address, UInt64(2 + name.count))
+                calls.args.reset()
+            }
+            if let backlog = s.backlog { _ = try calls.call("listen(\(backlog)) on fd \(f.fd)", .listen, UInt64(fd), UInt64(backlog)) }
+            let own = try UnixSocketDescriptors.takeDescriptor(Int32(fd), of: calls.tid)
+            defer { close(own) }
+            try setBuffers(own, s, what: "fd \(f.fd)")
+            try setOptions(own, s, what: "fd \(f.fd)")
+            try place(fd, at: f, calls)
+        }
+        if f.flags & 0o4000 != 0 { _ = try calls.call("fcntl(F_SETFL, O_NONBLOCK) fd \(f.fd)", .fcntl, UInt64(f.fd), 4, 0o4000) }
+    }
+
+    /// Both ends of a pair made again (`a` is `sa`'s end, `b` its peer's, whose state `sb` is
+    /// unknown if no process of the checkpoint held it: then it has the defaults).
+    private func configurePair(_ a: Int32, _ sa: ProcessImage.UnixSocketState, _ b: Int32, _ sb: ProcessImage.UnixSocketState?, what: String) throws {
+        try setBuffers(a, sa, what: what)
+        if let sb { try setBuffers(b, sb, what: what) }
+        try refill(sa.queue ?? [], into: what, sending: b, stream: sa.type == Int32(SOCK_STREAM.rawValue))
+        if let sb { try refill(sb.queue ?? [], into: what, sending: a, stream: sb.type == Int32(SOCK_STREAM.rawValue)) }
+        // shutdown(SHUT_WR) on one end is SEND_SHUTDOWN there and RCV_SHUTDOWN on the other; a
+        // SHUT_RD is the other way round.
+        let peerShutdown = sb?.shutdown ?? 0
+        for (fd, mine, theirs) in [(a, sa.shutdown, peerShutdown), (b, peerShutdown, sa.shutdown)] {
+            if mine & 2 != 0 && Glibc.shutdown(fd, Int32(SHUT_WR)) != 0 { throw SystemError.fromErrno("shutdown(SHUT_WR) \(what)") }
+            if mine & 1 != 0 && theirs & 2 == 0 && Glibc.shutdown(fd, Int32(SHUT_RD)) != 0 { throw SystemError.fromErrno("shutdown(SHUT_RD) \(what)") }
+        }
+        try setOptions(a, sa, what: what)
+        if let sb { try setOptions(b, sb, what: what) }
+    }
+
+    /// Sends `messages` from `fd` (a stream's bytes in as many sends as it takes), not waiting: what
+    /// fitted when it was queued fits again.
+    private func refill(_ messages: [Data], into what: String, sending fd: Int32, stream: Bool) throws {
+        for m in messages {
+            var done = 0
+            repeat {
+                let n = m.withUnsafeBytes { send(fd, $0.baseAddress! + done, m.count - done, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+                if n < 0 && errno == EINTR { continue }
+                if n < 0 { throw SystemError.fromErrno("refill \(what) with \(m.count) byte(s) it held") }
+                done += n
+            } while stream && done < m.count
+        }
+    }
+
+    /// SO_SNDBUF and SO_RCVBUF (getsockopt's values are twice what was set; root may pass the limits).
+    private func setBuffers(_ fd: Int32, _ s: ProcessImage.UnixSocketState, what: String) throws {
+        for (option, value) in [(SO_SNDBUFFORCE, s.sendBuffer), (SO_RCVBUFFORCE, s.receiveBuffer)] where value > 0 {
+            var half = value / 2
+            guard setsockopt(fd, SOL_SOCKET, option, &half, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+                throw SystemError.fromErrno("setsockopt(SOL_SOCKET, \(option), \(half)) on \(what)")
+            }
+        }
+    }
+
+    private func setOptions(_ fd: Int32, _ s: ProcessImage.UnixSocketState, what: String) throws {
+        var options: [(Int32, Int32)] = []
+        if s.passCredentials == true { options.append((SO_PASSCRED, 1)) }
+        if let peek = s.peekOffset { options.append((SO_PEEK_OFF, peek)) }
+        for (option, var value) in options {
+            guard setsockopt(fd, SOL_SOCKET, option, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+                throw SystemError.fromErrno("setsockopt(SOL_SOCKET, \(option), \(value)) on \(what)")
+            }
+        }
+    }
+
+    /// A socket file left at `name` by the killed run is removed so the name can be bound again;
+    /// anything else there stops the restore.
+    private func removeStaleSocketFile(_ name: Data, _ display: String) throws {
+        guard name.first != 0 else { return }  // an abstract name: no file
+        let path = display
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        guard st.st_mode & S_IFMT == S_IFSOCK else {
+            throw SystemError("bind a UNIX socket to \(path) again: something that is not a socket is there", code: EADDRINUSE)
+        }
+        if unlink(path) != 0 { throw SystemError.fromErrno("remove the stale socket file \(path) to bind it again") }
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+import Glibc
+import LegatoSystem
+
+/// UNIX sockets, read while the tree is frozen: what sock_diag says of each (type, state, peer,
+/// bound name, shutdown), what waits in its receive queue (peeked through the agent's own copy of
+/// the descriptor, taken with pidfd_getfd, so nothing is consumed) and its buffer sizes and
+/// options. Kept exactly and restored (Agent+RestoreSockets): a connected pair both of whose ends
+/// are in the tree, unnamed (a socketpair), with what each end holds; a listening socket bound to
+/// a path or an abstract name, none waiting to be accepted; an unconnected one.
+///
+/// Refused, by name: a socket whose peer is outside the tree or has closed, or waits in a
+/// listener's queue (a connection not accepted yet: its peer has no inode until it is); one connected through
+/// a name (accepted from a listener, or connected after a bind: not yet); messages in flight that
+/// carry descriptors (SCM_RIGHTS) or credentials; messages queued on an unconnected datagram
+/// socket (their senders' addresses are not kept); a name relative to some directory.
+enum UnixSocketDescriptors {
+    /// The state of `fd` of `pid`, the UNIX socket `info` (`table`: all of them, by inode); throws a
+    /// CheckpointRefused naming what cannot be kept (`describe` words the fd).
+    static func read(fd: Int32, pid: pid_t, info: UnixSocketInfo, table: [UInt64: UnixSocketInfo], describe: (String) -> String) throws
+        -> ProcessImage.UnixSocketState {
+        let kind = typeName(info.type)
+        let named = info.name.isEmpty ? "" : " on \(display(info.name))"
+        func refuse(_ what: String, transient: Bool = false) -> CheckpointRefused {
+            CheckpointRefused(description: describe("a UNIX \(kind) socket\(named) \(what)"), transient: transient)
+        }
+        if let first = info.name.first, first != 0, first != UInt8(ascii: "/") { throw refuse("(a name relative to some directory)") }
+        var state = ProcessImage.UnixSocketState(inode: info.inode, type: info.type, name: info.name.isEmpty ? nil : Data(info.name),
+                                                 shutdown: info.shutdown, sendBuffer: 0, receiveBuffer: 0)
+        if info.state == 10 {  // TCP_LISTEN
+            if info.pendingConnections > 0 {
+                throw refuse("with \(info.pendingConnections) connection(s) waiting to be accepted; try again", transient: true)
+            }
+            state.backlog = Int32(info.backlog)
+        } else if info.peer != 0 {
+            guard let peer = table[info.peer] else { throw refuse("whose peer has closed; try again once the program has closed it", transient: true) }
+            if !info.name.isEmpty || !peer.name.isEmpty {
+                throw refuse("connected \(info.name.isEmpty ? "to \(display(peer.name))" : "through its name") (only unnamed pairs are kept yet)")
+            }
+            state.peer = info.peer
+        } else if info.state == 1 {  // TCP_ESTABLISHED with no peer inode: its peer waits in a listener's queue
+            guard let listener = table.values.first(where: { $0.waiting.contains(info.inode) }) else {
+                throw refuse("connected to a socket that is neither accepted nor waiting to be")
+            }
+            state.waitingOn = listener.inode  // refused by checkPeers, by where that listener is
+            state.name = listener.name.isEmpty ? nil : Data(listener.name)
+            return state
+        }
+        let own = try takeDescriptor(fd, of: pid)
+        defer { close(own) }
+        state.sendBuffer = try intOption(own, SO_SNDBUF)
+        state.receiveBuffer = try intOption(own, SO_RCVBUF)
+        if try intOption(own, SO_PASSCRED) != 0 { state.passCredentials = true }
+        let peek = try intOption(own, SO_PEEK_OFF)
+        if peek >= 0 { state.peekOffset = peek }
+        if state.backlog == nil {
+            let queued = try Sys.peekSocketQueue(own, stream: info.type == Int32(SOCK_STREAM.rawValue), what: "fd \(fd) of pid \(pid)")
+            if queued.descriptorsInFlight { throw refuse("with descriptors in flight (SCM_RIGHTS) in its queue") }
+            if !queued.messages.isEmpty {
+                if state.peer == nil && info.type != Int32(SOCK_STREAM.rawValue) { throw refuse("holding messages from other sockets, whose addresses are not kept") }
+                if state.passCredentials == true { throw refuse("holding messages with their senders' credentials (SO_PASSCRED)") }
+                state.queue = queued.messages
+            }
+        }
+        return state
+    }
+
+    /// Each connected socket's peer must be a socket of the tree too; throws the refusals, named.
+    static func checkPeers(_ images: [ProcessImage], kept: KeptDescriptors) throws {
+        let inodes = Set(images.flatMap { $0.fds.compactMap { $0.unixSocket?.inode } })
+        var refused: [String] = []
+        for (k, image) in images.enumerated() {
+            for f in image.fds {
+                guard let s = f.unixSocket else { continue }
+                let what: String
+                if let listener = s.waitingOn {
+                    let name = s.name.map { display(Array($0)) } ?? "an unnamed listener"
+                    what = inodes.contains(listener) ? "a UNIX \(typeName(s.type)) socket connected to the program's listener on \(name), which has not accepted it yet; try again"
+                                                     : "a UNIX \(typeName(s.type)) socket whose peer is outside the program (\(name), which has not accepted it yet)"
+                } else if let peer = s.peer, !inodes.contains(peer) {
+                    what = "a UNIX \(typeName(s.type)) socket whose peer is outside the program"
+                } else {
+                    continue
+                }
+                refused.append(k == 0 ? kept.describe(f.fd, what) : "pid \(image.pid): fd \(f.fd) is \(what)")
+            }
+        }
+        if !refused.isEmpty {
+            throw CheckpointRefused(description: refused.sorted().joined(separator: "; ") + "; cannot checkpoint \(refused.count == 1 ? "it" : "them")")
+        }
+    }
+
+    static func typeName(_ type: Int32) -> String {
+        switch type {
+        case Int32(SOCK_STREAM.rawValue): return "stream"
+        case Int32(SOCK_DGRAM.rawValue): return "datagram"
+        case Int32(SOCK_SEQPACKET.rawValue): return "seqpacket"
+        default: return "type-\(type)"
+        }
+    }
+
+    /// A bound name as people write it: the path, or "@name" for an abstract one.
+    static func display(_ name: [UInt8]) -> String {
+        if name.first == 0 { return "@" + String(decoding: name.dropFirst(), as: UTF8.self) }
+        return String(decoding: name.prefix { $0 != 0 }, as: UTF8.self)
+    }
+
+    /// The agent's own copy of `fd` of `pid` (pidfd_getfd: the same socket).
+    static func takeDescriptor(_ fd: Int32, of pid: pid_t) throws -> Int32 {
+        let pidfd = try Sys.pidfdOpen(pid)
+        defer { close(pidfd) }
+        return try Sys.pidfdGetFD(pidfd: pidfd, targetFD: fd, pid: pid)
+    }
+
+    private static func intOption(_ fd: Int32, _ name: Int32) throws -> Int32 {
+        var v: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, name, &v, &len) == 0 else { throw SystemError.fromErrno("getsockopt(SOL_SOCKET, \(name)) of a UNIX socket") }
+        return v
+    }
+}
