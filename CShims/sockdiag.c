@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
@@ -138,4 +139,58 @@ long lg_socket_peek_queue(int fd, void *buf, size_t capacity, uint32_t *lengths,
     }
     setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &old, sizeof old);
     return result < 0 ? result : count;
+}
+
+#include <linux/inet_diag.h>
+
+long lg_tcp_listen_backlog(int family, uint64_t inode) {
+    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0) return -errno;
+    struct {
+        struct nlmsghdr h;
+        struct inet_diag_req_v2 r;
+    } req;
+    memset(&req, 0, sizeof req);
+    req.h.nlmsg_len = sizeof req;
+    req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    req.r.sdiag_family = (uint8_t)family;
+    req.r.sdiag_protocol = IPPROTO_TCP;
+    req.r.idiag_states = 1u << 10;  /* TCP_LISTEN */
+    if (send(fd, &req, sizeof req, 0) != (ssize_t)sizeof req) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    enum { BUFFER = 65536 };
+    char *buf = malloc(BUFFER);
+    if (!buf) {
+        close(fd);
+        return -ENOMEM;
+    }
+    long found = -ENOENT;
+    for (;;) {
+        ssize_t n = recv(fd, buf, BUFFER, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            found = -errno;
+            break;
+        }
+        int done = 0;
+        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n)) {
+            if (h->nlmsg_type == NLMSG_DONE) { done = 1; break; }
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                struct nlmsgerr *err = NLMSG_DATA(h);
+                found = err->error ? err->error : -EIO;
+                done = 1;
+                break;
+            }
+            struct inet_diag_msg *m = NLMSG_DATA(h);
+            if (m->idiag_inode == inode) found = (long)m->idiag_wqueue;
+        }
+        if (done) break;
+    }
+    free(buf);
+    close(fd);
+    return found;
 }

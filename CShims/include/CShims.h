@@ -174,6 +174,10 @@ int lg_unix_sockets(struct lg_unix_socket *out, int capacity);
    than capacity or max_messages). *descriptors_in_flight is set if any carries SCM_RIGHTS (the
    descriptors a peek installs are closed). */
 long lg_socket_peek_queue(int fd, void *buf, size_t capacity, uint32_t *lengths, int max_messages, int *descriptors_in_flight);
+
+/* The backlog of the listening TCP socket with this inode (family AF_INET or AF_INET6), from
+   sock_diag; -ENOENT if there is no such listener. */
+long lg_tcp_listen_backlog(int family, uint64_t inode);
 int lg_pidfd_send_signal(int pidfd, int sig);
 
 /* A signalfd for SIGCHLD (blocks SIGCHLD in the calling thread's mask). */

@@ -19,6 +19,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case setitimer = 38
     case getpid = 39
     case socket = 41
+    case connect = 42
     case bind = 49
     case listen = 50
     case socketpair = 53
@@ -88,6 +89,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
         case .ioctl: return "ioctl"
         case .socket: return "socket"
         case .bind: return "bind"
+        case .connect: return "connect"
         case .listen: return "listen"
         case .socketpair: return "socketpair"
         case .epollCtl: return "epoll_ctl"

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LegatoSystem
 import Testing
 
 /// Programs built on an event loop — epoll sets, eventfds, timers, signal handlers, worker threads —
@@ -52,5 +53,40 @@ import Testing
         let r = try run.command.wait(timeoutSeconds: 60)
         #expect(r.status == 0, "the program runs on: \(r.stderr)")
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == "ready\ndone\n")
+    }
+
+    /// `curl` against 127.0.0.1:port until it answers (or `seconds` pass): the body, or nil.
+    func fetch(_ port: Int, _ path: String, seconds: Double = 20) throws -> String? {
+        let deadline = monotonicNanos() + UInt64(seconds * 1e9)
+        while monotonicNanos() < deadline {
+            let r = try runCommand(["curl", "-s", "--max-time", "2", "http://127.0.0.1:\(port)/\(path)"])
+            if r.status == 0 { return r.stdout }
+            usleep(100_000)
+        }
+        return nil
+    }
+
+    @Test func pythonHttpServerServesCurlBeforeAndAfter() throws {
+        // python3 -m http.server: its listening TCP socket (SO_REUSEADDR, its backlog) listens again
+        // on the same address after kill -9 and restore, and serves the same file.
+        let dir = TestEnvironment.temporaryDirectory("http-server")
+        try FileManager.default.createDirectory(atPath: dir + "/www", withIntermediateDirectories: true)
+        let body = (0..<200).map { "line \($0) of the served file" }.joined(separator: "\n") + "\n"
+        try body.write(toFile: dir + "/www/served.txt", atomically: true, encoding: .utf8)
+        let port = 20000 + Int(getpid() % 20000)
+        let run = try NamedRun(name: "http", stateDir: dir + "/state", output: dir + "/out", localMem: "64M",
+                               argv: ["python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir + "/www", "\(port)"])
+        #expect(try fetch(port, "served.txt") == body, "the server serves before the checkpoint")
+        let ck = try run.checkpoint()
+        #expect(ck.status == 0, "\(ck.stderr)")
+        run.killHard()
+        #expect(try fetch(port, "served.txt", seconds: 0.5) == nil, "the killed server no longer answers")
+        let restore = try SpawnedCommand([TestEnvironment.legato, "restore", "http", "--state-dir", dir + "/state", "--local-mem", "64M"])
+        defer {
+            restore.signal(SIGKILL)
+            _ = try? restore.wait(timeoutSeconds: 20)
+        }
+        #expect(try fetch(port, "served.txt") == body, "the restored server serves the file on the same port")
+        #expect(try fetch(port, "served.txt") == body, "and again, on a second connection")
     }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """pyprogress.py - a Python computation that reports as it goes, for checkpoint/restore tests.
 
-Usage: pyprogress.py [STEPS] [MODE]   (default 30; MODE "socket": it also holds a UDP socket;
+Usage: pyprogress.py [STEPS] [MODE]   (default 30; MODE "socket": it also holds a netlink socket,
+       which a checkpoint refuses;
        MODE "shm": it also maps shared anonymous memory, which keeps a count over the steps (printed
        at the end); "memfd": a memfd, mapped shared;
        MODE "pending": SIGUSR1 (to the process) and SIGUSR2 (to the main thread) are sent at the
@@ -15,7 +16,7 @@ steps = int(sys.argv[1]) if len(sys.argv) > 1 else 30
 mode = sys.argv[2] if len(sys.argv) > 2 else ""
 if mode == "socket":
     import socket
-    held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    held = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
 if mode == "shm":
     import mmap
     held = mmap.mmap(-1, 65536)  # MAP_SHARED | MAP_ANONYMOUS

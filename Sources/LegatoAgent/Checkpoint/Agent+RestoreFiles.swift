@@ -73,6 +73,12 @@ extension Agent {
                     guard let tree else { throw RestoreError.descriptorUnrestorable(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path) }
                     try restoreUnixSocket(f, image, calls, tree)
                 }
+            case .inetSocket:
+                if let first = f.dupOf {
+                    _ = try calls.call("dup3 fd \(first) to fd \(f.fd)", .dup3, UInt64(first), UInt64(f.fd), f.flags & 0o2000000 != 0 ? 0o2000000 : 0)
+                } else {
+                    try restoreInetSocket(f, image, calls)
+                }
             case .other:
                 throw RestoreError.descriptorUnrestorable(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path)
             }

@@ -56,6 +56,39 @@ extension Agent {
         if f.flags & 0o4000 != 0 { _ = try calls.call("fcntl(F_SETFL, O_NONBLOCK) fd \(f.fd)", .fcntl, UInt64(f.fd), 4, 0o4000) }
     }
 
+    /// A TCP or UDP socket (InetSocketDescriptors) made again at `f`'s number: its options set
+    /// through the agent's own copy before it is bound (SO_REUSEADDR must be), bound to its
+    /// address, listening with its backlog or connected to its peer.
+    func restoreInetSocket(_ f: ProcessImage.FileDescriptor, _ image: ProcessImage, _ calls: RestoreCalls) throws {
+        guard let s = f.inetSocket else { throw RestoreError.descriptorUnrestorable(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path) }
+        let what = "\(s.proto == Int32(IPPROTO_TCP) ? "TCP" : "UDP") socket for fd \(f.fd)"
+        let fd = try calls.call("socket(\(s.family), \(s.type), \(s.proto)) " + what, .socket, UInt64(s.family), UInt64(s.type) | UInt64(f.flags & 0o2000000), UInt64(s.proto))
+        do {
+            let own = try UnixSocketDescriptors.takeDescriptor(Int32(fd), of: calls.tid)
+            defer { close(own) }
+            for o in s.options where o.count == 3 {
+                var value = o[2]
+                // IP_TRANSPARENT and IP_FREEBIND need privileges the agent has: set them all the same.
+                guard setsockopt(own, o[0], o[1], &value, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+                    throw SystemError.fromErrno("setsockopt(\(o[0]), \(o[1]), \(value)) on the " + what)
+                }
+            }
+        }
+        if let address = s.address {
+            let arg = try calls.args.bytes(Array(address))
+            _ = try calls.call("bind the \(what) to \(InetSocketDescriptors.display(address))", .bind, UInt64(fd), arg, UInt64(address.count))
+            calls.args.reset()
+        }
+        if let backlog = s.backlog { _ = try calls.call("listen(\(backlog)) on the " + what, .listen, UInt64(fd), UInt64(backlog)) }
+        if let peer = s.peer {
+            let arg = try calls.args.bytes(Array(peer))
+            _ = try calls.call("connect the \(what) to \(InetSocketDescriptors.display(peer))", .connect, UInt64(fd), arg, UInt64(peer.count))
+            calls.args.reset()
+        }
+        try place(fd, at: f, calls)
+        if f.flags & 0o4000 != 0 { _ = try calls.call("fcntl(F_SETFL, O_NONBLOCK) fd \(f.fd)", .fcntl, UInt64(f.fd), 4, 0o4000) }
+    }
+
     /// Both ends of a pair made again (`a` is `sa`'s end, `b` its peer's, whose state `sb` is
     /// unknown if no process of the checkpoint held it: then it has the defaults).
     private func configurePair(_ a: Int32, _ sa: ProcessImage.UnixSocketState, _ b: Int32, _ sb: ProcessImage.UnixSocketState?, what: String) throws {

@@ -381,6 +381,7 @@ struct ProcessCapture {
             }
             let kind: ProcessImage.FileDescriptor.Kind
             var unixSocket: ProcessImage.UnixSocketState?
+            var inetSocket: ProcessImage.InetSocketState?
             if target == "/dev/null" { kind = .devnull } else if target == "/dev/zero" { kind = .devzero } else if target == "/dev/urandom" || target == "/dev/random" {
                 kind = .devurandom
             } else if target.hasPrefix("/dev/pts/") || target.hasPrefix("/dev/tty") || target == "/dev/console" {
@@ -393,6 +394,14 @@ struct ProcessCapture {
                 kind = .unixSocket
                 do {
                     unixSocket = try UnixSocketDescriptors.read(fd: fd, pid: pid, info: info, table: try sockets.get()) { describe(fd, $0) }
+                } catch let e as CheckpointRefused {
+                    refused.append(e.description)
+                    continue
+                }
+            } else if target.hasPrefix("socket:["), let inode = UInt64(target.dropFirst(8).dropLast()) {
+                kind = .inetSocket
+                do {
+                    inetSocket = try InetSocketDescriptors.read(fd: fd, pid: pid, inode: inode) { describe(fd, $0) }
                 } catch let e as CheckpointRefused {
                     refused.append(e.description)
                     continue
@@ -413,6 +422,7 @@ struct ProcessCapture {
             }
             var entry = ProcessImage.FileDescriptor(fd: fd, kind: kind, path: target, flags: flags, offset: pos)
             entry.unixSocket = unixSocket
+            entry.inetSocket = inetSocket
             if !locks.isEmpty {
                 guard kind == .regular else {
                     refused.append(describe(fd, "\(target), locked (only regular files' locks are taken again)"))
@@ -435,7 +445,7 @@ struct ProcessCapture {
     /// lowest is restored as a dup of it, so they share the offset again. (Pipes are grouped by their
     /// inode; ttys stay what `legato restore` has.)
     private func markDuplicates(_ fds: inout [ProcessImage.FileDescriptor]) throws {
-        let files = fds.indices.filter { [.regular, .devnull, .devzero, .devurandom, .eventfd, .timerfd, .signalfd, .epoll, .unixSocket].contains(fds[$0].kind) }.sorted { fds[$0].fd < fds[$1].fd }
+        let files = fds.indices.filter { [.regular, .devnull, .devzero, .devurandom, .eventfd, .timerfd, .signalfd, .epoll, .unixSocket, .inetSocket].contains(fds[$0].kind) }.sorted { fds[$0].fd < fds[$1].fd }
         for (k, i) in files.enumerated() {
             for j in files[..<k] where fds[j].dupOf == nil && fds[j].path == fds[i].path {
                 if try Sys.sameOpenFile(pid: pid, fds[j].fd, fds[i].fd) {

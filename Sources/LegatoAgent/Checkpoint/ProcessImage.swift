@@ -223,7 +223,7 @@ public struct ProcessImage: Codable, Equatable {
     }
 
     public struct FileDescriptor: Codable, Equatable {
-        public enum Kind: String, Codable { case regular, tty, pipe, devnull, devzero, devurandom, eventfd, timerfd, signalfd, epoll, unixSocket, other }
+        public enum Kind: String, Codable { case regular, tty, pipe, devnull, devzero, devurandom, eventfd, timerfd, signalfd, epoll, unixSocket, inetSocket, other }
         public var fd: Int32
         public var kind: Kind
         public var path: String
@@ -257,6 +257,23 @@ public struct ProcessImage: Codable, Equatable {
         public var epoll: [EpollEntry]?
         /// A UNIX socket (UnixSocketDescriptors).
         public var unixSocket: UnixSocketState?
+        /// A TCP or UDP socket (InetSocketDescriptors).
+        public var inetSocket: InetSocketState?
+    }
+
+    /// A TCP socket that listens or is not connected, or a UDP socket with nothing queued.
+    public struct InetSocketState: Codable, Equatable {
+        /// AF_INET 2 or AF_INET6 10; SOCK_STREAM 1 or SOCK_DGRAM 2; IPPROTO_TCP 6 or IPPROTO_UDP 17.
+        public var family: Int32
+        public var type: Int32
+        public var proto: Int32
+        /// The bound address (a sockaddr_in or sockaddr_in6's bytes), if bound; a UDP socket's peer, if connected.
+        public var address: Data?
+        public var peer: Data?
+        /// Listening, with this backlog.
+        public var backlog: Int32?
+        /// [level, name, value] of each integer option read (SO_REUSEADDR, TCP_NODELAY, IPV6_V6ONLY...).
+        public var options: [[Int32]]
     }
 
     /// A UNIX socket: one end of a connected pair both of whose ends are in the tree, a listening
