@@ -194,3 +194,134 @@ long lg_tcp_listen_backlog(int family, uint64_t inode) {
     close(fd);
     return found;
 }
+
+/* Whether diag id's source (and, with peer, destination) is the sockaddr given. */
+static int id_matches(const struct inet_diag_sockid *id, int family, const void *local, const void *peer) {
+    if (family == AF_INET) {
+        const struct sockaddr_in *l = local, *p = peer;
+        if (id->idiag_sport != l->sin_port || memcmp(id->idiag_src, &l->sin_addr, 4) != 0) return 0;
+        return !p || (id->idiag_dport == p->sin_port && memcmp(id->idiag_dst, &p->sin_addr, 4) == 0);
+    }
+    const struct sockaddr_in6 *l = local, *p = peer;
+    if (id->idiag_sport != l->sin6_port || memcmp(id->idiag_src, &l->sin6_addr, 16) != 0) return 0;
+    return !p || (id->idiag_dport == p->sin6_port && memcmp(id->idiag_dst, &p->sin6_addr, 16) == 0);
+}
+
+long lg_tcp_destroy_time_wait(int family, const void *local, const void *peer) {
+    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0) return -errno;
+    struct {
+        struct nlmsghdr h;
+        struct inet_diag_req_v2 r;
+    } req;
+    memset(&req, 0, sizeof req);
+    req.h.nlmsg_len = sizeof req;
+    req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    req.r.sdiag_family = (uint8_t)family;
+    req.r.sdiag_protocol = IPPROTO_TCP;
+    req.r.idiag_states = 1u << 6;  /* TCP_TIME_WAIT */
+    if (send(fd, &req, sizeof req, 0) != (ssize_t)sizeof req) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    enum { BUFFER = 65536, MAX = 256 };
+    char *buf = malloc(BUFFER);
+    struct inet_diag_sockid *ids = malloc(MAX * sizeof *ids);
+    if (!buf || !ids) {
+        free(buf);
+        free(ids);
+        close(fd);
+        return -ENOMEM;
+    }
+    int count = 0, done = 0;
+    long r = 0;
+    while (!done) {
+        ssize_t n = recv(fd, buf, BUFFER, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            r = -errno;
+            break;
+        }
+        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n)) {
+            if (h->nlmsg_type == NLMSG_DONE) { done = 1; break; }
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                struct nlmsgerr *err = NLMSG_DATA(h);
+                r = err->error ? err->error : -EIO;
+                done = 1;
+                break;
+            }
+            struct inet_diag_msg *m = NLMSG_DATA(h);
+            if (count < MAX && id_matches(&m->id, family, local, peer)) ids[count++] = m->id;
+        }
+    }
+    free(buf);
+    for (int i = 0; r == 0 && i < count; i++) {
+        memset(&req, 0, sizeof req);
+        req.h.nlmsg_len = sizeof req;
+        req.h.nlmsg_type = SOCK_DESTROY;
+        req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+        req.r.sdiag_family = (uint8_t)family;
+        req.r.sdiag_protocol = IPPROTO_TCP;
+        req.r.idiag_states = 1u << 6;
+        req.r.id = ids[i];
+        if (send(fd, &req, sizeof req, 0) != (ssize_t)sizeof req) { r = -errno; break; }
+        char ack[512] __attribute__((aligned(8)));
+        ssize_t n = recv(fd, ack, sizeof ack, 0);
+        struct nlmsghdr *h = (struct nlmsghdr *)ack;
+        if (n > 0 && h->nlmsg_type == NLMSG_ERROR) {
+            struct nlmsgerr *err = NLMSG_DATA(h);
+            if (err->error && err->error != -ENOENT) r = err->error;
+        }
+    }
+    free(ids);
+    close(fd);
+    return r < 0 ? r : count;
+}
+
+int lg_tcp_abort(int sock) {
+    struct sockaddr_storage l, p;
+    socklen_t ll = sizeof l, pl = sizeof p;
+    if (getsockname(sock, (struct sockaddr *)&l, &ll)) return -errno;
+    if (getpeername(sock, (struct sockaddr *)&p, &pl)) return errno == ENOTCONN ? 0 : -errno;  /* reset already (its peer was aborted) */
+    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0) return -errno;
+    struct {
+        struct nlmsghdr h;
+        struct inet_diag_req_v2 r;
+    } req;
+    memset(&req, 0, sizeof req);
+    req.h.nlmsg_len = sizeof req;
+    req.h.nlmsg_type = SOCK_DESTROY;
+    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+    req.r.sdiag_family = (uint8_t)l.ss_family;
+    req.r.sdiag_protocol = IPPROTO_TCP;
+    req.r.idiag_states = ~0u;
+    req.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+    req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+    if (l.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&l, *b = (struct sockaddr_in *)&p;
+        req.r.id.idiag_sport = a->sin_port;
+        req.r.id.idiag_dport = b->sin_port;
+        memcpy(req.r.id.idiag_src, &a->sin_addr, 4);
+        memcpy(req.r.id.idiag_dst, &b->sin_addr, 4);
+    } else {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&l, *b = (struct sockaddr_in6 *)&p;
+        req.r.id.idiag_sport = a->sin6_port;
+        req.r.id.idiag_dport = b->sin6_port;
+        memcpy(req.r.id.idiag_src, &a->sin6_addr, 16);
+        memcpy(req.r.id.idiag_dst, &b->sin6_addr, 16);
+    }
+    int r = 0;
+    if (send(fd, &req, sizeof req, 0) != (ssize_t)sizeof req) r = -errno;
+    else {
+        char ack[512] __attribute__((aligned(8)));
+        ssize_t n = recv(fd, ack, sizeof ack, 0);
+        struct nlmsghdr *h = (struct nlmsghdr *)ack;
+        if (n < 0) r = -errno;
+        else if (h->nlmsg_type == NLMSG_ERROR) r = ((struct nlmsgerr *)NLMSG_DATA(h))->error;
+    }
+    close(fd);
+    return r;
+}

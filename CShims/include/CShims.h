@@ -178,6 +178,41 @@ long lg_socket_peek_queue(int fd, void *buf, size_t capacity, uint32_t *lengths,
 /* The backlog of the listening TCP socket with this inode (family AF_INET or AF_INET6), from
    sock_diag; -ENOENT if there is no such listener. */
 long lg_tcp_listen_backlog(int family, uint64_t inode);
+
+/* Ends the TIME_WAIT TCP sockets on local (a sockaddr_in or _in6 of family), and to peer if not
+   NULL (sock_diag SOCK_DESTROY): what a killed run's connections left on an address it binds
+   again. Returns how many, or -errno. */
+long lg_tcp_destroy_time_wait(int family, const void *local, const void *peer);
+
+/* Aborts the connected TCP socket sock (sock_diag SOCK_DESTROY on its four-tuple: a reset to its
+   peer, ECONNABORTED to its holder); 0 (also if it was reset already) or -errno. */
+int lg_tcp_abort(int sock);
+
+/* An established TCP connection as TCP_REPAIR reads it: the sequence numbers after the send and
+   receive queues (write_seq, rcv_nxt), the queues' lengths (of the send queue, the bytes not sent
+   yet), MSS, window scales, tcpi_options (TCPI_OPT_*), the timestamp, and tcp_repair_window's
+   snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup. */
+struct lg_tcp_state {
+    uint32_t send_seq, receive_seq;
+    uint32_t send_queue_length, unsent_length, receive_queue_length;
+    uint32_t mss, timestamp;
+    uint8_t send_wscale, receive_wscale, options, state;  /* state: tcpi_state (TCP_ESTABLISHED 1...) */
+    uint32_t window[5];
+};
+
+/* Reads the state and both queues of connected TCP socket fd (in repair mode for the time of it,
+   left without a window probe); -errno on failure (E2BIG: a queue past its capacity). */
+int lg_tcp_repair_read(int fd, struct lg_tcp_state *st, void *send_queue, uint32_t send_capacity, void *receive_queue, uint32_t receive_capacity);
+
+/* Makes fresh TCP socket fd the connection st from local to peer, in repair mode: sequence
+   numbers, bind, connect, options, the queues but the unsent bytes, windows. -errno on failure,
+   with *stage telling how far it got (for the error's words). */
+int lg_tcp_repair_restore(int fd, const struct lg_tcp_state *st, const void *local, uint32_t local_length, const void *peer, uint32_t peer_length,
+                          const void *send_queue, const void *receive_queue, int *stage);
+
+/* Takes a restored connection out of repair mode (a window probe tells the peer) and sends the
+   bytes it had not sent: once both ends of a connection between two restored sockets exist. */
+int lg_tcp_repair_finish(int fd, const void *unsent, uint32_t length, int *stage);
 int lg_pidfd_send_signal(int pidfd, int sig);
 
 /* A signalfd for SIGCHLD (blocks SIGCHLD in the calling thread's mask). */

@@ -32,6 +32,8 @@ public final class Agent {
         public var snapshotCopyRatio = 5
         /// Restore this checkpoint instead of starting PROG afresh.
         public var restore: RestoreSource?
+        /// Its TCP connections come back reset (aborted once made again), not going on.
+        public var restoreTCPClosed = false
         public var localBudgetBytes: UInt64
         public var secret: ClusterSecret
         public var statsJSONPath: String?

@@ -66,6 +66,10 @@ struct RestoreCommand: ParsableCommand {
     @Option(help: "The checkpoint to restore (default: the newest committed one).")
     var epoch: UInt64?
 
+    @Flag(name: .customLong("tcp-close"),
+          help: "Bring TCP connections back reset (the program's next call on one fails, its peer gets a reset) instead of going on with TCP_REPAIR.")
+    var tcpClose = false
+
     @OptionGroup var options: MemoryOptions
 
     func run() throws {
@@ -99,6 +103,7 @@ struct RestoreCommand: ParsableCommand {
         let code = try options.runAgent(program: source.image.exe, arguments: [], noPIDNamespace: false) { c in
             c.name = name
             c.restore = source
+            c.restoreTCPClosed = tcpClose
         }
         throw ExitCode(code)
     }

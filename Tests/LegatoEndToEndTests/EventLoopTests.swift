@@ -33,6 +33,16 @@ import Testing
         #expect(!descriptors(image, kind: "epoll").isEmpty, "asyncio's epoll set is saved")
     }
 
+    @Test func pythonAsyncioTCPServerAndItsClientsGoOnOverTheirConnections() throws {
+        // An asyncio server and three clients in one program, caught mid-conversation: each
+        // connection (both of its ends) comes back with TCP_REPAIR, with the bytes in flight.
+        let image = try checkpointKillRestore(["python3", Workloads.script("pyasyncserver.py"), "40"], name: "asyncio-tcp", localMem: "64M",
+                                              afterLines: 30)
+        let connections = descriptors(image, kind: "inetSocket").filter { $0["inetSocket"].flatMap { ($0 as? [String: Any])?["connection"] } != nil }
+        #expect(connections.count == 6, "three connections, both ends of each, are saved: \(connections.count)")
+        #expect(descriptors(image, kind: "inetSocket").contains { ($0["inetSocket"] as? [String: Any])?["backlog"] != nil }, "the listener is saved")
+    }
+
     @Test func aUNIXSocketConnectedOutsideIsRefusedByNameAndRunsOn() throws {
         // The program connects to a listener the test holds: its peer is outside, refused.
         let dir = TestEnvironment.temporaryDirectory("unix-outside")

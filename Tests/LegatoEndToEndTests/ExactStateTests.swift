@@ -153,7 +153,7 @@ import LegatoSystem
     /// which a fork would give without its dontfork and wipeonfork pages), killed, restored; then it
     /// checks its state and must print what a plain run prints: PASS.
     @Test(arguments: [("advice", ["--snapshot-above", "1"]), ("fdflags", []), ("attrs", []), ("locks", []), ("membarrier", []),
-                      ("guard", ["--snapshot-above", "1"]), ("unlinked", []), ("zombies", []), ("timers", []), ("sysv", []), ("seccomp", []), ("loginuid", []), ("lease", []), ("aio", []), ("events", []), ("unix", [])])
+                      ("guard", ["--snapshot-above", "1"]), ("unlinked", []), ("zombies", []), ("timers", []), ("sysv", []), ("seccomp", []), ("loginuid", []), ("lease", []), ("aio", []), ("events", []), ("unix", []), ("inet", []), ("tcp", [])])
     func stateComesBackExactly(_ mode: String, _ options: [String]) throws {
         let dir = TestEnvironment.temporaryDirectory("state-\(mode)")
         let program = try Workloads.stateProgram("statecheck")
@@ -205,5 +205,26 @@ import LegatoSystem
             #expect(r.stderr.contains("\(trigger)\(file) (\(why))"), "the restore says it put \(file) back: \(r.stderr)")
         }
         #expect(!r.stderr.contains(trigger + ".same"), "the file left alone is not put back: \(r.stderr)")
+    }
+
+    /// `legato restore --tcp-close`: the connections come back reset (both ends of one between two
+    /// of the program's sockets fail), the listener listens; a plain run's connection goes on.
+    @Test func tcpConnectionsComeBackResetWithTcpClose() throws {
+        let dir = TestEnvironment.temporaryDirectory("state-tcp-closed")
+        let program = try Workloads.stateProgram("statecheck")
+        let plainTrigger = dir + "/plain-trigger"
+        _ = FileManager.default.createFile(atPath: plainTrigger, contents: nil)
+        let plain = try runCommand([program, "tcp-closed", plainTrigger])
+        #expect(plain.stdout.hasPrefix("ready\nFAIL tcp-closed: the client end was not closed"), "a plain run's connection goes on: \(plain.stdout)")
+        let trigger = dir + "/trigger"
+        let run = try NamedRun(name: "tcp-closed", stateDir: dir + "/state", output: dir + "/out", localMem: "32M", argv: [program, "tcp-closed", trigger])
+        try run.waitForLines(1)
+        let ck = try run.checkpoint()
+        #expect(ck.status == 0, "\(ck.stderr)")
+        run.killHard()
+        _ = FileManager.default.createFile(atPath: trigger, contents: nil)
+        let r = try run.restore(extra: ["--tcp-close"])
+        #expect(r.status == 0, "the restored program found its connection reset: \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == "ready\nPASS tcp-closed\n")
     }
 }

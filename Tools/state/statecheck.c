@@ -46,6 +46,12 @@
  *   unix     UNIX sockets: stream, datagram and seqpacket pairs holding data (one end shut for
  *            writing, one non-blocking, one with a small SO_SNDBUF), listeners on a path and on an
  *            abstract name, and a pair shared with a child that answers over it after the restore
+ *   inet     TCP listeners (IPv4 and IPv6, with options), a TCP socket not connected, UDP sockets
+ *            (bound and connected, unbound): addresses, peers, options, flags; both listeners accept
+ *   tcp      established TCP connections over loopback, both ends its own, holding a request not
+ *            read and 200000 bytes not received: every byte comes, both carry more, and close
+ *   tcp-closed  a TCP connection to be restored with --tcp-close: both ends then fail, the listener
+ *            accepts (a plain run prints FAIL)
  *   aio-inflight, epoll-moved, mlock, mseal
  *            state a checkpoint must refuse (an aio request in flight: a poll on an empty pipe;
  *            an epoll entry whose file moved to another fd number; locked memory, sealed memory):
@@ -66,6 +72,9 @@
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <stddef.h>
@@ -1058,9 +1067,189 @@ static int unix_sockets(const char *trigger) {
     return 0;
 }
 
+static int int_option(int fd, int level, int name) {
+    int v = -1;
+    socklen_t l = sizeof v;
+    getsockopt(fd, level, name, &v, &l);
+    return v;
+}
+
+/* TCP and UDP sockets: an IPv4 listener (SO_REUSEADDR, TCP_NODELAY, non-blocking, backlog 5), an
+   IPv6 one (IPV6_V6ONLY, SO_REUSEPORT, TCP_DEFER_ACCEPT), a TCP socket not connected (keepalive
+   settings), a UDP socket bound and connected (IP_TOS), one unbound. After the restore: every
+   address, peer, option and flag, and both listeners accept connections. */
+static int inet_sockets(const char *trigger) {
+    int l4 = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), l6 = socket(AF_INET6, SOCK_STREAM, 0), t = socket(AF_INET, SOCK_STREAM, 0);
+    int u = socket(AF_INET, SOCK_DGRAM, 0), u0 = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int one = 1, three = 3, idle = 77, tos = 0x10;
+    struct sockaddr_in a4 = {AF_INET, 0, {htonl(INADDR_LOOPBACK)}, {0}}, discard = {AF_INET, htons(9), {htonl(INADDR_LOOPBACK)}, {0}};
+    struct sockaddr_in6 a6 = {AF_INET6, 0, 0, IN6ADDR_LOOPBACK_INIT, 0};
+    if (l4 < 0 || l6 < 0 || t < 0 || u < 0 || u0 < 0 ||
+        setsockopt(l4, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) || setsockopt(l4, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) ||
+        bind(l4, (struct sockaddr *)&a4, sizeof a4) || listen(l4, 5) ||
+        setsockopt(l6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) || setsockopt(l6, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) ||
+        setsockopt(l6, IPPROTO_TCP, TCP_DEFER_ACCEPT, &three, sizeof three) || bind(l6, (struct sockaddr *)&a6, sizeof a6) || listen(l6, 9) ||
+        setsockopt(t, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) || setsockopt(t, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) ||
+        setsockopt(u, IPPROTO_IP, IP_TOS, &tos, sizeof tos) || bind(u, (struct sockaddr *)&a4, sizeof a4) ||
+        connect(u, (struct sockaddr *)&discard, sizeof discard)) {
+        perror("inet");
+        return 2;
+    }
+    struct sockaddr_storage n4, n6, nu, pu, got;
+    socklen_t len = sizeof n4;
+    getsockname(l4, (struct sockaddr *)&n4, &len);
+    len = sizeof n6;
+    getsockname(l6, (struct sockaddr *)&n6, &len);
+    len = sizeof nu;
+    getsockname(u, (struct sockaddr *)&nu, &len);
+    len = sizeof pu;
+    getpeername(u, (struct sockaddr *)&pu, &len);
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+
+    len = sizeof got;
+    if (getsockname(l4, (struct sockaddr *)&got, &len) || memcmp(&got, &n4, sizeof(struct sockaddr_in))) fail("the IPv4 listener moved");
+    len = sizeof got;
+    if (getsockname(l6, (struct sockaddr *)&got, &len) || memcmp(&got, &n6, sizeof(struct sockaddr_in6))) fail("the IPv6 listener moved");
+    len = sizeof got;
+    if (getsockname(u, (struct sockaddr *)&got, &len) || memcmp(&got, &nu, sizeof(struct sockaddr_in))) fail("the UDP socket's address differs");
+    len = sizeof got;
+    if (getpeername(u, (struct sockaddr *)&got, &len) || memcmp(&got, &pu, sizeof(struct sockaddr_in))) fail("the UDP socket's peer differs");
+    if (int_option(l4, SOL_SOCKET, SO_ACCEPTCONN) != 1 || int_option(l6, SOL_SOCKET, SO_ACCEPTCONN) != 1) fail("a listener does not listen");
+    if (int_option(l4, SOL_SOCKET, SO_REUSEADDR) != 1 || int_option(l4, IPPROTO_TCP, TCP_NODELAY) != 1) fail("the IPv4 listener's options differ");
+    if (!(fcntl(l4, F_GETFL) & O_NONBLOCK)) fail("the IPv4 listener lost O_NONBLOCK");
+    if (int_option(l6, IPPROTO_IPV6, IPV6_V6ONLY) != 1 || int_option(l6, SOL_SOCKET, SO_REUSEPORT) != 1 ||
+        int_option(l6, IPPROTO_TCP, TCP_DEFER_ACCEPT) != 3)
+        fail("the IPv6 listener's options differ (v6only %d, reuseport %d, defer %d)", int_option(l6, IPPROTO_IPV6, IPV6_V6ONLY),
+             int_option(l6, SOL_SOCKET, SO_REUSEPORT), int_option(l6, IPPROTO_TCP, TCP_DEFER_ACCEPT));
+    if (int_option(t, SOL_SOCKET, SO_KEEPALIVE) != 1 || int_option(t, IPPROTO_TCP, TCP_KEEPIDLE) != 77) fail("the TCP socket's keepalive differs");
+    if (int_option(u, IPPROTO_IP, IP_TOS) != 0x10) fail("the UDP socket's IP_TOS is %d", int_option(u, IPPROTO_IP, IP_TOS));
+    if (int_option(u0, SOL_SOCKET, SO_TYPE) != SOCK_DGRAM || int_option(u0, SOL_SOCKET, SO_DOMAIN) != AF_INET6 || !(fcntl(u0, F_GETFD) & FD_CLOEXEC))
+        fail("the unbound UDP socket differs");
+    int c4 = socket(AF_INET, SOCK_STREAM, 0), c6 = socket(AF_INET6, SOCK_STREAM, 0);
+    if (connect(c4, (struct sockaddr *)&n4, sizeof(struct sockaddr_in)) || connect(c6, (struct sockaddr *)&n6, sizeof(struct sockaddr_in6)))
+        fail("cannot connect to the listeners: %s", strerror(errno));
+    if (write(c6, "x", 1) != 1) fail("cannot write to the IPv6 listener's connection");
+    struct pollfd p = {l4, POLLIN, 0};
+    poll(&p, 1, 2000);
+    if (accept(l4, NULL, NULL) < 0 || accept(l6, NULL, NULL) < 0) fail("a listener does not accept: %s", strerror(errno));
+    if (send(u, "ping", 4, 0) != 4) fail("the connected UDP socket cannot send");
+    return 0;
+}
+
+/* Established TCP connections over loopback, both ends its own: a request the server has not read,
+   200000 bytes the server sent that the client has not read (some in the client's receive queue,
+   the rest in the server's send queue), TCP_NODELAY on the client, the server's end non-blocking,
+   and an IPv6 connection that is idle. After the restore: both ends' addresses, every byte in
+   order, both connections carry more data each way, and close cleanly. */
+static int tcp_connections(const char *trigger) {
+    int l = socket(AF_INET, SOCK_STREAM, 0), l6 = socket(AF_INET6, SOCK_STREAM, 0), one = 1;
+    struct sockaddr_in a = {AF_INET, 0, {htonl(INADDR_LOOPBACK)}, {0}};
+    struct sockaddr_in6 a6 = {AF_INET6, 0, 0, IN6ADDR_LOOPBACK_INIT, 0};
+    socklen_t len = sizeof a;
+    if (l < 0 || l6 < 0 || bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 4) || getsockname(l, (struct sockaddr *)&a, &len) ||
+        bind(l6, (struct sockaddr *)&a6, sizeof a6) || listen(l6, 4) || (len = sizeof a6, getsockname(l6, (struct sockaddr *)&a6, &len))) {
+        perror("listen");
+        return 2;
+    }
+    int c = socket(AF_INET, SOCK_STREAM, 0), c6 = socket(AF_INET6, SOCK_STREAM, 0);
+    if (c < 0 || c6 < 0 || setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) || connect(c, (struct sockaddr *)&a, sizeof a) ||
+        connect(c6, (struct sockaddr *)&a6, sizeof a6)) {
+        perror("connect");
+        return 2;
+    }
+    int s = accept4(l, NULL, NULL, SOCK_NONBLOCK), s6 = accept(l6, NULL, NULL);
+    static char big[200000], got[200000];
+    pattern(big, sizeof big, 5);
+    if (s < 0 || s6 < 0 || write(c, "request-1", 9) != 9) { perror("accept"); return 2; }
+    size_t sent = 0;
+    while (sent < sizeof big) {
+        ssize_t n = send(s, big + sent, sizeof big - sent, MSG_DONTWAIT);
+        if (n <= 0) break;
+        sent += (size_t)n;
+    }
+    if (sent < 50000) { fprintf(stderr, "only %zu bytes went into the connection\n", sent); return 2; }
+    usleep(50000);  /* what can be sent is sent: the rest waits in the server's send queue */
+    struct sockaddr_storage cl, cp, sl, sp, x;
+    socklen_t xl;
+    len = sizeof cl; getsockname(c, (struct sockaddr *)&cl, &len);
+    len = sizeof cp; getpeername(c, (struct sockaddr *)&cp, &len);
+    len = sizeof sl; getsockname(s, (struct sockaddr *)&sl, &len);
+    len = sizeof sp; getpeername(s, (struct sockaddr *)&sp, &len);
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+
+    xl = sizeof x;
+    if (getsockname(c, (struct sockaddr *)&x, &xl) || memcmp(&x, &cl, sizeof(struct sockaddr_in))) fail("the client's address differs");
+    xl = sizeof x;
+    if (getpeername(c, (struct sockaddr *)&x, &xl) || memcmp(&x, &cp, sizeof(struct sockaddr_in))) fail("the client's peer differs");
+    xl = sizeof x;
+    if (getsockname(s, (struct sockaddr *)&x, &xl) || memcmp(&x, &sl, sizeof(struct sockaddr_in))) fail("the server end's address differs");
+    xl = sizeof x;
+    if (getpeername(s, (struct sockaddr *)&x, &xl) || memcmp(&x, &sp, sizeof(struct sockaddr_in))) fail("the server end's peer differs");
+    if (int_option(c, IPPROTO_TCP, TCP_NODELAY) != 1) fail("the client lost TCP_NODELAY");
+    if (!(fcntl(s, F_GETFL) & O_NONBLOCK)) fail("the server end lost O_NONBLOCK");
+    char req[16] = "";
+    struct pollfd p = {s, POLLIN, 0};
+    poll(&p, 1, 2000);
+    if (recv(s, req, sizeof req, 0) != 9 || memcmp(req, "request-1", 9) != 0) fail("the server end lost the request (%s)", req);
+    if (sent < sizeof big) {  /* the rest of it, now */
+        int flags = fcntl(s, F_GETFL);
+        fcntl(s, F_SETFL, flags & ~O_NONBLOCK);
+        if (write(s, big + sent, sizeof big - sent) != (ssize_t)(sizeof big - sent)) fail("the server end cannot send the rest");
+        fcntl(s, F_SETFL, flags);
+    }
+    size_t have = 0;
+    while (have < sizeof big) {
+        ssize_t n = recv(c, got + have, sizeof got - have, 0);
+        if (n <= 0) { fail("the client's stream ended after %zu bytes: %s", have, n < 0 ? strerror(errno) : "EOF"); break; }
+        have += (size_t)n;
+    }
+    if (have == sizeof big && memcmp(got, big, sizeof big) != 0) fail("the client got the 200000 bytes out of order or changed");
+    if (write(c, "request-2", 9) != 9) fail("the client cannot write on");
+    poll(&p, 1, 2000);
+    if (recv(s, req, sizeof req, 0) != 9 || memcmp(req, "request-2", 9) != 0) fail("the second request did not arrive");
+    if (write(s6, "six", 3) != 3 || read(c6, req, 3) != 3 || memcmp(req, "six", 3) != 0) fail("the IPv6 connection does not carry data");
+    close(c);
+    p.revents = 0;
+    poll(&p, 1, 2000);
+    if (recv(s, req, sizeof req, 0) != 0) fail("the server end does not see the client close");
+    return 0;
+}
+
+/* An established TCP connection over loopback, both ends its own, with a request not read; to be
+   restored with --tcp-close: both ends then fail (reset or aborted) where a plain run's would go
+   on, and the listener accepts a new connection. Prints "PASS tcp-closed" only if they failed
+   (a plain run prints "FAIL": the connection was not closed). */
+static int tcp_closed(const char *trigger) {
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {AF_INET, 0, {htonl(INADDR_LOOPBACK)}, {0}};
+    socklen_t len = sizeof a;
+    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 4) || getsockname(l, (struct sockaddr *)&a, &len)) { perror("listen"); return 2; }
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof a)) { perror("connect"); return 2; }
+    int s = accept(l, NULL, NULL);
+    if (s < 0 || write(c, "request", 7) != 7) { perror("accept"); return 2; }
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    char buf[16];
+    errno = 0;
+    ssize_t n = recv(c, buf, sizeof buf, MSG_DONTWAIT);
+    if (n >= 0 || (errno != ECONNABORTED && errno != ECONNRESET)) fail("the client end was not closed (recv %zd: %s)", n, strerror(errno));
+    errno = 0;
+    n = recv(s, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0 || (n < 0 && errno != ECONNABORTED && errno != ECONNRESET)) fail("the server end was not closed (recv %zd: %s)", n, strerror(errno));
+    int c2 = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(c2, (struct sockaddr *)&a, sizeof a) || accept(l, NULL, NULL) < 0) fail("the listener does not accept after the restore");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|aio-inflight|epoll-moved|mlock|mseal TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|inet|tcp|tcp-closed|aio-inflight|epoll-moved|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -1082,6 +1271,9 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "openfiles") == 0) r = open_files(argv[2]);
     else if (strcmp(argv[1], "events") == 0) r = events(argv[2]);
     else if (strcmp(argv[1], "unix") == 0) r = unix_sockets(argv[2]);
+    else if (strcmp(argv[1], "inet") == 0) r = inet_sockets(argv[2]);
+    else if (strcmp(argv[1], "tcp") == 0) r = tcp_connections(argv[2]);
+    else if (strcmp(argv[1], "tcp-closed") == 0) r = tcp_closed(argv[2]);
     else if (strcmp(argv[1], "aio-inflight") == 0 || strcmp(argv[1], "epoll-moved") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);
     else {

@@ -82,6 +82,7 @@ extension Agent {
             try closeParked(tree, prog: image, progCalls: calls, members: restored)
             marks.mark("tree")
         }
+        try finishConnections()  // (every socket of the tree is back)
         try queuePendingSignals(image, calls)
         try calls.inj.cure()
         try setThreadRegisters(leader, of: t)

@@ -63,23 +63,47 @@ extension Agent {
         guard let s = f.inetSocket else { throw RestoreError.descriptorUnrestorable(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path) }
         let what = "\(s.proto == Int32(IPPROTO_TCP) ? "TCP" : "UDP") socket for fd \(f.fd)"
         let fd = try calls.call("socket(\(s.family), \(s.type), \(s.proto)) " + what, .socket, UInt64(s.family), UInt64(s.type) | UInt64(f.flags & 0o2000000), UInt64(s.proto))
-        do {
-            let own = try UnixSocketDescriptors.takeDescriptor(Int32(fd), of: calls.tid)
-            defer { close(own) }
-            for o in s.options where o.count == 3 {
-                var value = o[2]
-                // IP_TRANSPARENT and IP_FREEBIND need privileges the agent has: set them all the same.
-                guard setsockopt(own, o[0], o[1], &value, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
-                    throw SystemError.fromErrno("setsockopt(\(o[0]), \(o[1]), \(value)) on the " + what)
-                }
+        let own = try UnixSocketDescriptors.takeDescriptor(Int32(fd), of: calls.tid)
+        var keep = false  // a connection in repair mode stays open here until finishConnections
+        defer { if !keep { close(own) } }
+        func set(_ level: Int32, _ name: Int32, _ v: Int32) throws {
+            var value = v
+            guard setsockopt(own, level, name, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+                throw SystemError.fromErrno("setsockopt(\(level), \(name), \(value)) on the " + what)
             }
         }
+        for o in s.options where o.count == 3 { try set(o[0], o[1], o[2]) }
+        if let c = s.connection, let local = s.address, let peer = s.peer {
+            // (--tcp-close: made without what it held, to be aborted: nothing is left to read.)
+            let closing = config.restoreTCPClosed
+            let state = TcpRepairState(sendSeq: c.sendSeq, receiveSeq: c.receiveSeq, unsent: closing ? 0 : c.unsent, mss: c.mss, timestamp: c.timestamp,
+                                       sendWscale: c.sendWscale, receiveWscale: c.receiveWscale, options: c.options, state: 1, window: c.window,
+                                       sendQueue: closing ? Data() : c.sendQueue, receiveQueue: closing ? Data() : c.receiveQueue)
+            try Sys.endTimeWait(family: s.family, local: local, peer: peer)  // the dead run's, on the same four-tuple
+            let named = "the TCP connection of fd \(f.fd) of pid \(image.pid) from \(InetSocketDescriptors.display(local)) to \(InetSocketDescriptors.display(peer))"
+            try Sys.restoreTcpRepair(own, state, local: local, peer: peer, what: named)
+            restore.connectionsInRepair.append((own, c.sendQueue.suffix(c.unsent), named))
+            keep = true
+            try place(fd, at: f, calls)
+            if f.flags & 0o4000 != 0 { _ = try calls.call("fcntl(F_SETFL, O_NONBLOCK) fd \(f.fd)", .fcntl, UInt64(f.fd), 4, 0o4000) }
+            return
+        }
+        let tcp = s.proto == Int32(IPPROTO_TCP)
         if let address = s.address {
+            // The killed run's connections may linger on the address in TIME_WAIT, which even
+            // SO_REUSEADDR does not pass unless they had it too: they are ended first (they are
+            // the dead run's); the socket binds (and listens) with SO_REUSEADDR, which then gets
+            // its own value back.
+            if tcp { try Sys.endTimeWait(family: s.family, local: address, peer: nil) }
+            try set(SOL_SOCKET, SO_REUSEADDR, 1)
             let arg = try calls.args.bytes(Array(address))
             _ = try calls.call("bind the \(what) to \(InetSocketDescriptors.display(address))", .bind, UInt64(fd), arg, UInt64(address.count))
             calls.args.reset()
         }
         if let backlog = s.backlog { _ = try calls.call("listen(\(backlog)) on the " + what, .listen, UInt64(fd), UInt64(backlog)) }
+        if s.address != nil {  // (listen checks the address again)
+            try set(SOL_SOCKET, SO_REUSEADDR, s.options.first { $0.count == 3 && $0[0] == SOL_SOCKET && $0[1] == SO_REUSEADDR }?[2] ?? 0)
+        }
         if let peer = s.peer {
             let arg = try calls.args.bytes(Array(peer))
             _ = try calls.call("connect the \(what) to \(InetSocketDescriptors.display(peer))", .connect, UInt64(fd), arg, UInt64(peer.count))
@@ -87,6 +111,20 @@ extension Agent {
         }
         try place(fd, at: f, calls)
         if f.flags & 0o4000 != 0 { _ = try calls.call("fcntl(F_SETFL, O_NONBLOCK) fd \(f.fd)", .fcntl, UInt64(f.fd), 4, 0o4000) }
+    }
+
+    /// Takes every TCP connection the restore made out of repair mode, once all of them exist (with
+    /// `restoreTCPClosed`, aborts each).
+    func finishConnections() throws {
+        defer {
+            for c in restore.connectionsInRepair { close(c.fd) }
+            restore.connectionsInRepair = []
+        }
+        for c in restore.connectionsInRepair {
+            try Sys.finishTcpRepair(c.fd, unsent: config.restoreTCPClosed ? Data() : c.unsent, what: c.what)
+            // --tcp-close: aborted (sock_diag SOCK_DESTROY): a reset to its peer, ECONNABORTED to the program.
+            if config.restoreTCPClosed { try Sys.abortTcp(c.fd, what: c.what) }
+        }
     }
 
     /// Both ends of a pair made again (`a` is `sa`'s end, `b` its peer's, whose state `sb` is

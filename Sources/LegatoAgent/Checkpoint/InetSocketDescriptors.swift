@@ -7,8 +7,10 @@ import LegatoSystem
 /// listener's backlog (sock_diag) and the integer options a program sets (InetSocketDescriptors.options).
 /// Kept and restored (Agent+RestoreSockets): a listening TCP socket with no connection waiting to
 /// be accepted (it listens again on the same address, which the killed run no longer holds), a
-/// TCP socket not connected, a UDP socket with nothing queued. Refused, by name: a TCP connection
-/// (not yet: TCP_REPAIR), a listener with connections waiting, a UDP socket holding datagrams
+/// TCP socket not connected, an established TCP connection (TCP_REPAIR: its sequence numbers,
+/// queues, options and windows, read in repair mode and left without a window probe, so the
+/// connection goes on as it was), a UDP socket with nothing queued. Refused, by name: a
+/// connection in another state (closing, half-open), a listener with connections waiting, a UDP socket holding datagrams
 /// (their senders are not kept), any other protocol. Buffer sizes are not kept: setting them
 /// would turn off the kernel's autotuning for every connection a listener accepts.
 enum InetSocketDescriptors {
@@ -52,7 +54,17 @@ enum InetSocketDescriptors {
                 if readable { throw CheckpointRefused(description: describe("a TCP socket listening\(at) with connections waiting to be accepted; try again"), transient: true) }
                 state.backlog = try Sys.tcpListenBacklog(family: family, inode: inode)
             } else if let remote {
-                throw CheckpointRefused(description: describe("a TCP connection\(at) to \(display(remote)) (connections are not kept yet)"))
+                let r = try Sys.readTcpRepair(own, what: "fd \(fd) of pid \(pid)")
+                guard r.state == 1 else {  // TCP_ESTABLISHED
+                    let names: [UInt8: String] = [2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 11: "CLOSING"]
+                    throw CheckpointRefused(description: describe("a TCP connection\(at) to \(display(remote)) in state \(names[r.state] ?? "\(r.state)") (only established ones are kept); try again"),
+                                            transient: true)
+                }
+                state.address = local
+                state.peer = remote
+                state.connection = ProcessImage.TcpConnection(sendSeq: r.sendSeq, receiveSeq: r.receiveSeq, unsent: r.unsent, mss: r.mss, timestamp: r.timestamp,
+                                                              sendWscale: r.sendWscale, receiveWscale: r.receiveWscale, options: r.options, window: r.window,
+                                                              sendQueue: r.sendQueue, receiveQueue: r.receiveQueue)
             }
         } else {
             if readable { throw CheckpointRefused(description: describe("a UDP socket\(at) holding datagrams, whose senders are not kept; try again"), transient: true) }

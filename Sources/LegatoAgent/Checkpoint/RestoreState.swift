@@ -1,3 +1,5 @@
+import Foundation
+
 /// A restore's progress through the run: the checkpoint to restore at PROG's first stop, the backing
 /// its pages come back from until every one is in, and the earlier incarnation's spaces to drop.
 struct RestoreState {
@@ -11,4 +13,8 @@ struct RestoreState {
     /// complete and this run has a committed checkpoint of its own, or when PROG exits (a later
     /// restore then reads those pages from the logs).
     var releaseEarlierSpaces: (() -> Void)?
+    /// TCP connections made again in repair mode, left there until every socket of the tree is back
+    /// (two ends of one connection must both exist before either speaks): the agent's copy of each,
+    /// the bytes it had not sent yet, and its words for errors.
+    var connectionsInRepair: [(fd: Int32, unsent: Data, what: String)] = []
 }
