@@ -43,6 +43,46 @@ import Testing
         #expect(descriptors(image, kind: "inetSocket").contains { ($0["inetSocket"] as? [String: Any])?["backlog"] != nil }, "the listener is saved")
     }
 
+    /// redis-cli against 127.0.0.1:port: its output, or nil if it fails.
+    func redis(_ port: Int, _ args: [String], stdin: String? = nil) throws -> String? {
+        let r = try runCommand(["redis-cli", "-p", "\(port)"] + args, stdin: stdin)
+        return r.status == 0 && !r.stdout.hasPrefix("Could not connect") ? r.stdout : nil
+    }
+
+    @Test func redisServerKeepsEveryKeyAcrossKillAndRestore() throws {
+        // redis-server (epoll, its listening socket, background threads, jemalloc) loaded by a
+        // client before the checkpoint; after kill -9 and restore, a new client reads every key
+        // back; restored again from the same checkpoint with --tcp-close, the same.
+        let dir = TestEnvironment.temporaryDirectory("redis")
+        let port = 21000 + Int(getpid() % 20000)
+        let run = try NamedRun(name: "redis", stateDir: dir + "/state", output: dir + "/out", localMem: "64M",
+                               argv: ["redis-server", "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir])
+        let deadline = monotonicNanos() + 20_000_000_000
+        while try redis(port, ["PING"]) != "PONG\n" && monotonicNanos() < deadline { usleep(100_000) }
+        let keys = 2000
+        let load = (1...keys).map { "SET key:\($0) value-\($0)-\(String(repeating: "x", count: $0 % 50))" }.joined(separator: "\n") + "\n"
+        _ = try redis(port, [], stdin: load)
+        #expect(try redis(port, ["DBSIZE"]) == "\(keys)\n", "the client loaded the keys")
+        let ck = try run.checkpoint()
+        #expect(ck.status == 0, "\(ck.stderr)")
+        _ = try redis(port, ["SET", "after", "the checkpoint"])  // not in the checkpoint
+        run.killHard()
+        #expect(try redis(port, ["PING"]) == nil, "the killed server no longer answers")
+        let reads = (1...keys).map { "GET key:\($0)" }.joined(separator: "\n") + "\n"
+        let expected = (1...keys).map { "value-\($0)-\(String(repeating: "x", count: $0 % 50))" }.joined(separator: "\n") + "\n"
+        for extra in [[], ["--tcp-close"]] {
+            let restore = try SpawnedCommand([TestEnvironment.legato, "restore", "redis", "--epoch", "1", "--state-dir", dir + "/state", "--local-mem", "64M"] + extra)
+            let ready = monotonicNanos() + 20_000_000_000
+            while try redis(port, ["PING"]) != "PONG\n" && monotonicNanos() < ready { usleep(100_000) }
+            #expect(try redis(port, ["DBSIZE"]) == "\(keys)\n", "every key is back, and only those (\(extra))")
+            #expect(try redis(port, [], stdin: reads) == expected, "every value is back (\(extra))")
+            restore.signal(SIGKILL)
+            _ = try? restore.wait(timeoutSeconds: 20)
+            let gone = monotonicNanos() + 10_000_000_000
+            while try redis(port, ["PING"]) != nil && monotonicNanos() < gone { usleep(100_000) }
+        }
+    }
+
     @Test func aUNIXSocketConnectedOutsideIsRefusedByNameAndRunsOn() throws {
         // The program connects to a listener the test holds: its peer is outside, refused.
         let dir = TestEnvironment.temporaryDirectory("unix-outside")
