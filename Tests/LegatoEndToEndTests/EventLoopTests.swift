@@ -43,6 +43,25 @@ import Testing
         #expect(descriptors(image, kind: "inetSocket").contains { ($0["inetSocket"] as? [String: Any])?["backlog"] != nil }, "the listener is saved")
     }
 
+    @Test func nodeTCPServerAndItsClientsGoOnOverTheirConnections() throws {
+        // A node server and three clients in one program, with timers, caught mid-conversation.
+        let image = try checkpointKillRestore(["node", Workloads.script("nodeserver.js"), "40"], name: "node-tcp", localMem: "64M", afterLines: 30)
+        let connections = descriptors(image, kind: "inetSocket").filter { ($0["inetSocket"] as? [String: Any])?["connection"] != nil }
+        #expect(connections.count == 6, "three connections, both ends of each, are saved: \(connections.count)")
+    }
+
+    @Test func javaWithAThreadBlockedInAccept() throws {
+        // The JVM: its many threads, one blocked in ServerSocket.accept(), workers on long arrays,
+        // a connection each step; caught while the acceptor waits.
+        let dir = TestEnvironment.temporaryDirectory("java-accept")
+        let compiled = try runCommand(["javac", "-d", dir + "/classes", Workloads.script("JavaAccept.java")], timeoutSeconds: 120)
+        #expect(compiled.status == 0, "\(compiled.stderr)")
+        let image = try checkpointKillRestore(["java", "-Xmx256m", "-cp", dir + "/classes", "JavaAccept", "40"], name: "java-accept",
+                                              localMem: "256M", afterLines: 15, dir: dir)
+        #expect(descriptors(image, kind: "inetSocket").contains { ($0["inetSocket"] as? [String: Any])?["backlog"] != nil }, "the listener is saved")
+        #expect((image["threads"] as? [Any])?.count ?? 0 > 5, "the JVM's threads are saved")
+    }
+
     /// redis-cli against 127.0.0.1:port: its output, or nil if it fails.
     func redis(_ port: Int, _ args: [String], stdin: String? = nil) throws -> String? {
         let r = try runCommand(["redis-cli", "-p", "\(port)"] + args, stdin: stdin)

@@ -45,7 +45,8 @@
  *            one-shot, level) and of a pipe, and an epoll set of that set
  *   unix     UNIX sockets: stream, datagram and seqpacket pairs holding data (one end shut for
  *            writing, one non-blocking, one with a small SO_SNDBUF), listeners on a path and on an
- *            abstract name, and a pair shared with a child that answers over it after the restore
+ *            abstract name, a pair whose other end closed after sending, and a pair shared with a
+ *            child that answers over it after the restore
  *   inet     TCP listeners (IPv4 and IPv6, with options), a TCP socket not connected, UDP sockets
  *            (bound and connected, unbound): addresses, peers, options, flags; both listeners accept
  *   tcp      established TCP connections over loopback, both ends its own, holding a request not
@@ -1020,6 +1021,8 @@ static int unix_sockets(const char *trigger) {
         perror("listen");
         return 2;
     }
+    int gone[2];  /* a stream pair whose other end sent "bye" and closed */
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, gone) || write(gone[1], "bye", 3) != 3 || close(gone[1])) { perror("closed peer"); return 2; }
     pid_t child = fork();
     if (child == 0) {
         close(ch[0]);
@@ -1060,6 +1063,9 @@ static int unix_sockets(const char *trigger) {
         fail("cannot connect to the listeners: %s", strerror(errno));
     int s1 = accept(lp, NULL, NULL), s2 = accept(la, NULL, NULL);
     if (s1 < 0 || s2 < 0 || write(c1, "hi", 2) != 2 || read(s1, buf, 2) != 2) fail("the listeners do not accept");
+    if (recv(gone[0], buf, 8, MSG_DONTWAIT) != 3 || memcmp(buf, "bye", 3) != 0) fail("the socket whose peer closed lost its \"bye\"");
+    if (recv(gone[0], buf, 8, MSG_DONTWAIT) != 0) fail("the socket whose peer closed does not see the end of stream");
+    if (send(gone[0], "x", 1, MSG_NOSIGNAL) >= 0 || errno != EPIPE) fail("the socket whose peer closed can still send");
     if (write(ch[0], "go", 2) != 2 || read(ch[0], buf, 3) != 3 || memcmp(buf, "ack", 3) != 0) fail("the child does not answer over its pair");
     int status = 0;
     if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) fail("the child ended with status %x", status);

@@ -15,23 +15,23 @@ extension Agent {
     func restoreUnixSocket(_ f: ProcessImage.FileDescriptor, _ image: ProcessImage, _ calls: RestoreCalls, _ tree: TreeRestore) throws {
         guard let s = f.unixSocket else { throw RestoreError.descriptorUnrestorable(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path) }
         let kind = UnixSocketDescriptors.typeName(s.type)
-        if let peer = s.peer {
+        if s.peerClosed == true {
+            // A pair: this end refilled from the other, which then closes (SHUTDOWN_MASK here).
+            let (mine, other) = try makePair(s, f, kind, calls, tree, holder: image.pid)
+            let own = try [mine, other].map { try UnixSocketDescriptors.takeDescriptor($0, of: calls.tid) }
+            defer { for fd in own { close(fd) } }
+            try configurePair(own[0], s, own[1], nil, what: "the UNIX \(kind) socket of fd \(f.fd), whose peer closed")
+            tree.parked[image.pid]?.removeAll { $0 == other }
+            _ = try calls.call("close the closed peer of fd \(f.fd)", .close, UInt64(other))
+            _ = try calls.call("dup3 a UNIX \(kind) socket to fd \(f.fd)", .dup3, UInt64(mine), UInt64(f.fd), f.flags & 0o2000000 != 0 ? 0o2000000 : 0)
+        } else if let peer = s.peer {
             if let made = tree.sockets[s.inode] {
                 try takeDescriptor(from: made.holder, fd: made.fd, to: f, calls, tree)
             } else {
-                let slot = try calls.args.bytes([UInt8](repeating: 0, count: 8))
-                _ = try calls.call("socketpair(AF_UNIX, \(kind)) for fd \(f.fd)", .socketpair, 1, UInt64(s.type) | 0o2000000, 0, slot)
-                var ends = [Int32](repeating: 0, count: 2)
-                try ends.withUnsafeMutableBytes { try Sys.readProcessMemory(pid: calls.tid, address: slot, length: 8, into: $0.baseAddress!) }
-                calls.args.reset()
-                var moved: [Int32] = []
-                for e in ends {
-                    moved.append(Int32(try calls.call("fcntl(F_DUPFD_CLOEXEC) for a UNIX \(kind) socket", .fcntl, UInt64(e), 1030, tree.high)))
-                    _ = try calls.call("close", .close, UInt64(e))
-                }
-                tree.sockets[s.inode] = (image.pid, moved[0])
-                tree.sockets[peer] = (image.pid, moved[1])
-                tree.parked[image.pid, default: []] += moved
+                let (mine, other) = try makePair(s, f, kind, calls, tree, holder: image.pid)
+                let moved = [mine, other]
+                tree.sockets[s.inode] = (image.pid, mine)
+                tree.sockets[peer] = (image.pid, other)
                 let own = try moved.map { try UnixSocketDescriptors.takeDescriptor($0, of: calls.tid) }
                 defer { for fd in own { close(fd) } }
                 try configurePair(own[0], s, own[1], tree.socketStates[peer], what: "the UNIX \(kind) socket pair of fd \(f.fd)")
@@ -54,6 +54,24 @@ extension Agent {
             try place(fd, at: f, calls)
         }
         if f.flags & 0o4000 != 0 { _ = try calls.call("fcntl(F_SETFL, O_NONBLOCK) fd \(f.fd)", .fcntl, UInt64(f.fd), 4, 0o4000) }
+    }
+
+    /// A socketpair of `s`'s type, both ends moved above every restored descriptor and parked
+    /// in this process (closed once the tree is restored); returns them.
+    private func makePair(_ s: ProcessImage.UnixSocketState, _ f: ProcessImage.FileDescriptor, _ kind: String, _ calls: RestoreCalls,
+                          _ tree: TreeRestore, holder: Int32) throws -> (Int32, Int32) {
+        let slot = try calls.args.bytes([UInt8](repeating: 0, count: 8))
+        _ = try calls.call("socketpair(AF_UNIX, \(kind)) for fd \(f.fd)", .socketpair, 1, UInt64(s.type) | 0o2000000, 0, slot)
+        var ends = [Int32](repeating: 0, count: 2)
+        try ends.withUnsafeMutableBytes { try Sys.readProcessMemory(pid: calls.tid, address: slot, length: 8, into: $0.baseAddress!) }
+        calls.args.reset()
+        var moved: [Int32] = []
+        for e in ends {
+            moved.append(Int32(try calls.call("fcntl(F_DUPFD_CLOEXEC) for a UNIX \(kind) socket", .fcntl, UInt64(e), 1030, tree.high)))
+            _ = try calls.call("close", .close, UInt64(e))
+        }
+        tree.parked[holder, default: []] += moved
+        return (moved[0], moved[1])
     }
 
     /// A TCP or UDP socket (InetSocketDescriptors) made again at `f`'s number: its options set

@@ -2,8 +2,8 @@ import Glibc
 import LegatoCore
 import LegatoSystem
 
-/// The regular files the tree holds open, saved with the checkpoint so that a restore finds each
-/// as the program left it. A file goes on changing after its checkpoint — a compiler's temporary
+/// The regular files the tree holds open or maps shared and writable, saved with the checkpoint so
+/// that a restore finds each as the program left it. A file goes on changing after its checkpoint — a compiler's temporary
 /// file rewritten by the next job, a log appended to, a file deleted once done — and a process
 /// restored at its old offset in a changed file reads or writes what it never would have. So each
 /// open file's content is saved (once, however many descriptors of however many processes hold
@@ -38,16 +38,22 @@ enum OpenFiles {
         var total: UInt64 = 0
         do {
             for (k, pid) in pids.enumerated() {
-                for f in images[k].fds where f.kind == .regular && f.dupOf == nil && f.sharedWith == nil {
-                    if ["/proc/", "/sys/", "/dev/"].contains(where: { f.path.hasPrefix($0) }) { continue }
-                    let path = "/proc/\(pid)/fd/\(f.fd)"
+                // Each open regular file, and each file mapped shared and writable (what the
+                // program writes through it is the file's content: a JVM's hsperfdata file).
+                let held = images[k].fds.filter { $0.kind == .regular && $0.dupOf == nil && $0.sharedWith == nil }
+                    .map { (shown: $0.path, at: "/proc/\(pid)/fd/\($0.fd)") }
+                let mapped = images[k].vmas.filter { $0.kind == .shared && $0.object == nil && $0.vmFlags?.contains("mw") == true }
+                    .compactMap { v in v.path.map { (shown: $0, at: "/proc/\(pid)/map_files/\(String(v.start, radix: 16))-\(String(v.end, radix: 16))") } }
+                for f in held + mapped {
+                    if ["/proc/", "/sys/", "/dev/"].contains(where: { f.shown.hasPrefix($0) }) || f.shown.hasSuffix(SharedObjects.deletedSuffix) { continue }
+                    let path = f.at
                     let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
-                    guard fd >= 0 else { throw SystemError.fromErrno("open \(path) (\(f.path), open in pid \(images[k].pid)) to save its content") }
+                    guard fd >= 0 else { throw SystemError.fromErrno("open \(path) (\(f.shown), of pid \(images[k].pid)) to save its content") }
                     var st = stat()
                     let fsType: UInt32
                     do {
-                        fsType = try Sys.fileSystemType(fd, "\(path) (\(f.path))")
-                        guard fstat(fd, &st) == 0 else { throw SystemError.fromErrno("fstat \(path) (\(f.path))") }
+                        fsType = try Sys.fileSystemType(fd, "\(path) (\(f.shown))")
+                        guard fstat(fd, &st) == 0 else { throw SystemError.fromErrno("fstat \(path) (\(f.shown))") }
                     } catch {
                         close(fd)
                         throw error
@@ -59,7 +65,7 @@ enum OpenFiles {
                         continue
                     }
                     guard size <= largestFile && total + size <= largestTotal else {
-                        out.tooLarge.append((f.path, size))
+                        out.tooLarge.append((f.shown, size))
                         close(fd)
                         continue
                     }
@@ -69,7 +75,7 @@ enum OpenFiles {
                         throw CheckpointRefused(description: "the program holds more than \(TreePages.largestObjectID - firstID) open files and shared objects, more than a checkpoint holds")
                     }
                     total += size
-                    out.saved.append(Found(file: ProcessImage.OpenFile(id: id, path: f.path, size: size, mode: UInt32(st.st_mode) & 0o7777,
+                    out.saved.append(Found(file: ProcessImage.OpenFile(id: id, path: f.shown, size: size, mode: UInt32(st.st_mode) & 0o7777,
                                                                        uid: st.st_uid, gid: st.st_gid), fd: fd))
                 }
             }

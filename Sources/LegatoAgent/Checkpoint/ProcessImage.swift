@@ -303,6 +303,9 @@ public struct ProcessImage: Codable, Equatable {
         public var type: Int32
         /// Connected: the other end's inode.
         public var peer: UInt64?
+        /// Connected to an end that has closed (a stream or seqpacket socket): made again as a pair
+        /// whose other end is closed once this one's queue is refilled.
+        public var peerClosed: Bool?
         /// The address it is bound to (sun_path's bytes; a leading 0: an abstract name).
         public var name: Data?
         /// Listening, with this backlog.

@@ -9,8 +9,11 @@ import LegatoSystem
 /// are in the tree, unnamed (a socketpair), with what each end holds; a listening socket bound to
 /// a path or an abstract name, none waiting to be accepted; an unconnected one.
 ///
-/// Refused, by name: a socket whose peer is outside the tree or has closed, or waits in a
-/// listener's queue (a connection not accepted yet: its peer has no inode until it is); one connected through
+/// A stream or seqpacket socket whose peer has closed is kept too (made again as a pair whose other
+/// end is closed after the refill), unless an error from that close waits to be read.
+///
+/// Refused, by name: a socket whose peer is outside the tree, or waits in a listener's queue (a
+/// connection not accepted yet: its peer has no inode until it is); a datagram socket whose peer closed; one connected through
 /// a name (accepted from a listener, or connected after a bind: not yet); messages in flight that
 /// carry descriptors (SCM_RIGHTS) or credentials; messages queued on an unconnected datagram
 /// socket (their senders' addresses are not kept); a name relative to some directory.
@@ -32,19 +35,20 @@ enum UnixSocketDescriptors {
                 throw refuse("with \(info.pendingConnections) connection(s) waiting to be accepted; try again", transient: true)
             }
             state.backlog = Int32(info.backlog)
-        } else if info.peer != 0 {
-            guard let peer = table[info.peer] else { throw refuse("whose peer has closed; try again once the program has closed it", transient: true) }
+        } else if info.peer != 0, let peer = table[info.peer] {
             if !info.name.isEmpty || !peer.name.isEmpty {
                 throw refuse("connected \(info.name.isEmpty ? "to \(display(peer.name))" : "through its name") (only unnamed pairs are kept yet)")
             }
             state.peer = info.peer
-        } else if info.state == 1 {  // TCP_ESTABLISHED with no peer inode: its peer waits in a listener's queue
-            guard let listener = table.values.first(where: { $0.waiting.contains(info.inode) }) else {
-                throw refuse("connected to a socket that is neither accepted nor waiting to be")
-            }
+        } else if info.state == 1, let listener = table.values.first(where: { $0.waiting.contains(info.inode) }) {
+            // TCP_ESTABLISHED with no peer inode: its peer waits in a listener's queue.
             state.waitingOn = listener.inode  // refused by checkPeers, by where that listener is
             state.name = listener.name.isEmpty ? nil : Data(listener.name)
             return state
+        } else if info.state == 1 {
+            // Connected, and the other end is gone (a closed end has no inode left).
+            guard info.type != Int32(SOCK_DGRAM.rawValue) else { throw refuse("whose peer has closed") }
+            state.peerClosed = true
         }
         let own = try takeDescriptor(fd, of: pid)
         defer { close(own) }
@@ -53,6 +57,14 @@ enum UnixSocketDescriptors {
         if try intOption(own, SO_PASSCRED) != 0 { state.passCredentials = true }
         let peek = try intOption(own, SO_PEEK_OFF)
         if peek >= 0 { state.peekOffset = peek }
+        if state.peerClosed == true {
+            // A peer that closed with bytes unread leaves an error (ECONNRESET) for this end's next
+            // read; poll shows it without clearing it.
+            var p = pollfd(fd: own, events: 0, revents: 0)
+            if poll(&p, 1, 0) > 0 && p.revents & Int16(POLLERR) != 0 {
+                throw refuse("holding an error from its peer's close (ECONNRESET); try again once the program has read it", transient: true)
+            }
+        }
         if state.backlog == nil {
             let queued = try Sys.peekSocketQueue(own, stream: info.type == Int32(SOCK_STREAM.rawValue), what: "fd \(fd) of pid \(pid)")
             if queued.descriptorsInFlight { throw refuse("with descriptors in flight (SCM_RIGHTS) in its queue") }
