@@ -110,7 +110,8 @@ import LegatoSystem
     }
 
     /// State with no exact restore yet is refused by name; the program runs on and ends as a plain run does.
-    @Test(arguments: [("aio-inflight", "with 1 request(s) in flight"), ("epoll-moved", "added as fd 4, which fd 4 no longer is"), ("mlock", "locked memory (mlock)"), ("mseal", "sealed memory (mseal)")])
+    @Test(arguments: [("aio-inflight", "with 1 request(s) in flight"), ("epoll-moved", "added as fd 4, which fd 4 no longer is"),
+                      ("iouring", "fd 3 is anon_inode:[io_uring] (an io_uring instance"), ("inotify", "fd 3 is anon_inode:inotify (an inotify instance"), ("mlock", "locked memory (mlock)"), ("mseal", "sealed memory (mseal)")])
     func stateWithoutAnExactRestoreIsRefused(_ mode: String, _ named: String) throws {
         let dir = TestEnvironment.temporaryDirectory("refuse-\(mode)")
         let program = try Workloads.stateProgram("statecheck")
@@ -153,7 +154,7 @@ import LegatoSystem
     /// which a fork would give without its dontfork and wipeonfork pages), killed, restored; then it
     /// checks its state and must print what a plain run prints: PASS.
     @Test(arguments: [("advice", ["--snapshot-above", "1"]), ("fdflags", []), ("attrs", []), ("locks", []), ("membarrier", []),
-                      ("guard", ["--snapshot-above", "1"]), ("unlinked", []), ("zombies", []), ("timers", []), ("sysv", []), ("seccomp", []), ("loginuid", []), ("lease", []), ("aio", []), ("events", []), ("unix", []), ("inet", []), ("tcp", [])])
+                      ("guard", ["--snapshot-above", "1"]), ("unlinked", []), ("zombies", []), ("timers", []), ("sysv", []), ("seccomp", []), ("loginuid", []), ("lease", []), ("aio", []), ("events", []), ("unix", []), ("inet", []), ("tcp", []), ("dirs", [])])
     func stateComesBackExactly(_ mode: String, _ options: [String]) throws {
         let dir = TestEnvironment.temporaryDirectory("state-\(mode)")
         let program = try Workloads.stateProgram("statecheck")

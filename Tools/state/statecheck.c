@@ -53,9 +53,12 @@
  *            read and 200000 bytes not received: every byte comes, both carry more, and close
  *   tcp-closed  a TCP connection to be restored with --tcp-close: both ends then fail, the listener
  *            accepts (a plain run prints FAIL)
- *   aio-inflight, epoll-moved, mlock, mseal
+ *   dirs     a directory read part way (at its getdents offset), O_PATH descriptors of a file and a
+ *            directory: the directory reads on as a plain run would, the O_PATH ones lead there
+ *   aio-inflight, epoll-moved, iouring, inotify, mlock, mseal
  *            state a checkpoint must refuse (an aio request in flight: a poll on an empty pipe;
- *            an epoll entry whose file moved to another fd number; locked memory, sealed memory):
+ *            an epoll entry whose file moved to another fd number; an io_uring instance; an
+ *            inotify watch; locked memory, sealed memory):
  *            set up, then "done" once triggered (the test checks the refusal names it)
  */
 #define _GNU_SOURCE
@@ -70,6 +73,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -754,6 +758,12 @@ static int refused(const char *mode, const char *trigger) {
         cb.aio_fildes = (unsigned)pipefd[0];
         cb.aio_buf = POLLIN;
         if (syscall(SYS_io_submit, ctx, 1L, list) != 1) { perror("io_submit"); return 2; }
+    } else if (strcmp(mode, "iouring") == 0) {
+        char params[120] = {0};  /* struct io_uring_params */
+        if (syscall(425 /* io_uring_setup */, 4, params) < 0) { perror("io_uring_setup"); return 2; }
+    } else if (strcmp(mode, "inotify") == 0) {
+        int in = inotify_init1(0);
+        if (in < 0 || inotify_add_watch(in, "/tmp", IN_CREATE) < 0) { perror("inotify"); return 2; }
     } else if (strcmp(mode, "epoll-moved") == 0) {
         /* An epoll entry added as fd A, whose file then moved to fd B (dup2, close A). */
         int ep = epoll_create1(0), e = eventfd(0, 0);
@@ -1253,9 +1263,65 @@ static int tcp_closed(const char *trigger) {
     return 0;
 }
 
+/* The names getdents64 gives from fd's offset on, one per line, into out. */
+static void dir_names(int fd, char *out, size_t cap) {
+    char buf[8192];
+    out[0] = 0;
+    for (;;) {
+        long n = syscall(SYS_getdents64, fd, buf, sizeof buf);
+        if (n <= 0) return;
+        for (long at = 0; at < n;) {
+            struct { unsigned long long ino; long long off; unsigned short reclen; unsigned char type; char name[]; } *d = (void *)(buf + at);
+            strncat(out, d->name, cap - strlen(out) - 2);
+            strcat(out, "\n");
+            at += d->reclen;
+        }
+    }
+}
+
+/* Directories and O_PATH descriptors: a directory read part way (getdents64) at its offset, an
+   O_PATH descriptor of a file and one of a directory. After the restore: the directory reads on
+   with the entries a plain run would get, the O_PATH ones keep O_PATH and lead where they led. */
+static int directories(const char *trigger) {
+    char dir[4096], file[4200];
+    snprintf(dir, sizeof dir, "%s.dir", trigger);
+    mkdir(dir, 0755);
+    for (int i = 0; i < 40; i++) {
+        snprintf(file, sizeof file, "%s/entry-%02d", dir, i);
+        int f = open(file, O_WRONLY | O_CREAT, 0644);
+        if (f < 0) { perror(file); return 2; }
+        close(f);
+    }
+    int d = open(dir, O_RDONLY | O_DIRECTORY);
+    char small[160];
+    if (d < 0 || syscall(SYS_getdents64, d, small, sizeof small) <= 0) { perror("getdents64"); return 2; }
+    off_t at = lseek(d, 0, SEEK_CUR);
+    int twin = open(dir, O_RDONLY | O_DIRECTORY);
+    static char rest[8192], got[8192];
+    if (twin < 0 || lseek(twin, at, SEEK_SET) != at) { perror("twin"); return 2; }
+    dir_names(twin, rest, sizeof rest);
+    close(twin);
+    snprintf(file, sizeof file, "%s/entry-07", dir);
+    int pf = open(file, O_PATH), pd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (pf < 0 || pd < 0) { perror("O_PATH"); return 2; }
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    if (lseek(d, 0, SEEK_CUR) != at) fail("the directory is at offset %ld, not %ld", (long)lseek(d, 0, SEEK_CUR), (long)at);
+    dir_names(d, got, sizeof got);
+    if (strcmp(got, rest) != 0) fail("the directory reads on with other entries");
+    if (!(fcntl(pf, F_GETFL) & O_PATH) || !(fcntl(pd, F_GETFL) & O_PATH)) fail("an O_PATH descriptor lost O_PATH");
+    if (!(fcntl(pd, F_GETFD) & FD_CLOEXEC) || (fcntl(pf, F_GETFD) & FD_CLOEXEC)) fail("an O_PATH descriptor's close-on-exec differs");
+    struct stat st, want;
+    if (fstat(pf, &st) || stat(file, &want) || st.st_ino != want.st_ino) fail("the O_PATH file descriptor leads elsewhere");
+    int in = openat(pd, "entry-03", O_RDONLY);
+    if (in < 0) fail("openat through the O_PATH directory fails: %s", strerror(errno));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|inet|tcp|tcp-closed|aio-inflight|epoll-moved|mlock|mseal TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|inet|tcp|tcp-closed|dirs|aio-inflight|epoll-moved|iouring|inotify|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -1280,7 +1346,9 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "inet") == 0) r = inet_sockets(argv[2]);
     else if (strcmp(argv[1], "tcp") == 0) r = tcp_connections(argv[2]);
     else if (strcmp(argv[1], "tcp-closed") == 0) r = tcp_closed(argv[2]);
-    else if (strcmp(argv[1], "aio-inflight") == 0 || strcmp(argv[1], "epoll-moved") == 0 ||
+    else if (strcmp(argv[1], "dirs") == 0) r = directories(argv[2]);
+    else if (strcmp(argv[1], "aio-inflight") == 0 || strcmp(argv[1], "epoll-moved") == 0 || strcmp(argv[1], "iouring") == 0 ||
+             strcmp(argv[1], "inotify") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);
     else {
         fprintf(stderr, "statecheck: unknown mode %s\n", argv[1]);

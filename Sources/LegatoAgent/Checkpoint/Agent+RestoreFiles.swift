@@ -48,7 +48,7 @@ extension Agent {
                     continue
                 }
                 if pipesDone.insert(f.pipeInode ?? 0).inserted { try restorePipe(group, above: high, calls) }
-            case .regular, .devnull, .devzero, .devurandom:
+            case .regular, .directory, .path, .devnull, .devzero, .devurandom:
                 if let first = f.dupOf {  // one open file description with `first` (restored before it)
                     _ = try calls.call("dup3 fd \(first) to fd \(f.fd)", .dup3, UInt64(first), UInt64(f.fd), f.flags & 0o2000000 != 0 ? 0o2000000 : 0)
                     continue
@@ -57,7 +57,7 @@ extension Agent {
                 let fd = try calls.call("open \(f.path)", .open, try calls.args.string(f.path), flags, 0o644)
                 calls.args.reset()
                 try place(fd, at: f, calls)
-                if f.kind == .regular {  // (an O_APPEND one's too: writes go to the end, but lseek(SEEK_CUR) reads it)
+                if f.kind == .regular || f.kind == .directory {  // (an O_APPEND one's too: writes go to the end, but lseek(SEEK_CUR) reads it)
                     _ = try calls.call("lseek fd \(f.fd)", .lseek, UInt64(f.fd), UInt64(bitPattern: f.offset), 0)
                 }
             case .eventfd, .timerfd, .signalfd, .epoll:

@@ -410,10 +410,13 @@ struct ProcessCapture {
                 let what = target.hasPrefix("/memfd:") ? "a memfd" : "a file unlinked while open"
                 refused.append(describe(fd, "\(target) (\(what))"))
                 continue
+            } else if target.hasPrefix("/") && flags & 0o10000000 != 0 {  // O_PATH: a place, whatever is there
+                kind = .path
             } else if target.hasPrefix("/") && !target.hasPrefix("/dev/") {
                 var st = stat()
-                if stat(target, &st) == 0 && st.st_mode & S_IFMT == S_IFREG { kind = .regular } else {
-                    refused.append(describe(fd, "\(target), which is not a regular file"))
+                let opened = stat("/proc/\(pid)/fd/\(fd)", &st) == 0 ? st.st_mode & S_IFMT : 0
+                if opened == S_IFREG { kind = .regular } else if opened == S_IFDIR { kind = .directory } else {
+                    refused.append(describe(fd, "\(target), which is not a regular file or a directory"))
                     continue
                 }
             } else {
@@ -445,7 +448,7 @@ struct ProcessCapture {
     /// lowest is restored as a dup of it, so they share the offset again. (Pipes are grouped by their
     /// inode; ttys stay what `legato restore` has.)
     private func markDuplicates(_ fds: inout [ProcessImage.FileDescriptor]) throws {
-        let files = fds.indices.filter { [.regular, .devnull, .devzero, .devurandom, .eventfd, .timerfd, .signalfd, .epoll, .unixSocket, .inetSocket].contains(fds[$0].kind) }.sorted { fds[$0].fd < fds[$1].fd }
+        let files = fds.indices.filter { [.regular, .directory, .path, .devnull, .devzero, .devurandom, .eventfd, .timerfd, .signalfd, .epoll, .unixSocket, .inetSocket].contains(fds[$0].kind) }.sorted { fds[$0].fd < fds[$1].fd }
         for (k, i) in files.enumerated() {
             for j in files[..<k] where fds[j].dupOf == nil && fds[j].path == fds[i].path {
                 if try Sys.sameOpenFile(pid: pid, fds[j].fd, fds[i].fd) {
@@ -461,7 +464,10 @@ struct ProcessCapture {
 
     private func describeKind(_ target: String) -> String {
         if target.hasPrefix("socket:") { return "a socket (not a UNIX one: TCP, UDP, netlink... are not kept yet)" }
-        if target.hasPrefix("anon_inode:[eventpoll]") { return "an epoll set" }
+        if target.hasPrefix("anon_inode:[io_uring]") { return "an io_uring instance, which is not kept" }
+        if target.hasPrefix("anon_inode:inotify") || target.hasPrefix("anon_inode:[inotify]") { return "an inotify instance, which is not kept yet" }
+        if target.hasPrefix("anon_inode:[pidfd]") { return "a pidfd, which is not kept yet" }
+        if target.hasPrefix("anon_inode:[fanotify]") { return "a fanotify instance, which is not kept" }
         if target.hasPrefix("anon_inode:") { return "an anonymous inode" }
         if target.hasPrefix("/dev/") { return "a device" }
         return "unsupported"

@@ -223,7 +223,7 @@ public struct ProcessImage: Codable, Equatable {
     }
 
     public struct FileDescriptor: Codable, Equatable {
-        public enum Kind: String, Codable { case regular, tty, pipe, devnull, devzero, devurandom, eventfd, timerfd, signalfd, epoll, unixSocket, inetSocket, other }
+        public enum Kind: String, Codable { case regular, directory, path, tty, pipe, devnull, devzero, devurandom, eventfd, timerfd, signalfd, epoll, unixSocket, inetSocket, other }
         public var fd: Int32
         public var kind: Kind
         public var path: String
