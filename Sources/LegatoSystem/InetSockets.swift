@@ -51,12 +51,23 @@ public struct TcpRepairState: Sendable, Equatable {
 extension Sys {
     /// The state of connected TCP socket `fd` (repair mode on for the time of it, then off with no
     /// window probe, so the connection goes on as it was).
-    public static func readTcpRepair(_ fd: Int32, capacity: Int = 16 << 20, what: @autoclosure () -> String) throws -> TcpRepairState {
+    public static func readTcpRepair(_ fd: Int32, what: @autoclosure () -> String) throws -> TcpRepairState {
         var st = lg_tcp_state()
-        var send = Data(count: capacity), receive = Data(count: capacity)
-        let r = send.withUnsafeMutableBytes { s in receive.withUnsafeMutableBytes { q in
-            lg_tcp_repair_read(fd, &st, s.baseAddress, UInt32(capacity), q.baseAddress, UInt32(capacity))
-        } }
+        // Room for what the queues hold now, and some more (a peer may still send meanwhile).
+        var queued: (Int32, Int32) = (0, 0)
+        _ = ioctl(fd, UInt(TIOCOUTQ), &queued.0)
+        _ = ioctl(fd, UInt(FIONREAD), &queued.1)
+        var capacity = (Int(max(queued.0, 0)) + 65536, Int(max(queued.1, 0)) + 65536)
+        var send = Data(), receive = Data()
+        var r: Int32 = -E2BIG
+        for _ in 0..<4 where r == -E2BIG {
+            send = Data(count: capacity.0)
+            receive = Data(count: capacity.1)
+            r = send.withUnsafeMutableBytes { s in receive.withUnsafeMutableBytes { q in
+                lg_tcp_repair_read(fd, &st, s.baseAddress, UInt32(capacity.0), q.baseAddress, UInt32(capacity.1))
+            } }
+            capacity = (Int(st.send_queue_length) + 1 << 20, Int(st.receive_queue_length) + 1 << 20)
+        }
         if r < 0 { throw SystemError("read the TCP state (TCP_REPAIR) of \(what())", code: -r) }
         let window = withUnsafeBytes(of: &st.window) { Array($0.bindMemory(to: UInt32.self)) }
         return TcpRepairState(sendSeq: st.send_seq, receiveSeq: st.receive_seq, unsent: Int(st.unsent_length), mss: st.mss, timestamp: st.timestamp,
