@@ -78,11 +78,25 @@ final class PauseCopies: @unchecked Sendable {
         pages = 0
     }
 
-    /// Takes and copies queued copies until none is left (or one failed).
+    /// Takes and copies queued copies until none is left (or one failed). Copies of one process
+    /// whose destinations follow one another (staging reserves them so) go in one
+    /// process_vm_readv of up to `batch` ranges: scattered pages cost a call each otherwise.
     private func drain() {
-        while let c = take() {
+        var addresses = [UInt64](repeating: 0, count: Self.batch), lengths = [UInt64](repeating: 0, count: Self.batch)
+        while true {
+            let run = take()
+            guard let first = run.first else { return }
             do {
-                try Sys.readProcessMemory(pid: c.pid, address: c.address, length: c.pages * Page.size, into: c.into)
+                var bytes = 0
+                for (k, c) in run.enumerated() {
+                    addresses[k] = c.address
+                    lengths[k] = UInt64(c.pages * Page.size)
+                    bytes += c.pages * Page.size
+                }
+                let got = run.count == 1 ? -1 : (try? Sys.processRead(pid: first.pid, into: first.into, capacity: bytes, addresses: addresses, lengths: lengths, count: run.count)) ?? -1
+                if got != bytes {  // one at a time, each with its own fallback (PROT_NONE pages: /proc/PID/mem)
+                    for c in run { try Sys.readProcessMemory(pid: c.pid, address: c.address, length: c.pages * Page.size, into: c.into) }
+                }
             } catch {
                 lock.withLock {
                     if failure == nil { failure = error }
@@ -92,11 +106,21 @@ final class PauseCopies: @unchecked Sendable {
         }
     }
 
-    private func take() -> Copy? {
+    static let batch = 512
+
+    /// The next copies: one, and those after it of the same process whose destinations follow on.
+    private func take() -> [Copy] {
         lock.withLock {
-            guard next < queue.count else { return nil }
-            defer { next += 1 }
-            return queue[next]
+            guard next < queue.count else { return [] }
+            var run = [queue[next]]
+            next += 1
+            while next < queue.count && run.count < Self.batch {
+                let last = run[run.count - 1], c = queue[next]
+                guard c.pid == last.pid && c.into == last.into + last.pages * Page.size else { break }
+                run.append(c)
+                next += 1
+            }
+            return run
         }
     }
 }
