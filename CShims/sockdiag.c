@@ -1,4 +1,6 @@
-/* The UNIX sockets of the network namespace, from sock_diag (NETLINK_SOCK_DIAG, UNIX_DIAG). */
+/* Sockets through sock_diag (NETLINK_SOCK_DIAG): the UNIX sockets of the network namespace, a TCP
+   listener's backlog, TIME_WAIT sockets ended and connections aborted (SOCK_DESTROY); and a
+   socket's queue peeked. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +11,84 @@
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
 #include <linux/unix_diag.h>
+#include <linux/inet_diag.h>
 #include "CShims.h"
+
+/* Sends sock_diag request req (len bytes) and hands each message of the answer to each(h, ctx),
+   until the dump's end; 0, -errno, or the first nonzero each() returns. */
+static int diag_dump(const void *req, size_t len, int (*each)(struct nlmsghdr *h, void *ctx), void *ctx) {
+    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0) return -errno;
+    if (send(fd, req, len, 0) != (ssize_t)len) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    enum { BUFFER = 65536 };
+    char *buf = malloc(BUFFER);
+    if (!buf) {
+        close(fd);
+        return -ENOMEM;
+    }
+    int r = 0, done = 0;
+    while (!done) {
+        ssize_t n = recv(fd, buf, BUFFER, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            r = -errno;
+            break;
+        }
+        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n)) {
+            if (h->nlmsg_type == NLMSG_DONE) { done = 1; break; }
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                struct nlmsgerr *err = NLMSG_DATA(h);
+                r = err->error ? err->error : -EIO;
+                done = 1;
+                break;
+            }
+            if ((r = each(h, ctx)) != 0) { done = 1; break; }
+        }
+    }
+    free(buf);
+    close(fd);
+    return r;
+}
+
+struct inet_request {
+    struct nlmsghdr h;
+    struct inet_diag_req_v2 r;
+};
+
+/* A TCP sock_diag request of type (SOCK_DIAG_BY_FAMILY: a dump; SOCK_DESTROY) for family and states. */
+static void inet_request(struct inet_request *req, int type, int family, uint32_t states) {
+    memset(req, 0, sizeof *req);
+    req->h.nlmsg_len = sizeof *req;
+    req->h.nlmsg_type = (uint16_t)type;
+    req->h.nlmsg_flags = NLM_F_REQUEST | (type == SOCK_DESTROY ? NLM_F_ACK : NLM_F_DUMP);
+    req->r.sdiag_family = (uint8_t)family;
+    req->r.sdiag_protocol = IPPROTO_TCP;
+    req->r.idiag_states = states;
+}
+
+/* Destroys the TCP socket id names (SOCK_DESTROY: tcp_abort); 0 or the kernel's -errno. */
+static int diag_destroy(int family, uint32_t states, const struct inet_diag_sockid *id) {
+    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0) return -errno;
+    struct inet_request req;
+    inet_request(&req, SOCK_DESTROY, family, states);
+    req.r.id = *id;
+    int r = 0;
+    if (send(fd, &req, sizeof req, 0) != (ssize_t)sizeof req) r = -errno;
+    else {
+        char ack[512] __attribute__((aligned(8)));
+        ssize_t n = recv(fd, ack, sizeof ack, 0);
+        struct nlmsghdr *h = (struct nlmsghdr *)ack;
+        if (n < 0) r = -errno;
+        else if (h->nlmsg_type == NLMSG_ERROR) r = ((struct nlmsgerr *)NLMSG_DATA(h))->error;
+    }
+    close(fd);
+    return r;
+}
 
 static void fill_unix(struct lg_unix_socket *s, struct unix_diag_msg *m, int len) {
     memset(s, 0, sizeof *s);
@@ -47,9 +126,19 @@ static void fill_unix(struct lg_unix_socket *s, struct unix_diag_msg *m, int len
     }
 }
 
+struct unix_fill {
+    struct lg_unix_socket *out;
+    int capacity, count;
+};
+
+static int unix_each(struct nlmsghdr *h, void *ctx) {
+    struct unix_fill *f = ctx;
+    if (f->count < f->capacity) fill_unix(&f->out[f->count], NLMSG_DATA(h), (int)h->nlmsg_len);
+    f->count++;
+    return 0;
+}
+
 int lg_unix_sockets(struct lg_unix_socket *out, int capacity) {
-    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-    if (fd < 0) return -errno;
     struct {
         struct nlmsghdr h;
         struct unix_diag_req r;
@@ -61,44 +150,9 @@ int lg_unix_sockets(struct lg_unix_socket *out, int capacity) {
     req.r.sdiag_family = AF_UNIX;
     req.r.udiag_states = ~0u;
     req.r.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_ICONS;
-    if (send(fd, &req, sizeof req, 0) != (ssize_t)sizeof req) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    enum { BUFFER = 65536 };
-    char *buf = malloc(BUFFER);
-    if (!buf) {
-        close(fd);
-        return -ENOMEM;
-    }
-    int count = 0;
-    for (;;) {
-        ssize_t n = recv(fd, buf, BUFFER, 0);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            int e = errno;
-            free(buf);
-            close(fd);
-            return -e;
-        }
-        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n)) {
-            if (h->nlmsg_type == NLMSG_DONE) {
-                free(buf);
-                close(fd);
-                return count;
-            }
-            if (h->nlmsg_type == NLMSG_ERROR) {
-                struct nlmsgerr *err = NLMSG_DATA(h);
-                int e = err->error ? err->error : -EIO;
-                free(buf);
-                close(fd);
-                return e;
-            }
-            if (count < capacity) fill_unix(&out[count], NLMSG_DATA(h), (int)h->nlmsg_len);
-            count++;
-        }
-    }
+    struct unix_fill f = { out, capacity, 0 };
+    int r = diag_dump(&req, sizeof req, unix_each, &f);
+    return r < 0 ? r : f.count;
 }
 
 long lg_socket_peek_queue(int fd, void *buf, size_t capacity, uint32_t *lengths, int max_messages, int *descriptors_in_flight) {
@@ -107,6 +161,9 @@ long lg_socket_peek_queue(int fd, void *buf, size_t capacity, uint32_t *lengths,
     *descriptors_in_flight = 0;
     if (getsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &old, &len) != 0) return -errno;
     if (setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero) != 0) return -errno;
+    int type = 0;
+    socklen_t tl = sizeof type;
+    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl);
     size_t used = 0;
     long count = 0, result = 0;
     for (;;) {
@@ -130,9 +187,6 @@ long lg_socket_peek_queue(int fd, void *buf, size_t capacity, uint32_t *lengths,
         }
         if (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) { result = -E2BIG; break; }
         if (n == 0 && used == capacity) { result = -E2BIG; break; }
-        int type = 0;
-        socklen_t tl = sizeof type;
-        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl);
         if (n == 0 && type == SOCK_STREAM) break;  /* the end of the stream: the peer shut down */
         lengths[count++] = (uint32_t)n;
         used += (size_t)n;
@@ -141,58 +195,24 @@ long lg_socket_peek_queue(int fd, void *buf, size_t capacity, uint32_t *lengths,
     return result < 0 ? result : count;
 }
 
-#include <linux/inet_diag.h>
+struct backlog_find {
+    uint64_t inode;
+    long found;
+};
+
+static int backlog_each(struct nlmsghdr *h, void *ctx) {
+    struct backlog_find *b = ctx;
+    struct inet_diag_msg *m = NLMSG_DATA(h);
+    if (m->idiag_inode == b->inode) b->found = (long)m->idiag_wqueue;
+    return 0;
+}
 
 long lg_tcp_listen_backlog(int family, uint64_t inode) {
-    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-    if (fd < 0) return -errno;
-    struct {
-        struct nlmsghdr h;
-        struct inet_diag_req_v2 r;
-    } req;
-    memset(&req, 0, sizeof req);
-    req.h.nlmsg_len = sizeof req;
-    req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    req.r.sdiag_family = (uint8_t)family;
-    req.r.sdiag_protocol = IPPROTO_TCP;
-    req.r.idiag_states = 1u << 10;  /* TCP_LISTEN */
-    if (send(fd, &req, sizeof req, 0) != (ssize_t)sizeof req) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    enum { BUFFER = 65536 };
-    char *buf = malloc(BUFFER);
-    if (!buf) {
-        close(fd);
-        return -ENOMEM;
-    }
-    long found = -ENOENT;
-    for (;;) {
-        ssize_t n = recv(fd, buf, BUFFER, 0);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            found = -errno;
-            break;
-        }
-        int done = 0;
-        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n)) {
-            if (h->nlmsg_type == NLMSG_DONE) { done = 1; break; }
-            if (h->nlmsg_type == NLMSG_ERROR) {
-                struct nlmsgerr *err = NLMSG_DATA(h);
-                found = err->error ? err->error : -EIO;
-                done = 1;
-                break;
-            }
-            struct inet_diag_msg *m = NLMSG_DATA(h);
-            if (m->idiag_inode == inode) found = (long)m->idiag_wqueue;
-        }
-        if (done) break;
-    }
-    free(buf);
-    close(fd);
-    return found;
+    struct inet_request req;
+    inet_request(&req, SOCK_DIAG_BY_FAMILY, family, 1u << 10);  /* TCP_LISTEN */
+    struct backlog_find b = { inode, -ENOENT };
+    int r = diag_dump(&req, sizeof req, backlog_each, &b);
+    return r < 0 ? r : b.found;
 }
 
 /* Whether diag id's source (and, with peer, destination) is the sockaddr given. */
@@ -207,76 +227,35 @@ static int id_matches(const struct inet_diag_sockid *id, int family, const void 
     return !p || (id->idiag_dport == p->sin6_port && memcmp(id->idiag_dst, &p->sin6_addr, 16) == 0);
 }
 
+struct time_wait_find {
+    int family;
+    const void *local, *peer;
+    struct inet_diag_sockid ids[256];
+    int count;
+};
+
+static int time_wait_each(struct nlmsghdr *h, void *ctx) {
+    struct time_wait_find *t = ctx;
+    struct inet_diag_msg *m = NLMSG_DATA(h);
+    if (t->count < 256 && id_matches(&m->id, t->family, t->local, t->peer)) t->ids[t->count++] = m->id;
+    return 0;
+}
+
 long lg_tcp_destroy_time_wait(int family, const void *local, const void *peer) {
-    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-    if (fd < 0) return -errno;
-    struct {
-        struct nlmsghdr h;
-        struct inet_diag_req_v2 r;
-    } req;
-    memset(&req, 0, sizeof req);
-    req.h.nlmsg_len = sizeof req;
-    req.h.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    req.r.sdiag_family = (uint8_t)family;
-    req.r.sdiag_protocol = IPPROTO_TCP;
-    req.r.idiag_states = 1u << 6;  /* TCP_TIME_WAIT */
-    if (send(fd, &req, sizeof req, 0) != (ssize_t)sizeof req) {
-        int e = errno;
-        close(fd);
-        return -e;
+    struct inet_request req;
+    inet_request(&req, SOCK_DIAG_BY_FAMILY, family, 1u << 6);  /* TCP_TIME_WAIT */
+    struct time_wait_find *t = calloc(1, sizeof *t);
+    if (!t) return -ENOMEM;
+    t->family = family;
+    t->local = local;
+    t->peer = peer;
+    long r = diag_dump(&req, sizeof req, time_wait_each, t);
+    for (int i = 0; r == 0 && i < t->count; i++) {
+        int e = diag_destroy(family, 1u << 6, &t->ids[i]);
+        if (e && e != -ENOENT) r = e;  /* (one gone meanwhile is as good as ended) */
     }
-    enum { BUFFER = 65536, MAX = 256 };
-    char *buf = malloc(BUFFER);
-    struct inet_diag_sockid *ids = malloc(MAX * sizeof *ids);
-    if (!buf || !ids) {
-        free(buf);
-        free(ids);
-        close(fd);
-        return -ENOMEM;
-    }
-    int count = 0, done = 0;
-    long r = 0;
-    while (!done) {
-        ssize_t n = recv(fd, buf, BUFFER, 0);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            r = -errno;
-            break;
-        }
-        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n)) {
-            if (h->nlmsg_type == NLMSG_DONE) { done = 1; break; }
-            if (h->nlmsg_type == NLMSG_ERROR) {
-                struct nlmsgerr *err = NLMSG_DATA(h);
-                r = err->error ? err->error : -EIO;
-                done = 1;
-                break;
-            }
-            struct inet_diag_msg *m = NLMSG_DATA(h);
-            if (count < MAX && id_matches(&m->id, family, local, peer)) ids[count++] = m->id;
-        }
-    }
-    free(buf);
-    for (int i = 0; r == 0 && i < count; i++) {
-        memset(&req, 0, sizeof req);
-        req.h.nlmsg_len = sizeof req;
-        req.h.nlmsg_type = SOCK_DESTROY;
-        req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-        req.r.sdiag_family = (uint8_t)family;
-        req.r.sdiag_protocol = IPPROTO_TCP;
-        req.r.idiag_states = 1u << 6;
-        req.r.id = ids[i];
-        if (send(fd, &req, sizeof req, 0) != (ssize_t)sizeof req) { r = -errno; break; }
-        char ack[512] __attribute__((aligned(8)));
-        ssize_t n = recv(fd, ack, sizeof ack, 0);
-        struct nlmsghdr *h = (struct nlmsghdr *)ack;
-        if (n > 0 && h->nlmsg_type == NLMSG_ERROR) {
-            struct nlmsgerr *err = NLMSG_DATA(h);
-            if (err->error && err->error != -ENOENT) r = err->error;
-        }
-    }
-    free(ids);
-    close(fd);
+    int count = t->count;
+    free(t);
     return r < 0 ? r : count;
 }
 
@@ -285,43 +264,22 @@ int lg_tcp_abort(int sock) {
     socklen_t ll = sizeof l, pl = sizeof p;
     if (getsockname(sock, (struct sockaddr *)&l, &ll)) return -errno;
     if (getpeername(sock, (struct sockaddr *)&p, &pl)) return errno == ENOTCONN ? 0 : -errno;  /* reset already (its peer was aborted) */
-    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-    if (fd < 0) return -errno;
-    struct {
-        struct nlmsghdr h;
-        struct inet_diag_req_v2 r;
-    } req;
-    memset(&req, 0, sizeof req);
-    req.h.nlmsg_len = sizeof req;
-    req.h.nlmsg_type = SOCK_DESTROY;
-    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-    req.r.sdiag_family = (uint8_t)l.ss_family;
-    req.r.sdiag_protocol = IPPROTO_TCP;
-    req.r.idiag_states = ~0u;
-    req.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
-    req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+    struct inet_diag_sockid id;
+    memset(&id, 0, sizeof id);
+    id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+    id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
     if (l.ss_family == AF_INET) {
         struct sockaddr_in *a = (struct sockaddr_in *)&l, *b = (struct sockaddr_in *)&p;
-        req.r.id.idiag_sport = a->sin_port;
-        req.r.id.idiag_dport = b->sin_port;
-        memcpy(req.r.id.idiag_src, &a->sin_addr, 4);
-        memcpy(req.r.id.idiag_dst, &b->sin_addr, 4);
+        id.idiag_sport = a->sin_port;
+        id.idiag_dport = b->sin_port;
+        memcpy(id.idiag_src, &a->sin_addr, 4);
+        memcpy(id.idiag_dst, &b->sin_addr, 4);
     } else {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)&l, *b = (struct sockaddr_in6 *)&p;
-        req.r.id.idiag_sport = a->sin6_port;
-        req.r.id.idiag_dport = b->sin6_port;
-        memcpy(req.r.id.idiag_src, &a->sin6_addr, 16);
-        memcpy(req.r.id.idiag_dst, &b->sin6_addr, 16);
+        id.idiag_sport = a->sin6_port;
+        id.idiag_dport = b->sin6_port;
+        memcpy(id.idiag_src, &a->sin6_addr, 16);
+        memcpy(id.idiag_dst, &b->sin6_addr, 16);
     }
-    int r = 0;
-    if (send(fd, &req, sizeof req, 0) != (ssize_t)sizeof req) r = -errno;
-    else {
-        char ack[512] __attribute__((aligned(8)));
-        ssize_t n = recv(fd, ack, sizeof ack, 0);
-        struct nlmsghdr *h = (struct nlmsghdr *)ack;
-        if (n < 0) r = -errno;
-        else if (h->nlmsg_type == NLMSG_ERROR) r = ((struct nlmsgerr *)NLMSG_DATA(h))->error;
-    }
-    close(fd);
-    return r;
+    return diag_destroy(l.ss_family, ~0u, &id);
 }
