@@ -3,6 +3,22 @@ import Foundation
 import Glibc
 
 extension Sys {
+    /// An integer socket option of `fd` (getsockopt); `what` names the socket for the error.
+    public static func socketOption(_ fd: Int32, _ level: Int32, _ name: Int32, of what: @autoclosure () -> String) throws -> Int32 {
+        var v: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, level, name, &v, &len) == 0 else { throw SystemError.fromErrno("getsockopt(\(level), \(name)) of \(what())") }
+        return v
+    }
+
+    /// Sets an integer socket option of `fd` (setsockopt).
+    public static func setSocketOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32, on what: @autoclosure () -> String) throws {
+        var v = value
+        guard setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
+            throw SystemError.fromErrno("setsockopt(\(level), \(name), \(value)) on \(what())")
+        }
+    }
+
     /// Ends the TIME_WAIT TCP sockets on `local` (to `peer`, if given), sockaddr bytes; returns how many.
     @discardableResult
     public static func endTimeWait(family: Int32, local: Data, peer: Data?) throws -> Int {
@@ -25,8 +41,9 @@ extension Sys {
 /// An established TCP connection as TCP_REPAIR reads it (lg_tcp_state): the sequence numbers after
 /// its send and receive queues, what the queues hold (of the send queue, the last `unsent` bytes
 /// were not sent yet), MSS, window scales, TCPI_OPT_* options, the timestamp and the windows
-/// (snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup); `state` is tcpi_state.
-public struct TcpRepairState: Sendable, Equatable {
+/// (snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup); `state` is tcpi_state. A checkpoint keeps it as
+/// it is read (ProcessImage.InetSocketState.connection).
+public struct TcpRepairState: Codable, Sendable, Equatable {
     public var sendSeq: UInt32
     public var receiveSeq: UInt32
     public var unsent: Int

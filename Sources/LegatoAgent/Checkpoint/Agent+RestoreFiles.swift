@@ -20,6 +20,10 @@ extension Agent {
                 try takeDescriptor(from: from[0], fd: from[1], to: f, calls, tree)
                 continue
             }
+            if let first = f.dupOf {  // one open file description with `first` (restored before it)
+                _ = try calls.call("dup3 fd \(first) to fd \(f.fd)", .dup3, UInt64(first), UInt64(f.fd), f.flags & 0o2000000 != 0 ? 0o2000000 : 0)
+                continue
+            }
             switch f.kind {
             case .tty:
                 // PROG keeps `legato restore`'s terminal; a member's own opening of one is made again.
@@ -49,10 +53,6 @@ extension Agent {
                 }
                 if pipesDone.insert(f.pipeInode ?? 0).inserted { try restorePipe(group, above: high, calls) }
             case .regular, .directory, .path, .devnull, .devzero, .devurandom:
-                if let first = f.dupOf {  // one open file description with `first` (restored before it)
-                    _ = try calls.call("dup3 fd \(first) to fd \(f.fd)", .dup3, UInt64(first), UInt64(f.fd), f.flags & 0o2000000 != 0 ? 0o2000000 : 0)
-                    continue
-                }
                 let flags = UInt64(f.flags) & ~UInt64(0o100 | 0o200 | 0o1000)  // no O_CREAT, O_EXCL, O_TRUNC
                 let fd = try calls.call("open \(f.path)", .open, try calls.args.string(f.path), flags, 0o644)
                 calls.args.reset()
@@ -61,24 +61,12 @@ extension Agent {
                     _ = try calls.call("lseek fd \(f.fd)", .lseek, UInt64(f.fd), UInt64(bitPattern: f.offset), 0)
                 }
             case .eventfd, .timerfd, .signalfd, .epoll:
-                if let first = f.dupOf {
-                    _ = try calls.call("dup3 fd \(first) to fd \(f.fd)", .dup3, UInt64(first), UInt64(f.fd), f.flags & 0o2000000 != 0 ? 0o2000000 : 0)
-                } else {
-                    try restoreEventDescriptor(f, image, calls)
-                }
+                try restoreEventDescriptor(f, image, calls)
             case .unixSocket:
-                if let first = f.dupOf {
-                    _ = try calls.call("dup3 fd \(first) to fd \(f.fd)", .dup3, UInt64(first), UInt64(f.fd), f.flags & 0o2000000 != 0 ? 0o2000000 : 0)
-                } else {
-                    guard let tree else { throw RestoreError.descriptorUnrestorable(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path) }
-                    try restoreUnixSocket(f, image, calls, tree)
-                }
+                guard let tree else { throw RestoreError.descriptorUnrestorable(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path) }
+                try restoreUnixSocket(f, image, calls, tree)
             case .inetSocket:
-                if let first = f.dupOf {
-                    _ = try calls.call("dup3 fd \(first) to fd \(f.fd)", .dup3, UInt64(first), UInt64(f.fd), f.flags & 0o2000000 != 0 ? 0o2000000 : 0)
-                } else {
-                    try restoreInetSocket(f, image, calls)
-                }
+                try restoreInetSocket(f, image, calls)
             case .other:
                 throw RestoreError.descriptorUnrestorable(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path)
             }

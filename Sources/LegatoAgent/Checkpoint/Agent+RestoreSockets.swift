@@ -84,19 +84,12 @@ extension Agent {
         let own = try UnixSocketDescriptors.takeDescriptor(Int32(fd), of: calls.tid)
         var keep = false  // a connection in repair mode stays open here until finishConnections
         defer { if !keep { close(own) } }
-        func set(_ level: Int32, _ name: Int32, _ v: Int32) throws {
-            var value = v
-            guard setsockopt(own, level, name, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
-                throw SystemError.fromErrno("setsockopt(\(level), \(name), \(value)) on the " + what)
-            }
-        }
+        func set(_ level: Int32, _ name: Int32, _ v: Int32) throws { try Sys.setSocketOption(own, level, name, v, on: "the " + what) }
         for o in s.options where o.count == 3 { try set(o[0], o[1], o[2]) }
         if let c = s.connection, let local = s.address, let peer = s.peer {
             // (--tcp-close: made without what it held, to be aborted: nothing is left to read.)
-            let closing = config.restoreTCPClosed
-            let state = TcpRepairState(sendSeq: c.sendSeq, receiveSeq: c.receiveSeq, unsent: closing ? 0 : c.unsent, mss: c.mss, timestamp: c.timestamp,
-                                       sendWscale: c.sendWscale, receiveWscale: c.receiveWscale, options: c.options, state: 1, window: c.window,
-                                       sendQueue: closing ? Data() : c.sendQueue, receiveQueue: closing ? Data() : c.receiveQueue)
+            var state = c
+            if config.restoreTCPClosed { (state.unsent, state.sendQueue, state.receiveQueue) = (0, Data(), Data()) }
             try Sys.endTimeWait(family: s.family, local: local, peer: peer)  // the dead run's, on the same four-tuple
             let named = "the TCP connection of fd \(f.fd) of pid \(image.pid) from \(InetSocketDescriptors.display(local)) to \(InetSocketDescriptors.display(peer))"
             try Sys.restoreTcpRepair(own, state, local: local, peer: peer, what: named)
@@ -180,10 +173,7 @@ extension Agent {
     /// SO_SNDBUF and SO_RCVBUF (getsockopt's values are twice what was set; root may pass the limits).
     private func setBuffers(_ fd: Int32, _ s: ProcessImage.UnixSocketState, what: String) throws {
         for (option, value) in [(SO_SNDBUFFORCE, s.sendBuffer), (SO_RCVBUFFORCE, s.receiveBuffer)] where value > 0 {
-            var half = value / 2
-            guard setsockopt(fd, SOL_SOCKET, option, &half, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
-                throw SystemError.fromErrno("setsockopt(SOL_SOCKET, \(option), \(half)) on \(what)")
-            }
+            try Sys.setSocketOption(fd, SOL_SOCKET, option, value / 2, on: what)
         }
     }
 
@@ -191,11 +181,7 @@ extension Agent {
         var options: [(Int32, Int32)] = []
         if s.passCredentials == true { options.append((SO_PASSCRED, 1)) }
         if let peek = s.peekOffset { options.append((SO_PEEK_OFF, peek)) }
-        for (option, var value) in options {
-            guard setsockopt(fd, SOL_SOCKET, option, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
-                throw SystemError.fromErrno("setsockopt(SOL_SOCKET, \(option), \(value)) on \(what)")
-            }
-        }
+        for (option, value) in options { try Sys.setSocketOption(fd, SOL_SOCKET, option, value, on: what) }
     }
 
     /// A socket file left at `name` by the killed run is removed so the name can be bound again;

@@ -37,7 +37,9 @@ enum InetSocketDescriptors {
     static func read(fd: Int32, pid: pid_t, inode: UInt64, describe: (String) -> String) throws -> ProcessImage.InetSocketState {
         let own = try UnixSocketDescriptors.takeDescriptor(fd, of: pid)
         defer { close(own) }
-        let family = try option(own, SOL_SOCKET, SO_DOMAIN), type = try option(own, SOL_SOCKET, SO_TYPE), proto = try option(own, SOL_SOCKET, SO_PROTOCOL)
+        let what = "the socket at fd \(fd) of pid \(pid)"
+        let family = try Sys.socketOption(own, SOL_SOCKET, SO_DOMAIN, of: what), type = try Sys.socketOption(own, SOL_SOCKET, SO_TYPE, of: what),
+            proto = try Sys.socketOption(own, SOL_SOCKET, SO_PROTOCOL, of: what)
         guard family == AF_INET || family == AF_INET6, (type == Int32(SOCK_STREAM.rawValue) && proto == Int32(IPPROTO_TCP)) || (type == Int32(SOCK_DGRAM.rawValue) && proto == Int32(IPPROTO_UDP)) else {
             let name = [AF_NETLINK: "a netlink socket", AF_PACKET: "a packet socket", AF_INET: "an IPv4 socket", AF_INET6: "an IPv6 socket"][family] ?? "a socket of family \(family)"
             throw CheckpointRefused(description: describe("\(name) (type \(type), protocol \(proto); only UNIX, TCP and UDP sockets are kept)"))
@@ -50,7 +52,7 @@ enum InetSocketDescriptors {
         var ready = pollfd(fd: own, events: Int16(POLLIN), revents: 0)
         let readable = poll(&ready, 1, 0) > 0
         if tcp {
-            if try option(own, SOL_SOCKET, SO_ACCEPTCONN) != 0 {
+            if try Sys.socketOption(own, SOL_SOCKET, SO_ACCEPTCONN, of: what) != 0 {
                 if readable { throw CheckpointRefused(description: describe("a TCP socket listening\(at) with connections waiting to be accepted; try again"), transient: true) }
                 state.backlog = try Sys.tcpListenBacklog(family: family, inode: inode)
             } else if let remote {
@@ -62,15 +64,13 @@ enum InetSocketDescriptors {
                 }
                 state.address = local
                 state.peer = remote
-                state.connection = ProcessImage.TcpConnection(sendSeq: r.sendSeq, receiveSeq: r.receiveSeq, unsent: r.unsent, mss: r.mss, timestamp: r.timestamp,
-                                                              sendWscale: r.sendWscale, receiveWscale: r.receiveWscale, options: r.options, window: r.window,
-                                                              sendQueue: r.sendQueue, receiveQueue: r.receiveQueue)
+                state.connection = r
             }
         } else {
             if readable { throw CheckpointRefused(description: describe("a UDP socket\(at) holding datagrams, whose senders are not kept; try again"), transient: true) }
             state.peer = remote
         }
-        state.options = try options(family: family, proto: proto).map { [$0.0, $0.1, try option(own, $0.0, $0.1)] }
+        state.options = try options(family: family, proto: proto).map { [$0.0, $0.1, try Sys.socketOption(own, $0.0, $0.1, of: what)] }
         return state
     }
 
@@ -100,12 +100,5 @@ enum InetSocketDescriptors {
         let r = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call(fd, $0, &len) } }
         guard r == 0 else { return nil }
         return withUnsafeBytes(of: &storage) { Data($0.prefix(Int(len))) }
-    }
-
-    private static func option(_ fd: Int32, _ level: Int32, _ name: Int32) throws -> Int32 {
-        var v: Int32 = 0
-        var len = socklen_t(MemoryLayout<Int32>.size)
-        guard getsockopt(fd, level, name, &v, &len) == 0 else { throw SystemError.fromErrno("getsockopt(\(level), \(name)) of a socket") }
-        return v
     }
 }

@@ -275,24 +275,7 @@ public struct ProcessImage: Codable, Equatable {
         /// [level, name, value] of each integer option read (SO_REUSEADDR, TCP_NODELAY, IPV6_V6ONLY...).
         public var options: [[Int32]]
         /// An established TCP connection (from `address` to `peer`), as TCP_REPAIR reads it.
-        public var connection: TcpConnection?
-    }
-
-    /// What TCP_REPAIR reads of a connection (Sys.TcpRepairState): sequence numbers after each
-    /// queue, what the queues hold (the send queue's last `unsent` bytes not sent yet), MSS, window
-    /// scales, TCPI_OPT_* options, timestamp, and the windows (snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup).
-    public struct TcpConnection: Codable, Equatable {
-        public var sendSeq: UInt32
-        public var receiveSeq: UInt32
-        public var unsent: Int
-        public var mss: UInt32
-        public var timestamp: UInt32
-        public var sendWscale: UInt8
-        public var receiveWscale: UInt8
-        public var options: UInt8
-        public var window: [UInt32]
-        public var sendQueue: Data
-        public var receiveQueue: Data
+        public var connection: TcpRepairState?
     }
 
     /// A UNIX socket: one end of a connected pair both of whose ends are in the tree, a listening

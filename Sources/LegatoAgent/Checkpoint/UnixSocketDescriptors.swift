@@ -52,10 +52,11 @@ enum UnixSocketDescriptors {
         }
         let own = try takeDescriptor(fd, of: pid)
         defer { close(own) }
-        state.sendBuffer = try intOption(own, SO_SNDBUF)
-        state.receiveBuffer = try intOption(own, SO_RCVBUF)
-        if try intOption(own, SO_PASSCRED) != 0 { state.passCredentials = true }
-        let peek = try intOption(own, SO_PEEK_OFF)
+        let what = "the UNIX socket at fd \(fd) of pid \(pid)"
+        state.sendBuffer = try Sys.socketOption(own, SOL_SOCKET, SO_SNDBUF, of: what)
+        state.receiveBuffer = try Sys.socketOption(own, SOL_SOCKET, SO_RCVBUF, of: what)
+        if try Sys.socketOption(own, SOL_SOCKET, SO_PASSCRED, of: what) != 0 { state.passCredentials = true }
+        let peek = try Sys.socketOption(own, SOL_SOCKET, SO_PEEK_OFF, of: what)
         if peek >= 0 { state.peekOffset = peek }
         if state.peerClosed == true {
             // A peer that closed with bytes unread leaves an error (ECONNRESET) for this end's next
@@ -122,12 +123,5 @@ enum UnixSocketDescriptors {
         let pidfd = try Sys.pidfdOpen(pid)
         defer { close(pidfd) }
         return try Sys.pidfdGetFD(pidfd: pidfd, targetFD: fd, pid: pid)
-    }
-
-    private static func intOption(_ fd: Int32, _ name: Int32) throws -> Int32 {
-        var v: Int32 = 0
-        var len = socklen_t(MemoryLayout<Int32>.size)
-        guard getsockopt(fd, SOL_SOCKET, name, &v, &len) == 0 else { throw SystemError.fromErrno("getsockopt(SOL_SOCKET, \(name)) of a UNIX socket") }
-        return v
     }
 }
