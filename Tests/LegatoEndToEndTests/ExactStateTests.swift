@@ -156,12 +156,22 @@ import LegatoSystem
     @Test(arguments: [("advice", ["--snapshot-above", "1"]), ("fdflags", []), ("attrs", []), ("locks", []), ("membarrier", []),
                       ("guard", ["--snapshot-above", "1"]), ("unlinked", []), ("zombies", []), ("timers", []), ("sysv", []), ("seccomp", []), ("loginuid", []), ("lease", []), ("aio", []), ("events", []), ("unix", []), ("inet", []), ("tcp", []), ("dirs", [])])
     func stateComesBackExactly(_ mode: String, _ options: [String]) throws {
+        let (plain, run, r) = try checkpointKillRestoreState(mode, options: options)
+        #expect(plain.stdout == "ready\nPASS \(mode)\n", "a plain run passes: \(plain.stdout) \(plain.stderr)")
+        #expect(r.status == 0, "the restored program checked its state: \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout)
+    }
+
+    /// statecheck `mode` run plainly (triggered from the start), then under `legato run` with
+    /// `options`: checkpointed once it is ready, killed with kill -9, `afterKill` given the
+    /// trigger's path (the run "went on"), triggered, and restored with `restoreOptions`.
+    func checkpointKillRestoreState(_ mode: String, options: [String] = [], restoreOptions: [String] = [],
+                                    afterKill: (String) throws -> Void = { _ in }) throws -> (plain: CommandResult, run: NamedRun, restored: CommandResult) {
         let dir = TestEnvironment.temporaryDirectory("state-\(mode)")
         let program = try Workloads.stateProgram("statecheck")
         let plainTrigger = dir + "/plain-trigger"
         _ = FileManager.default.createFile(atPath: plainTrigger, contents: nil)
         let plain = try runCommand([program, mode, plainTrigger])
-        #expect(plain.stdout == "ready\nPASS \(mode)\n", "a plain run passes: \(plain.stdout) \(plain.stderr)")
         let trigger = dir + "/trigger"
         let run = try NamedRun(name: "state-\(mode)", stateDir: dir + "/state", output: dir + "/out", localMem: "32M",
                                argv: [program, mode, trigger], options: options)
@@ -169,37 +179,26 @@ import LegatoSystem
         let ck = try run.checkpoint()
         #expect(ck.status == 0, "\(ck.stderr)")
         run.killHard()
+        try afterKill(trigger)
         _ = FileManager.default.createFile(atPath: trigger, contents: nil)
-        let r = try run.restore()
-        #expect(r.status == 0, "the restored program checked its state: \(r.stderr)")
-        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout)
+        return (plain, run, try run.restore(extra: restoreOptions))
     }
 
     /// Files the program holds open change after the checkpoint (the run went on: one rewritten,
     /// one deleted, one appended to): the restore puts each back as it was, and the program finds
     /// them so (statecheck openfiles); the one left alone is not touched.
     @Test func openFilesComeBackAsAtTheCheckpoint() throws {
-        let dir = TestEnvironment.temporaryDirectory("state-openfiles")
-        let program = try Workloads.stateProgram("statecheck")
-        let plainTrigger = dir + "/plain-trigger"
-        _ = FileManager.default.createFile(atPath: plainTrigger, contents: nil)
-        let plain = try runCommand([program, "openfiles", plainTrigger])
+        var trigger = ""
+        let (plain, run, r) = try checkpointKillRestoreState("openfiles") { t in
+            trigger = t
+            try Data("rewritten after the checkpoint".utf8).write(to: URL(fileURLWithPath: t + ".scratch"))
+            try FileManager.default.removeItem(atPath: t + ".input")
+            let log = try FileHandle(forWritingTo: URL(fileURLWithPath: t + ".log"))
+            try log.seekToEnd()
+            try log.write(contentsOf: Data("written after the checkpoint\n".utf8))
+            try log.close()
+        }
         #expect(plain.stdout == "ready\nPASS openfiles\n", "a plain run passes: \(plain.stdout) \(plain.stderr)")
-        let trigger = dir + "/trigger"
-        let run = try NamedRun(name: "state-openfiles", stateDir: dir + "/state", output: dir + "/out", localMem: "32M",
-                               argv: [program, "openfiles", trigger])
-        try run.waitForLines(1)
-        let ck = try run.checkpoint()
-        #expect(ck.status == 0, "\(ck.stderr)")
-        run.killHard()
-        try Data("rewritten after the checkpoint".utf8).write(to: URL(fileURLWithPath: trigger + ".scratch"))
-        try FileManager.default.removeItem(atPath: trigger + ".input")
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: trigger + ".log"))
-        try log.seekToEnd()
-        try log.write(contentsOf: Data("written after the checkpoint\n".utf8))
-        try log.close()
-        _ = FileManager.default.createFile(atPath: trigger, contents: nil)
-        let r = try run.restore()
         #expect(r.status == 0, "the restored program checked its files: \(r.stderr)")
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout)
         for (file, why) in [(".scratch", "changed"), (".input", "gone"), (".log", "changed")] {
@@ -211,20 +210,8 @@ import LegatoSystem
     /// `legato restore --tcp-close`: the connections come back reset (both ends of one between two
     /// of the program's sockets fail), the listener listens; a plain run's connection goes on.
     @Test func tcpConnectionsComeBackResetWithTcpClose() throws {
-        let dir = TestEnvironment.temporaryDirectory("state-tcp-closed")
-        let program = try Workloads.stateProgram("statecheck")
-        let plainTrigger = dir + "/plain-trigger"
-        _ = FileManager.default.createFile(atPath: plainTrigger, contents: nil)
-        let plain = try runCommand([program, "tcp-closed", plainTrigger])
+        let (plain, run, r) = try checkpointKillRestoreState("tcp-closed", restoreOptions: ["--tcp-close"])
         #expect(plain.stdout.hasPrefix("ready\nFAIL tcp-closed: the client end was not closed"), "a plain run's connection goes on: \(plain.stdout)")
-        let trigger = dir + "/trigger"
-        let run = try NamedRun(name: "tcp-closed", stateDir: dir + "/state", output: dir + "/out", localMem: "32M", argv: [program, "tcp-closed", trigger])
-        try run.waitForLines(1)
-        let ck = try run.checkpoint()
-        #expect(ck.status == 0, "\(ck.stderr)")
-        run.killHard()
-        _ = FileManager.default.createFile(atPath: trigger, contents: nil)
-        let r = try run.restore(extra: ["--tcp-close"])
         #expect(r.status == 0, "the restored program found its connection reset: \(r.stderr)")
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == "ready\nPASS tcp-closed\n")
     }
