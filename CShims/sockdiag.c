@@ -227,31 +227,36 @@ static int id_matches(const struct inet_diag_sockid *id, int family, const void 
     return !p || (id->idiag_dport == p->sin6_port && memcmp(id->idiag_dst, &p->sin6_addr, 16) == 0);
 }
 
-struct time_wait_find {
+/* The closing states a killed process's connections linger in: FIN_WAIT1, FIN_WAIT2, TIME_WAIT,
+   CLOSE, CLOSE_WAIT, LAST_ACK, CLOSING. */
+#define ORPHAN_STATES ((1u << 4) | (1u << 5) | (1u << 6) | (1u << 7) | (1u << 8) | (1u << 9) | (1u << 11))
+
+struct orphan_find {
     int family;
     const void *local, *peer;
     struct inet_diag_sockid ids[256];
     int count;
 };
 
-static int time_wait_each(struct nlmsghdr *h, void *ctx) {
-    struct time_wait_find *t = ctx;
+static int orphan_each(struct nlmsghdr *h, void *ctx) {
+    struct orphan_find *t = ctx;
     struct inet_diag_msg *m = NLMSG_DATA(h);
-    if (t->count < 256 && id_matches(&m->id, t->family, t->local, t->peer)) t->ids[t->count++] = m->id;
+    /* (idiag_inode 0: no file holds it; a socket a live process holds is left alone) */
+    if (t->count < 256 && m->idiag_inode == 0 && id_matches(&m->id, t->family, t->local, t->peer)) t->ids[t->count++] = m->id;
     return 0;
 }
 
-long lg_tcp_destroy_time_wait(int family, const void *local, const void *peer) {
+long lg_tcp_destroy_orphans(int family, const void *local, const void *peer) {
     struct inet_request req;
-    inet_request(&req, SOCK_DIAG_BY_FAMILY, family, 1u << 6);  /* TCP_TIME_WAIT */
-    struct time_wait_find *t = calloc(1, sizeof *t);
+    inet_request(&req, SOCK_DIAG_BY_FAMILY, family, ORPHAN_STATES);
+    struct orphan_find *t = calloc(1, sizeof *t);
     if (!t) return -ENOMEM;
     t->family = family;
     t->local = local;
     t->peer = peer;
-    long r = diag_dump(&req, sizeof req, time_wait_each, t);
+    long r = diag_dump(&req, sizeof req, orphan_each, t);
     for (int i = 0; r == 0 && i < t->count; i++) {
-        int e = diag_destroy(family, 1u << 6, &t->ids[i]);
+        int e = diag_destroy(family, ORPHAN_STATES, &t->ids[i]);
         if (e && e != -ENOENT) r = e;  /* (one gone meanwhile is as good as ended) */
     }
     int count = t->count;

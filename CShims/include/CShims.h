@@ -179,10 +179,11 @@ long lg_socket_peek_queue(int fd, void *buf, size_t capacity, uint32_t *lengths,
    sock_diag; -ENOENT if there is no such listener. */
 long lg_tcp_listen_backlog(int family, uint64_t inode);
 
-/* Ends the TIME_WAIT TCP sockets on local (a sockaddr_in or _in6 of family), and to peer if not
-   NULL (sock_diag SOCK_DESTROY): what a killed run's connections left on an address it binds
-   again. Returns how many, or -errno. */
-long lg_tcp_destroy_time_wait(int family, const void *local, const void *peer);
+/* Ends the TCP sockets on local (a sockaddr_in or _in6 of family), and to peer if not NULL, that
+   no file holds and that are closing (FIN_WAIT1/2, TIME_WAIT, CLOSE_WAIT, LAST_ACK, CLOSING):
+   what a killed run's connections left on an address it binds again (sock_diag SOCK_DESTROY).
+   Returns how many, or -errno. */
+long lg_tcp_destroy_orphans(int family, const void *local, const void *peer);
 
 /* Aborts the connected TCP socket sock (sock_diag SOCK_DESTROY on its four-tuple: a reset to its
    peer, ECONNABORTED to its holder); 0 (also if it was reset already) or -errno. */

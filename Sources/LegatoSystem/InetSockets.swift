@@ -19,14 +19,15 @@ extension Sys {
         }
     }
 
-    /// Ends the TIME_WAIT TCP sockets on `local` (to `peer`, if given), sockaddr bytes; returns how many.
+    /// Ends the closing TCP sockets no file holds (TIME_WAIT, FIN_WAIT...) on `local` (to `peer`,
+    /// if given), sockaddr bytes; returns how many.
     @discardableResult
-    public static func endTimeWait(family: Int32, local: Data, peer: Data?) throws -> Int {
+    public static func endOrphanedConnections(family: Int32, local: Data, peer: Data?) throws -> Int {
         let r = local.withUnsafeBytes { l in
-            if let peer { return peer.withUnsafeBytes { p in lg_tcp_destroy_time_wait(family, l.baseAddress, p.baseAddress) } }
-            return lg_tcp_destroy_time_wait(family, l.baseAddress, nil)
+            if let peer { return peer.withUnsafeBytes { p in lg_tcp_destroy_orphans(family, l.baseAddress, p.baseAddress) } }
+            return lg_tcp_destroy_orphans(family, l.baseAddress, nil)
         }
-        if r < 0 { throw SystemError("end the TIME_WAIT sockets on an address to bind it again (sock_diag SOCK_DESTROY)", code: Int32(-r)) }
+        if r < 0 { throw SystemError("end the closing sockets no one holds on an address to bind it again (sock_diag SOCK_DESTROY)", code: Int32(-r)) }
         return Int(r)
     }
 

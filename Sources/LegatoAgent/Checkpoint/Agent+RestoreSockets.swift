@@ -90,7 +90,9 @@ extension Agent {
             // (--tcp-close: made without what it held, to be aborted: nothing is left to read.)
             var state = c
             if config.restoreTCPClosed { (state.unsent, state.sendQueue, state.receiveQueue) = (0, Data(), Data()) }
-            try Sys.endTimeWait(family: s.family, local: local, peer: peer)  // the dead run's, on the same four-tuple
+            // The dead run's socket on the same four-tuple may linger closing (a FIN that never
+            // reached the peer: its host died, or its network was cut): ended first.
+            try Sys.endOrphanedConnections(family: s.family, local: local, peer: peer)
             let named = "the TCP connection of fd \(f.fd) of pid \(image.pid) from \(InetSocketDescriptors.display(local)) to \(InetSocketDescriptors.display(peer))"
             try Sys.restoreTcpRepair(own, state, local: local, peer: peer, what: named)
             restore.connectionsInRepair.append((own, c.sendQueue.suffix(c.unsent), named))
@@ -101,11 +103,11 @@ extension Agent {
         }
         let tcp = s.proto == Int32(IPPROTO_TCP)
         if let address = s.address {
-            // The killed run's connections may linger on the address in TIME_WAIT, which even
-            // SO_REUSEADDR does not pass unless they had it too: they are ended first (they are
-            // the dead run's); the socket binds (and listens) with SO_REUSEADDR, which then gets
-            // its own value back.
-            if tcp { try Sys.endTimeWait(family: s.family, local: address, peer: nil) }
+            // The killed run's connections may linger on the address closing (TIME_WAIT, FIN_WAIT...),
+            // which even SO_REUSEADDR does not pass unless they had it too: they are ended first
+            // (no file holds them: they are the dead run's); the socket binds (and listens) with
+            // SO_REUSEADDR, which then gets its own value back.
+            if tcp { try Sys.endOrphanedConnections(family: s.family, local: address, peer: nil) }
             try set(SOL_SOCKET, SO_REUSEADDR, 1)
             let arg = try calls.args.bytes(Array(address))
             _ = try calls.call("bind the \(what) to \(InetSocketDescriptors.display(address))", .bind, UInt64(fd), arg, UInt64(address.count))

@@ -12,15 +12,16 @@ final class NamedRun {
     let command: SpawnedCommand
 
     /// `shell`: run first by the shell that execs `legato run` (e.g. `exec 9>&2`: an extra
-    /// descriptor inherited, as CI runners and make leave them).
+    /// descriptor inherited, as CI runners and make leave them); `wrapper`: what execs `legato run`
+    /// (e.g. `ip netns exec NS`).
     init(name: String, stateDir: String, output: String, localMem: String, argv: [String], options: [String] = [],
-         environment: [String: String] = [:], shell: String = "") throws {
+         environment: [String: String] = [:], shell: String = "", wrapper: [String] = []) throws {
         self.name = name
         self.stateDir = stateDir
         self.output = output
         let quoted = argv.map { "'\($0)'" }.joined(separator: " ")
         let env = environment.map { "\($0.key)='\($0.value)' " }.joined()
-        command = try SpawnedCommand(["sh", "-c", "\(shell)\(shell.isEmpty ? "" : "; ")exec env \(env)'\(TestEnvironment.legato)' run --name \(name) --state-dir '\(stateDir)' --local-mem \(localMem) \(options.joined(separator: " ")) -- \(quoted) > '\(output)'"])
+        command = try SpawnedCommand(["sh", "-c", "\(shell)\(shell.isEmpty ? "" : "; ")exec \(wrapper.map { "'\($0)' " }.joined())env \(env)'\(TestEnvironment.legato)' run --name \(name) --state-dir '\(stateDir)' --local-mem \(localMem) \(options.joined(separator: " ")) -- \(quoted) > '\(output)'"])
     }
 
     /// Waits until PROG has printed at least `lines` lines.
