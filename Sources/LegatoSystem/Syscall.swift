@@ -31,6 +31,8 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case ftruncate = 77
     case flock = 73
     case chdir = 80
+    case mkdir = 83
+    case rmdir = 84
     case unlink = 87
     case umask = 95
     case setpgid = 109
@@ -78,6 +80,9 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case pidfdGetfd = 438
     case processMadvise = 440
     case mseal = 462
+    case inotifyAddWatch = 254
+    case inotifyRmWatch = 255
+    case inotifyInit1 = 294
 
     /// The name as in the kernel's table (`rt_sigaction`).
     public var description: String {
@@ -159,6 +164,11 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
         case .closeRange: return "close_range"
         case .pidfdGetfd: return "pidfd_getfd"
         case .processMadvise: return "process_madvise"
+        case .mkdir: return "mkdir"
+        case .rmdir: return "rmdir"
+        case .inotifyAddWatch: return "inotify_add_watch"
+        case .inotifyRmWatch: return "inotify_rm_watch"
+        case .inotifyInit1: return "inotify_init1"
         }
     }
 }

@@ -93,29 +93,30 @@ import LegatoSystem
         #expect(objects.count == 1 && objects.first?["kind"] as? String == "anonymous", "\(objects)")
     }
 
-    /// A memfd's descriptor (python's mmap keeps one) has no restore yet: refused by name, PROG
-    /// runs on to the plain run's end.
-    @Test func aMemfdDescriptorIsRefusedByName() throws {
-        let dir = TestEnvironment.temporaryDirectory("state-memfd")
-        let argv = ["python3", Workloads.script("pyprogress.py"), "10", "memfd"]
-        let plain = try runCommand(argv)
-        let run = try NamedRun(name: "memfd", stateDir: dir + "/state", output: dir + "/out", localMem: "32M", argv: argv)
-        try run.waitForLines(2)
-        let ck = try run.checkpoint()
-        #expect(ck.status != 0, "\(ck.stdout)")
-        #expect(ck.stderr.contains("memfd:pyprogress"), "the refusal names the memfd: \(ck.stderr)")
-        let r = try run.command.wait(timeoutSeconds: 120)
-        #expect(r.status == 0, "the program runs on: \(r.stderr)")
-        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout)
+    /// A memfd mapped shared, whose descriptor python's mmap keeps: one object, mapping and
+    /// descriptor, its content carried across the restore.
+    @Test func pythonWithAMappedMemfd() throws {
+        let image = try checkpointKillRestore(["python3", Workloads.script("pyprogress.py"), "30", "memfd"], name: "memfd", localMem: "32M", afterLines: 4)
+        let objects = image["sharedObjects"] as? [[String: Any]] ?? []
+        #expect(objects.count == 1 && objects.first?["name"] as? String == "/memfd:pyprogress", "\(objects)")
+        let fds = image["fds"] as? [[String: Any]] ?? []
+        #expect(fds.contains { $0["kind"] as? String == "memfd" && $0["object"] as? Int == 0 }, "the descriptor is the mapping's object: \(fds)")
     }
 
     /// State with no exact restore yet is refused by name; the program runs on and ends as a plain run does.
     @Test(arguments: [("aio-inflight", "with 1 request(s) in flight"), ("epoll-moved", "added as fd 4, which fd 4 no longer is"),
-                      ("iouring", "fd 3 is anon_inode:[io_uring] (an io_uring instance"), ("inotify", "fd 3 is anon_inode:inotify (an inotify instance"), ("mlock", "locked memory (mlock)"), ("mseal", "sealed memory (mseal)")])
+                      ("iouring", "fd 3 is anon_inode:[io_uring] (an io_uring instance"), ("inotify", "fd 3 is anon_inode:inotify (an inotify instance"), ("mlock", "locked memory (mlock)"), ("mseal", "sealed memory (mseal)"),
+                      ("fifo-outside", "trigger.outside-fifo, which pid \(getpid())")])
     func stateWithoutAnExactRestoreIsRefused(_ mode: String, _ named: String) throws {
         let dir = TestEnvironment.temporaryDirectory("refuse-\(mode)")
         let program = try Workloads.stateProgram("statecheck")
         let trigger = dir + "/trigger"
+        var held: Int32 = -1  // fifo-outside: the FIFO's other holder is this process
+        defer { if held >= 0 { close(held) } }
+        if mode == "fifo-outside" {
+            #expect(mkfifo(trigger + ".outside-fifo", 0o600) == 0)
+            held = open(trigger + ".outside-fifo", O_RDWR | O_NONBLOCK | O_CLOEXEC)
+        }
         let run = try NamedRun(name: "refuse-\(mode)", stateDir: dir + "/state", output: dir + "/out", localMem: "32M",
                                argv: [program, mode, trigger])
         try run.waitForLines(1)
@@ -154,7 +155,7 @@ import LegatoSystem
     /// which a fork would give without its dontfork and wipeonfork pages), killed, restored; then it
     /// checks its state and must print what a plain run prints: PASS.
     @Test(arguments: [("advice", ["--snapshot-above", "1"]), ("fdflags", []), ("attrs", []), ("locks", []), ("membarrier", []),
-                      ("guard", ["--snapshot-above", "1"]), ("unlinked", []), ("zombies", []), ("timers", []), ("sysv", []), ("seccomp", []), ("loginuid", []), ("lease", []), ("aio", []), ("events", []), ("unix", []), ("inet", []), ("tcp", []), ("dirs", [])])
+                      ("guard", ["--snapshot-above", "1"]), ("unlinked", []), ("zombies", []), ("timers", []), ("sysv", []), ("seccomp", []), ("loginuid", []), ("lease", []), ("aio", []), ("events", []), ("unix", []), ("inet", []), ("tcp", []), ("dirs", []), ("memfd", []), ("ghost", []), ("fifo", [])])
     func stateComesBackExactly(_ mode: String, _ options: [String]) throws {
         let (plain, run, r) = try checkpointKillRestoreState(mode, options: options)
         #expect(plain.stdout == "ready\nPASS \(mode)\n", "a plain run passes: \(plain.stdout) \(plain.stderr)")

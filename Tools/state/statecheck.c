@@ -769,6 +769,11 @@ static int refused(const char *mode, const char *trigger) {
         int ep = epoll_create1(0), e = eventfd(0, 0);
         struct epoll_event ev = {EPOLLIN, {.u64 = 1}};
         if (ep < 0 || e < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, e, &ev) != 0 || dup2(e, 40) != 40 || close(e) != 0) { perror("epoll-moved"); return 2; }
+    } else if (strcmp(mode, "fifo-outside") == 0) {
+        /* A FIFO the test made and holds open (outside the program), opened for reading. */
+        char path[4096];
+        snprintf(path, sizeof path, "%s.outside-fifo", trigger);
+        if (open(path, O_RDONLY | O_NONBLOCK) < 0) { perror(path); return 2; }
     } else if (strcmp(mode, "mlock") == 0 || strcmp(mode, "mseal") == 0) {
         char *p = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) { perror("mmap"); return 2; }
@@ -1319,9 +1324,144 @@ static int directories(const char *trigger) {
     return 0;
 }
 
+
+/* memfds: one held by descriptors only (its content, a second description of it at its own
+   offset, seals SHRINK|GROW), one both mapped shared and held (one object: a write through the
+   descriptor shows in the mapping), one made without MFD_ALLOW_SEALING (sealed shut). After the
+   restore each reads as set, at its offset, with its flags, seals and name. */
+static int memfds(const char *trigger) {
+    (void)trigger;
+    enum { HELD = 20000 };
+    int held = memfd_create("statecheck-held", MFD_ALLOW_SEALING);
+    int mapped = memfd_create("statecheck-mapped", MFD_CLOEXEC);
+    int plain = memfd_create("statecheck-plain", 0);
+    if (held < 0 || mapped < 0 || plain < 0) { perror("memfd_create"); return 2; }
+    static char buf[HELD], got[HELD];
+    pattern(buf, HELD, 3);
+    if (write(held, buf, HELD) != HELD || lseek(held, 7000, SEEK_SET) != 7000) { perror("write held"); return 2; }
+    if (fcntl(held, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0) { perror("F_ADD_SEALS"); return 2; }
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", held);
+    int twin = open(self, O_RDONLY);
+    if (twin < 0 || lseek(twin, 123, SEEK_SET) != 123) { perror("twin"); return 2; }
+    if (ftruncate(mapped, 3 * 4096) != 0) { perror("ftruncate"); return 2; }
+    char *map = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, mapped, 0);
+    if (map == MAP_FAILED) { perror("mmap"); return 2; }
+    memset(map + 4096, 'm', 4096);
+    if (lseek(mapped, 100, SEEK_SET) != 100 || write(plain, "plain", 5) != 5) { perror("mapped"); return 2; }
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    char link[256];
+    ssize_t n = readlink(self, link, sizeof link - 1);
+    link[n > 0 ? n : 0] = 0;
+    if (strcmp(link, "/memfd:statecheck-held (deleted)") != 0) fail("the held memfd is now %s", link);
+    if (lseek(held, 0, SEEK_CUR) != 7000 || lseek(twin, 0, SEEK_CUR) != 123) fail("offsets are %ld and %ld, not 7000 and 123", (long)lseek(held, 0, SEEK_CUR), (long)lseek(twin, 0, SEEK_CUR));
+    if (pread(held, got, HELD, 0) != HELD || memcmp(got, buf, HELD) != 0) fail("the held memfd's content differs");
+    struct stat a, b;
+    if (fstat(held, &a) || fstat(twin, &b) || a.st_ino != b.st_ino || a.st_size != HELD) fail("the two descriptions are not of one memfd of %d bytes", HELD);
+    if (fcntl(held, F_GET_SEALS) != (F_SEAL_SHRINK | F_SEAL_GROW)) fail("the held memfd's seals are 0x%x", fcntl(held, F_GET_SEALS));
+    if (ftruncate(held, 10) == 0) fail("a sealed memfd shrank");
+    if ((fcntl(twin, F_GETFL) & O_ACCMODE) != O_RDONLY || (fcntl(held, F_GETFL) & O_ACCMODE) != O_RDWR) fail("access modes differ");
+    if (fcntl(plain, F_GET_SEALS) != F_SEAL_SEAL) fail("the memfd made without sealing has seals 0x%x", fcntl(plain, F_GET_SEALS));
+    if (!(fcntl(mapped, F_GETFD) & FD_CLOEXEC) || (fcntl(held, F_GETFD) & FD_CLOEXEC)) fail("close-on-exec differs");
+    if (map[4096] != 'm' || map[0] != 0 || lseek(mapped, 0, SEEK_CUR) != 100) fail("the mapped memfd differs");
+    if (pwrite(mapped, "w", 1, 2 * 4096) != 1 || map[2 * 4096] != 'w') fail("the mapping and the descriptor are no longer one memfd");
+    char p[8] = {0};
+    if (pread(plain, p, 5, 0) != 5 || strcmp(p, "plain") != 0) fail("the plain memfd holds '%s'", p);
+    return 0;
+}
+
+/* Ghosts: a file unlinked while open (its content, two descriptions of it at their offsets, one
+   O_APPEND) and a directory removed while open. After the restore: still unlinked (no links, the
+   name says deleted), the content and offsets as set, a write through one description reads back
+   through the other; the directory is one, empty and removed. */
+static int ghosts(const char *trigger) {
+    enum { SIZE = 50000 };
+    char path[4096], dir[4096];
+    snprintf(path, sizeof path, "%s.ghost", trigger);
+    snprintf(dir, sizeof dir, "%s.ghostdir", trigger);
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    int app = open(path, O_WRONLY | O_APPEND);
+    if (fd < 0 || app < 0 || mkdir(dir, 0700) != 0) { perror(path); return 2; }
+    static char buf[SIZE], got[SIZE];
+    pattern(buf, SIZE, 5);
+    if (write(fd, buf, SIZE) != SIZE || lseek(fd, 1234, SEEK_SET) != 1234) { perror("write"); return 2; }
+    int d = open(dir, O_RDONLY | O_DIRECTORY);
+    if (d < 0 || unlink(path) != 0 || rmdir(dir) != 0) { perror("unlink"); return 2; }
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    char self[64], link[4200], want[4200];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(self, link, sizeof link - 1);
+    link[n > 0 ? n : 0] = 0;
+    snprintf(want, sizeof want, "%s (deleted)", path);
+    if (strcmp(link, want) != 0) fail("the ghost is now %s", link);
+    struct stat st, st2;
+    if (fstat(fd, &st) || st.st_nlink != 0 || st.st_size != SIZE || (st.st_mode & 0777) != 0600) fail("the ghost has %ld links, %ld bytes, mode 0%o", (long)st.st_nlink, (long)st.st_size, st.st_mode & 0777);
+    if (lseek(fd, 0, SEEK_CUR) != 1234) fail("the ghost's offset is %ld", (long)lseek(fd, 0, SEEK_CUR));
+    if (pread(fd, got, SIZE, 0) != SIZE || memcmp(got, buf, SIZE) != 0) fail("the ghost's content differs");
+    if (!(fcntl(app, F_GETFL) & O_APPEND)) fail("the O_APPEND description lost it");
+    if (write(app, "tail", 4) != 4 || pread(fd, got, 4, SIZE) != 4 || memcmp(got, "tail", 4) != 0) fail("the two descriptions are not of one file");
+    if (fstat(d, &st) || !S_ISDIR(st.st_mode) || st.st_nlink != 0) fail("the removed directory has %ld links", (long)st.st_nlink);
+    if (openat(d, "new", O_WRONLY | O_CREAT, 0600) >= 0 || errno != ENOENT) fail("a file could be made in the removed directory");
+    if (stat(path, &st2) == 0 || stat(dir, &st2) == 0) fail("the ghost or the directory has a name again");
+    return 0;
+}
+
+/* FIFOs: one with a reader (O_NONBLOCK) and a writer, bytes queued, a capacity of 256 KiB, the
+   writer also held by a child; one held only open for reading and writing, with bytes queued.
+   After the restore: the same paths, flags and capacity, what was queued reads back, and a write
+   through each writer (the child's too) reaches the reader. */
+static int fifos(const char *trigger) {
+    char path[4096], rw[4096];
+    snprintf(path, sizeof path, "%s.fifo", trigger);
+    snprintf(rw, sizeof rw, "%s.fifo-rw", trigger);
+    if (mkfifo(path, 0600) != 0 || mkfifo(rw, 0600) != 0) { perror("mkfifo"); return 2; }
+    int r = open(path, O_RDONLY | O_NONBLOCK);
+    int w = open(path, O_WRONLY);
+    int both = open(rw, O_RDWR | O_CLOEXEC);
+    if (r < 0 || w < 0 || both < 0) { perror("open fifo"); return 2; }
+    if (fcntl(w, F_SETPIPE_SZ, 256 << 10) < 0) { perror("F_SETPIPE_SZ"); return 2; }
+    static char queued[3000];
+    pattern(queued, sizeof queued, 9);
+    if (write(w, queued, sizeof queued) != sizeof queued || write(both, "held", 4) != 4) { perror("write fifo"); return 2; }
+    pid_t child = fork();
+    if (child == 0) {
+        close(r);
+        close(both);
+        wait_for(trigger);
+        _exit(write(w, "child", 5) == 5 ? 0 : 1);
+    }
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    int status = 0;
+    if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) fail("the child holding the writer failed (status 0x%x)", status);
+    struct stat st;
+    if (fstat(r, &st) || !S_ISFIFO(st.st_mode)) fail("the reader is not a FIFO");
+    char self[64], link[4200];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", w);
+    ssize_t n = readlink(self, link, sizeof link - 1);
+    link[n > 0 ? n : 0] = 0;
+    if (strcmp(link, path) != 0) fail("the writer is now %s", link);
+    if (!(fcntl(r, F_GETFL) & O_NONBLOCK) || (fcntl(w, F_GETFL) & O_NONBLOCK)) fail("O_NONBLOCK differs");
+    if ((fcntl(both, F_GETFL) & O_ACCMODE) != O_RDWR || !(fcntl(both, F_GETFD) & FD_CLOEXEC)) fail("the read-write FIFO's flags differ");
+    if (fcntl(r, F_GETPIPE_SZ) != 256 << 10) fail("the capacity is %d", fcntl(r, F_GETPIPE_SZ));
+    static char got[4096];
+    if (write(w, "after", 5) != 5) fail("the writer cannot write");
+    ssize_t got_n = read(r, got, sizeof got);
+    if (got_n != (ssize_t)sizeof queued + 10 || memcmp(got, queued, sizeof queued) != 0 ||
+        memcmp(got + sizeof queued, "childafter", 10) != 0) fail("the reader read %ld bytes, not the %zu queued and 10 written", (long)got_n, sizeof queued);
+    char held[8] = {0};
+    if (read(both, held, 4) != 4 || strcmp(held, "held") != 0) fail("the read-write FIFO holds '%s'", held);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|inet|tcp|tcp-closed|dirs|aio-inflight|epoll-moved|iouring|inotify|mlock|mseal TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|inet|tcp|tcp-closed|dirs|memfd|ghost|fifo|aio-inflight|fifo-outside|epoll-moved|iouring|inotify|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -1347,8 +1487,11 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "tcp") == 0) r = tcp_connections(argv[2]);
     else if (strcmp(argv[1], "tcp-closed") == 0) r = tcp_closed(argv[2]);
     else if (strcmp(argv[1], "dirs") == 0) r = directories(argv[2]);
+    else if (strcmp(argv[1], "memfd") == 0) r = memfds(argv[2]);
+    else if (strcmp(argv[1], "ghost") == 0) r = ghosts(argv[2]);
+    else if (strcmp(argv[1], "fifo") == 0) r = fifos(argv[2]);
     else if (strcmp(argv[1], "aio-inflight") == 0 || strcmp(argv[1], "epoll-moved") == 0 || strcmp(argv[1], "iouring") == 0 ||
-             strcmp(argv[1], "inotify") == 0 ||
+             strcmp(argv[1], "inotify") == 0 || strcmp(argv[1], "fifo-outside") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);
     else {
         fprintf(stderr, "statecheck: unknown mode %s\n", argv[1]);

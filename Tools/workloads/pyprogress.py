@@ -4,7 +4,7 @@
 Usage: pyprogress.py [STEPS] [MODE]   (default 30; MODE "socket": it also holds a netlink socket,
        which a checkpoint refuses;
        MODE "shm": it also maps shared anonymous memory, which keeps a count over the steps (printed
-       at the end); "memfd": a memfd, mapped shared;
+       at the end); "memfd": the same in a memfd, mapped shared (python's mmap keeps a descriptor of it);
        MODE "pending": SIGUSR1 (to the process) and SIGUSR2 (to the main thread) are sent at the
        start while blocked, and their handlers only run at the end, when they are unblocked)
 
@@ -27,6 +27,7 @@ if mode == "memfd":
     os.ftruncate(fd, 65536)
     held = mmap.mmap(fd, 65536)
     os.close(fd)
+    held[0:5] = b"memfd"
 if mode == "pending":
     import os, signal, threading
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1, signal.SIGUSR2])
@@ -40,12 +41,12 @@ for s in range(steps):
         data[k] = data[k][::-1] + str(s)
         acc.update(data[k].encode())
         total += len(data[k]) * 0.5
-    if mode == "shm":  # the shared mapping carries a count across the steps
+    if mode in ("shm", "memfd"):  # the shared mapping carries a count across the steps
         held[8:16] = (int.from_bytes(held[8:16], "little") + s).to_bytes(8, "little")
     print(f"step {s} {acc.hexdigest()[:16]} {total!r}", flush=True)
     time.sleep(0.1)
 print("done", acc.hexdigest(), total, flush=True)
-if mode == "shm":
+if mode in ("shm", "memfd"):
     print("shared:", bytes(held[0:5]), int.from_bytes(held[8:16], "little"), flush=True)
 if mode == "pending":
     got = []

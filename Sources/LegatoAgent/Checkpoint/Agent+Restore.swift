@@ -83,6 +83,7 @@ extension Agent {
             marks.mark("tree")
         }
         try finishConnections()  // (every socket of the tree is back)
+        closeFifos()
         try queuePendingSignals(image, calls)
         try calls.inj.cure()
         try setThreadRegisters(leader, of: t)

@@ -60,6 +60,10 @@ extension Agent {
                 if f.kind == .regular || f.kind == .directory {  // (an O_APPEND one's too: writes go to the end, but lseek(SEEK_CUR) reads it)
                     _ = try calls.call("lseek fd \(f.fd)", .lseek, UInt64(f.fd), UInt64(bitPattern: f.offset), 0)
                 }
+            case .fifo:
+                try restoreFifo(f, calls)
+            case .memfd, .unlinked:
+                try reopenObject(f, image, calls, tree, member: member)
             case .eventfd, .timerfd, .signalfd, .epoll:
                 try restoreEventDescriptor(f, image, calls)
             case .unixSocket:
@@ -102,6 +106,55 @@ extension Agent {
                 if r < 0 { throw RestoreError.lockTaken(name: image.name, lock: what, errno: Int32(-r)) }
             }
         }
+    }
+
+    /// A FIFO's open file description, opened again by its path. The first of the restore's opens
+    /// of a FIFO is preceded by the agent's own, for reading and writing (restore.fifos), which
+    /// refills it and lets each open go through at once (an open for reading or writing alone
+    /// waits for the other side; with O_NONBLOCK a writer's fails without a reader); the agent's
+    /// closes when the whole tree is back.
+    private func restoreFifo(_ f: ProcessImage.FileDescriptor, _ calls: RestoreCalls) throws {
+        let inode = f.pipeInode ?? 0
+        if restore.fifos[inode] == nil {
+            let path = "/proc/\(calls.tid)/root\(f.path)"  // (the path as the restored process sees it)
+            let own = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC)
+            guard own >= 0 else { throw SystemError.fromErrno("open the FIFO \(f.path) again (for fd \(f.fd))") }
+            restore.fifos[inode] = own
+            if let size = f.pipeSize, size != 65536, fcntl(own, 1031, Int32(size)) < 0 {  // F_SETPIPE_SZ
+                throw SystemError.fromErrno("fcntl(F_SETPIPE_SZ, \(size)) on the FIFO \(f.path)")
+            }
+        }
+        if let data = f.pipeData, !data.isEmpty, let own = restore.fifos[inode] {
+            let n = data.withUnsafeBytes { write(own, $0.baseAddress, $0.count) }
+            if n != data.count { throw SystemError("refill the FIFO \(f.path) with \(data.count) bytes", code: n < 0 ? errno : EAGAIN) }
+        }
+        let fd = try calls.call("open the FIFO \(f.path)", .open, try calls.args.string(f.path), UInt64(f.flags) | UInt64(O_NONBLOCK), 0)
+        calls.args.reset()
+        try place(fd, at: f, calls)
+        if f.flags & 0o4000 == 0 { _ = try calls.call("fcntl(F_SETFL) fd \(f.fd)", .fcntl, UInt64(f.fd), 4, UInt64(f.flags & ~0o4000)) }
+    }
+
+    /// The agent's own descriptors of the FIFOs, once every process of the tree has its own.
+    func closeFifos() {
+        for fd in restore.fifos.values { close(fd) }
+        restore.fifos = [:]
+    }
+
+    /// A memfd or ghost descriptor: its object (made again in PROG, Agent+RestoreObjects) opened
+    /// anew through /proc/self/fd with the flags it had, at its offset (a description of its own,
+    /// as it was: not a dup of the object's).
+    private func reopenObject(_ f: ProcessImage.FileDescriptor, _ image: ProcessImage, _ calls: RestoreCalls, _ tree: TreeRestore?, member: Bool) throws {
+        guard let tree, let id = f.object, let made = tree.objects[id] else {
+            throw RestoreError.descriptorUnrestorable(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path)
+        }
+        let held = member ? try takeFromProcess(tree.prog, fd: made, calls, for: "fd \(f.fd) (\(f.path))") : Int64(made)
+        let path = "/proc/self/fd/\(held)"
+        let flags = UInt64(f.flags) & ~UInt64(0o100 | 0o200 | 0o1000)  // no O_CREAT, O_EXCL, O_TRUNC
+        let fd = try calls.call("open \(f.path) again (through \(path))", .open, try calls.args.string(path), flags, 0)
+        calls.args.reset()
+        if member { _ = try calls.call("close", .close, UInt64(held)) }
+        try place(fd, at: f, calls)
+        _ = try calls.call("lseek fd \(f.fd)", .lseek, UInt64(f.fd), UInt64(bitPattern: f.offset), 0)
     }
 
     /// Moves a fresh fd to the number `f` had, with its close-on-exec flag.

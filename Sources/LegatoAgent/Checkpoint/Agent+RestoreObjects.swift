@@ -6,7 +6,7 @@ import LegatoSystem
 /// Restoring the tree's shared objects (SharedObjects): each is made again in PROG before any of
 /// its mappings — shared anonymous memory by a MAP_SHARED|MAP_ANONYMOUS mapping reopened through
 /// /proc/self/map_files, a memfd by memfd_create, an unlinked file by creating and unlinking it
-/// where it was — and kept open there, above every restored descriptor, until the whole tree is
+/// where it was, a removed directory by making, opening and removing it — and kept open there, above every restored descriptor, until the whole tree is
 /// restored. The agent writes the content through its own descriptor of it; every mapping of it,
 /// PROG's or a member's (which takes PROG's descriptor with pidfd_getfd), maps it at its offset.
 /// A SysV segment is made with its key and id (the IPC namespace's shm_next_id), filled by the
@@ -32,6 +32,7 @@ extension Agent {
             _ = try calls.call("close", .close, UInt64(made))
             tree.objects[o.id] = Int32(fd)
             tree.parked[image.pid, default: []].append(Int32(fd))
+            if o.kind == .unlinkedDirectory { continue }  // (nothing in it)
             let path = "/proc/\(pid)/fd/\(fd)"
             let own = open(path, O_RDWR | O_CLOEXEC)
             guard own >= 0 else { throw SystemError.fromErrno("open \(path) (\(o.name), made again) to write its content") }
@@ -109,6 +110,22 @@ extension Agent {
                 throw SystemError("restoring the unlinked file \(o.name): open", code: Int32(-exact))
             }
             _ = try calls.call("ftruncate \(o.name) to \(o.size)", .ftruncate, UInt64(fd), o.size)
+            return fd
+        case .unlinkedDirectory:
+            // Made where it was if nothing took the name since (else beside it), opened, removed.
+            var path = o.name
+            var made = try calls.callResult(.mkdir, try calls.args.string(path), UInt64(o.mode))
+            calls.args.reset()
+            if made == -Int64(EEXIST) {
+                path = o.name + ".legato-restore-\(getpid())"
+                made = try calls.callResult(.mkdir, try calls.args.string(path), UInt64(o.mode))
+                calls.args.reset()
+            }
+            if made < 0 { throw SystemError("restoring the removed directory \(o.name): mkdir \(path)", code: Int32(-made)) }
+            let fd = try calls.call("open \(path) (the removed directory \(o.name))", .open, try calls.args.string(path), UInt64(O_RDONLY | O_DIRECTORY | O_CLOEXEC), 0)
+            calls.args.reset()
+            _ = try calls.call("rmdir \(path)", .rmdir, try calls.args.string(path))
+            calls.args.reset()
             return fd
         }
     }

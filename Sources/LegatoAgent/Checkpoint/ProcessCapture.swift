@@ -406,17 +406,19 @@ struct ProcessCapture {
                     refused.append(e.description)
                     continue
                 }
-            } else if target.hasSuffix(" (deleted)") {
-                let what = target.hasPrefix("/memfd:") ? "a memfd" : "a file unlinked while open"
-                refused.append(describe(fd, "\(target) (\(what))"))
-                continue
+            } else if target.hasPrefix("/") && target.hasSuffix(SharedObjects.deletedSuffix) {
+                // A memfd, or a ghost: a file or directory unlinked while open (saved as a shared object).
+                let opened = openedType(fd)
+                if target.hasPrefix("/memfd:") && opened == S_IFREG { kind = .memfd } else if opened == S_IFREG || opened == S_IFDIR { kind = .unlinked } else {
+                    refused.append(describe(fd, "\(target) (\(opened == S_IFIFO ? "a FIFO" : opened == S_IFSOCK ? "a socket file" : "a device") unlinked while open, which cannot be made again)"))
+                    continue
+                }
             } else if target.hasPrefix("/") && flags & 0o10000000 != 0 {  // O_PATH: a place, whatever is there
                 kind = .path
             } else if target.hasPrefix("/") && !target.hasPrefix("/dev/") {
-                var st = stat()
-                let opened = stat("/proc/\(pid)/fd/\(fd)", &st) == 0 ? st.st_mode & S_IFMT : 0
-                if opened == S_IFREG { kind = .regular } else if opened == S_IFDIR { kind = .directory } else {
-                    refused.append(describe(fd, "\(target), which is not a regular file or a directory"))
+                let opened = openedType(fd)
+                if opened == S_IFREG { kind = .regular } else if opened == S_IFDIR { kind = .directory } else if opened == S_IFIFO { kind = .fifo } else {
+                    refused.append(describe(fd, "\(target), which is not a regular file, a directory or a FIFO"))
                     continue
                 }
             } else {
@@ -434,6 +436,10 @@ struct ProcessCapture {
                 entry.locks = locks
             }
             if kind == .pipe { entry.pipeInode = UInt64(target.dropFirst(6).dropLast()) }
+            if kind == .fifo {
+                var st = stat()
+                if stat("/proc/\(pid)/fd/\(fd)", &st) == 0 { entry.pipeInode = UInt64(st.st_ino) }
+            }
             if EventDescriptors.kind(of: target) != nil { try EventDescriptors.read(&entry, fdinfo: fdinfo ?? "", pid: pid) }
             out.append(entry)
         }
@@ -448,7 +454,8 @@ struct ProcessCapture {
     /// lowest is restored as a dup of it, so they share the offset again. (Pipes are grouped by their
     /// inode; ttys stay what `legato restore` has.)
     private func markDuplicates(_ fds: inout [ProcessImage.FileDescriptor]) throws {
-        let files = fds.indices.filter { [.regular, .directory, .path, .devnull, .devzero, .devurandom, .eventfd, .timerfd, .signalfd, .epoll, .unixSocket, .inetSocket].contains(fds[$0].kind) }.sorted { fds[$0].fd < fds[$1].fd }
+        let files = fds.indices.filter { [.regular, .directory, .path, .devnull, .devzero, .devurandom, .eventfd, .timerfd, .signalfd, .epoll, .unixSocket, .inetSocket,
+                                          .fifo, .memfd, .unlinked].contains(fds[$0].kind) }.sorted { fds[$0].fd < fds[$1].fd }
         for (k, i) in files.enumerated() {
             for j in files[..<k] where fds[j].dupOf == nil && fds[j].path == fds[i].path {
                 if try Sys.sameOpenFile(pid: pid, fds[j].fd, fds[i].fd) {
@@ -457,6 +464,12 @@ struct ProcessCapture {
                 }
             }
         }
+    }
+
+    /// The file type (S_IFREG, S_IFDIR...) of what fd `fd` is open on; 0 if it cannot be seen.
+    private func openedType(_ fd: Int32) -> mode_t {
+        var st = stat()
+        return stat("/proc/\(pid)/fd/\(fd)", &st) == 0 ? st.st_mode & S_IFMT : 0
     }
 
     /// "fd 5 is WHAT", with the flag that kept it if PROG inherited it from `legato run`.

@@ -115,6 +115,7 @@ public struct ProcessImage: Codable, Equatable {
             case memfd         // memfd_create ("/memfd:NAME (deleted)")
             case unlinkedFile  // a file unlinked while mapped (e.g. a POSIX semaphore's /dev/shm/sem.*)
             case sysv          // a SysV shared memory segment ("/SYSV<key> (deleted)")
+            case unlinkedDirectory  // a directory removed while a descriptor holds it (empty: no content)
         }
         public var id: Int
         public var kind: Kind
@@ -223,16 +224,22 @@ public struct ProcessImage: Codable, Equatable {
     }
 
     public struct FileDescriptor: Codable, Equatable {
-        public enum Kind: String, Codable { case regular, directory, path, tty, pipe, devnull, devzero, devurandom, eventfd, timerfd, signalfd, epoll, unixSocket, inetSocket, other }
+        public enum Kind: String, Codable {
+            case regular, directory, path, tty, pipe, devnull, devzero, devurandom, eventfd, timerfd, signalfd, epoll, unixSocket, inetSocket, other
+            /// A named pipe (FIFO), its path as it was; a memfd; a file or directory unlinked while
+            /// open (a "ghost", its content saved as a shared object's).
+            case fifo, memfd, unlinked
+        }
         public var fd: Int32
         public var kind: Kind
         public var path: String
         public var flags: UInt32          // as /proc/PID/fdinfo shows them: O_CLOEXEC stands for FD_CLOEXEC
         public var offset: Int64
-        /// Pipes: the pipe's inode (fds on one pipe share it) and, on one fd of each pipe, what it held.
+        /// Pipes and FIFOs: the pipe's inode (fds on one pipe share it) and, on one fd of each pipe,
+        /// what it held.
         public var pipeInode: UInt64?
         public var pipeData: Data?
-        /// Pipes with both ends in the program: the pipe's capacity (F_GETPIPE_SZ).
+        /// Pipes with both ends in the program, and FIFOs: the pipe's capacity (F_GETPIPE_SZ).
         public var pipeSize: Int?
         /// The lowest fd that is the same open file description as this one (a dup), if another is.
         public var dupOf: Int32?
@@ -259,6 +266,9 @@ public struct ProcessImage: Codable, Equatable {
         public var unixSocket: UnixSocketState?
         /// A TCP or UDP socket (InetSocketDescriptors).
         public var inetSocket: InetSocketState?
+        /// A memfd or an unlinked file: the shared object (`sharedObjects`) it is a descriptor of,
+        /// reopened from it at restore with its flags and offset.
+        public var object: Int?
     }
 
     /// A TCP socket that listens or is not connected, or a UDP socket with nothing queued.

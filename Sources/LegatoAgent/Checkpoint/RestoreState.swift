@@ -17,4 +17,7 @@ struct RestoreState {
     /// (two ends of one connection must both exist before either speaks): the agent's copy of each,
     /// the bytes it had not sent yet, and its words for errors.
     var connectionsInRepair: [(fd: Int32, unsent: Data, what: String)] = []
+    /// The agent's own descriptor of each FIFO the restore opens (by inode), open for reading and
+    /// writing until every process of the tree has its own.
+    var fifos: [UInt64: Int32] = [:]
 }

@@ -3,12 +3,15 @@ import Glibc
 import LegatoCore
 import LegatoSystem
 
-/// Memory of the tree that no path maps again: MAP_SHARED anonymous memory, memfds and files
-/// unlinked while mapped (a POSIX semaphore's /dev/shm/sem.* once sem_open is done). A checkpoint
-/// saves each object once, however many mappings of however many processes map it: its content
-/// read through /proc/PID/map_files while the tree is frozen (holes left out), as pages tagged
-/// TreePages.objectAddress, and notes on each mapping which object it maps. A restore makes each
-/// object again in PROG and maps it wherever it was mapped (Agent+RestoreObjects).
+/// Memory and files of the tree that no path opens again: MAP_SHARED anonymous memory, memfds
+/// (mapped or held by a descriptor) and files unlinked while mapped or open (a POSIX semaphore's
+/// /dev/shm/sem.* once sem_open is done, a temporary file unlinked at once: "ghosts"; a directory
+/// removed while open is one with no content). A checkpoint saves each object once, however many
+/// mappings and descriptors of however many processes hold it: its content read through
+/// /proc/PID/map_files or /proc/PID/fd while the tree is frozen (holes left out), as pages tagged
+/// TreePages.objectAddress, and notes on each mapping and descriptor which object it is. A restore
+/// makes each object again in PROG, maps it wherever it was mapped and reopens it for each
+/// descriptor (Agent+RestoreObjects, Agent+RestoreFiles).
 ///
 /// A SysV segment is one too, made again with its key and id; it must be attached only by processes
 /// of the tree, each mapping the whole of it. The aio ring is not: it comes back with its context
@@ -33,52 +36,70 @@ enum SharedObjects {
         let fd: Int32
     }
 
-    /// Finds the objects that `images`' mappings map (one per file: its device and inode), marks
-    /// each mapping with its object's id and returns them. `pids` are the images' processes as the
+    /// Files unlinked while only descriptors hold them (no mapping) are saved up to this size.
+    static let largestGhostFile: UInt64 = 64 << 20
+
+    /// Finds the objects that `images`' mappings map and that their descriptors hold (memfds and
+    /// files unlinked while open; one per file: its device and inode), marks each mapping and
+    /// descriptor with its object's id and returns them. `pids` are the images' processes as the
     /// agent sees them, in the same order.
     static func find(_ images: inout [ProcessImage], pids: [pid_t]) throws -> [Found] {
         var found: [Found] = []
         var byFile: [String: Int] = [:]
         var attached: [Int: Int] = [:]  // SysV segments' nattch, by object id
+        /// The id of the object `path` (a /proc link to it) is, found before or new.
+        func object(at path: String, shown: String, kind: ProcessImage.SharedObject.Kind, mapped: Bool) throws -> Int {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw SystemError.fromErrno("open \(path) (\(shown))") }
+            var st = stat()
+            guard fstat(fd, &st) == 0 else {
+                let e = SystemError.fromErrno("fstat \(path)")
+                close(fd)
+                throw e
+            }
+            let identity = "\(st.st_dev):\(st.st_ino)"
+            if let id = byFile[identity] {
+                close(fd)
+                return id
+            }
+            let kind = kind == .unlinkedFile && st.st_mode & S_IFMT == S_IFDIR ? .unlinkedDirectory : kind
+            let limit = mapped || kind == .memfd ? TreePages.largestObjectSize : largestGhostFile
+            guard UInt64(st.st_size) <= limit else {
+                close(fd)
+                throw CheckpointRefused(description: "\(shown) is \(formatBytes(UInt64(st.st_size))): \(mapped ? "shared objects" : "files unlinked while open") of up to \(formatBytes(limit)) are checkpointed")
+            }
+            let id = found.count
+            guard id <= TreePages.largestObjectID else {
+                close(fd)
+                throw CheckpointRefused(description: "the program maps more than \(TreePages.largestObjectID) shared objects, more than a checkpoint holds")
+            }
+            let seals = kind == .memfd ? fcntl(fd, 1034) : -1  // F_GET_SEALS
+            let name = shown.hasSuffix(deletedSuffix) ? String(shown.dropLast(deletedSuffix.count)) : shown
+            var object = ProcessImage.SharedObject(id: id, kind: kind, name: name, size: kind == .unlinkedDirectory ? 0 : UInt64(st.st_size),
+                                                   mode: UInt32(st.st_mode) & 0o7777, seals: seals >= 0 ? seals : nil)
+            if kind == .sysv {
+                do { attached[id] = try describeSegment(&object, shmid: Int32(truncatingIfNeeded: st.st_ino)) } catch { close(fd); throw error }
+            }
+            found.append(Found(object: object, fd: fd))
+            byFile[identity] = id
+            return id
+        }
         do {
             for (k, pid) in pids.enumerated() {
                 for i in images[k].vmas.indices {
                     let v = images[k].vmas[i]
                     guard let kind = kind(of: v) else { continue }
                     let path = "/proc/\(pid)/map_files/\(String(v.start, radix: 16))-\(String(v.end, radix: 16))"
-                    let fd = open(path, O_RDONLY | O_CLOEXEC)
-                    guard fd >= 0 else { throw SystemError.fromErrno("open \(path) (a mapping of \(v.path ?? "?"))") }
-                    var st = stat()
-                    guard fstat(fd, &st) == 0 else {
-                        let e = SystemError.fromErrno("fstat \(path)")
-                        close(fd)
-                        throw e
-                    }
-                    let identity = "\(st.st_dev):\(st.st_ino)"
-                    if let id = byFile[identity] {
-                        close(fd)
-                        images[k].vmas[i].object = id
-                        continue
-                    }
-                    guard UInt64(st.st_size) <= TreePages.largestObjectSize else {
-                        close(fd)
-                        throw CheckpointRefused(description: "\(v.path ?? "a shared object") is \(st.st_size) bytes: objects of up to 64 GiB are checkpointed")
-                    }
-                    let id = found.count
-                    guard id <= TreePages.largestObjectID else {
-                        close(fd)
-                        throw CheckpointRefused(description: "the program maps more than \(TreePages.largestObjectID) shared objects, more than a checkpoint holds")
-                    }
-                    let seals = kind == .memfd ? fcntl(fd, 1034) : -1  // F_GET_SEALS
-                    let name = String(v.path!.dropLast(deletedSuffix.count))
-                    var object = ProcessImage.SharedObject(id: id, kind: kind, name: name, size: UInt64(st.st_size), mode: UInt32(st.st_mode) & 0o7777,
-                                                           seals: seals >= 0 ? seals : nil)
-                    if kind == .sysv {
-                        do { attached[id] = try describeSegment(&object, shmid: Int32(truncatingIfNeeded: st.st_ino)) } catch { close(fd); throw error }
-                    }
-                    found.append(Found(object: object, fd: fd))
-                    byFile[identity] = id
-                    images[k].vmas[i].object = id
+                    images[k].vmas[i].object = try object(at: path, shown: v.path ?? "a mapping", kind: kind, mapped: true)
+                }
+            }
+            // Then the memfds and ghosts descriptors hold (dups and descriptions shared with an
+            // earlier process are taken from their first holder at restore).
+            for (k, pid) in pids.enumerated() {
+                for i in images[k].fds.indices where [.memfd, .unlinked].contains(images[k].fds[i].kind) {
+                    let f = images[k].fds[i]
+                    guard f.dupOf == nil && f.sharedWith == nil else { continue }
+                    images[k].fds[i].object = try object(at: "/proc/\(pid)/fd/\(f.fd)", shown: f.path, kind: f.kind == .memfd ? .memfd : .unlinkedFile, mapped: false)
                 }
             }
             try checkSegmentsAttachedInTree(found, images, attached: attached)

@@ -13,7 +13,7 @@ enum TreeDescriptors {
     /// agent sees them); throws the refusals, each named.
     static func resolve(_ images: inout [ProcessImage], pids: [pid_t], kept: KeptDescriptors) throws {
         try markShared(&images, pids: pids)
-        let refused = try resolvePipes(&images, pids: pids, kept: kept)
+        let refused = try resolvePipes(&images, pids: pids, kept: kept) + (try FifoDescriptors.resolve(&images, pids: pids))
         if !refused.isEmpty {
             throw CheckpointRefused(description: refused.sorted().joined(separator: "; ") + "; cannot checkpoint \(refused.count == 1 ? "it" : "them")")
         }

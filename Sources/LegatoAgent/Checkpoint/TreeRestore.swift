@@ -21,11 +21,14 @@ final class TreeRestore {
     var segments: [Int: Int32] = [:]
     /// Above every descriptor number of any of the tree's tables: room for temporaries.
     let high: UInt64
+    /// PROG's pid in its namespace (where the shared objects are made).
+    let prog: Int32
 
     deinit { for fd in objectFiles.values { close(fd) } }
 
     init(images: [ProcessImage]) {
         high = UInt64((images.flatMap { $0.fds.map { $0.fd } }.max() ?? 2) + 1)
+        prog = images.first?.pid ?? 0
         var states: [UInt64: ProcessImage.UnixSocketState] = [:]
         for f in images.flatMap({ $0.fds }) { if let s = f.unixSocket { states[s.inode] = s } }
         socketStates = states
