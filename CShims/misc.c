@@ -96,3 +96,18 @@ long lg_fs_type(int fd) {
     struct statfs fs;
     return fstatfs(fd, &fs) == 0 ? (long)fs.f_type : -1;
 }
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+int lg_open_by_handle(int mount_fd, int type, const void *bytes, uint32_t length) {
+    struct file_handle *h = malloc(sizeof *h + length);
+    if (!h) return -ENOMEM;
+    h->handle_bytes = length;
+    h->handle_type = type;
+    memcpy(h->f_handle, bytes, length);
+    int fd = open_by_handle_at(mount_fd, h, O_PATH | O_CLOEXEC);
+    int e = errno;
+    free(h);
+    return fd < 0 ? -e : fd;
+}

@@ -138,6 +138,10 @@ int lg_pagemap_scan(int pagemap_fd, uint64_t start, uint64_t end, uint64_t flags
 /* ------------------------------------------------------------------ */
 /* process memory and pidfds                                           */
 /* ------------------------------------------------------------------ */
+/* open_by_handle_at(mount_fd, {length, type, bytes}, O_PATH|O_CLOEXEC): the file a handle
+   (name_to_handle_at, or an inotify watch's fdinfo) names; its fd, or -errno. */
+int lg_open_by_handle(int mount_fd, int type, const void *bytes, uint32_t length);
+
 /* Reads `count` ranges of the target into one contiguous local buffer. Returns bytes or -errno. */
 int64_t lg_process_vm_read(pid_t pid, void *local, uint64_t local_len,
                            const uint64_t *remote_addrs, const uint64_t *remote_lens, int count);

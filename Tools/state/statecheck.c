@@ -761,14 +761,14 @@ static int refused(const char *mode, const char *trigger) {
     } else if (strcmp(mode, "iouring") == 0) {
         char params[120] = {0};  /* struct io_uring_params */
         if (syscall(425 /* io_uring_setup */, 4, params) < 0) { perror("io_uring_setup"); return 2; }
-    } else if (strcmp(mode, "inotify") == 0) {
-        int in = inotify_init1(0);
-        if (in < 0 || inotify_add_watch(in, "/tmp", IN_CREATE) < 0) { perror("inotify"); return 2; }
     } else if (strcmp(mode, "epoll-moved") == 0) {
         /* An epoll entry added as fd A, whose file then moved to fd B (dup2, close A). */
         int ep = epoll_create1(0), e = eventfd(0, 0);
         struct epoll_event ev = {EPOLLIN, {.u64 = 1}};
         if (ep < 0 || e < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, e, &ev) != 0 || dup2(e, 40) != 40 || close(e) != 0) { perror("epoll-moved"); return 2; }
+    } else if (strcmp(mode, "pidfd-outside") == 0) {
+        /* A pidfd of pid 1 of its namespace, which is not one of the program's processes. */
+        if (syscall(SYS_pidfd_open, 1, 0) < 0) { perror("pidfd_open(1)"); return 2; }
     } else if (strcmp(mode, "fifo-outside") == 0) {
         /* A FIFO the test made and holds open (outside the program), opened for reading. */
         char path[4096];
@@ -1459,9 +1459,130 @@ static int fifos(const char *trigger) {
     return 0;
 }
 
+/* pidfds: of itself, of a child (PIDFD_NONBLOCK, with a dup and watched by an epoll set), and of
+   one of its threads (PIDFD_THREAD). After the restore each names the same pid (fdinfo NSpid),
+   keeps its flags, and works: a signal through its own, the child's exit seen through the epoll
+   set and collected with waitid(P_PIDFD). */
+static void *sleeper(void *arg) { (void)arg; for (;;) pause(); return NULL; }
+static long nspid_of(int fd) {
+    char path[64], text[1024];
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+    FILE *f = fopen(path, "r");
+    long pid = -2;
+    if (!f) return -3;
+    while (fgets(text, sizeof text, f)) {
+        if (strncmp(text, "NSpid:", 6) == 0) {
+            char *last = strrchr(text, '\t');
+            pid = strtol(last ? last + 1 : text + 6, NULL, 10);
+        }
+    }
+    fclose(f);
+    return pid;
+}
+static int pidfds(const char *trigger) {
+    pthread_t t;
+    if (pthread_create(&t, NULL, sleeper, NULL) != 0) return 2;
+    usleep(20000);
+    pid_t tid = 0;
+    DIR *d = opendir("/proc/self/task");
+    for (struct dirent *e; d && (e = readdir(d));) if (atoi(e->d_name) > 0 && atoi(e->d_name) != getpid()) tid = atoi(e->d_name);
+    if (d) closedir(d);
+    pid_t child = fork();
+    if (child == 0) {
+        wait_for(trigger);
+        _exit(7);
+    }
+    int self = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    int kid = (int)syscall(SYS_pidfd_open, child, O_NONBLOCK /* PIDFD_NONBLOCK */);
+    int thread = (int)syscall(SYS_pidfd_open, tid, O_EXCL /* PIDFD_THREAD */);
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {EPOLLIN, {.u64 = 77}};
+    if (self < 0 || kid < 0 || thread < 0 || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, kid, &ev) != 0 || dup2(kid, 20) != 20) { perror("pidfd"); return 2; }
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    if (nspid_of(self) != getpid() || nspid_of(kid) != child || nspid_of(20) != child || nspid_of(thread) != tid)
+        fail("the pidfds name %ld %ld %ld %ld, not %d %d %d %d", nspid_of(self), nspid_of(kid), nspid_of(20), nspid_of(thread), getpid(), child, child, tid);
+    if (!(fcntl(kid, F_GETFL) & O_NONBLOCK) || (fcntl(self, F_GETFL) & O_NONBLOCK)) fail("PIDFD_NONBLOCK differs");
+    if (!(fcntl(thread, F_GETFL) & O_EXCL)) fail("the thread's pidfd lost PIDFD_THREAD");
+    if (syscall(SYS_pidfd_send_signal, self, 0, NULL, 0) != 0) fail("pidfd_send_signal through its own pidfd: %s", strerror(errno));
+    struct epoll_event got;
+    if (epoll_wait(ep, &got, 1, 10000) != 1 || got.data.u64 != 77) fail("the epoll set did not see the child exit");
+    siginfo_t info = {0};
+    if (waitid((idtype_t)3 /* P_PIDFD */, (id_t)kid, &info, WEXITED) != 0 || info.si_pid != child || info.si_status != 7)
+        fail("waitid(P_PIDFD) gives pid %d status %d", info.si_pid, info.si_status);
+    return 0;
+}
+
+/* inotify: an instance (IN_NONBLOCK) watching a directory (IN_CREATE|IN_DELETE), a file
+   (IN_ATTRIB) and another one-shot (IN_MODIFY|IN_ONESHOT), a watch removed between them (so the
+   numbers have a gap) and its IN_IGNORED read. After the restore fdinfo shows the same watches
+   and masks at the same numbers, and changes to the watched files give exactly their events. */
+static void watch_list(int fd, char *out, size_t cap) {
+    char path[64], line[1024];
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+    FILE *f = fopen(path, "r");
+    out[0] = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        int wd;
+        unsigned mask;
+        char *at = strstr(line, "inotify wd:");
+        if (at && sscanf(at, "inotify wd:%d", &wd) == 1 && (at = strstr(line, " mask:")) && sscanf(at, " mask:%x", &mask) == 1) {
+            char one[64];
+            snprintf(one, sizeof one, "%d:%x ", wd, mask);
+            strncat(out, one, cap - strlen(out) - 1);
+        }
+    }
+    if (f) fclose(f);
+}
+static int inotify_watches(const char *trigger) {
+    char dir[4096], file[4200], other[4200], gone[4200], created[4200];
+    snprintf(dir, sizeof dir, "%s.watched", trigger);
+    snprintf(file, sizeof file, "%s/attrs", dir);
+    snprintf(other, sizeof other, "%s/once", dir);
+    snprintf(gone, sizeof gone, "%s/gone", dir);
+    snprintf(created, sizeof created, "%s/created", dir);
+    mkdir(dir, 0755);
+    int fds[3] = {open(file, O_WRONLY | O_CREAT, 0644), open(other, O_WRONLY | O_CREAT, 0644), open(gone, O_WRONLY | O_CREAT, 0644)};
+    for (int i = 0; i < 3; i++) if (fds[i] < 0) { perror("create"); return 2; } else close(fds[i]);
+    int in = inotify_init1(IN_NONBLOCK);
+    int w1 = inotify_add_watch(in, dir, IN_CREATE | IN_DELETE);
+    int w2 = inotify_add_watch(in, gone, IN_MODIFY);
+    int w3 = inotify_add_watch(in, file, IN_ATTRIB);
+    int w4 = inotify_add_watch(in, other, IN_MODIFY | IN_ONESHOT);
+    char buf[4096] __attribute__((aligned(8)));
+    if (in < 0 || w1 < 0 || w2 < 0 || w3 < 0 || w4 < 0 || inotify_rm_watch(in, w2) != 0 || read(in, buf, sizeof buf) <= 0) { perror("inotify"); return 2; }
+    char before[512], after[512];
+    watch_list(in, before, sizeof before);
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    watch_list(in, after, sizeof after);
+    if (strcmp(before, after) != 0) fail("the watches were %s and are %s", before, after);
+    if (!(fcntl(in, F_GETFL) & O_NONBLOCK)) fail("IN_NONBLOCK is gone");
+    if (read(in, buf, sizeof buf) >= 0 || errno != EAGAIN) fail("events were waiting after the restore");
+    int c = open(created, O_WRONLY | O_CREAT, 0644);
+    if (c < 0 || chmod(file, 0600) != 0) { perror("change"); return 2; }
+    int o = open(other, O_WRONLY);
+    if (o < 0 || write(o, "x", 1) != 1 || write(o, "y", 1) != 1) { perror("modify"); return 2; }
+    char seen[512] = "";
+    ssize_t n = read(in, buf, sizeof buf);
+    for (ssize_t at = 0; at < n;) {
+        struct inotify_event *e = (struct inotify_event *)(buf + at);
+        char one[128];
+        snprintf(one, sizeof one, "%d:%x:%s ", e->wd, e->mask, e->len ? e->name : "");
+        strncat(seen, one, sizeof seen - strlen(seen) - 1);
+        at += (ssize_t)sizeof *e + e->len;
+    }
+    char want[512];
+    snprintf(want, sizeof want, "%d:%x:created %d:%x: %d:%x: %d:%x: ", w1, IN_CREATE, w3, IN_ATTRIB, w4, IN_MODIFY, w4, IN_IGNORED);
+    if (strcmp(seen, want) != 0) fail("the events were \"%s\", not \"%s\"", seen, want);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|inet|tcp|tcp-closed|dirs|memfd|ghost|fifo|aio-inflight|fifo-outside|epoll-moved|iouring|inotify|mlock|mseal TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|inet|tcp|tcp-closed|dirs|memfd|ghost|fifo|pidfd|inotify|aio-inflight|fifo-outside|pidfd-outside|epoll-moved|iouring|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -1490,8 +1611,10 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "memfd") == 0) r = memfds(argv[2]);
     else if (strcmp(argv[1], "ghost") == 0) r = ghosts(argv[2]);
     else if (strcmp(argv[1], "fifo") == 0) r = fifos(argv[2]);
+    else if (strcmp(argv[1], "pidfd") == 0) r = pidfds(argv[2]);
+    else if (strcmp(argv[1], "inotify") == 0) r = inotify_watches(argv[2]);
     else if (strcmp(argv[1], "aio-inflight") == 0 || strcmp(argv[1], "epoll-moved") == 0 || strcmp(argv[1], "iouring") == 0 ||
-             strcmp(argv[1], "inotify") == 0 || strcmp(argv[1], "fifo-outside") == 0 ||
+             strcmp(argv[1], "fifo-outside") == 0 || strcmp(argv[1], "pidfd-outside") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);
     else {
         fprintf(stderr, "statecheck: unknown mode %s\n", argv[1]);

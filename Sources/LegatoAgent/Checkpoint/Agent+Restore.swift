@@ -82,6 +82,7 @@ extension Agent {
             try closeParked(tree, prog: image, progCalls: calls, members: restored)
             marks.mark("tree")
         }
+        try finishPidfds(image, progCalls: calls, members: restored, tree)
         try finishConnections()  // (every socket of the tree is back)
         closeFifos()
         try queuePendingSignals(image, calls)

@@ -4,7 +4,7 @@ import LegatoSystem
 
 /// Restoring event descriptors (EventDescriptors) by injection: an eventfd with its counter, a
 /// timerfd armed with the time it had left and its unread expirations (TFD_IOC_SET_TICKS), a
-/// signalfd with its mask, an epoll set made empty at its number and filled once every descriptor
+/// signalfd with its mask, an inotify instance with its watches at their numbers, an epoll set made empty at its number and filled once every descriptor
 /// of the process is back (`fillEpollSets`: its entries name other descriptors, epoll sets too).
 extension Agent {
     /// Makes event descriptor `f` again at its number, with its status and close-on-exec flags.
@@ -40,10 +40,60 @@ extension Agent {
         case .epoll:
             fd = try calls.call("epoll_create1 " + what, .epollCreate1, flags & 0o2000000)
             if f.flags & 0o4000 != 0 { _ = try calls.call("fcntl(F_SETFL, O_NONBLOCK) " + what, .fcntl, UInt64(fd), 4, 0o4000) }
+        case .inotify:
+            fd = try calls.call("inotify_init1 " + what, .inotifyInit1, flags)  // IN_NONBLOCK, IN_CLOEXEC
+            try addWatches(f.inotify ?? [], to: fd, what, calls)
         default:
             throw unrestorable
         }
         try place(fd, at: f, calls)
+    }
+
+    /// Each watch at its number. Numbers come from a counter that only goes up (idr_alloc_cyclic
+    /// from 1): one added below the number it needs is removed and added again until it gets it
+    /// (as CRIU does). Each removal queues an IN_IGNORED event for the number passed, which the
+    /// agent reads off the instance before the program can: any other event read then is a
+    /// watched file that changed while the restore ran, which fails the restore rather than lose it.
+    private func addWatches(_ watches: [ProcessImage.InotifyWatch], to fd: Int64, _ what: String, _ calls: RestoreCalls) throws {
+        var passed = 0
+        for w in watches.sorted(by: { $0.wd < $1.wd }) {
+            while true {
+                let got = try calls.call("inotify_add_watch(\(w.path), 0x\(String(w.mask, radix: 16))) on the " + what, .inotifyAddWatch,
+                                         UInt64(fd), try calls.args.string(w.path), UInt64(w.mask))
+                calls.args.reset()
+                if got == Int64(w.wd) { break }
+                guard got < Int64(w.wd) else {
+                    throw SystemError("restoring the \(what): the watch on \(w.path) came back as \(got), not \(w.wd) (the instance's numbers went past it)", code: EEXIST)
+                }
+                _ = try calls.call("inotify_rm_watch(\(got)) on the " + what, .inotifyRmWatch, UInt64(fd), UInt64(got))
+                passed += 1
+            }
+        }
+        guard passed > 0 else { return }
+        let pidfd = try Sys.pidfdOpen(calls.tid)
+        defer { close(pidfd) }
+        let own = try Sys.pidfdGetFD(pidfd: pidfd, targetFD: Int32(fd), pid: calls.tid)
+        defer { close(own) }
+        // (The copy is the program's open file description: O_NONBLOCK goes back as it was.)
+        let flags = Glibc.fcntl(own, F_GETFL)
+        if flags & O_NONBLOCK == 0 { _ = Glibc.fcntl(own, F_SETFL, flags | O_NONBLOCK) }
+        defer { if flags & O_NONBLOCK == 0 { _ = Glibc.fcntl(own, F_SETFL, flags) } }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        var ignored = 0
+        while ignored < passed {
+            let n = read(own, &buffer, buffer.count)
+            guard n > 0 else { break }
+            var at = 0
+            while at + 16 <= n {
+                let mask = buffer.withUnsafeBytes { $0.load(fromByteOffset: at + 4, as: UInt32.self) }
+                let length = Int(buffer.withUnsafeBytes { $0.load(fromByteOffset: at + 12, as: UInt32.self) })
+                guard mask == 0x8000 else {  // IN_IGNORED
+                    throw SystemError("restoring the \(what): a watched file changed while the restore ran (event 0x\(String(mask, radix: 16))); restore again", code: EAGAIN)
+                }
+                ignored += 1
+                at += 16 + length
+            }
+        }
     }
 
     /// timerfd_settime with the time left, relative; a timer that is cancelled when the clock is set

@@ -16,6 +16,7 @@ extension Agent {
         // Temporaries live above every fd the checkpoint has, so no placement can close one.
         let high = tree?.high ?? UInt64((image.fds.map { $0.fd }.max() ?? 2) + 1)
         for f in image.fds {
+            if f.kind == .pidfd { continue }  // (made once the whole tree is back: Agent+RestorePidfds)
             if let tree, let from = f.sharedWith, from.count == 2 {
                 try takeDescriptor(from: from[0], fd: from[1], to: f, calls, tree)
                 continue
@@ -64,7 +65,9 @@ extension Agent {
                 try restoreFifo(f, calls)
             case .memfd, .unlinked:
                 try reopenObject(f, image, calls, tree, member: member)
-            case .eventfd, .timerfd, .signalfd, .epoll:
+            case .pidfd:
+                continue
+            case .eventfd, .timerfd, .signalfd, .epoll, .inotify:
                 try restoreEventDescriptor(f, image, calls)
             case .unixSocket:
                 guard let tree else { throw RestoreError.descriptorUnrestorable(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path) }
@@ -75,7 +78,7 @@ extension Agent {
                 throw RestoreError.descriptorUnrestorable(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path)
             }
         }
-        try fillEpollSets(image, calls)
+        if !epollWaitsForPidfds(image) { try fillEpollSets(image, calls) }
         try restoreLocks(image, calls)
     }
 

@@ -382,6 +382,8 @@ struct ProcessCapture {
             let kind: ProcessImage.FileDescriptor.Kind
             var unixSocket: ProcessImage.UnixSocketState?
             var inetSocket: ProcessImage.InetSocketState?
+            var pidfdTarget: Int32?
+            var inotifyWatches: [ProcessImage.InotifyWatch]?
             if target == "/dev/null" { kind = .devnull } else if target == "/dev/zero" { kind = .devzero } else if target == "/dev/urandom" || target == "/dev/random" {
                 kind = .devurandom
             } else if target.hasPrefix("/dev/pts/") || target.hasPrefix("/dev/tty") || target == "/dev/console" {
@@ -390,6 +392,22 @@ struct ProcessCapture {
                 kind = .pipe
             } else if let event = EventDescriptors.kind(of: target) {
                 kind = event
+            } else if target == "anon_inode:inotify" || target == "anon_inode:[inotify]" {
+                kind = .inotify
+                do {
+                    inotifyWatches = try InotifyDescriptors.read(fd: fd, pid: pid, fdinfo: fdinfo ?? "") { describe(fd, $0) }
+                } catch let e as CheckpointRefused {
+                    refused.append(e.description)
+                    continue
+                }
+            } else if target == "anon_inode:[pidfd]" {
+                kind = .pidfd
+                do {
+                    pidfdTarget = try pidfdProcess(fd, fdinfo: fdinfo ?? "", path: target)
+                } catch let e as CheckpointRefused {
+                    refused.append(e.description)
+                    continue
+                }
             } else if target.hasPrefix("socket:["), let inode = UInt64(target.dropFirst(8).dropLast()), let info = try sockets.get()[inode] {
                 kind = .unixSocket
                 do {
@@ -428,6 +446,8 @@ struct ProcessCapture {
             var entry = ProcessImage.FileDescriptor(fd: fd, kind: kind, path: target, flags: flags, offset: pos)
             entry.unixSocket = unixSocket
             entry.inetSocket = inetSocket
+            entry.pidfdTarget = pidfdTarget
+            entry.inotify = inotifyWatches
             if !locks.isEmpty {
                 guard kind == .regular else {
                     refused.append(describe(fd, "\(target), locked (only regular files' locks are taken again)"))
@@ -455,7 +475,7 @@ struct ProcessCapture {
     /// inode; ttys stay what `legato restore` has.)
     private func markDuplicates(_ fds: inout [ProcessImage.FileDescriptor]) throws {
         let files = fds.indices.filter { [.regular, .directory, .path, .devnull, .devzero, .devurandom, .eventfd, .timerfd, .signalfd, .epoll, .unixSocket, .inetSocket,
-                                          .fifo, .memfd, .unlinked].contains(fds[$0].kind) }.sorted { fds[$0].fd < fds[$1].fd }
+                                          .fifo, .memfd, .unlinked, .pidfd, .inotify].contains(fds[$0].kind) }.sorted { fds[$0].fd < fds[$1].fd }
         for (k, i) in files.enumerated() {
             for j in files[..<k] where fds[j].dupOf == nil && fds[j].path == fds[i].path {
                 if try Sys.sameOpenFile(pid: pid, fds[j].fd, fds[i].fd) {
@@ -464,6 +484,25 @@ struct ProcessCapture {
                 }
             }
         }
+    }
+
+    /// The pid (or tid) in PROG's namespace that pidfd `fd` refers to (fdinfo's `Pid:` as the agent
+    /// sees it, `NSpid:`'s last); refused unless it is a live process or thread of the tree.
+    private func pidfdProcess(_ fd: Int32, fdinfo: String, path: String) throws -> Int32 {
+        var host: pid_t?, inner: Int32?
+        for line in fdinfo.split(separator: "\n") {
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            if words.first == "Pid:", words.count > 1 { host = pid_t(words[1]) }
+            if words.first == "NSpid:", let last = words.last { inner = Int32(last) }
+        }
+        guard let host else { throw SystemError("read the pidfd at fd \(fd) of pid \(pid): its fdinfo has no Pid", code: EINVAL) }
+        guard host > 0, let inner else { throw CheckpointRefused(description: describe(fd, "\(path), a pidfd of a process that has exited (no exact restore)")) }
+        // (A thread's pidfd names its tid: the tree's processes' threads are in /proc/PID/task.)
+        guard tree.contains(host) || tree.contains(where: { access("/proc/\($0)/task/\(host)", F_OK) == 0 }) || host == pid else {
+            let command = ProcFile.text("/proc/\(host)/comm")?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+            throw CheckpointRefused(description: describe(fd, "\(path), a pidfd of pid \(host) (\(command)), which is outside the program"))
+        }
+        return inner
     }
 
     /// The file type (S_IFREG, S_IFDIR...) of what fd `fd` is open on; 0 if it cannot be seen.
@@ -478,8 +517,6 @@ struct ProcessCapture {
     private func describeKind(_ target: String) -> String {
         if target.hasPrefix("socket:") { return "a socket (not a UNIX one: TCP, UDP, netlink... are not kept yet)" }
         if target.hasPrefix("anon_inode:[io_uring]") { return "an io_uring instance, which is not kept" }
-        if target.hasPrefix("anon_inode:inotify") || target.hasPrefix("anon_inode:[inotify]") { return "an inotify instance, which is not kept yet" }
-        if target.hasPrefix("anon_inode:[pidfd]") { return "a pidfd, which is not kept yet" }
         if target.hasPrefix("anon_inode:[fanotify]") { return "a fanotify instance, which is not kept" }
         if target.hasPrefix("anon_inode:") { return "an anonymous inode" }
         if target.hasPrefix("/dev/") { return "a device" }

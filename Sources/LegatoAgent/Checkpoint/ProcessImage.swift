@@ -229,6 +229,8 @@ public struct ProcessImage: Codable, Equatable {
             /// A named pipe (FIFO), its path as it was; a memfd; a file or directory unlinked while
             /// open (a "ghost", its content saved as a shared object's).
             case fifo, memfd, unlinked
+            /// A pidfd of a process (or thread) of the tree; an inotify instance.
+            case pidfd, inotify
         }
         public var fd: Int32
         public var kind: Kind
@@ -269,6 +271,18 @@ public struct ProcessImage: Codable, Equatable {
         /// A memfd or an unlinked file: the shared object (`sharedObjects`) it is a descriptor of,
         /// reopened from it at restore with its flags and offset.
         public var object: Int?
+        /// A pidfd: the pid (or, with PIDFD_THREAD, the tid) in PROG's namespace it refers to.
+        public var pidfdTarget: Int32?
+        /// An inotify instance's watches, by wd.
+        public var inotify: [InotifyWatch]?
+    }
+
+    /// One inotify watch: its descriptor number, its mask (IN_MODIFY, IN_ONESHOT...) and the path
+    /// of what it watches.
+    public struct InotifyWatch: Codable, Equatable {
+        public var wd: Int32
+        public var mask: UInt32
+        public var path: String
     }
 
     /// A TCP socket that listens or is not connected, or a UDP socket with nothing queued.
