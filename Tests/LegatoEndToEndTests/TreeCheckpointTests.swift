@@ -35,6 +35,19 @@ import Testing
         #expect(leaders.count == 1, "the setsid'd bash leads its session and group: \(members(image).map { $0["links"] ?? "" })")
     }
 
+    @Test func scriptRunningAShellOnAPty() throws {
+        // script(1) makes a pty, runs bash on its slave (a session of its own, the pty its
+        // controlling terminal) and copies what it prints: caught while bash sleeps, both come back
+        // with the pty (its index, termios, the session's terminal), and the output goes on
+        // through it (each line ending in \r\n from the line discipline).
+        let loop = "for i in $(seq 1 24); do echo step $i; sleep 0.1; done; tty; echo done"
+        let image = try checkpointKillRestore(["script", "-q", "-c", loop, "/dev/null"], name: "script-pty", localMem: "16M", afterLines: 6)
+        let fds = image["fds"] as? [[String: Any]] ?? []
+        #expect(fds.contains { $0["kind"] as? String == "ptyMaster" }, "script's master is in the checkpoint: \(fds.map { $0["kind"] ?? "" })")
+        let shell = members(image).first { (($0["links"] as? [String: Any])?["terminal"]) != nil }
+        #expect(shell != nil, "bash has the pty for controlling terminal: \(members(image).map { $0["links"] ?? "" })")
+    }
+
     @Test func aPipelineWithDataInItsPipe() throws {
         // seq fills the pipe and blocks; the reader (a subshell of bash) sleeps, then reads it all.
         // Checkpointed while the pipe is full: it comes back holding the same bytes.

@@ -91,7 +91,10 @@
 #include <pthread.h>
 #include <poll.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/sysmacros.h>
 #include <sys/ipc.h>
+#include <termios.h>
 #include <sys/personality.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
@@ -766,6 +769,11 @@ static int refused(const char *mode, const char *trigger) {
         int ep = epoll_create1(0), e = eventfd(0, 0);
         struct epoll_event ev = {EPOLLIN, {.u64 = 1}};
         if (ep < 0 || e < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, e, &ev) != 0 || dup2(e, 40) != 40 || close(e) != 0) { perror("epoll-moved"); return 2; }
+    } else if (strcmp(mode, "pty-unread") == 0) {
+        /* A pty whose slave printed what its master has not read. */
+        int m = posix_openpt(O_RDWR | O_NOCTTY);
+        int sl = m < 0 || grantpt(m) || unlockpt(m) ? -1 : open(ptsname(m), O_RDWR | O_NOCTTY);
+        if (sl < 0 || write(sl, "pending\n", 8) != 8) { perror("pty"); return 2; }
     } else if (strcmp(mode, "pidfd-outside") == 0) {
         /* A pidfd of pid 1 of its namespace, which is not one of the program's processes. */
         if (syscall(SYS_pidfd_open, 1, 0) < 0) { perror("pidfd_open(1)"); return 2; }
@@ -1509,6 +1517,7 @@ static int pidfds(const char *trigger) {
     struct epoll_event got;
     if (epoll_wait(ep, &got, 1, 10000) != 1 || got.data.u64 != 77) fail("the epoll set did not see the child exit");
     siginfo_t info = {0};
+    fcntl(kid, F_SETFL, 0);  /* (a blocking wait: a traced child is waitable a moment after its pidfd says it exited) */
     if (waitid((idtype_t)3 /* P_PIDFD */, (id_t)kid, &info, WEXITED) != 0 || info.si_pid != child || info.si_status != 7)
         fail("waitid(P_PIDFD) gives pid %d status %d", info.si_pid, info.si_status);
     return 0;
@@ -1580,9 +1589,148 @@ static int inotify_watches(const char *trigger) {
     return 0;
 }
 
+/* A pty the program drives: the master (O_NONBLOCK) and a slave with its termios (no echo, raw
+   input with VMIN 3, 9600 baud) and window size (33x101), and a child that made the pty its
+   controlling terminal (setsid, open) with a grandchild's process group in the foreground. After
+   the restore: the same /dev/pts/N, termios and window size, bytes pass both ways through the line
+   discipline as set, and the child still has its terminal and its foreground group. */
+static int pty_pair(const char *trigger) {
+    int master = posix_openpt(O_RDWR | O_NOCTTY | O_NONBLOCK);
+    if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0) { perror("posix_openpt"); return 2; }
+    char name[64];
+    snprintf(name, sizeof name, "%s", ptsname(master));
+    int slave = open(name, O_RDWR | O_NOCTTY);
+    struct termios t;
+    if (slave < 0 || tcgetattr(slave, &t) != 0) { perror(name); return 2; }
+    t.c_lflag &= ~(ECHO | ICANON);
+    t.c_cc[VMIN] = 3;
+    t.c_cc[VTIME] = 0;
+    cfsetospeed(&t, B9600);
+    cfsetispeed(&t, B9600);
+    struct winsize ws = {33, 101, 640, 480};
+    if (tcsetattr(slave, TCSANOW, &t) != 0 || ioctl(master, TIOCSWINSZ, &ws) != 0) { perror("tcsetattr"); return 2; }
+    int sync[2];
+    if (pipe(sync) != 0) return 2;
+    pid_t child = fork();
+    if (child == 0) {
+        close(master);
+        close(sync[0]);
+        setsid();
+        int tty = open(name, O_RDWR);  /* a session leader's first terminal: its controlling one */
+        pid_t job = fork();
+        if (job == 0) {
+            setpgid(0, 0);
+            wait_for(trigger);
+            _exit(0);
+        }
+        setpgid(job, job);
+        signal(SIGTTOU, SIG_IGN);
+        if (tty < 0 || tcsetpgrp(tty, job) != 0) _exit(3);
+        if (write(sync[1], "k", 1) != 1) _exit(3);
+        wait_for(trigger);
+        int code = 0;
+        /* Its controlling terminal (stat's tty_nr) is the pty's slave, and /dev/tty opens. */
+        struct stat b;
+        char line[1024];
+        int tty_nr = -1;
+        FILE *st = fopen("/proc/self/stat", "r");
+        if (st && fgets(line, sizeof line, st)) sscanf(strrchr(line, ')') + 2, "%*c %*d %*d %*d %d", &tty_nr);
+        if (st) fclose(st);
+        if (open("/dev/tty", O_RDWR) < 0 || fstat(tty, &b) || (unsigned)(tty_nr >> 8 & 0xfff) != major(b.st_rdev) ||
+            (unsigned)(tty_nr & 0xff) != (minor(b.st_rdev) & 0xff)) code |= 4;
+        if (tcgetpgrp(tty) != job) code |= 8;
+        if (getsid(0) != getpid() || tcgetsid(tty) != getpid()) code |= 16;
+        waitpid(job, NULL, 0);
+        _exit(code);
+    }
+    char k;
+    close(sync[1]);
+    if (read(sync[0], &k, 1) != 1) { fprintf(stderr, "the child failed to take the pty\n"); return 2; }
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    if (strcmp(ptsname(master), name) != 0) fail("the master's slave is %s, not %s", ptsname(master), name);
+    struct termios now;
+    struct winsize wnow;
+    if (tcgetattr(slave, &now) != 0 || (now.c_lflag & (ECHO | ICANON)) || now.c_cc[VMIN] != 3 || cfgetospeed(&now) != B9600 || !(now.c_oflag & ONLCR))
+        fail("the slave's termios differ (lflag 0%o, VMIN %d)", now.c_lflag, now.c_cc[VMIN]);
+    if (ioctl(slave, TIOCGWINSZ, &wnow) != 0 || wnow.ws_row != 33 || wnow.ws_col != 101 || wnow.ws_xpixel != 640) fail("the window is %dx%d", wnow.ws_row, wnow.ws_col);
+    if (!(fcntl(master, F_GETFL) & O_NONBLOCK) || (fcntl(slave, F_GETFL) & O_NONBLOCK)) fail("O_NONBLOCK differs");
+    char got[64] = {0};
+    if (write(slave, "out\n", 4) != 4) fail("the slave cannot write");
+    usleep(50000);
+    ssize_t n = read(master, got, sizeof got - 1);
+    if (n != 5 || memcmp(got, "out\r\n", 5) != 0) fail("the master read %ld bytes '%s', not \"out\\r\\n\"", (long)n, got);
+    if (write(master, "xyz", 3) != 3) fail("the master cannot write");
+    memset(got, 0, sizeof got);
+    n = read(slave, got, sizeof got - 1);
+    if (n != 3 || memcmp(got, "xyz", 3) != 0) fail("the slave read '%s'", got);
+    int status = 0;
+    if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) fail("the child's terminal differs (status 0x%x)", status);
+    return 0;
+}
+
+/* Sleeps the kernel restarts through a restart block (poll with a timeout, clock_nanosleep,
+   nanosleep, futex waits with a timeout), each in a thread of its own, all stopped and continued
+   once before the checkpoint (so they sit in restart_syscall). After the restore each ends as
+   its call would — by its timeout, never EINTR. */
+enum { SLEEP_MS = 2500 };
+static int sleep_results[4];
+static volatile int futex_word;
+static void *poller(void *arg) {
+    (void)arg;
+    int p[2];
+    if (pipe(p) != 0) return NULL;
+    struct pollfd f = {p[0], POLLIN, 0};
+    sleep_results[0] = poll(&f, 1, SLEEP_MS) == 0 ? 0 : errno;
+    return NULL;
+}
+static void *clock_sleeper(void *arg) {
+    (void)arg;
+    struct timespec ts = {SLEEP_MS / 1000, (SLEEP_MS % 1000) * 1000000L};
+    sleep_results[1] = (int)syscall(SYS_clock_nanosleep, CLOCK_MONOTONIC, 0, &ts, NULL) == 0 ? 0 : errno;
+    return NULL;
+}
+static void *nano_sleeper(void *arg) {
+    (void)arg;
+    struct timespec ts = {SLEEP_MS / 1000, (SLEEP_MS % 1000) * 1000000L};
+    sleep_results[2] = (int)syscall(SYS_nanosleep, &ts, NULL) == 0 ? 0 : errno;
+    return NULL;
+}
+static void *futex_waiter(void *arg) {
+    (void)arg;
+    struct timespec ts = {SLEEP_MS / 1000, (SLEEP_MS % 1000) * 1000000L};
+    long r = syscall(SYS_futex, &futex_word, 0 /* FUTEX_WAIT */, 0, &ts, NULL, 0);
+    sleep_results[3] = r == -1 && errno == ETIMEDOUT ? 0 : r == 0 ? -1 : errno;
+    return NULL;
+}
+static int restarts(const char *trigger) {
+    void *(*bodies[4])(void *) = {poller, clock_sleeper, nano_sleeper, futex_waiter};
+    const char *names[4] = {"poll", "clock_nanosleep", "nanosleep", "futex"};
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) if (pthread_create(&t[i], NULL, bodies[i], NULL) != 0) return 2;
+    usleep(100000);
+    pid_t helper = fork();
+    if (helper == 0) {
+        kill(getppid(), SIGSTOP);
+        usleep(50000);
+        kill(getppid(), SIGCONT);
+        _exit(0);
+    }
+    waitpid(helper, NULL, 0);
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        if (sleep_results[i] != 0) fail("%s ended with %s", names[i], sleep_results[i] < 0 ? "a wake-up" : strerror(sleep_results[i]));
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|inet|tcp|tcp-closed|dirs|memfd|ghost|fifo|pidfd|inotify|aio-inflight|fifo-outside|pidfd-outside|epoll-moved|iouring|mlock|mseal TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|inet|tcp|tcp-closed|dirs|memfd|ghost|fifo|pidfd|inotify|pty|restarts|aio-inflight|fifo-outside|pidfd-outside|pty-unread|epoll-moved|iouring|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -1613,8 +1761,10 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "fifo") == 0) r = fifos(argv[2]);
     else if (strcmp(argv[1], "pidfd") == 0) r = pidfds(argv[2]);
     else if (strcmp(argv[1], "inotify") == 0) r = inotify_watches(argv[2]);
+    else if (strcmp(argv[1], "pty") == 0) r = pty_pair(argv[2]);
+    else if (strcmp(argv[1], "restarts") == 0) r = restarts(argv[2]);
     else if (strcmp(argv[1], "aio-inflight") == 0 || strcmp(argv[1], "epoll-moved") == 0 || strcmp(argv[1], "iouring") == 0 ||
-             strcmp(argv[1], "fifo-outside") == 0 || strcmp(argv[1], "pidfd-outside") == 0 ||
+             strcmp(argv[1], "fifo-outside") == 0 || strcmp(argv[1], "pidfd-outside") == 0 || strcmp(argv[1], "pty-unread") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);
     else {
         fprintf(stderr, "statecheck: unknown mode %s\n", argv[1]);

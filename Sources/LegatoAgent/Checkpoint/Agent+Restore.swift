@@ -39,7 +39,7 @@ extension Agent {
         }
         // 2. The tree's shared objects (made in PROG), then the checkpoint's mappings, each at its address.
         let members = image.members ?? []
-        let sockets = image.fds.contains { $0.kind == .unixSocket }  // (pairs are made as a tree's are)
+        let sockets = image.fds.contains { [.unixSocket, .ptyMaster, .ptySlave].contains($0.kind) }  // (pairs are made as a tree's are)
         let tree = members.isEmpty && (image.sharedObjects ?? []).isEmpty && (image.zombies ?? []).isEmpty && !sockets ? nil : TreeRestore(images: [image] + members)
         if let tree { try makeSharedObjects(image, pid: pid, calls, source, tree) }
         var noneTaken: [Int: Int64] = [:]
@@ -78,6 +78,7 @@ extension Agent {
         var restored: [RestoredMember] = []
         if let tree {
             try restoreChildren(of: image, pid: pid, calls: calls, scratch: mm.scratch, source, tree, into: &restored)
+            try finishTerminals(restored)
             try finishSharedObjects(image, tree)
             try closeParked(tree, prog: image, progCalls: calls, members: restored)
             marks.mark("tree")

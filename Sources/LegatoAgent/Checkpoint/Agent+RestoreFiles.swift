@@ -67,6 +67,10 @@ extension Agent {
                 try reopenObject(f, image, calls, tree, member: member)
             case .pidfd:
                 continue
+            case .ptyMaster:
+                try restorePtyMaster(f, image, calls, tree)
+            case .ptySlave:
+                try restorePtySlave(f, image, calls, tree)
             case .eventfd, .timerfd, .signalfd, .epoll, .inotify:
                 try restoreEventDescriptor(f, image, calls)
             case .unixSocket:

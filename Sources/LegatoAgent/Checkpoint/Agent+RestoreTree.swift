@@ -153,7 +153,10 @@ extension Agent {
         try restoreProcessSettings(image, pid: pid, calls)
         // A session of its own (setsid makes it the leader of a group of its own too); then its group.
         let leadsSession = links.session == image.pid
-        if leadsSession { _ = try calls.call("setsid", .setsid) }
+        if leadsSession {
+            _ = try calls.call("setsid", .setsid)
+            if let terminal = links.terminal { try takeTerminal(terminal, image, calls, tree) }
+        }
         let parentGroup = ProcFile.statFields(parentPID).flatMap { pid_t($0[2]) }.map { Sys.namespaceTID($0) }
         if links.processGroup != 0 && links.processGroup != parentGroup && !(leadsSession && links.processGroup == image.pid) {
             _ = try calls.call("setpgid(0, \(links.processGroup))", .setpgid, 0, UInt64(links.processGroup == image.pid ? 0 : links.processGroup))

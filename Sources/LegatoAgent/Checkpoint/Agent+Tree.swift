@@ -43,10 +43,15 @@ extension Agent {
                   let start = UInt64(f[19]), let exitSignal = Int32(f[35]) else {
                 refusals.append("\(name): its /proc/PID/stat cannot be read"); continue
             }
-            // A session of its own (setsid) without a controlling terminal comes back with a setsid.
-            guard let sid = pid_t(f[3]), let tty = Int(f[4]) else { refusals.append("\(name): its /proc/PID/stat cannot be read"); continue }
+            // A session of its own (setsid) comes back with a setsid; its controlling terminal, if
+            // it has one, must be a pty (whose master the tree must hold: PtyDescriptors).
+            guard let sid = pid_t(f[3]), let tty = Int(f[4]), let foreground = pid_t(f[5]) else { refusals.append("\(name): its /proc/PID/stat cannot be read"); continue }
+            var terminal: Int32?
             if f[3] != session && sid == pid && tty != 0 {
-                refusals.append("\(name) leads a session of its own with a controlling terminal"); continue
+                guard let index = PtyDescriptors.ptyIndex(ttyNumber: tty) else {
+                    refusals.append("\(name) leads a session of its own with a controlling terminal that is not a pty (device \(tty >> 8 & 0xfff):\(tty & 0xff | tty >> 12 & 0xfff00))"); continue
+                }
+                terminal = index
             }
             guard ns > 0, ns <= TreePages.largestPID else { refusals.append("\(name) has a pid a checkpoint cannot tag its pages with"); continue }
             parentOf[pid] = ppid
@@ -55,7 +60,8 @@ extension Agent {
             // processGroup 0: PROG's, which came from outside the namespace (the shell's job).
             let links = ProcessImage.TreeLinks(parent: Sys.namespaceTID(ppid), processGroup: pgrp == progGroup ? 0 : Sys.namespaceTID(pgrp),
                                                session: f[3] == session ? 0 : Sys.namespaceTID(sid),
-                                               startTime: start, exitSignal: exitSignal, since: 0)
+                                               startTime: start, exitSignal: exitSignal,
+                                               terminal: terminal, foregroundGroup: terminal == nil || foreground <= 0 ? nil : Sys.namespaceTID(foreground), since: 0)
             members[pid] = TreeProcess(pid: pid, nsPID: ns, space: space, tag: ns, links: links, command: command(pid))
         }
         // A process group led by a process outside the tree, or a parent outside it (an orphan the

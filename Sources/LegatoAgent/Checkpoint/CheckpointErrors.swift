@@ -77,6 +77,7 @@ public enum RestoreError: Error, CustomStringConvertible, Equatable {
     case descriptorUnrestorable(name: String, epoch: UInt64, fd: Int32, path: String)
     case pageMissing(offset: Int, layer: UInt64)
     case lockTaken(name: String, lock: String, errno: Int32)
+    case ptyTaken(index: Int32, got: Int32)
 
     public var description: String {
         switch self {
@@ -109,6 +110,8 @@ public enum RestoreError: Error, CustomStringConvertible, Equatable {
         case .pageMissing(let offset, let layer): return "the restored page at \(offset) of layer \(layer) is missing"
         case .lockTaken(let name, let lock, let e):
             return "cannot restore \(name): its \(lock) cannot be taken again (\(Errno.name(e)): another process holds it now)"
+        case .ptyTaken(let index, let got):
+            return "cannot make the pty /dev/pts/\(index) again: another program holds that index (/dev/ptmx gave /dev/pts/\(got)); restore where it is free"
         }
     }
 }

@@ -21,6 +21,15 @@ struct ProcessCapture {
     /// The processes of the tree being checkpointed with it (their children are not refused).
     var tree: Set<pid_t> = []
 
+    /// The syscall a thread stopped with ERESTART_RESTARTBLOCK was in: poll, nanosleep,
+    /// clock_nanosleep or futex, whose arguments are still in its registers — also when it was in
+    /// restart_syscall already (an earlier stop or signal, at which the tracer noted the call:
+    /// Tracee.restartingCall); restart_syscall (219) itself where it cannot be told.
+    static func restartedCall(_ regs: Registers, noted: UInt64?) -> UInt64 {
+        guard regs.orig_rax == 219 else { return regs.orig_rax }
+        return noted ?? 219
+    }
+
     func thread(_ t: Tracee) throws -> ProcessImage.ThreadState {
         var regs = try Sys.getRegisters(t.tid)
         // A thread stopped inside a restartable syscall: make the restore re-enter it (as the
@@ -32,7 +41,10 @@ struct ProcessCapture {
                 regs.rax = regs.orig_rax
                 regs.rip -= 2
             case -516:  // ERESTART_RESTARTBLOCK
-                regs.rax = 219  // restart_syscall
+                // The kernel would go on through restart_syscall and the thread's restart block,
+                // which a restored thread does not have (it would return EINTR): the sleep itself
+                // is entered again, with its arguments (a relative timeout starts over).
+                regs.rax = Self.restartedCall(regs, noted: t.restartingCall)
                 regs.rip -= 2
             default: break
             }
@@ -384,10 +396,16 @@ struct ProcessCapture {
             var inetSocket: ProcessImage.InetSocketState?
             var pidfdTarget: Int32?
             var inotifyWatches: [ProcessImage.InotifyWatch]?
+            var ptyIndex: Int32?
             if target == "/dev/null" { kind = .devnull } else if target == "/dev/zero" { kind = .devzero } else if target == "/dev/urandom" || target == "/dev/random" {
                 kind = .devurandom
+            } else if target == "/dev/ptmx" || target == "/dev/pts/ptmx" {
+                kind = .ptyMaster
+                ptyIndex = fdinfo.flatMap { PtyDescriptors.masterIndex(fdinfo: $0) }
+                guard ptyIndex != nil else { throw SystemError("read the pty master at fd \(fd) of pid \(pid): its fdinfo has no tty-index", code: EINVAL) }
             } else if target.hasPrefix("/dev/pts/") || target.hasPrefix("/dev/tty") || target == "/dev/console" {
-                kind = .tty
+                kind = .tty  // (a pty's slave whose master the tree holds becomes a ptySlave: PtyDescriptors)
+                if target.hasPrefix("/dev/pts/") { ptyIndex = Int32(target.dropFirst("/dev/pts/".count)) }
             } else if target.hasPrefix("pipe:") {
                 kind = .pipe
             } else if let event = EventDescriptors.kind(of: target) {
@@ -448,6 +466,7 @@ struct ProcessCapture {
             entry.inetSocket = inetSocket
             entry.pidfdTarget = pidfdTarget
             entry.inotify = inotifyWatches
+            entry.ptyIndex = ptyIndex
             if !locks.isEmpty {
                 guard kind == .regular else {
                     refused.append(describe(fd, "\(target), locked (only regular files' locks are taken again)"))
@@ -475,7 +494,7 @@ struct ProcessCapture {
     /// inode; ttys stay what `legato restore` has.)
     private func markDuplicates(_ fds: inout [ProcessImage.FileDescriptor]) throws {
         let files = fds.indices.filter { [.regular, .directory, .path, .devnull, .devzero, .devurandom, .eventfd, .timerfd, .signalfd, .epoll, .unixSocket, .inetSocket,
-                                          .fifo, .memfd, .unlinked, .pidfd, .inotify].contains(fds[$0].kind) }.sorted { fds[$0].fd < fds[$1].fd }
+                                          .fifo, .memfd, .unlinked, .pidfd, .inotify, .ptyMaster].contains(fds[$0].kind) }.sorted { fds[$0].fd < fds[$1].fd }
         for (k, i) in files.enumerated() {
             for j in files[..<k] where fds[j].dupOf == nil && fds[j].path == fds[i].path {
                 if try Sys.sameOpenFile(pid: pid, fds[j].fd, fds[i].fd) {

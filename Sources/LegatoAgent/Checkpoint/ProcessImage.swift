@@ -143,6 +143,10 @@ public struct ProcessImage: Codable, Equatable {
         public var startTime: UInt64
         /// The signal its parent gets when it exits (stat's exit_signal; SIGCHLD for a fork).
         public var exitSignal: Int32
+        /// A session leader whose controlling terminal is a pty of the tree: its index, and the
+        /// terminal's foreground process group (a pid in PROG's namespace).
+        public var terminal: Int32? = nil
+        public var foregroundGroup: Int32? = nil
         /// The first epoch of the chain that holds this incarnation: older layers hold another
         /// process's pages under the same pid, if any.
         public var since: UInt64
@@ -231,6 +235,9 @@ public struct ProcessImage: Codable, Equatable {
             case fifo, memfd, unlinked
             /// A pidfd of a process (or thread) of the tree; an inotify instance.
             case pidfd, inotify
+            /// A pseudo-terminal's master (/dev/ptmx) and a slave whose master the tree holds (a
+            /// slave whose master is outside is a `tty`).
+            case ptyMaster, ptySlave
         }
         public var fd: Int32
         public var kind: Kind
@@ -275,6 +282,21 @@ public struct ProcessImage: Codable, Equatable {
         public var pidfdTarget: Int32?
         /// An inotify instance's watches, by wd.
         public var inotify: [InotifyWatch]?
+        /// A pty's master or slave: its index (/dev/pts/N); on the master's first holder, its state.
+        public var ptyIndex: Int32?
+        public var pty: PtyState?
+    }
+
+    /// A pseudo-terminal pair as its master's first holder saw it.
+    public struct PtyState: Codable, Equatable {
+        public var index: Int32
+        /// The slave's struct termios2 (TCGETS2; nil while it is locked, never opened).
+        public var termios: Data?
+        /// TIOCGWINSZ: rows, columns, x and y pixels.
+        public var window: [UInt16]
+        /// Locked (TIOCSPTLCK: the slave cannot be opened yet); packet mode (TIOCPKT).
+        public var locked: Bool
+        public var packetMode: Bool
     }
 
     /// One inotify watch: its descriptor number, its mask (IN_MODIFY, IN_ONESHOT...) and the path

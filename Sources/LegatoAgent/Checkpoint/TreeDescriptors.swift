@@ -12,8 +12,9 @@ enum TreeDescriptors {
     /// Marks `sharedWith` and the pipes of `images` (PROG first, in restore order; `pids` as the
     /// agent sees them); throws the refusals, each named.
     static func resolve(_ images: inout [ProcessImage], pids: [pid_t], kept: KeptDescriptors) throws {
+        let ptys = try PtyDescriptors.resolve(&images, pids: pids)  // (before markShared: slaves become ptySlaves)
         try markShared(&images, pids: pids)
-        let refused = try resolvePipes(&images, pids: pids, kept: kept) + (try FifoDescriptors.resolve(&images, pids: pids))
+        let refused = ptys + (try resolvePipes(&images, pids: pids, kept: kept)) + (try FifoDescriptors.resolve(&images, pids: pids))
         if !refused.isEmpty {
             throw CheckpointRefused(description: refused.sorted().joined(separator: "; ") + "; cannot checkpoint \(refused.count == 1 ? "it" : "them")")
         }

@@ -19,6 +19,11 @@ final class TreeRestore {
     var objectFiles: [Int: Int32] = [:]
     /// SysV segments made again: their ids, by object id.
     var segments: [Int: Int32] = [:]
+    /// Ptys (by index) made by their first holder, with the master's fd there (parked); every
+    /// pty's saved state, and the indexes some process opens a slave of.
+    var ptys: [Int32: (holder: Int32, fd: Int32)] = [:]
+    let ptyStates: [Int32: ProcessImage.PtyState]
+    let ptySlaves: Set<Int32>
     /// Above every descriptor number of any of the tree's tables: room for temporaries.
     let high: UInt64
     /// PROG's pid in its namespace (where the shared objects are made).
@@ -32,5 +37,8 @@ final class TreeRestore {
         var states: [UInt64: ProcessImage.UnixSocketState] = [:]
         for f in images.flatMap({ $0.fds }) { if let s = f.unixSocket { states[s.inode] = s } }
         socketStates = states
+        let fds = images.flatMap { $0.fds }
+        ptyStates = Dictionary(fds.compactMap { f in f.pty.map { ($0.index, $0) } }, uniquingKeysWith: { a, _ in a })
+        ptySlaves = Set(fds.filter { $0.kind == .ptySlave }.compactMap { $0.ptyIndex } + images.compactMap { $0.links?.terminal })
     }
 }

@@ -26,6 +26,10 @@ final class Tracee {
     var pendingSignals: [Int32] = []
     /// Held at the entry of a fork while another thread of its process forks (`parked` keeps the stop).
     var heldAtForkEntry = false
+    /// The syscall (poll, nanosleep, clock_nanosleep, futex) a restart block goes on with, seen at
+    /// the stop that interrupted it (rax -ERESTART_RESTARTBLOCK): from there the kernel runs it as
+    /// restart_syscall, whose registers no longer say which (ProcessCapture.restartedCall).
+    var restartingCall: UInt64?
 
     init(tid: pid_t, tgid: pid_t, space: AddressSpace?, classified: Bool) {
         self.tid = tid

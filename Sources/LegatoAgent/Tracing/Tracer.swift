@@ -123,6 +123,7 @@ final class Tracer {
     /// Acts on one stop and resumes the tracee (or leaves it in group-stop).
     func handleStop(_ t: Tracee, _ status: Sys.WaitStatus) throws {
         let sig = status.stopSignal
+        if status.event == Sys.PtraceEvent.stop.rawValue || (status.event == 0 && sig != (SIGTRAP | 0x80)) { noteRestart(t) }
         switch status.event {
         case Sys.PtraceEvent.seccomp.rawValue:
             t.heldAtForkEntry = false
@@ -155,6 +156,13 @@ final class Tracer {
         default:
             resume(t)
         }
+    }
+
+    /// At a signal or interrupt stop: a sleep interrupted with ERESTART_RESTARTBLOCK is noted, as
+    /// the kernel goes on with it as restart_syscall once the thread is resumed.
+    private func noteRestart(_ t: Tracee) {
+        guard let regs = try? Sys.getRegisters(t.tid), Int64(bitPattern: regs.rax) == -516 else { return }  // ERESTART_RESTARTBLOCK
+        if regs.orig_rax != 219 && Int64(bitPattern: regs.orig_rax) >= 0 { t.restartingCall = regs.orig_rax }
     }
 
     /// Resumes a tracee, to its syscall-exit stop if we are waiting for one, with the signals that

@@ -29,7 +29,7 @@ final class NamedRun {
         let deadline = monotonicNanos() + UInt64(timeoutSeconds * 1e9)
         while monotonicNanos() < deadline {
             let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
-            if text.split(separator: "\n").count >= lines { return }
+            if text.utf8.split(separator: UInt8(ascii: "\n")).count >= lines { return }  // (bytes: "\r\n" is one Character)
             usleep(20_000)
         }
         throw TestFailure("\(name) did not print \(lines) lines: \(command.stderrSoFar)")
