@@ -62,3 +62,12 @@ extension Sys {
         }
     }
 }
+
+extension Sys {
+    /// open_by_handle_at(mountFD, handle, O_PATH|O_CLOEXEC): the file a file handle names (as
+    /// name_to_handle_at or an inotify watch's fdinfo gives it), on the file system `mountFD` is on.
+    public static func openByHandle(mountFD: Int32, type: Int32, handle: [UInt8]) -> Result<Int32, SystemError> {
+        let fd = handle.withUnsafeBytes { lg_open_by_handle(mountFD, type, $0.baseAddress, UInt32($0.count)) }
+        return fd >= 0 ? .success(fd) : .failure(SystemError("open_by_handle_at (a handle of type \(type))", code: -fd))
+    }
+}

@@ -83,6 +83,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
     case inotifyAddWatch = 254
     case inotifyRmWatch = 255
     case inotifyInit1 = 294
+    case accept4 = 288
 
     /// The name as in the kernel's table (`rt_sigaction`).
     public var description: String {
@@ -169,6 +170,7 @@ public enum Syscall: Int, CaseIterable, CustomStringConvertible, Sendable {
         case .inotifyAddWatch: return "inotify_add_watch"
         case .inotifyRmWatch: return "inotify_rm_watch"
         case .inotifyInit1: return "inotify_init1"
+        case .accept4: return "accept4"
         }
     }
 }

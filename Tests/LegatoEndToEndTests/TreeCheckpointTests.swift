@@ -78,6 +78,15 @@ import Testing
                 "the pool's semaphores are saved: \(objects)")
     }
 
+    @Test func aMultiprocessingManagerOverItsUNIXSocket() throws {
+        // multiprocessing.Manager: its server, a child, listens on a UNIX socket path; this
+        // process's proxies are connected to it through that name (accepted there).
+        let image = try checkpointKillRestore(["python3", Workloads.script("pymanager.py"), "25"], name: "manager", localMem: "64M", afterLines: 6)
+        let sockets = ([image] + members(image)).flatMap { ($0["fds"] as? [[String: Any]]) ?? [] }.compactMap { $0["unixSocket"] as? [String: Any] }
+        #expect(sockets.contains { $0["backlog"] != nil && $0["name"] != nil }, "the manager's listener is saved: \(sockets)")
+        #expect(sockets.contains { $0["peer"] != nil && $0["name"] != nil }, "a connection accepted on its name is saved: \(sockets)")
+    }
+
     @Test func forkedWorkersSharingMemoryAndPipes() throws {
         // sharedwork: MAP_SHARED anonymous memory, a memfd and an unlinked file, mapped before the
         // fork by all; a pipe each way to every worker. It checks every answer against the shared

@@ -1728,9 +1728,81 @@ static int restarts(const char *trigger) {
     return 0;
 }
 
+/* UNIX connections made through a name: a stream listener on a path with one connection
+   accepted (its client in this process, bound to a name of its own, bytes queued both ways), and
+   a seqpacket listener on an abstract name whose accepted connection's client is a child's.
+   After the restore every end has its name and its peer's, the queues read as they were, both
+   connections carry messages both ways, and the listeners still accept. */
+static socklen_t unix_name(struct sockaddr_un *a, const char *path, int abstract) {
+    memset(a, 0, sizeof *a);
+    a->sun_family = AF_UNIX;
+    if (abstract) return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + snprintf(a->sun_path + 1, sizeof a->sun_path - 1, "%.100s", path));
+    snprintf(a->sun_path, sizeof a->sun_path, "%.107s", path);
+    return sizeof *a;
+}
+static int same_name(int fd, int peer, const struct sockaddr_un *want, socklen_t len) {
+    struct sockaddr_un got;
+    socklen_t n = sizeof got;
+    memset(&got, 0, sizeof got);
+    int r = peer ? getpeername(fd, (struct sockaddr *)&got, &n) : getsockname(fd, (struct sockaddr *)&got, &n);
+    if (r != 0) return 0;
+    if (want->sun_path[0] == 0) return n == len && memcmp(got.sun_path, want->sun_path, len - offsetof(struct sockaddr_un, sun_path)) == 0;
+    return strcmp(got.sun_path, want->sun_path) == 0;
+}
+static int unix_named(const char *trigger) {
+    char path[4096], own[4096], abstract[128];
+    snprintf(path, sizeof path, "%s.listen", trigger);
+    snprintf(own, sizeof own, "%s.client", trigger);
+    snprintf(abstract, sizeof abstract, "legato-named-%d", getpid());
+    unlink(path);
+    unlink(own);
+    struct sockaddr_un lp, cp, la;
+    socklen_t lpn = unix_name(&lp, path, 0), cpn = unix_name(&cp, own, 0), lan = unix_name(&la, abstract, 1);
+    int L = socket(AF_UNIX, SOCK_STREAM, 0), LA = socket(AF_UNIX, SOCK_SEQPACKET, 0), C = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (L < 0 || LA < 0 || C < 0 || bind(L, (struct sockaddr *)&lp, lpn) || listen(L, 4) || bind(LA, (struct sockaddr *)&la, lan) || listen(LA, 2) ||
+        bind(C, (struct sockaddr *)&cp, cpn) || connect(C, (struct sockaddr *)&lp, lpn)) { perror("listen/connect"); return 2; }
+    int S = accept(L, NULL, NULL);
+    if (S < 0 || write(C, "to server", 9) != 9 || write(S, "to client!", 10) != 10) { perror("accept"); return 2; }
+    int sync[2];
+    if (pipe(sync)) return 2;
+    pid_t child = fork();
+    if (child == 0) {
+        int c = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+        if (c < 0 || connect(c, (struct sockaddr *)&la, lan) || send(c, "queued", 6, 0) != 6 || write(sync[1], "k", 1) != 1) _exit(3);
+        wait_for(trigger);
+        char got[32] = {0};
+        if (!same_name(c, 1, &la, lan)) _exit(4);
+        if (send(c, "after", 5, 0) != 5 || recv(c, got, sizeof got, 0) != 5 || strcmp(got, "reply") != 0) _exit(5);
+        _exit(0);
+    }
+    char k;
+    if (read(sync[0], &k, 1) != 1) return 2;
+    int SA = accept(LA, NULL, NULL);
+    if (SA < 0) { perror("accept seqpacket"); return 2; }
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    if (!same_name(S, 0, &lp, lpn) || !same_name(S, 1, &cp, cpn) || !same_name(C, 0, &cp, cpn) || !same_name(C, 1, &lp, lpn))
+        fail("the path connection's ends lost their names");
+    if (!same_name(SA, 0, &la, lan)) fail("the accepted seqpacket end lost its abstract name");
+    char got[64] = {0};
+    if (read(S, got, sizeof got) != 9 || strcmp(got, "to server") != 0) fail("the server end holds '%s'", got);
+    memset(got, 0, sizeof got);
+    if (read(C, got, sizeof got) != 10 || strcmp(got, "to client!") != 0) fail("the client end holds '%s'", got);
+    memset(got, 0, sizeof got);
+    if (recv(SA, got, sizeof got, 0) != 6 || strcmp(got, "queued") != 0) fail("the seqpacket end holds '%s'", got);
+    memset(got, 0, sizeof got);
+    if (recv(SA, got, sizeof got, 0) != 5 || strcmp(got, "after") != 0 || send(SA, "reply", 5, 0) != 5) fail("the child's connection does not carry '%s'", got);
+    int status = 0;
+    if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) fail("the child's end failed (status 0x%x)", status);
+    int again = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (again < 0 || connect(again, (struct sockaddr *)&lp, lpn) != 0 || accept(L, NULL, NULL) < 0) fail("the path listener no longer accepts: %s", strerror(errno));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|inet|tcp|tcp-closed|dirs|memfd|ghost|fifo|pidfd|inotify|pty|restarts|aio-inflight|fifo-outside|pidfd-outside|pty-unread|epoll-moved|iouring|mlock|mseal TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|inet|tcp|tcp-closed|dirs|memfd|ghost|fifo|pidfd|inotify|pty|restarts|unix-named|aio-inflight|fifo-outside|pidfd-outside|pty-unread|epoll-moved|iouring|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -1763,6 +1835,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "inotify") == 0) r = inotify_watches(argv[2]);
     else if (strcmp(argv[1], "pty") == 0) r = pty_pair(argv[2]);
     else if (strcmp(argv[1], "restarts") == 0) r = restarts(argv[2]);
+    else if (strcmp(argv[1], "unix-named") == 0) r = unix_named(argv[2]);
     else if (strcmp(argv[1], "aio-inflight") == 0 || strcmp(argv[1], "epoll-moved") == 0 || strcmp(argv[1], "iouring") == 0 ||
              strcmp(argv[1], "fifo-outside") == 0 || strcmp(argv[1], "pidfd-outside") == 0 || strcmp(argv[1], "pty-unread") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);

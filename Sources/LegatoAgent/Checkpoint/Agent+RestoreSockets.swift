@@ -8,7 +8,8 @@ import LegatoSystem
 /// descriptor (TreeRestore.parked) for the processes restored after it, which take theirs with
 /// pidfd_getfd. The agent, through copies of its own of both ends, gives them their buffer sizes,
 /// refills each end's receive queue by sending what it held from the other end (message by
-/// message), then shuts them down as they were and sets their options. A listening socket is bound
+/// message), then shuts them down as they were and sets their options. A pair connected through a
+/// name is made by a connect and an accept on that name (makeNamedPair). A listening socket is bound
 /// to its name again (a stale socket file left there by the killed run is removed first) and
 /// listens with its backlog; an unconnected one is made and bound.
 extension Agent {
@@ -28,7 +29,10 @@ extension Agent {
             if let made = tree.sockets[s.inode] {
                 try takeDescriptor(from: made.holder, fd: made.fd, to: f, calls, tree)
             } else {
-                let (mine, other) = try makePair(s, f, kind, calls, tree, holder: image.pid)
+                let peerState = tree.socketStates[peer]
+                let named = s.name != nil || peerState?.name != nil
+                let (mine, other) = named ? try makeNamedPair(s, peerState, f, kind, calls, tree, holder: image.pid)
+                                          : try makePair(s, f, kind, calls, tree, holder: image.pid)
                 let moved = [mine, other]
                 tree.sockets[s.inode] = (image.pid, mine)
                 tree.sockets[peer] = (image.pid, other)
@@ -41,12 +45,16 @@ extension Agent {
             let fd = try calls.call("socket(AF_UNIX, \(kind)) for fd \(f.fd)", .socket, 1, UInt64(s.type) | UInt64(f.flags & 0o2000000), 0)
             if let name = s.name {
                 let display = UnixSocketDescriptors.display(Array(name))
+                try makeSocketDirectory(display, s.directory)
                 try removeStaleSocketFile(name, display)
                 let address = try calls.args.bytes([1, 0] + Array(name))  // sockaddr_un: AF_UNIX, then the name
                 _ = try calls.call("bind fd \(f.fd) to \(display)", .bind, UInt64(fd), address, UInt64(2 + name.count))
                 calls.args.reset()
             }
-            if let backlog = s.backlog { _ = try calls.call("listen(\(backlog)) on fd \(f.fd)", .listen, UInt64(fd), UInt64(backlog)) }
+            if let backlog = s.backlog {
+                _ = try calls.call("listen(\(backlog)) on fd \(f.fd)", .listen, UInt64(fd), UInt64(backlog))
+                if let name = s.name { tree.unixListeners[name] = (image.pid, f.fd) }
+            }
             let own = try UnixSocketDescriptors.takeDescriptor(Int32(fd), of: calls.tid)
             defer { close(own) }
             try setBuffers(own, s, what: "fd \(f.fd)")
@@ -67,6 +75,54 @@ extension Agent {
         calls.args.reset()
         var moved: [Int32] = []
         for e in ends {
+            moved.append(Int32(try calls.call("fcntl(F_DUPFD_CLOEXEC) for a UNIX \(kind) socket", .fcntl, UInt64(e), 1030, tree.high)))
+            _ = try calls.call("close", .close, UInt64(e))
+        }
+        tree.parked[holder, default: []] += moved
+        return (moved[0], moved[1])
+    }
+
+    /// A pair connected through a name (one end accepted from a listener): made the same way, so
+    /// each end has its name and its peer's again. The end `s` (bound to its name, the listener's)
+    /// is accepted from a listener on that name: the tree's own if it is back already (taken into
+    /// this process for the accept; the program never sees the connection), else one made for the
+    /// moment (its socket file left, as the killed run's was); the other end is made, bound to its
+    /// own name if it had one, and connects. Both are parked here as socketpair's are.
+    private func makeNamedPair(_ s: ProcessImage.UnixSocketState, _ peer: ProcessImage.UnixSocketState?, _ f: ProcessImage.FileDescriptor,
+                               _ kind: String, _ calls: RestoreCalls, _ tree: TreeRestore, holder: Int32) throws -> (Int32, Int32) {
+        // The accepted end: `s`, unless only its peer is named, or only its peer's name is a
+        // listener's. (Either way round, each end gets its name and its peer's back.)
+        func isListenerName(_ name: Data?) -> Bool { name.map { tree.listenerNames.contains($0) } ?? false }
+        let swapped = s.name == nil || (isListenerName(peer?.name) && !isListenerName(s.name))
+        guard let listenName = swapped ? peer?.name : s.name else { return try makePair(s, f, kind, calls, tree, holder: holder) }
+        let clientName = swapped ? s.name : peer?.name
+        let display = UnixSocketDescriptors.display(Array(listenName))
+        func address(_ name: Data) throws -> UInt64 { try calls.args.bytes([1, 0] + Array(name)) }  // sockaddr_un
+        var listener: Int64
+        var temporary = true
+        if let real = tree.unixListeners[listenName] {
+            listener = real.holder == holder ? Int64(real.fd) : try takeFromProcess(real.holder, fd: real.fd, calls, for: "the listener on \(display)")
+            temporary = real.holder != holder
+        } else {
+            listener = try calls.call("socket(AF_UNIX, \(kind)) to listen on \(display) for fd \(f.fd)", .socket, 1, UInt64(s.type) | 0o2000000, 0)
+            try makeSocketDirectory(display, (swapped ? peer : s)?.directory)
+            try removeStaleSocketFile(listenName, display)
+            _ = try calls.call("bind a listener to \(display) for fd \(f.fd)", .bind, UInt64(listener), try address(listenName), UInt64(2 + listenName.count))
+            _ = try calls.call("listen on \(display) for fd \(f.fd)", .listen, UInt64(listener), 1)
+        }
+        let client = try calls.call("socket(AF_UNIX, \(kind)) for a connection to \(display)", .socket, 1, UInt64(s.type) | 0o2000000, 0)
+        if let clientName {
+            let shown = UnixSocketDescriptors.display(Array(clientName))
+            try makeSocketDirectory(shown, (swapped ? s : peer)?.directory)
+            try removeStaleSocketFile(clientName, shown)
+            _ = try calls.call("bind to \(shown) for a connection to \(display)", .bind, UInt64(client), try address(clientName), UInt64(2 + clientName.count))
+        }
+        _ = try calls.call("connect to \(display) for fd \(f.fd)", .connect, UInt64(client), try address(listenName), UInt64(2 + listenName.count))
+        let accepted = try calls.call("accept4 on \(display) for fd \(f.fd)", .accept4, UInt64(listener), 0, 0, 0o2000000)
+        calls.args.reset()
+        if temporary { _ = try calls.call("close the listener used for fd \(f.fd)", .close, UInt64(listener)) }
+        var moved: [Int32] = []
+        for e in swapped ? [client, accepted] : [accepted, client] {
             moved.append(Int32(try calls.call("fcntl(F_DUPFD_CLOEXEC) for a UNIX \(kind) socket", .fcntl, UInt64(e), 1030, tree.high)))
             _ = try calls.call("close", .close, UInt64(e))
         }
@@ -184,6 +240,20 @@ extension Agent {
         if s.passCredentials == true { options.append((SO_PASSCRED, 1)) }
         if let peek = s.peekOffset { options.append((SO_PEEK_OFF, peek)) }
         for (option, value) in options { try Sys.setSocketOption(fd, SOL_SOCKET, option, value, on: what) }
+    }
+
+    /// The directory of the socket path `path`, if it went since the checkpoint (a program's
+    /// temporary directory, removed once it was done): made again with the mode, owner and group
+    /// it had (`directory`), its parent being there.
+    private func makeSocketDirectory(_ path: String, _ directory: [UInt32]?) throws {
+        guard path.hasPrefix("/"), let directory, directory.count == 3 else { return }
+        let dir = (path as NSString).deletingLastPathComponent
+        var st = stat()
+        guard stat(dir, &st) != 0 && errno == ENOENT else { return }
+        guard mkdir(dir, mode_t(directory[0])) == 0, chown(dir, directory[1], directory[2]) == 0, chmod(dir, mode_t(directory[0])) == 0 else {
+            throw SystemError.fromErrno("make the directory \(dir) again for the UNIX socket \(path)")
+        }
+        log.info("restore: made the directory \(dir) of the UNIX socket \(path) again (it went since the checkpoint)")
     }
 
     /// A socket file left at `name` by the killed run is removed so the name can be bound again;

@@ -1,4 +1,3 @@
-import CShims
 import Foundation
 import Glibc
 import LegatoCore
@@ -32,9 +31,11 @@ enum InotifyDescriptors {
             }
             let device = "\(sdev >> 20):\(sdev & 0xfffff)"  // the kernel's dev_t: 12 bits of major, 20 of minor
             if mounts[device] == nil { mounts[device] = try mount(of: device, pid: pid) }
-            let opened = handle.withUnsafeBytes { lg_open_by_handle(mounts[device]!, type, $0.baseAddress, UInt32($0.count)) }
-            guard opened >= 0 else {
-                throw CheckpointRefused(description: describe("an inotify instance whose watch \(wd) (on device \(device)) cannot be found again by its handle: \(String(cString: strerror(-opened)))"))
+            let opened: Int32
+            switch Sys.openByHandle(mountFD: mounts[device]!, type: type, handle: handle) {
+            case .success(let fd): opened = fd
+            case .failure(let e):
+                throw CheckpointRefused(description: describe("an inotify instance whose watch \(wd) (on device \(device)) cannot be found again by its handle: \(Errno.name(e.code))"))
             }
             defer { close(opened) }
             guard let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(opened)"), path.hasPrefix("/"),

@@ -337,6 +337,9 @@ public struct ProcessImage: Codable, Equatable {
         public var peerClosed: Bool?
         /// The address it is bound to (sun_path's bytes; a leading 0: an abstract name).
         public var name: Data?
+        /// A name that is a path: its directory's mode, owner and group (made again at restore if it
+        /// went, as a program's temporary directory does once it is done).
+        public var directory: [UInt32]?
         /// Listening, with this backlog.
         public var backlog: Int32?
         /// RCV_SHUTDOWN 1, SEND_SHUTDOWN 2.

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 
 /// A process tree's restore in progress (PROG first, then each member forked from its restored
@@ -11,6 +12,10 @@ final class TreeRestore {
     /// there (parked); and every socket's saved state, by inode, for the end made with its peer.
     var sockets: [UInt64: (holder: Int32, fd: Int32)] = [:]
     let socketStates: [UInt64: ProcessImage.UnixSocketState]
+    /// UNIX listeners restored so far, by name: where each is (a namespace pid and its fd there);
+    /// and the names every UNIX listener of the checkpoint had.
+    var unixListeners: [Data: (holder: Int32, fd: Int32)] = [:]
+    let listenerNames: Set<Data>
     /// Descriptors kept in a process for later ones, closed once every process has its own.
     var parked: [Int32: [Int32]] = [:]
     /// Shared objects (SharedObjects) made again in PROG: their fds there, and the agent's own
@@ -38,6 +43,7 @@ final class TreeRestore {
         for f in images.flatMap({ $0.fds }) { if let s = f.unixSocket { states[s.inode] = s } }
         socketStates = states
         let fds = images.flatMap { $0.fds }
+        listenerNames = Set(fds.compactMap { f in f.unixSocket.flatMap { $0.backlog != nil ? $0.name : nil } })
         ptyStates = Dictionary(fds.compactMap { f in f.pty.map { ($0.index, $0) } }, uniquingKeysWith: { a, _ in a })
         ptySlaves = Set(fds.filter { $0.kind == .ptySlave }.compactMap { $0.ptyIndex } + images.compactMap { $0.links?.terminal })
     }

@@ -6,15 +6,16 @@ import LegatoSystem
 /// bound name, shutdown), what waits in its receive queue (peeked through the agent's own copy of
 /// the descriptor, taken with pidfd_getfd, so nothing is consumed) and its buffer sizes and
 /// options. Kept exactly and restored (Agent+RestoreSockets): a connected pair both of whose ends
-/// are in the tree, unnamed (a socketpair), with what each end holds; a listening socket bound to
+/// are in the tree, unnamed (a socketpair) or, for streams and seqpackets, connected through a
+/// name (accepted from a listener), with what each end holds; a listening socket bound to
 /// a path or an abstract name, none waiting to be accepted; an unconnected one.
 ///
 /// A stream or seqpacket socket whose peer has closed is kept too (made again as a pair whose other
 /// end is closed after the refill), unless an error from that close waits to be read.
 ///
 /// Refused, by name: a socket whose peer is outside the tree, or waits in a listener's queue (a
-/// connection not accepted yet: its peer has no inode until it is); a datagram socket whose peer closed; one connected through
-/// a name (accepted from a listener, or connected after a bind: not yet); messages in flight that
+/// connection not accepted yet: its peer has no inode until it is); a datagram socket whose peer
+/// closed, or connected through a name (not yet); messages in flight that
 /// carry descriptors (SCM_RIGHTS) or credentials; messages queued on an unconnected datagram
 /// socket (their senders' addresses are not kept); a name relative to some directory.
 enum UnixSocketDescriptors {
@@ -30,14 +31,19 @@ enum UnixSocketDescriptors {
         if let first = info.name.first, first != 0, first != UInt8(ascii: "/") { throw refuse("(a name relative to some directory)") }
         var state = ProcessImage.UnixSocketState(inode: info.inode, type: info.type, name: info.name.isEmpty ? nil : Data(info.name),
                                                  shutdown: info.shutdown, sendBuffer: 0, receiveBuffer: 0)
+        if info.name.first == UInt8(ascii: "/") {
+            var st = stat()
+            let directory = (display(info.name) as NSString).deletingLastPathComponent
+            if stat("/proc/\(pid)/root" + directory, &st) == 0 { state.directory = [UInt32(st.st_mode) & 0o7777, st.st_uid, st.st_gid] }
+        }
         if info.state == 10 {  // TCP_LISTEN
             if info.pendingConnections > 0 {
                 throw refuse("with \(info.pendingConnections) connection(s) waiting to be accepted; try again", transient: true)
             }
             state.backlog = Int32(info.backlog)
         } else if info.peer != 0, let peer = table[info.peer] {
-            if !info.name.isEmpty || !peer.name.isEmpty {
-                throw refuse("connected \(info.name.isEmpty ? "to \(display(peer.name))" : "through its name") (only unnamed pairs are kept yet)")
+            if (!info.name.isEmpty || !peer.name.isEmpty) && info.type == Int32(SOCK_DGRAM.rawValue) {
+                throw refuse("connected \(info.name.isEmpty ? "to \(display(peer.name))" : "through its name") (datagram sockets connected by name are not kept yet)")
             }
             state.peer = info.peer
         } else if info.state == 1, let listener = table.values.first(where: { $0.waiting.contains(info.inode) }) {
