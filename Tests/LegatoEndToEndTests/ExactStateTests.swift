@@ -107,7 +107,7 @@ import LegatoSystem
     @Test(arguments: [("aio-inflight", "with 1 request(s) in flight"), ("epoll-moved", "added as fd 4, which fd 4 no longer is"),
                       ("iouring", "fd 3 is anon_inode:[io_uring] (an io_uring instance"), ("mlock", "locked memory (mlock)"), ("mseal", "sealed memory (mseal)"),
                       ("fifo-outside", "trigger.outside-fifo, which pid \(getpid())"), ("pidfd-outside", "fd 3 is anon_inode:[pidfd], a pidfd of pid"),
-                      ("pty-unread", "(the pty /dev/pts/"), ("pty-unread", "bytes of output its master has not read yet")])
+                      ("pty-unread", "(the pty /dev/pts/"), ("pty-unread", "bytes of output its master has not read yet"), ("device", "fd 3 is /dev/full (a device)")])
     func stateWithoutAnExactRestoreIsRefused(_ mode: String, _ named: String) throws {
         let dir = TestEnvironment.temporaryDirectory("refuse-\(mode)")
         let program = try Workloads.stateProgram("statecheck")

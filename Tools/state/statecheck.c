@@ -769,6 +769,9 @@ static int refused(const char *mode, const char *trigger) {
         int ep = epoll_create1(0), e = eventfd(0, 0);
         struct epoll_event ev = {EPOLLIN, {.u64 = 1}};
         if (ep < 0 || e < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, e, &ev) != 0 || dup2(e, 40) != 40 || close(e) != 0) { perror("epoll-moved"); return 2; }
+    } else if (strcmp(mode, "device") == 0) {
+        /* A character device with no exact restore: /dev/full. */
+        if (open("/dev/full", O_WRONLY) < 0) { perror("/dev/full"); return 2; }
     } else if (strcmp(mode, "pty-unread") == 0) {
         /* A pty whose slave printed what its master has not read. */
         int m = posix_openpt(O_RDWR | O_NOCTTY);
@@ -1802,7 +1805,7 @@ static int unix_named(const char *trigger) {
 
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|inet|tcp|tcp-closed|dirs|memfd|ghost|fifo|pidfd|inotify|pty|restarts|unix-named|aio-inflight|fifo-outside|pidfd-outside|pty-unread|epoll-moved|iouring|mlock|mseal TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|inet|tcp|tcp-closed|dirs|memfd|ghost|fifo|pidfd|inotify|pty|restarts|unix-named|aio-inflight|fifo-outside|pidfd-outside|pty-unread|device|epoll-moved|iouring|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -1837,7 +1840,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "restarts") == 0) r = restarts(argv[2]);
     else if (strcmp(argv[1], "unix-named") == 0) r = unix_named(argv[2]);
     else if (strcmp(argv[1], "aio-inflight") == 0 || strcmp(argv[1], "epoll-moved") == 0 || strcmp(argv[1], "iouring") == 0 ||
-             strcmp(argv[1], "fifo-outside") == 0 || strcmp(argv[1], "pidfd-outside") == 0 || strcmp(argv[1], "pty-unread") == 0 ||
+             strcmp(argv[1], "fifo-outside") == 0 || strcmp(argv[1], "pidfd-outside") == 0 || strcmp(argv[1], "pty-unread") == 0 || strcmp(argv[1], "device") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);
     else {
         fprintf(stderr, "statecheck: unknown mode %s\n", argv[1]);
