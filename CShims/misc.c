@@ -111,3 +111,23 @@ int lg_open_by_handle(int mount_fd, int type, const void *bytes, uint32_t length
     free(h);
     return fd < 0 ? -e : fd;
 }
+
+int64_t lg_send_with_rights(int fd, const void *buf, size_t len, const int *fds, int count) {
+    struct iovec iov = { (void *)buf, len };
+    union { char bytes[CMSG_SPACE(sizeof(int) * 253)]; struct cmsghdr align; } control;
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+    if (count > 253) return -E2BIG;  /* SCM_MAX_FD */
+    if (count > 0) {
+        memset(&control, 0, sizeof control);
+        m.msg_control = control.bytes;
+        m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)count);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)count);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)count);
+    }
+    ssize_t n;
+    do { n = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : n;
+}

@@ -155,10 +155,11 @@ int lg_unix_sockets(struct lg_unix_socket *out, int capacity) {
     return r < 0 ? r : f.count;
 }
 
-long lg_socket_peek_queue(int fd, void *buf, size_t capacity, uint32_t *lengths, int max_messages, int *descriptors_in_flight) {
+long lg_socket_peek_queue(int fd, void *buf, size_t capacity, uint32_t *lengths, int max_messages,
+                          int *in_flight, uint32_t *in_flight_counts, int in_flight_capacity, int *in_flight_total) {
     int old = -1, zero = 0;
     socklen_t len = sizeof old;
-    *descriptors_in_flight = 0;
+    *in_flight_total = 0;
     if (getsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &old, &len) != 0) return -errno;
     if (setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero) != 0) return -errno;
     int type = 0;
@@ -177,14 +178,24 @@ long lg_socket_peek_queue(int fd, void *buf, size_t capacity, uint32_t *lengths,
             if (errno != EAGAIN) result = -errno;
             break;
         }
+        uint32_t carried = 0;
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
             if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
                 int *fds = (int *)CMSG_DATA(c);
                 size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                for (size_t i = 0; i < k; i++) close(fds[i]);  /* the peek installed them here */
-                *descriptors_in_flight = 1;
+                for (size_t i = 0; i < k; i++) {  /* the peek installed them here: handed to the caller */
+                    if (*in_flight_total < in_flight_capacity) {
+                        in_flight[(*in_flight_total)++] = fds[i];
+                        carried++;
+                    } else {
+                        close(fds[i]);
+                        result = -E2BIG;
+                    }
+                }
             }
         }
+        in_flight_counts[count] = carried;
+        if (result < 0) break;
         if (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) { result = -E2BIG; break; }
         if (n == 0 && used == capacity) { result = -E2BIG; break; }
         if (n == 0 && type == SOCK_STREAM) break;  /* the end of the stream: the peer shut down */

@@ -138,6 +138,10 @@ int lg_pagemap_scan(int pagemap_fd, uint64_t start, uint64_t end, uint64_t flags
 /* ------------------------------------------------------------------ */
 /* process memory and pidfds                                           */
 /* ------------------------------------------------------------------ */
+/* sendmsg(fd, buf, len) not waiting, with the `count` descriptors fds as SCM_RIGHTS (none: a plain
+   send); the bytes sent, or -errno. */
+int64_t lg_send_with_rights(int fd, const void *buf, size_t len, const int *fds, int count);
+
 /* open_by_handle_at(mount_fd, {length, type, bytes}, O_PATH|O_CLOEXEC): the file a handle
    (name_to_handle_at, or an inotify watch's fdinfo) names; its fd, or -errno. */
 int lg_open_by_handle(int mount_fd, int type, const void *bytes, uint32_t length);
@@ -175,9 +179,11 @@ int lg_unix_sockets(struct lg_unix_socket *out, int capacity);
 /* Peeks every message queued on socket fd without consuming any (SO_PEEK_OFF, put back after):
    their bytes back to back into buf and each one's length into lengths (a stream socket's bytes
    come in runs of whatever the kernel hands at once); returns how many, or -errno (E2BIG: more
-   than capacity or max_messages). *descriptors_in_flight is set if any carries SCM_RIGHTS (the
-   descriptors a peek installs are closed). */
-long lg_socket_peek_queue(int fd, void *buf, size_t capacity, uint32_t *lengths, int max_messages, int *descriptors_in_flight);
+   than capacity or max_messages). The descriptors messages carry (SCM_RIGHTS), which a peek
+   installs in the caller, go into in_flight (up to in_flight_capacity; *in_flight_total of them,
+   close-on-exec, the caller's to close), in_flight_counts[i] of them for message i. */
+long lg_socket_peek_queue(int fd, void *buf, size_t capacity, uint32_t *lengths, int max_messages,
+                          int *in_flight, uint32_t *in_flight_counts, int in_flight_capacity, int *in_flight_total);
 
 /* The backlog of the listening TCP socket with this inode (family AF_INET or AF_INET6), from
    sock_diag; -ENOENT if there is no such listener. */

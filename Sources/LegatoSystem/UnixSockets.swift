@@ -47,24 +47,53 @@ extension Sys {
     }
 
     /// What is queued to be read on socket `fd`, not consumed: each message (a stream's bytes as one).
-    /// Throws for a queue past `capacity` bytes; `descriptorsInFlight` tells of SCM_RIGHTS messages.
+    /// Throws for a queue past `capacity` bytes. `inFlight[i]`: the descriptors message i carries
+    /// (SCM_RIGHTS), installed in the caller by the peek — the caller closes them.
     public static func peekSocketQueue(_ fd: Int32, stream: Bool, capacity: Int = 16 << 20, what: @autoclosure () -> String) throws
-        -> (messages: [Data], descriptorsInFlight: Bool) {
-        let maxMessages = 65536
+        -> (messages: [Data], inFlight: [[Int32]]) {
+        let maxMessages = 65536, maxInFlight = 4096
         let buf = UnsafeMutableRawPointer.allocate(byteCount: max(capacity, 1), alignment: 16)
         defer { buf.deallocate() }
         var lengths = [UInt32](repeating: 0, count: maxMessages)
-        var rights: Int32 = 0
-        let n = lengths.withUnsafeMutableBufferPointer { lg_socket_peek_queue(fd, buf, capacity, $0.baseAddress, Int32(maxMessages), &rights) }
-        if n < 0 { throw SystemError("copy what is queued on \(what())", code: Int32(-n)) }
-        var messages: [Data] = []
-        var at = 0
+        var counts = [UInt32](repeating: 0, count: maxMessages)
+        var installed = [Int32](repeating: -1, count: maxInFlight)
+        var total: Int32 = 0
+        let n = lengths.withUnsafeMutableBufferPointer { l in
+            counts.withUnsafeMutableBufferPointer { c in
+                installed.withUnsafeMutableBufferPointer { lg_socket_peek_queue(fd, buf, capacity, l.baseAddress, Int32(maxMessages), $0.baseAddress, c.baseAddress, Int32(maxInFlight), &total) }
+            }
+        }
+        if n < 0 {
+            for k in 0..<Int(total) { close(installed[k]) }
+            throw SystemError("copy what is queued on \(what())", code: Int32(-n))
+        }
+        var messages: [Data] = [], inFlight: [[Int32]] = []
+        var at = 0, next = 0
         for k in 0..<n {
             let len = Int(lengths[k])
             messages.append(Data(bytes: buf + at, count: len))
+            inFlight.append(Array(installed[next..<next + Int(counts[k])]))
             at += len
+            next += Int(counts[k])
         }
-        if stream { messages = messages.isEmpty ? [] : [messages.reduce(Data(), +)] }
-        return (messages, rights != 0)
+        // A stream's bytes as one message, unless descriptors ride at some of its boundaries.
+        if stream && inFlight.allSatisfy({ $0.isEmpty }) {
+            messages = messages.isEmpty ? [] : [messages.reduce(Data(), +)]
+            inFlight = messages.map { _ in [] }
+        }
+        return (messages, inFlight)
+    }
+
+    /// Sends `data` on `fd` without waiting, `rights` riding with its first byte (SCM_RIGHTS); a
+    /// stream's bytes in as many sends as it takes. Throws if the socket cannot take it now.
+    public static func sendWithRights(_ fd: Int32, _ data: Data, rights: [Int32], stream: Bool, what: @autoclosure () -> String) throws {
+        var done = 0
+        repeat {
+            let n = data.withUnsafeBytes { bytes in
+                rights.withUnsafeBufferPointer { lg_send_with_rights(fd, bytes.baseAddress! + done, data.count - done, done == 0 ? $0.baseAddress : nil, done == 0 ? Int32(rights.count) : 0) }
+            }
+            if n < 0 { throw SystemError("send \(data.count) byte(s)\(rights.isEmpty ? "" : " with \(rights.count) descriptor(s)") into \(what())", code: Int32(-n)) }
+            done += Int(n)
+        } while stream && done < data.count
     }
 }

@@ -107,7 +107,8 @@ import LegatoSystem
     @Test(arguments: [("aio-inflight", "with 1 request(s) in flight"), ("epoll-moved", "added as fd 4, which fd 4 no longer is"),
                       ("iouring", "fd 3 is anon_inode:[io_uring] (an io_uring instance"), ("mlock", "locked memory (mlock)"), ("mseal", "sealed memory (mseal)"),
                       ("fifo-outside", "trigger.outside-fifo, which pid \(getpid())"), ("pidfd-outside", "fd 3 is anon_inode:[pidfd], a pidfd of pid"),
-                      ("pty-unread", "(the pty /dev/pts/"), ("pty-unread", "bytes of output its master has not read yet"), ("device", "fd 3 is /dev/full (a device)")])
+                      ("pty-unread", "(the pty /dev/pts/"), ("pty-unread", "bytes of output its master has not read yet"), ("device", "fd 3 is /dev/full (a device)"),
+                      ("rights-unkept", "with anon_inode:[eventfd] in flight (SCM_RIGHTS), which no process of the program holds")])
     func stateWithoutAnExactRestoreIsRefused(_ mode: String, _ named: String) throws {
         let dir = TestEnvironment.temporaryDirectory("refuse-\(mode)")
         let program = try Workloads.stateProgram("statecheck")
@@ -156,7 +157,7 @@ import LegatoSystem
     /// which a fork would give without its dontfork and wipeonfork pages), killed, restored; then it
     /// checks its state and must print what a plain run prints: PASS.
     @Test(arguments: [("advice", ["--snapshot-above", "1"]), ("fdflags", []), ("attrs", []), ("locks", []), ("membarrier", []),
-                      ("guard", ["--snapshot-above", "1"]), ("unlinked", []), ("zombies", []), ("timers", []), ("sysv", []), ("seccomp", []), ("loginuid", []), ("lease", []), ("aio", []), ("events", []), ("unix", []), ("inet", []), ("tcp", []), ("dirs", []), ("memfd", []), ("ghost", []), ("fifo", []), ("pidfd", []), ("inotify", []), ("pty", []), ("restarts", []), ("unix-named", [])])
+                      ("guard", ["--snapshot-above", "1"]), ("unlinked", []), ("zombies", []), ("timers", []), ("sysv", []), ("seccomp", []), ("loginuid", []), ("lease", []), ("aio", []), ("events", []), ("unix", []), ("inet", []), ("tcp", []), ("dirs", []), ("memfd", []), ("ghost", []), ("fifo", []), ("pidfd", []), ("inotify", []), ("pty", []), ("restarts", []), ("unix-named", []), ("unix-rights", [])])
     func stateComesBackExactly(_ mode: String, _ options: [String]) throws {
         let (plain, run, r) = try checkpointKillRestoreState(mode, options: options)
         #expect(plain.stdout == "ready\nPASS \(mode)\n", "a plain run passes: \(plain.stdout) \(plain.stderr)")

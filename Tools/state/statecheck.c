@@ -749,6 +749,7 @@ static int aio_rings(const char *trigger) {
 }
 
 /* State with no exact restore yet: a checkpoint must refuse it (by name) and let the program run on. */
+static int send_with_fds(int sock, const char *text, const int *fds, int count);
 static int refused(const char *mode, const char *trigger) {
     aio_context_t ctx = 0;
     int pipefd[2] = {-1, -1};
@@ -769,6 +770,10 @@ static int refused(const char *mode, const char *trigger) {
         int ep = epoll_create1(0), e = eventfd(0, 0);
         struct epoll_event ev = {EPOLLIN, {.u64 = 1}};
         if (ep < 0 || e < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, e, &ev) != 0 || dup2(e, 40) != 40 || close(e) != 0) { perror("epoll-moved"); return 2; }
+    } else if (strcmp(mode, "rights-unkept") == 0) {
+        /* A socket pair holding a message that carries an eventfd nobody else holds. */
+        int sp[2], e = eventfd(0, 0);
+        if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sp) || e < 0 || send_with_fds(sp[0], "x", &e, 1) || close(e)) { perror("rights"); return 2; }
     } else if (strcmp(mode, "device") == 0) {
         /* A character device with no exact restore: /dev/full. */
         if (open("/dev/full", O_WRONLY) < 0) { perror("/dev/full"); return 2; }
@@ -1803,9 +1808,84 @@ static int unix_named(const char *trigger) {
     return 0;
 }
 
+/* Descriptors in flight (SCM_RIGHTS): a stream pair holding a message that carries a pipe's read
+   end (which the process keeps too, with the write end) and a regular file it closed after
+   sending (at offset 5); a datagram pair holding a plain message, then one from a child carrying the child's
+   eventfd. After the restore the messages come out in order with their descriptors: the pipe is
+   the same pipe, the file at its offset, the eventfd the child's (it reads what is written). */
+static int recv_with_fds(int sock, char *buf, size_t cap, int *fds, int max) {
+    union { char b[CMSG_SPACE(sizeof(int) * 8)]; struct cmsghdr align; } control;
+    struct iovec iov = {buf, cap};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.b, .msg_controllen = sizeof control.b};
+    ssize_t n = recvmsg(sock, &m, MSG_DONTWAIT);
+    if (n < 0) return -1;
+    buf[n] = 0;
+    int got = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+            for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int) && got < max; i++) fds[got++] = ((int *)CMSG_DATA(c))[i];
+    return got;
+}
+static int send_with_fds(int sock, const char *text, const int *fds, int count) {
+    union { char b[CMSG_SPACE(sizeof(int) * 8)]; struct cmsghdr align; } control;
+    memset(&control, 0, sizeof control);
+    struct iovec iov = {(void *)text, strlen(text)};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.b, .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)count)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)count);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)count);
+    return sendmsg(sock, &m, 0) == (ssize_t)strlen(text) ? 0 : -1;
+}
+static int unix_rights(const char *trigger) {
+    int st[2], dg[2], pp[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, st) || socketpair(AF_UNIX, SOCK_DGRAM, 0, dg) || pipe(pp)) { perror("socketpair"); return 2; }
+    char path[4096];
+    snprintf(path, sizeof path, "%s.sent", trigger);
+    int file = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (file < 0 || write(file, "0123456789", 10) != 10 || lseek(file, 5, SEEK_SET) != 5) { perror(path); return 2; }
+    int carried[2] = {pp[0], file};
+    if (send_with_fds(st[0], "with-fds", carried, 2) || close(file)) { perror("send"); return 2; }
+    if (send(dg[0], "plain", 5, 0) != 5) { perror("send plain"); return 2; }
+    int sync[2];
+    if (pipe(sync)) return 2;
+    pid_t child = fork();
+    if (child == 0) {
+        int e = eventfd(0, 0);
+        if (e < 0 || send_with_fds(dg[0], "fd", &e, 1) || write(sync[1], "k", 1) != 1) _exit(3);
+        wait_for(trigger);
+        uint64_t v = 0;
+        _exit(read(e, &v, 8) == 8 && v == 7 ? 0 : 4);
+    }
+    char k;
+    if (read(sync[0], &k, 1) != 1) return 2;
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    char buf[64];
+    int fds[8];
+    int n = recv_with_fds(st[1], buf, sizeof buf - 1, fds, 8);
+    if (n != 2 || strcmp(buf, "with-fds") != 0) fail("the stream message is '%s' with %d descriptors", buf, n);
+    else {
+        char got[16] = {0};
+        if (write(pp[1], "piped", 5) != 5 || read(fds[0], got, 5) != 5 || strcmp(got, "piped") != 0) fail("the pipe in flight is not the pipe ('%s')", got);
+        memset(got, 0, sizeof got);
+        if (lseek(fds[1], 0, SEEK_CUR) != 5 || read(fds[1], got, 5) != 5 || strcmp(got, "56789") != 0) fail("the file in flight reads '%s'", got);
+    }
+    n = recv_with_fds(dg[1], buf, sizeof buf - 1, fds, 8);
+    if (n != 0 || strcmp(buf, "plain") != 0) fail("the first datagram is '%s' with %d descriptors", buf, n);
+    n = recv_with_fds(dg[1], buf, sizeof buf - 1, fds, 8);
+    uint64_t seven = 7;
+    if (n != 1 || strcmp(buf, "fd") != 0 || write(fds[0], &seven, 8) != 8) fail("the second datagram is '%s' with %d descriptors", buf, n);
+    int status = 0;
+    if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) fail("the child's eventfd is not the one in flight (status 0x%x)", status);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|inet|tcp|tcp-closed|dirs|memfd|ghost|fifo|pidfd|inotify|pty|restarts|unix-named|aio-inflight|fifo-outside|pidfd-outside|pty-unread|device|epoll-moved|iouring|mlock|mseal TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|inet|tcp|tcp-closed|dirs|memfd|ghost|fifo|pidfd|inotify|pty|restarts|unix-named|unix-rights|aio-inflight|fifo-outside|pidfd-outside|pty-unread|device|rights-unkept|epoll-moved|iouring|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -1839,8 +1919,9 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "pty") == 0) r = pty_pair(argv[2]);
     else if (strcmp(argv[1], "restarts") == 0) r = restarts(argv[2]);
     else if (strcmp(argv[1], "unix-named") == 0) r = unix_named(argv[2]);
+    else if (strcmp(argv[1], "unix-rights") == 0) r = unix_rights(argv[2]);
     else if (strcmp(argv[1], "aio-inflight") == 0 || strcmp(argv[1], "epoll-moved") == 0 || strcmp(argv[1], "iouring") == 0 ||
-             strcmp(argv[1], "fifo-outside") == 0 || strcmp(argv[1], "pidfd-outside") == 0 || strcmp(argv[1], "pty-unread") == 0 || strcmp(argv[1], "device") == 0 ||
+             strcmp(argv[1], "fifo-outside") == 0 || strcmp(argv[1], "pidfd-outside") == 0 || strcmp(argv[1], "pty-unread") == 0 || strcmp(argv[1], "device") == 0 || strcmp(argv[1], "rights-unkept") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);
     else {
         fprintf(stderr, "statecheck: unknown mode %s\n", argv[1]);

@@ -84,6 +84,10 @@ extension Agent {
             marks.mark("tree")
         }
         try finishPidfds(image, progCalls: calls, members: restored, tree)
+        if !restore.pairsWithRights.isEmpty {
+            let hosts = Dictionary(uniqueKeysWithValues: [(image.pid, pid)] + restored.map { ($0.image.pid, $0.leader.tid) })
+            try finishInFlight(hostPID: hosts, root: "/proc/\(pid)/root")
+        }
         try finishConnections()  // (every socket of the tree is back)
         closeFifos()
         try queuePendingSignals(image, calls)

@@ -198,11 +198,27 @@ extension Agent {
 
     /// Both ends of a pair made again (`a` is `sa`'s end, `b` its peer's, whose state `sb` is
     /// unknown if no process of the checkpoint held it: then it has the defaults).
+    ///
+    /// Where a queued message carries descriptors, the refill (and what follows it) waits until the
+    /// whole tree is back (`finishInFlight`): they are the tree's own, or files opened again.
     private func configurePair(_ a: Int32, _ sa: ProcessImage.UnixSocketState, _ b: Int32, _ sb: ProcessImage.UnixSocketState?, what: String) throws {
         try setBuffers(a, sa, what: what)
         if let sb { try setBuffers(b, sb, what: what) }
-        try refill(sa.queue ?? [], into: what, sending: b, stream: sa.type == Int32(SOCK_STREAM.rawValue))
-        if let sb { try refill(sb.queue ?? [], into: what, sending: a, stream: sb.type == Int32(SOCK_STREAM.rawValue)) }
+        if sa.queueRights != nil || sb?.queueRights != nil {
+            let (ownA, ownB) = (dup(a), dup(b))
+            guard ownA >= 0, ownB >= 0 else { throw SystemError.fromErrno("keep the agent's copies of \(what) until the tree is back") }
+            restore.pairsWithRights.append((ownA, sa, ownB, sb, what))
+            return
+        }
+        try finishPair(a, sa, b, sb, what: what, rights: { _ in throw SystemError("refill \(what): a descriptor in flight not kept", code: EINVAL) })
+    }
+
+    /// The refill, shutdowns and options of a pair made again (`rights` gives the descriptors in
+    /// flight of a message, opened for the agent, closed after the send).
+    private func finishPair(_ a: Int32, _ sa: ProcessImage.UnixSocketState, _ b: Int32, _ sb: ProcessImage.UnixSocketState?, what: String,
+                            rights: (ProcessImage.InFlightDescriptor) throws -> Int32) throws {
+        try refill(sa.queue ?? [], sa.queueRights, into: what, sending: b, stream: sa.type == Int32(SOCK_STREAM.rawValue), rights)
+        if let sb { try refill(sb.queue ?? [], sb.queueRights, into: what, sending: a, stream: sb.type == Int32(SOCK_STREAM.rawValue), rights) }
         // shutdown(SHUT_WR) on one end is SEND_SHUTDOWN there and RCV_SHUTDOWN on the other; a
         // SHUT_RD is the other way round.
         let peerShutdown = sb?.shutdown ?? 0
@@ -215,16 +231,42 @@ extension Agent {
     }
 
     /// Sends `messages` from `fd` (a stream's bytes in as many sends as it takes), not waiting: what
-    /// fitted when it was queued fits again.
-    private func refill(_ messages: [Data], into what: String, sending fd: Int32, stream: Bool) throws {
-        for m in messages {
-            var done = 0
-            repeat {
-                let n = m.withUnsafeBytes { send(fd, $0.baseAddress! + done, m.count - done, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
-                if n < 0 && errno == EINTR { continue }
-                if n < 0 { throw SystemError.fromErrno("refill \(what) with \(m.count) byte(s) it held") }
-                done += n
-            } while stream && done < m.count
+    /// fitted when it was queued fits again. Message i carries `inFlight[i]`, opened by `rights`.
+    private func refill(_ messages: [Data], _ inFlight: [[ProcessImage.InFlightDescriptor]]?, into what: String, sending fd: Int32, stream: Bool,
+                        _ rights: (ProcessImage.InFlightDescriptor) throws -> Int32) throws {
+        for (i, m) in messages.enumerated() {
+            var carried: [Int32] = []
+            defer { for d in carried { close(d) } }
+            for d in inFlight.flatMap({ i < $0.count ? $0[i] : nil }) ?? [] { carried.append(try rights(d)) }
+            try Sys.sendWithRights(fd, m, rights: carried, stream: stream, what: "\(what) (a refill of \(m.count) byte(s) it held)")
+        }
+    }
+
+    /// Refills the pairs whose queues carried descriptors, once the whole tree is back: each one
+    /// the tree's (taken from where it is now, by its pid in PROG's namespace: `hostPID`) or a
+    /// regular file opened again (through PROG's root, `root`) at its offset.
+    func finishInFlight(hostPID: [Int32: pid_t], root: String) throws {
+        defer {
+            for p in restore.pairsWithRights { close(p.a); close(p.b) }
+            restore.pairsWithRights = []
+        }
+        for p in restore.pairsWithRights {
+            try finishPair(p.a, p.sa, p.b, p.sb, what: p.what) { d in
+                if let pid = d.pid, let fd = d.fd {
+                    guard let host = hostPID[pid] else { throw SystemError("refill \(p.what): a descriptor in flight was pid \(pid)'s, which is not restored", code: ESRCH) }
+                    let pidfd = try Sys.pidfdOpen(host)
+                    defer { close(pidfd) }
+                    return try Sys.pidfdGetFD(pidfd: pidfd, targetFD: fd, pid: host)
+                }
+                guard let path = d.path else { throw SystemError("refill \(p.what): a descriptor in flight has nothing to be made from", code: EINVAL) }
+                let opened = open(root + path, Int32(bitPattern: (d.flags ?? 0) & ~UInt32(0o100 | 0o200 | 0o1000)) | O_CLOEXEC | O_NOCTTY)
+                guard opened >= 0 else { throw SystemError.fromErrno("open \(path) again, in flight in \(p.what)") }
+                if let offset = d.offset, lseek(opened, off_t(offset), SEEK_SET) < 0 {
+                    close(opened)
+                    throw SystemError.fromErrno("lseek \(path), in flight in \(p.what), to \(offset)")
+                }
+                return opened
+            }
         }
     }
 

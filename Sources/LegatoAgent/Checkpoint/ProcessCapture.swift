@@ -429,7 +429,7 @@ struct ProcessCapture {
             } else if target.hasPrefix("socket:["), let inode = UInt64(target.dropFirst(8).dropLast()), let info = try sockets.get()[inode] {
                 kind = .unixSocket
                 do {
-                    unixSocket = try UnixSocketDescriptors.read(fd: fd, pid: pid, info: info, table: try sockets.get()) { describe(fd, $0) }
+                    unixSocket = try UnixSocketDescriptors.read(fd: fd, pid: pid, info: info, table: try sockets.get(), tree: tree) { describe(fd, $0) }
                 } catch let e as CheckpointRefused {
                     refused.append(e.description)
                     continue

@@ -344,8 +344,11 @@ public struct ProcessImage: Codable, Equatable {
         public var backlog: Int32?
         /// RCV_SHUTDOWN 1, SEND_SHUTDOWN 2.
         public var shutdown: UInt8
-        /// What waits to be read on this end, oldest first (a stream's bytes as one message).
+        /// What waits to be read on this end, oldest first (a stream's bytes as one message,
+        /// unless descriptors ride in it: then in the runs they ride with).
         public var queue: [Data]?
+        /// The descriptors each message of `queue` carries (SCM_RIGHTS), where any does.
+        public var queueRights: [[InFlightDescriptor]]?
         /// SO_SNDBUF and SO_RCVBUF as getsockopt gives them (twice what was set), SO_PASSCRED, SO_PEEK_OFF (where not -1).
         public var sendBuffer: Int32
         public var receiveBuffer: Int32
@@ -354,6 +357,17 @@ public struct ProcessImage: Codable, Equatable {
         /// (Never saved: such a socket refuses the checkpoint.) Connected to a listener, this one's
         /// inode, that has not accepted it yet.
         public var waitingOn: UInt64?
+    }
+
+    /// A descriptor in flight (SCM_RIGHTS in a queued message): the same open file description as
+    /// fd `fd` of process `pid` (in PROG's namespace) of the tree, or, where no process holds it
+    /// any more, a regular file, reopened at `path` with its flags at its offset.
+    public struct InFlightDescriptor: Codable, Equatable {
+        public var pid: Int32?
+        public var fd: Int32?
+        public var path: String?
+        public var flags: UInt32?
+        public var offset: Int64?
     }
 
     public struct EventCounter: Codable, Equatable {

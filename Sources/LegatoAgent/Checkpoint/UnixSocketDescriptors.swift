@@ -16,13 +16,14 @@ import LegatoSystem
 /// Refused, by name: a socket whose peer is outside the tree, or waits in a listener's queue (a
 /// connection not accepted yet: its peer has no inode until it is); a datagram socket whose peer
 /// closed, or connected through a name (not yet); messages in flight that
-/// carry descriptors (SCM_RIGHTS) or credentials; messages queued on an unconnected datagram
+/// carry credentials, or descriptors (SCM_RIGHTS) that are neither held by a process of the tree
+/// nor regular files; messages queued on an unconnected datagram
 /// socket (their senders' addresses are not kept); a name relative to some directory.
 enum UnixSocketDescriptors {
     /// The state of `fd` of `pid`, the UNIX socket `info` (`table`: all of them, by inode); throws a
     /// CheckpointRefused naming what cannot be kept (`describe` words the fd).
-    static func read(fd: Int32, pid: pid_t, info: UnixSocketInfo, table: [UInt64: UnixSocketInfo], describe: (String) -> String) throws
-        -> ProcessImage.UnixSocketState {
+    static func read(fd: Int32, pid: pid_t, info: UnixSocketInfo, table: [UInt64: UnixSocketInfo], tree: Set<pid_t>,
+                     describe: (String) -> String) throws -> ProcessImage.UnixSocketState {
         let kind = typeName(info.type)
         let named = info.name.isEmpty ? "" : " on \(display(info.name))"
         func refuse(_ what: String, transient: Bool = false) -> CheckpointRefused {
@@ -74,7 +75,10 @@ enum UnixSocketDescriptors {
         }
         if state.backlog == nil {
             let queued = try Sys.peekSocketQueue(own, stream: info.type == Int32(SOCK_STREAM.rawValue), what: "fd \(fd) of pid \(pid)")
-            if queued.descriptorsInFlight { throw refuse("with descriptors in flight (SCM_RIGHTS) in its queue") }
+            defer { for fds in queued.inFlight { for d in fds { close(d) } } }
+            if queued.inFlight.contains(where: { !$0.isEmpty }) {
+                state.queueRights = try queued.inFlight.map { try $0.map { try inFlight($0, tree: tree, refuse: refuse) } }
+            }
             if !queued.messages.isEmpty {
                 if state.peer == nil && info.type != Int32(SOCK_STREAM.rawValue) { throw refuse("holding messages from other sockets, whose addresses are not kept") }
                 if state.passCredentials == true { throw refuse("holding messages with their senders' credentials (SO_PASSCRED)") }
@@ -82,6 +86,30 @@ enum UnixSocketDescriptors {
             }
         }
         return state
+    }
+
+    /// What the descriptor `agentFD` (installed in the agent by a peek of a queued message) is: the
+    /// same open file description as a descriptor of a process of `tree` (kcmp), or else a regular
+    /// file that has a path; anything else refuses.
+    private static func inFlight(_ agentFD: Int32, tree: Set<pid_t>, refuse: (String, Bool) -> CheckpointRefused) throws -> ProcessImage.InFlightDescriptor {
+        let me = getpid()
+        for p in tree.sorted() {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(p)/fd")) ?? [] {
+                guard let n = Int32(name), (try? Sys.sameOpenFile(me, agentFD, p, n)) == true else { continue }
+                return ProcessImage.InFlightDescriptor(pid: Sys.namespaceTID(p), fd: n)
+            }
+        }
+        let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(agentFD)")) ?? "?"
+        var st = stat()
+        guard fstat(agentFD, &st) == 0, st.st_mode & S_IFMT == S_IFREG, target.hasPrefix("/"), !target.hasSuffix(SharedObjects.deletedSuffix) else {
+            throw refuse("with \(target) in flight (SCM_RIGHTS), which no process of the program holds and is not a regular file", false)
+        }
+        var flags: UInt32 = 0, offset: Int64 = 0
+        for line in (ProcFile.text("/proc/self/fdinfo/\(agentFD)") ?? "").split(separator: "\n") {
+            if line.hasPrefix("flags:") { flags = UInt32(line.dropFirst(6).trimmingCharacters(in: .whitespaces), radix: 8) ?? 0 }
+            if line.hasPrefix("pos:") { offset = Int64(line.dropFirst(4).trimmingCharacters(in: .whitespaces)) ?? 0 }
+        }
+        return ProcessImage.InFlightDescriptor(path: target, flags: flags & ~UInt32(0o2000000), offset: offset)  // (MSG_CMSG_CLOEXEC's, not the sender's)
     }
 
     /// Each connected socket's peer must be a socket of the tree too; throws the refusals, named.
