@@ -13,8 +13,13 @@ extension Agent {
 
     /// Forks the frozen PROG through `t`; returns the child's (global) pid, stopped and traced.
     func takeSnapshot(using t: Tracee) throws -> pid_t {
-        let inj = try Sys.Injection(tid: t.tid, stub: mm.scratch, whileWaiting: { [self] in try? pollOnce(reapStops: false, sleepMillis: 5) })
+        // The fork's stops are seen between the event loop's polls (up to 1 ms apart: at 5 ms, a
+        // fork of 1 GiB came back 5-10 ms late); meanwhile the loop reads the userfaultfd's fork
+        // event, which the fork waits for.
+        let inj = try Sys.Injection(tid: t.tid, stub: mm.scratch, whileWaiting: { [self] in try? pollOnce(reapStops: false, sleepMillis: 1) })
         let nsPID: Int64
+        checkpointer?.staging.snapshotPending = true
+        defer { checkpointer?.staging.snapshotPending = false }
         do {
             defer {
                 tracer.tolerateGone { try inj.cure() }

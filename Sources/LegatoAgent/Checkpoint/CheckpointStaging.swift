@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import LegatoCore
 import LegatoSystem
@@ -27,12 +28,21 @@ public final class CheckpointStaging {
     private(set) var deferred: [(address: UInt64, count: Int)] = []
     /// The copy-on-write child holding the pause's resident pages (Agent+Snapshot), if one was taken.
     var snapshot: pid_t?
+    /// A snapshot's fork is under way (its userfaultfd copies go to `snapshotUffds`).
+    var snapshotPending = false
+    /// The userfaultfd the kernel made for the snapshot's copy of PROG's mappings: closed once the
+    /// snapshot is gone (closing it earlier walks every mapping of the live snapshot).
+    var snapshotUffds: [Int32] = []
 
-    /// Ends the snapshot, if any (its exit is reaped by the event loop and ignored there).
+    /// Ends the snapshot, if any (its exit is reaped by the event loop and ignored there), and
+    /// closes its userfaultfd.
     func dropSnapshot() {
-        guard let pid = snapshot else { return }
-        kill(pid, SIGKILL)
+        if let pid = snapshot { kill(pid, SIGKILL) }
         snapshot = nil
+        // (Off this thread: the snapshot may not be gone yet, and the walk would hold up the event loop.)
+        let fds = snapshotUffds
+        snapshotUffds = []
+        if !fds.isEmpty { DispatchQueue.global(qos: .utility).async { for fd in fds { close(fd) } } }
     }
 
     /// Runs to read from the memory nodes' freeze, with their keys.
@@ -134,7 +144,7 @@ public final class CheckpointStaging {
         zeroRuns.removeAll()
         batchRuns.removeAll()
         deferred.removeAll()
-        snapshot = nil
+        dropSnapshot()
         frozen.removeAll()
         frozenNodes.removeAll()
         frozenSource = nil
