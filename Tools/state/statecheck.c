@@ -1113,12 +1113,12 @@ static int int_option(int fd, int level, int name) {
 
 /* TCP and UDP sockets: an IPv4 listener (SO_REUSEADDR, TCP_NODELAY, non-blocking, backlog 5), an
    IPv6 one (IPV6_V6ONLY, SO_REUSEPORT, TCP_DEFER_ACCEPT), a TCP socket not connected (keepalive
-   settings), a UDP socket bound and connected (IP_TOS), one unbound. After the restore: every
+   settings, SO_SNDBUF), a UDP socket bound and connected (IP_TOS, SO_RCVBUF), one unbound. After the restore: every
    address, peer, option and flag, and both listeners accept connections. */
 static int inet_sockets(const char *trigger) {
     int l4 = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), l6 = socket(AF_INET6, SOCK_STREAM, 0), t = socket(AF_INET, SOCK_STREAM, 0);
     int u = socket(AF_INET, SOCK_DGRAM, 0), u0 = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    int one = 1, three = 3, idle = 77, tos = 0x10;
+    int one = 1, three = 3, idle = 77, tos = 0x10, sndbuf = 65536, rcvbuf = 32768;
     struct sockaddr_in a4 = {AF_INET, 0, {htonl(INADDR_LOOPBACK)}, {0}}, discard = {AF_INET, htons(9), {htonl(INADDR_LOOPBACK)}, {0}};
     struct sockaddr_in6 a6 = {AF_INET6, 0, 0, IN6ADDR_LOOPBACK_INIT, 0};
     if (l4 < 0 || l6 < 0 || t < 0 || u < 0 || u0 < 0 ||
@@ -1127,6 +1127,7 @@ static int inet_sockets(const char *trigger) {
         setsockopt(l6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) || setsockopt(l6, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) ||
         setsockopt(l6, IPPROTO_TCP, TCP_DEFER_ACCEPT, &three, sizeof three) || bind(l6, (struct sockaddr *)&a6, sizeof a6) || listen(l6, 9) ||
         setsockopt(t, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) || setsockopt(t, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) ||
+        setsockopt(t, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf) || setsockopt(u, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) ||
         setsockopt(u, IPPROTO_IP, IP_TOS, &tos, sizeof tos) || bind(u, (struct sockaddr *)&a4, sizeof a4) ||
         connect(u, (struct sockaddr *)&discard, sizeof discard)) {
         perror("inet");
@@ -1162,6 +1163,10 @@ static int inet_sockets(const char *trigger) {
              int_option(l6, SOL_SOCKET, SO_REUSEPORT), int_option(l6, IPPROTO_TCP, TCP_DEFER_ACCEPT));
     if (int_option(t, SOL_SOCKET, SO_KEEPALIVE) != 1 || int_option(t, IPPROTO_TCP, TCP_KEEPIDLE) != 77) fail("the TCP socket's keepalive differs");
     if (int_option(u, IPPROTO_IP, IP_TOS) != 0x10) fail("the UDP socket's IP_TOS is %d", int_option(u, IPPROTO_IP, IP_TOS));
+    /* Buffers set by the program come back set (and locked: SO_BUF_LOCK); the others the kernel's to tune. */
+    if (int_option(t, SOL_SOCKET, SO_SNDBUF) != 2 * sndbuf || int_option(t, SOL_SOCKET, 72 /* SO_BUF_LOCK */) != 1) fail("the TCP socket's SO_SNDBUF is %d (lock %d)", int_option(t, SOL_SOCKET, SO_SNDBUF), int_option(t, SOL_SOCKET, 72));
+    if (int_option(u, SOL_SOCKET, SO_RCVBUF) != 2 * rcvbuf || int_option(u, SOL_SOCKET, 72) != 2) fail("the UDP socket's SO_RCVBUF is %d (lock %d)", int_option(u, SOL_SOCKET, SO_RCVBUF), int_option(u, SOL_SOCKET, 72));
+    if (int_option(l4, SOL_SOCKET, 72) != 0) fail("the listener's buffers were locked");
     if (int_option(u0, SOL_SOCKET, SO_TYPE) != SOCK_DGRAM || int_option(u0, SOL_SOCKET, SO_DOMAIN) != AF_INET6 || !(fcntl(u0, F_GETFD) & FD_CLOEXEC))
         fail("the unbound UDP socket differs");
     int c4 = socket(AF_INET, SOCK_STREAM, 0), c6 = socket(AF_INET6, SOCK_STREAM, 0);

@@ -71,6 +71,12 @@ enum InetSocketDescriptors {
             state.peer = remote
         }
         state.options = try options(family: family, proto: proto).map { [$0.0, $0.1, try Sys.socketOption(own, $0.0, $0.1, of: what)] }
+        // Buffer sizes the program set (SO_BUF_LOCK tells: the kernel tunes the others itself),
+        // set again as asked (getsockopt gives twice what was set), which locks them again.
+        let locks = try Sys.socketOption(own, SOL_SOCKET, 72, of: what)  // SO_BUF_LOCK: SOCK_SNDBUF_LOCK 1, SOCK_RCVBUF_LOCK 2
+        for (bit, option, force) in [(Int32(1), SO_SNDBUF, SO_SNDBUFFORCE), (2, SO_RCVBUF, SO_RCVBUFFORCE)] where locks & bit != 0 {
+            state.options.append([SOL_SOCKET, force, try Sys.socketOption(own, SOL_SOCKET, option, of: what) / 2])
+        }
         return state
     }
 
