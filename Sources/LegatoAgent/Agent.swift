@@ -166,7 +166,7 @@ public final class Agent {
         signalFD = try makeSignalFD()
         try startMetrics()
         pool = try RemotePool(endpoints: config.memoryNodes, coordinator: config.coordinator, secret: config.secret, token: token, space: space,
-                              ephemeral: config.name == nil)
+                              ephemeral: config.name == nil, log: log)
         let thread = try WriteBack(endpoints: pool.endpoints, secret: config.secret, token: token, space: space)
         pool.onNewNode = { [thread] ep in thread.addEndpoint(ep) }
         writeBack = WriteBackBuffer(thread: thread, pool: pool, log: log)

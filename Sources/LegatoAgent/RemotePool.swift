@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import LegatoClients
 import LegatoCore
 import LegatoSystem
@@ -49,25 +50,37 @@ final class RemotePool {
     /// MemoryClient.createSpace); a checkpointable run's stay for its restore.
     let ephemeral: Bool
 
-    init(endpoints: [Endpoint], coordinator: Endpoint?, secret: ClusterSecret, token: [UInt8], space: UInt64, ephemeral: Bool) throws {
+    init(endpoints: [Endpoint], coordinator: Endpoint?, secret: ClusterSecret, token: [UInt8], space: UInt64, ephemeral: Bool, log: Logger) throws {
         self.ephemeral = ephemeral
         self.space = space
         self.token = token
         self.secret = secret
-        var eps = endpoints
+        var eps: [(endpoint: Endpoint, id: UInt64?)] = endpoints.map { ($0, nil) }
         if let c = coordinator {
             let client = try CoordinatorClient(endpoint: c, secret: secret, token: token)
             self.coordinator = client
             for n in try client.nodes().nodes where n.role == .memory && n.alive {
                 guard let ep = Endpoint(parsing: n.address) else { continue }
-                nodeIDs[n.id] = eps.count
-                eps.append(ep)
+                eps.append((ep, n.id))
             }
             if eps.isEmpty { throw RemoteMemoryError.noLiveMemoryNode(coordinator: "\(c)") }
         } else {
             self.coordinator = nil
         }
-        for ep in eps { try connect(ep) }
+        // A cluster's node that cannot be reached is dead as far as this run goes, though the
+        // coordinator may not say so yet (its failure detector takes a while): the run places its
+        // slabs on the others, and a restore reads that node's share from the log nodes.
+        var unreachable: [Error] = []
+        for (ep, id) in eps {
+            do {
+                let i = try connect(ep)
+                if let id { nodeIDs[id] = i }
+            } catch where id != nil {
+                log.warning("memory node \(ep) cannot be reached, so it is left out (the coordinator still lists it as alive): \(error)")
+                unreachable.append(error)
+            }
+        }
+        if nodes.isEmpty, let first = unreachable.first { throw first }
     }
 
     /// The endpoints of the nodes in index order (the write-back thread's view).

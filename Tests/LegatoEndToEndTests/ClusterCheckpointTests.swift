@@ -65,6 +65,28 @@ import LegatoWire
         #expect(try memoryNodesSum("spaces", cluster) == 0, "address spaces left on the memory nodes")
     }
 
+    /// A memory node killed just before a restore, before the coordinator's failure detector calls
+    /// it dead: the restore leaves it out and replays its share from the log nodes.
+    @Test func aRestoreRightAfterAMemoryNodeDied() throws {
+        let cluster = try TestCluster(memory: 2, log: 3, deadAfterMillis: 120_000)
+        defer { cluster.down() }
+        let dir = TestEnvironment.temporaryDirectory("cluster-memdead")
+        let argv = [try Workloads.path("teamwork"), "30", "4", "32", dir + "/data"]
+        let plain = try runCommand(argv)
+        let run = try NamedRun(name: "memdead", stateDir: dir + "/state", output: dir + "/out", localMem: "8M",
+                               argv: argv, options: clusterOptions(cluster))
+        try run.waitForLines(5)
+        let ck = try run.checkpoint()
+        #expect(ck.status == 0, "\(ck.stderr)")
+        run.killHard()
+        let memd = cluster.daemons.first { $0.name.hasPrefix("memd") }!
+        cluster.kill9(address: memd.address)
+        let r = try run.restore(extra: clusterOptions(cluster))
+        #expect(r.status == 0, "restore failed (\(r.status)): \(r.stderr)")
+        #expect(r.stderr.contains("memory node \(memd.address) cannot be reached, so it is left out"), "the dead node is left out: \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
+    }
+
     /// A counter of the memory nodes' stats, summed over them.
     func memoryNodesSum(_ key: String, _ cluster: TestCluster) throws -> Int {
         var sum = 0
