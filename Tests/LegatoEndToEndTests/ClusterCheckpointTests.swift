@@ -87,6 +87,33 @@ import LegatoWire
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
     }
 
+    /// The coordinator killed and started again on its store (SQLite) while a run goes on: the
+    /// nodes and the run reconnect, the next checkpoint commits, and the run restores from it.
+    @Test func aRestartedCoordinatorResumesWhereItWas() throws {
+        let cluster = try TestCluster(memory: 2, log: 3, deadAfterMillis: 3000)
+        defer { cluster.down() }
+        let dir = TestEnvironment.temporaryDirectory("cluster-coord-restart")
+        let argv = [try Workloads.path("teamwork"), "40", "4", "32", dir + "/data"]
+        let plain = try runCommand(argv)
+        let run = try NamedRun(name: "coordrestart", stateDir: dir + "/state", output: dir + "/out", localMem: "8M",
+                               argv: argv, options: clusterOptions(cluster))
+        try run.waitForLines(4)
+        #expect(try run.checkpoint().status == 0)
+        cluster.kill9(address: cluster.coordinator.description)
+        let again = try SpawnedCommand([TestEnvironment.legato, "coord", "--listen", cluster.coordinator.description, "--store", "sqlite:\(cluster.dir)/coordinator.db",
+                                        "--secret-file", cluster.secretFile, "--dead-after-ms", "3000"])
+        defer { again.signal(SIGKILL); _ = try? again.wait(timeoutSeconds: 10) }
+        try cluster.waitUntil("every node alive at the restarted coordinator") { try cluster.status().filter { $0["state"] as? String == "alive" }.count == 5 }
+        try run.waitForLines(8)
+        let second = try run.checkpoint()
+        #expect(second.status == 0 && second.stdout.contains("epoch 2 committed"), "\(second.stdout) \(second.stderr)")
+        run.killHard()
+        #expect(try committedEpochs(cluster, stateDir: run.stateDir) == [1, 2])
+        let r = try run.restore(extra: clusterOptions(cluster))
+        #expect(r.status == 0, "restore failed (\(r.status)): \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
+    }
+
     /// A counter of the memory nodes' stats, summed over them.
     func memoryNodesSum(_ key: String, _ cluster: TestCluster) throws -> Int {
         var sum = 0

@@ -64,9 +64,12 @@ public final class ClusterCheckpointStore: CheckpointStore {
     }
 
     public func begin() throws -> CheckpointTransaction {
-        let all = try coordinator.checkpoints(name: name).filter { $0.name == name }
-        let epoch = (all.map { $0.epoch }.max() ?? 0) + 1
-        try coordinator.beginCheckpoint(name: name, epoch: epoch, record: [])
+        let epoch = try withCoordinator { c in
+            let all = try c.checkpoints(name: name).filter { $0.name == name }
+            let epoch = (all.map { $0.epoch }.max() ?? 0) + 1
+            try c.beginCheckpoint(name: name, epoch: epoch, record: [])
+            return epoch
+        }
         return ClusterTransaction(store: self, epoch: epoch)
     }
 
@@ -103,7 +106,7 @@ public final class ClusterCheckpointStore: CheckpointStore {
 
     /// The run's committed checkpoints, oldest first (one request to the coordinator).
     private func committedRecords() throws -> [CommittedRecord] {
-        try coordinator.checkpoints(name: name).filter { $0.name == name && $0.state == .committed }.sorted { $0.epoch < $1.epoch }.map { r in
+        try withCoordinator { try $0.checkpoints(name: name) }.filter { $0.name == name && $0.state == .committed }.sorted { $0.epoch < $1.epoch }.map { r in
             CommittedRecord(epoch: r.epoch, decidedAt: r.decidedAt ?? 0, record: try? CommitRecord.decode(r.record))
         }
     }
@@ -335,12 +338,15 @@ public final class ClusterCheckpointStore: CheckpointStore {
         return out
     }
 
-    func decide(_ body: (CoordinatorClient) throws -> Void) throws {
-        do { try body(coordinator) } catch {
-            // One retry on a fresh connection: the coordinator may have restarted.
+    /// `body` with the coordinator, once more on a fresh connection if it fails: the coordinator
+    /// may have restarted (its store keeps the records), which closed the old connection.
+    func withCoordinator<T>(_ body: (CoordinatorClient) throws -> T) throws -> T {
+        do { return try body(coordinator) } catch {
             coordinator.close()
             coordinator = try CoordinatorClient(endpoint: coordinatorEndpoint, secret: secret)
-            try body(coordinator)
+            return try body(coordinator)
         }
     }
+
+    func decide(_ body: (CoordinatorClient) throws -> Void) throws { try withCoordinator(body) }
 }
