@@ -209,9 +209,14 @@ final class FaultHandler {
             if let f { pending.append(f) }
             return .again
         case ENOENT, EFAULT, ESRCH:
+            // The mapping went or was replaced (a JVM commits its heap with mmap(MAP_FIXED) over it):
+            // the threads waiting there are woken, to fault again on what is there now (a wake
+            // needs no registration). Left asleep, each waited for the liveness guard's 2 s.
+            kernel.wake(start: dst, length: UInt64(count * Page.size))
             return .gone
         default:
             log.warning("UFFDIO_COPY \(describeRange(dst, UInt64(count * Page.size))) in pid \(pid): \(Errno.name(err))")
+            kernel.wake(start: dst, length: UInt64(count * Page.size))
             return .gone
         }
     }

@@ -82,6 +82,8 @@ func checkpointKillRestore(_ argv: [String], name: String, localMem: String, aft
 
     let r = try run.restore(localMem: localMem)
     #expect(r.status == 0, "restore failed (\(r.status)): \(r.stderr)")
+    // No fault ever waits for the agent's liveness guard (a lost wake-up).
+    for stderr in [run.command.stderrSoFar, r.stderr] { #expect(!stderr.contains(livenessGuardFired), "a fault was lost: \(stderr)") }
     let restored = try String(contentsOfFile: run.output, encoding: .utf8)
     #expect(restored == plain.stdout, "output differs from an uninterrupted run: \(firstDifference(restored, plain.stdout))\n\(r.stderr)")
     guard restoresTwice else { return try contextRecord(dir: dir, name: name) }
@@ -91,6 +93,9 @@ func checkpointKillRestore(_ argv: [String], name: String, localMem: String, aft
     #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "a second restore of the same checkpoint differs")
     return try contextRecord(dir: dir, name: name)
 }
+
+/// What the agent logs when its liveness guard had to wake a fault nobody served.
+let livenessGuardFired = "have waited for a page for 2 s with nothing on its way"
 
 /// Epoch 1's context record of run `name` under `dir`/state, as JSON.
 func contextRecord(dir: String, name: String) throws -> [String: Any] {
