@@ -534,7 +534,7 @@ struct ProcessCapture {
     private func describe(_ fd: Int32, _ what: String) -> String { kept.describe(fd, what) }
 
     private func describeKind(_ target: String) -> String {
-        if target.hasPrefix("socket:") { return "a socket (not a UNIX one: TCP, UDP, netlink... are not kept yet)" }
+        if target.hasPrefix("socket:") { return "a socket of a kind that is not kept" }
         if target.hasPrefix("anon_inode:[io_uring]") { return "an io_uring instance, which is not kept" }
         if target.hasPrefix("anon_inode:[fanotify]") { return "a fanotify instance, which is not kept" }
         if target.hasPrefix("anon_inode:") { return "an anonymous inode" }
