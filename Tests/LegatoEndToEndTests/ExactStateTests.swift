@@ -157,7 +157,7 @@ import LegatoSystem
     /// which a fork would give without its dontfork and wipeonfork pages), killed, restored; then it
     /// checks its state and must print what a plain run prints: PASS.
     @Test(arguments: [("advice", ["--snapshot-above", "1"]), ("fdflags", []), ("attrs", []), ("locks", []), ("membarrier", []),
-                      ("guard", ["--snapshot-above", "1"]), ("unlinked", []), ("zombies", []), ("timers", []), ("sysv", []), ("seccomp", []), ("loginuid", []), ("lease", []), ("aio", []), ("events", []), ("unix", []), ("inet", []), ("tcp", []), ("dirs", []), ("memfd", []), ("ghost", []), ("fifo", []), ("pidfd", []), ("inotify", []), ("pty", []), ("restarts", []), ("unix-named", []), ("unix-rights", [])])
+                      ("guard", ["--snapshot-above", "1"]), ("unlinked", []), ("zombies", []), ("timers", []), ("sysv", []), ("seccomp", []), ("loginuid", []), ("lease", []), ("aio", []), ("events", []), ("unix", []), ("inet", []), ("tcp", []), ("dirs", []), ("memfd", []), ("ghost", []), ("fifo", []), ("pidfd", []), ("inotify", []), ("pty", []), ("restarts", []), ("unix-named", []), ("unix-rights", []), ("unix-dgram", [])])
     func stateComesBackExactly(_ mode: String, _ options: [String]) throws {
         let (plain, run, r) = try checkpointKillRestoreState(mode, options: options)
         #expect(plain.stdout == "ready\nPASS \(mode)\n", "a plain run passes: \(plain.stdout) \(plain.stderr)")

@@ -1888,9 +1888,43 @@ static int unix_rights(const char *trigger) {
     return 0;
 }
 
+/* Datagram sockets connected by name: a server bound to a path and a client bound to one of its own,
+   connected to each other, and an unbound socket connected to a second, unconnected server. After
+   the restore each has its name and peer, and datagrams pass with their senders' names. */
+static int unix_dgram_named(const char *trigger) {
+    char p1[4096], p2[4096], p3[4096];
+    snprintf(p1, sizeof p1, "%s.dg-server", trigger);
+    snprintf(p2, sizeof p2, "%s.dg-client", trigger);
+    snprintf(p3, sizeof p3, "%s.dg-other", trigger);
+    unlink(p1); unlink(p2); unlink(p3);
+    struct sockaddr_un a1, a2, a3;
+    socklen_t n1 = unix_name(&a1, p1, 0), n2 = unix_name(&a2, p2, 0), n3 = unix_name(&a3, p3, 0);
+    int S = socket(AF_UNIX, SOCK_DGRAM, 0), C = socket(AF_UNIX, SOCK_DGRAM, 0), T = socket(AF_UNIX, SOCK_DGRAM, 0), U = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (S < 0 || C < 0 || T < 0 || U < 0 || bind(S, (struct sockaddr *)&a1, n1) || bind(C, (struct sockaddr *)&a2, n2) || bind(T, (struct sockaddr *)&a3, n3) ||
+        connect(C, (struct sockaddr *)&a1, n1) || connect(S, (struct sockaddr *)&a2, n2) || connect(U, (struct sockaddr *)&a3, n3)) { perror("dgram"); return 2; }
+    printf("ready\n");
+    fflush(stdout);
+    wait_for(trigger);
+    if (!same_name(C, 1, &a1, n1) || !same_name(S, 1, &a2, n2) || !same_name(U, 1, &a3, n3)) fail("a datagram socket's peer differs");
+    if (!same_name(S, 0, &a1, n1) || !same_name(C, 0, &a2, n2) || !same_name(T, 0, &a3, n3)) fail("a datagram socket's name differs");
+    char got[32] = {0};
+    struct sockaddr_un from;
+    socklen_t fl = sizeof from;
+    if (send(C, "c1", 2, 0) != 2 || recvfrom(S, got, sizeof got, MSG_DONTWAIT, (struct sockaddr *)&from, &fl) != 2 || strcmp(got, "c1") != 0 ||
+        strcmp(from.sun_path, p2) != 0) fail("the client's datagram reached the server as '%s' from %s", got, from.sun_path);
+    memset(got, 0, sizeof got);
+    if (send(S, "s1", 2, 0) != 2 || recv(C, got, sizeof got, MSG_DONTWAIT) != 2 || strcmp(got, "s1") != 0) fail("the server's datagram reached the client as '%s'", got);
+    memset(got, 0, sizeof got);
+    fl = sizeof from;
+    if (send(U, "u1", 2, 0) != 2 || recvfrom(T, got, sizeof got, MSG_DONTWAIT, (struct sockaddr *)&from, &fl) != 2 || strcmp(got, "u1") != 0 || fl > sizeof(sa_family_t))
+        fail("the unbound socket's datagram reached the other server as '%s' (address of %u bytes)", got, (unsigned)fl);
+    if (!(fcntl(U, F_GETFD) & FD_CLOEXEC)) fail("close-on-exec differs");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
-        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|inet|tcp|tcp-closed|dirs|memfd|ghost|fifo|pidfd|inotify|pty|restarts|unix-named|unix-rights|aio-inflight|fifo-outside|pidfd-outside|pty-unread|device|rights-unkept|epoll-moved|iouring|mlock|mseal TRIGGER\n");
+        fprintf(stderr, "usage: statecheck advice|fdflags|attrs|locks|membarrier|guard|unlinked|zombies|timers|sysv|seccomp|loginuid|lease|aio|openfiles|events|unix|inet|tcp|tcp-closed|dirs|memfd|ghost|fifo|pidfd|inotify|pty|restarts|unix-named|unix-rights|unix-dgram|aio-inflight|fifo-outside|pidfd-outside|pty-unread|device|rights-unkept|epoll-moved|iouring|mlock|mseal TRIGGER\n");
         return 2;
     }
     signal(SIGUSR1, on_usr1);
@@ -1925,6 +1959,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[1], "restarts") == 0) r = restarts(argv[2]);
     else if (strcmp(argv[1], "unix-named") == 0) r = unix_named(argv[2]);
     else if (strcmp(argv[1], "unix-rights") == 0) r = unix_rights(argv[2]);
+    else if (strcmp(argv[1], "unix-dgram") == 0) r = unix_dgram_named(argv[2]);
     else if (strcmp(argv[1], "aio-inflight") == 0 || strcmp(argv[1], "epoll-moved") == 0 || strcmp(argv[1], "iouring") == 0 ||
              strcmp(argv[1], "fifo-outside") == 0 || strcmp(argv[1], "pidfd-outside") == 0 || strcmp(argv[1], "pty-unread") == 0 || strcmp(argv[1], "device") == 0 || strcmp(argv[1], "rights-unkept") == 0 ||
              strcmp(argv[1], "mlock") == 0 || strcmp(argv[1], "mseal") == 0) return refused(argv[1], argv[2]);

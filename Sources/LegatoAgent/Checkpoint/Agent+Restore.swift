@@ -88,7 +88,8 @@ extension Agent {
             let hosts = Dictionary(uniqueKeysWithValues: [(image.pid, pid)] + restored.map { ($0.image.pid, $0.leader.tid) })
             try finishInFlight(hostPID: hosts, root: "/proc/\(pid)/root")
         }
-        try finishConnections()  // (every socket of the tree is back)
+        try finishDatagramConnects()  // (every socket of the tree is back)
+        try finishConnections()
         closeFifos()
         try queuePendingSignals(image, calls)
         try calls.inj.cure()

@@ -56,9 +56,13 @@ extension Agent {
                 if let name = s.name { tree.unixListeners[name] = (image.pid, f.fd) }
             }
             let own = try UnixSocketDescriptors.takeDescriptor(Int32(fd), of: calls.tid)
-            defer { close(own) }
             try setBuffers(own, s, what: "fd \(f.fd)")
             try setOptions(own, s, what: "fd \(f.fd)")
+            if let name = s.connectTo {
+                restore.datagramConnects.append((own, name, "the UNIX datagram socket of fd \(f.fd) of pid \(image.pid)"))
+            } else {
+                close(own)
+            }
             try place(fd, at: f, calls)
         }
         if f.flags & 0o4000 != 0 { _ = try calls.call("fcntl(F_SETFL, O_NONBLOCK) fd \(f.fd)", .fcntl, UInt64(f.fd), 4, 0o4000) }
@@ -180,6 +184,24 @@ extension Agent {
         }
         try place(fd, at: f, calls)
         if f.flags & 0o4000 != 0 { _ = try calls.call("fcntl(F_SETFL, O_NONBLOCK) fd \(f.fd)", .fcntl, UInt64(f.fd), 4, 0o4000) }
+    }
+
+    /// Connects each datagram socket that was connected by name to that name again (through the
+    /// agent's copy), once every socket of the tree is bound where it was.
+    func finishDatagramConnects() throws {
+        defer {
+            for c in restore.datagramConnects { close(c.fd) }
+            restore.datagramConnects = []
+        }
+        for c in restore.datagramConnects {
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            let length = min(c.name.count, MemoryLayout.size(ofValue: address.sun_path))
+            withUnsafeMutableBytes(of: &address.sun_path) { p in c.name.prefix(length).withUnsafeBytes { p.copyMemory(from: $0) } }
+            let size = socklen_t(MemoryLayout<sa_family_t>.size + length)
+            let r = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(c.fd, $0, size) } }
+            if r != 0 { throw SystemError.fromErrno("connect \(c.what) to \(UnixSocketDescriptors.display(Array(c.name))) again") }
+        }
     }
 
     /// Takes every TCP connection the restore made out of repair mode, once all of them exist (with

@@ -332,6 +332,9 @@ public struct ProcessImage: Codable, Equatable {
         public var type: Int32
         /// Connected: the other end's inode.
         public var peer: UInt64?
+        /// A datagram socket connected to a named one (the tree's, or outside it: a syslog's
+        /// /dev/log): connected to that name again once the whole tree's sockets exist.
+        public var connectTo: Data?
         /// Connected to an end that has closed (a stream or seqpacket socket): made again as a pair
         /// whose other end is closed once this one's queue is refilled.
         public var peerClosed: Bool?

@@ -20,6 +20,8 @@ struct RestoreState {
     /// The agent's own descriptor of each FIFO the restore opens (by inode), open for reading and
     /// writing until every process of the tree has its own.
     var fifos: [UInt64: Int32] = [:]
+    /// Datagram sockets to connect to a name again once the tree is back: the agent's copy, the name.
+    var datagramConnects: [(fd: Int32, name: Data, what: String)] = []
     /// UNIX socket pairs whose queues carried descriptors: the agent's copies of both ends and their
     /// saved states, refilled once the whole tree is back (Agent+RestoreSockets.finishInFlight).
     var pairsWithRights: [(a: Int32, sa: ProcessImage.UnixSocketState, b: Int32, sb: ProcessImage.UnixSocketState?, what: String)] = []

@@ -7,7 +7,8 @@ import LegatoSystem
 /// the descriptor, taken with pidfd_getfd, so nothing is consumed) and its buffer sizes and
 /// options. Kept exactly and restored (Agent+RestoreSockets): a connected pair both of whose ends
 /// are in the tree, unnamed (a socketpair) or, for streams and seqpackets, connected through a
-/// name (accepted from a listener), with what each end holds; a listening socket bound to
+/// name (accepted from a listener), with what each end holds; a datagram socket connected to a
+/// named one, in the tree or outside it (a syslog's /dev/log), connected to that name again; a listening socket bound to
 /// a path or an abstract name, none waiting to be accepted; an unconnected one.
 ///
 /// A stream or seqpacket socket whose peer has closed is kept too (made again as a pair whose other
@@ -15,7 +16,7 @@ import LegatoSystem
 ///
 /// Refused, by name: a socket whose peer is outside the tree, or waits in a listener's queue (a
 /// connection not accepted yet: its peer has no inode until it is); a datagram socket whose peer
-/// closed, or connected through a name (not yet); messages in flight that
+/// closed, or connected to an unnamed one; messages in flight that
 /// carry credentials, or descriptors (SCM_RIGHTS) that are neither held by a process of the tree
 /// nor regular files; messages queued on an unconnected datagram
 /// socket (their senders' addresses are not kept); a name relative to some directory.
@@ -42,16 +43,22 @@ enum UnixSocketDescriptors {
                 throw refuse("with \(info.pendingConnections) connection(s) waiting to be accepted; try again", transient: true)
             }
             state.backlog = Int32(info.backlog)
+        } else if info.peer != 0, let peer = table[info.peer], info.type == Int32(SOCK_DGRAM.rawValue), !info.name.isEmpty || !peer.name.isEmpty {
+            // A datagram socket connected by name: made unconnected (bound to its own name, if it
+            // has one), connected to the peer's name again at the end of the restore.
+            guard !peer.name.isEmpty else { throw refuse("connected to an unnamed datagram socket") }
+            if let first = peer.name.first, first != 0, first != UInt8(ascii: "/") { throw refuse("connected to \(display(peer.name)) (a name relative to some directory)") }
+            state.connectTo = Data(peer.name)
         } else if info.peer != 0, let peer = table[info.peer] {
-            if (!info.name.isEmpty || !peer.name.isEmpty) && info.type == Int32(SOCK_DGRAM.rawValue) {
-                throw refuse("connected \(info.name.isEmpty ? "to \(display(peer.name))" : "through its name") (datagram sockets connected by name are not kept yet)")
-            }
             state.peer = info.peer
         } else if info.state == 1, let listener = table.values.first(where: { $0.waiting.contains(info.inode) }) {
             // TCP_ESTABLISHED with no peer inode: its peer waits in a listener's queue.
             state.waitingOn = listener.inode  // refused by checkPeers, by where that listener is
             state.name = listener.name.isEmpty ? nil : Data(listener.name)
             return state
+        } else if info.state == 1 && info.type == Int32(SOCK_DGRAM.rawValue) && info.peer == 0 {
+            // A datagram socket another one connected to (the kernel marks both ESTABLISHED): it is
+            // itself unconnected.
         } else if info.state == 1 {
             // Connected, and the other end is gone (a closed end has no inode left).
             guard info.type != Int32(SOCK_DGRAM.rawValue) else { throw refuse("whose peer has closed") }
@@ -80,7 +87,7 @@ enum UnixSocketDescriptors {
                 state.queueRights = try queued.inFlight.map { try $0.map { try inFlight($0, tree: tree, refuse: refuse) } }
             }
             if !queued.messages.isEmpty {
-                if state.peer == nil && info.type != Int32(SOCK_STREAM.rawValue) { throw refuse("holding messages from other sockets, whose addresses are not kept") }
+                if state.peer == nil && info.type != Int32(SOCK_STREAM.rawValue) { throw refuse("holding messages from other sockets, whose addresses are not kept; try again", transient: true) }
                 if state.passCredentials == true { throw refuse("holding messages with their senders' credentials (SO_PASSCRED)") }
                 state.queue = queued.messages
             }
