@@ -70,4 +70,12 @@ extension Sys {
         if r < 0 { throw SystemError("pidfd_getfd(fd \(targetFD) of pid \(pid))", code: -r) }
         return r
     }
+
+    /// This process's own copy of fd `fd` of `pid` (pidfd_open + pidfd_getfd): the same open file
+    /// description, close-on-exec. The caller closes it.
+    public static func copyDescriptor(_ fd: Int32, of pid: pid_t) throws -> Int32 {
+        let pidfd = try pidfdOpen(pid)
+        defer { close(pidfd) }
+        return try pidfdGetFD(pidfd: pidfd, targetFD: fd, pid: pid)
+    }
 }

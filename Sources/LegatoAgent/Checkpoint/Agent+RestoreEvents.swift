@@ -70,9 +70,7 @@ extension Agent {
             }
         }
         guard passed > 0 else { return }
-        let pidfd = try Sys.pidfdOpen(calls.tid)
-        defer { close(pidfd) }
-        let own = try Sys.pidfdGetFD(pidfd: pidfd, targetFD: Int32(fd), pid: calls.tid)
+        let own = try Sys.copyDescriptor(Int32(fd), of: calls.tid)
         defer { close(own) }
         // (The copy is the program's open file description: O_NONBLOCK goes back as it was.)
         let flags = Glibc.fcntl(own, F_GETFL)

@@ -17,14 +17,7 @@ extension Agent {
         let high = tree?.high ?? UInt64((image.fds.map { $0.fd }.max() ?? 2) + 1)
         for f in image.fds {
             if f.kind == .pidfd { continue }  // (made once the whole tree is back: Agent+RestorePidfds)
-            if let tree, let from = f.sharedWith, from.count == 2 {
-                try takeDescriptor(from: from[0], fd: from[1], to: f, calls, tree)
-                continue
-            }
-            if let first = f.dupOf {  // one open file description with `first` (restored before it)
-                _ = try calls.call("dup3 fd \(first) to fd \(f.fd)", .dup3, UInt64(first), UInt64(f.fd), f.flags & 0o2000000 != 0 ? 0o2000000 : 0)
-                continue
-            }
+            if try restoreAsShared(f, calls, tree) { continue }
             switch f.kind {
             case .tty:
                 // PROG keeps `legato restore`'s terminal; a member's own opening of one is made again.
@@ -164,6 +157,19 @@ extension Agent {
         _ = try calls.call("lseek fd \(f.fd)", .lseek, UInt64(f.fd), UInt64(bitPattern: f.offset), 0)
     }
 
+    /// `f` restored as the open file description it shares, if it shares one: taken from the
+    /// earlier process of the tree that holds it, or a dup of the lower fd it is (restored before
+    /// it). False if it is a description of its own.
+    func restoreAsShared(_ f: ProcessImage.FileDescriptor, _ calls: RestoreCalls, _ tree: TreeRestore?) throws -> Bool {
+        if let tree, let from = f.sharedWith, from.count == 2 {
+            try takeDescriptor(from: from[0], fd: from[1], to: f, calls, tree)
+            return true
+        }
+        guard let first = f.dupOf else { return false }
+        _ = try calls.call("dup3 fd \(first) to fd \(f.fd)", .dup3, UInt64(first), UInt64(f.fd), f.flags & 0o2000000 != 0 ? 0o2000000 : 0)
+        return true
+    }
+
     /// Moves a fresh fd to the number `f` had, with its close-on-exec flag.
     func place(_ fd: Int64, at f: ProcessImage.FileDescriptor, _ calls: RestoreCalls) throws {
         let cloexec = f.flags & 0o2000000 != 0
@@ -175,12 +181,16 @@ extension Agent {
     /// Takes fd `fd` of the restored process `ns` (its pid in PROG's namespace) into this one at
     /// `f`'s number: pidfd_open + pidfd_getfd, injected here. The description is the same one.
     func takeDescriptor(from ns: Int32, fd: Int32, to f: ProcessImage.FileDescriptor, _ calls: RestoreCalls, _ tree: TreeRestore) throws {
-        let got = try takeFromProcess(ns, fd: fd, calls, for: "fd \(f.fd)")
-        if got == Int64(f.fd) {
-            // pidfd_getfd sets close-on-exec; the descriptor may not have had it.
+        try placeCloseOnExec(try takeFromProcess(ns, fd: fd, calls, for: "fd \(f.fd)"), at: f, calls)  // (pidfd_getfd sets close-on-exec)
+    }
+
+    /// `place` for a fresh fd made close-on-exec: one that came at `f`'s very number loses the flag
+    /// if `f` did not have it.
+    func placeCloseOnExec(_ fd: Int64, at f: ProcessImage.FileDescriptor, _ calls: RestoreCalls) throws {
+        if fd == Int64(f.fd) {
             if f.flags & 0o2000000 == 0 { _ = try calls.call("fcntl(F_SETFD, 0) fd \(f.fd)", .fcntl, UInt64(f.fd), 2, 0) }
         } else {
-            try place(got, at: f, calls)
+            try place(fd, at: f, calls)
         }
     }
 

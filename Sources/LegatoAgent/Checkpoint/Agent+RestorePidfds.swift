@@ -26,24 +26,14 @@ extension Agent {
     }
 
     private func makePidfds(_ image: ProcessImage, _ calls: RestoreCalls, _ tree: TreeRestore?) throws {
-        var made = false
         for f in image.fds where f.kind == .pidfd {
-            made = true
-            if let tree, let from = f.sharedWith, from.count == 2 {
-                try takeDescriptor(from: from[0], fd: from[1], to: f, calls, tree)
-            } else if let first = f.dupOf {
-                _ = try calls.call("dup3 fd \(first) to fd \(f.fd)", .dup3, UInt64(first), UInt64(f.fd), f.flags & 0o2000000 != 0 ? 0o2000000 : 0)
-            } else {
+            if try !restoreAsShared(f, calls, tree) {
                 guard let target = f.pidfdTarget else { throw RestoreError.descriptorUnrestorable(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path) }
                 let flags = UInt64(f.flags) & (0o4000 | 0o200)  // PIDFD_NONBLOCK (O_NONBLOCK), PIDFD_THREAD (O_EXCL)
                 let fd = try calls.call("pidfd_open(\(target)) for fd \(f.fd)", .pidfdOpen, UInt64(target), flags)
-                if fd == Int64(f.fd) {
-                    if f.flags & 0o2000000 == 0 { _ = try calls.call("fcntl(F_SETFD, 0) fd \(f.fd)", .fcntl, UInt64(f.fd), 2, 0) }
-                } else {
-                    try place(fd, at: f, calls)
-                }
+                try placeCloseOnExec(fd, at: f, calls)  // (pidfd_open sets close-on-exec)
             }
         }
-        if made && epollWaitsForPidfds(image) { try fillEpollSets(image, calls) }
+        if epollWaitsForPidfds(image) { try fillEpollSets(image, calls) }
     }
 }

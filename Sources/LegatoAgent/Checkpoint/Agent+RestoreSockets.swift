@@ -19,7 +19,7 @@ extension Agent {
         if s.peerClosed == true {
             // A pair: this end refilled from the other, which then closes (SHUTDOWN_MASK here).
             let (mine, other) = try makePair(s, f, kind, calls, tree, holder: image.pid)
-            let own = try [mine, other].map { try UnixSocketDescriptors.takeDescriptor($0, of: calls.tid) }
+            let own = try [mine, other].map { try Sys.copyDescriptor($0, of: calls.tid) }
             defer { for fd in own { close(fd) } }
             try configurePair(own[0], s, own[1], nil, what: "the UNIX \(kind) socket of fd \(f.fd), whose peer closed")
             tree.parked[image.pid]?.removeAll { $0 == other }
@@ -36,7 +36,7 @@ extension Agent {
                 let moved = [mine, other]
                 tree.sockets[s.inode] = (image.pid, mine)
                 tree.sockets[peer] = (image.pid, other)
-                let own = try moved.map { try UnixSocketDescriptors.takeDescriptor($0, of: calls.tid) }
+                let own = try moved.map { try Sys.copyDescriptor($0, of: calls.tid) }
                 defer { for fd in own { close(fd) } }
                 try configurePair(own[0], s, own[1], tree.socketStates[peer], what: "the UNIX \(kind) socket pair of fd \(f.fd)")
                 _ = try calls.call("dup3 a UNIX \(kind) socket to fd \(f.fd)", .dup3, UInt64(moved[0]), UInt64(f.fd), f.flags & 0o2000000 != 0 ? 0o2000000 : 0)
@@ -55,7 +55,7 @@ extension Agent {
                 _ = try calls.call("listen(\(backlog)) on fd \(f.fd)", .listen, UInt64(fd), UInt64(backlog))
                 if let name = s.name { tree.unixListeners[name] = (image.pid, f.fd) }
             }
-            let own = try UnixSocketDescriptors.takeDescriptor(Int32(fd), of: calls.tid)
+            let own = try Sys.copyDescriptor(Int32(fd), of: calls.tid)
             try setBuffers(own, s, what: "fd \(f.fd)")
             try setOptions(own, s, what: "fd \(f.fd)")
             if let name = s.connectTo {
@@ -141,7 +141,7 @@ extension Agent {
         guard let s = f.inetSocket else { throw RestoreError.descriptorUnrestorable(name: image.name, epoch: image.epoch, fd: f.fd, path: f.path) }
         let what = "\(s.proto == Int32(IPPROTO_TCP) ? "TCP" : "UDP") socket for fd \(f.fd)"
         let fd = try calls.call("socket(\(s.family), \(s.type), \(s.proto)) " + what, .socket, UInt64(s.family), UInt64(s.type) | UInt64(f.flags & 0o2000000), UInt64(s.proto))
-        let own = try UnixSocketDescriptors.takeDescriptor(Int32(fd), of: calls.tid)
+        let own = try Sys.copyDescriptor(Int32(fd), of: calls.tid)
         var keep = false  // a connection in repair mode stays open here until finishConnections
         defer { if !keep { close(own) } }
         func set(_ level: Int32, _ name: Int32, _ v: Int32) throws { try Sys.setSocketOption(own, level, name, v, on: "the " + what) }
@@ -276,9 +276,7 @@ extension Agent {
             try finishPair(p.a, p.sa, p.b, p.sb, what: p.what) { d in
                 if let pid = d.pid, let fd = d.fd {
                     guard let host = hostPID[pid] else { throw SystemError("refill \(p.what): a descriptor in flight was pid \(pid)'s, which is not restored", code: ESRCH) }
-                    let pidfd = try Sys.pidfdOpen(host)
-                    defer { close(pidfd) }
-                    return try Sys.pidfdGetFD(pidfd: pidfd, targetFD: fd, pid: host)
+                    return try Sys.copyDescriptor(fd, of: host)
                 }
                 guard let path = d.path else { throw SystemError("refill \(p.what): a descriptor in flight has nothing to be made from", code: EINVAL) }
                 let opened = open(root + path, Int32(bitPattern: (d.flags ?? 0) & ~UInt32(0o100 | 0o200 | 0o1000)) | O_CLOEXEC | O_NOCTTY)

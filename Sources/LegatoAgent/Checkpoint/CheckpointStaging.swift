@@ -138,7 +138,7 @@ public final class CheckpointStaging {
         chunks.append(p)
     }
 
-    /// Empties the staging area, keeping some chunks for the next checkpoint.
+    /// Empties the staging area (ending its snapshot), keeping some chunks for the next checkpoint.
     func reset() {
         runs.removeAll(keepingCapacity: true)
         zeroRuns.removeAll()

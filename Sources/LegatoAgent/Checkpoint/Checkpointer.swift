@@ -138,8 +138,7 @@ final class Checkpointer {
         guard let c = inFlight else { return nil }
         inFlight = nil
         busy = false
-        staging.dropSnapshot()
-        staging.reset()
+        staging.reset()  // (ends the snapshot too)
         if c.failure == nil {
             base = c.result.epoch
             baseMembers = Dictionary((c.result.image.members ?? []).compactMap { m in m.links.map { (m.pid, $0) } }, uniquingKeysWith: { a, _ in a })

@@ -13,31 +13,17 @@ enum FifoDescriptors {
     /// Marks what each FIFO of `images` holds (PROG first; `pids` as the agent sees them); returns
     /// the refusals, each named.
     static func resolve(_ images: inout [ProcessImage], pids: [pid_t]) throws -> [String] {
-        var groups: [UInt64: [(process: Int, fd: Int)]] = [:]
-        var order: [UInt64] = []
-        for (k, image) in images.enumerated() {
-            for (fi, f) in image.fds.enumerated() where f.kind == .fifo {
-                let inode = f.pipeInode ?? 0
-                if groups[inode] == nil { order.append(inode) }
-                groups[inode, default: []].append((k, fi))
-            }
-        }
-        guard !order.isEmpty else { return [] }
-        let outside = holdersOutside(Set(order), tree: Set(pids))
+        let groups = TreeDescriptors.groupedByInode(images, kind: .fifo)
+        guard !groups.isEmpty else { return [] }
+        let outside = holdersOutside(Set(groups.map { $0.inode }), tree: Set(pids))
         var refused: [String] = []
-        for inode in order {
-            let members = groups[inode]!
+        for (inode, members) in groups {
             let first = images[members[0].process].fds[members[0].fd]
             if let holder = outside[inode] {
                 refused.append("pid \(images[members[0].process].pid): fd \(first.fd) is the FIFO \(first.path), which \(holder) outside the program holds open too")
                 continue
             }
-            let path = "/proc/\(pids[members[0].process])/fd/\(first.fd)"
-            let reader = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-            if reader < 0 { throw SystemError.fromErrno("open the FIFO \(first.path) (\(path)) to copy what it holds") }
-            defer { close(reader) }
-            let data = Data(try Sys.peekPipe(reader, what: "the FIFO \(first.path) (\(path))"))
-            let size = fcntl(reader, 1032)  // F_GETPIPE_SZ
+            let (data, size) = try TreeDescriptors.contents(at: "/proc/\(pids[members[0].process])/fd/\(first.fd)", of: "the FIFO \(first.path)")
             if !data.isEmpty { images[members[0].process].fds[members[0].fd].pipeData = data }
             for m in members where size > 0 { images[m.process].fds[m.fd].pipeSize = Int(size) }
         }

@@ -35,7 +35,7 @@ enum InetSocketDescriptors {
     /// The state of `fd` of `pid`, a socket not in the UNIX table; throws a CheckpointRefused naming
     /// what cannot be kept (`describe` words the fd).
     static func read(fd: Int32, pid: pid_t, inode: UInt64, describe: (String) -> String) throws -> ProcessImage.InetSocketState {
-        let own = try UnixSocketDescriptors.takeDescriptor(fd, of: pid)
+        let own = try Sys.copyDescriptor(fd, of: pid)
         defer { close(own) }
         let what = "the socket at fd \(fd) of pid \(pid)"
         let family = try Sys.socketOption(own, SOL_SOCKET, SO_DOMAIN, of: what), type = try Sys.socketOption(own, SOL_SOCKET, SO_TYPE, of: what),

@@ -49,9 +49,7 @@ enum InotifyDescriptors {
 
     /// FIONREAD on the very instance (a pidfd_getfd copy).
     private static func unreadBytes(fd: Int32, pid: pid_t) throws -> Int32 {
-        let pidfd = try Sys.pidfdOpen(pid)
-        defer { close(pidfd) }
-        let copy = try Sys.pidfdGetFD(pidfd: pidfd, targetFD: fd, pid: pid)
+        let copy = try Sys.copyDescriptor(fd, of: pid)
         defer { close(copy) }
         var n: Int32 = 0
         guard ioctl(copy, UInt(FIONREAD), &n) == 0 else { throw SystemError.fromErrno("ioctl(FIONREAD) on the inotify instance at fd \(fd) of pid \(pid)") }

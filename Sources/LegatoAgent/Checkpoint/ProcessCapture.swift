@@ -482,7 +482,7 @@ struct ProcessCapture {
             if EventDescriptors.kind(of: target) != nil { try EventDescriptors.read(&entry, fdinfo: fdinfo ?? "", pid: pid) }
             out.append(entry)
         }
-        try markDuplicates(&out)
+        try Self.markDuplicates(&out, pid: pid, among: Self.dupKinds)
         if !refused.isEmpty {
             throw CheckpointRefused(description: refused.sorted().joined(separator: "; ") + "; cannot checkpoint \(refused.count == 1 ? "it" : "them")")
         }
@@ -491,10 +491,9 @@ struct ProcessCapture {
 
     /// Files that are one open file description under several numbers (a dup, `2>&1`): each but the
     /// lowest is restored as a dup of it, so they share the offset again. (Pipes are grouped by their
-    /// inode; ttys stay what `legato restore` has.)
-    private func markDuplicates(_ fds: inout [ProcessImage.FileDescriptor]) throws {
-        let files = fds.indices.filter { [.regular, .directory, .path, .devnull, .devzero, .devurandom, .eventfd, .timerfd, .signalfd, .epoll, .unixSocket, .inetSocket,
-                                          .fifo, .memfd, .unlinked, .pidfd, .inotify, .ptyMaster].contains(fds[$0].kind) }.sorted { fds[$0].fd < fds[$1].fd }
+    /// inode; ttys stay what `legato restore` has, but for a pty's slaves: PtyDescriptors.)
+    static func markDuplicates(_ fds: inout [ProcessImage.FileDescriptor], pid: pid_t, among kinds: Set<ProcessImage.FileDescriptor.Kind>) throws {
+        let files = fds.indices.filter { kinds.contains(fds[$0].kind) }.sorted { fds[$0].fd < fds[$1].fd }
         for (k, i) in files.enumerated() {
             for j in files[..<k] where fds[j].dupOf == nil && fds[j].path == fds[i].path {
                 if try Sys.sameOpenFile(pid: pid, fds[j].fd, fds[i].fd) {
@@ -504,6 +503,9 @@ struct ProcessCapture {
             }
         }
     }
+
+    static let dupKinds: Set<ProcessImage.FileDescriptor.Kind> = [.regular, .directory, .path, .devnull, .devzero, .devurandom, .eventfd, .timerfd, .signalfd,
+                                                                   .epoll, .unixSocket, .inetSocket, .fifo, .memfd, .unlinked, .pidfd, .inotify, .ptyMaster]
 
     /// The pid (or tid) in PROG's namespace that pidfd `fd` refers to (fdinfo's `Pid:` as the agent
     /// sees it, `NSpid:`'s last); refused unless it is a live process or thread of the tree.

@@ -57,16 +57,14 @@ enum PtyDescriptors {
                 }
             }
         }
-        try markSlaveDuplicates(&images, pids: pids)
+        for k in images.indices { try ProcessCapture.markDuplicates(&images[k].fds, pid: pids[k], among: [.ptySlave]) }
         return refused
     }
 
     /// The pair's state, read through the agent's copy of the master (pidfd_getfd) and its own
     /// opening of the slave (no controlling terminal taken).
     private static func read(index: Int32, masterFD: Int32, pid: pid_t) throws -> ProcessImage.PtyState {
-        let pidfd = try Sys.pidfdOpen(pid)
-        defer { close(pidfd) }
-        let master = try Sys.pidfdGetFD(pidfd: pidfd, targetFD: masterFD, pid: pid)
+        let master = try Sys.copyDescriptor(masterFD, of: pid)
         defer { close(master) }
         var size = winsize()
         var locked: Int32 = 0, packet: Int32 = 0, toRead: Int32 = 0
@@ -91,20 +89,5 @@ enum PtyDescriptors {
         }
         return ProcessImage.PtyState(index: index, termios: termios, window: [size.ws_row, size.ws_col, size.ws_xpixel, size.ws_ypixel],
                                      locked: locked != 0, packetMode: packet != 0)
-    }
-
-    /// A process's slave descriptors that are one open file description (dups) are restored as dups.
-    private static func markSlaveDuplicates(_ images: inout [ProcessImage], pids: [pid_t]) throws {
-        for k in images.indices {
-            let slaves = images[k].fds.indices.filter { images[k].fds[$0].kind == .ptySlave }.sorted { images[k].fds[$0].fd < images[k].fds[$1].fd }
-            for (n, i) in slaves.enumerated() {
-                for j in slaves[..<n] where images[k].fds[j].dupOf == nil && images[k].fds[j].path == images[k].fds[i].path {
-                    if try Sys.sameOpenFile(pid: pids[k], images[k].fds[j].fd, images[k].fds[i].fd) {
-                        images[k].fds[i].dupOf = images[k].fds[j].fd
-                        break
-                    }
-                }
-            }
-        }
     }
 }

@@ -43,18 +43,8 @@ enum TreeDescriptors {
     /// Pipes grouped by inode over the whole tree: with a reader and a writer inside, what the pipe
     /// holds is copied (tee(2), not consumed) onto its first holder's entry and its size kept.
     private static func resolvePipes(_ images: inout [ProcessImage], pids: [pid_t], kept: KeptDescriptors) throws -> [String] {
-        var ends: [UInt64: [(process: Int, fd: Int)]] = [:]
-        var order: [UInt64] = []
-        for (k, image) in images.enumerated() {
-            for (fi, f) in image.fds.enumerated() where f.kind == .pipe {
-                let inode = f.pipeInode ?? 0
-                if ends[inode] == nil { order.append(inode) }
-                ends[inode, default: []].append((k, fi))
-            }
-        }
         var refused: [String] = []
-        for inode in order {
-            let members = ends[inode]!
+        for (inode, members) in groupedByInode(images, kind: .pipe) {
             func entry(_ m: (process: Int, fd: Int)) -> ProcessImage.FileDescriptor { images[m.process].fds[m.fd] }
             let readers = members.filter { entry($0).flags & 3 == 0 }, writers = members.filter { entry($0).flags & 3 == 1 }
             let otherEndClosed = try (readers.isEmpty || writers.isEmpty) && otherEndIsClosed(pids[members[0].process], entry(members[0]))
@@ -70,12 +60,7 @@ enum TreeDescriptors {
                 for m in members where images.count > 1 { images[m.process].fds[m.fd].pipeInTree = true }
                 continue
             }
-            let path = "/proc/\(pids[r.process])/fd/\(entry(r).fd)"
-            let peek = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-            if peek < 0 { throw SystemError.fromErrno("open the read end of pipe:[\(inode)] (\(path))") }
-            defer { close(peek) }
-            let data = Data(try Sys.peekPipe(peek, what: "pipe:[\(inode)] (\(path))"))
-            let size = fcntl(peek, 1032)  // F_GETPIPE_SZ
+            let (data, size) = try contents(at: "/proc/\(pids[r.process])/fd/\(entry(r).fd)", of: "pipe:[\(inode)]")
             images[members[0].process].fds[members[0].fd].pipeData = data
             for m in members {
                 if size > 0 { images[m.process].fds[m.fd].pipeSize = Int(size) }
@@ -85,14 +70,36 @@ enum TreeDescriptors {
         return refused
     }
 
+    /// The descriptors of `kind` (pipes or FIFOs) over the tree, by pipe inode in the order first
+    /// seen, each as [process index, fd index].
+    static func groupedByInode(_ images: [ProcessImage], kind: ProcessImage.FileDescriptor.Kind) -> [(inode: UInt64, members: [(process: Int, fd: Int)])] {
+        var groups: [UInt64: [(process: Int, fd: Int)]] = [:]
+        var order: [UInt64] = []
+        for (k, image) in images.enumerated() {
+            for (fi, f) in image.fds.enumerated() where f.kind == kind {
+                let inode = f.pipeInode ?? 0
+                if groups[inode] == nil { order.append(inode) }
+                groups[inode, default: []].append((k, fi))
+            }
+        }
+        return order.map { ($0, groups[$0]!) }
+    }
+
+    /// What the pipe or FIFO `path` (a /proc link to one of its ends) holds, copied with tee(2)
+    /// through a reader opened there (nothing consumed), and its capacity (F_GETPIPE_SZ).
+    static func contents(at path: String, of what: String) throws -> (data: Data, capacity: Int32) {
+        let reader = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        if reader < 0 { throw SystemError.fromErrno("open \(what) (\(path)) to copy what it holds") }
+        defer { close(reader) }
+        return (Data(try Sys.peekPipe(reader, what: "\(what) (\(path))")), fcntl(reader, 1032))
+    }
+
     /// Whether the pipe end `f` of process `pid` is the only kind left: a read end no process can
     /// write to any more (poll says POLLHUP), or a write end no process reads (POLLERR) — make's
     /// stdin for its jobs is such a pipe. Asked on the very description (pidfd_getfd): a reopening
     /// through /proc would be a new reader or writer.
     private static func otherEndIsClosed(_ pid: pid_t, _ f: ProcessImage.FileDescriptor) throws -> Bool {
-        let pidfd = try Sys.pidfdOpen(pid)
-        defer { close(pidfd) }
-        let fd = try Sys.pidfdGetFD(pidfd: pidfd, targetFD: f.fd, pid: pid)
+        let fd = try Sys.copyDescriptor(f.fd, of: pid)
         defer { close(fd) }
         let reads = f.flags & 3 == 0
         var p = pollfd(fd: fd, events: Int16(reads ? POLLIN : POLLOUT), revents: 0)

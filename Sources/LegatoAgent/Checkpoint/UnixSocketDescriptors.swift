@@ -64,7 +64,7 @@ enum UnixSocketDescriptors {
             guard info.type != Int32(SOCK_DGRAM.rawValue) else { throw refuse("whose peer has closed") }
             state.peerClosed = true
         }
-        let own = try takeDescriptor(fd, of: pid)
+        let own = try Sys.copyDescriptor(fd, of: pid)
         defer { close(own) }
         let what = "the UNIX socket at fd \(fd) of pid \(pid)"
         state.sendBuffer = try Sys.socketOption(own, SOL_SOCKET, SO_SNDBUF, of: what)
@@ -157,12 +157,5 @@ enum UnixSocketDescriptors {
     static func display(_ name: [UInt8]) -> String {
         if name.first == 0 { return "@" + String(decoding: name.dropFirst(), as: UTF8.self) }
         return String(decoding: name.prefix { $0 != 0 }, as: UTF8.self)
-    }
-
-    /// The agent's own copy of `fd` of `pid` (pidfd_getfd: the same socket).
-    static func takeDescriptor(_ fd: Int32, of pid: pid_t) throws -> Int32 {
-        let pidfd = try Sys.pidfdOpen(pid)
-        defer { close(pidfd) }
-        return try Sys.pidfdGetFD(pidfd: pidfd, targetFD: fd, pid: pid)
     }
 }
