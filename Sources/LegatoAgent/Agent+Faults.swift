@@ -102,7 +102,12 @@ extension Agent: FaultSources {
         if st.contains(.inFlight), let page = writeBack.page(key: r.key(at: i)) {
             h.install(nil, r, i, count: 1, from: page)
         } else if st.contains(.remote) {
-            try fetcher.fetchNow(h, r, i)
+            // A page of a dead node waits for its recovery (which wakes the faults parked on it).
+            while try !fetcher.fetchNow(h, r, i) && fatalError == nil {
+                try waitForRecoveries()
+                if r.state(i).contains(.resident) { return }
+                r.remove(i, .fetching)
+            }
         } else if st.contains(.restoring) {
             try serveRestoring(nil, r, i, run: 0)
         } else {

@@ -44,6 +44,8 @@ public final class Agent {
         public var metrics: Endpoint?
         /// Inherited descriptors above stderr that PROG keeps (the rest are closed at its exec).
         public var keptDescriptors = KeptDescriptors()
+        /// How the run's pages survive a memory node's death.
+        public var memoryReplication = MemoryReplication.none
 
         public init(program: String, arguments: [String], environment: [String], memoryNodes: [Endpoint],
                     localBudgetBytes: UInt64, secret: ClusterSecret, statsJSONPath: String?) {
@@ -110,6 +112,8 @@ public final class Agent {
     let zeroPages: UnsafeMutableRawPointer
     /// Brings the program's remote pages in (made once the pool is).
     var fetcher: Fetcher!
+    /// Dead memory nodes whose pages are being rebuilt on the others, by node index.
+    var recoveries: [Int: NodeRecovery] = [:]
 
     var stats = AgentStats()
     /// With `--metrics`: the run's /metrics endpoint.
@@ -166,11 +170,12 @@ public final class Agent {
         signalFD = try makeSignalFD()
         try startMetrics()
         pool = try RemotePool(endpoints: config.memoryNodes, coordinator: config.coordinator, secret: config.secret, token: token, space: space,
-                              ephemeral: config.name == nil, log: log)
-        let thread = try WriteBack(endpoints: pool.endpoints, secret: config.secret, token: token, space: space)
+                              ephemeral: config.name == nil, logged: config.memoryReplication == .log, log: log)
+        let thread = try WriteBack(endpoints: pool.endpoints, secret: config.secret, token: token, space: space,
+                                   logged: config.memoryReplication == .log)
         pool.onNewNode = { [thread] ep in thread.addEndpoint(ep) }
         writeBack = WriteBackBuffer(thread: thread, pool: pool, log: log)
-        writeBack.onFailure = { [unowned self] in fail($0) }
+        writeBack.onNodeFailure = { [unowned self] in memoryNodeFailed($0, why: $1) }
         evictor = Evictor(spaces: { [unowned self] in managedSpaces }, budget: budget, pool: pool, writeBack: writeBack, tracer: tracer,
                           batchPages: config.evictionBatchPages ?? min(1024, max(16, budget.pages / 16)), prefetchWindow: prefetchWindow, log: log)
         evictor.serve = { [unowned self] in try loop(until: $0) }
@@ -182,6 +187,7 @@ public final class Agent {
         fetcher = Fetcher(pool: pool, budget: budget, prefetchWindow: prefetchWindow,
                           maxPrefetchPages: config.prefetchMaxPages, log: log)
         fetcher.onFailure = { [unowned self] in fail($0) }
+        fetcher.onNodeFailure = { [unowned self] in memoryNodeFailed($0, why: $1) }
         fetcher.isStopping = { [unowned self] in fatalError != nil }
 
         let path: String
@@ -262,6 +268,9 @@ public final class Agent {
         for s in managed { pollFDs.append(pollfd(fd: s.pollFD, events: Int16(POLLIN), revents: 0)) }
         let firstNode = pollFDs.count
         for n in nodes { pollFDs.append(pollfd(fd: n.connection.fd, events: Int16(POLLIN), revents: 0)) }
+        let firstRecovery = pollFDs.count
+        let recovering = Array(recoveries.values)
+        for r in recovering { pollFDs.append(pollfd(fd: r.doneFD, events: Int16(POLLIN), revents: 0)) }
         let serveControl = reap && checkpointer?.busy == false && !tracer.freezing && control?.isOpen == true
         let decided = reap && checkpointer?.inFlight != nil
         pollFDs.append(pollfd(fd: decided ? checkpointer!.doneFD : -1, events: Int16(POLLIN), revents: 0))
@@ -292,12 +301,13 @@ public final class Agent {
             if fatalError != nil { return }
         }
         if revents[1] != 0 { writeBack.processCompletions() }
+        for (k, r) in recovering.enumerated() where revents[firstRecovery + k] != 0 { finishRecovery(r) }
         if revents[0] != 0 || n == 0 {
             readSignals()
             stopsPending = true
         }
         if n == 0 && reap && !tracer.freezing {
-            liveness.check(managed, tracer: tracer, nothingOnItsWay: fetcher.inboundPages == 0)
+            liveness.check(managed, tracer: tracer, nothingOnItsWay: fetcher.inboundPages == 0 && fetcher.parkedPages == 0)
         }
         if reap && stopsPending {
             stopsPending = false

@@ -4,8 +4,11 @@ import Glibc
 public enum RemoteMemoryError: Error, CustomStringConvertible, Equatable {
     case noLiveMemoryNode(coordinator: String)
     case unreachable(node: String, String)
+    case noWriteBackLog(node: String)
     public var description: String {
         switch self {
+        case .noWriteBackLog(let node):
+            return "memory node \(node) keeps no write-back log (it was started without --coordinator), so --memory-replication log cannot protect the run's pages there; start it with --coordinator, or run with --memory-replication none"
         case .noLiveMemoryNode(let c): return "the coordinator at \(c) knows no live memory node"
         case .unreachable(let node, let why): return "cannot reach memory node \(node): \(why)"
         }

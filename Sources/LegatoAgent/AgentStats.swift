@@ -11,4 +11,7 @@ struct AgentStats {
     var restoreReadMillis: Double = 0     // reading the checkpoint before the agent started
     var restoredByFault = 0             // restored pages brought back by PROG's faults
     var restoredByFill = 0              // ... by the background fill
+    var nodeFailures = 0                // memory nodes that died holding pages and were recovered from
+    var recoveredPages = 0              // pages rebuilt on other nodes from dead nodes' write-back logs
+    var recoveryNanos: UInt64 = 0       // death noticed to pages served again, summed over recoveries
 }

@@ -23,11 +23,14 @@ final class RemotePool {
         var dead = false
         var pagesHeld = 0
         var slabsAssigned = 0
-        init(index: Int, endpoint: Endpoint, fetcher: MemoryClient, freePages: Int) {
+        /// The node's write-back log for the run's space (0: it keeps none).
+        let logWriter: UInt64
+        init(index: Int, endpoint: Endpoint, fetcher: MemoryClient, freePages: Int, logWriter: UInt64) {
             self.index = index
             self.endpoint = endpoint
             self.fetcher = fetcher
             self.freePagesAtStart = freePages
+            self.logWriter = logWriter
         }
         var estimatedFree: Int { freePagesAtStart - pagesHeld }
     }
@@ -43,15 +46,24 @@ final class RemotePool {
     private var rng = SystemRandomNumberGenerator()
     private let coordinator: CoordinatorClient?
     private var nodeIDs: [UInt64: Int] = [:]   // coordinator node id -> index in `nodes`
+    /// Keys a recovery under way rebuilds on other nodes: a new copy of one must not be stored until
+    /// it is done (the recovery would write the old copy over it), so its batch waits.
+    var awaitingRecovery = Set<UInt64>()
     /// Told of every node added after the start (the write-back thread connects to it too).
     var onNewNode: ((Endpoint) -> Void)?
 
     /// Spaces of a run that cannot be restored go with the agent's connections (see
     /// MemoryClient.createSpace); a checkpointable run's stay for its restore.
     let ephemeral: Bool
+    /// Stores ask the nodes to log them (`--memory-replication log`): a node's death loses nothing.
+    let logged: Bool
+    let coordinatorEndpoint: Endpoint?
 
-    init(endpoints: [Endpoint], coordinator: Endpoint?, secret: ClusterSecret, token: [UInt8], space: UInt64, ephemeral: Bool, log: Logger) throws {
+    init(endpoints: [Endpoint], coordinator: Endpoint?, secret: ClusterSecret, token: [UInt8], space: UInt64, ephemeral: Bool,
+         logged: Bool = false, log: Logger) throws {
         self.ephemeral = ephemeral
+        self.logged = logged
+        self.coordinatorEndpoint = coordinator
         self.space = space
         self.token = token
         self.secret = secret
@@ -75,12 +87,18 @@ final class RemotePool {
             do {
                 let i = try connect(ep)
                 if let id { nodeIDs[id] = i }
-            } catch where id != nil {
+            } catch where id != nil && !Self.isMisconfigured(error) {
                 log.warning("memory node \(ep) cannot be reached, so it is left out (the coordinator still lists it as alive): \(error)")
                 unreachable.append(error)
             }
         }
         if nodes.isEmpty, let first = unreachable.first { throw first }
+    }
+
+    /// A node that answers but cannot serve the run as asked: an error, not a node to leave out.
+    private static func isMisconfigured(_ error: Error) -> Bool {
+        if case .noWriteBackLog? = error as? RemoteMemoryError { return true }
+        return false
     }
 
     /// The endpoints of the nodes in index order (the write-back thread's view).
@@ -92,12 +110,57 @@ final class RemotePool {
         do { client = try MemoryClient(endpoint: ep, secret: secret, token: token) } catch {
             throw RemoteMemoryError.unreachable(node: "\(ep)", "\(error)")
         }
-        try client.createSpace(space, ephemeral: ephemeral)
+        let logWriter = try client.createSpace(space, ephemeral: ephemeral)
+        if logged && logWriter == 0 {
+            client.close()
+            throw RemoteMemoryError.noWriteBackLog(node: "\(ep)")
+        }
         client.rpc.connection.spinNanos = Agent.spinNanos("LEGATO_FETCH_SPIN_US", 50)
         client.rpc.connection.bufferReads(upTo: 64 << 10)
         let free = Self.freePages(statsJSON: (try? client.rpc.stats()) ?? "")
-        nodes.append(Node(index: nodes.count, endpoint: ep, fetcher: client, freePages: free))
+        nodes.append(Node(index: nodes.count, endpoint: ep, fetcher: client, freePages: free, logWriter: logWriter))
         return nodes.count - 1
+    }
+
+    /// The index of the node with coordinator id `id` at `address`, connecting to it if it is new.
+    func node(id: UInt64, address: String) throws -> Int {
+        if let i = nodeIDs[id], !nodes[i].dead { return i }
+        guard let ep = Endpoint(parsing: address) else { throw RemoteMemoryError.unreachable(node: address, "not HOST:PORT") }
+        if let i = nodes.firstIndex(where: { $0.endpoint == ep && !$0.dead }) {
+            nodeIDs[id] = i
+            return i
+        }
+        let i = try connect(ep)
+        nodeIDs[id] = i
+        onNewNode?(ep)
+        return i
+    }
+
+    /// Node `node` died: no slab is placed on it any more, and its slabs' new pages go elsewhere.
+    func markDead(_ node: Int) {
+        nodes[node].dead = true
+        nodes[node].fetcher.close()
+    }
+
+    /// The slabs a dead node owned, and the keys stored there away from their slab's node.
+    func holdings(of node: Int) -> (slabs: [UInt64], strays: [UInt64]) {
+        (slabOwner.compactMap { $0.value == node ? $0.key : nil }.sorted(), overrides.compactMap { $0.value == node ? $0.key : nil })
+    }
+
+    /// A recovery rebuilt dead node `dead`'s pages: its slabs now live where `newOwner` says, and
+    /// each key of `recovered` whose newest copy was there lives on its slab's new node (one stored
+    /// elsewhere since, by a later write-back, stays where it went).
+    func applyRecovery(dead: Int, newOwner: [UInt64: Int], recovered: [UInt64], strayOwner: Int) {
+        for key in recovered where location(key) == dead {
+            let n = newOwner[key >> Self.slabShift] ?? strayOwner
+            overrides[key] = slabOwner[key >> Self.slabShift] == dead && newOwner[key >> Self.slabShift] != nil ? nil : n
+            nodes[n].pagesHeld += 1
+        }
+        for (slab, n) in newOwner where slabOwner[slab] == dead {
+            slabOwner[slab] = n
+            nodes[n].slabsAssigned += 1
+        }
+        nodes[dead].pagesHeld = 0
     }
 
     /// The coordinator's placement of a slab, as an index into `nodes` (connecting to a new node).
@@ -123,9 +186,9 @@ final class RemotePool {
 
     /// The node that holds (or will hold) `key`, placing its slab if needed; nil if every node is full.
     func route(_ key: UInt64) -> Int? {
-        if let o = overrides[key] { return o }
+        if let o = overrides[key], !nodes[o].dead { return o }
         let slab = key >> Self.slabShift
-        if let n = slabOwner[slab] { return nodes[n].full ? place() : n }
+        if let n = slabOwner[slab] { return nodes[n].full || nodes[n].dead ? place() : n }
         guard let n = coordinator != nil ? placeWithCoordinator(slab) : place() else { return nil }
         slabOwner[slab] = n
         nodes[n].slabsAssigned += 1

@@ -49,6 +49,11 @@ struct RunStatsRecord: Codable {
     var restoreReadMs: Double
     var restoredByFault: Int
     var restoredByFill: Int
+    var memoryNodeFailures: Int
+    var recoveredPages: Int
+    var recoveryMs: Double
+    /// The longest a fault waited for its dead node's pages to be recovered.
+    var longestRecoveryWaitMs: Double
     var memoryNodes: [String]
     var exitStatus: Int32?
 
@@ -87,6 +92,10 @@ struct RunStatsRecord: Codable {
         restoreReadMs = s.restoreReadMillis
         restoredByFault = s.restoredByFault
         restoredByFill = s.restoredByFill
+        memoryNodeFailures = s.nodeFailures
+        recoveredPages = s.recoveredPages
+        recoveryMs = Double(s.recoveryNanos) / 1e6
+        longestRecoveryWaitMs = Double(fetches.longestParkNanos) / 1e6
         self.memoryNodes = memoryNodes
         self.exitStatus = exitStatus
     }
@@ -126,5 +135,9 @@ extension RunStatsRecord: MetricsReporting {
         r.gauge("restore_complete_seconds", restoreCompleteMs / 1e3, help: "Agent start to every restored page back")
         r.counter("pages_restored_by_fault_total", restoredByFault, help: "Restored pages brought back by the program's faults")
         r.counter("pages_restored_by_fill_total", restoredByFill, help: "Restored pages brought back by the background fill")
+        r.counter("memory_node_failures_total", memoryNodeFailures, help: "Memory nodes that died holding pages of the run, recovered from their logs")
+        r.counter("pages_recovered_total", recoveredPages, help: "Pages rebuilt on other memory nodes from dead nodes' write-back logs")
+        r.gauge("recovery_seconds", recoveryMs / 1e3, help: "Time from a memory node's death to its pages being served again, summed")
+        r.gauge("longest_recovery_wait_seconds", longestRecoveryWaitMs / 1e3, help: "The longest a fault waited for a recovery")
     }
 }

@@ -51,6 +51,11 @@ public final class CoordinatorClient {
 
     public func dropSlabs(space: UInt64) throws { _ = try rpc.call(DropSlabs(space: space)) }
 
+    /// Which live memory node recovers which of `slabs` (see PlanRecovery).
+    public func planRecovery(space: UInt64, deadAddress: String, alsoDead: [String], slabs: [PlanRecovery.Slab]) throws -> [RecoveryPlan.Partition] {
+        try rpc.call(PlanRecovery(space: space, deadAddress: deadAddress, alsoDead: alsoDead, slabs: slabs)).partitions
+    }
+
     public func beginCheckpoint(name: String, epoch: UInt64, record: [UInt8]) throws {
         _ = try rpc.call(BeginCheckpoint(name: name, epoch: epoch, record: record))
     }

@@ -14,11 +14,14 @@ public final class LogReplay {
         public var segment: UInt64
         public var replicas: [Endpoint]
         public var epochs: Set<UInt32>?   // the entries of these epochs (nil: all)
-        public init(writer: UInt64, segment: UInt64, replicas: [Endpoint], epochs: Set<UInt32>?) {
+        /// Only the entries of these slabs, chosen by the log node (empty: all).
+        public var slabs: [UInt64]
+        public init(writer: UInt64, segment: UInt64, replicas: [Endpoint], epochs: Set<UInt32>?, slabs: [UInt64] = []) {
             self.writer = writer
             self.segment = segment
             self.replicas = replicas
             self.epochs = epochs
+            self.slabs = slabs
         }
     }
 
@@ -56,7 +59,7 @@ public final class LogReplay {
                         do {
                             let c = try clients[ep] ?? LogNodeClient(endpoint: ep, secret: secret, token: Sys.randomBytes(32))
                             clients[ep] = c
-                            let r = try c.forEachEntry(writer: s.writer, segment: s.segment, readAhead: next) { e in
+                            let r = try c.forEachEntry(writer: s.writer, segment: s.segment, slabs: s.slabs, readAhead: next) { e in
                                 if s.epochs?.contains(e.epoch) ?? true { try visit(t, e.epoch, e.payload) }
                             }
                             if r.corrupt == 0 { read = true } else { why = "\(r.corrupt) corrupt entries on \(ep)" }

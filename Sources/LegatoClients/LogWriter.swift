@@ -261,6 +261,28 @@ public final class LogWriter {
         }
     }
 
+    /// Frees closed segments on every replica (log cleaning) and forgets them; a replica that
+    /// cannot be reached keeps its copy (a node that comes back holds what nobody reads).
+    public func free(segments ids: Set<UInt64>) {
+        lock.withLock {
+            for s in segments where ids.contains(s.id) && s.closed {
+                for rid in s.replicas { try? client(rid).free(writer: config.writer, segment: s.id) }
+            }
+            segments.removeAll { ids.contains($0.id) && $0.closed }
+        }
+    }
+
+    /// Closes the open segment and frees every segment: the log is given up.
+    public func freeAll() {
+        try? closeOpenSegment()
+        free(segments: Set(segmentIDs))
+    }
+
+    /// The closed segments and the open one, with the payload bytes each holds.
+    public var segmentSizes: [(segment: UInt64, bytes: Int, closed: Bool)] {
+        lock.withLock { segments.map { ($0.id, $0.bytes, $0.closed) } }
+    }
+
     // MARK: reading
 
     public var segmentIDs: [UInt64] { lock.withLock { segments.map { $0.id } } }

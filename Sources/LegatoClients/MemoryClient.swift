@@ -8,8 +8,9 @@ public final class MemoryClient {
     public let rpc: RPCClient
     public var endpoint: Endpoint { rpc.endpoint }
 
-    public init(endpoint: Endpoint, secret: ClusterSecret, token: [UInt8]) throws {
-        rpc = try RPCClient(endpoint: endpoint, secret: secret, token: token)
+    /// `ioTimeoutSeconds`: how long a request may wait for its answer (a recovery takes longer).
+    public init(endpoint: Endpoint, secret: ClusterSecret, token: [UInt8], ioTimeoutSeconds: Double = 60) throws {
+        rpc = try RPCClient(endpoint: endpoint, secret: secret, token: token, ioTimeoutSeconds: ioTimeoutSeconds)
     }
 
     public func close() { rpc.close() }
@@ -18,24 +19,29 @@ public final class MemoryClient {
 
     /// `ephemeral`: the node drops the space once the last connection with this client's token has
     /// closed (an agent that dies leaves nothing behind; a checkpointable run's space outlives it).
-    public func createSpace(_ space: UInt64, ephemeral: Bool = false) throws {
-        _ = try rpc.call(CreateSpace(space: space, ephemeral: ephemeral))
+    /// Creates (or opens again) an address space; returns the node's write-back log for it (0: none).
+    @discardableResult
+    public func createSpace(_ space: UInt64, ephemeral: Bool = false) throws -> UInt64 {
+        try rpc.call(CreateSpace(space: space, ephemeral: ephemeral)).logWriter
     }
+
+    /// Rebuilds here the pages of `runs` a dead node held (see RecoverSpace); returns how many.
+    public func recover(_ request: RecoverSpace) throws -> UInt64 { try rpc.call(request).value }
 
     public func dropSpace(_ space: UInt64) throws { _ = try rpc.call(DropSpace(space: space)) }
 
     /// Sends a STORE_PAGES request without waiting for its answer (see `finishStore`); the keys and
     /// pages go out from where they lie.
-    public func startStore(space: UInt64, epoch: UInt32, vpns: UnsafeBufferPointer<UInt64>, pages: UnsafeRawPointer) throws -> UInt32 {
-        try StorePages.head(space: space, epoch: epoch, count: vpns.count).withUnsafeBytes { head in
+    public func startStore(space: UInt64, flags: StorePages.Flags = [], vpns: UnsafeBufferPointer<UInt64>, pages: UnsafeRawPointer) throws -> UInt32 {
+        try StorePages.head(space: space, flags: flags, count: vpns.count).withUnsafeBytes { head in
             try rpc.send(.storePages, parts: [head, UnsafeRawBufferPointer(vpns), UnsafeRawBufferPointer(start: pages, count: vpns.count * Page.size)])
         }
     }
 
     public func finishStore(_ id: UInt32) throws { _ = try rpc.receive(StorePages.self, id: id) }
 
-    public func store(space: UInt64, epoch: UInt32, vpns: UnsafeBufferPointer<UInt64>, pages: UnsafeRawPointer) throws {
-        try finishStore(try startStore(space: space, epoch: epoch, vpns: vpns, pages: pages))
+    public func store(space: UInt64, flags: StorePages.Flags = [], vpns: UnsafeBufferPointer<UInt64>, pages: UnsafeRawPointer) throws {
+        try finishStore(try startStore(space: space, flags: flags, vpns: vpns, pages: pages))
     }
 
     /// Fetches pages into `out` (page i at out + i*4096, present pages only are written there);

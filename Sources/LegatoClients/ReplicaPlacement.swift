@@ -27,19 +27,23 @@ extension LogWriter {
 
     /// Learns the segments this writer already has (a writer that starts again continues its log).
     func discoverExistingSegments() throws {
-        var found: [UInt64: (replicas: [UInt64], closed: Bool, count: UInt32)] = [:]
+        var found: [UInt64: (replicas: [(id: UInt64, entries: UInt32, closed: Bool)], closed: Bool, count: UInt32)] = [:]
         for n in nodes.values {
             guard let list = try? client(n.id).list(writer: config.writer) else { continue }
             for r in list {
                 var f = found[r.segment] ?? ([], r.closed, r.entries)
-                f.replicas.append(n.id)
+                f.replicas.append((n.id, r.entries, r.closed))
                 f.closed = f.closed || r.closed
                 f.count = max(f.count, r.entries)
                 found[r.segment] = f
             }
         }
         for (id, f) in found.sorted(by: { $0.key < $1.key }) {
-            let s = ReplicatedSegment(id: id, replicas: f.replicas)
+            // An open replica with fewer entries than another is a copy the writer was still making
+            // when it stopped (a replacement for a failed log node): it lacks entries the others
+            // acknowledged, so it is not read.
+            let complete = f.replicas.filter { $0.closed || $0.entries == f.count }.map { $0.id }
+            let s = ReplicatedSegment(id: id, replicas: complete)
             s.closed = true  // never append to a segment we did not open: start a new one
             s.count = f.count
             segments.append(s)

@@ -31,6 +31,17 @@ public struct MemoryNodeStats: Codable, Equatable, Sendable {
     public var checkpointParticipant: Bool
     public var prepares: Int
     public var persistedPages: Int
+    /// Write-back logs (logged stores): pages appended, the logs' live keys and payload bytes,
+    /// segments freed by cleaning, pages rewritten by it, stores refused because the append failed.
+    public var loggedPages = 0
+    public var logLiveKeys = 0
+    public var logBytes = 0
+    public var logFreedSegments = 0
+    public var logRewrittenPages = 0
+    public var refusedLogAppends = 0
+    /// RECOVER_SPACE requests served, and the pages they rebuilt here.
+    public var recoveries = 0
+    public var recoveredPages = 0
 
     public init(spaces: Int, livePages: Int, livePageLimit: Int, capacityBytes: UInt64, usedBytes: UInt64, segments: Int,
                 spareSegments: Int, maxSegments: Int, segmentBytes: Int, storedPages: Int, fetchedPages: Int, missedPages: Int,

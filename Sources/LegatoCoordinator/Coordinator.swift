@@ -187,6 +187,43 @@ public final class Coordinator {
         }
     }
 
+    /// Splits the slabs of `space` a dead memory node held into partitions, one per live memory
+    /// node but the dead ones, each sized in proportion to the node's free room (its capacity less
+    /// what it uses, as its heartbeats say: the will RAMCloud's masters keep current). The new
+    /// placement is recorded before the answer.
+    public func planRecovery(space: UInt64, deadAddress: String, alsoDead: [String] = [], slabs: [(slab: UInt64, pages: UInt64)]) throws -> [(node: NodeStatus, slabs: [UInt64])] {
+        try lock.withLock {
+            let dead = Set(alsoDead + [deadAddress])
+            let candidates = nodes.values.filter { $0.record.role == .memory && !$0.record.dead && !dead.contains($0.record.address) }
+                .sorted { $0.record.id < $1.record.id }
+            guard !candidates.isEmpty else { throw CoordinatorError.noMemoryNodes }
+            // Each node's share of the pages is in proportion to its free room; the largest slabs
+            // go first, each to the node furthest below its share (every node recovers at once).
+            let room = candidates.map { max(Int64(1), Int64($0.record.capacity) - Int64($0.used)) }
+            let totalRoom = room.reduce(0, +)
+            let totalPages = slabs.reduce(0) { $0 + Int64($1.pages) } + Int64(slabs.count)
+            let share = room.map { Double(totalPages) * Double($0) / Double(totalRoom) }
+            var taken = [Int64](repeating: 0, count: candidates.count)
+            var assigned = [[UInt64]](repeating: [], count: candidates.count)
+            for s in slabs.sorted(by: { ($0.pages, $1.slab) > ($1.pages, $0.slab) }) {
+                let k = candidates.indices.max { a, b in
+                    let da = share[a] - Double(taken[a]), db = share[b] - Double(taken[b])
+                    return da != db ? da < db : room[a] < room[b]
+                }!
+                taken[k] += Int64(s.pages) + 1
+                assigned[k].append(s.slab)
+            }
+            var plan: [(node: NodeStatus, slabs: [UInt64])] = []
+            for (k, n) in candidates.enumerated() where !assigned[k].isEmpty {
+                for slab in assigned[k] { try store.putJSON(StoreKeys.slab(space, slab), SlabRecord(space: space, slab: slab, node: n.record.id)) }
+                plan.append((status(n), assigned[k].sorted()))
+            }
+            let shares = plan.map { "\($0.slabs.count) to \($0.node.address)" }.joined(separator: ", ")
+            log.info("recovery of \(slabs.count) slabs of space \(String(space, radix: 16)) from \(deadAddress): \(shares)")
+            return plan
+        }
+    }
+
     public func slabs(space: UInt64) throws -> [SlabRecord] {
         try store.list(prefix: StoreKeys.slabs(space)).map { try JSONDecoder().decode(SlabRecord.self, from: Data($0.value)) }
     }

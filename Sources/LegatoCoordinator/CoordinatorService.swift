@@ -31,6 +31,12 @@ public final class CoordinatorService: RPCService {
             }
         }
         t.on(ListSlabs.self) { s in { r, _ in SlabList(try s.coordinator.slabs(space: r.space).map { .init(slab: $0.slab, node: $0.node) }) } }
+        t.on(PlanRecovery.self) { s in
+            { r, _ in
+                let plan = try s.coordinator.planRecovery(space: r.space, deadAddress: r.deadAddress, alsoDead: r.alsoDead, slabs: r.slabs.map { ($0.slab, $0.pages) })
+                return RecoveryPlan(partitions: plan.map { .init(node: $0.node.id, address: $0.node.address, slabs: $0.slabs) })
+            }
+        }
         t.on(DropSlabs.self) { s in { r, _ in try s.coordinator.dropSlabs(space: r.space); return NoPayload() } }
         t.on(BeginCheckpoint.self) { s in
             { r, _ in try s.coordinator.beginCheckpoint(name: r.name, epoch: r.epoch, record: Data(r.record)); return NoPayload() }

@@ -26,5 +26,13 @@ extension MemoryNodeStats: MetricsReporting {
         r.gauge("checkpoint_participant", checkpointParticipant ? 1 : 0, help: "1 when the node persists checkpoints into its own log")
         r.counter("prepares_total", prepares, help: "Checkpoint PREPAREs answered")
         r.counter("pages_persisted_total", persistedPages, help: "Checkpoint pages written into the node's log")
+        r.counter("pages_logged_total", loggedPages, help: "Stored pages appended to write-back logs first")
+        r.gauge("log_live_keys", logLiveKeys, help: "Keys whose current version the write-back logs hold")
+        r.gauge("log_bytes", logBytes, help: "Payload bytes of the write-back logs' segments")
+        r.counter("log_segments_freed_total", logFreedSegments, help: "Write-back log segments freed by cleaning")
+        r.counter("log_pages_rewritten_total", logRewrittenPages, help: "Live pages cleaning appended anew")
+        r.counter("log_appends_refused_total", refusedLogAppends, help: "Stores refused because their write-back log append failed")
+        r.counter("recoveries_total", recoveries, help: "RECOVER_SPACE requests served")
+        r.counter("pages_recovered_total", recoveredPages, help: "Pages rebuilt here from dead nodes' write-back logs")
     }
 }

@@ -12,12 +12,30 @@ public final class MemoryService: RPCService {
     /// Most segments a fetch answer sent in place may hold (see `fetch`).
     static let maxPinnedSegments = 4
     let participant: CheckpointParticipant?
+    /// The write-back logs of logged spaces (needs a coordinator, to find log nodes).
+    let writeBackLogs: WriteBackLogs?
+    private let coordinator: Endpoint?
+    private let secret: ClusterSecret?
     private let requests = MemoryService.dispatchTable()
+    private let recoveryLock = Lock()
+    private var recoveries = 0, recoveredPages = 0
 
-    public init(store: PageStore, log: Logger, coordinator: Endpoint? = nil, secret: ClusterSecret? = nil) {
+    public init(store: PageStore, log: Logger, coordinator: Endpoint? = nil, secret: ClusterSecret? = nil, logReplicas: Int = 3) {
         self.store = store
         self.log = log
-        if let coordinator, let secret { participant = CheckpointParticipant(coordinator: coordinator, secret: secret) } else { participant = nil }
+        self.coordinator = coordinator
+        self.secret = secret
+        if let coordinator, let secret {
+            participant = CheckpointParticipant(coordinator: coordinator, secret: secret)
+            let logs = WriteBackLogs(coordinator: coordinator, secret: secret, replicas: logReplicas, log: log)
+            logs.readCurrent = { [store] space, keys, present, out in
+                try keys.withUnsafeBufferPointer { try store.fetch(space: space, owner: nil, vpns: $0, present: present, out: out) }
+            }
+            writeBackLogs = logs
+        } else {
+            participant = nil
+            writeBackLogs = nil
+        }
     }
 
     private static func dispatchTable() -> DispatchTable<MemoryService> {
@@ -34,6 +52,7 @@ public final class MemoryService: RPCService {
         t.on(CommitSpace.self, MemoryService.commit)
         t.on(DescribeSpace.self, MemoryService.describe)
         t.on(PrepareSpace.self, MemoryService.prepare)
+        t.on(RecoverSpace.self, MemoryService.recover)
         return t
     }
 
@@ -55,17 +74,28 @@ public final class MemoryService: RPCService {
         }
     }
 
-    func createSpace(_ r: CreateSpace, _ session: Session) throws -> NoPayload {
+    func createSpace(_ r: CreateSpace, _ session: Session) throws -> SpaceCreated {
         try store.createSpace(r.space, owner: session.token, ephemeral: r.ephemeral)
-        return NoPayload()
+        return SpaceCreated(logWriter: writeBackLogs?.writerID(space: r.space) ?? 0)
     }
 
-    /// The pages are stored from the request's payload where they lie.
+    /// The pages are stored from the request's payload where they lie; a logged store is appended
+    /// to the space's write-back log first (see WriteBackLogs).
     func storePages(_ payload: [UInt8], _ session: Session) throws -> Reply {
         let r = try StorePages.Located(payload)
         try payload.withUnsafeBytes { raw in
             try r.vpns.withUnsafeBufferPointer { v in
-                try store.store(space: r.space, owner: session.token, epoch: r.epoch, vpns: v, pages: raw.baseAddress! + r.pageOffset)
+                let pages = raw.baseAddress! + r.pageOffset
+                let plain = { try self.store.store(space: r.space, owner: session.token, epoch: 0, vpns: v, pages: pages) }
+                guard r.flags.contains(.logged) else { return try plain() }
+                guard let logs = writeBackLogs else {
+                    throw ServiceError(.badRequest, "this memory node keeps no write-back log: it was started without --coordinator, so it knows no log nodes")
+                }
+                try store.checkOwner(space: r.space, owner: session.token)
+                do { try logs.store(space: r.space, vpns: v, pages: pages, store: plain) } catch let e as WriteBackLogs.AppendRefused {
+                    log.warning("refused a store of \(r.vpns.count) pages of space \(String(r.space, radix: 16)): \(e)")
+                    throw ServiceError(.capacityExceeded, e.description)
+                }
             }
         }
         return .empty
@@ -101,12 +131,35 @@ public final class MemoryService: RPCService {
     }
 
     func discard(_ r: DiscardPages, _ session: Session) throws -> Count64 {
-        Count64(UInt64(try store.discard(space: r.space, owner: session.token, ranges: r.runs.map { ($0.first, $0.count) })))
+        let ranges = r.runs.map { (vpn: $0.first, count: $0.count) }
+        let n = try store.discard(space: r.space, owner: session.token, ranges: ranges)
+        writeBackLogs?.discard(space: r.space, ranges: ranges)
+        return Count64(UInt64(n))
     }
 
     func drop(_ r: DropSpace, _ session: Session) throws -> NoPayload {
         try store.drop(space: r.space, owner: session.token)
+        writeBackLogs?.drop(space: r.space)
         return NoPayload()
+    }
+
+    func recover(_ r: RecoverSpace, _ session: Session) throws -> Count64 {
+        guard let logs = writeBackLogs, let coordinator, let secret else {
+            throw ServiceError(.badRequest, "this memory node cannot recover pages: it was started without --coordinator, so it knows no log nodes")
+        }
+        do {
+            let outcome = try SpaceRecovery(store: store, logs: logs, coordinator: coordinator, secret: secret, log: log).run(r, owner: session.token)
+            recoveryLock.withLock {
+                recoveries += 1
+                recoveredPages += outcome.pages
+            }
+            return Count64(UInt64(outcome.pages))
+        } catch let e as PageStore.StoreError {
+            throw e
+        } catch {
+            log.error("recovering space \(String(r.space, radix: 16)) from log \(String(r.deadLog, radix: 16)): \(error)")
+            throw ServiceError(.internalError, "recovering space \(String(r.space, radix: 16)) from log \(String(r.deadLog, radix: 16)): \(error)")
+        }
     }
 
     func freeze(_ r: FreezeSpace, _ session: Session) throws -> NoPayload {
@@ -165,7 +218,10 @@ public final class MemoryService: RPCService {
         let dropped = sessionsLock.withLock { () -> Int in
             let n = (sessionsByToken[session.token] ?? 1) - 1
             sessionsByToken[session.token] = n > 0 ? n : nil
-            return n <= 0 ? store.detach(owner: session.token) : 0
+            guard n <= 0 else { return 0 }
+            // Nothing recovers a space whose owner is gone (a restore reads the checkpoint logs).
+            for space in store.spaces(owner: session.token) { writeBackLogs?.drop(space: space) }
+            return store.detach(owner: session.token)
         }
         if dropped > 0 { log.info("dropped \(dropped) address space(s) of a client whose last connection closed (\(session.peer))") }
     }
@@ -183,7 +239,7 @@ public final class MemoryService: RPCService {
 
     public func statsRecord() -> MemoryNodeStats {
         let s = store.stats
-        return MemoryNodeStats(spaces: s.spaces, livePages: s.livePages, livePageLimit: s.livePageLimit,
+        var r = MemoryNodeStats(spaces: s.spaces, livePages: s.livePages, livePageLimit: s.livePageLimit,
                                capacityBytes: store.limits.capacityBytes, usedBytes: s.usedBytes, segments: s.segments,
                                spareSegments: s.spareSegments, maxSegments: s.maxSegments, segmentBytes: s.segmentBytes,
                                storedPages: s.storedPages, fetchedPages: s.fetchedPages, missedPages: s.missedPages,
@@ -191,5 +247,19 @@ public final class MemoryService: RPCService {
                                refusedStores: s.refusedStores, retainingSpaces: s.retainingSpaces, retainedVersions: s.retainedVersions,
                                frozenVersions: s.frozenVersions, checkpointParticipant: participant != nil,
                                prepares: participant?.prepares ?? 0, persistedPages: participant?.persistedPages ?? 0)
+        if let logs = writeBackLogs {
+            let c = logs.stats, t = logs.totals
+            r.loggedPages = c.loggedPages
+            r.logLiveKeys = t.liveKeys
+            r.logBytes = t.bytes
+            r.logFreedSegments = c.freedSegments
+            r.logRewrittenPages = c.rewrittenPages
+            r.refusedLogAppends = c.refusedAppends
+        }
+        recoveryLock.withLock {
+            r.recoveries = recoveries
+            r.recoveredPages = recoveredPages
+        }
+        return r
     }
 }

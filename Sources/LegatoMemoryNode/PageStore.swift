@@ -100,10 +100,21 @@ public final class PageStore {
         livePageLimit = (maxSegments - 1) * perSegment * 9 / 10
     }
 
-    private func space(_ id: UInt64, _ owner: [UInt8]) throws -> Space {
+    /// Space `id`, if `owner` owns it (nil: anyone's, for the node's own reads). Lock held.
+    private func space(_ id: UInt64, _ owner: [UInt8]?) throws -> Space {
         guard let s = spaces[id] else { throw StoreError.noSuchSpace(AddressSpaceID(id)) }
-        guard s.owner == owner else { throw StoreError.notOwner(AddressSpaceID(id)) }
+        if let owner, s.owner != owner { throw StoreError.notOwner(AddressSpaceID(id)) }
         return s
+    }
+
+    /// Throws unless space `id` exists and `owner` owns it.
+    public func checkOwner(space id: UInt64, owner: [UInt8]) throws {
+        try lock.withLock { _ = try space(id, owner) }
+    }
+
+    /// The spaces `owner` owns.
+    public func spaces(owner: [UInt8]) -> [UInt64] {
+        lock.withLock { spaces.compactMap { $0.value.owner == owner ? $0.key : nil } }
     }
 
     /// Creates an address space owned by `owner`; creating it again with the same owner is a no-op.
@@ -212,7 +223,7 @@ public final class PageStore {
     /// `pages` point at the present ones, in order. The memory stays valid while the answer lives
     /// (it holds the segments: an entry is never written over, and a released segment is unmapped
     /// only when nothing holds it), so callers read it without the store's lock.
-    public func locate(space id: UInt64, owner: [UInt8], vpns: UnsafeBufferPointer<UInt64>,
+    public func locate(space id: UInt64, owner: [UInt8]?, vpns: UnsafeBufferPointer<UInt64>,
                        present: UnsafeMutablePointer<UInt8>, version: Version = .current) throws -> LocatedPages {
         try lock.withLock {
             let s = try space(id, owner)
@@ -258,7 +269,7 @@ public final class PageStore {
     }
 
     /// Copies the present pages among `vpns` to `out`, one after another; returns how many.
-    public func fetch(space id: UInt64, owner: [UInt8], vpns: UnsafeBufferPointer<UInt64>,
+    public func fetch(space id: UInt64, owner: [UInt8]?, vpns: UnsafeBufferPointer<UInt64>,
                       present: UnsafeMutablePointer<UInt8>, out: UnsafeMutableRawPointer, version: Version = .current) throws -> Int {
         let found = try locate(space: id, owner: owner, vpns: vpns, present: present, version: version)
         found.copy(to: out)

@@ -20,6 +20,7 @@ public enum Opcode: UInt8, CaseIterable {
     case commitSpace = 0x19
     case fetchCheckpointed = 0x1A
     case describeSpace = 0x1B
+    case recoverSpace = 0x1C
 
     // log node
     case openReplica = 0x30
@@ -43,6 +44,7 @@ public enum Opcode: UInt8, CaseIterable {
     case listCheckpoints = 0x59
     case dropSlabs = 0x5A
     case deleteCheckpoint = 0x5B
+    case planRecovery = 0x5C
 }
 
 /// Limits every service enforces on what a peer sends.

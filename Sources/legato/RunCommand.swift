@@ -38,11 +38,18 @@ struct MemoryOptions: ParsableArguments {
     @Option(name: .customLong("snapshot-above"), help: .hidden)
     var snapshotAbovePages: Int?
 
+    @Option(name: .customLong("memory-replication"),
+            help: "How the run's pages outlive a memory node: none (its death stops the run; the default) or log (with --coordinator: each store is logged on log nodes first, and a dead node's pages are rebuilt on the others while the run goes on).")
+    var memoryReplication: MemoryReplication?
+
     func validate() throws {
         if let m = memory, Endpoint.list(m) == nil { throw ValidationError("--memory wants HOST:PORT[,HOST:PORT...], got '\(m)'") }
         if memory != nil && coordinator != nil { throw ValidationError("give --memory or --coordinator, not both") }
         if let l = localMem, l.bytes < 64 * 1024 { throw ValidationError("--local-mem \(l) is below the 64K minimum") }
         if prefetch < 1 || prefetch > 256 { throw ValidationError("--prefetch must be between 1 and 256") }
+        if memoryReplication == .log && coordinator == nil {
+            throw ValidationError("--memory-replication log needs --coordinator: the memory nodes find log nodes through it")
+        }
     }
 
     var stateDirectory: String { stateDir ?? defaultStateDirectory() }
@@ -81,6 +88,10 @@ struct MemoryOptions: ParsableArguments {
         config.prefetchMaxPages = prefetch
         config.metrics = metrics.metrics
         config.coordinator = coordinator
+        config.memoryReplication = memoryReplication ?? .none
+        if config.memoryReplication == .log {
+            writeError("legato: warning: --memory-replication log is experimental: a run that goes on after a memory node's death can, rarely, read a stale page")
+        }
         config.newPIDNamespace = !noPIDNamespace
         config.stateDirectory = stateDirectory
         config.checkpointEverySeconds = checkpointEvery?.seconds
@@ -101,6 +112,8 @@ struct MemoryOptions: ParsableArguments {
         }
     }
 }
+
+extension MemoryReplication: ExpressibleByArgument {}
 
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

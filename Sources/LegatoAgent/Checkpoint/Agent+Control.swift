@@ -23,7 +23,7 @@ extension Agent {
 
     /// Takes the periodic checkpoint if it is due; a refused one is logged and tried again next period.
     func takePeriodicCheckpoint() {
-        guard tracer.programStatus == nil, mm.isManaged, control?.isOpen == true, checkpointer?.takePeriodicNow() == true else { return }
+        guard recoveries.isEmpty, tracer.programStatus == nil, mm.isManaged, control?.isOpen == true, checkpointer?.takePeriodicNow() == true else { return }
         startCheckpoint(replyTo: nil, crashAt: nil)
     }
 
@@ -31,6 +31,9 @@ extension Agent {
     /// of its own while PROG runs; `finishCheckpoint` replies once it is decided.
     func startCheckpoint(replyTo conn: Int32?, crashAt: Checkpointer.CrashPoint?) {
         guard let checkpointer else { return ControlSocket.reply(to: conn, .refused("this run has no name")) }
+        if let r = recoveries.values.first {
+            return ControlSocket.reply(to: conn, .refused("memory node \(r.deadEndpoint) died and its pages are being recovered from its write-back log; try again once they are"))
+        }
         checkpointer.start(replyTo: conn, crashAt: crashAt,
                            capture: { try capture(into: checkpointer, epoch: $0) },
                            refused: { forgetAllSaved() })

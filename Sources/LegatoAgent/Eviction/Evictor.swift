@@ -79,7 +79,7 @@ final class Evictor {
     }
 
     private func evict(_ wanted: Int) throws {
-        while writeBack.inflightBytes > WriteBackBuffer.maxInflightBytes && !isStopping() { writeBack.waitForCompletions() }
+        while writeBack.sendingBytes > WriteBackBuffer.maxInflightBytes && !isStopping() { writeBack.waitForCompletions() }
         if isStopping() { return }
         // Not a space inside a fork: the child's copy of its table is being made from it.
         guard let mm = spaces().filter({ $0.isManaged && $0.forkingThread == nil && $0.table.residentPages > 0 })

@@ -14,13 +14,16 @@ import LegatoWire
 /// faults are gathered into one request per node (`sendGathered`).
 ///
 /// Owned by the event-loop thread; requests go out on the pool's connections. A memory node's
-/// failure is reported through `onFailure` (the run stops).
+/// failure is reported through `onNodeFailure`: if its pages are being recovered, the faults on
+/// them are parked (their pages stay `fetching`, so their threads wait) until `resumeParked`;
+/// otherwise the run stops. A parked page is never served a stale or zero page.
 final class Fetcher {
     struct Counters {
         var fetchedPages = 0       // pages brought from memory nodes (faulted or prefetched)
         var prefetchedPages = 0    // of those, pages fetched ahead of a fault
         var fetchRequests = 0      // FETCH_PAGES requests sent for them (lone faults of a batch share one)
         var remoteLatency = LatencyHistogram()  // faults served from a memory node
+        var longestParkNanos: UInt64 = 0        // the longest a page waited for its dead node's recovery
     }
 
     /// A FETCH_PAGES request on its way.
@@ -58,8 +61,16 @@ final class Fetcher {
     private(set) var counters = Counters()
     /// Pages asked for and not yet installed or given up.
     private(set) var inboundPages = 0
-    /// Told why the run cannot go on (a memory node failed holding its pages).
+    /// Told why the run cannot go on.
     var onFailure: (String) -> Void = { _ in }
+    /// Told that a memory node failed; answers whether its pages are being recovered (the run
+    /// goes on) or not (the run stops).
+    var onNodeFailure: (_ node: Int, _ why: String) -> Bool = { _, _ in false }
+    /// Pages waiting for their dead node's recovery (`fetching`, not counted in `inboundPages`).
+    private var parked: [(handler: FaultHandler, address: UInt64, key: UInt64)] = []
+    /// When the first page now parked was parked.
+    private var parkedSince: UInt64 = 0
+    var parkedPages: Int { parked.count }
     /// True once the run is stopping (no request is started then).
     var isStopping: () -> Bool = { false }
     private let log: Logger
@@ -106,6 +117,7 @@ final class Fetcher {
             // A lone page (no stream to read ahead for): asked for with the batch's other lone pages.
             guard let node = node(holding: r, i) else { return }
             r.insert(i, .fetching)
+            if pool.nodes[node].dead { return park(h, r, i) }
             inboundPages += 1
             gathered[node, default: []].append((h, r, i))
             return
@@ -145,6 +157,13 @@ final class Fetcher {
     /// Returns how many pages it asked for (nil when the node failed).
     private func sendFetch(_ h: FaultHandler, _ r: Region, _ i: Int, maxPages: Int, forFault: Bool) throws -> Int? {
         guard let node = node(holding: r, i) else { return nil }
+        if pool.nodes[node].dead {
+            if forFault {
+                r.insert(i, .fetching)
+                park(h, r, i)
+            }
+            return nil
+        }
         var n = 1
         while n < maxPages && i + n < r.pageCount {
             let s = r.state(i + n)
@@ -155,7 +174,13 @@ final class Fetcher {
         let sent = try startRequest(node: node, count: n, handler: h, region: r, index: i, forFault: forFault) { keys, _ in
             for k in 0..<n { keys[k] = r.key(at: i + k) }
         }
-        guard sent else { return nil }
+        guard sent == .sent else {
+            if sent == .nodeDown && forFault {
+                r.insert(i, .fetching)
+                park(h, r, i)
+            }
+            return nil
+        }
         for k in i..<i + n { r.insert(k, .fetching) }
         inboundPages += n
         return n
@@ -163,24 +188,74 @@ final class Fetcher {
 
     /// Takes a fetch slot (receiving the oldest answer due if none is free), lets `fill` write the
     /// request's `count` keys (and a gathered request's addresses) into it, sends the request and
-    /// records it as on its way. False when the node failed (the run is stopping).
+    /// records it as on its way.
     private func startRequest(node: Int, count n: Int, handler h: FaultHandler, region r: Region, index i: Int, forFault: Bool, gathered: Bool = false,
-                              fill: (_ keys: UnsafeMutablePointer<UInt64>, _ addresses: UnsafeMutablePointer<UInt64>) -> Void) throws -> Bool {
+                              fill: (_ keys: UnsafeMutablePointer<UInt64>, _ addresses: UnsafeMutablePointer<UInt64>) -> Void) throws -> Started {
         if freeSlots.isEmpty { try receiveOldest() }
-        if isStopping() { return false }
+        if isStopping() { return .stopped }
+        if pool.nodes[node].dead { return .nodeDown }
         let slot = freeSlots.removeLast()
         let slotKeys = keys + slot * slotPages
         fill(slotKeys, addresses + slot * slotPages)
         let id: UInt32
         do { id = try pool.startFetch(node: node, keys: UnsafeBufferPointer(start: slotKeys, count: n)) } catch let e as NodeFailure {
             freeSlots.append(slot)
-            onFailure(e.description)
-            return false
+            return nodeFailed(node, e) ? .nodeDown : .stopped
         }
         counters.fetchRequests += 1
         inbound[node, default: []].append(Inbound(handler: h, region: r, index: i, count: n, id: id, slot: slot, started: monotonicNanos(),
                                                   forFault: forFault, gathered: gathered))
+        return .sent
+    }
+
+    enum Started { case sent, stopped, nodeDown }
+
+    /// Node `node` failed: true if its pages are being recovered, with every request on its way to
+    /// it parked; false if the run stops.
+    private func nodeFailed(_ node: Int, _ e: NodeFailure) -> Bool {
+        guard onNodeFailure(node, e.description) else {
+            onFailure(e.description)
+            return false
+        }
+        for p in inbound.removeValue(forKey: node) ?? [] {
+            park(p)
+            inboundPages -= p.count
+            freeSlots.append(p.slot)
+        }
         return true
+    }
+
+    /// Parks page r[i] (`fetching` already) until its node's recovery.
+    private func park(_ h: FaultHandler, _ r: Region, _ i: Int) {
+        if parked.isEmpty { parkedSince = monotonicNanos() }
+        parked.append((h, r.address(at: i), r.key(at: i)))
+    }
+
+    /// Parks the pages of a request whose node died (the caller frees its slot).
+    private func park(_ p: Inbound) {
+        if parked.isEmpty { parkedSince = monotonicNanos() }
+        let slotKeys = keys + p.slot * slotPages
+        if p.gathered {
+            let slotAddresses = addresses + p.slot * slotPages
+            for k in 0..<p.count { parked.append((p.handler, slotAddresses[k], slotKeys[k])) }
+        } else {
+            for k in 0..<p.count { parked.append((p.handler, p.region.address(at: p.index + k), slotKeys[k])) }
+        }
+    }
+
+    /// The parked pages' nodes are recovered: each page still waiting is no longer `fetching`, and
+    /// its threads are woken to fault again, now on the page's new node.
+    func resumeParked() {
+        let all = parked
+        parked.removeAll()
+        if !all.isEmpty { counters.longestParkNanos = max(counters.longestParkNanos, monotonicNanos() - parkedSince) }
+        for p in all where !p.handler.retired {
+            if let r = p.handler.table.regions.find(p.address), case let i = r.index(of: p.address), r.key(at: i) == p.key,
+               r.state(i).contains(.fetching) {
+                r.remove(i, .fetching)
+            }
+            p.handler.kernel.wake(start: p.address, length: Page.size.u64)
+        }
     }
 
     /// Sends the lone pages `fetch` gathered during a batch of faults: one request per node (several
@@ -196,7 +271,7 @@ final class Fetcher {
             var k = 0
             while k < pages.count {
                 let n = min(slotPages, pages.count - k)
-                let sent: Bool
+                let sent: Started
                 do {
                     sent = try startRequest(node: node, count: n, handler: pages[k].handler, region: pages[k].region, index: pages[k].index,
                                             forFault: true, gathered: true) { keys, addresses in
@@ -212,7 +287,13 @@ final class Fetcher {
                     gathered[node, default: []].append(contentsOf: pages[k...])
                     throw error
                 }
-                if !sent { return }
+                if sent == .nodeDown {
+                    // Its node died: what is left waits for the recovery.
+                    inboundPages -= pages.count - k
+                    for (h, r, i) in pages[k...] { park(h, r, i) }
+                    break
+                }
+                if sent == .stopped { return }
                 k += n
             }
           }
@@ -235,7 +316,7 @@ final class Fetcher {
 
     /// The nodes with answers to wait for, and their connections (for the event loop to poll).
     var connections: [(node: Int, connection: Connection)] {
-        inbound.compactMap { $0.value.isEmpty ? nil : ($0.key, pool.nodes[$0.key].fetcher.rpc.connection) }
+        inbound.compactMap { $0.value.isEmpty || pool.nodes[$0.key].dead ? nil : ($0.key, pool.nodes[$0.key].fetcher.rpc.connection) }
     }
 
     /// Receives and installs the next answer from `node`.
@@ -250,7 +331,8 @@ final class Fetcher {
             try pool.finishFetch(node: node, id: p.id, keys: UnsafeBufferPointer(start: slotKeys, count: p.count),
                                  present: present + p.slot * slotPages, out: pages)
         } catch let e as NodeFailure {
-            onFailure(e.description)
+            // This request too waits for the recovery (its slot is freed on return).
+            if nodeFailed(node, e) { park(p) }
             return
         }
         // Install what is still expected: the range may have been unmapped, discarded or moved
@@ -359,18 +441,20 @@ final class Fetcher {
 
     /// Fetches remote page r[i] now, on its node's connection (after the answers due on it), and
     /// installs it. For pages the agent must read outside a fault.
-    func fetchNow(_ h: FaultHandler, _ r: Region, _ i: Int) throws {
+    /// False if the page's node is dead and being recovered: the caller waits for that, then asks again.
+    func fetchNow(_ h: FaultHandler, _ r: Region, _ i: Int) throws -> Bool {
         let key = r.key(at: i)
-        guard let node = pool.location(key) else { return }
+        guard let node = pool.location(key) else { return true }
+        if pool.nodes[node].dead { return false }
         do {
             try drain(node: node)
             syncKey[0] = key
             try pool.fetch(node: node, keys: UnsafeBufferPointer(start: syncKey, count: 1), present: syncPresent, out: syncPage)
         } catch let e as NodeFailure {
-            onFailure(e.description)
-            return
+            return !nodeFailed(node, e)
         }
         if h.install(nil, r, i, count: 1, from: syncPage) == .done { counters.fetchedPages += 1 }
+        return true
     }
 
     /// Receives every answer still due from `node` (before a synchronous request on its connection).

@@ -16,7 +16,8 @@ final class WriteBack {
     enum Outcome {
         case stored(WriteBackBatch)
         case refused(WriteBackBatch, String)
-        case failed(node: Int, String)
+        /// The node failed (the batch, if it was a store, still holds its pages).
+        case failed(node: Int, WriteBackBatch?, String)
     }
 
     let wakeFD: Int32
@@ -29,9 +30,13 @@ final class WriteBack {
     private let secret: ClusterSecret
     private let token: [UInt8]
     private let space: UInt64
+    private let flags: StorePages.Flags
+    /// Nodes that failed once: later work for them fails at once (no connect to wait out).
+    private var failedNodes: [Int: String] = [:]
 
-    init(endpoints: [Endpoint], secret: ClusterSecret, token: [UInt8], space: UInt64) throws {
+    init(endpoints: [Endpoint], secret: ClusterSecret, token: [UInt8], space: UInt64, logged: Bool) throws {
         self.endpoints = endpoints
+        self.flags = logged ? .logged : []
         self.secret = secret
         self.token = token
         self.space = space
@@ -69,8 +74,14 @@ final class WriteBack {
     /// A node the pool connected to after the start (its index is the next one).
     func addEndpoint(_ ep: Endpoint) { lock.withLock { endpoints.append(ep) } }
 
+    struct NodeFailedBefore: Error, CustomStringConvertible {
+        let why: String
+        var description: String { "it failed before: \(why)" }
+    }
+
     private func client(_ node: Int) throws -> MemoryClient {
         if let c = clients[node] { return c }
+        if let why = failedNodes[node] { throw NodeFailedBefore(why: why) }
         let c = try MemoryClient(endpoint: lock.withLock { endpoints[node] }, secret: secret, token: token)
         clients[node] = c
         return c
@@ -89,21 +100,21 @@ final class WriteBack {
             case .store(let b):
                 do {
                     let c = try client(b.node)
-                    try b.keys.withUnsafeBufferPointer { try c.store(space: space, epoch: 0, vpns: $0, pages: b.buffer) }
+                    try b.keys.withUnsafeBufferPointer { try c.store(space: space, flags: flags, vpns: $0, pages: b.buffer) }
                     outcome = .stored(b)
                 } catch let e as RemoteError where e.status == .capacityExceeded {
                     outcome = .refused(b, e.message)
                 } catch {
-                    clients[b.node]?.close()
-                    clients[b.node] = nil
-                    outcome = .failed(node: b.node, "\(error)")
+                    nodeFailed(b.node, error)
+                    outcome = .failed(node: b.node, b, "\(error)")
                 }
             case .discard(let node, let ranges):
                 do {
                     _ = try client(node).discard(space: space, ranges: ranges)
                     outcome = nil
                 } catch {
-                    outcome = .failed(node: node, "\(error)")
+                    nodeFailed(node, error)
+                    outcome = .failed(node: node, nil, "\(error)")
                 }
             }
             if let outcome {
@@ -113,5 +124,11 @@ final class WriteBack {
             }
         }
         for (_, c) in clients { c.close() }
+    }
+
+    private func nodeFailed(_ node: Int, _ error: Error) {
+        clients[node]?.close()
+        clients[node] = nil
+        if failedNodes[node] == nil { failedNodes[node] = "\(error)" }
     }
 }

@@ -29,8 +29,9 @@ final class WriteBackBuffer {
     private var warnedFull = false
     private let buffers = BatchBuffers()
     private let log: Logger
-    /// Told why the run cannot go on (a memory node died holding pages of the program).
-    var onFailure: (String) -> Void = { _ in }
+    /// Told that a memory node holding pages of the program failed; answers whether the run goes
+    /// on (the node's pages are being recovered) or stops.
+    var onNodeFailure: (_ node: Int, _ why: String) -> Bool = { _, _ in false }
 
     init(thread: WriteBack, pool: RemotePool, log: Logger) {
         self.thread = thread
@@ -52,8 +53,33 @@ final class WriteBackBuffer {
         inflightBytes += b.bytes
     }
 
-    /// Hands held batches to the write-back thread.
-    func send(_ b: WriteBackBatch) { thread.submit(.store(b)) }
+    /// Hands held batches to the write-back thread (one with a page a recovery is rebuilding waits
+    /// for it: see RemotePool.awaitingRecovery).
+    func send(_ b: WriteBackBatch) {
+        if !pool.awaitingRecovery.isEmpty && b.keys.contains(where: { pool.awaitingRecovery.contains($0) }) {
+            waitingForRecovery.append(b)
+            waitingBytes += b.bytes
+            return
+        }
+        thread.submit(.store(b))
+    }
+
+    /// Batches held back by a recovery under way, and their bytes.
+    private var waitingForRecovery: [WriteBackBatch] = []
+    private var waitingBytes = 0
+    /// Bytes of batches handed to the write-back thread and not acknowledged yet.
+    var sendingBytes: Int { inflightBytes - waitingBytes }
+
+    /// A recovery is done: the batches it held back go (to their pages' nodes now).
+    func recoveryDone() {
+        let all = waitingForRecovery
+        waitingForRecovery.removeAll()
+        waitingBytes = 0
+        for b in all {
+            if let n = pool.route(b.keys[0]) { b.node = n }
+            send(b)
+        }
+    }
 
     /// Discards remote copies on `node` (in order after the stores sent before).
     func discard(node: Int, ranges: [(vpn: UInt64, count: UInt64)]) { thread.submit(.discard(node: node, ranges: ranges)) }
@@ -75,6 +101,10 @@ final class WriteBackBuffer {
     func processCompletions() {
         for outcome in thread.takeCompletions() {
             switch outcome {
+            case .stored(let b) where pool.nodes[b.node].dead:
+                // Stored just before its node died, but its death was seen first: the recovery
+                // does not know of these pages, so they go to a live node.
+                resend(b, away: b.node)
             case .stored(let b):
                 pool.recordStored(keys: b.keys, on: b.node)
                 counters.storedPages += b.keys.count
@@ -90,15 +120,31 @@ final class WriteBackBuffer {
                     stuckBatches.append(b.id)
                     counters.keptLocalPages += b.keys.count
                 }
-            case .failed(let node, let why):
+            case .failed(let node, let batch, let why):
                 let n = pool.nodes[node]
-                if n.pagesHeld > 0 || batches.values.contains(where: { $0.node == node }) {
-                    onFailure(NodeFailure(node: n.endpoint, pagesHeld: n.pagesHeld, underlying: why).description)
-                    return
+                if n.dead {
+                    // Known already (its recovery is under way).
+                } else if n.pagesHeld > 0 || batches.values.contains(where: { $0.node == node }) {
+                    guard onNodeFailure(node, why) else { return }
+                } else {
+                    pool.markDead(node)
+                    log.warning("memory node \(n.endpoint) failed (\(why)); it held none of our pages")
                 }
-                n.dead = true
-                log.warning("memory node \(n.endpoint) failed (\(why)); it held none of our pages")
+                // The batch still holds the newest copy of its pages: it goes to a live node.
+                if let b = batch { resend(b, away: node) }
             }
+        }
+    }
+
+    /// Sends a batch its node did not take to another node (or keeps it, if there is none).
+    private func resend(_ b: WriteBackBatch, away node: Int) {
+        if let other = pool.route(b.keys[0]), other != node {
+            b.node = other
+            thread.submit(.store(b))
+        } else {
+            warnEveryNodeFull()
+            stuckBatches.append(b.id)
+            counters.keptLocalPages += b.keys.count
         }
     }
 

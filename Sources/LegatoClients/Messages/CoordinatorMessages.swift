@@ -349,6 +349,85 @@ public struct DeleteCheckpoint: WireRequest, Equatable {
     }
 }
 
+/// PLAN_RECOVERY: a memory node holding slabs of `space` died; the coordinator splits them into
+/// partitions over the live memory nodes (but the dead one), sized by each node's free room, records
+/// the new placement and answers which node recovers which slabs.
+public struct PlanRecovery: WireRequest, Equatable {
+    public typealias Response = RecoveryPlan
+    public static let opcode = Opcode.planRecovery
+    public struct Slab: Equatable, Sendable {
+        public var slab: UInt64
+        public var pages: UInt64
+        public init(slab: UInt64, pages: UInt64) {
+            self.slab = slab
+            self.pages = pages
+        }
+    }
+    public var space: UInt64
+    /// The dead node's address as the coordinator lists it.
+    public var deadAddress: String
+    /// Other memory nodes the asker knows dead (the coordinator may not have noticed yet).
+    public var alsoDead: [String]
+    public var slabs: [Slab]
+    public init(space: UInt64, deadAddress: String, alsoDead: [String] = [], slabs: [Slab]) {
+        self.space = space
+        self.deadAddress = deadAddress
+        self.alsoDead = alsoDead
+        self.slabs = slabs
+    }
+    public func encode(to w: inout WireWriter) {
+        w.u64(space)
+        w.string(deadAddress)
+        w.u32(UInt32(alsoDead.count))
+        for a in alsoDead { w.string(a) }
+        w.u32(UInt32(slabs.count))
+        for s in slabs {
+            w.u64(s.slab)
+            w.u64(s.pages)
+        }
+    }
+    public init(from r: inout WireReader) throws {
+        space = try r.u64("space")
+        deadAddress = try r.string("dead address")
+        let k = try r.count(itemSize: 2, limit: 1 << 16, "other dead nodes")
+        alsoDead = try (0..<k).map { _ in try r.string("dead address") }
+        let n = try r.count(itemSize: 16, limit: 1 << 20, "slabs")
+        slabs = try (0..<n).map { _ in Slab(slab: try r.u64("slab"), pages: try r.u64("pages")) }
+    }
+}
+
+public struct RecoveryPlan: WireMessage, Equatable {
+    public struct Partition: Equatable, Sendable {
+        public var node: UInt64
+        public var address: String
+        public var slabs: [UInt64]
+        public init(node: UInt64, address: String, slabs: [UInt64]) {
+            self.node = node
+            self.address = address
+            self.slabs = slabs
+        }
+    }
+    public var partitions: [Partition]
+    public init(partitions: [Partition]) { self.partitions = partitions }
+    public func encode(to w: inout WireWriter) {
+        w.u32(UInt32(partitions.count))
+        for p in partitions {
+            w.u64(p.node)
+            w.string(p.address)
+            w.u32(UInt32(p.slabs.count))
+            for s in p.slabs { w.u64(s) }
+        }
+    }
+    public init(from r: inout WireReader) throws {
+        let n = try r.count(itemSize: 8 + 2 + 4, limit: 1 << 16, "partitions")
+        partitions = try (0..<n).map { _ in
+            let node = try r.u64("node id"), address = try r.string("address")
+            let k = try r.count(itemSize: 8, limit: 1 << 20, "slabs")
+            return Partition(node: node, address: address, slabs: try r.u64Array(k, "slabs"))
+        }
+    }
+}
+
 extension NodeRole {
     init(from r: inout WireReader) throws {
         let v = try r.u8("role")

@@ -4,9 +4,10 @@ import LegatoWire
 // The memory node's requests (Docs/wire-protocol.md, "Memory node"). Page requests name their
 // address space; only the client token that created a space may touch it.
 
-/// CREATE_SPACE: `ephemeral` spaces are dropped with the creating token's last connection.
+/// CREATE_SPACE: `ephemeral` spaces are dropped with the creating token's last connection. The
+/// answer names the node's write-back log for the space (see StorePages.Flags.logged).
 public struct CreateSpace: WireRequest, Equatable {
-    public typealias Response = NoPayload
+    public typealias Response = SpaceCreated
     public static let opcode = Opcode.createSpace
     public var space: UInt64
     public var ephemeral: Bool
@@ -26,28 +27,45 @@ public struct CreateSpace: WireRequest, Equatable {
     }
 }
 
+/// CREATE_SPACE's answer: the writer id of the log this node appends the space's logged stores to
+/// (0: the node keeps no such log, having no coordinator to find log nodes through).
+public struct SpaceCreated: WireMessage, Equatable {
+    public var logWriter: UInt64
+    public init(logWriter: UInt64) { self.logWriter = logWriter }
+    public func encode(to w: inout WireWriter) { w.u64(logWriter) }
+    public init(from r: inout WireReader) throws { logWriter = try r.u64("log writer") }
+}
+
 /// STORE_PAGES: `vpns.count` pages, page i at `pages[i * 4096...]`. On the hot path the client
 /// sends `head` and gathers the keys and pages from where they lie; the node reads them in place
-/// through `Located`.
+/// through `Located`. With `flags.logged` the node appends the pages to its write-back log for the
+/// space (on log nodes, in their memory) before it answers, so they outlive the node.
 public struct StorePages: WireRequest, Equatable {
     public typealias Response = NoPayload
     public static let opcode = Opcode.storePages
+    public struct Flags: OptionSet, Equatable, Sendable {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        /// Appended to the node's write-back log before the answer.
+        public static let logged = Flags(rawValue: 1)
+        public static let known: Flags = [.logged]
+    }
     public var space: UInt64
-    public var epoch: UInt32
+    public var flags: Flags
     public var vpns: [UInt64]
     public var pages: [UInt8]
-    public init(space: UInt64, epoch: UInt32, vpns: [UInt64], pages: [UInt8]) {
+    public init(space: UInt64, flags: Flags, vpns: [UInt64], pages: [UInt8]) {
         precondition(pages.count == vpns.count * Page.size)
         self.space = space
-        self.epoch = epoch
+        self.flags = flags
         self.vpns = vpns
         self.pages = pages
     }
 
-    public static func head(space: UInt64, epoch: UInt32, count: Int) -> [UInt8] {
+    public static func head(space: UInt64, flags: Flags, count: Int) -> [UInt8] {
         var w = WireWriter(capacity: 16)
         w.u64(space)
-        w.u32(epoch)
+        w.u32(flags.rawValue)
         w.u32(UInt32(count))
         return w.bytes
     }
@@ -55,14 +73,14 @@ public struct StorePages: WireRequest, Equatable {
     /// Where a request's parts lie in its payload (checked against its limits).
     public struct Located {
         public var space: UInt64
-        public var epoch: UInt32
+        public var flags: Flags
         public var vpns: [UInt64]
         public var pageOffset: Int
 
         public init(_ payload: [UInt8]) throws {
             var r = WireReader(payload)
             space = try r.u64("space")
-            epoch = try r.u32("epoch")
+            flags = try StorePages.flags(&r)
             let n = try r.count(itemSize: 8 + Page.size, limit: WireLimits.maxPagesPerRequest, "page count")
             vpns = try r.u64Array(n, "vpns")
             pageOffset = try r.skip(n * Page.size, "pages")
@@ -71,16 +89,22 @@ public struct StorePages: WireRequest, Equatable {
     }
 
     public func encode(to w: inout WireWriter) {
-        w.raw(Self.head(space: space, epoch: epoch, count: vpns.count))
+        w.raw(Self.head(space: space, flags: flags, count: vpns.count))
         for v in vpns { w.u64(v) }
         w.raw(pages)
     }
     public init(from r: inout WireReader) throws {
         space = try r.u64("space")
-        epoch = try r.u32("epoch")
+        flags = try StorePages.flags(&r)
         let n = try r.count(itemSize: 8 + Page.size, limit: WireLimits.maxPagesPerRequest, "page count")
         vpns = try r.u64Array(n, "vpns")
         pages = try r.raw(n * Page.size, "pages")
+    }
+
+    static func flags(_ r: inout WireReader) throws -> Flags {
+        let f = Flags(rawValue: try r.u32("flags"))
+        guard f.isSubset(of: .known) else { throw WireError.malformed("STORE_PAGES flags 0x\(String(f.rawValue, radix: 16))") }
+        return f
     }
 }
 
@@ -391,5 +415,58 @@ public struct PrepareSpace: WireRequest, Equatable {
             total += pages
         }
         runs = try shapes.map { Run(address: $0.0, vpns: try r.u64Array($0.1, "vpns")) }
+    }
+}
+
+/// RECOVER_SPACE: rebuild, on this node, the pages of `space` a dead memory node held: the newest
+/// version of each key of `runs` found in the entries of `slabs` of the dead node's write-back log
+/// (`deadLog`, read from the log nodes in parallel). The space is created for the asking token if it
+/// does not exist here; with `logged`, the recovered pages are appended to this node's own
+/// write-back log before the answer. Answers the pages recovered.
+public struct RecoverSpace: WireRequest, Equatable {
+    public typealias Response = Count64
+    public static let opcode = Opcode.recoverSpace
+    public var space: UInt64
+    public var ephemeral: Bool
+    public var logged: Bool
+    public var deadLog: UInt64
+    public var slabs: [UInt64]
+    public var runs: [PageRun]
+    public init(space: UInt64, ephemeral: Bool, logged: Bool, deadLog: UInt64, slabs: [UInt64], runs: [PageRun]) {
+        self.space = space
+        self.ephemeral = ephemeral
+        self.logged = logged
+        self.deadLog = deadLog
+        self.slabs = slabs
+        self.runs = runs
+    }
+    public func encode(to w: inout WireWriter) {
+        w.u64(space)
+        w.u8((ephemeral ? 1 : 0) | (logged ? 2 : 0))
+        w.u64(deadLog)
+        w.u32(UInt32(slabs.count))
+        for s in slabs { w.u64(s) }
+        w.u32(UInt32(runs.count))
+        for r in runs {
+            w.u64(r.first)
+            w.u64(r.count)
+        }
+    }
+    public init(from r: inout WireReader) throws {
+        space = try r.u64("space")
+        let flags = try r.u8("flags")
+        guard flags & ~3 == 0 else { throw WireError.malformed("RECOVER_SPACE flags 0x\(String(flags, radix: 16))") }
+        ephemeral = flags & 1 != 0
+        logged = flags & 2 != 0
+        deadLog = try r.u64("dead log")
+        guard deadLog != 0 else { throw WireError.malformed("RECOVER_SPACE of log writer 0") }
+        let k = try r.count(itemSize: 8, limit: WireLimits.maxRangesPerRequest, "slab count")
+        slabs = try r.u64Array(k, "slabs")
+        let n = try r.count(itemSize: 16, limit: WireLimits.maxRangesPerRequest * 16, "run count")
+        runs = try (0..<n).map { _ in
+            let first = try r.u64("run first key"), count = try r.u64("run length")
+            guard count > 0, count <= 1 << 36 else { throw WireError.malformed("RECOVER_SPACE run of \(count) keys") }
+            return PageRun(first: first, count: count)
+        }
     }
 }

@@ -108,9 +108,9 @@ import LegatoWire
 
             request(CreateSpace(space: 0x1122, ephemeral: true), ["space": [0x1122], "flags": [1]]),
             request(CreateSpace(space: 0x1123, ephemeral: false), ["space": [0x1123], "flags": []]),
-            reply("CREATE_SPACE reply", NoPayload(), [:]),
-            request(StorePages(space: 0x33, epoch: 4, vpns: [10, 11], pages: page(5) + page(6)),
-                    ["space": [0x33], "epoch": [4], "n": [2], "key": [10, 11], "page": [.bytes(page(5)), .bytes(page(6))]]),
+            reply("CREATE_SPACE reply", SpaceCreated(logWriter: 0xabc), ["log writer": [0xabc]]),
+            request(StorePages(space: 0x33, flags: .logged, vpns: [10, 11], pages: page(5) + page(6)),
+                    ["space": [0x33], "flags": [1], "n": [2], "key": [10, 11], "page": [.bytes(page(5)), .bytes(page(6))]]),
             reply("STORE_PAGES reply", NoPayload(), [:]),
             request(FetchPages(space: 0x44, vpns: [1, 2, 3]), ["space": [0x44], "n": [3], "key": [1, 2, 3]]),
             fetchedSample("FETCH_PAGES reply"),
@@ -133,6 +133,9 @@ import LegatoWire
             request(FetchCheckpointed(space: 0xDD, epoch: 7, vpns: [7, 8, 9]), ["space": [0xDD], "epoch": [7], "n": [3], "key": [7, 8, 9]]),
             fetchedSample("FETCH_CHECKPOINTED reply"),
             request(DescribeSpace(space: 0xEE), ["space": [0xEE]]),
+            request(RecoverSpace(space: 0x99, ephemeral: true, logged: true, deadLog: 0x1234, slabs: [5, 6], runs: [PageRun(first: 0x5000, count: 3)]),
+                    ["space": [0x99], "flags": [3], "dead log": [0x1234], "k": [2], "slab": [5, 6], "n": [1], "first key": [0x5000], "count": [3]]),
+            reply("RECOVER_SPACE reply", Count64(3), ["recovered": [3]]),
             reply("DESCRIBE_SPACE reply", SpaceDescription(retainedEpoch: 8, frozen: true, pages: 1234),
                   ["retained epoch": [8], "frozen": [1], "pages": [1234]]),
 
@@ -195,6 +198,10 @@ import LegatoWire
                    "record": [.bytes([4, 5, 6])], "reason": [""]]),
             request(DeleteCheckpoint(name: "job", epoch: 12), ["name": ["job"], "epoch": [12]]),
             reply("DELETE_CHECKPOINT reply", NoPayload(), [:]),
+            request(PlanRecovery(space: 0x21, deadAddress: "10.0.0.5:7000", alsoDead: ["10.0.0.6:7000"], slabs: [.init(slab: 3, pages: 100), .init(slab: 4, pages: 7)]),
+                    ["space": [0x21], "dead address": ["10.0.0.5:7000"], "k": [1], "also dead": ["10.0.0.6:7000"], "n": [2], "slab": [3, 4], "pages": [100, 7]]),
+            reply("PLAN_RECOVERY reply", RecoveryPlan(partitions: [.init(node: 2, address: "10.0.0.7:7000", slabs: [3, 4])]),
+                  ["m": [1], "node id": [2], "address": ["10.0.0.7:7000"], "j": [2], "recovered slab": [3, 4]]),
         ]
     }
 }

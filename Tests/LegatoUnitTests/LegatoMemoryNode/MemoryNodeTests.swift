@@ -34,7 +34,7 @@ import Testing
         let second = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenA)
         let keys: [UInt64] = [1, 2]
         let data = pages(2, seed: 3)
-        try keys.withUnsafeBufferPointer { k in try data.withUnsafeBytes { try second.store(space: 7, epoch: 0, vpns: k, pages: $0.baseAddress!) } }
+        try keys.withUnsafeBufferPointer { k in try data.withUnsafeBytes { try second.store(space: 7, vpns: k, pages: $0.baseAddress!) } }
         let keeper = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenB)
         try keeper.createSpace(8)
         keeper.close()
@@ -65,7 +65,7 @@ import Testing
         let keys: [UInt64] = [3, 4]
         func fill(_ c: MemoryClient, _ space: UInt64) throws {
             try c.createSpace(space)
-            try keys.withUnsafeBufferPointer { k in try data.withUnsafeBytes { try c.store(space: space, epoch: 0, vpns: k, pages: $0.baseAddress!) } }
+            try keys.withUnsafeBufferPointer { k in try data.withUnsafeBytes { try c.store(space: space, vpns: k, pages: $0.baseAddress!) } }
         }
         var stayer = try MemoryClient(endpoint: node.endpoint, secret: secret, token: tokenA)
         try fill(stayer, 9)
@@ -97,7 +97,7 @@ import Testing
         try c.createSpace(42)
         let keys: [UInt64] = [5, 6, 100]
         let data = pages(3, seed: 1)
-        try keys.withUnsafeBufferPointer { k in try data.withUnsafeBytes { try c.store(space: 42, epoch: 0, vpns: k, pages: $0.baseAddress!) } }
+        try keys.withUnsafeBufferPointer { k in try data.withUnsafeBytes { try c.store(space: 42, vpns: k, pages: $0.baseAddress!) } }
         let want: [UInt64] = [100, 7, 5]
         var present = [UInt8](repeating: 0, count: 3)
         var out = [UInt8](repeating: 0, count: 3 * Page.size)
@@ -135,7 +135,7 @@ import Testing
         let keys: [UInt64] = [1, 2, 3]
         let before = pages(3, seed: 1), after = pages(3, seed: 9)
         func store(_ c: MemoryClient, _ data: [UInt8]) throws {
-            try keys.withUnsafeBufferPointer { k in try data.withUnsafeBytes { try c.store(space: 7, epoch: 0, vpns: k, pages: $0.baseAddress!) } }
+            try keys.withUnsafeBufferPointer { k in try data.withUnsafeBytes { try c.store(space: 7, vpns: k, pages: $0.baseAddress!) } }
         }
         func fetch(_ c: MemoryClient, _ version: MemoryClient.PageVersion) throws -> [UInt8] {
             var present = [UInt8](repeating: 0, count: 3)
@@ -211,7 +211,7 @@ import Testing
         let keys = (0..<UInt64(n)).map { $0 }
         let data = pages(n, seed: 3)
         do {
-            try keys.withUnsafeBufferPointer { k in try data.withUnsafeBytes { try c.store(space: 3, epoch: 0, vpns: k, pages: $0.baseAddress!) } }
+            try keys.withUnsafeBufferPointer { k in try data.withUnsafeBytes { try c.store(space: 3, vpns: k, pages: $0.baseAddress!) } }
             Issue.record("a store over capacity succeeded")
         } catch let e as RemoteError {
             #expect(e.status == .capacityExceeded)

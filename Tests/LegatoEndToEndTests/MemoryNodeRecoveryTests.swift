@@ -1,0 +1,108 @@
+import Foundation
+import Glibc
+import Testing
+import LegatoCore
+import LegatoSystem
+import LegatoWire
+
+/// A memory node killed while it holds pages of a run: with `--memory-replication log` the run goes on and ends as a plain run does, with no restore; its pages are rebuilt
+/// on the surviving nodes from the dead node's write-back log on the log nodes.
+@Suite(.serialized) struct MemoryNodeRecoveryTests {
+    init() throws { try requireAgentCapabilities() }
+
+    func clusterOptions(_ c: TestCluster) -> [String] { ["--coordinator", c.coordinator.description, "--secret-file", c.secretFile] }
+
+    /// A memory node's STATS, parsed.
+    func stats(_ address: String, _ cluster: TestCluster) throws -> [String: Any] {
+        let c = try RPCClient(endpoint: Endpoint(parsing: address)!, secret: cluster.secret, token: Sys.randomBytes(32))
+        defer { c.close() }
+        return try JSONSerialization.jsonObject(with: Data(try c.stats().utf8)) as! [String: Any]
+    }
+
+    /// The live memory node holding the most pages (nil: none holds any).
+    func busiestMemoryNode(_ cluster: TestCluster, except dead: Set<String> = []) throws -> String? {
+        var best: (String, Int)?
+        for d in cluster.daemons where d.name.hasPrefix("memd") && !dead.contains(d.address) {
+            let live = (try stats(d.address, cluster)["live_pages"] as? Int) ?? 0
+            if live > (best?.1 ?? 0) { best = (d.address, live) }
+        }
+        return best?.0
+    }
+
+    /// `legato run` of `argv` on the cluster, with `extra` options.
+    func startRun(_ cluster: TestCluster, _ argv: [String], localMem: String, extra: [String] = ["--memory-replication", "log"]) throws -> SpawnedCommand {
+        try SpawnedCommand([TestEnvironment.legato, "run", "--local-mem", localMem, "--stats-json", TestEnvironment.temporaryDirectory("recovery-stats") + "/stats.json"]
+                           + clusterOptions(cluster) + extra + ["--"] + argv)
+    }
+
+    /// Waits until the run has printed `lines` lines.
+    func waitForLines(_ run: SpawnedCommand, _ lines: Int) throws {
+        guard run.waitForOutput(timeoutSeconds: 60, { out, _ in out.split(separator: "\n").count >= lines }) else {
+            throw TestFailure("the run did not print \(lines) lines")
+        }
+    }
+
+    @Test(.disabled("open: under load a recovered run can go on with a stale page (teamwork hashes differ at a few rounds); see Docs/architecture.md, Failure")) func aMemoryNodeKilledMidRunCostsNothing() throws {
+        let cluster = try TestCluster(memory: 3, log: 3, deadAfterMillis: 120_000)
+        defer { cluster.down() }
+        let dir = TestEnvironment.temporaryDirectory("recovery-one")
+        let argv = [try Workloads.path("teamwork"), "40", "4", "48", dir + "/data", "60"]
+        let plain = try runCommand(argv)
+        try? FileManager.default.removeItem(atPath: dir + "/data")
+        let run = try startRun(cluster, argv, localMem: "8M")
+        try waitForLines(run, 8)
+        let victim = try #require(try busiestMemoryNode(cluster), "no memory node holds pages of the run")
+        #expect((try stats(victim, cluster)["logged_pages"] as? Int ?? 0) > 0, "the memory node logged the stores it took")
+        cluster.kill9(address: victim)
+        let r = try run.wait(timeoutSeconds: 120)
+        #expect(r.status == plain.status, "the run did not go on (\(r.status)): \(r.stderr)")
+        #expect(r.stdout == plain.stdout, "output differs from a plain run: \(r.stderr)")
+        #expect(r.stderr.contains("memory node \(victim) failed"), "the death was noticed: \(r.stderr)")
+        #expect(r.stderr.contains("recovered the"), "the pages were recovered: \(r.stderr)")
+        #expect(!r.stderr.contains("liveness guard") && !r.stderr.contains("waking its faults again"), "no fault was forgotten: \(r.stderr)")
+        // What the agent says it recovered is what the surviving nodes say they rebuilt.
+        let said = r.stderr.components(separatedBy: "recovered the ").dropFirst().first.flatMap { Int($0.prefix { $0.isNumber }) }
+        let recovered = cluster.daemons.filter { $0.name.hasPrefix("memd") && $0.address != victim }
+            .reduce(0) { $0 + ((try? stats($1.address, cluster)["recovered_pages"] as? Int) ?? 0) }
+        #expect(said == recovered, "the agent recovered \(said ?? -1) pages, the surviving nodes rebuilt \(recovered)")
+    }
+
+    @Test(.disabled("open: under load a recovered run can go on with a stale page (teamwork hashes differ at a few rounds); see Docs/architecture.md, Failure")) func twoMemoryNodesKilledOneAfterTheOther() throws {
+        let cluster = try TestCluster(memory: 3, log: 3, deadAfterMillis: 120_000)
+        defer { cluster.down() }
+        let dir = TestEnvironment.temporaryDirectory("recovery-two")
+        let argv = [try Workloads.path("teamwork"), "60", "4", "48", dir + "/data", "60"]
+        let plain = try runCommand(argv)
+        try? FileManager.default.removeItem(atPath: dir + "/data")
+        let run = try startRun(cluster, argv, localMem: "8M")
+        try waitForLines(run, 8)
+        let first = try #require(try busiestMemoryNode(cluster))
+        cluster.kill9(address: first)
+        guard run.waitForOutput(timeoutSeconds: 60, { _, err in err.contains("recovered the") }) else {
+            throw TestFailure("the first node's pages were not recovered")
+        }
+        try waitForLines(run, 30)
+        let second = try #require(try busiestMemoryNode(cluster, except: [first]))
+        cluster.kill9(address: second)
+        let r = try run.wait(timeoutSeconds: 120)
+        #expect(r.status == plain.status, "the run did not go on (\(r.status)): \(r.stderr)")
+        #expect(r.stdout == plain.stdout, "output differs from a plain run: \(r.stderr)")
+        #expect(r.stderr.components(separatedBy: "recovered the").count - 1 == 2, "both deaths were recovered from: \(r.stderr)")
+    }
+
+    /// Without replication, a memory node's death stops the run, as before: never a wrong page.
+    @Test func withoutReplicationTheRunStops() throws {
+        let cluster = try TestCluster(memory: 2, log: 3, deadAfterMillis: 120_000)
+        defer { cluster.down() }
+        let dir = TestEnvironment.temporaryDirectory("recovery-none")
+        let argv = [try Workloads.path("teamwork"), "40", "4", "48", dir + "/data", "60"]
+        let run = try startRun(cluster, argv, localMem: "8M", extra: ["--memory-replication", "none"])
+        try waitForLines(run, 8)
+        let victim = try #require(try busiestMemoryNode(cluster))
+        #expect((try stats(victim, cluster)["logged_pages"] as? Int ?? 0) == 0, "nothing is logged without replication")
+        cluster.kill9(address: victim)
+        let r = try run.wait(timeoutSeconds: 120)
+        #expect(r.status == 125, "the run stops (\(r.status)): \(r.stderr)")
+        #expect(r.stderr.contains("memory node \(victim) failed while holding"), "\(r.stderr)")
+    }
+}
