@@ -90,6 +90,25 @@ import LegatoWire
         #expect(r.stderr.components(separatedBy: "recovered the").count - 1 == 2, "both deaths were recovered from: \(r.stderr)")
     }
 
+    @Test(.disabled("open: under load a recovered run can go on with a stale page (teamwork hashes differ at a few rounds); see Docs/architecture.md, Failure")) func aMemoryNodeAndALogNodeKilledTogether() throws {
+        let cluster = try TestCluster(memory: 3, log: 3, deadAfterMillis: 120_000)
+        defer { cluster.down() }
+        let dir = TestEnvironment.temporaryDirectory("recovery-memlog")
+        let argv = [try Workloads.path("teamwork"), "40", "4", "48", dir + "/data", "60"]
+        let plain = try runCommand(argv)
+        try? FileManager.default.removeItem(atPath: dir + "/data")
+        let run = try startRun(cluster, argv, localMem: "8M")
+        try waitForLines(run, 8)
+        let victim = try #require(try busiestMemoryNode(cluster))
+        let logd = try #require(cluster.daemons.first { $0.name.hasPrefix("logd") })
+        cluster.kill9(address: logd.address)
+        cluster.kill9(address: victim)
+        let r = try run.wait(timeoutSeconds: 120)
+        #expect(r.status == plain.status, "the run did not go on (\(r.status)): \(r.stderr)")
+        #expect(r.stdout == plain.stdout, "output differs from a plain run: \(r.stderr)")
+        #expect(r.stderr.contains("recovered the"), "the pages were recovered from the surviving log replicas: \(r.stderr)")
+    }
+
     /// Without replication, a memory node's death stops the run, as before: never a wrong page.
     @Test func withoutReplicationTheRunStops() throws {
         let cluster = try TestCluster(memory: 2, log: 3, deadAfterMillis: 120_000)

@@ -106,10 +106,16 @@ final class WriteBackBuffer {
                 // does not know of these pages, so they go to a live node.
                 resend(b, away: b.node)
             case .stored(let b):
-                pool.recordStored(keys: b.keys, on: b.node)
+                // Only the pages this batch still holds the newest copy of move to its node: a batch
+                // sent again (its node refused it or died) can be acknowledged after a newer batch of
+                // the same page, whose node must stay the page's location.
+                pool.recordStored(keys: b.keys.enumerated().compactMap { k, key in
+                    inflight[key].map { $0.batch == b.id && $0.index == Int32(k) } == true ? key : nil
+                }, on: b.node)
                 counters.storedPages += b.keys.count
                 release(b)
-            case .refused(let b, let why):
+            case .refused(let refused, let why):
+                guard let b = current(refused) else { continue }
                 if let other = pool.alternative(to: b.node) {
                     log.info("memory node \(pool.nodes[b.node].endpoint) is full (\(why)); sending \(b.keys.count) pages to \(pool.nodes[other].endpoint)")
                     b.node = other
@@ -137,7 +143,8 @@ final class WriteBackBuffer {
     }
 
     /// Sends a batch its node did not take to another node (or keeps it, if there is none).
-    private func resend(_ b: WriteBackBatch, away node: Int) {
+    private func resend(_ sent: WriteBackBatch, away node: Int) {
+        guard let b = current(sent) else { return }
         if let other = pool.route(b.keys[0]), other != node {
             b.node = other
             thread.submit(.store(b))
@@ -146,6 +153,22 @@ final class WriteBackBuffer {
             stuckBatches.append(b.id)
             counters.keptLocalPages += b.keys.count
         }
+    }
+
+    /// The batch to send again in place of `b`: `b` itself if it still holds the newest copy of every
+    /// page, else a new batch of only those it does (a newer batch or a discard took the others: sent
+    /// after that newer batch, the old copy would be stored over the new one), which takes over their
+    /// `inFlight` entries; nil if it holds none (or its address space is gone).
+    private func current(_ b: WriteBackBatch) -> WriteBackBatch? {
+        let kept = b.keys.indices.filter { k in inflight[b.keys[k]].map { $0.batch == b.id && $0.index == Int32(k) } == true }
+        if kept.count == b.keys.count { return b }
+        batches[b.id] = nil
+        inflightBytes -= b.bytes
+        guard !kept.isEmpty, let table = b.table else { return nil }
+        let fresh = makeBatch(node: b.node, keys: kept.map { b.keys[$0] }, table: table)
+        for (j, k) in kept.enumerated() { fresh.page(j).copyMemory(from: b.page(k), byteCount: Page.size) }
+        hold(fresh)
+        return fresh
     }
 
     /// Pages an eviction keeps because no node will take them.
