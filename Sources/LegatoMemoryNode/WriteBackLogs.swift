@@ -26,6 +26,31 @@ final class WriteBackLogs {
         var live: [UInt64: Int] = [:]           // segment -> keys whose current version it holds
         init(writer: LogWriter) { self.writer = writer }
 
+        /// Pages entries of one store, numbered `seq`: one per run of `keys` in one slab (key i's page
+        /// at pages + i * 4096).
+        func entries<Keys: RandomAccessCollection<UInt64>>(seq: UInt64, keys: Keys, pages: UnsafeRawPointer) -> [LogEntry] where Keys.Index == Int {
+            var out: [LogEntry] = []
+            var i = keys.startIndex
+            while i < keys.endIndex {
+                var j = i + 1
+                while j < keys.endIndex && keys[j] >> WriteBackLogEntry.slabShift == keys[i] >> WriteBackLogEntry.slabShift { j += 1 }
+                out.append(WriteBackLogEntry.pagesEntry(seq: seq, keys: keys[i..<j], pages: pages + (i - keys.startIndex) * Page.size))
+                i = j
+            }
+            return out
+        }
+
+        /// The keys of `entries` (built by `entries` from `keys`) now have their current version
+        /// where the append put each entry.
+        func appended<Keys: RandomAccessCollection<UInt64>>(_ entries: [LogEntry], at positions: [LogWriter.Position], keys: Keys) where Keys.Index == Int {
+            var i = keys.startIndex
+            for (e, p) in zip(entries, positions) {
+                let n = (e.payload.count - WriteBackLogEntry.headerSize) / (8 + Page.size)
+                moved(keys[i..<i + n], to: p.segment)
+                i += n
+            }
+        }
+
         /// `keys` now have their current version in `segment` (nil: they have none).
         func moved(_ keys: some Sequence<UInt64>, to segment: UInt64?) {
             for k in keys {
@@ -106,26 +131,14 @@ final class WriteBackLogs {
         try l.lock.withLock {
             let seq = l.nextSeq
             l.nextSeq += 1
-            var entries: [LogEntry] = []
-            var i = 0
-            while i < vpns.count {
-                var j = i + 1
-                while j < vpns.count && vpns[j] >> WriteBackLogEntry.slabShift == vpns[i] >> WriteBackLogEntry.slabShift { j += 1 }
-                entries.append(WriteBackLogEntry.pagesEntry(seq: seq, keys: vpns[i..<j], pages: pages + i * Page.size))
-                i = j
-            }
+            let entries = l.entries(seq: seq, keys: vpns, pages: pages)
             let positions: [LogWriter.Position]
             do { positions = try l.writer.append(entries) } catch {
                 lock.withLock { counters.refusedAppends += 1 }
                 throw AppendRefused(pages: vpns.count, why: "\(error)")
             }
             try store()
-            i = 0
-            for (e, p) in zip(entries, positions) {
-                let n = (e.payload.count - WriteBackLogEntry.headerSize) / (8 + Page.size)
-                l.moved(vpns[i..<i + n], to: p.segment)
-                i += n
-            }
+            l.appended(entries, at: positions, keys: vpns)
             lock.withLock { counters.loggedPages += vpns.count }
         }
         clean(space, l)
@@ -186,21 +199,8 @@ final class WriteBackLogs {
             guard !held.isEmpty else { continue }
             let seq = l.nextSeq
             l.nextSeq += 1
-            var entries: [LogEntry] = []
-            var i = 0
-            while i < held.count {
-                var j = i + 1
-                while j < held.count && held[j] >> WriteBackLogEntry.slabShift == held[i] >> WriteBackLogEntry.slabShift { j += 1 }
-                entries.append(WriteBackLogEntry.pagesEntry(seq: seq, keys: held[i..<j], pages: buffer + i * Page.size))
-                i = j
-            }
-            let positions = try l.writer.append(entries)
-            i = 0
-            for (e, p) in zip(entries, positions) {
-                let n = (e.payload.count - WriteBackLogEntry.headerSize) / (8 + Page.size)
-                l.moved(held[i..<i + n], to: p.segment)
-                i += n
-            }
+            let entries = l.entries(seq: seq, keys: held, pages: buffer)
+            l.appended(entries, at: try l.writer.append(entries), keys: held)
             written += held.count
         }
         return written

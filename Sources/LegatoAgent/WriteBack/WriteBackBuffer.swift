@@ -109,9 +109,7 @@ final class WriteBackBuffer {
                 // Only the pages this batch still holds the newest copy of move to its node: a batch
                 // sent again (its node refused it or died) can be acknowledged after a newer batch of
                 // the same page, whose node must stay the page's location.
-                pool.recordStored(keys: b.keys.enumerated().compactMap { k, key in
-                    inflight[key].map { $0.batch == b.id && $0.index == Int32(k) } == true ? key : nil
-                }, on: b.node)
+                pool.recordStored(keys: b.keys.indices.compactMap { holdsNewest(b, $0) ? b.keys[$0] : nil }, on: b.node)
                 counters.storedPages += b.keys.count
                 release(b)
             case .refused(let refused, let why):
@@ -121,10 +119,7 @@ final class WriteBackBuffer {
                     b.node = other
                     thread.submit(.store(b))
                 } else {
-                    // Nowhere to put them: they stay in the buffer, which serves their faults.
-                    warnEveryNodeFull()
-                    stuckBatches.append(b.id)
-                    counters.keptLocalPages += b.keys.count
+                    keep(b)
                 }
             case .failed(let node, let batch, let why):
                 let n = pool.nodes[node]
@@ -149,10 +144,21 @@ final class WriteBackBuffer {
             b.node = other
             thread.submit(.store(b))
         } else {
-            warnEveryNodeFull()
-            stuckBatches.append(b.id)
-            counters.keptLocalPages += b.keys.count
+            keep(b)
         }
+    }
+
+    /// A batch no node will take: it stays in the buffer, which serves its pages' faults.
+    private func keep(_ b: WriteBackBatch) {
+        warnEveryNodeFull()
+        stuckBatches.append(b.id)
+        counters.keptLocalPages += b.keys.count
+    }
+
+    /// Whether page `k` of `b` is still the newest copy of its page (no newer batch or discard took it).
+    private func holdsNewest(_ b: WriteBackBatch, _ k: Int) -> Bool {
+        guard let loc = inflight[b.keys[k]] else { return false }
+        return loc.batch == b.id && loc.index == Int32(k)
     }
 
     /// The batch to send again in place of `b`: `b` itself if it still holds the newest copy of every
@@ -160,7 +166,7 @@ final class WriteBackBuffer {
     /// after that newer batch, the old copy would be stored over the new one), which takes over their
     /// `inFlight` entries; nil if it holds none (or its address space is gone).
     private func current(_ b: WriteBackBatch) -> WriteBackBatch? {
-        let kept = b.keys.indices.filter { k in inflight[b.keys[k]].map { $0.batch == b.id && $0.index == Int32(k) } == true }
+        let kept = b.keys.indices.filter { holdsNewest(b, $0) }
         if kept.count == b.keys.count { return b }
         batches[b.id] = nil
         inflightBytes -= b.bytes
@@ -196,11 +202,9 @@ final class WriteBackBuffer {
 
     /// The batch is on its node: faults on its pages now go there.
     private func release(_ b: WriteBackBatch) {
-        for (k, key) in b.keys.enumerated() {
-            if let loc = inflight[key], loc.batch == b.id, loc.index == Int32(k) {
-                inflight[key] = nil
-                if let r = b.table?.region(forKey: key) { r.region.remove(r.index, .inFlight) }
-            }
+        for (k, key) in b.keys.enumerated() where holdsNewest(b, k) {
+            inflight[key] = nil
+            if let r = b.table?.region(forKey: key) { r.region.remove(r.index, .inFlight) }
         }
         batches[b.id] = nil
         inflightBytes -= b.bytes
