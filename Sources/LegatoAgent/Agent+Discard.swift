@@ -115,8 +115,8 @@ extension Agent {
         var discards = RemoteDiscards()
         for s in saved {
             let st = PageState(rawValue: s.state)
-            guard st.contains(.remote) || st.contains(.inFlight), sharedKeys.release(s.key), let node = pool.location(s.key) else { continue }
-            discards.add(s.key, on: node)
+            guard st.contains(.remote) || st.contains(.inFlight), sharedKeys.release(s.key), pool.location(s.key) != nil else { continue }
+            for node in pool.holders(s.key) { discards.add(s.key, on: node) }
             pool.recordDiscarded(key: s.key)
         }
         discards.send(through: writeBack)

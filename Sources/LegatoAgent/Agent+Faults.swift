@@ -53,7 +53,7 @@ extension Agent: FaultSources {
                 if s.contains(.remote) {
                     let key = r.key(at: i)
                     if sharedKeys.release(key) {
-                        if let node = pool.location(key) { discards.add(key, on: node) }
+                        for node in pool.holders(key) { discards.add(key, on: node) }
                         pool.recordDiscarded(key: key)
                     }
                 }
@@ -68,7 +68,7 @@ extension Agent: FaultSources {
     func releaseRemoteCopies(keys: [UInt64]) {
         var discards = RemoteDiscards()
         for key in keys where sharedKeys.release(key) {
-            if let node = pool.location(key) { discards.add(key, on: node) }
+            for node in pool.holders(key) { discards.add(key, on: node) }
             pool.recordDiscarded(key: key)
         }
         discards.send(through: writeBack)

@@ -113,7 +113,12 @@ public final class Agent {
     /// Brings the program's remote pages in (made once the pool is).
     var fetcher: Fetcher!
     /// Dead memory nodes whose pages are being rebuilt on the others, by node index.
-    var recoveries: [Int: NodeRecovery] = [:]
+    var recoveries: [Int: any RecoveryTask] = [:]
+    /// Promotion is never `awaitingRecovery`'s: faults parked on a node found dead while its pages
+    /// moved to their mirrors fault again at the next round of the event loop.
+    var resumeParkedSoon = false
+    /// Counts promotions (RemotePool.singleCopy).
+    var promotions: UInt64 = 0
 
     var stats = AgentStats()
     /// With `--metrics`: the run's /metrics endpoint.
@@ -170,7 +175,8 @@ public final class Agent {
         signalFD = try makeSignalFD()
         try startMetrics()
         pool = try RemotePool(endpoints: config.memoryNodes, coordinator: config.coordinator, secret: config.secret, token: token, space: space,
-                              ephemeral: config.name == nil, logged: config.memoryReplication == .log, log: log)
+                              ephemeral: config.name == nil, logged: config.memoryReplication == .log,
+                              mirrored: config.memoryReplication == .mirror, log: log)
         let thread = try WriteBack(endpoints: pool.endpoints, secret: config.secret, token: token, space: space,
                                    logged: config.memoryReplication == .log)
         pool.onNewNode = { [thread] ep in thread.addEndpoint(ep) }
@@ -260,6 +266,10 @@ public final class Agent {
     /// then serves fetch answers, uffd events, write-back completions and, if `reapStops`, ptrace stops.
     /// Without `reapStops` (while a syscall is injected) ptrace stops are left to the injector.
     func pollOnce(reapStops reap: Bool, sleepMillis: Int32 = 1000) throws {
+        if resumeParkedSoon {
+            resumeParkedSoon = false
+            fetcher.resumeParked()
+        }
         let nodes = fetcher.connections
         pollFDs.removeAll(keepingCapacity: true)
         pollFDs.append(pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0))

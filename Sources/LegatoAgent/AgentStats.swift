@@ -13,5 +13,7 @@ struct AgentStats {
     var restoredByFill = 0              // ... by the background fill
     var nodeFailures = 0                // memory nodes that died holding pages and were recovered from
     var recoveredPages = 0              // pages rebuilt on other nodes from dead nodes' write-back logs
+    var promotedPages = 0               // mirrored pages read from their mirror since their node died
+    var remirroredPages = 0             // pages given a second copy again after a node's death
     var recoveryNanos: UInt64 = 0       // death noticed to pages served again, summed over recoveries
 }

@@ -49,6 +49,15 @@ final class RemotePool {
     /// Keys a recovery under way rebuilds on other nodes: a new copy of one must not be stored until
     /// it is done (the recovery would write the old copy over it), so its batch waits.
     var awaitingRecovery = Set<UInt64>()
+    /// `--memory-replication mirror`: every store also goes to a second node (see RemotePool+Mirrors).
+    let mirrored: Bool
+    /// Where each mirrored key's second copy is (its newest copy is on both `location` and here).
+    var mirrorOf: [UInt64: Int] = [:]
+    /// Each slab's usual mirror node (the second copies of its keys go there while it can take them).
+    var mirrorSlab: [UInt64: Int] = [:]
+    /// Keys with one copy since their other node died, each with the promotion that left it so; a
+    /// new store or a discard of the key takes it out (a ReMirror's copy is then not its mirror).
+    var singleCopy: [UInt64: UInt64] = [:]
     /// Told of every node added after the start (the write-back thread connects to it too).
     var onNewNode: ((Endpoint) -> Void)?
 
@@ -60,9 +69,10 @@ final class RemotePool {
     let coordinatorEndpoint: Endpoint?
 
     init(endpoints: [Endpoint], coordinator: Endpoint?, secret: ClusterSecret, token: [UInt8], space: UInt64, ephemeral: Bool,
-         logged: Bool = false, log: Logger) throws {
+         logged: Bool = false, mirrored: Bool = false, log: Logger) throws {
         self.ephemeral = ephemeral
         self.logged = logged
+        self.mirrored = mirrored
         self.coordinatorEndpoint = coordinator
         self.space = space
         self.token = token
@@ -223,16 +233,49 @@ final class RemotePool {
         return place()
     }
 
-    func recordStored(keys: [UInt64], on node: Int) {
+    /// `keys` are stored on `node` (and, mirrored, on `mirror` too): their newest copies are there.
+    func recordStored(keys: [UInt64], on node: Int, mirror: Int? = nil) {
         for k in keys {
             if slabOwner[k >> Self.slabShift] != node { overrides[k] = node } else { overrides[k] = nil }
         }
         nodes[node].pagesHeld += keys.count
+        if mirrored { recordMirrors(keys, mirror) }
     }
 
     func recordDiscarded(key: UInt64) {
         if let n = location(key) { nodes[n].pagesHeld -= 1 }
         overrides[key] = nil
+        if mirrored { forgetMirror(key) }
+    }
+
+    /// The nodes holding `key`'s newest copy: its location, and its mirror if it has one.
+    func holders(_ key: UInt64) -> [Int] {
+        guard let n = location(key) else { return [] }
+        guard let m = mirrorOf[key] else { return [n] }
+        return [n, m]
+    }
+
+    /// Makes `key`'s location `node` (its slab's node or an override), without counting a store.
+    func relocate(_ key: UInt64, to node: Int) {
+        overrides[key] = slabOwner[key >> Self.slabShift] == node ? nil : node
+    }
+
+    /// Places a slab of a dead owner anew: on `node` (keys then relocated there need no override).
+    func reassignSlab(_ slab: UInt64, to node: Int) {
+        slabOwner[slab] = node
+        nodes[node].slabsAssigned += 1
+    }
+
+    /// The slabs node `node` owns.
+    func slabs(ownedBy node: Int) -> [UInt64] { slabOwner.compactMap { $0.value == node ? $0.key : nil } }
+
+    /// A node with room, other than `except` (nil: there is none).
+    func place(except: Int) -> Int? {
+        let candidates = nodes.filter { !$0.full && !$0.dead && $0.index != except }
+        guard !candidates.isEmpty else { return nil }
+        let a = candidates.randomElement(using: &rng)!
+        let b = candidates.randomElement(using: &rng)!
+        return a.estimatedFree >= b.estimatedFree ? a.index : b.index
     }
 
     /// Fetches the pages of `keys` (all on node `node`) into `out`; throws if any is missing.

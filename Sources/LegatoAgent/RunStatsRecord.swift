@@ -51,6 +51,8 @@ struct RunStatsRecord: Codable {
     var restoredByFill: Int
     var memoryNodeFailures: Int
     var recoveredPages: Int
+    var promotedPages: Int
+    var remirroredPages: Int
     var recoveryMs: Double
     /// The longest a fault waited for its dead node's pages to be recovered.
     var longestRecoveryWaitMs: Double
@@ -94,6 +96,8 @@ struct RunStatsRecord: Codable {
         restoredByFill = s.restoredByFill
         memoryNodeFailures = s.nodeFailures
         recoveredPages = s.recoveredPages
+        promotedPages = s.promotedPages
+        remirroredPages = s.remirroredPages
         recoveryMs = Double(s.recoveryNanos) / 1e6
         longestRecoveryWaitMs = Double(fetches.longestParkNanos) / 1e6
         self.memoryNodes = memoryNodes
@@ -135,8 +139,10 @@ extension RunStatsRecord: MetricsReporting {
         r.gauge("restore_complete_seconds", restoreCompleteMs / 1e3, help: "Agent start to every restored page back")
         r.counter("pages_restored_by_fault_total", restoredByFault, help: "Restored pages brought back by the program's faults")
         r.counter("pages_restored_by_fill_total", restoredByFill, help: "Restored pages brought back by the background fill")
-        r.counter("memory_node_failures_total", memoryNodeFailures, help: "Memory nodes that died holding pages of the run, recovered from their logs")
+        r.counter("memory_node_failures_total", memoryNodeFailures, help: "Memory nodes that died holding pages of the run and were recovered from")
         r.counter("pages_recovered_total", recoveredPages, help: "Pages rebuilt on other memory nodes from dead nodes' write-back logs")
+        r.counter("pages_promoted_total", promotedPages, help: "Mirrored pages read from their mirror since their memory node died")
+        r.counter("pages_remirrored_total", remirroredPages, help: "Pages given a second copy again after a memory node's death")
         r.gauge("recovery_seconds", recoveryMs / 1e3, help: "Time from a memory node's death to its pages being served again, summed")
         r.gauge("longest_recovery_wait_seconds", longestRecoveryWaitMs / 1e3, help: "The longest a fault waited for a recovery")
     }

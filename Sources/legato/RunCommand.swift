@@ -39,7 +39,7 @@ struct MemoryOptions: ParsableArguments {
     var snapshotAbovePages: Int?
 
     @Option(name: .customLong("memory-replication"),
-            help: "How the run's pages outlive a memory node: none (its death stops the run; the default) or log (with --coordinator: each store is logged on log nodes first, and a dead node's pages are rebuilt on the others while the run goes on).")
+            help: "How the run's pages outlive a memory node: none (its death stops the run; the default), log (experimental, with --coordinator: each store is logged on log nodes first, and a dead node's pages are rebuilt on the others while the run goes on) or mirror (two or more memory nodes: each store goes to two of them, and a dead node's pages are read from their other copy at once).")
     var memoryReplication: MemoryReplication?
 
     func validate() throws {
@@ -49,6 +49,9 @@ struct MemoryOptions: ParsableArguments {
         if prefetch < 1 || prefetch > 256 { throw ValidationError("--prefetch must be between 1 and 256") }
         if memoryReplication == .log && coordinator == nil {
             throw ValidationError("--memory-replication log needs --coordinator: the memory nodes find log nodes through it")
+        }
+        if memoryReplication == .mirror && coordinator == nil && (memory.flatMap { Endpoint.list($0) }?.count ?? 0) < 2 {
+            throw ValidationError("--memory-replication mirror needs two or more memory nodes: --coordinator, or --memory HOST:PORT,HOST:PORT")
         }
     }
 

@@ -42,7 +42,7 @@ import LegatoWire
         }
     }
 
-    @Test(.disabled("open: under load a recovered run can go on with a stale page (teamwork hashes differ at a few rounds); see Docs/architecture.md, Failure")) func aMemoryNodeKilledMidRunCostsNothing() throws {
+    @Test(.disabled("open: under heavy load a run recovered from the log can lose one write-back (teamwork: one round's words stale from then on); see Docs/architecture.md, Failure")) func aMemoryNodeKilledMidRunCostsNothing() throws {
         let cluster = try TestCluster(memory: 3, log: 3, deadAfterMillis: 120_000)
         defer { cluster.down() }
         let dir = TestEnvironment.temporaryDirectory("recovery-one")
@@ -67,7 +67,7 @@ import LegatoWire
         #expect(said == recovered, "the agent recovered \(said ?? -1) pages, the surviving nodes rebuilt \(recovered)")
     }
 
-    @Test(.disabled("open: under load a recovered run can go on with a stale page (teamwork hashes differ at a few rounds); see Docs/architecture.md, Failure")) func twoMemoryNodesKilledOneAfterTheOther() throws {
+    @Test(.disabled("open: under heavy load a run recovered from the log can lose one write-back (teamwork: one round's words stale from then on); see Docs/architecture.md, Failure")) func twoMemoryNodesKilledOneAfterTheOther() throws {
         let cluster = try TestCluster(memory: 3, log: 3, deadAfterMillis: 120_000)
         defer { cluster.down() }
         let dir = TestEnvironment.temporaryDirectory("recovery-two")
@@ -90,7 +90,7 @@ import LegatoWire
         #expect(r.stderr.components(separatedBy: "recovered the").count - 1 == 2, "both deaths were recovered from: \(r.stderr)")
     }
 
-    @Test(.disabled("open: under load a recovered run can go on with a stale page (teamwork hashes differ at a few rounds); see Docs/architecture.md, Failure")) func aMemoryNodeAndALogNodeKilledTogether() throws {
+    @Test(.disabled("open: under heavy load a run recovered from the log can lose one write-back (teamwork: one round's words stale from then on); see Docs/architecture.md, Failure")) func aMemoryNodeAndALogNodeKilledTogether() throws {
         let cluster = try TestCluster(memory: 3, log: 3, deadAfterMillis: 120_000)
         defer { cluster.down() }
         let dir = TestEnvironment.temporaryDirectory("recovery-memlog")
@@ -107,6 +107,56 @@ import LegatoWire
         #expect(r.status == plain.status, "the run did not go on (\(r.status)): \(r.stderr)")
         #expect(r.stdout == plain.stdout, "output differs from a plain run: \(r.stderr)")
         #expect(r.stderr.contains("recovered the"), "the pages were recovered from the surviving log replicas: \(r.stderr)")
+    }
+
+    @Test func aMirroredMemoryNodeKilledMidRunCostsNothing() throws {
+        let cluster = try TestCluster(memory: 3, log: 3, deadAfterMillis: 120_000)
+        defer { cluster.down() }
+        let dir = TestEnvironment.temporaryDirectory("recovery-mirror")
+        let argv = [try Workloads.path("teamwork"), "40", "4", "48", dir + "/data", "60"]
+        let plain = try runCommand(argv)
+        try? FileManager.default.removeItem(atPath: dir + "/data")
+        let statsPath = TestEnvironment.temporaryDirectory("recovery-mirror-stats") + "/stats.json"
+        let run = try SpawnedCommand([TestEnvironment.legato, "run", "--local-mem", "8M", "--stats-json", statsPath]
+                                     + clusterOptions(cluster) + ["--memory-replication", "mirror", "--"] + argv)
+        try waitForLines(run, 8)
+        let victim = try #require(try busiestMemoryNode(cluster), "no memory node holds pages of the run")
+        #expect((try stats(victim, cluster)["logged_pages"] as? Int ?? 0) == 0, "mirroring logs nothing")
+        cluster.kill9(address: victim)
+        let r = try run.wait(timeoutSeconds: 120)
+        #expect(r.status == plain.status, "the run did not go on (\(r.status)): \(r.stderr)")
+        #expect(r.stdout == plain.stdout, "output differs from a plain run: \(r.stderr)")
+        #expect(r.stderr.contains("memory node \(victim) failed"), "the death was noticed: \(r.stderr)")
+        #expect(!r.stderr.contains("liveness guard") && !r.stderr.contains("waking its faults again"), "no fault was forgotten: \(r.stderr)")
+        let st = try RunStats(path: statsPath)
+        #expect(st.int("promoted_pages") > 0, "pages were read from their mirrors: \(r.stderr)")
+        #expect(st.int("recovered_pages") == 0, "nothing was replayed")
+        #expect(st.int("remirrored_pages") > 0, "pages left with one copy were given a second: \(r.stderr)")
+    }
+
+    /// Mirrored, two nodes killed one after the other: the first death's pages get a second copy again
+    /// before the second, so the second loses nothing either.
+    @Test func twoMirroredMemoryNodesKilledOneAfterTheOther() throws {
+        let cluster = try TestCluster(memory: 3, log: 1, deadAfterMillis: 120_000)
+        defer { cluster.down() }
+        let dir = TestEnvironment.temporaryDirectory("recovery-mirror-two")
+        let argv = [try Workloads.path("teamwork"), "60", "4", "48", dir + "/data", "60"]
+        let plain = try runCommand(argv)
+        try? FileManager.default.removeItem(atPath: dir + "/data")
+        let run = try startRun(cluster, argv, localMem: "8M", extra: ["--memory-replication", "mirror"])
+        try waitForLines(run, 8)
+        let first = try #require(try busiestMemoryNode(cluster))
+        cluster.kill9(address: first)
+        guard run.waitForOutput(timeoutSeconds: 60, { _, err in err.contains("have a mirror again") }) else {
+            throw TestFailure("the pages left with one copy were not mirrored again: \(run.stderrSoFar)")
+        }
+        try waitForLines(run, 30)
+        let second = try #require(try busiestMemoryNode(cluster, except: [first]))
+        cluster.kill9(address: second)
+        let r = try run.wait(timeoutSeconds: 120)
+        #expect(r.status == plain.status, "the run did not go on (\(r.status)): \(r.stderr)")
+        #expect(r.stdout == plain.stdout, "output differs from a plain run: \(r.stderr)")
+        #expect(r.stderr.components(separatedBy: "are read from their mirrors").count - 1 == 2, "both deaths were survived: \(r.stderr)")
     }
 
     /// Without replication, a memory node's death stops the run, as before: never a wrong page.

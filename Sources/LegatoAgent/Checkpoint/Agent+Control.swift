@@ -32,7 +32,7 @@ extension Agent {
     func startCheckpoint(replyTo conn: Int32?, crashAt: Checkpointer.CrashPoint?) {
         guard let checkpointer else { return ControlSocket.reply(to: conn, .refused("this run has no name")) }
         if let r = recoveries.values.first {
-            return ControlSocket.reply(to: conn, .refused("memory node \(r.deadEndpoint) died and its pages are being recovered from its write-back log; try again once they are"))
+            return ControlSocket.reply(to: conn, .refused("memory node \(r.deadEndpoint) died and its pages are being recovered; try again once they are"))
         }
         checkpointer.start(replyTo: conn, crashAt: crashAt,
                            capture: { try capture(into: checkpointer, epoch: $0) },

@@ -217,12 +217,19 @@ final class Fetcher {
             onFailure(e.description)
             return false
         }
+        parkRequests(to: node)
+        return true
+    }
+
+    /// Node `node` died and its pages are being recovered: every request on its way to it is parked
+    /// (its answer will never come; a page left `fetching` would make its faults wait forever),
+    /// whichever part of the agent saw the death first.
+    func parkRequests(to node: Int) {
         for p in inbound.removeValue(forKey: node) ?? [] {
             park(p)
             inboundPages -= p.count
             freeSlots.append(p.slot)
         }
-        return true
     }
 
     /// Parks page r[i] (`fetching` already) until its node's recovery.
@@ -321,6 +328,9 @@ final class Fetcher {
 
     /// Receives and installs the next answer from `node`.
     func receive(node: Int) throws {
+        // A dead node's connection is closed (its descriptor may be another connection's by now):
+        // never read; what waited on it waits for the recovery.
+        if pool.nodes[node].dead { return parkRequests(to: node) }
         guard let p = inbound[node]?.first else { return }
         inbound[node]!.removeFirst()  // in place (a copy taken out and put back would be copied whole)
         inboundPages -= p.count

@@ -13,6 +13,7 @@ extension Agent {
         let n = pool.nodes[node]
         if n.dead { return fatalError == nil }  // known already: its recovery (if it held pages) is under way
         let failure = NodeFailure(node: n.endpoint, pagesHeld: n.pagesHeld, underlying: why)
+        if config.memoryReplication == .mirror { return promoteMirrors(node, failure) }
         guard config.memoryReplication == .log, n.logWriter != 0, let coordinator = config.coordinator else {
             fail(failure.description)
             return false
@@ -20,6 +21,7 @@ extension Agent {
         let keys = newestCopies(on: node)
         let holdings = pool.holdings(of: node)
         pool.markDead(node)
+        fetcher.parkRequests(to: node)
         pool.awaitingRecovery.formUnion(keys)
         log.warning("memory node \(n.endpoint) failed (\(why)) holding \(keys.count) pages (\(formatSize(UInt64(keys.count * Page.size)))) of the run; recovering them from its write-back log while the run goes on")
         do {
@@ -52,6 +54,89 @@ extension Agent {
             }
         }
         return Array(keys)
+    }
+
+    /// Mirrored, node `node` died (`failure`): the pages whose newest copy was there are read from
+    /// their mirrors from now on, and a ReMirror gives every page left with one copy a second one.
+    /// A page with no mirror (stored when no second node could take it) is lost: the run stops.
+    private func promoteMirrors(_ node: Int, _ failure: NodeFailure) -> Bool {
+        let n = pool.nodes[node]
+        var located = Set<UInt64>()
+        for s in spaces.values {
+            for r in s.table.regions.regions {
+                for i in 0..<r.pageCount where r.state(i).contains(.remote) {
+                    let key = r.key(at: i)
+                    if pool.location(key) == node { located.insert(key) }
+                }
+            }
+        }
+        promotions += 1
+        pool.markDead(node)
+        fetcher.parkRequests(to: node)
+        let p = pool.promoteMirrors(dead: node, keys: Array(located), generation: promotions)
+        // Remote pages not in flight whose one copy was there are gone; in flight, their batch
+        // still holds them and goes elsewhere.
+        let lost = p.lost.filter { key in spaces.values.contains { s in s.table.region(forKey: key).map { !$0.region.state($0.index).contains(.inFlight) } ?? false } }
+        if !lost.isEmpty {
+            fail("\(failure.description); \(lost.count) of its pages had no mirror (no second node could take them when they were stored)")
+            return false
+        }
+        stats.nodeFailures += 1
+        stats.promotedPages += p.promoted.count
+        resumeParkedSoon = true
+        log.warning("memory node \(n.endpoint) failed (\(failure.underlying)); \(p.promoted.count) pages (\(formatSize(UInt64(p.promoted.count * Page.size)))) are read from their mirrors from now on, \(p.unmirrored.count) more lost their mirror")
+        startReMirror(dead: node, keys: p.promoted + p.unmirrored)
+        return true
+    }
+
+    /// Copies every key of `keys` (each with one copy, on its location) to another live node; not
+    /// those in a batch on its way, which stores its two copies itself.
+    private func startReMirror(dead: Int, keys: [UInt64]) {
+        var bySource: [Int: [UInt64]] = [:]
+        for k in keys where writeBack.location(of: k) == nil {
+            if let at = pool.location(k) { bySource[at, default: []].append(k) }
+        }
+        var groups: [ReMirror.Group] = []
+        var unplaced = 0
+        for (source, keys) in bySource.sorted(by: { $0.key < $1.key }) {
+            guard let target = pool.place(except: source) else {
+                unplaced += keys.count
+                continue
+            }
+            groups.append(.init(source: source, sourceEndpoint: pool.nodes[source].endpoint, target: target,
+                                targetEndpoint: pool.nodes[target].endpoint, keys: keys))
+        }
+        if unplaced > 0 {
+            log.warning("\(unplaced) pages keep one copy: no other live memory node can take a second")
+        }
+        guard !groups.isEmpty else { return }
+        do {
+            recoveries[dead] = try ReMirror(dead: dead, endpoint: pool.nodes[dead].endpoint, generation: promotions, groups: groups,
+                                            space: space, secret: config.secret, token: token)
+            for g in groups { pool.awaitingRecovery.formUnion(g.keys) }
+        } catch {
+            log.warning("copying \(keys.count) pages to new mirrors could not start: \(error); they keep one copy")
+        }
+    }
+
+    func finishRecovery(_ task: any RecoveryTask) {
+        if let r = task as? NodeRecovery { finishRecovery(r) } else if let m = task as? ReMirror { finishReMirror(m) }
+    }
+
+    /// A ReMirror is done: the pages it copied have their mirror on its targets; the stores it held
+    /// back go.
+    private func finishReMirror(_ m: ReMirror) {
+        guard let o = m.outcome else { return }
+        recoveries[m.dead] = nil
+        var mirrored = 0
+        for (g, copied) in zip(m.groups, o.copied) {
+            mirrored += pool.applyReMirror(keys: copied, on: g.target, generation: m.generation)
+            pool.awaitingRecovery.subtract(g.keys)
+        }
+        writeBack.recoveryDone()
+        stats.remirroredPages += mirrored
+        for f in o.failures { log.warning("giving pages a second copy after \(m.deadEndpoint) died: \(f); they keep one copy") }
+        log.warning("\(mirrored) pages that had one copy since \(m.deadEndpoint) died have a mirror again (\(String(format: "%.2f", Double(monotonicNanos() - m.started) / 1e9)) s)")
     }
 
     /// A recovery's thread is done: its pages move to their new nodes and the faults that waited

@@ -15,7 +15,8 @@ final class WriteBack {
 
     enum Outcome {
         case stored(WriteBackBatch)
-        case refused(WriteBackBatch, String)
+        /// A node (the batch's, or its mirror) has no room for it.
+        case refused(WriteBackBatch, node: Int, String)
         /// The node failed (the batch, if it was a store, still holds its pages).
         case failed(node: Int, WriteBackBatch?, String)
     }
@@ -98,16 +99,7 @@ final class WriteBack {
             let outcome: Outcome?
             switch work {
             case .store(let b):
-                do {
-                    let c = try client(b.node)
-                    try b.keys.withUnsafeBufferPointer { try c.store(space: space, flags: flags, vpns: $0, pages: b.buffer) }
-                    outcome = .stored(b)
-                } catch let e as RemoteError where e.status == .capacityExceeded {
-                    outcome = .refused(b, e.message)
-                } catch {
-                    nodeFailed(b.node, error)
-                    outcome = .failed(node: b.node, b, "\(error)")
-                }
+                outcome = store(b)
             case .discard(let node, let ranges):
                 do {
                     _ = try client(node).discard(space: space, ranges: ranges)
@@ -124,6 +116,32 @@ final class WriteBack {
             }
         }
         for (_, c) in clients { c.close() }
+    }
+
+    /// Stores `b` on its node and, mirrored, on its mirror at the same time; stored only once both
+    /// have it.
+    private func store(_ b: WriteBackBatch) -> Outcome {
+        var sent: [(node: Int, client: MemoryClient, id: UInt32)] = []
+        var outcome: Outcome?
+        for node in [b.node] + (b.mirror.map { [$0] } ?? []) {
+            do {
+                let c = try client(node)
+                let id = try b.keys.withUnsafeBufferPointer { try c.startStore(space: space, flags: flags, vpns: $0, pages: b.buffer) }
+                sent.append((node, c, id))
+            } catch {
+                nodeFailed(node, error)
+                if outcome == nil { outcome = .failed(node: node, b, "\(error)") }
+            }
+        }
+        for s in sent {
+            do { try s.client.finishStore(s.id) } catch let e as RemoteError where e.status == .capacityExceeded {
+                if outcome == nil { outcome = .refused(b, node: s.node, e.message) }
+            } catch {
+                nodeFailed(s.node, error)
+                if outcome == nil { outcome = .failed(node: s.node, b, "\(error)") }
+            }
+        }
+        return outcome ?? .stored(b)
     }
 
     private func nodeFailed(_ node: Int, _ error: Error) {

@@ -6,6 +6,8 @@ import LegatoSystem
 final class WriteBackBatch {
     let id: UInt64
     var node: Int
+    /// Mirrored: the second node the batch is stored on (nil: one copy).
+    var mirror: Int?
     let keys: [UInt64]
     let buffer: UnsafeMutableRawPointer
     /// The page table of the address space the pages belong to (their `inFlight` bits).

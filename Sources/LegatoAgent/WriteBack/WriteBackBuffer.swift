@@ -43,7 +43,15 @@ final class WriteBackBuffer {
     /// by the caller before `send`.
     func makeBatch(node: Int, keys: [UInt64], table: PageTable) -> WriteBackBatch {
         defer { nextBatchID += 1 }
-        return WriteBackBatch(id: nextBatchID, node: node, keys: keys, table: table, buffers: buffers)
+        let b = WriteBackBatch(id: nextBatchID, node: node, keys: keys, table: table, buffers: buffers)
+        if pool.mirrored { b.mirror = pool.mirror(for: keys[0], primary: node) }
+        return b
+    }
+
+    /// Sends `b` to `node` (and, mirrored, a mirror of it) from now on.
+    private func route(_ b: WriteBackBatch, to node: Int) {
+        b.node = node
+        if pool.mirrored { b.mirror = pool.mirror(for: b.keys[0], primary: node) }
     }
 
     /// Records the batch's pages as here (the caller marks them `inFlight`), without sending it yet.
@@ -54,7 +62,9 @@ final class WriteBackBuffer {
     }
 
     /// Hands held batches to the write-back thread (one with a page a recovery is rebuilding waits
-    /// for it: see RemotePool.awaitingRecovery).
+    /// for it: see RemotePool.awaitingRecovery). Every store goes through here, a batch sent again
+    /// too: stored while the recovery (or a ReMirror) writes its old copy, the new one could be
+    /// overwritten by it.
     func send(_ b: WriteBackBatch) {
         if !pool.awaitingRecovery.isEmpty && b.keys.contains(where: { pool.awaitingRecovery.contains($0) }) {
             waitingForRecovery.append(b)
@@ -75,8 +85,10 @@ final class WriteBackBuffer {
         let all = waitingForRecovery
         waitingForRecovery.removeAll()
         waitingBytes = 0
-        for b in all {
-            if let n = pool.route(b.keys[0]) { b.node = n }
+        for held in all {
+            // (A newer batch may have taken some of its pages meanwhile.)
+            guard let b = current(held) else { continue }
+            if let n = pool.route(b.keys[0]) { route(b, to: n) }
             send(b)
         }
     }
@@ -101,23 +113,29 @@ final class WriteBackBuffer {
     func processCompletions() {
         for outcome in thread.takeCompletions() {
             switch outcome {
-            case .stored(let b) where pool.nodes[b.node].dead:
+            case .stored(let b) where pool.nodes[b.node].dead || b.mirror.map({ pool.nodes[$0].dead }) == true:
                 // Stored just before its node died, but its death was seen first: the recovery
                 // does not know of these pages, so they go to a live node.
-                resend(b, away: b.node)
+                resend(b, away: pool.nodes[b.node].dead ? b.node : b.mirror!)
             case .stored(let b):
                 // Only the pages this batch still holds the newest copy of move to its node: a batch
                 // sent again (its node refused it or died) can be acknowledged after a newer batch of
                 // the same page, whose node must stay the page's location.
-                pool.recordStored(keys: b.keys.indices.compactMap { holdsNewest(b, $0) ? b.keys[$0] : nil }, on: b.node)
+                pool.recordStored(keys: b.keys.indices.compactMap { holdsNewest(b, $0) ? b.keys[$0] : nil }, on: b.node, mirror: b.mirror)
                 counters.storedPages += b.keys.count
                 release(b)
-            case .refused(let refused, let why):
+            case .refused(let refused, let full, let why):
                 guard let b = current(refused) else { continue }
-                if let other = pool.alternative(to: b.node) {
-                    log.info("memory node \(pool.nodes[b.node].endpoint) is full (\(why)); sending \(b.keys.count) pages to \(pool.nodes[other].endpoint)")
-                    b.node = other
-                    thread.submit(.store(b))
+                if full != b.node, pool.mirrored {
+                    // Its mirror is full: another mirror (or one copy, if no other node has room).
+                    _ = pool.alternative(to: full)
+                    b.mirror = pool.mirror(for: b.keys[0], primary: b.node)
+                    log.info("memory node \(pool.nodes[full].endpoint) is full (\(why)); mirroring \(b.keys.count) pages on \(b.mirror.map { pool.nodes[$0].endpoint.description } ?? "no other node")")
+                    send(b)
+                } else if let other = pool.alternative(to: full) {
+                    log.info("memory node \(pool.nodes[full].endpoint) is full (\(why)); sending \(b.keys.count) pages to \(pool.nodes[other].endpoint)")
+                    route(b, to: other)
+                    send(b)
                 } else {
                     keep(b)
                 }
@@ -125,7 +143,7 @@ final class WriteBackBuffer {
                 let n = pool.nodes[node]
                 if n.dead {
                     // Known already (its recovery is under way).
-                } else if n.pagesHeld > 0 || batches.values.contains(where: { $0.node == node }) {
+                } else if n.pagesHeld > 0 || batches.values.contains(where: { $0.node == node || $0.mirror == node }) {
                     guard onNodeFailure(node, why) else { return }
                 } else {
                     pool.markDead(node)
@@ -141,8 +159,8 @@ final class WriteBackBuffer {
     private func resend(_ sent: WriteBackBatch, away node: Int) {
         guard let b = current(sent) else { return }
         if let other = pool.route(b.keys[0]), other != node {
-            b.node = other
-            thread.submit(.store(b))
+            route(b, to: other)
+            send(b)
         } else {
             keep(b)
         }
@@ -172,6 +190,7 @@ final class WriteBackBuffer {
         inflightBytes -= b.bytes
         guard !kept.isEmpty, let table = b.table else { return nil }
         let fresh = makeBatch(node: b.node, keys: kept.map { b.keys[$0] }, table: table)
+        fresh.mirror = b.mirror
         for (j, k) in kept.enumerated() { fresh.page(j).copyMemory(from: b.page(k), byteCount: Page.size) }
         hold(fresh)
         return fresh
