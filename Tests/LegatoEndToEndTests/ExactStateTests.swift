@@ -161,8 +161,9 @@ import LegatoSystem
     func stateComesBackExactly(_ mode: String, _ options: [String]) throws {
         let (plain, run, r) = try checkpointKillRestoreState(mode, options: options)
         #expect(plain.stdout == "ready\nPASS \(mode)\n", "a plain run passes: \(plain.stdout) \(plain.stderr)")
-        #expect(r.status == 0, "the restored program checked its state: \(r.stderr)")
-        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout)
+        let restored = try String(contentsOfFile: run.output, encoding: .utf8)
+        #expect(r.status == 0, "the restored program checked its state (\(restored)): \(r.stderr)")
+        #expect(restored == plain.stdout)
     }
 
     /// statecheck `mode` run plainly (triggered from the start), then under `legato run` with
