@@ -163,6 +163,7 @@ final class RemotePool {
     func applyRecovery(dead: Int, newOwner: [UInt64: Int], recovered: [UInt64], strayOwner: Int) {
         for key in recovered where location(key) == dead {
             let n = newOwner[key >> Self.slabShift] ?? strayOwner
+            if PageTrace.on { PageTrace.note("MOVE \(String(key, radix: 16)) n\(n)") }
             overrides[key] = slabOwner[key >> Self.slabShift] == dead && newOwner[key >> Self.slabShift] != nil ? nil : n
             nodes[n].pagesHeld += 1
         }
@@ -235,6 +236,7 @@ final class RemotePool {
 
     /// `keys` are stored on `node` (and, mirrored, on `mirror` too): their newest copies are there.
     func recordStored(keys: [UInt64], on node: Int, mirror: Int? = nil) {
+        if PageTrace.on { PageTrace.note("STORED n\(node) \(PageTrace.keys(keys))") }
         for k in keys {
             if slabOwner[k >> Self.slabShift] != node { overrides[k] = node } else { overrides[k] = nil }
         }

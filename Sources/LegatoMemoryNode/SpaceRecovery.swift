@@ -48,6 +48,7 @@ struct SpaceRecovery {
                     var take: [UInt64] = [], from: [Int] = []
                     for (k, key) in keys.enumerated() where wanted.contains(key) && seq > (newest[key] ?? 0) >> 1 {
                         newest[key] = seq << 1 | 1
+                        if PageTrace.on { PageTrace.note("REPLAY \(String(key, radix: 16)) seq\(seq)") }
                         take.append(key)
                         from.append(k)
                     }

@@ -138,6 +138,7 @@ final class WriteBackLogs {
                 throw AppendRefused(pages: vpns.count, why: "\(error)")
             }
             try store()
+            if PageTrace.on { PageTrace.note("LOG seq\(seq) \(PageTrace.keys(vpns)) at \(positions.map { "\($0.segment):\($0.index)" })") }
             l.appended(entries, at: positions, keys: vpns)
             lock.withLock { counters.loggedPages += vpns.count }
         }
@@ -200,6 +201,7 @@ final class WriteBackLogs {
             let seq = l.nextSeq
             l.nextSeq += 1
             let entries = l.entries(seq: seq, keys: held, pages: buffer)
+            if PageTrace.on { PageTrace.note("REWRITE seq\(seq) \(PageTrace.keys(held))") }
             l.appended(entries, at: try l.writer.append(entries), keys: held)
             written += held.count
         }
@@ -216,6 +218,7 @@ final class WriteBackLogs {
             let sizes = l.writer.segmentSizes
             let empty = Set(sizes.filter { $0.closed && (l.live[$0.segment] ?? 0) <= 0 }.map { $0.segment })
             if !empty.isEmpty {
+                PageTrace.note("FREE \(empty.sorted())")
                 l.writer.free(segments: empty)
                 for s in empty { l.live[s] = nil }
                 lock.withLock { counters.freedSegments += empty.count }

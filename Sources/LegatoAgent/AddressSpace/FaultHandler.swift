@@ -151,6 +151,7 @@ final class FaultHandler {
             install(f, r, i, count: 1, from: zeroPages)
         } else if st.contains(.inFlight), let buffered = sources?.bufferedPage(key: r.key(at: i)) {
             counters.bufferHits += 1
+            if PageTrace.on { PageTrace.note("BUF \(String(r.key(at: i), radix: 16))") }
             install(f, r, i, count: 1, from: buffered)
         } else if st.contains(.remote) {
             try sources?.fetch(self, f, r, i, run: run)

@@ -154,6 +154,7 @@ final class Evictor {
         var kept = 0
         var unshared: [UInt64] = []
         for (ri, (r, idx)) in perRegion.enumerated() {
+            if PageTrace.on { PageTrace.note("REGION \(String(r.address(at: 0), radix: 16)) \(String(r.key(at: 0), radix: 16)) \(r.pageCount)") }
             for (j, i) in idx.enumerated() where marks[ri][j] == .dirty {
                 let key = r.storeKey(at: i)
                 if let node = pool.route(key) {
@@ -202,6 +203,7 @@ final class Evictor {
                     evicted += 1
                     discard.append(r.address(at: i))
                 case .clean:
+                    if PageTrace.on { PageTrace.note("CLEAN \(String(r.key(at: i), radix: 16)) st\(r.state(i).rawValue) loc\(pool.location(r.key(at: i)) ?? -1)") }
                     r.remove(i, [.resident, .queued])
                     evicted += 1
                     clean += 1

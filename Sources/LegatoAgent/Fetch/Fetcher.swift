@@ -203,6 +203,7 @@ final class Fetcher {
             return nodeFailed(node, e) ? .nodeDown : .stopped
         }
         counters.fetchRequests += 1
+        if PageTrace.on { PageTrace.note("FETCH n\(node) \(PageTrace.keys(UnsafeBufferPointer(start: slotKeys, count: n)))") }
         inbound[node, default: []].append(Inbound(handler: h, region: r, index: i, count: n, id: id, slot: slot, started: monotonicNanos(),
                                                   forFault: forFault, gathered: gathered))
         return .sent
@@ -234,12 +235,14 @@ final class Fetcher {
 
     /// Parks page r[i] (`fetching` already) until its node's recovery.
     private func park(_ h: FaultHandler, _ r: Region, _ i: Int) {
+        PageTrace.note("PARK \(String(r.key(at: i), radix: 16))")
         if parked.isEmpty { parkedSince = monotonicNanos() }
         parked.append((h, r.address(at: i), r.key(at: i)))
     }
 
     /// Parks the pages of a request whose node died (the caller frees its slot).
     private func park(_ p: Inbound) {
+        PageTrace.note("PARKREQ \(p.count)")
         if parked.isEmpty { parkedSince = monotonicNanos() }
         let slotKeys = keys + p.slot * slotPages
         if p.gathered {
@@ -463,6 +466,7 @@ final class Fetcher {
         } catch let e as NodeFailure {
             return !nodeFailed(node, e)
         }
+        PageTrace.note("FETCHNOW n\(node) \(String(key, radix: 16))")
         if h.install(nil, r, i, count: 1, from: syncPage) == .done { counters.fetchedPages += 1 }
         return true
     }

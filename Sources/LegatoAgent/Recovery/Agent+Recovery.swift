@@ -20,6 +20,7 @@ extension Agent {
         }
         let keys = newestCopies(on: node)
         let holdings = pool.holdings(of: node)
+        if PageTrace.on { PageTrace.note("DEAD n\(node) wanted=\(PageTrace.keys(keys.sorted()))") }
         pool.markDead(node)
         fetcher.parkRequests(to: node)
         pool.awaitingRecovery.formUnion(keys)
@@ -74,6 +75,7 @@ extension Agent {
         pool.markDead(node)
         fetcher.parkRequests(to: node)
         let p = pool.promoteMirrors(dead: node, keys: Array(located), generation: promotions)
+        if PageTrace.on { PageTrace.note("PROMOTED n\(node) \(PageTrace.keys(p.promoted.sorted())) unmirrored=\(PageTrace.keys(p.unmirrored.sorted()))") }
         // Remote pages not in flight whose one copy was there are gone; in flight, their batch
         // still holds them and goes elsewhere.
         let lost = p.lost.filter { key in spaces.values.contains { s in s.table.region(forKey: key).map { !$0.region.state($0.index).contains(.inFlight) } ?? false } }
@@ -131,6 +133,7 @@ extension Agent {
         var mirrored = 0
         for (g, copied) in zip(m.groups, o.copied) {
             mirrored += pool.applyReMirror(keys: copied, on: g.target, generation: m.generation)
+            if PageTrace.on { PageTrace.note("REMIRRORED n\(g.target) \(PageTrace.keys(copied))") }
             pool.awaitingRecovery.subtract(g.keys)
         }
         writeBack.recoveryDone()

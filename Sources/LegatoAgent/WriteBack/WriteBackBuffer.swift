@@ -56,6 +56,7 @@ final class WriteBackBuffer {
 
     /// Records the batch's pages as here (the caller marks them `inFlight`), without sending it yet.
     func hold(_ b: WriteBackBatch) {
+        if PageTrace.on { PageTrace.note("HOLD b\(b.id) n\(b.node) \(PageTrace.keys(b.keys))") }
         for (k, key) in b.keys.enumerated() { inflight[key] = (b.id, Int32(k)) }
         batches[b.id] = b
         inflightBytes += b.bytes
@@ -67,10 +68,12 @@ final class WriteBackBuffer {
     /// overwritten by it.
     func send(_ b: WriteBackBatch) {
         if !pool.awaitingRecovery.isEmpty && b.keys.contains(where: { pool.awaitingRecovery.contains($0) }) {
+            PageTrace.note("WAIT b\(b.id)")
             waitingForRecovery.append(b)
             waitingBytes += b.bytes
             return
         }
+        PageTrace.note("SEND b\(b.id) n\(b.node)")
         thread.submit(.store(b))
     }
 
@@ -89,6 +92,7 @@ final class WriteBackBuffer {
             // (A newer batch may have taken some of its pages meanwhile.)
             guard let b = current(held) else { continue }
             if let n = pool.route(b.keys[0]) { route(b, to: n) }
+            PageTrace.note("UNWAIT b\(b.id) n\(b.node)")
             send(b)
         }
     }
@@ -114,6 +118,7 @@ final class WriteBackBuffer {
         for outcome in thread.takeCompletions() {
             switch outcome {
             case .stored(let b) where pool.nodes[b.node].dead || b.mirror.map({ pool.nodes[$0].dead }) == true:
+                PageTrace.note("ACKDEAD b\(b.id) n\(b.node)")
                 // Stored just before its node died, but its death was seen first: the recovery
                 // does not know of these pages, so they go to a live node.
                 resend(b, away: pool.nodes[b.node].dead ? b.node : b.mirror!)
@@ -121,10 +126,12 @@ final class WriteBackBuffer {
                 // Only the pages this batch still holds the newest copy of move to its node: a batch
                 // sent again (its node refused it or died) can be acknowledged after a newer batch of
                 // the same page, whose node must stay the page's location.
+                if PageTrace.on { PageTrace.note("ACK b\(b.id) n\(b.node) stale=\(PageTrace.keys(b.keys.indices.compactMap { holdsNewest(b, $0) ? nil : b.keys[$0] }))") }
                 pool.recordStored(keys: b.keys.indices.compactMap { holdsNewest(b, $0) ? b.keys[$0] : nil }, on: b.node, mirror: b.mirror)
                 counters.storedPages += b.keys.count
                 release(b)
             case .refused(let refused, let full, let why):
+                PageTrace.note("REFUSED b\(refused.id) n\(full)")
                 guard let b = current(refused) else { continue }
                 if full != b.node, pool.mirrored {
                     // Its mirror is full: another mirror (or one copy, if no other node has room).
@@ -135,11 +142,13 @@ final class WriteBackBuffer {
                 } else if let other = pool.alternative(to: full) {
                     log.info("memory node \(pool.nodes[full].endpoint) is full (\(why)); sending \(b.keys.count) pages to \(pool.nodes[other].endpoint)")
                     route(b, to: other)
+                    PageTrace.note("RESEND b\(b.id) n\(b.node)")
                     send(b)
                 } else {
                     keep(b)
                 }
             case .failed(let node, let batch, let why):
+                PageTrace.note("FAILED n\(node) b\(batch?.id ?? 0)")
                 let n = pool.nodes[node]
                 if n.dead {
                     // Known already (its recovery is under way).
@@ -160,6 +169,7 @@ final class WriteBackBuffer {
         guard let b = current(sent) else { return }
         if let other = pool.route(b.keys[0]), other != node {
             route(b, to: other)
+            PageTrace.note("RESEND b\(b.id) n\(b.node)")
             send(b)
         } else {
             keep(b)
@@ -192,6 +202,7 @@ final class WriteBackBuffer {
         let fresh = makeBatch(node: b.node, keys: kept.map { b.keys[$0] }, table: table)
         fresh.mirror = b.mirror
         for (j, k) in kept.enumerated() { fresh.page(j).copyMemory(from: b.page(k), byteCount: Page.size) }
+        PageTrace.note("FRESH b\(b.id) -> b\(fresh.id)")
         hold(fresh)
         return fresh
     }
