@@ -218,8 +218,10 @@ final class RemotePool {
         return location(a) == location(b)
     }
 
-    private func place() -> Int? {
-        let candidates = nodes.filter { !$0.full && !$0.dead }
+    /// A node with room (other than `except`), by two random choices, the one with more free room
+    /// winning; nil when there is none.
+    func place(except: Int? = nil) -> Int? {
+        let candidates = nodes.filter { !$0.full && !$0.dead && $0.index != except }
         guard !candidates.isEmpty else { return nil }
         if candidates.count == 1 { return candidates[0].index }
         let a = candidates.randomElement(using: &rng)!
@@ -271,14 +273,6 @@ final class RemotePool {
     /// The slabs node `node` owns.
     func slabs(ownedBy node: Int) -> [UInt64] { slabOwner.compactMap { $0.value == node ? $0.key : nil } }
 
-    /// A node with room, other than `except` (nil: there is none).
-    func place(except: Int) -> Int? {
-        let candidates = nodes.filter { !$0.full && !$0.dead && $0.index != except }
-        guard !candidates.isEmpty else { return nil }
-        let a = candidates.randomElement(using: &rng)!
-        let b = candidates.randomElement(using: &rng)!
-        return a.estimatedFree >= b.estimatedFree ? a.index : b.index
-    }
 
     /// Fetches the pages of `keys` (all on node `node`) into `out`; throws if any is missing.
     func fetch(node: Int, keys: UnsafeBufferPointer<UInt64>, present: UnsafeMutablePointer<UInt8>, out: UnsafeMutableRawPointer) throws {

@@ -29,10 +29,31 @@ import LegatoWire
         return best?.0
     }
 
-    /// `legato run` of `argv` on the cluster, with `extra` options.
-    func startRun(_ cluster: TestCluster, _ argv: [String], localMem: String, extra: [String] = ["--memory-replication", "log"]) throws -> SpawnedCommand {
-        try SpawnedCommand([TestEnvironment.legato, "run", "--local-mem", localMem, "--stats-json", TestEnvironment.temporaryDirectory("recovery-stats") + "/stats.json"]
-                           + clusterOptions(cluster) + extra + ["--"] + argv)
+    /// teamwork (`rounds` rounds over 48 MiB) run plainly, then under `legato run --local-mem 8M
+    /// --memory-replication replication` on the cluster, once it has printed 8 lines (the caller then
+    /// kills nodes); with the path its stats JSON is written to.
+    struct TeamworkRun {
+        let plain: CommandResult
+        let run: SpawnedCommand
+        let statsPath: String
+    }
+
+    func startTeamwork(_ cluster: TestCluster, name: String, rounds: Int, replication: String) throws -> TeamworkRun {
+        let dir = TestEnvironment.temporaryDirectory(name)
+        let argv = [try Workloads.path("teamwork"), String(rounds), "4", "48", dir + "/data", "60"]
+        let plain = try runCommand(argv)
+        try? FileManager.default.removeItem(atPath: dir + "/data")
+        let statsPath = dir + "/stats.json"
+        let run = try SpawnedCommand([TestEnvironment.legato, "run", "--local-mem", "8M", "--stats-json", statsPath]
+                                     + clusterOptions(cluster) + ["--memory-replication", replication, "--"] + argv)
+        try waitForLines(run, 8)
+        return TeamworkRun(plain: plain, run: run, statsPath: statsPath)
+    }
+
+    /// The run went on and ended as the plain run did.
+    func expectLikePlain(_ r: CommandResult, _ t: TeamworkRun) {
+        #expect(r.status == t.plain.status, "the run did not go on (\(r.status)): \(r.stderr)")
+        #expect(r.stdout == t.plain.stdout, "output differs from a plain run: \(r.stderr)")
     }
 
     /// Waits until the run has printed `lines` lines.
@@ -45,18 +66,12 @@ import LegatoWire
     @Test(.disabled("open: under heavy load a run recovered from the log can lose one write-back (teamwork: one round's words stale from then on); see Docs/architecture.md, Failure")) func aMemoryNodeKilledMidRunCostsNothing() throws {
         let cluster = try TestCluster(memory: 3, log: 3, deadAfterMillis: 120_000)
         defer { cluster.down() }
-        let dir = TestEnvironment.temporaryDirectory("recovery-one")
-        let argv = [try Workloads.path("teamwork"), "40", "4", "48", dir + "/data", "60"]
-        let plain = try runCommand(argv)
-        try? FileManager.default.removeItem(atPath: dir + "/data")
-        let run = try startRun(cluster, argv, localMem: "8M")
-        try waitForLines(run, 8)
+        let t = try startTeamwork(cluster, name: "recovery-one", rounds: 40, replication: "log")
         let victim = try #require(try busiestMemoryNode(cluster), "no memory node holds pages of the run")
         #expect((try stats(victim, cluster)["logged_pages"] as? Int ?? 0) > 0, "the memory node logged the stores it took")
         cluster.kill9(address: victim)
-        let r = try run.wait(timeoutSeconds: 120)
-        #expect(r.status == plain.status, "the run did not go on (\(r.status)): \(r.stderr)")
-        #expect(r.stdout == plain.stdout, "output differs from a plain run: \(r.stderr)")
+        let r = try t.run.wait(timeoutSeconds: 120)
+        expectLikePlain(r, t)
         #expect(r.stderr.contains("memory node \(victim) failed"), "the death was noticed: \(r.stderr)")
         #expect(r.stderr.contains("recovered the"), "the pages were recovered: \(r.stderr)")
         #expect(!r.stderr.contains("liveness guard") && !r.stderr.contains("waking its faults again"), "no fault was forgotten: \(r.stderr)")
@@ -70,65 +85,45 @@ import LegatoWire
     @Test(.disabled("open: under heavy load a run recovered from the log can lose one write-back (teamwork: one round's words stale from then on); see Docs/architecture.md, Failure")) func twoMemoryNodesKilledOneAfterTheOther() throws {
         let cluster = try TestCluster(memory: 3, log: 3, deadAfterMillis: 120_000)
         defer { cluster.down() }
-        let dir = TestEnvironment.temporaryDirectory("recovery-two")
-        let argv = [try Workloads.path("teamwork"), "60", "4", "48", dir + "/data", "60"]
-        let plain = try runCommand(argv)
-        try? FileManager.default.removeItem(atPath: dir + "/data")
-        let run = try startRun(cluster, argv, localMem: "8M")
-        try waitForLines(run, 8)
+        let t = try startTeamwork(cluster, name: "recovery-two", rounds: 60, replication: "log")
         let first = try #require(try busiestMemoryNode(cluster))
         cluster.kill9(address: first)
-        guard run.waitForOutput(timeoutSeconds: 60, { _, err in err.contains("recovered the") }) else {
+        guard t.run.waitForOutput(timeoutSeconds: 60, { _, err in err.contains("recovered the") }) else {
             throw TestFailure("the first node's pages were not recovered")
         }
-        try waitForLines(run, 30)
+        try waitForLines(t.run, 30)
         let second = try #require(try busiestMemoryNode(cluster, except: [first]))
         cluster.kill9(address: second)
-        let r = try run.wait(timeoutSeconds: 120)
-        #expect(r.status == plain.status, "the run did not go on (\(r.status)): \(r.stderr)")
-        #expect(r.stdout == plain.stdout, "output differs from a plain run: \(r.stderr)")
+        let r = try t.run.wait(timeoutSeconds: 120)
+        expectLikePlain(r, t)
         #expect(r.stderr.components(separatedBy: "recovered the").count - 1 == 2, "both deaths were recovered from: \(r.stderr)")
     }
 
     @Test(.disabled("open: under heavy load a run recovered from the log can lose one write-back (teamwork: one round's words stale from then on); see Docs/architecture.md, Failure")) func aMemoryNodeAndALogNodeKilledTogether() throws {
         let cluster = try TestCluster(memory: 3, log: 3, deadAfterMillis: 120_000)
         defer { cluster.down() }
-        let dir = TestEnvironment.temporaryDirectory("recovery-memlog")
-        let argv = [try Workloads.path("teamwork"), "40", "4", "48", dir + "/data", "60"]
-        let plain = try runCommand(argv)
-        try? FileManager.default.removeItem(atPath: dir + "/data")
-        let run = try startRun(cluster, argv, localMem: "8M")
-        try waitForLines(run, 8)
+        let t = try startTeamwork(cluster, name: "recovery-memlog", rounds: 40, replication: "log")
         let victim = try #require(try busiestMemoryNode(cluster))
         let logd = try #require(cluster.daemons.first { $0.name.hasPrefix("logd") })
         cluster.kill9(address: logd.address)
         cluster.kill9(address: victim)
-        let r = try run.wait(timeoutSeconds: 120)
-        #expect(r.status == plain.status, "the run did not go on (\(r.status)): \(r.stderr)")
-        #expect(r.stdout == plain.stdout, "output differs from a plain run: \(r.stderr)")
+        let r = try t.run.wait(timeoutSeconds: 120)
+        expectLikePlain(r, t)
         #expect(r.stderr.contains("recovered the"), "the pages were recovered from the surviving log replicas: \(r.stderr)")
     }
 
     @Test func aMirroredMemoryNodeKilledMidRunCostsNothing() throws {
         let cluster = try TestCluster(memory: 3, log: 3, deadAfterMillis: 120_000)
         defer { cluster.down() }
-        let dir = TestEnvironment.temporaryDirectory("recovery-mirror")
-        let argv = [try Workloads.path("teamwork"), "40", "4", "48", dir + "/data", "60"]
-        let plain = try runCommand(argv)
-        try? FileManager.default.removeItem(atPath: dir + "/data")
-        let statsPath = TestEnvironment.temporaryDirectory("recovery-mirror-stats") + "/stats.json"
-        let run = try SpawnedCommand([TestEnvironment.legato, "run", "--local-mem", "8M", "--stats-json", statsPath]
-                                     + clusterOptions(cluster) + ["--memory-replication", "mirror", "--"] + argv)
-        try waitForLines(run, 8)
+        let t = try startTeamwork(cluster, name: "recovery-mirror", rounds: 40, replication: "mirror")
         let victim = try #require(try busiestMemoryNode(cluster), "no memory node holds pages of the run")
         #expect((try stats(victim, cluster)["logged_pages"] as? Int ?? 0) == 0, "mirroring logs nothing")
         cluster.kill9(address: victim)
-        let r = try run.wait(timeoutSeconds: 120)
-        #expect(r.status == plain.status, "the run did not go on (\(r.status)): \(r.stderr)")
-        #expect(r.stdout == plain.stdout, "output differs from a plain run: \(r.stderr)")
+        let r = try t.run.wait(timeoutSeconds: 120)
+        expectLikePlain(r, t)
         #expect(r.stderr.contains("memory node \(victim) failed"), "the death was noticed: \(r.stderr)")
         #expect(!r.stderr.contains("liveness guard") && !r.stderr.contains("waking its faults again"), "no fault was forgotten: \(r.stderr)")
-        let st = try RunStats(path: statsPath)
+        let st = try RunStats(path: t.statsPath)
         #expect(st.int("promoted_pages") > 0, "pages were read from their mirrors: \(r.stderr)")
         #expect(st.int("recovered_pages") == 0, "nothing was replayed")
         #expect(st.int("remirrored_pages") > 0, "pages left with one copy were given a second: \(r.stderr)")
@@ -139,23 +134,17 @@ import LegatoWire
     @Test func twoMirroredMemoryNodesKilledOneAfterTheOther() throws {
         let cluster = try TestCluster(memory: 3, log: 1, deadAfterMillis: 120_000)
         defer { cluster.down() }
-        let dir = TestEnvironment.temporaryDirectory("recovery-mirror-two")
-        let argv = [try Workloads.path("teamwork"), "60", "4", "48", dir + "/data", "60"]
-        let plain = try runCommand(argv)
-        try? FileManager.default.removeItem(atPath: dir + "/data")
-        let run = try startRun(cluster, argv, localMem: "8M", extra: ["--memory-replication", "mirror"])
-        try waitForLines(run, 8)
+        let t = try startTeamwork(cluster, name: "recovery-mirror-two", rounds: 60, replication: "mirror")
         let first = try #require(try busiestMemoryNode(cluster))
         cluster.kill9(address: first)
-        guard run.waitForOutput(timeoutSeconds: 60, { _, err in err.contains("have a mirror again") }) else {
-            throw TestFailure("the pages left with one copy were not mirrored again: \(run.stderrSoFar)")
+        guard t.run.waitForOutput(timeoutSeconds: 60, { _, err in err.contains("have a mirror again") }) else {
+            throw TestFailure("the pages left with one copy were not mirrored again: \(t.run.stderrSoFar)")
         }
-        try waitForLines(run, 30)
+        try waitForLines(t.run, 30)
         let second = try #require(try busiestMemoryNode(cluster, except: [first]))
         cluster.kill9(address: second)
-        let r = try run.wait(timeoutSeconds: 120)
-        #expect(r.status == plain.status, "the run did not go on (\(r.status)): \(r.stderr)")
-        #expect(r.stdout == plain.stdout, "output differs from a plain run: \(r.stderr)")
+        let r = try t.run.wait(timeoutSeconds: 120)
+        expectLikePlain(r, t)
         #expect(r.stderr.components(separatedBy: "are read from their mirrors").count - 1 == 2, "both deaths were survived: \(r.stderr)")
     }
 
@@ -163,14 +152,11 @@ import LegatoWire
     @Test func withoutReplicationTheRunStops() throws {
         let cluster = try TestCluster(memory: 2, log: 3, deadAfterMillis: 120_000)
         defer { cluster.down() }
-        let dir = TestEnvironment.temporaryDirectory("recovery-none")
-        let argv = [try Workloads.path("teamwork"), "40", "4", "48", dir + "/data", "60"]
-        let run = try startRun(cluster, argv, localMem: "8M", extra: ["--memory-replication", "none"])
-        try waitForLines(run, 8)
+        let t = try startTeamwork(cluster, name: "recovery-none", rounds: 40, replication: "none")
         let victim = try #require(try busiestMemoryNode(cluster))
         #expect((try stats(victim, cluster)["logged_pages"] as? Int ?? 0) == 0, "nothing is logged without replication")
         cluster.kill9(address: victim)
-        let r = try run.wait(timeoutSeconds: 120)
+        let r = try t.run.wait(timeoutSeconds: 120)
         #expect(r.status == 125, "the run stops (\(r.status)): \(r.stderr)")
         #expect(r.stderr.contains("memory node \(victim) failed while holding"), "\(r.stderr)")
     }

@@ -41,14 +41,18 @@ extension Agent {
     /// Every key with a copy on node `node` the run may read again (acknowledged there, not since
     /// replaced by a batch on its way; a key stored there away from its slab's node too), over
     /// every address space of the run.
-    func newestCopies(on node: Int) -> [UInt64] {
+    func newestCopies(on node: Int) -> [UInt64] { remoteKeys(on: node, inFlightToo: false) }
+
+    /// Every key of the run's address spaces with a remote copy located on `node` (a resident page's
+    /// too: a clean page is evicted by dropping it); with `inFlightToo`, those replaced by a batch on
+    /// its way as well.
+    private func remoteKeys(on node: Int, inFlightToo: Bool) -> [UInt64] {
         var keys = Set<UInt64>()
         for s in spaces.values {
             for r in s.table.regions.regions {
                 for i in 0..<r.pageCount {
                     let st = r.state(i)
-                    // A resident page's remote copy counts too: a clean page is evicted by dropping it.
-                    guard st.contains(.remote), !st.contains(.inFlight) else { continue }
+                    guard st.contains(.remote), inFlightToo || !st.contains(.inFlight) else { continue }
                     let key = r.key(at: i)
                     if pool.location(key) == node { keys.insert(key) }
                 }
@@ -62,23 +66,15 @@ extension Agent {
     /// A page with no mirror (stored when no second node could take it) is lost: the run stops.
     private func promoteMirrors(_ node: Int, _ failure: NodeFailure) -> Bool {
         let n = pool.nodes[node]
-        var located = Set<UInt64>()
-        for s in spaces.values {
-            for r in s.table.regions.regions {
-                for i in 0..<r.pageCount where r.state(i).contains(.remote) {
-                    let key = r.key(at: i)
-                    if pool.location(key) == node { located.insert(key) }
-                }
-            }
-        }
+        let located = remoteKeys(on: node, inFlightToo: true)
         promotions += 1
         pool.markDead(node)
         fetcher.parkRequests(to: node)
-        let p = pool.promoteMirrors(dead: node, keys: Array(located), generation: promotions)
+        let p = pool.promoteMirrors(dead: node, keys: located, generation: promotions)
         if PageTrace.on { PageTrace.note("PROMOTED n\(node) \(PageTrace.keys(p.promoted.sorted())) unmirrored=\(PageTrace.keys(p.unmirrored.sorted()))") }
         // Remote pages not in flight whose one copy was there are gone; in flight, their batch
         // still holds them and goes elsewhere.
-        let lost = p.lost.filter { key in spaces.values.contains { s in s.table.region(forKey: key).map { !$0.region.state($0.index).contains(.inFlight) } ?? false } }
+        let lost = p.lost.filter { writeBack.location(of: $0) == nil }
         if !lost.isEmpty {
             fail("\(failure.description); \(lost.count) of its pages had no mirror (no second node could take them when they were stored)")
             return false
