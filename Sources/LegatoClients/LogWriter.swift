@@ -54,6 +54,8 @@ public final class LogWriter {
     var segments: [ReplicatedSegment] = []
     var nextSegment: UInt64 = 1
     var warnedFew = false
+    /// Why the last OPEN no node took was refused (settleOpens).
+    var refusedWhy: String?
     var monitoring = false
     var rng = SystemRandomNumberGenerator()
     public internal(set) var reReplicated = 0
@@ -132,17 +134,27 @@ public final class LogWriter {
         if s.replicas.isEmpty { throw LogError.noLogNodes }
         segments.append(s)
         if s.replicas.count < targets.count {
-            let failed = settleOpens(s)
-            s.replicas.removeAll { failed.contains($0) }
+            settleOpens(s)
+            if segments.last !== s { throw LogError.refused(refusedWhy ?? "no log node would open a segment") }
             try topUp(s)
         }
         return s
     }
 
-    /// Collects the OPEN answers of segment `s`; returns the nodes that refused or failed (dropped).
+    /// Collects the OPEN answers of segment `s`: a node that failed (dropped) or refused it (no
+    /// room) holds no replica of it. Returns the nodes that failed. A new segment that no node
+    /// would open is given up (nothing of it exists anywhere), and the refusal thrown.
+    @discardableResult
     func settleOpens(_ s: ReplicatedSegment) -> [UInt64] {
         defer { s.opening.removeAll() }
-        return collect(OpenReplica.self, s.opening)
+        let (failed, refused) = collectRefusals(OpenReplica.self, s.opening)
+        s.replicas.removeAll { failed.contains($0) || refused[$0] != nil }
+        refusedWhy = refused.values.first
+        if s.replicas.isEmpty, refusedWhy != nil, s.count == 0, segments.last === s {
+            segments.removeLast()
+            nextSegment = s.id
+        }
+        return failed
     }
 
     static let requestBytes = 1 << 20
@@ -174,13 +186,38 @@ public final class LogWriter {
                 }
             }
         }
+        let opened = Set(s.replicas)
         failed += settleOpens(s).filter { !failed.contains($0) }
+        // Nodes that refused to open the segment (no room) answer its appends with errors too.
+        var refused: [UInt64: String] = [:]
+        for id in opened where !s.replicas.contains(id) && !failed.contains(id) { refused[id] = refusedWhy ?? "no room to open the segment" }
+        var accepted = Set<UInt64>()
         for (id, req) in pending where !failed.contains(id) {
-            do { _ = try client(id).finishAppend(req) } catch {
+            do {
+                _ = try client(id).finishAppend(req)
+                accepted.insert(id)
+            } catch let e as RemoteError where refused[id] != nil || e.status == .capacityExceeded {
+                // (Once a node refused part of the chunk, it answers the rest out of order.)
+                if refused[id] == nil { refused[id] = e.message }
+            } catch {
                 failed.append(id)
                 dropNode(id, "\(error)")
             }
         }
+        let took = s.replicas.filter { !failed.contains($0) && refused[$0] == nil }
+        let ahead = refused.keys.contains { accepted.contains($0) }  // took part of the chunk, refused the rest
+        if took.isEmpty, let why = refused.values.first {
+            // No replica took the chunk: the caller's append is refused, and what the log held is
+            // intact. A replica may hold part of the chunk past what the writer counts: no entry is
+            // appended to this segment again (the node would take a new entry at that index for a
+            // retry of the old one); the next append opens a new segment.
+            s.replicas.removeAll { failed.contains($0) }
+            if s.replicas.isEmpty && s.count > 0 { throw LogError.lost(segment: s.id) }
+            if !s.replicas.isEmpty && (s.count > 0 || ahead) { try? closeSegment(s) }
+            throw LogError.refused(why)
+        }
+        // A replica that refused part of the chunk is behind the others: replaced like a failed one.
+        failed += refused.keys
         if failed.isEmpty { return }
         s.replicas.removeAll { failed.contains($0) }
         // Replacements get everything so far plus this chunk.
@@ -202,6 +239,22 @@ public final class LogWriter {
             do { sent.append((id, try client(id).start(request))) } catch { dropNode(id, "\(error)") }
         }
         return sent
+    }
+
+    /// Collects the answers to requests `sendAll` sent: the nodes that failed (dropped), and those
+    /// that refused for room (kept: they may have room later), with why.
+    func collectRefusals<R: ReplicaRequest>(_ op: R.Type, _ sent: [(node: UInt64, request: UInt32)]) -> (failed: [UInt64], refused: [UInt64: String]) {
+        var failed: [UInt64] = []
+        var refused: [UInt64: String] = [:]
+        for (id, req) in sent {
+            do { try client(id).finish(op, req) } catch let e as RemoteError where e.status == .capacityExceeded {
+                refused[id] = e.message
+            } catch {
+                failed.append(id)
+                dropNode(id, "\(error)")
+            }
+        }
+        return (failed, refused)
     }
 
     /// Collects the answers to requests `sendAll` sent; returns the nodes that refused or failed (dropped).

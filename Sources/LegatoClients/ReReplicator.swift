@@ -9,9 +9,12 @@ import LegatoWire
 /// monitor hears that a log node died.
 extension LogWriter {
     /// Brings segment `s` back to R replicas (or as many as there are nodes) by copying it to new nodes.
+    /// A node that refuses the copy (no room, or a replica of it there already: one left behind) is
+    /// passed over for this segment, not dropped.
     func topUp(_ s: ReplicatedSegment) throws {
+        var passedOver = Set<UInt64>()
         while s.replicas.count < config.replicas {
-            let extra = chooseNodes(1, excluding: Set(s.replicas))
+            let extra = chooseNodes(1, excluding: Set(s.replicas).union(passedOver))
             guard let id = extra.first else {
                 if s.replicas.isEmpty { throw LogError.lost(segment: s.id) }
                 return
@@ -39,6 +42,8 @@ extension LogWriter {
                 log.info("segment \(s.id) of writer \(String(config.writer, radix: 16)) copied to log node \(nodes[id]?.endpoint.description ?? "\(id)")")
             } catch let e as LogError {
                 throw e
+            } catch let e as RemoteError where e.status == .capacityExceeded || e.status == .alreadyExists {
+                passedOver.insert(id)
             } catch {
                 dropNode(id, "\(error)")
             }

@@ -27,6 +27,9 @@ extension LogWriter {
         case unreadable(segment: UInt64, String)
         case unreadableLog(writer: UInt64, segment: UInt64, String)
         case syncFailed(node: String, segment: UInt64, String)
+        /// Every log node that could take the entries refused them for room (a full disk or
+        /// buffer); what the log holds is intact, and a later append may find room.
+        case refused(String)
 
         public var description: String {
             switch self {
@@ -35,6 +38,7 @@ extension LogWriter {
             case .unreadable(let s, let why): return "no replica of segment \(s) could be read: \(why)"
             case .unreadableLog(let w, let s, let why): return "segment \(s) of log \(String(w, radix: 16)) is unreadable: \(why)"
             case .syncFailed(let node, let s, let why): return "log node \(node) could not sync segment \(s): \(why)"
+            case .refused(let why): return "the log nodes have no room: \(why)"
             }
         }
     }

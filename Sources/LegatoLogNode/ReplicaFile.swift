@@ -22,6 +22,7 @@ extension ReplicaStore {
             lock.withLock {
                 bytesWritten += UInt64(moved)
                 flushes += 1
+                diskFullBecause = nil
             }
         }
         if !r.buffer.isEmpty {
@@ -44,6 +45,7 @@ extension ReplicaStore {
             lock.withLock {
                 bytesWritten += UInt64(done)
                 flushes += 1
+                diskFullBecause = nil
             }
         }
         if wantSync && r.syncedLength < r.fileLength {
@@ -80,9 +82,15 @@ extension ReplicaStore {
     /// the writer's error: disk full for ENOSPC or EDQUOT, an I/O error otherwise. Replica lock held.
     func ioFailure(_ r: Replica, _ code: Int32, _ why: String) -> StoreError {
         r.ioError = why
-        lock.withLock { ioErrors += 1 }
+        let full = code == ENOSPC || code == EDQUOT
+        let first = lock.withLock { () -> Bool in
+            ioErrors += 1
+            defer { if full { diskFullBecause = why } }
+            return full && diskFullBecause == nil
+        }
         log.error("\(why)")
-        return code == ENOSPC || code == EDQUOT ? .diskFull(r.key, why) : .ioError(r.key, why)
+        if first { log.warning("the disk is full: refusing new replicas and appends until a write succeeds or a replica is freed") }
+        return full ? .diskFull(r.key, why) : .ioError(r.key, why)
     }
 
     /// Writes a closed replica's whole buffer with O_DIRECT straight from its aligned storage (padded

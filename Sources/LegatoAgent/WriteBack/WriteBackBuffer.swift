@@ -132,6 +132,7 @@ final class WriteBackBuffer {
                 release(b)
             case .refused(let refused, let full, let why):
                 PageTrace.note("REFUSED b\(refused.id) n\(full)")
+                lastRefusal = "memory node \(pool.nodes[full].endpoint): \(why)"
                 guard let b = current(refused) else { continue }
                 if full != b.node, pool.mirrored {
                     // Its mirror is full: another mirror (or one copy, if no other node has room).
@@ -213,11 +214,15 @@ final class WriteBackBuffer {
         warnEveryNodeFull()
     }
 
+    /// The last store a memory node refused, and why (its memory, or its write-back log, is full).
+    private var lastRefusal: String?
+
     /// Once per run: the user is told the budget is passed because the memory nodes are full.
     private func warnEveryNodeFull() {
         guard !warnedFull else { return }
         warnedFull = true
-        writeStderr("legato: warning: every memory node is full; keeping pages local, over the --local-mem budget\n")
+        let why = lastRefusal.map { " (the last refusal, from \($0))" } ?? ""
+        writeStderr("legato: warning: every memory node is full\(why); keeping pages local, over the --local-mem budget\n")
     }
 
     /// Batches on their way to a node (not those no node would take).

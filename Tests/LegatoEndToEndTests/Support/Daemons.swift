@@ -10,25 +10,51 @@ import Testing
 final class TestCluster {
     let dir: String
     let coordinator: Endpoint
+    /// Every coordinator, as `--coordinator` takes them (HOST:PORT[,HOST:PORT...]).
+    let coordinators: String
     let secretFile: String
     let secret: ClusterSecret
     private(set) var daemons: [(name: String, pid: pid_t, address: String)]
+    /// Small disks (tmpfs mounts) under the log nodes, unmounted by `down`.
+    private var mounts: [String] = []
 
-    init(memory: Int, log: Int, deadAfterMillis: Int = 1000, store: String? = nil) throws {
+    /// With `logDisk`, each log node's directory is a tmpfs of that size (e.g. "16m"): a disk that fills.
+    init(memory: Int, log: Int, deadAfterMillis: Int = 1000, store: String? = nil, coordinators: Int = 1, logDisk: String? = nil) throws {
         dir = TestEnvironment.temporaryDirectory("cluster")
         secretFile = dir + "/secret"
+        let logDirs = (0..<log).map { [dir] in dir + "/logd-\($0)" }
+        let disks = try logDisk.map { try Self.mountDisks(size: $0, at: logDirs) } ?? []
         try "cluster-test-secret-\(UInt64.random(in: 0...UInt64.max))\n".write(toFile: secretFile, atomically: true, encoding: .utf8)
         secret = try ClusterSecret.load(path: secretFile)
         var args = [TestEnvironment.legato, "cluster", "up", "--memory", String(memory), "--log", String(log), "--dir", dir,
                     "--secret-file", secretFile, "--dead-after-ms", String(deadAfterMillis), "--memory-capacity", "256M"]
         if let store { args += ["--store", store] }
+        if coordinators > 1 { args += ["--coordinators", String(coordinators)] }
         let r = try runCommand(args, timeoutSeconds: 60)
-        guard r.status == 0, let ep = Endpoint(parsing: r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+        let list = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard r.status == 0, let ep = Endpoint(parsing: String(list.split(separator: ",").first ?? "")) else {
+            for m in disks { _ = runCommandStatus(["umount", "-l", m]) }
             throw TestFailure("cluster up failed (\(r.status)): \(r.stdout) \(r.stderr)")
         }
+        mounts = disks
         coordinator = ep
+        self.coordinators = list
         daemons = []
         try reloadDaemons()
+    }
+
+    /// A tmpfs of `size` on each of `dirs` (all or none).
+    private static func mountDisks(size: String, at dirs: [String]) throws -> [String] {
+        var mounted: [String] = []
+        for d in dirs {
+            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+            guard runCommandStatus(["mount", "-t", "tmpfs", "-o", "size=\(size)", "tmpfs", d]) == 0 else {
+                for m in mounted { _ = runCommandStatus(["umount", "-l", m]) }
+                throw TestFailure("cannot mount a \(size) tmpfs on \(d)")
+            }
+            mounted.append(d)
+        }
+        return mounted
     }
 
     func reloadDaemons() throws {
@@ -43,9 +69,9 @@ final class TestCluster {
         if let p = pid(of: address) { kill(p, SIGKILL) }
     }
 
-    /// `legato status --json`, parsed.
-    func status() throws -> [[String: Any]] {
-        let r = try runCommand([TestEnvironment.legato, "status", "--json", "--coordinator", coordinator.description, "--secret-file", secretFile])
+    /// `legato status --json`, parsed (through `coordinators`, default the first coordinator).
+    func status(coordinators: String? = nil) throws -> [[String: Any]] {
+        let r = try runCommand([TestEnvironment.legato, "status", "--json", "--coordinator", coordinators ?? coordinator.description, "--secret-file", secretFile])
         guard r.status == 0, let d = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any],
               let nodes = d["nodes"] as? [[String: Any]] else {
             throw TestFailure("status failed: \(r.stdout) \(r.stderr)")
@@ -64,6 +90,8 @@ final class TestCluster {
 
     func down() {
         _ = try? runCommand([TestEnvironment.legato, "cluster", "down", "--dir", dir], timeoutSeconds: 60)
+        for m in mounts { _ = runCommandStatus(["umount", "-l", m]) }
+        mounts.removeAll()
     }
 }
 
