@@ -125,12 +125,15 @@ public struct CoordinatorStats: Codable, Equatable, Sendable {
     public var membershipVersion: UInt64
     public var nodes: Int
     public var alive: Int
+    /// Whether this coordinator leads (one of several sharing an etcd store may only follow).
+    public var leading: Bool
 
-    public init(store: String, membershipVersion: UInt64, nodes: Int, alive: Int) {
+    public init(store: String, membershipVersion: UInt64, nodes: Int, alive: Int, leading: Bool) {
         self.store = store
         self.membershipVersion = membershipVersion
         self.nodes = nodes
         self.alive = alive
+        self.leading = leading
     }
 }
 

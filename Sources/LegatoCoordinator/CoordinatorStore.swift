@@ -52,10 +52,19 @@ public final class SQLiteStore: CoordinatorStore {
 
 /// etcd through its v3 JSON gateway (`/v3/kv/...`, base64 keys and values). Every call goes to
 /// etcd, which replicates it; the coordinator keeps nothing of its own on disk.
+///
+/// Several coordinators share one etcd and one leads (LeaderElection): once `fence` is set, every
+/// write is a transaction that succeeds only while the leader key is still the one this coordinator
+/// created, so a coordinator that lost its lease cannot write over its successor's decisions.
 public final class EtcdStore: CoordinatorStore {
     public let endpoint: Endpoint
-    private let prefix: String
+    let prefix: String
     public var description: String { "etcd:http://\(endpoint)\(prefix)" }
+    private let fenceLock = Lock()
+    private var fenceKey: (key: String, createRevision: String)?
+
+    /// From now on writes succeed only while `key` (under the prefix) has this create revision.
+    func fence(key: String, createRevision: String) { fenceLock.withLock { fenceKey = (prefix + key, createRevision) } }
 
     /// Every key lives under `prefix` (several clusters can share one etcd).
     public init(endpoint: Endpoint, prefix: String = "/legato/") throws {
@@ -64,9 +73,9 @@ public final class EtcdStore: CoordinatorStore {
         _ = try call("/v3/kv/range", ["key": b64(prefix + "probe")])
     }
 
-    private func b64(_ s: String) -> String { Data(s.utf8).base64EncodedString() }
+    func b64(_ s: String) -> String { Data(s.utf8).base64EncodedString() }
 
-    private func call(_ path: String, _ body: [String: Any]) throws -> [String: Any] {
+    func call(_ path: String, _ body: [String: Any]) throws -> [String: Any] {
         let r: HTTPClient.Response
         do { r = try HTTPClient.post(host: endpoint.host, port: endpoint.port, path: path, json: body) } catch {
             throw CoordinatorStoreError.etcd("etcd at \(endpoint) unreachable: \(error)")
@@ -85,11 +94,24 @@ public final class EtcdStore: CoordinatorStore {
     }
 
     public func put(_ key: String, _ value: [UInt8]) throws {
-        _ = try call("/v3/kv/put", ["key": b64(prefix + key), "value": Data(value).base64EncodedString()])
+        try write(["request_put": ["key": b64(prefix + key), "value": Data(value).base64EncodedString()]], "/v3/kv/put")
     }
 
     public func delete(_ key: String) throws {
-        _ = try call("/v3/kv/deleterange", ["key": b64(prefix + key)])
+        try write(["request_delete_range": ["key": b64(prefix + key)]], "/v3/kv/deleterange")
+    }
+
+    /// One write: plain, or under the fence as a transaction (request `op`, or its plain `path`).
+    private func write(_ op: [String: [String: String]], _ path: String) throws {
+        guard let fence = fenceLock.withLock({ fenceKey }) else {
+            _ = try call(path, op.first!.value)
+            return
+        }
+        let r = try call("/v3/kv/txn", [
+            "compare": [["key": b64(fence.key), "result": "EQUAL", "target": "CREATE", "create_revision": fence.createRevision]],
+            "success": [op],
+        ])
+        guard r["succeeded"] as? Bool == true else { throw CoordinatorStoreError.notLeader("this coordinator's leadership in \(description) has ended") }
     }
 
     public func list(prefix p: String) throws -> [(key: String, value: [UInt8])] {
@@ -113,9 +135,11 @@ public enum CoordinatorStoreError: Error, CustomStringConvertible, Equatable {
     case badSpec(String)
     /// etcd unreachable or refusing.
     case etcd(String)
+    /// A write refused because another coordinator leads now.
+    case notLeader(String)
     public var description: String {
         switch self {
-        case .badSpec(let why), .etcd(let why): return why
+        case .badSpec(let why), .etcd(let why), .notLeader(let why): return why
         }
     }
 }

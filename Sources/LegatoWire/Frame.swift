@@ -85,6 +85,9 @@ public enum WireStatus: UInt16, CustomStringConvertible {
     case alreadyExists = 10
     /// FREEZE_SPACE of a space that is frozen already (a freeze a failed checkpoint left).
     case frozen = 11
+    /// A coordinator that does not lead (several share an etcd store); the message is the leader's
+    /// HOST:PORT, or empty while none is known.
+    case notLeader = 12
 
     public var description: String {
         switch self {
@@ -100,6 +103,7 @@ public enum WireStatus: UInt16, CustomStringConvertible {
         case .notFound: return "not found"
         case .alreadyExists: return "already exists"
         case .frozen: return "frozen already"
+        case .notLeader: return "not the leader"
         }
     }
 }

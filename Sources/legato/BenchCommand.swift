@@ -13,7 +13,7 @@ struct BenchCommand: ParsableCommand {
 
     struct LogAppend: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "log-append", abstract: "Append to a replicated log; print MB/s.")
-        @Option var coordinator: Endpoint
+        @Option var coordinator: CoordinatorOption
         @Option var replicas: Int = 3
         @Option var total: ByteSize = ByteSize(bytes: 512 << 20)
         @Option var entry: ByteSize = ByteSize(bytes: 4096)
@@ -26,7 +26,7 @@ struct BenchCommand: ParsableCommand {
 
         func run() throws {
             let log = try LogWriter(config: .init(writer: writer, replicas: replicas, segmentBytes: Int(segment.bytes), secret: try secret.load(),
-                                                  token: Sys.randomBytes(32), coordinator: coordinator))
+                                                  token: Sys.randomBytes(32), coordinator: coordinator.endpoint))
             defer { log.close() }
             // By default every entry carries one 4 KiB array, hot in the cache like the loopback floor's
             // buffer. With --fresh-payloads each batch's payloads are rewritten before its append
@@ -62,14 +62,14 @@ struct BenchCommand: ParsableCommand {
     struct LogRead: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "log-read",
                                                         abstract: "Read a writer's whole log, every segment from a different replica in parallel; print MB/s.")
-        @Option var coordinator: Endpoint
+        @Option var coordinator: CoordinatorOption
         @Option var writer: UInt64
         @Option var threads: Int = 4
         @OptionGroup var secret: SecretOptions
 
         func run() throws {
             let s = try secret.load()
-            let log = try LogWriter(config: .init(writer: writer, secret: s, token: Sys.randomBytes(32), coordinator: coordinator))
+            let log = try LogWriter(config: .init(writer: writer, secret: s, token: Sys.randomBytes(32), coordinator: coordinator.endpoint))
             let placement = log.placement
             log.close()
             // The reader restores use: segments spread over threads and replicas (RAMCloud's partitioned

@@ -18,7 +18,7 @@ struct CheckpointCommand: ParsableCommand {
     var stateDir: String?
 
     @Option(help: "The cluster's coordinator (the run itself must be on this machine: its control socket is in the state directory).")
-    var coordinator: Endpoint?
+    var coordinator: CoordinatorOption?
 
     @Option(name: .customLong("crash-at"), help: .hidden)
     var crashAt: String?
@@ -80,7 +80,7 @@ struct RestoreCommand: ParsableCommand {
         }
         let store: CheckpointStore
         let where_: String
-        if let c = options.coordinator {
+        if let c = options.coordinator?.endpoint {
             store = try ClusterCheckpointStore(name: name, coordinator: c, secret: try options.secret.load())
             where_ = "on the coordinator at \(c)"
         } else {
@@ -119,17 +119,17 @@ struct LsCommand: ParsableCommand {
     var stateDir: String?
 
     @Option(help: "The cluster's coordinator: list the checkpoints it has committed.")
-    var coordinator: Endpoint?
+    var coordinator: CoordinatorOption?
 
     @OptionGroup var secret: SecretOptions
 
     func run() throws {
         let state = stateDir ?? defaultStateDirectory()
         var list: [ListedProcess] = []
-        let names = try coordinator.map { try ClusterCheckpointStore.names(coordinator: $0, secret: try secret.load()) }
+        let names = try coordinator.map { try ClusterCheckpointStore.names(coordinator: $0.endpoint, secret: try secret.load()) }
             ?? LocalImageStore.names(stateDirectory: state)
         for name in names where validProcessName(name) {
-            let store: CheckpointStore = try coordinator.map { try ClusterCheckpointStore(name: name, coordinator: $0, secret: try secret.load()) }
+            let store: CheckpointStore = try coordinator.map { try ClusterCheckpointStore(name: name, coordinator: $0.endpoint, secret: try secret.load()) }
                 ?? LocalImageStore(stateDirectory: state, name: name)
             let running = runningAgent(stateDirectory: state, name: name) != nil
             let record = ProcessRecord.load(stateDirectory: state, name: name)

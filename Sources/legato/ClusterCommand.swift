@@ -47,10 +47,16 @@ struct ClusterCommand: ParsableCommand {
         var deadAfterMillis: UInt32 = 3000
         @Option(help: "The coordinator's store (default sqlite:DIR/coordinator.db).")
         var store: String?
+        @Option(help: "Coordinators to start (more than one shares an etcd --store: one leads, the others take over if it dies).")
+        var coordinators: Int = 1
         @OptionGroup var secret: SecretOptions
 
         func validate() throws {
             guard (0...64).contains(memory), (0...64).contains(log) else { throw ValidationError("--memory and --log take 0 to 64") }
+            guard (1...9).contains(coordinators) else { throw ValidationError("--coordinators takes 1 to 9") }
+            if coordinators > 1 && store?.hasPrefix("etcd:") != true {
+                throw ValidationError("--coordinators \(coordinators) needs --store etcd:http://HOST:PORT (they share it; one leads)")
+            }
         }
 
         func run() throws {
@@ -68,21 +74,26 @@ struct ClusterCommand: ParsableCommand {
                 return d
             }
             do {
-                let coord = try start("coord", ["coord", "--store", store ?? "sqlite:\(dir)/coordinator.db",
-                                                "--dead-after-ms", String(deadAfterMillis), "--heartbeat-ms", String(max(10, deadAfterMillis / 6))])
-                state.coordinator = coord.endpoint.description
+                var coords: [Endpoint] = []
+                for i in 0..<coordinators {
+                    coords.append(try start(i == 0 ? "coord" : "coord-\(i)", ["coord", "--store", store ?? "sqlite:\(dir)/coordinator.db",
+                                                                             "--dead-after-ms", String(deadAfterMillis), "--heartbeat-ms", String(max(10, deadAfterMillis / 6))]).endpoint)
+                }
+                let coordinatorList = coords.map { $0.description }.joined(separator: ",")
+                let coordinator = CoordinatorPeers.register(coords)
+                state.coordinator = coordinatorList
                 for i in 0..<memory {
-                    _ = try start("memd-\(i)", ["memd", "--coordinator", coord.endpoint.description, "--capacity", String(memoryCapacity.bytes),
+                    _ = try start("memd-\(i)", ["memd", "--coordinator", coordinatorList, "--capacity", String(memoryCapacity.bytes),
                                                 "--dir", "\(dir)/memd-\(i)", "--name", "memd-\(i)"])
                 }
                 for i in 0..<log {
-                    _ = try start("logd-\(i)", ["logd", "--coordinator", coord.endpoint.description, "--dir", "\(dir)/logd-\(i)"])
+                    _ = try start("logd-\(i)", ["logd", "--coordinator", coordinatorList, "--dir", "\(dir)/logd-\(i)"])
                 }
                 let enc = JSONEncoder()
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys]
                 try enc.encode(state).write(to: URL(fileURLWithPath: dir + "/cluster.json"))
                 // Return once every node has registered.
-                let client = try CoordinatorClient(endpoint: coord.endpoint, secret: clusterSecret)
+                let client = try CoordinatorClient(endpoint: coordinator, secret: clusterSecret)
                 let deadline = monotonicNanos() + 20_000_000_000
                 while true {
                     let nodes = try client.nodes().nodes.filter { $0.alive }
@@ -90,7 +101,7 @@ struct ClusterCommand: ParsableCommand {
                     if monotonicNanos() > deadline { throw ClusterUpError.nodesDidNotRegister(logs: dir) }
                     usleep(20_000)
                 }
-                print(coord.endpoint.description)
+                print(coordinatorList)
             } catch {
                 for d in state.daemons { kill(d.pid, SIGTERM) }
                 throw error
@@ -107,8 +118,8 @@ struct ClusterCommand: ParsableCommand {
         func run() throws {
             let dir = self.dir ?? ClusterCommand.defaultDirectory()
             guard let state = ClusterCommand.load(dir) else { throw ValidationError("no cluster was started from \(dir)") }
-            // Nodes first, the coordinator last (so it does not declare them dead on the way).
-            let order = state.daemons.filter { $0.name != "coord" } + state.daemons.filter { $0.name == "coord" }
+            // Nodes first, the coordinators last (so they do not declare them dead on the way).
+            let order = state.daemons.filter { !$0.name.hasPrefix("coord") } + state.daemons.filter { $0.name.hasPrefix("coord") }
             for d in order {
                 guard kill(d.pid, 0) == 0, isLegato(d.pid) else { continue }
                 kill(d.pid, SIGTERM)

@@ -15,8 +15,8 @@ struct LogdCommand: ParsableCommand {
     @Option(help: "Directory for the replicas (created if missing).")
     var dir: String
 
-    @Option(help: "The coordinator, HOST:PORT.")
-    var coordinator: Endpoint?
+    @Option(help: "The coordinator, HOST:PORT, or the cluster's coordinators HOST:PORT,HOST:PORT....")
+    var coordinator: CoordinatorOption?
 
     @Option(help: ArgumentHelp("Memory for buffered appends before they are written to disk.",
                                discussion: "Past it the node writes its largest buffers out; past twice it appends wait for the disk. Under load the node's buffer memory, spare buffers included, stays near twice this; an idle node gives the spares back after 10 s."))
@@ -33,7 +33,7 @@ struct LogdCommand: ParsableCommand {
     func run() throws {
         let stopSignals = DaemonSignals.blockTermination()
         embedding.watchParent()
-        let node = try LogNode(config: .init(listen: listen, directory: dir, coordinator: coordinator,
+        let node = try LogNode(config: .init(listen: listen, directory: dir, coordinator: coordinator?.endpoint,
                                              bufferBytes: Int(buffer.bytes), secret: try embedding.secret(or: secret)))
         try node.start()
         let service = node.service

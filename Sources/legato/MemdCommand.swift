@@ -20,8 +20,8 @@ struct MemdCommand: ParsableCommand {
     @Option(name: .customLong("segment-size"), help: "Size of a log segment.")
     var segmentSize: ByteSize = ByteSize(bytes: 8 << 20)
 
-    @Option(help: "The coordinator to join, HOST:PORT (default: none, a standalone node).")
-    var coordinator: Endpoint?
+    @Option(help: "The coordinator to join, HOST:PORT, or a cluster's coordinators HOST:PORT,HOST:PORT... (default: none, a standalone node).")
+    var coordinator: CoordinatorOption?
 
     @Option(help: "Directory for the node's identity (default: <state dir>/memd-PORT).")
     var dir: String?
@@ -53,7 +53,7 @@ struct MemdCommand: ParsableCommand {
         let capacityBytes = capacity?.bytes ?? UInt64(sysconf(Int32(_SC_PHYS_PAGES))) * UInt64(Page.size) / 4
         var config = MemoryNode.Config(listen: listen, capacityBytes: capacityBytes,
                                        segmentBytes: Int(segmentSize.bytes), secret: try embedding.secret(or: secret), name: name)
-        config.coordinator = coordinator
+        config.coordinator = coordinator?.endpoint
         config.directory = dir
         config.retainIdleSeconds = retainIdle.seconds
         let node = try MemoryNode(config: config)

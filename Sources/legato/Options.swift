@@ -1,4 +1,5 @@
 import ArgumentParser
+import LegatoClients
 import LegatoMetrics
 import LegatoCore
 
@@ -8,6 +9,21 @@ extension ByteSize: ExpressibleByArgument {
 
 extension Endpoint: ExpressibleByArgument {
     public init?(argument: String) { self.init(parsing: argument) }
+}
+
+/// `--coordinator HOST:PORT[,HOST:PORT...]`: a cluster's coordinators (several share an etcd store,
+/// one leads), registered in CoordinatorPeers under the first, which names them from then on.
+struct CoordinatorOption: ExpressibleByArgument, CustomStringConvertible {
+    let endpoint: Endpoint
+    let all: [Endpoint]
+
+    init?(argument: String) {
+        guard let all = CoordinatorPeers.parse(argument) else { return nil }
+        self.all = all
+        endpoint = CoordinatorPeers.register(all)
+    }
+
+    var description: String { all.map { $0.description }.joined(separator: ",") }
 }
 
 /// Options every command that talks to a cluster shares.

@@ -10,8 +10,8 @@ struct MemoryOptions: ParsableArguments {
     @Option(help: "Memory nodes, HOST:PORT[,HOST:PORT...]. Default: an embedded node on loopback.")
     var memory: String?
 
-    @Option(help: "Join a cluster: its coordinator, HOST:PORT (instead of --memory).")
-    var coordinator: Endpoint?
+    @Option(help: "Join a cluster: its coordinator, HOST:PORT, or its coordinators HOST:PORT,HOST:PORT... (instead of --memory).")
+    var coordinator: CoordinatorOption?
 
     @Option(name: .customLong("local-mem"), help: "Most of PROG's managed memory kept resident locally (e.g. 64M). Default: half of physical memory.")
     var localMem: ByteSize?
@@ -90,7 +90,7 @@ struct MemoryOptions: ParsableArguments {
                                   secret: clusterSecret, statsJSONPath: statsJSON)
         config.prefetchMaxPages = prefetch
         config.metrics = metrics.metrics
-        config.coordinator = coordinator
+        config.coordinator = coordinator?.endpoint
         config.memoryReplication = memoryReplication ?? .none
         if config.memoryReplication == .log {
             writeError("legato: warning: --memory-replication log is experimental: a run that goes on after a memory node's death can, rarely, read a stale page")

@@ -9,7 +9,7 @@ struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "status", abstract: "Show the cluster's nodes.")
 
     @Option(help: "The coordinator, HOST:PORT (default: the one `legato cluster up` started).")
-    var coordinator: Endpoint?
+    var coordinator: CoordinatorOption?
 
     @Flag(help: "Print JSON: {\"nodes\":[{\"id\",\"role\",\"address\",\"state\",\"capacity_bytes\",\"used_bytes\"}, ...]}.")
     var json = false
@@ -20,7 +20,7 @@ struct StatusCommand: ParsableCommand {
     @OptionGroup var secret: SecretOptions
 
     func run() throws {
-        guard let ep = coordinator ?? ClusterCommand.load(ClusterCommand.defaultDirectory()).flatMap({ Endpoint(parsing: $0.coordinator) }) else {
+        guard let ep = coordinator?.endpoint ?? ClusterCommand.load(ClusterCommand.defaultDirectory()).flatMap({ CoordinatorPeers.parse($0.coordinator).map { CoordinatorPeers.register($0) } }) else {
             throw ValidationError("no --coordinator given and no cluster started with `legato cluster up`")
         }
         let clusterSecret = try secret.load()
@@ -31,7 +31,7 @@ struct StatusCommand: ParsableCommand {
             for n in nodes where n.alive { nodeCounters[n.id] = Self.counters(of: n, secret: clusterSecret) }
         }
         if json {
-            let report = StatusReport(coordinator: ep.description, membershipVersion: version, nodes: nodes.map { n in
+            let report = StatusReport(coordinator: client.endpoint.description, membershipVersion: version, nodes: nodes.map { n in
                 var r = NodeReport(id: n.id, role: n.role.rawValue, address: n.address, state: n.alive ? "alive" : "dead",
                                    capacityBytes: n.capacity, usedBytes: n.used, silentMs: n.silentMillis)
                 switch nodeCounters[n.id] {
@@ -48,7 +48,7 @@ struct StatusCommand: ParsableCommand {
             return
         }
         let alive = nodes.filter { $0.alive }.count
-        print("coordinator \(ep)   \(nodes.count) nodes, \(alive) alive, \(nodes.count - alive) dead   (membership version \(version))")
+        print("coordinator \(client.endpoint)   \(nodes.count) nodes, \(alive) alive, \(nodes.count - alive) dead   (membership version \(version))")
         print("")
         let header = ["ID", "ROLE", "ADDRESS", "STATE", "USED", "CAPACITY", "LAST HEARD"]
         var rows = [header]

@@ -149,4 +149,56 @@ import Testing
             #expect(nodes.count == 1, "junk registered no node")
         }
     }
+
+    /// The coordinator that says it leads (STATS), among the cluster's.
+    func leader(of cluster: TestCluster) throws -> (name: String, address: String)? {
+        for d in cluster.daemons where d.name.hasPrefix("coord") && kill(d.pid, 0) == 0 {
+            let c = try RPCClient(endpoint: Endpoint(parsing: d.address)!, secret: cluster.secret, token: Sys.randomBytes(32))
+            defer { c.close() }
+            let st = try JSONSerialization.jsonObject(with: Data(try c.stats().utf8)) as! [String: Any]
+            if st["leading"] as? Bool == true { return (d.name, d.address) }
+        }
+        return nil
+    }
+
+    /// Two coordinators share etcd and one leads; it is killed mid-run: the other takes over, the
+    /// nodes heartbeat to it (none is declared dead), a checkpoint taken after the kill commits
+    /// through it, and the run ends as a plain run does.
+    @Test func theLeaderKilledWithTwoCoordinatorsOnEtcd() throws {
+        try requireAgentCapabilities()
+        let etcd = try EtcdServer()
+        defer { etcd.stop() }
+        let cluster = try TestCluster(memory: 2, log: 3, deadAfterMillis: 3000, store: etcd.storeSpec, coordinators: 2)
+        defer { cluster.down() }
+        #expect(cluster.coordinators.split(separator: ",").count == 2, "cluster up prints both coordinators: \(cluster.coordinators)")
+        let first = try #require(try leader(of: cluster), "one of the two coordinators leads")
+        let follower = try #require(cluster.daemons.first { $0.name.hasPrefix("coord") && $0.name != first.name })
+        // A follower answers NOT_LEADER, naming the leader.
+        let f = try RPCClient(endpoint: Endpoint(parsing: follower.address)!, secret: cluster.secret, token: Sys.randomBytes(32))
+        #expect(throws: RemoteError(status: .notLeader, message: first.address, peer: follower.address)) { _ = try f.call(ListNodes()) }
+        f.close()
+
+        let dir = TestEnvironment.temporaryDirectory("coord-failover")
+        let argv = [try Workloads.path("teamwork"), "30", "4", "32", dir + "/data", "60"]
+        let plain = try runCommand(argv)
+        try? FileManager.default.removeItem(atPath: dir + "/data")
+        let options = ["--coordinator", cluster.coordinators, "--secret-file", cluster.secretFile]
+        let run = try NamedRun(name: "failover", stateDir: dir + "/state", output: dir + "/out", localMem: "8M", argv: argv, options: options)
+        try run.waitForLines(6)
+        kill(cluster.pid(named: first.name)!, SIGKILL)
+        // The follower takes over within its lease (3 s), and the checkpoint goes through it.
+        let ck = try run.checkpoint()
+        #expect(ck.status == 0 && ck.stdout.contains("committed"), "a checkpoint after the leader's death: \(ck.stdout) \(ck.stderr)")
+        let r = try run.command.wait(timeoutSeconds: 180)
+        #expect(r.status == 0, "the run went on: \(r.stderr)")
+        #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from a plain run")
+        let now = try #require(try leader(of: cluster), "the other coordinator leads")
+        #expect(now.name == follower.name)
+        // Every node heartbeats to the new leader: none was declared dead.
+        usleep(3_500_000)
+        let nodes = try cluster.status(coordinators: cluster.coordinators)
+        #expect(nodes.count == 5 && nodes.allSatisfy { $0["state"] as? String == "alive" }, "\(nodes)")
+        let ls = try runCommand([TestEnvironment.legato, "ls", "--json", "--state-dir", run.stateDir] + options)
+        #expect(ls.status == 0 && ls.stdout.contains("\"epoch\""), "the checkpoint is listed through the new leader: \(ls.stdout) \(ls.stderr)")
+    }
 }

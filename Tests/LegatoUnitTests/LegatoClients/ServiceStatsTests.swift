@@ -17,7 +17,7 @@ import Testing
     static let log = LogNodeStats(replicas: 1, openReplicas: 2, bufferedBytes: 3, bufferedPeakBytes: 4, appendWaits: 5, spareBufferBytes: 6,
                                   freshBuffers: 7, bufferStorageBytes: 8, diskBytes: 9, freeDiskBytes: 10, tornTails: 11, corruptEntries: 12,
                                   quarantinedFiles: 13, flushes: 14, bytesWritten: 15, ioErrors: 16)
-    static let coordinator = CoordinatorStats(store: "sqlite:/tmp/x.db", membershipVersion: 1, nodes: 2, alive: 3)
+    static let coordinator = CoordinatorStats(store: "sqlite:/tmp/x.db", membershipVersion: 1, nodes: 2, alive: 3, leading: true)
 
     func object(_ json: String) throws -> [String: Any] {
         try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
