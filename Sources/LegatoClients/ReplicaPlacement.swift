@@ -85,9 +85,9 @@ extension LogWriter {
             }!
             chosen.append(best.id)
         }
-        if chosen.count < config.replicas && !warnedFew {
+        if chosen.count < count && nodes.count < config.replicas && !warnedFew {
             warnedFew = true
-            log.warning("only \(chosen.count) log node(s) available; segments get \(chosen.count) replica(s) instead of \(config.replicas)")
+            log.warning("only \(nodes.count) live log node(s); segments get \(nodes.count) replica(s) instead of \(config.replicas)")
         }
         return chosen
     }

@@ -112,7 +112,12 @@ extension Agent {
         staging.frozenNodes = frozenNodes
         for node in frozenNodes.sorted() {
             try fetcher.drain(node: node)
-            try pool.freeze(node: node)
+            do { try pool.freeze(node: node) } catch let f as NodeFailure {
+                // This checkpoint is refused; the node's death is dealt with as any other (its pages
+                // recovered, or the run stops), and the next checkpoint goes without it.
+                _ = memoryNodeUnreachable(node, why: f.underlying)
+                throw f
+            }
         }
         staging.frozenSource = frozenNodes.isEmpty ? nil : pool.frozenSource()
         for p in tree { for r in p.space.table.regions.regions { r.markAllSaved() } }  // undone by forgetAllSaved() if it does not commit

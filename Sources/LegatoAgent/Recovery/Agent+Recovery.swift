@@ -38,6 +38,19 @@ extension Agent {
         return true
     }
 
+    /// Node `node` failed outside a store (a freeze, a checkpoint's read): a death like any other if it
+    /// held anything of the run, else it is left out from now on. Answers whether the run goes on.
+    func memoryNodeUnreachable(_ node: Int, why: String) -> Bool {
+        let n = pool.nodes[node]
+        if n.dead { return fatalError == nil }
+        if n.pagesHeld > 0 || writeBack.hasBatches(for: node) { return memoryNodeFailed(node, why: why) }
+        pool.markDead(node)
+        fetcher.parkRequests(to: node)
+        resumeParkedSoon = true
+        log.warning("memory node \(n.endpoint) failed (\(why)); it held none of our pages")
+        return true
+    }
+
     /// Every key with a copy on node `node` the run may read again (acknowledged there, not since
     /// replaced by a batch on its way; a key stored there away from its slab's node too), over
     /// every address space of the run.

@@ -153,7 +153,7 @@ final class WriteBackBuffer {
                 let n = pool.nodes[node]
                 if n.dead {
                     // Known already (its recovery is under way).
-                } else if n.pagesHeld > 0 || batches.values.contains(where: { $0.node == node || $0.mirror == node }) {
+                } else if n.pagesHeld > 0 || hasBatches(for: node) {
                     guard onNodeFailure(node, why) else { return }
                 } else {
                     pool.markDead(node)
@@ -164,6 +164,9 @@ final class WriteBackBuffer {
             }
         }
     }
+
+    /// Whether a batch on its way goes to `node` (or to it as its mirror).
+    func hasBatches(for node: Int) -> Bool { batches.values.contains { $0.node == node || $0.mirror == node } }
 
     /// Sends a batch its node did not take to another node (or keeps it, if there is none).
     private func resend(_ sent: WriteBackBatch, away node: Int) {
