@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Glibc
 import LegatoAgent
+import LegatoClients
 import LegatoCore
 import LegatoSystem
 
@@ -39,7 +40,7 @@ struct MemoryOptions: ParsableArguments {
     var snapshotAbovePages: Int?
 
     @Option(name: .customLong("memory-replication"),
-            help: "How the run's pages outlive a memory node: none (its death stops the run; the default), log (experimental, with --coordinator: each store is logged on log nodes first, and a dead node's pages are rebuilt on the others while the run goes on) or mirror (two or more memory nodes: each store goes to two of them, and a dead node's pages are read from their other copy at once).")
+            help: "How the run's pages outlive a memory node: log (with --coordinator, the default on a cluster with log nodes: each store is logged on log nodes first, and a dead node's pages are rebuilt on the others while the run goes on), mirror (two or more memory nodes: each store goes to two of them, and a dead node's pages are read from their other copy at once) or none (its death stops the run; the default without log nodes).")
     var memoryReplication: MemoryReplication?
 
     func validate() throws {
@@ -56,6 +57,14 @@ struct MemoryOptions: ParsableArguments {
     }
 
     var stateDirectory: String { stateDir ?? defaultStateDirectory() }
+
+    /// Log on a cluster with a live log node (the memory nodes log there), else none.
+    func defaultReplication(_ secret: ClusterSecret) throws -> MemoryReplication {
+        guard let c = coordinator?.endpoint else { return .none }
+        let client = try CoordinatorClient(endpoint: c, secret: secret, ioTimeoutSeconds: 10)
+        defer { client.close() }
+        return try client.nodes().nodes.contains { $0.role == .log && $0.alive } ? .log : .none
+    }
 
     /// Runs an agent with `configure` applied; starts and stops the embedded memory node if needed.
     /// Returns the exit code for `legato` (PROG's status, 125 for the agent's own failures).
@@ -91,10 +100,7 @@ struct MemoryOptions: ParsableArguments {
         config.prefetchMaxPages = prefetch
         config.metrics = metrics.metrics
         config.coordinator = coordinator?.endpoint
-        config.memoryReplication = memoryReplication ?? .none
-        if config.memoryReplication == .log {
-            writeError("legato: warning: --memory-replication log is experimental: a run that goes on after a memory node's death can, rarely, read a stale page")
-        }
+        config.memoryReplication = try memoryReplication ?? defaultReplication(clusterSecret)
         config.newPIDNamespace = !noPIDNamespace
         config.stateDirectory = stateDirectory
         config.checkpointEverySeconds = checkpointEvery?.seconds
