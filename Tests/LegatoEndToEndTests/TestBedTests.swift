@@ -64,4 +64,20 @@ import Testing
         #expect(r.stderr.contains("memory node \(try bed.address("mem1")):7301 cannot be reached, so it is left out"), "the dead memory node is left out: \(r.stderr)")
         #expect(try String(contentsOfFile: run.output, encoding: .utf8) == plain.stdout, "output differs from an uninterrupted run")
     }
+
+    /// Tools/chaos 20: memory nodes, log nodes, the leading coordinator and the agent killed at
+    /// random times (and memory nodes' hosts cut off a while) under checkpointing runs of randrw and
+    /// a python program; every run ends as a plain run does, and no committed checkpoint is lost.
+    @Test func chaosTwentyRounds() throws {
+        let dir = TestEnvironment.temporaryDirectory("chaos")
+        let r = try runCommand([TestEnvironment.repositoryRoot + "/Tools/chaos", "20", "--dir", dir, "--legato", TestEnvironment.legato],
+                               timeoutSeconds: 2400)
+        let summary = r.stdout.split(separator: "\n").last.map(String.init) ?? ""
+        #expect(r.status == 0, "chaos failed: \(r.stdout) \(r.stderr.suffix(3000))")
+        #expect(summary.contains("verifications passed 20") && summary.hasSuffix("committed checkpoints lost 0"), "\(r.stdout)")
+        for kind in ["memd", "logd", "coord", "agent", "cut"] {
+            #expect(!summary.contains("\(kind) 0,") && !summary.contains("\(kind) 0 "), "every kind of failure happened: \(summary)")
+        }
+        #expect(!summary.contains("restores 0"), "a killed run was restored: \(summary)")
+    }
 }
