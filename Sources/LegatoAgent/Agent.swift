@@ -114,6 +114,8 @@ public final class Agent {
     var fetcher: Fetcher!
     /// Dead memory nodes whose pages are being rebuilt on the others, by node index.
     var recoveries: [Int: any RecoveryTask] = [:]
+    /// With a coordinator: the memory nodes its failure detector declares dead.
+    var membership: MembershipWatch?
     /// Promotion is never `awaitingRecovery`'s: faults parked on a node found dead while its pages
     /// moved to their mirrors fault again at the next round of the event loop.
     var resumeParkedSoon = false
@@ -182,6 +184,11 @@ public final class Agent {
         pool.onNewNode = { [thread] ep in thread.addEndpoint(ep) }
         writeBack = WriteBackBuffer(thread: thread, pool: pool, log: log)
         writeBack.onNodeFailure = { [unowned self] in memoryNodeFailed($0, why: $1) }
+        if let c = config.coordinator {
+            let watch = try MembershipWatch(coordinator: c, secret: config.secret, log: log)
+            membership = watch
+            writeBack.alsoServe = (watch.wakeFD, { [unowned self] in memoryNodesDeclaredDead(watch.takeDead()) })
+        }
         evictor = Evictor(spaces: { [unowned self] in managedSpaces }, budget: budget, pool: pool, writeBack: writeBack, tracer: tracer,
                           batchPages: config.evictionBatchPages ?? min(1024, max(16, budget.pages / 16)), prefetchWindow: prefetchWindow, log: log)
         evictor.serve = { [unowned self] in try loop(until: $0) }
@@ -281,6 +288,8 @@ public final class Agent {
         let firstRecovery = pollFDs.count
         let recovering = Array(recoveries.values)
         for r in recovering { pollFDs.append(pollfd(fd: r.doneFD, events: Int16(POLLIN), revents: 0)) }
+        let watching = pollFDs.count
+        pollFDs.append(pollfd(fd: membership?.wakeFD ?? -1, events: Int16(POLLIN), revents: 0))
         let serveControl = reap && checkpointer?.busy == false && !tracer.freezing && control?.isOpen == true
         let decided = reap && checkpointer?.inFlight != nil
         pollFDs.append(pollfd(fd: decided ? checkpointer!.doneFD : -1, events: Int16(POLLIN), revents: 0))
@@ -312,6 +321,7 @@ public final class Agent {
         }
         if revents[1] != 0 { writeBack.processCompletions() }
         for (k, r) in recovering.enumerated() where revents[firstRecovery + k] != 0 { finishRecovery(r) }
+        if revents[watching] != 0, let watch = membership { memoryNodesDeclaredDead(watch.takeDead()) }
         if revents[0] != 0 || n == 0 {
             readSignals()
             stopsPending = true
@@ -365,6 +375,7 @@ public final class Agent {
 
     func finish(exitStatus: Int32?) {
         writeBack?.thread.stop()
+        membership?.stop()
         if let path = config.statsJSONPath {
             let json = statsRecord(exitStatus: exitStatus).json
             if !FileManager.default.createFile(atPath: path, contents: Data(json.utf8)) {

@@ -51,6 +51,16 @@ extension Agent {
         return true
     }
 
+    /// The coordinator declared memory nodes at `addresses` dead: those the run uses are dealt with
+    /// as failed (no connection of ours may have noticed: a host cut off sends no reset).
+    func memoryNodesDeclaredDead(_ addresses: Set<String>) {
+        for n in pool.nodes where !n.dead && addresses.contains(n.endpoint.description) {
+            let why = "the coordinator declared it dead"
+            writeBack.thread.abandon(node: n.index, why: why)
+            if !memoryNodeUnreachable(n.index, why: why) { return }
+        }
+    }
+
     /// Every key with a copy on node `node` the run may read again (acknowledged there, not since
     /// replaced by a batch on its way; a key stored there away from its slab's node too), over
     /// every address space of the run.

@@ -34,6 +34,9 @@ final class WriteBack {
     private let flags: StorePages.Flags
     /// Nodes that failed once: later work for them fails at once (no connect to wait out).
     private var failedNodes: [Int: String] = [:]
+    /// Each node's connection (by the thread, under `lock`), and the nodes given up from outside.
+    private var sockets: [Int: Int32] = [:]
+    private var abandoned: [Int: String] = [:]
 
     init(endpoints: [Endpoint], secret: ClusterSecret, token: [UInt8], space: UInt64, logged: Bool) throws {
         self.endpoints = endpoints
@@ -81,11 +84,22 @@ final class WriteBack {
     }
 
     private func client(_ node: Int) throws -> MemoryClient {
+        if let why = lock.withLock({ abandoned[node] }), failedNodes[node] == nil { nodeFailed(node, NodeFailedBefore(why: why)) }
         if let c = clients[node] { return c }
         if let why = failedNodes[node] { throw NodeFailedBefore(why: why) }
         let c = try MemoryClient(endpoint: lock.withLock { endpoints[node] }, secret: secret, token: token)
         clients[node] = c
+        lock.withLock { sockets[node] = c.rpc.connection.fd }
         return c
+    }
+
+    /// Node `node` is dead (`why`: the coordinator says so): a store waiting on it fails now rather
+    /// than at its I/O timeout (a host cut off sends no reset), and no work goes to it any more.
+    func abandon(node: Int, why: String) {
+        lock.withLock {
+            abandoned[node] = why
+            if let fd = sockets[node] { shutdown(fd, Int32(SHUT_RDWR)) }
+        }
     }
 
     private func run() {
@@ -145,6 +159,7 @@ final class WriteBack {
     }
 
     private func nodeFailed(_ node: Int, _ error: Error) {
+        lock.withLock { sockets[node] = nil }  // (before the close: its descriptor may be another's after)
         clients[node]?.close()
         clients[node] = nil
         if failedNodes[node] == nil { failedNodes[node] = "\(error)" }

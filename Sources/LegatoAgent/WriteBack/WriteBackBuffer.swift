@@ -231,10 +231,16 @@ final class WriteBackBuffer {
     /// Batches on their way to a node (not those no node would take).
     var sendingBatches: Int { batches.count - stuckBatches.count }
 
+    /// Another descriptor a wait for completions serves (the coordinator's word on dead nodes: a
+    /// store to a node that went quiet completes only once it is known dead), and what to do then.
+    var alsoServe: (fd: Int32, handle: () -> Void)?
+
     /// Blocks until the write-back thread completes something (or a second passes).
     func waitForCompletions() {
-        var pfd = pollfd(fd: thread.wakeFD, events: Int16(POLLIN), revents: 0)
-        _ = poll(&pfd, 1, 1000)
+        var pfds = [pollfd(fd: thread.wakeFD, events: Int16(POLLIN), revents: 0),
+                    pollfd(fd: alsoServe?.fd ?? -1, events: Int16(POLLIN), revents: 0)]
+        _ = poll(&pfds, 2, 1000)
+        if pfds[1].revents != 0 { alsoServe?.handle() }
         processCompletions()
     }
 

@@ -31,6 +31,12 @@ final class TestBed {
         try SpawnedCommand(["sh", "-c", "exec \(on(host, argv).map { "'\($0)'" }.joined(separator: " ")) > '\(dir)/\(name).log' 2>&1"])
     }
 
+    /// Nothing passes between `host` and the others any more (its processes live on, silent).
+    func cut(_ host: String) throws {
+        let r = try runCommand([script, "cut", host], environment: environment)
+        guard r.status == 0 else { throw TestFailure("Tools/testbed cut \(host): \(r.stderr)") }
+    }
+
     /// Every process on `host` killed with kill -9, as when the machine dies.
     func kill(_ host: String) throws {
         let r = try runCommand([script, "kill", host], environment: environment)
