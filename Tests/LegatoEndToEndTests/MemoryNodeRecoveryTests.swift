@@ -112,6 +112,27 @@ import LegatoWire
         #expect(r.stderr.contains("recovered the"), "the pages were recovered from the surviving log replicas: \(r.stderr)")
     }
 
+    /// The recovery nodes are new to the run (they joined after it placed every page): the space
+    /// they rebuild must outlive the recovery's connections until the agent has its own (a run that
+    /// is not named owns an ephemeral space, which goes with its owner's last connection).
+    @Test func recoveredIntoMemoryNodesNewToTheRun() throws {
+        let cluster = try TestCluster(memory: 1, log: 3, deadAfterMillis: 120_000)
+        defer { cluster.down() }
+        let t = try startTeamwork(cluster, name: "recovery-new-nodes", rounds: 40, replication: "log")
+        var joined: [SpawnedCommand] = []
+        defer { for m in joined { m.signal(SIGKILL); _ = try? m.wait(timeoutSeconds: 10) } }
+        for i in 0..<2 {
+            joined.append(try SpawnedCommand([TestEnvironment.legato, "memd", "--coordinator", cluster.coordinator.description, "--secret-file", cluster.secretFile,
+                                              "--listen", "127.0.0.1:0", "--capacity", "256M", "--dir", cluster.dir + "/joined-\(i)"]))
+        }
+        try cluster.waitUntil("three memory nodes alive") { try cluster.status().filter { $0["role"] as? String == "memory" && $0["state"] as? String == "alive" }.count == 3 }
+        let first = try #require(cluster.daemons.first { $0.name.hasPrefix("memd") })
+        cluster.kill9(address: first.address)
+        let r = try t.run.wait(timeoutSeconds: 120)
+        expectLikePlain(r, t)
+        #expect(r.stderr.contains("recovered the"), "the pages were recovered: \(r.stderr)")
+    }
+
     @Test func aMirroredMemoryNodeKilledMidRunCostsNothing() throws {
         let cluster = try TestCluster(memory: 3, log: 3, deadAfterMillis: 120_000)
         defer { cluster.down() }

@@ -20,24 +20,11 @@ LEGATO=$PWD/.build/release/legato
 WORK=$(mktemp -d /tmp/legato-logbench.XXXXXX)
 trap '"$LEGATO" cluster down --dir "$WORK/cluster" >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
 cc -O2 -o "$WORK/floor" Tools/bench/floor.c
-field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-median() { python3 -c "import sys, statistics; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+. "$(dirname "$0")/floors.sh"
 
-TCPS=()
-for _ in 1 2 3; do TCPS+=("$("$WORK/floor" tcpbw 2048 | field floor_tcpbw_mbps)"); done
+tcp_floor
 MIB=$(( $(numfmt --from=iec "$TOTAL") / 1048576 ))
-DW=$(dd if=/dev/zero of="$WORK/dd" bs=8M count=$((MIB / 8)) conv=fdatasync 2>&1 | tail -1 | sed -n 's/.*copied, \([0-9.]*\) s.*/\1/p')
-DWMB=$(python3 -c "print(f'{$MIB*1048576/$DW/1e6:.1f}')")
-DRS=()
-for _ in 1 2 3; do
-  drop_caches
-  DR=$(dd if="$WORK/dd" of=/dev/null bs=8M 2>&1 | tail -1 | sed -n 's/.*copied, \([0-9.]*\) s.*/\1/p')
-  DRS+=("$(python3 -c "print(f'{$MIB*1048576/$DR/1e6:.1f}')")")
-done
-DRMB=$(median "${DRS[@]}")
-TCP=$(median "${TCPS[@]}")
-rm -f "$WORK/dd"
+disk_floors "$MIB"
 
 C=$("$LEGATO" cluster up --memory 0 --log 3 --dir "$WORK/cluster")
 # Each timed run starts on a quiet cluster: every log node has written out what the previous run

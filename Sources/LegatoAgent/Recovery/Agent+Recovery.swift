@@ -170,6 +170,8 @@ extension Agent {
         case .failure(let error):
             fail("memory node \(r.deadEndpoint) failed holding \(r.keys.count) pages of the program, and they could not be recovered: \(error)")
         case .success(let o):
+            // (The recovery's connections go once the agent has its own to every recovery node.)
+            defer { for p in o.partitions { p.client?.close() } }
             var newOwner: [UInt64: Int] = [:]
             var first: Int?
             do {

@@ -30,6 +30,10 @@ final class NodeRecovery {
         let owned: [UInt64]
         let keys: [UInt64]
         var pages = 0
+        /// The connection the node recovered through, kept open until the agent has its own: the
+        /// space of a run that is not named goes with its owner's last connection, and a node new to
+        /// the run has no other.
+        var client: MemoryClient?
     }
 
     struct Outcome {
@@ -134,10 +138,11 @@ final class NodeRecovery {
             startThread(name: "recover-part") {
                 var pages = 0
                 var failure: (String, String)?
+                var kept: MemoryClient?
                 do {
                     guard let ep = Endpoint(parsing: p.address) else { throw RecoveryError.node(p.address, "not HOST:PORT") }
                     let client = try MemoryClient(endpoint: ep, secret: c.secret, token: c.token, ioTimeoutSeconds: 600)
-                    defer { client.close() }
+                    kept = client
                     pages = Int(try client.recover(RecoverSpace(space: c.space, ephemeral: c.ephemeral, logged: true, deadLog: deadLog,
                                                                 slabs: p.slabs, runs: Self.runs(p.keys))))
                 } catch {
@@ -145,6 +150,7 @@ final class NodeRecovery {
                 }
                 lock.withLock {
                     partitions[k].pages = pages
+                    partitions[k].client = kept
                     if let failure { failures.append(failure) }
                     remaining -= 1
                     lock.broadcast()
@@ -152,6 +158,7 @@ final class NodeRecovery {
             }
         }
         lock.withLock { while remaining > 0 { lock.wait() } }
+        if !failures.isEmpty || partitions.reduce(0, { $0 + $1.pages }) != keys.count { for p in partitions { p.client?.close() } }
         if !failures.isEmpty {
             throw RecoveryError.recoveryNodesFailed(failures.map { $0.address }, failures.map { "\($0.address): \($0.why)" }.joined(separator: "; "))
         }
