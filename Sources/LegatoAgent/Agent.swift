@@ -46,6 +46,8 @@ public final class Agent {
         public var keptDescriptors = KeptDescriptors()
         /// How the run's pages survive a memory node's death.
         public var memoryReplication = MemoryReplication.none
+        /// Adaptive replication mirrors while the memory nodes' free share is at least this (percent).
+        public var mirrorAbovePercent: Double = 50
 
         public init(program: String, arguments: [String], environment: [String], memoryNodes: [Endpoint],
                     localBudgetBytes: UInt64, secret: ClusterSecret, statsJSONPath: String?) {
@@ -112,8 +114,8 @@ public final class Agent {
     let zeroPages: UnsafeMutableRawPointer
     /// Brings the program's remote pages in (made once the pool is).
     var fetcher: Fetcher!
-    /// Dead memory nodes whose pages are being rebuilt on the others, by node index.
-    var recoveries: [Int: any RecoveryTask] = [:]
+    /// Work under way after memory nodes' deaths (rebuilding their pages, giving pages a mirror again).
+    var recoveries: [ObjectIdentifier: any RecoveryTask] = [:]
     /// With a coordinator: the memory nodes its failure detector declares dead.
     var membership: MembershipWatch?
     /// Promotion is never `awaitingRecovery`'s: faults parked on a node found dead while its pages
@@ -177,16 +179,20 @@ public final class Agent {
         signalFD = try makeSignalFD()
         try startMetrics()
         pool = try RemotePool(endpoints: config.memoryNodes, coordinator: config.coordinator, secret: config.secret, token: token, space: space,
-                              ephemeral: config.name == nil, logged: config.memoryReplication == .log,
-                              mirrored: config.memoryReplication == .mirror, log: log)
+                              ephemeral: config.name == nil, replication: config.memoryReplication, log: log)
         let thread = try WriteBack(endpoints: pool.endpoints, secret: config.secret, token: token, space: space,
-                                   logged: config.memoryReplication == .log)
+                                   logged: config.memoryReplication.logs)
         pool.onNewNode = { [thread] ep in thread.addEndpoint(ep) }
         writeBack = WriteBackBuffer(thread: thread, pool: pool, log: log)
         writeBack.onNodeFailure = { [unowned self] in memoryNodeFailed($0, why: $1) }
         if let c = config.coordinator {
-            let watch = try MembershipWatch(coordinator: c, secret: config.secret, log: log)
+            let adaptive = config.memoryReplication == .adaptive
+            let watch = try MembershipWatch(coordinator: c, secret: config.secret, refreshMillis: adaptive ? 1000 : 5000, log: log)
             membership = watch
+            if adaptive {
+                let threshold = config.mirrorAbovePercent
+                pool.mirrorNow = { (watch.freePercent ?? 100) >= threshold }
+            }
             writeBack.alsoServe = (watch.wakeFD, { [unowned self] in memoryNodesDeclaredDead(watch.takeDead()) })
         }
         evictor = Evictor(spaces: { [unowned self] in managedSpaces }, budget: budget, pool: pool, writeBack: writeBack, tracer: tracer,

@@ -49,8 +49,10 @@ final class RemotePool {
     /// Keys a recovery under way rebuilds on other nodes: a new copy of one must not be stored until
     /// it is done (the recovery would write the old copy over it), so its batch waits.
     var awaitingRecovery = Set<UInt64>()
-    /// `--memory-replication mirror`: every store also goes to a second node (see RemotePool+Mirrors).
+    /// `--memory-replication mirror` or `adaptive`: stores also go to a second node (see RemotePool+Mirrors).
     let mirrored: Bool
+    /// Adaptive: whether a batch stored now is mirrored (else it is logged); nil: always.
+    var mirrorNow: (() -> Bool)?
     /// Where each mirrored key's second copy is (its newest copy is on both `location` and here).
     var mirrorOf: [UInt64: Int] = [:]
     /// Each slab's usual mirror node (the second copies of its keys go there while it can take them).
@@ -64,15 +66,16 @@ final class RemotePool {
     /// Spaces of a run that cannot be restored go with the agent's connections (see
     /// MemoryClient.createSpace); a checkpointable run's stay for its restore.
     let ephemeral: Bool
-    /// Stores ask the nodes to log them (`--memory-replication log`): a node's death loses nothing.
+    /// Stores may ask the nodes to log them (`--memory-replication log` or `adaptive`): every node
+    /// keeps a write-back log for the space.
     let logged: Bool
     let coordinatorEndpoint: Endpoint?
 
     init(endpoints: [Endpoint], coordinator: Endpoint?, secret: ClusterSecret, token: [UInt8], space: UInt64, ephemeral: Bool,
-         logged: Bool = false, mirrored: Bool = false, log: Logger) throws {
+         replication: MemoryReplication = .none, log: Logger) throws {
         self.ephemeral = ephemeral
-        self.logged = logged
-        self.mirrored = mirrored
+        self.logged = replication.logs
+        self.mirrored = replication.mirrors
         self.coordinatorEndpoint = coordinator
         self.space = space
         self.token = token
@@ -237,13 +240,15 @@ final class RemotePool {
     }
 
     /// `keys` are stored on `node` (and, mirrored, on `mirror` too): their newest copies are there.
-    func recordStored(keys: [UInt64], on node: Int, mirror: Int? = nil) {
+    /// Answers the second copies of them this left stale elsewhere (see recordMirrors).
+    @discardableResult
+    func recordStored(keys: [UInt64], on node: Int, mirror: Int? = nil) -> [(node: Int, key: UInt64)] {
         if PageTrace.on { PageTrace.note("STORED n\(node) \(PageTrace.keys(keys))") }
         for k in keys {
             if slabOwner[k >> Self.slabShift] != node { overrides[k] = node } else { overrides[k] = nil }
         }
         nodes[node].pagesHeld += keys.count
-        if mirrored { recordMirrors(keys, mirror) }
+        return mirrored ? recordMirrors(keys, on: node, mirror) : []
     }
 
     func recordDiscarded(key: UInt64) {
@@ -258,6 +263,9 @@ final class RemotePool {
         guard let m = mirrorOf[key] else { return [n] }
         return [n, m]
     }
+
+    /// Makes `key`'s location `node` whatever its slab's node becomes, until it is stored again.
+    func pin(_ key: UInt64, to node: Int) { overrides[key] = node }
 
     /// Makes `key`'s location `node` (its slab's node or an override), without counting a store.
     func relocate(_ key: UInt64, to node: Int) {

@@ -24,6 +24,7 @@ struct RunStatsRecord: Codable {
     var prefetchedPages: Int
     var fetchRequests: Int
     var storedPages: Int
+    var mirroredPages: Int
     var evictedPages: Int
     var evictions: Int
     var cleanEvictions: Int
@@ -68,6 +69,7 @@ struct RunStatsRecord: Codable {
         prefetchedPages = fetches.prefetchedPages
         fetchRequests = fetches.fetchRequests
         storedPages = w.storedPages
+        mirroredPages = w.mirroredPages
         evictedPages = e.evictedPages
         evictions = e.evictions
         cleanEvictions = e.cleanEvictions
@@ -115,6 +117,7 @@ extension RunStatsRecord: MetricsReporting {
         r.counter("pages_prefetched_total", prefetchedPages, help: "Of those, pages fetched ahead of a fault")
         r.counter("fetch_requests_total", fetchRequests, help: "FETCH_PAGES requests sent")
         r.counter("pages_stored_total", storedPages, help: "Pages acknowledged by memory nodes")
+        r.counter("pages_mirrored_total", mirroredPages, help: "Of those, pages acknowledged by two memory nodes")
         r.counter("pages_evicted_total", evictedPages, help: "Pages dropped from the program to keep the budget")
         r.counter("evictions_total", evictions, help: "Eviction rounds")
         r.counter("clean_evictions_total", cleanEvictions, help: "Evicted pages that needed no transfer")

@@ -77,7 +77,7 @@ struct ClusterCommand: ParsableCommand {
                 var coords: [Endpoint] = []
                 for i in 0..<coordinators {
                     coords.append(try start(i == 0 ? "coord" : "coord-\(i)", ["coord", "--store", store ?? "sqlite:\(dir)/coordinator.db",
-                                                                             "--dead-after-ms", String(deadAfterMillis), "--heartbeat-ms", String(max(10, deadAfterMillis / 6))]).endpoint)
+                                                                             "--dead-after-ms", String(deadAfterMillis), "--heartbeat-ms", String(min(1000, max(10, deadAfterMillis / 6)))]).endpoint)
                 }
                 let coordinatorList = coords.map { $0.description }.joined(separator: ",")
                 let coordinator = CoordinatorPeers.register(coords)

@@ -40,16 +40,23 @@ struct MemoryOptions: ParsableArguments {
     var snapshotAbovePages: Int?
 
     @Option(name: .customLong("memory-replication"),
-            help: "How the run's pages outlive a memory node: log (with --coordinator, the default on a cluster with log nodes: each store is logged on log nodes first, and a dead node's pages are rebuilt on the others while the run goes on), mirror (two or more memory nodes: each store goes to two of them, and a dead node's pages are read from their other copy at once) or none (its death stops the run; the default without log nodes).")
+            help: "How the run's pages outlive a memory node: log (with --coordinator, the default on a cluster with log nodes: each store is logged on log nodes first, and a dead node's pages are rebuilt on the others while the run goes on), mirror (two or more memory nodes: each store goes to two of them, and a dead node's pages are read from their other copy at once), adaptive (with --coordinator: mirror while the memory nodes' free memory is above --mirror-above, log below it) or none (its death stops the run; the default without log nodes).")
     var memoryReplication: MemoryReplication?
+
+    @Option(name: .customLong("mirror-above"), help: "With --memory-replication adaptive: mirror stores while the memory nodes' free memory is at least PERCENT of their capacity, log them below (default 50).")
+    var mirrorAbove: Double?
 
     func validate() throws {
         if let m = memory, Endpoint.list(m) == nil { throw ValidationError("--memory wants HOST:PORT[,HOST:PORT...], got '\(m)'") }
         if memory != nil && coordinator != nil { throw ValidationError("give --memory or --coordinator, not both") }
         if let l = localMem, l.bytes < 64 * 1024 { throw ValidationError("--local-mem \(l) is below the 64K minimum") }
         if prefetch < 1 || prefetch > 256 { throw ValidationError("--prefetch must be between 1 and 256") }
-        if memoryReplication == .log && coordinator == nil {
-            throw ValidationError("--memory-replication log needs --coordinator: the memory nodes find log nodes through it")
+        if let m = memoryReplication, m.logs && coordinator == nil {
+            throw ValidationError("--memory-replication \(m) needs --coordinator: the memory nodes find log nodes through it")
+        }
+        if let p = mirrorAbove {
+            if memoryReplication != .adaptive { throw ValidationError("--mirror-above goes with --memory-replication adaptive") }
+            if !(0...100).contains(p) { throw ValidationError("--mirror-above wants a percentage from 0 to 100, got \(p)") }
         }
         if memoryReplication == .mirror && coordinator == nil && (memory.flatMap { Endpoint.list($0) }?.count ?? 0) < 2 {
             throw ValidationError("--memory-replication mirror needs two or more memory nodes: --coordinator, or --memory HOST:PORT,HOST:PORT")
@@ -101,6 +108,7 @@ struct MemoryOptions: ParsableArguments {
         config.metrics = metrics.metrics
         config.coordinator = coordinator?.endpoint
         config.memoryReplication = try memoryReplication ?? defaultReplication(clusterSecret)
+        if let p = mirrorAbove { config.mirrorAbovePercent = p }
         config.newPIDNamespace = !noPIDNamespace
         config.stateDirectory = stateDirectory
         config.checkpointEverySeconds = checkpointEvery?.seconds

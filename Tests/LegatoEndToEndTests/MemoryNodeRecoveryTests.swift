@@ -169,6 +169,38 @@ import LegatoWire
         #expect(r.stderr.components(separatedBy: "are read from their mirrors").count - 1 == 2, "both deaths were survived: \(r.stderr)")
     }
 
+    /// Adaptive: the run mirrors while the memory nodes' free memory is above `--mirror-above` and
+    /// logs once it falls below (3 x 256M nodes; 95% is crossed at about 38M used), so a node holds
+    /// both kinds when it is killed: its mirrored pages are read from their mirrors, its logged ones
+    /// rebuilt from its log, and the run ends as a plain run does.
+    @Test func anAdaptiveRunMirrorsThenLogsAndSurvivesADeath() throws {
+        let cluster = try TestCluster(memory: 3, log: 3, deadAfterMillis: 120_000)
+        defer { cluster.down() }
+        let dir = TestEnvironment.temporaryDirectory("recovery-adaptive")
+        let argv = [try Workloads.path("teamwork"), "60", "4", "48", dir + "/data", "60"]
+        let plain = try runCommand(argv)
+        try? FileManager.default.removeItem(atPath: dir + "/data")
+        let statsPath = dir + "/stats.json"
+        let run = try SpawnedCommand([TestEnvironment.legato, "run", "--local-mem", "8M", "--stats-json", statsPath] + clusterOptions(cluster)
+                                     + ["--memory-replication", "adaptive", "--mirror-above", "95", "--"] + argv)
+        let t = TeamworkRun(plain: plain, run: run, statsPath: statsPath)
+        // Until the free share falls below 95%, stores are mirrored; then they are logged.
+        try cluster.waitUntil("the memory nodes logging stores") {
+            try cluster.daemons.filter { $0.name.hasPrefix("memd") }.contains { (try stats($0.address, cluster)["logged_pages"] as? Int ?? 0) > 0 }
+        }
+        try waitForLines(run, 20)
+        let victim = try #require(try busiestMemoryNode(cluster), "no memory node holds pages of the run")
+        cluster.kill9(address: victim)
+        let r = try run.wait(timeoutSeconds: 180)
+        expectLikePlain(r, t)
+        #expect(r.stderr.contains("memory node \(victim) failed"), "the death was noticed: \(r.stderr)")
+        #expect(!r.stderr.contains("liveness guard") && !r.stderr.contains("waking its faults again"), "no fault was forgotten: \(r.stderr)")
+        let st = try RunStats(path: statsPath)
+        #expect(st.int("mirrored_pages") > 0, "stores were mirrored while memory was plentiful")
+        #expect(st.int("mirrored_pages") < st.int("stored_pages"), "stores were logged once it was not")
+        #expect(st.int("promoted_pages") + st.int("recovered_pages") > 0, "the dead node's pages were read from mirrors or rebuilt: \(r.stderr)")
+    }
+
     /// The log nodes' disks fill: the memory nodes refuse the stores they cannot log (a store is
     /// acknowledged only once logged), the agent keeps those pages local past its budget and says
     /// why, and the run ends as a plain run does.

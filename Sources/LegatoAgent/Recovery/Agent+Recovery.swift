@@ -13,28 +13,57 @@ extension Agent {
         let n = pool.nodes[node]
         if n.dead { return fatalError == nil }  // known already: its recovery (if it held pages) is under way
         let failure = NodeFailure(node: n.endpoint, pagesHeld: n.pagesHeld, underlying: why)
-        if config.memoryReplication == .mirror { return promoteMirrors(node, failure) }
-        guard config.memoryReplication == .log, n.logWriter != 0, let coordinator = config.coordinator else {
+        switch config.memoryReplication {
+        case .mirror: return promoteMirrors(node, failure)
+        case .adaptive:
+            // Mirrored pages are read from their mirrors; logged ones are rebuilt from the log.
+            let located = remoteKeys(on: node, inFlightToo: true)
+            let logged = located.filter { pool.isLogged($0) }
+            let recover = logged.filter { writeBack.location(of: $0) == nil }
+            let holdings = pool.holdings(of: node)
+            let loggedSet = Set(logged)
+            // (Kept on the dead node until rebuilt: the promotion gives their slabs to mirror nodes,
+            // which may hold an older copy of them.)
+            for k in recover { pool.pin(k, to: node) }
+            guard promoteMirrors(node, failure, located: located.filter { !loggedSet.contains($0) }) else { return false }
+            if recover.isEmpty { return true }
+            return recoverFromLog(node, failure, keys: recover, slabs: holdings.slabs, why: why)
+        case .log:
+            let keys = newestCopies(on: node)
+            let holdings = pool.holdings(of: node)
+            if PageTrace.on { PageTrace.note("DEAD n\(node) wanted=\(PageTrace.keys(keys.sorted()))") }
+            pool.markDead(node)
+            fetcher.parkRequests(to: node)
+            guard recoverFromLog(node, failure, keys: keys, slabs: holdings.slabs, why: why) else { return false }
+            stats.nodeFailures += 1
+            return true
+        case .none:
             fail(failure.description)
             return false
         }
-        let keys = newestCopies(on: node)
-        let holdings = pool.holdings(of: node)
-        if PageTrace.on { PageTrace.note("DEAD n\(node) wanted=\(PageTrace.keys(keys.sorted()))") }
-        pool.markDead(node)
-        fetcher.parkRequests(to: node)
+    }
+
+    /// Starts rebuilding `keys` (their newest copies were logged by dead node `node`, which owned
+    /// `slabs`) on the live nodes from its write-back log; the node is marked dead already. Answers
+    /// whether the run goes on.
+    private func recoverFromLog(_ node: Int, _ failure: NodeFailure, keys: [UInt64], slabs: [UInt64], why: String) -> Bool {
+        let n = pool.nodes[node]
+        guard n.logWriter != 0, let coordinator = config.coordinator else {
+            fail("\(failure.description); \(keys.count) of its pages were logged, but it kept no write-back log")
+            return false
+        }
         pool.awaitingRecovery.formUnion(keys)
         log.warning("memory node \(n.endpoint) failed (\(why)) holding \(keys.count) pages (\(formatSize(UInt64(keys.count * Page.size)))) of the run; recovering them from its write-back log while the run goes on")
         do {
-            recoveries[node] = try NodeRecovery(dead: node, endpoint: n.endpoint, deadLog: n.logWriter, slabs: holdings.slabs,
-                                                keys: keys, alsoDead: pool.nodes.filter { $0.dead && $0.index != node }.map { $0.endpoint },
-                                                context: .init(space: space, ephemeral: config.name == nil, secret: config.secret,
-                                                               token: token, coordinator: coordinator, log: log))
+            let r = try NodeRecovery(dead: node, endpoint: n.endpoint, deadLog: n.logWriter, slabs: slabs,
+                                     keys: keys, alsoDead: pool.nodes.filter { $0.dead && $0.index != node }.map { $0.endpoint },
+                                     context: .init(space: space, ephemeral: config.name == nil, secret: config.secret,
+                                                    token: token, coordinator: coordinator, log: log))
+            recoveries[ObjectIdentifier(r)] = r
         } catch {
             fail("\(failure.description); its recovery could not start: \(error)")
             return false
         }
-        stats.nodeFailures += 1
         return true
     }
 
@@ -84,12 +113,13 @@ extension Agent {
         return Array(keys)
     }
 
-    /// Mirrored, node `node` died (`failure`): the pages whose newest copy was there are read from
-    /// their mirrors from now on, and a ReMirror gives every page left with one copy a second one.
-    /// A page with no mirror (stored when no second node could take it) is lost: the run stops.
-    private func promoteMirrors(_ node: Int, _ failure: NodeFailure) -> Bool {
+    /// Mirrored, node `node` died (`failure`): the pages whose newest copy was there (`located`, by
+    /// default every one; adaptive, those not logged) are read from their mirrors from now on, and a
+    /// ReMirror gives every page left with one copy a second one. A page with no mirror (stored when
+    /// no second node could take it) is lost: the run stops.
+    private func promoteMirrors(_ node: Int, _ failure: NodeFailure, located: [UInt64]? = nil) -> Bool {
         let n = pool.nodes[node]
-        let located = remoteKeys(on: node, inFlightToo: true)
+        let located = located ?? remoteKeys(on: node, inFlightToo: true)
         promotions += 1
         pool.markDead(node)
         fetcher.parkRequests(to: node)
@@ -111,8 +141,10 @@ extension Agent {
     }
 
     /// Copies every key of `keys` (each with one copy, on its location) to another live node; not
-    /// those in a batch on its way, which stores its two copies itself.
+    /// those in a batch on its way, which stores its two copies itself. Adaptive, while the memory
+    /// nodes' room is below the threshold, they are logged where they are instead.
     private func startReMirror(dead: Int, keys: [UInt64]) {
+        let relog = config.memoryReplication == .adaptive && pool.mirrorNow?() == false
         var bySource: [Int: [UInt64]] = [:]
         for k in keys where writeBack.location(of: k) == nil {
             if let at = pool.location(k) { bySource[at, default: []].append(k) }
@@ -120,7 +152,7 @@ extension Agent {
         var groups: [ReMirror.Group] = []
         var unplaced = 0
         for (source, keys) in bySource.sorted(by: { $0.key < $1.key }) {
-            guard let target = pool.place(except: source) else {
+            guard let target = relog ? source : pool.place(except: source) else {
                 unplaced += keys.count
                 continue
             }
@@ -132,8 +164,9 @@ extension Agent {
         }
         guard !groups.isEmpty else { return }
         do {
-            recoveries[dead] = try ReMirror(dead: dead, endpoint: pool.nodes[dead].endpoint, generation: promotions, groups: groups,
-                                            space: space, secret: config.secret, token: token)
+            let m = try ReMirror(dead: dead, endpoint: pool.nodes[dead].endpoint, generation: promotions, groups: groups,
+                                 space: space, secret: config.secret, token: token)
+            recoveries[ObjectIdentifier(m)] = m
             for g in groups { pool.awaitingRecovery.formUnion(g.keys) }
         } catch {
             log.warning("copying \(keys.count) pages to new mirrors could not start: \(error); they keep one copy")
@@ -148,7 +181,7 @@ extension Agent {
     /// back go.
     private func finishReMirror(_ m: ReMirror) {
         guard let o = m.outcome else { return }
-        recoveries[m.dead] = nil
+        recoveries[ObjectIdentifier(m)] = nil
         var mirrored = 0
         for (g, copied) in zip(m.groups, o.copied) {
             mirrored += pool.applyReMirror(keys: copied, on: g.target, generation: m.generation)
@@ -158,14 +191,15 @@ extension Agent {
         writeBack.recoveryDone()
         stats.remirroredPages += mirrored
         for f in o.failures { log.warning("giving pages a second copy after \(m.deadEndpoint) died: \(f); they keep one copy") }
-        log.warning("\(mirrored) pages that had one copy since \(m.deadEndpoint) died have a mirror again (\(String(format: "%.2f", Double(monotonicNanos() - m.started) / 1e9)) s)")
+        let how = m.groups.allSatisfy { $0.source == $0.target } ? "are logged" : "have a mirror again"
+        log.warning("\(mirrored) pages that had one copy since \(m.deadEndpoint) died \(how) (\(String(format: "%.2f", Double(monotonicNanos() - m.started) / 1e9)) s)")
     }
 
     /// A recovery's thread is done: its pages move to their new nodes and the faults that waited
     /// fault again there; or, if it failed, the run stops.
     func finishRecovery(_ r: NodeRecovery) {
         guard let outcome = r.outcome else { return }
-        recoveries[r.dead] = nil
+        recoveries[ObjectIdentifier(r)] = nil
         switch outcome {
         case .failure(let error):
             fail("memory node \(r.deadEndpoint) failed holding \(r.keys.count) pages of the program, and they could not be recovered: \(error)")

@@ -10,15 +10,29 @@ import LegatoWire
 /// A thread of its own long-polls WAIT_MEMBERSHIP; `wakeFD` (an eventfd) is signalled when memory
 /// nodes were declared dead, which `takeDead` then names. A node declared dead that still answers a
 /// ping within a second is not named (its heartbeats were late: a loaded host, not a dead one).
+/// Each answer also gives the live memory nodes' free share (`freePercent`), from the room their
+/// heartbeats report; it is asked for at least every `refreshMillis`.
 final class MembershipWatch {
     let wakeFD: Int32
     private let lock = Lock()
     private var dead: Set<String> = []
     private var stopped = false
+    private var free: Double?
 
-    init(coordinator: Endpoint, secret: ClusterSecret, log: Logger) throws {
+    init(coordinator: Endpoint, secret: ClusterSecret, refreshMillis: UInt32 = 5000, log: Logger) throws {
         wakeFD = try Sys.eventFD()
-        startThread(name: "membership") { [self] in watch(coordinator, secret, log) }
+        startThread(name: "membership") { [self] in watch(coordinator, secret, refreshMillis, log) }
+    }
+
+    /// The live memory nodes' free memory as a share of their capacity, in percent (nil until the
+    /// coordinator first answered).
+    var freePercent: Double? { lock.withLock { free } }
+
+    static func freePercent(_ nodes: [NodeStatus]) -> Double? {
+        let live = nodes.filter { $0.role == .memory && $0.alive && $0.capacity > 0 }
+        let capacity = live.reduce(0.0) { $0 + Double($1.capacity) }
+        guard capacity > 0 else { return nil }
+        return 100 * live.reduce(0.0) { $0 + Double($1.capacity - min($1.capacity, $1.used)) } / capacity
     }
 
     deinit { close(wakeFD) }
@@ -43,7 +57,7 @@ final class MembershipWatch {
         return (try? c.ping()) != nil
     }
 
-    private func watch(_ coordinator: Endpoint, _ secret: ClusterSecret, _ log: Logger) {
+    private func watch(_ coordinator: Endpoint, _ secret: ClusterSecret, _ refreshMillis: UInt32, _ log: Logger) {
         Sys.blockSignalInThisThread(SIGCHLD)
         var version: UInt64 = 0
         var known: Set<String> = []  // dead already when last seen: told once
@@ -51,7 +65,9 @@ final class MembershipWatch {
         while !lock.withLock({ stopped }) {
             do {
                 if client == nil { client = try CoordinatorClient(endpoint: coordinator, secret: secret, ioTimeoutSeconds: 30) }
-                let m = try client!.waitMembership(after: version, timeoutMillis: 5000)
+                let m = try client!.waitMembership(after: version, timeoutMillis: refreshMillis)
+                let share = Self.freePercent(m.nodes)
+                lock.withLock { free = share }
                 let first = version == 0
                 version = m.version
                 let now = Set(m.nodes.filter { $0.role == .memory && !$0.alive }.map { $0.address })

@@ -14,7 +14,8 @@ extension NodeRecovery: RecoveryTask {}
 
 /// Gives pages left with one copy by a memory node's death (`--memory-replication mirror`) a second
 /// copy again, on a thread of its own: each group's pages are read from the node holding them and
-/// stored on another, 256 at a time. Meanwhile new stores of these pages wait (RemotePool.awaitingRecovery):
+/// stored on another, 256 at a time. A group whose target is its source (adaptive, while memory is
+/// short) is stored back where it is, logged: its pages' copy can then be rebuilt from the log. Meanwhile new stores of these pages wait (RemotePool.awaitingRecovery):
 /// stored on the target after the copy, a newer version would be overwritten by it.
 final class ReMirror: RecoveryTask {
     struct Group {
@@ -67,8 +68,9 @@ final class ReMirror: RecoveryTask {
     private static func copy(_ g: Group, space: UInt64, secret: ClusterSecret, token: [UInt8]) throws -> [UInt64] {
         let from = try MemoryClient(endpoint: g.sourceEndpoint, secret: secret, token: token)
         defer { from.close() }
-        let to = try MemoryClient(endpoint: g.targetEndpoint, secret: secret, token: token)
-        defer { to.close() }
+        let relog = g.target == g.source
+        let to = relog ? from : try MemoryClient(endpoint: g.targetEndpoint, secret: secret, token: token)
+        defer { if !relog { to.close() } }
         let chunk = 256
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk * Page.size, alignment: Page.size)
         let present = UnsafeMutablePointer<UInt8>.allocate(capacity: chunk)
@@ -90,7 +92,7 @@ final class ReMirror: RecoveryTask {
                 held.append(key)
             }
             guard !held.isEmpty else { continue }
-            try held.withUnsafeBufferPointer { try to.store(space: space, vpns: $0, pages: buffer) }
+            try held.withUnsafeBufferPointer { try to.store(space: space, flags: relog ? .logged : [], vpns: $0, pages: buffer) }
             copied += held
         }
         return copied

@@ -31,7 +31,8 @@ final class WriteBack {
     private let secret: ClusterSecret
     private let token: [UInt8]
     private let space: UInt64
-    private let flags: StorePages.Flags
+    /// Stores of batches with no mirror are logged (`--memory-replication log` or `adaptive`).
+    private let logged: Bool
     /// Nodes that failed once: later work for them fails at once (no connect to wait out).
     private var failedNodes: [Int: String] = [:]
     /// Each node's connection (by the thread, under `lock`), and the nodes given up from outside.
@@ -40,7 +41,7 @@ final class WriteBack {
 
     init(endpoints: [Endpoint], secret: ClusterSecret, token: [UInt8], space: UInt64, logged: Bool) throws {
         self.endpoints = endpoints
-        self.flags = logged ? .logged : []
+        self.logged = logged
         self.secret = secret
         self.token = token
         self.space = space
@@ -133,8 +134,9 @@ final class WriteBack {
     }
 
     /// Stores `b` on its node and, mirrored, on its mirror at the same time; stored only once both
-    /// have it.
+    /// have it. A batch with no mirror is logged if the run logs.
     private func store(_ b: WriteBackBatch) -> Outcome {
+        let flags: StorePages.Flags = logged && b.mirror == nil ? .logged : []
         var sent: [(node: Int, client: MemoryClient, id: UInt32)] = []
         var outcome: Outcome?
         for node in [b.node] + (b.mirror.map { [$0] } ?? []) {

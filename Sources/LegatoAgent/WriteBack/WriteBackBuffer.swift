@@ -15,6 +15,7 @@ final class WriteBackBuffer {
 
     struct Counters {
         var storedPages = 0     // pages acknowledged by memory nodes
+        var mirroredPages = 0   // of those, pages acknowledged by two nodes (mirror, adaptive)
         var keptLocalPages = 0  // pages kept local because every memory node was full
     }
 
@@ -127,8 +128,10 @@ final class WriteBackBuffer {
                 // sent again (its node refused it or died) can be acknowledged after a newer batch of
                 // the same page, whose node must stay the page's location.
                 if PageTrace.on { PageTrace.note("ACK b\(b.id) n\(b.node) stale=\(PageTrace.keys(b.keys.indices.compactMap { holdsNewest(b, $0) ? nil : b.keys[$0] }))") }
-                pool.recordStored(keys: b.keys.indices.compactMap { holdsNewest(b, $0) ? b.keys[$0] : nil }, on: b.node, mirror: b.mirror)
+                let stale = pool.recordStored(keys: b.keys.indices.compactMap { holdsNewest(b, $0) ? b.keys[$0] : nil }, on: b.node, mirror: b.mirror)
+                discardStale(stale)
                 counters.storedPages += b.keys.count
+                if b.mirror != nil { counters.mirroredPages += b.keys.count }
                 release(b)
             case .refused(let refused, let full, let why):
                 PageTrace.note("REFUSED b\(refused.id) n\(full)")
@@ -162,6 +165,21 @@ final class WriteBackBuffer {
                 // The batch still holds the newest copy of its pages: it goes to a live node.
                 if let b = batch { resend(b, away: node) }
             }
+        }
+    }
+
+    /// Discards second copies left stale by newer stores (no newer batch of them is on its way:
+    /// only the keys a batch held the newest copy of are recorded stored).
+    private func discardStale(_ stale: [(node: Int, key: UInt64)]) {
+        guard !stale.isEmpty else { return }
+        var byNode: [Int: [UInt64]] = [:]
+        for s in stale { byNode[s.node, default: []].append(s.key) }
+        for (node, keys) in byNode {
+            var ranges: [(vpn: UInt64, count: UInt64)] = []
+            for k in keys.sorted() {
+                if let last = ranges.last, last.vpn + last.count == k { ranges[ranges.count - 1].count += 1 } else { ranges.append((k, 1)) }
+            }
+            discard(node: node, ranges: ranges)
         }
     }
 
