@@ -1,3 +1,4 @@
+import Glibc
 import LegatoCore
 import LegatoSegmentLog
 import LegatoSystem
@@ -108,7 +109,12 @@ public final class LogNodeClient {
         return info
     }
 
-    private let receiveBuffer = ScratchBuffer(capacity: 1 << 20)
+    private let receiveBuffer = ScratchBuffer.take(capacity: 1 << 20)
+    deinit { ScratchBuffer.recycle(receiveBuffer) }
+
+    /// The size of a page `forEachEntry` asks for. The node reads the next page ahead while this one
+    /// travels; a larger page only costs memory to zero: each session's buffers are new.
+    static let pageBytes = getenv("LEGATO_PAGE_KIB").map { Int(atoi($0)) << 10 } ?? (2 << 20)
 
     /// Every entry of a replica, paging through it, each visited in place (see `readPage`). `readAhead`
     /// names the segment this client will read next from this node, for the node to read it ahead.
@@ -118,7 +124,7 @@ public final class LogNodeClient {
         var next: UInt32 = 0
         var corrupt: UInt32 = 0
         while true {
-            let page = try readPage(writer: writer, segment: segment, first: next, slabs: slabs, readAhead: readAhead, body)
+            let page = try readPage(writer: writer, segment: segment, first: next, maxBytes: UInt32(Self.pageBytes), slabs: slabs, readAhead: readAhead, body)
             corrupt += page.corrupt
             next = page.next
             if page.end { return (page.closed, corrupt) }

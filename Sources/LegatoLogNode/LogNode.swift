@@ -39,7 +39,12 @@ public final class LogNode {
         endpoint = Endpoint(host: config.listen.host, port: server.port)
     }
 
+    /// Read buffers kept ready (see ScratchBuffer.prewarm): two per session reading, for the eight
+    /// sessions two recovery nodes' replays open at once.
+    static let warmReadBuffers = 16
+
     public func start() throws {
+        ScratchBuffer.prewarm(count: Self.warmReadBuffers, capacity: 4 << 20)
         server.start()
         log.info("log node listening on \(endpoint), replicas in \(config.directory), buffer \(formatSize(UInt64(config.bufferBytes)))")
         if let c = config.coordinator {

@@ -18,12 +18,18 @@ final class ReplicaReader {
 
     private let store: ReplicaStore
     private let lock = Lock()
-    private var current = ScratchBuffer(capacity: 1 << 20)  // the last reply was sent from here
-    private var spare = ScratchBuffer(capacity: 1 << 20)    // the read-ahead fills this one
+    private var current = ScratchBuffer.take(capacity: 1 << 20)  // the last reply was sent from here
+    private var spare = ScratchBuffer.take(capacity: 1 << 20)    // the read-ahead fills this one
     private var ahead: Request?
     private var aheadResult: Result<ReplicaStore.RawRead, Error>?   // nil while the helper runs
 
     init(store: ReplicaStore) { self.store = store }
+
+    /// (A read-ahead thread holds the reader, so none is running now.)
+    deinit {
+        ScratchBuffer.recycle(current)
+        ScratchBuffer.recycle(spare)
+    }
 
     /// The entries `request` asks for, in the returned buffer; then starts reading what comes next:
     /// the replica's next page, or once this one is done, `readAhead`'s first page (same limits, slabs).

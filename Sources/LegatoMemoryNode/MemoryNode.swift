@@ -59,6 +59,8 @@ public final class MemoryNode {
         }
         log.info("memory node listening on \(endpoint), capacity \(formatSize(service.store.limits.capacityBytes)), \(service.store.maxSegments) segments of \(formatSize(UInt64(service.store.limits.segmentBytes)))")
         if let c = config.coordinator {
+            // Receive buffers for a recovery's replay clients (see ScratchBuffer.prewarm).
+            ScratchBuffer.prewarm(count: SpaceRecovery.replayThreads * 3, capacity: 4 << 20)
             let dir = config.directory ?? defaultStateDirectory() + "/memd-\(endpoint.port)"
             let store = service.store
             let m = ClusterMember(coordinator: c, role: .memory, address: endpoint.description, uuid: try nodeUUID(directory: dir),

@@ -16,6 +16,9 @@ struct SpaceRecovery {
     let secret: ClusterSecret
     let log: Logger
 
+    /// Threads reading the dead node's log, each from every log node in turn.
+    static let replayThreads = 4
+
     struct Outcome {
         var pages: Int
         var entries: Int
@@ -39,7 +42,7 @@ struct SpaceRecovery {
         // key -> the highest sequence number applied << 1, | 1 if it was a store (0 a discard)
         var newest: [UInt64: UInt64] = [:]
         var entries = 0
-        try LogReplay(secret: secret, threads: getenv("LEGATO_REPLAY_THREADS").map { Int(atoi($0)) } ?? 4).run(segments) { [store] _, _, payload in
+        try LogReplay(secret: secret, threads: Self.replayThreads).run(segments) { [store] _, _, payload in
             let e = try WriteBackLogEntry.parse(payload)
             try lock.withLock {
                 entries += 1
@@ -78,6 +81,7 @@ struct SpaceRecovery {
             }
         }
         let held = newest.compactMap { $0.value & 1 != 0 ? $0.key : nil }
+        let replayed = monotonicNanos()
         if r.logged {
             _ = try logs.rewrite(space: r.space, vpns: held) { keys, present, out in
                 try keys.withUnsafeBufferPointer { try store.fetch(space: r.space, owner: owner, vpns: $0, present: present, out: out) }
@@ -85,7 +89,7 @@ struct SpaceRecovery {
         }
         let pages = held.count
         let seconds = Double(monotonicNanos() - started) / 1e9
-        log.info("recovered \(pages) pages (\(formatSize(UInt64(pages * Page.size)))) of space \(String(r.space, radix: 16)) from \(segments.count) segments of log \(String(r.deadLog, radix: 16)), \(r.slabs.count) slabs, in \(String(format: "%.2f", seconds)) s")
+        log.info("recovered \(pages) pages (\(formatSize(UInt64(pages * Page.size)))) of space \(String(r.space, radix: 16)) from \(segments.count) segments of log \(String(r.deadLog, radix: 16)), \(r.slabs.count) slabs, in \(String(format: "%.2f", seconds)) s (replay \(String(format: "%.2f", Double(replayed - started) / 1e9)) s)")
         return Outcome(pages: pages, entries: entries, seconds: seconds)
     }
 }

@@ -15,7 +15,7 @@ import LegatoWire
 ///    log from the log nodes in parallel and rebuilds the newest version of each key it is given
 ///    (RECOVER_SPACE), logging them in its own write-back log;
 /// 3. every key the agent knew on the dead node must come back (else the run stops: a page is
-///    never served stale or zero), and the dead node's log is freed.
+///    never served stale or zero); the outcome is published, then the dead node's log is freed.
 ///
 /// `doneFD` (an eventfd) is signalled when `outcome` is set; the event loop then moves the pages
 /// to their new nodes (RemotePool.applyRecovery) and wakes the faults that waited.
@@ -72,6 +72,7 @@ final class NodeRecovery {
             lock.withLock { result = r.map { Outcome(partitions: $0, seconds: Double(monotonicNanos() - started) / 1e9) } }
             var one: UInt64 = 1
             _ = write(doneFD, &one, 8)
+            if case .success = r { Self.freeLog(deadLog, context) }
         }
     }
 
@@ -164,13 +165,16 @@ final class NodeRecovery {
         }
         let found = partitions.reduce(0) { $0 + $1.pages }
         guard found == keys.count else { throw RecoveryError.pagesLost(asked: keys.count, found: found) }
-        // Nothing reads the dead node's log any more.
-        if let dead = try? LogWriter(config: .init(writer: deadLog, secret: c.secret, token: CheckpointLogEntry.participantToken(writer: deadLog, secret: c.secret),
-                                                   coordinator: c.coordinator)) {
-            dead.freeAll()
-            dead.close()
-        }
         return partitions
+    }
+
+    /// Frees the dead node's log: nothing reads it any more (called after the outcome is out: the
+    /// faults waiting do not wait for it).
+    private static func freeLog(_ writer: UInt64, _ c: Context) {
+        guard let dead = try? LogWriter(config: .init(writer: writer, secret: c.secret, token: CheckpointLogEntry.participantToken(writer: writer, secret: c.secret),
+                                                      coordinator: c.coordinator)) else { return }
+        dead.freeAll()
+        dead.close()
     }
 
     /// The coordinator's plan; asked again for up to 10 s (the coordinator may be restarting).
