@@ -116,6 +116,9 @@ public final class Agent {
     var fetcher: Fetcher!
     /// Work under way after memory nodes' deaths (rebuilding their pages, giving pages a mirror again).
     var recoveries: [ObjectIdentifier: any RecoveryTask] = [:]
+    /// Recoveries done whose nodes are still logging what they rebuilt (their dead logs are the
+    /// fallbacks of a recovery of those nodes).
+    var loggingBehind: [NodeRecovery] = []
     /// With a coordinator: the memory nodes its failure detector declares dead.
     var membership: MembershipWatch?
     /// Promotion is never `awaitingRecovery`'s: faults parked on a node found dead while its pages

@@ -26,7 +26,8 @@ public final class MemoryClient {
     }
 
     /// Rebuilds here the pages of `runs` a dead node held (see RecoverSpace); returns how many.
-    public func recover(_ request: RecoverSpace) throws -> UInt64 { try rpc.call(request).value }
+    public func recover(_ request: RecoverSpace) throws -> RecoveredSpace { try rpc.call(request) }
+    public func awaitRecoveryLogged(space: UInt64, deadLog: UInt64) throws { _ = try rpc.call(AwaitRecoveryLogged(space: space, deadLog: deadLog)) }
 
     public func dropSpace(_ space: UInt64) throws { _ = try rpc.call(DropSpace(space: space)) }
 

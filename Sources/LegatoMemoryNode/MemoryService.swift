@@ -1,3 +1,4 @@
+import Foundation
 import LegatoClients
 import LegatoCore
 import LegatoSystem
@@ -19,6 +20,16 @@ public final class MemoryService: RPCService {
     private let requests = MemoryService.dispatchTable()
     private let recoveryLock = Lock()
     private var recoveries = 0, recoveredPages = 0
+    /// Recoveries whose pages are being logged behind their answer, by space and dead log.
+    private struct LoggingBehind: Hashable {
+        let space: UInt64
+        let deadLog: UInt64
+    }
+    private enum LoggingState {
+        case running, logged
+        case failed(String)
+    }
+    private var loggingBehind: [LoggingBehind: LoggingState] = [:]
 
     public init(store: PageStore, log: Logger, coordinator: Endpoint? = nil, secret: ClusterSecret? = nil, logReplicas: Int = 3) {
         self.store = store
@@ -53,6 +64,7 @@ public final class MemoryService: RPCService {
         t.on(DescribeSpace.self, MemoryService.describe)
         t.on(PrepareSpace.self, MemoryService.prepare)
         t.on(RecoverSpace.self, MemoryService.recover)
+        t.on(AwaitRecoveryLogged.self, MemoryService.awaitLogged)
         return t
     }
 
@@ -143,22 +155,57 @@ public final class MemoryService: RPCService {
         return NoPayload()
     }
 
-    func recover(_ r: RecoverSpace, _ session: Session) throws -> Count64 {
+    func recover(_ r: RecoverSpace, _ session: Session) throws -> RecoveredSpace {
         guard let logs = writeBackLogs, let coordinator, let secret else {
             throw ServiceError(.badRequest, "this memory node cannot recover pages: it was started without --coordinator, so it knows no log nodes")
         }
         do {
-            let outcome = try SpaceRecovery(store: store, logs: logs, coordinator: coordinator, secret: secret, log: log).run(r, owner: session.token)
+            let recovery = SpaceRecovery(store: store, logs: logs, coordinator: coordinator, secret: secret, log: log)
+            let outcome = try recovery.run(r, owner: session.token)
+            let key = LoggingBehind(space: r.space, deadLog: r.deadLog)
             recoveryLock.withLock {
                 recoveries += 1
                 recoveredPages += outcome.pages
+                if !outcome.unlogged.isEmpty { loggingBehind[key] = .running }
             }
-            return Count64(UInt64(outcome.pages))
+            if !outcome.unlogged.isEmpty {
+                let owner = session.token
+                startThread(name: "log-behind") { [self] in
+                    // Tests widen the window in which this node holds pages only the dead log has.
+                    if let ms = ProcessInfo.processInfo.environment["LEGATO_TEST_LOG_BEHIND_DELAY_MS"].flatMap({ UInt32($0) }) { usleep(ms * 1000) }
+                    var state = LoggingState.logged
+                    do { try recovery.logBehind(r, owner: owner, keys: outcome.unlogged) } catch PageStore.StoreError.noSuchSpace {
+                        log.info("space \(String(r.space, radix: 16)) went (its owner is done) before what it recovered from log \(String(r.deadLog, radix: 16)) was logged: nothing is left to log")
+                    } catch {
+                        log.error("logging the pages of space \(String(r.space, radix: 16)) recovered from log \(String(r.deadLog, radix: 16)): \(error)")
+                        state = .failed("\(error)")
+                    }
+                    recoveryLock.withLock {
+                        loggingBehind[key] = state
+                        recoveryLock.broadcast()
+                    }
+                }
+            }
+            return RecoveredSpace(pages: UInt64(outcome.pages), mark: outcome.mark)
         } catch let e as PageStore.StoreError {
             throw e
         } catch {
             log.error("recovering space \(String(r.space, radix: 16)) from log \(String(r.deadLog, radix: 16)): \(error)")
             throw ServiceError(.internalError, "recovering space \(String(r.space, radix: 16)) from log \(String(r.deadLog, radix: 16)): \(error)")
+        }
+    }
+
+    /// Answers once the recovery from `deadLog` has logged what it rebuilt (see RecoverSpace.logBehind).
+    func awaitLogged(_ r: AwaitRecoveryLogged, _ session: Session) throws -> NoPayload {
+        let key = LoggingBehind(space: r.space, deadLog: r.deadLog)
+        let state: LoggingState? = recoveryLock.withLock {
+            while case .running? = loggingBehind[key] { recoveryLock.wait() }
+            return loggingBehind.removeValue(forKey: key)
+        }
+        switch state {
+        case nil: throw ServiceError(.notFound, "no recovery of space \(String(r.space, radix: 16)) from log \(String(r.deadLog, radix: 16)) is logging behind here")
+        case .failed(let why)?: throw ServiceError(.internalError, "logging the pages of space \(String(r.space, radix: 16)) recovered from log \(String(r.deadLog, radix: 16)) failed: \(why)")
+        default: return NoPayload()
         }
     }
 

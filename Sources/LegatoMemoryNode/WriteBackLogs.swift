@@ -173,10 +173,27 @@ final class WriteBackLogs {
     }
 
     /// Appends the current version of `vpns` (read by `read`, 256 at a time into a buffer) to
-    /// `space`'s log: pages a recovery put here, or the live pages of a segment being cleaned.
+    /// `space`'s log: pages a recovery put here. The log's lock is taken per 256 pages, so stores
+    /// go on meanwhile (each chunk reads and appends the current version under the lock: a store
+    /// of one of its keys is logged wholly before or after it).
     func rewrite(space: UInt64, vpns: [UInt64], read: (ArraySlice<UInt64>, UnsafeMutablePointer<UInt8>, UnsafeMutableRawPointer) throws -> Int) throws -> Int {
         let l = try spaceLog(space)
-        return try l.lock.withLock { try rewriteLocked(l, vpns, read) }
+        let sorted = vpns.sorted()
+        var written = 0
+        var at = 0
+        while at < sorted.count {
+            let chunk = Array(sorted[at..<min(sorted.count, at + 256)])
+            at += chunk.count
+            written += try l.lock.withLock { try rewriteLocked(l, chunk, read) }
+        }
+        return written
+    }
+
+    /// The sequence number of `space`'s last entry (its log is made if there is none): every
+    /// entry appended from now on has a higher one.
+    func mark(space: UInt64) throws -> UInt64 {
+        let l = try spaceLog(space)
+        return l.lock.withLock { l.nextSeq - 1 }
     }
 
     private func rewriteLocked(_ l: SpaceLog, _ vpns: [UInt64], _ read: (ArraySlice<UInt64>, UnsafeMutablePointer<UInt8>, UnsafeMutableRawPointer) throws -> Int) throws -> Int {

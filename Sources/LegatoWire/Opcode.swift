@@ -21,6 +21,7 @@ public enum Opcode: UInt8, CaseIterable {
     case fetchCheckpointed = 0x1A
     case describeSpace = 0x1B
     case recoverSpace = 0x1C
+    case awaitRecoveryLogged = 0x1D
 
     // log node
     case openReplica = 0x30

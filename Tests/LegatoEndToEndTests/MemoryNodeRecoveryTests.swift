@@ -99,6 +99,26 @@ import LegatoWire
         #expect(r.stderr.components(separatedBy: "recovered the").count - 1 == 2, "both deaths were recovered from: \(r.stderr)")
     }
 
+    /// A recovery node answers once the pages are in its memory and logs them behind; killed
+    /// before it has logged them (the test holds the logging back), its own recovery reads the
+    /// first dead node's log for them, which the agent kept.
+    @Test func aRecoveryNodeKilledBeforeItLoggedWhatItRebuilt() throws {
+        let cluster = try TestCluster(memory: 3, log: 3, deadAfterMillis: 120_000, environment: ["LEGATO_TEST_LOG_BEHIND_DELAY_MS": "5000"])
+        defer { cluster.down() }
+        let t = try startTeamwork(cluster, name: "recovery-behind", rounds: 60, replication: "log")
+        let first = try #require(try busiestMemoryNode(cluster))
+        cluster.kill9(address: first)
+        guard t.run.waitForOutput(timeoutSeconds: 60, { _, err in err.contains("recovered the") }) else {
+            throw TestFailure("the first node's pages were not recovered")
+        }
+        let second = try #require(try busiestMemoryNode(cluster, except: [first]))
+        cluster.kill9(address: second)
+        let r = try t.run.wait(timeoutSeconds: 120)
+        expectLikePlain(r, t)
+        #expect(r.stderr.components(separatedBy: "recovered the").count - 1 == 2, "both deaths were recovered from: \(r.stderr)")
+        #expect(r.stderr.contains("are read from the earlier node's log"), "the second recovery read the first dead node's log: \(r.stderr)")
+    }
+
     @Test func aMemoryNodeAndALogNodeKilledTogether() throws {
         let cluster = try TestCluster(memory: 3, log: 3, deadAfterMillis: 120_000)
         defer { cluster.down() }

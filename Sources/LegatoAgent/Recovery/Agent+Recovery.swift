@@ -53,11 +53,15 @@ extension Agent {
             return false
         }
         pool.awaitingRecovery.formUnion(keys)
-        log.warning("memory node \(n.endpoint) failed (\(why)) holding \(keys.count) pages (\(formatSize(UInt64(keys.count * Page.size)))) of the run; recovering them from its write-back log while the run goes on")
+        loggingBehind.removeAll { $0.settled }
+        let fallbacks = loggingBehind.compactMap { $0.takeFallback(address: n.endpoint.description) }
+        let unlogged = fallbacks.reduce(0) { $0 + $1.keys.count }
+        let also = fallbacks.isEmpty ? "" : " (\(unlogged) pages it rebuilt after an earlier death were not in its log yet: they are read from the earlier node's log)"
+        log.warning("memory node \(n.endpoint) failed (\(why)) holding \(keys.count) pages (\(formatSize(UInt64(keys.count * Page.size)))) of the run; recovering them from its write-back log while the run goes on\(also)")
         do {
             let r = try NodeRecovery(dead: node, endpoint: n.endpoint, deadLog: n.logWriter, slabs: slabs,
                                      keys: keys, alsoDead: pool.nodes.filter { $0.dead && $0.index != node }.map { $0.endpoint },
-                                     context: .init(space: space, ephemeral: config.name == nil, secret: config.secret,
+                                     fallbacks: fallbacks, context: .init(space: space, ephemeral: config.name == nil, secret: config.secret,
                                                     token: token, coordinator: coordinator, log: log))
             recoveries[ObjectIdentifier(r)] = r
         } catch {
@@ -218,6 +222,10 @@ extension Agent {
                 return fail("memory node \(r.deadEndpoint)'s pages were recovered, but a recovery node cannot be reached: \(error)")
             }
             pool.applyRecovery(dead: r.dead, newOwner: newOwner, recovered: r.keys, strayOwner: first ?? 0)
+            if r.logsBehind {
+                loggingBehind.removeAll { $0.settled }
+                loggingBehind.append(r)
+            }
             pool.awaitingRecovery.subtract(r.keys)
             writeBack.recoveryDone()
             fetcher.resumeParked()

@@ -423,50 +423,133 @@ public struct PrepareSpace: WireRequest, Equatable {
 /// (`deadLog`, read from the log nodes in parallel). The space is created for the asking token if it
 /// does not exist here; with `logged`, the recovered pages are appended to this node's own
 /// write-back log before the answer. Answers the pages recovered.
+/// An earlier recovery's log that a recovery reads too: the dead node whose log is being recovered
+/// had rebuilt `runs` from `log` and had not yet logged them all in its own (it logged behind).
+/// Of those keys, the dead node's own entries count only after sequence number `after` (its
+/// log's mark at that recovery); a key with none there is taken from `log`.
+public struct RecoveryFallback: Equatable, Sendable {
+    public var log: UInt64
+    public var after: UInt64
+    public var runs: [PageRun]
+    public init(log: UInt64, after: UInt64, runs: [PageRun]) {
+        self.log = log
+        self.after = after
+        self.runs = runs
+    }
+}
+
 public struct RecoverSpace: WireRequest, Equatable {
-    public typealias Response = Count64
+    public typealias Response = RecoveredSpace
     public static let opcode = Opcode.recoverSpace
     public var space: UInt64
     public var ephemeral: Bool
     public var logged: Bool
+    /// With `logged`: answer once the pages are here, and log them behind (AWAIT_RECOVERY_LOGGED
+    /// says when that is done).
+    public var logBehind: Bool
     public var deadLog: UInt64
     public var slabs: [UInt64]
     public var runs: [PageRun]
-    public init(space: UInt64, ephemeral: Bool, logged: Bool, deadLog: UInt64, slabs: [UInt64], runs: [PageRun]) {
+    public var fallbacks: [RecoveryFallback]
+    public init(space: UInt64, ephemeral: Bool, logged: Bool, logBehind: Bool = false, deadLog: UInt64, slabs: [UInt64], runs: [PageRun],
+                fallbacks: [RecoveryFallback] = []) {
         self.space = space
         self.ephemeral = ephemeral
         self.logged = logged
+        self.logBehind = logBehind
         self.deadLog = deadLog
         self.slabs = slabs
         self.runs = runs
+        self.fallbacks = fallbacks
     }
     public func encode(to w: inout WireWriter) {
         w.u64(space)
-        w.u8((ephemeral ? 1 : 0) | (logged ? 2 : 0))
+        w.u8((ephemeral ? 1 : 0) | (logged ? 2 : 0) | (logBehind ? 4 : 0))
         w.u64(deadLog)
         w.u32(UInt32(slabs.count))
         for s in slabs { w.u64(s) }
+        Self.encode(runs, to: &w)
+        w.u32(UInt32(fallbacks.count))
+        for f in fallbacks {
+            w.u64(f.log)
+            w.u64(f.after)
+            Self.encode(f.runs, to: &w)
+        }
+    }
+    static func encode(_ runs: [PageRun], to w: inout WireWriter) {
         w.u32(UInt32(runs.count))
         for r in runs {
             w.u64(r.first)
             w.u64(r.count)
         }
     }
-    public init(from r: inout WireReader) throws {
-        space = try r.u64("space")
-        let flags = try r.u8("flags")
-        guard flags & ~3 == 0 else { throw WireError.malformed("RECOVER_SPACE flags 0x\(String(flags, radix: 16))") }
-        ephemeral = flags & 1 != 0
-        logged = flags & 2 != 0
-        deadLog = try r.u64("dead log")
-        guard deadLog != 0 else { throw WireError.malformed("RECOVER_SPACE of log writer 0") }
-        let k = try r.count(itemSize: 8, limit: WireLimits.maxRangesPerRequest, "slab count")
-        slabs = try r.u64Array(k, "slabs")
+    static func decodeRuns(_ r: inout WireReader) throws -> [PageRun] {
         let n = try r.count(itemSize: 16, limit: WireLimits.maxRangesPerRequest * 16, "run count")
-        runs = try (0..<n).map { _ in
+        return try (0..<n).map { _ in
             let first = try r.u64("run first key"), count = try r.u64("run length")
             guard count > 0, count <= 1 << 36 else { throw WireError.malformed("RECOVER_SPACE run of \(count) keys") }
             return PageRun(first: first, count: count)
         }
+    }
+    public init(from r: inout WireReader) throws {
+        space = try r.u64("space")
+        let flags = try r.u8("flags")
+        guard flags & ~7 == 0 else { throw WireError.malformed("RECOVER_SPACE flags 0x\(String(flags, radix: 16))") }
+        ephemeral = flags & 1 != 0
+        logged = flags & 2 != 0
+        logBehind = flags & 4 != 0
+        deadLog = try r.u64("dead log")
+        guard deadLog != 0 else { throw WireError.malformed("RECOVER_SPACE of log writer 0") }
+        let k = try r.count(itemSize: 8, limit: WireLimits.maxRangesPerRequest, "slab count")
+        slabs = try r.u64Array(k, "slabs")
+        runs = try Self.decodeRuns(&r)
+        let f = try r.count(itemSize: 20, limit: 64, "fallback count")
+        fallbacks = try (0..<f).map { _ in
+            let log = try r.u64("fallback log"), after = try r.u64("fallback mark")
+            guard log != 0 else { throw WireError.malformed("RECOVER_SPACE fallback to log writer 0") }
+            return RecoveryFallback(log: log, after: after, runs: try Self.decodeRuns(&r))
+        }
+    }
+}
+
+/// RECOVER_SPACE's answer: how many keys came back, and the mark of the recovery node's log for
+/// them (its entries of those keys after `mark` are newer than the dead node's log; 0 if the space
+/// is not logged).
+public struct RecoveredSpace: WireMessage, Equatable {
+    public var pages: UInt64
+    public var mark: UInt64
+    public init(pages: UInt64, mark: UInt64) {
+        self.pages = pages
+        self.mark = mark
+    }
+    public func encode(to w: inout WireWriter) {
+        w.u64(pages)
+        w.u64(mark)
+    }
+    public init(from r: inout WireReader) throws {
+        pages = try r.u64("recovered pages")
+        mark = try r.u64("log mark")
+    }
+}
+
+/// Waits until the pages a RECOVER_SPACE with logBehind rebuilt from `deadLog` are all in this
+/// node's write-back log; `internalError` if logging them failed, `notFound` if no such recovery
+/// is known here.
+public struct AwaitRecoveryLogged: WireRequest, Equatable {
+    public typealias Response = NoPayload
+    public static let opcode = Opcode.awaitRecoveryLogged
+    public var space: UInt64
+    public var deadLog: UInt64
+    public init(space: UInt64, deadLog: UInt64) {
+        self.space = space
+        self.deadLog = deadLog
+    }
+    public func encode(to w: inout WireWriter) {
+        w.u64(space)
+        w.u64(deadLog)
+    }
+    public init(from r: inout WireReader) throws {
+        space = try r.u64("space")
+        deadLog = try r.u64("dead log")
     }
 }

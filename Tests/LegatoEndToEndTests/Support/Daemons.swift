@@ -19,7 +19,9 @@ final class TestCluster {
     private var mounts: [String] = []
 
     /// With `logDisk`, each log node's directory is a tmpfs of that size (e.g. "16m"): a disk that fills.
-    init(memory: Int, log: Int, deadAfterMillis: Int = 1000, store: String? = nil, coordinators: Int = 1, logDisk: String? = nil) throws {
+    /// `environment`: for every daemon (`legato cluster up` passes its own on).
+    init(memory: Int, log: Int, deadAfterMillis: Int = 1000, store: String? = nil, coordinators: Int = 1, logDisk: String? = nil,
+         environment: [String: String] = [:]) throws {
         dir = TestEnvironment.temporaryDirectory("cluster")
         secretFile = dir + "/secret"
         let logDirs = (0..<log).map { [dir] in dir + "/logd-\($0)" }
@@ -30,7 +32,7 @@ final class TestCluster {
                     "--secret-file", secretFile, "--dead-after-ms", String(deadAfterMillis), "--memory-capacity", "256M"]
         if let store { args += ["--store", store] }
         if coordinators > 1 { args += ["--coordinators", String(coordinators)] }
-        let r = try runCommand(args, timeoutSeconds: 60)
+        let r = try runCommand(args, environment: environment, timeoutSeconds: 60)
         let list = r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         guard r.status == 0, let ep = Endpoint(parsing: String(list.split(separator: ",").first ?? "")) else {
             for m in disks { _ = runCommandStatus(["umount", "-l", m]) }
