@@ -1,4 +1,3 @@
-import Glibc
 import LegatoCore
 import LegatoSegmentLog
 import LegatoSystem
@@ -114,7 +113,7 @@ public final class LogNodeClient {
 
     /// The size of a page `forEachEntry` asks for. The node reads the next page ahead while this one
     /// travels; a larger page only costs memory to zero: each session's buffers are new.
-    static let pageBytes = getenv("LEGATO_PAGE_KIB").map { Int(atoi($0)) << 10 } ?? (2 << 20)
+    static let pageBytes = 2 << 20
 
     /// Every entry of a replica, paging through it, each visited in place (see `readPage`). `readAhead`
     /// names the segment this client will read next from this node, for the node to read it ahead.
