@@ -190,7 +190,10 @@ public final class Agent {
         writeBack.onNodeFailure = { [unowned self] in memoryNodeFailed($0, why: $1) }
         if let c = config.coordinator {
             let adaptive = config.memoryReplication == .adaptive
-            let watch = try MembershipWatch(coordinator: c, secret: config.secret, refreshMillis: adaptive ? 1000 : 5000, log: log)
+            let sockets = pool.sockets
+            let watch = try MembershipWatch(coordinator: c, secret: config.secret, refreshMillis: adaptive ? 1000 : 5000, log: log) {
+                sockets.shutDown($0, why: Agent.declaredDead)
+            }
             membership = watch
             if adaptive {
                 let threshold = config.mirrorAbovePercent
@@ -209,7 +212,10 @@ public final class Agent {
         fetcher = Fetcher(pool: pool, budget: budget, prefetchWindow: prefetchWindow,
                           maxPrefetchPages: config.prefetchMaxPages, log: log)
         fetcher.onFailure = { [unowned self] in fail($0) }
-        fetcher.onNodeFailure = { [unowned self] in memoryNodeFailed($0, why: $1) }
+        fetcher.onNodeFailure = { [unowned self] node, why in
+            // (A read cut short by the watch: the coordinator's word is why.)
+            memoryNodeFailed(node, why: pool.sockets.reason(pool.nodes[node].endpoint.description) ?? why)
+        }
         fetcher.isStopping = { [unowned self] in fatalError != nil }
 
         let path: String

@@ -114,6 +114,9 @@ final class RemotePool {
         return false
     }
 
+    /// The fetch connections, for MembershipWatch's thread to cut.
+    let sockets = FetchSockets()
+
     /// The endpoints of the nodes in index order (the write-back thread's view).
     var endpoints: [Endpoint] { nodes.map { $0.endpoint } }
 
@@ -130,6 +133,7 @@ final class RemotePool {
         }
         client.rpc.connection.spinNanos = Agent.spinNanos("LEGATO_FETCH_SPIN_US", 50)
         client.rpc.connection.bufferReads(upTo: 64 << 10)
+        sockets.register(ep.description, fd: client.rpc.connection.fd)
         let free = Self.freePages(statsJSON: (try? client.rpc.stats()) ?? "")
         nodes.append(Node(index: nodes.count, endpoint: ep, fetcher: client, freePages: free, logWriter: logWriter))
         return nodes.count - 1
@@ -152,6 +156,7 @@ final class RemotePool {
     /// Node `node` died: no slab is placed on it any more, and its slabs' new pages go elsewhere.
     func markDead(_ node: Int) {
         nodes[node].dead = true
+        sockets.unregister(nodes[node].endpoint.description)
         nodes[node].fetcher.close()
     }
 
@@ -334,6 +339,7 @@ final class RemotePool {
     func dropEverywhere() {
         for n in nodes where !n.dead {
             try? n.fetcher.dropSpace(space)
+            sockets.unregister(n.endpoint.description)
             n.fetcher.close()
         }
         try? coordinator?.dropSlabs(space: space)

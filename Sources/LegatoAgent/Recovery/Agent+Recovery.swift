@@ -8,6 +8,8 @@ import LegatoSystem
 /// its pages are fetched from their new nodes. Without replication the run stops, as it must: no
 /// page is ever served stale or zero.
 extension Agent {
+    static let declaredDead = "the coordinator declared it dead"
+
     /// Node `node` failed (`why`); answers whether the run goes on.
     func memoryNodeFailed(_ node: Int, why: String) -> Bool {
         let n = pool.nodes[node]
@@ -88,7 +90,7 @@ extension Agent {
     /// as failed (no connection of ours may have noticed: a host cut off sends no reset).
     func memoryNodesDeclaredDead(_ addresses: Set<String>) {
         for n in pool.nodes where !n.dead && addresses.contains(n.endpoint.description) {
-            let why = "the coordinator declared it dead"
+            let why = Agent.declaredDead
             writeBack.thread.abandon(node: n.index, why: why)
             if !memoryNodeUnreachable(n.index, why: why) { return }
         }

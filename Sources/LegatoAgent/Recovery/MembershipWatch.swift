@@ -19,7 +19,13 @@ final class MembershipWatch {
     private var stopped = false
     private var free: Double?
 
-    init(coordinator: Endpoint, secret: ClusterSecret, refreshMillis: UInt32 = 5000, log: Logger) throws {
+    /// Called on the watch's thread with the nodes about to be named dead, before `wakeFD` is
+    /// signalled (the agent cuts their fetch connections: the event loop may be in a read from one).
+    private let onDeclaredDead: (Set<String>) -> Void
+
+    init(coordinator: Endpoint, secret: ClusterSecret, refreshMillis: UInt32 = 5000, log: Logger,
+         onDeclaredDead: @escaping (Set<String>) -> Void = { _ in }) throws {
+        self.onDeclaredDead = onDeclaredDead
         wakeFD = try Sys.eventFD()
         startThread(name: "membership") { [self] in watch(coordinator, secret, refreshMillis, log) }
     }
@@ -77,6 +83,7 @@ final class MembershipWatch {
                 guard !first, !newly.isEmpty else { continue }
                 let silent = newly.filter { !Self.answers($0, secret) }
                 guard !silent.isEmpty else { continue }
+                onDeclaredDead(silent)
                 lock.withLock { dead.formUnion(silent) }
                 var one: UInt64 = 1
                 _ = write(wakeFD, &one, 8)
